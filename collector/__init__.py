@@ -1,0 +1,1 @@
+"""The flopwatch collector: verify, deduplicate, aggregate per job, alert, serve metrics."""

@@ -1,0 +1,5 @@
+import sys
+
+from flopwatch.cli import main
+
+sys.exit(main())

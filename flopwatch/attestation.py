@@ -1,0 +1,130 @@
+"""The attestation payload: building it (agent) and reading it back (collector, verifier).
+
+Generated protobuf classes stay at this edge. `make_interval` is the only place figures are put
+into a record and `recompute_interval` the only place they are checked, and both call the same
+FLOP-model functions, so signer and verifier cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from flopwatch.attribution import Attribution
+from flopwatch.errors import VerificationError
+from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.model import Counters, Pipe, Precision
+from flopwatch.model.figures import Method, job_figures, whole_gpu_upper
+from flopwatch.v1 import attestation_pb2 as pb
+
+PRECISION_TO_PROTO = {
+    Precision.UNSPECIFIED: pb.PRECISION_UNSPECIFIED,
+    Precision.BF16: pb.PRECISION_BF16,
+    Precision.FP16: pb.PRECISION_FP16,
+    Precision.TF32: pb.PRECISION_TF32,
+    Precision.FP8: pb.PRECISION_FP8,
+    Precision.FP32: pb.PRECISION_FP32,
+    Precision.FP64: pb.PRECISION_FP64,
+}
+PRECISION_FROM_PROTO = {v: k for k, v in PRECISION_TO_PROTO.items()}
+METHOD_TO_PROTO = {
+    Method.GPM: pb.METHOD_GPM,
+    Method.NVML_UTILIZATION: pb.METHOD_NVML_UTILIZATION,
+    Method.UNKNOWN_RATE: pb.METHOD_UNKNOWN_RATE,
+}
+METHOD_FROM_PROTO = {v: k for k, v in METHOD_TO_PROTO.items()}
+_PIPE_FIELDS = {p: p.value for p in Pipe}
+
+
+def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
+    return Counters(
+        cc=(gpu.cc_major, gpu.cc_minor),
+        sm_count=gpu.sm_count,
+        max_sm_clock_mhz=gpu.max_sm_clock_mhz,
+        duration_ns=iv.end_unix_ns - iv.start_unix_ns,
+        elapsed_sm_cycles=iv.elapsed_sm_cycles,
+        active={p: getattr(iv.active_sm_cycles, f) for p, f in _PIPE_FIELDS.items()},
+    )
+
+
+def make_interval(
+    *,
+    gpu_index: int,
+    counters: Counters,
+    method: Method,
+    start_ns: int,
+    end_ns: int,
+    attributions: Sequence[Attribution],
+    energy_mj: int = 0,
+    clock_samples: int = 0,
+    utilization_centipercent: int = 0,
+) -> pb.GpuInterval:
+    """One GPU interval with its raw counters and the figures the model derives from them."""
+    jobs = []
+    for a in attributions:
+        f = job_figures(counters, method, a.share_ppm, a.precision, utilization_centipercent)
+        jobs.append(
+            pb.JobShare(
+                job_id=a.job_id,
+                share_ppm=a.share_ppm,
+                declared_precision=PRECISION_TO_PROTO[a.precision],
+                source=a.source,
+                flops_estimate=f.flops_estimate,
+                flops_upper=f.flops_upper,
+            )
+        )
+    return pb.GpuInterval(
+        gpu=gpu_index,
+        start_unix_ns=start_ns,
+        end_unix_ns=end_ns,
+        active_sm_cycles=pb.PipeCycles(
+            **{f: counters.active_cycles(p) for p, f in _PIPE_FIELDS.items()}
+        ),
+        elapsed_sm_cycles=counters.elapsed_sm_cycles,
+        energy_mj=energy_mj,
+        jobs=jobs,
+        flops_estimate=sum(j.flops_estimate for j in jobs),
+        flops_upper=whole_gpu_upper(counters, method, utilization_centipercent),
+        method=METHOD_TO_PROTO[method],
+        clock_samples=clock_samples,
+        utilization_centipercent=utilization_centipercent,
+    )
+
+
+def parse_payload(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> pb.Attestation:
+    """Decode an attestation payload and enforce the count limits."""
+    msg = pb.Attestation()
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError as e:
+        raise VerificationError("malformed", f"payload is not a valid Attestation: {e}") from e
+    if len(msg.gpus) > limits.max_gpus_per_attestation:
+        raise VerificationError("too_many", f"{len(msg.gpus)} GPUs in one attestation")
+    if len(msg.intervals) > limits.max_intervals_per_attestation:
+        raise VerificationError("too_many", f"{len(msg.intervals)} intervals in one attestation")
+    if len(msg.gaps) > limits.max_gaps_per_attestation:
+        raise VerificationError("too_many", f"{len(msg.gaps)} gaps in one attestation")
+    return msg
+
+
+@dataclass(frozen=True)
+class JobContribution:
+    """One job's figures from one GPU interval of a verified record."""
+
+    job_id: str
+    gpu_uuid: str
+    start_ns: int
+    end_ns: int
+    flops_estimate: int
+    flops_upper: int
+
+
+@dataclass(frozen=True)
+class GapInfo:
+    gpu_uuid: str
+    start_ns: int
+    end_ns: int
+    reason: str
+    detail: str

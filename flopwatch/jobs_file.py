@@ -1,0 +1,60 @@
+"""JOBS.json: jobs given by hand for replay and calibration.
+
+A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": str?}.
+A job gets the GPU work of its pid inside its window.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flopwatch.attribution import JobWindow
+from flopwatch.errors import ConfigError
+from flopwatch.model import Precision
+
+
+def _window(i: int, item: Any, source: str) -> JobWindow:
+    if not isinstance(item, dict):
+        raise ConfigError(f"jobs[{i}]: expected an object, got {type(item).__name__}")
+    unknown = set(item) - {"job", "pid", "start", "end", "precision"}
+    if unknown:
+        raise ConfigError(f"jobs[{i}]: unknown field(s) {sorted(unknown)}")
+    try:
+        job, pid, start, end = item["job"], item["pid"], item["start"], item["end"]
+    except KeyError as e:
+        raise ConfigError(f"jobs[{i}]: missing field {e.args[0]!r}") from None
+    if not isinstance(job, str) or not job:
+        raise ConfigError(f"jobs[{i}]: 'job' must be a non-empty string")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
+        raise ConfigError(f"jobs[{i}]: 'pid' must be a non-negative integer")
+    for name, v in (("start", start), ("end", end)):
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise ConfigError(f"jobs[{i}]: {name!r} must be a number (unix seconds)")
+    if end <= start:
+        raise ConfigError(f"jobs[{i}]: 'end' must be after 'start'")
+    try:
+        precision = Precision.parse(item.get("precision"))
+    except ValueError as e:
+        raise ConfigError(f"jobs[{i}]: {e}") from None
+    return JobWindow(
+        job_id=job,
+        pid=pid,
+        start_ns=round(start * 1e9),
+        end_ns=round(end * 1e9),
+        precision=precision,
+        source=source,
+    )
+
+
+def load_jobs(path: Path, source: str = "manual") -> list[JobWindow]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read jobs file {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"jobs file {path} is not JSON: {e}") from e
+    if not isinstance(data, list):
+        raise ConfigError(f"jobs file {path}: expected a JSON list of jobs")
+    return [_window(i, item, source) for i, item in enumerate(data)]

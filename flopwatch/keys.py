@@ -1,0 +1,119 @@
+"""Ed25519 node and collector keys on disk.
+
+A private key file is created with mode 0600 (O_EXCL, so an existing file is never overwritten)
+and refused on load when group or others can read it. Key material is never logged; a key is
+named by its key id, the hex SHA-256 of the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from flopwatch.errors import KeyFileError
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    return hashlib.sha256(public_raw(public_key)).hexdigest()
+
+
+def public_raw(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_from_raw(raw: bytes) -> Ed25519PublicKey:
+    if len(raw) != 32:
+        raise KeyFileError(f"an Ed25519 public key is 32 bytes, got {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def public_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def load_public_pem(data: bytes) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as e:
+        raise KeyFileError(f"not a PEM public key: {e}") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError("public key is not Ed25519")
+    return key
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key that signs; satisfies `flopwatch.dsse.Signer`."""
+
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public_key)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data)
+
+    def __repr__(self) -> str:  # never print key material
+        return f"SigningKey(key_id={self.key_id[:16]}...)"
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: Path) -> SigningKey:
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(
+                f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                "it must be readable by its owner only (chmod 600)"
+            )
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as e:
+            raise KeyFileError(f"cannot load key file {path}: {e}") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError(f"key file {path} does not hold an Ed25519 private key")
+        return cls(key)
+
+    def save(self, path: Path) -> None:
+        """Write the key to a new file with mode 0600; refuse to overwrite."""
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as e:
+            raise KeyFileError(f"key file {path} already exists; not overwriting it") from e
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> tuple[SigningKey, bool]:
+        """Load the key at `path`, creating it (0600) on first start. Returns (key, created)."""
+        if path.exists():
+            return cls.load(path), False
+        key = cls.generate()
+        key.save(path)
+        return key, True

@@ -1,0 +1,84 @@
+"""FLOP model v1: counters -> FLOPs, estimate and sound upper bound.
+
+    FLOPs = sum over pipes of active SM-cycles(pipe) x rate(pipe, precision)
+
+where active SM-cycles = busy fraction x SM count x integral of the SM clock. The upper bound
+takes, for every pipe, the fastest rate the pipe supports and the maximum SM clock over the
+whole interval:
+
+    upper = sum over pipes of ceil(busy fraction x SM count x max clock x duration x fastest rate)
+
+All arithmetic is on integers, so every party recomputes the same figures.
+"""
+
+from __future__ import annotations
+
+from flopwatch.model.counters import Counters, Pipe, Precision
+from flopwatch.model.rates import ArchRates, fastest_known, rates_for
+
+MODEL_VERSION = "1"
+PPM = 1_000_000
+
+# The estimate's HMMA rate for each declared precision. fp32 matrix work on tensor cores runs as
+# tf32; fp64 work does not use the HMMA pipe, so whatever HMMA work such a job has is taken at the
+# default (16-bit) rate like an undeclared job's.
+_HMMA_KIND = {
+    Precision.UNSPECIFIED: "16bit",
+    Precision.BF16: "16bit",
+    Precision.FP16: "16bit",
+    Precision.TF32: "tf32",
+    Precision.FP32: "tf32",
+    Precision.FP8: "fp8",
+    Precision.FP64: "16bit",
+}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def estimate(counters: Counters, precision: Precision = Precision.UNSPECIFIED) -> int:
+    """Whole-GPU FLOP estimate for the interval, taking HMMA work at `precision`.
+
+    For a GPU the rate table does not know there is no estimate to make: the figure returned is
+    the upper bound, and the record's method says `unknown-rate`.
+    """
+    rates = rates_for(counters.cc)
+    if rates is None:
+        return upper_bound(counters)
+    kind = _HMMA_KIND[precision]
+    return sum(counters.active_cycles(p) * rates.rate(p, kind) for p in Pipe)
+
+
+def _fastest(rates: ArchRates | None, pipe: Pipe) -> int:
+    return rates.fastest(pipe) if rates is not None else fastest_known(pipe)
+
+
+def upper_bound(counters: Counters) -> int:
+    """Sound upper bound: fastest rate of each pipe, maximum SM clock, whole interval."""
+    rates = rates_for(counters.cc)
+    elapsed = counters.elapsed_sm_cycles
+    if elapsed <= 0:
+        return 0
+    # Scale busy cycles up to what they would be at the maximum clock, never down.
+    at_max = max(counters.max_elapsed_sm_cycles, elapsed)
+    return sum(
+        _ceil_div(counters.active_cycles(p) * _fastest(rates, p) * at_max, elapsed) for p in Pipe
+    )
+
+
+def peak_rate_all_pipes(cc: tuple[int, int]) -> int:
+    """FLOP per clock per SM with every pipe busy at its fastest rate."""
+    rates = rates_for(cc)
+    return sum(_fastest(rates, p) for p in Pipe)
+
+
+def physical_peak(counters: Counters) -> int:
+    """Most FLOPs the GPU could physically do in the interval: every pipe busy on every SM at
+    its fastest rate and the maximum SM clock. No record may claim more."""
+    return counters.max_elapsed_sm_cycles * peak_rate_all_pipes(counters.cc)
+
+
+def job_flops(whole_gpu: int, share_ppm: int) -> int:
+    """A job's part of a whole-GPU figure (floor; shares are parts per million)."""
+    return whole_gpu * share_ppm // PPM

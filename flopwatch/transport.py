@@ -1,0 +1,58 @@
+"""gRPC channel set-up shared by the agent and the command-line clients."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+
+from flopwatch.errors import ConfigError
+from flopwatch.limits import DEFAULT_LIMITS
+from flopwatch.v1 import collector_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", DEFAULT_LIMITS.max_grpc_message_bytes),
+    ("grpc.max_receive_message_length", DEFAULT_LIMITS.max_grpc_message_bytes),
+)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+
+
+def client_credentials(
+    ca: Path | None, cert: Path | None, key: Path | None
+) -> grpc.ChannelCredentials:
+    """mTLS credentials for a client; all three files are required."""
+    if ca is None or cert is None or key is None:
+        raise ConfigError("mTLS needs --tls-ca, --tls-cert and --tls-key; or pass --insecure")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca, "CA certificate"),
+        private_key=_read(key, "TLS key"),
+        certificate_chain=_read(cert, "TLS certificate"),
+    )
+
+
+def sync_channel(
+    target: str,
+    *,
+    insecure: bool,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> grpc.Channel:
+    if insecure:
+        log.warning("plaintext gRPC to %s (--insecure): nothing is authenticated", target)
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, client_credentials(ca, cert, key), options=CHANNEL_OPTIONS)
+
+
+def collector_stub(channel: grpc.Channel) -> collector_pb2_grpc.CollectorStub:
+    """A typed Collector client stub (the generated constructor carries no annotations)."""
+    return collector_pb2_grpc.CollectorStub(channel)  # type: ignore[no-untyped-call]

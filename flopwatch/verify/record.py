@@ -1,0 +1,229 @@
+"""Verify one signed attestation record. Pure: no I/O, no clock unless one is passed in.
+
+The collector runs this on every envelope it receives; the offline verifier runs it on every
+envelope of a report. It checks everything a single record can prove on its own. What needs
+history (sequence, chain, overlap with earlier intervals) is judged by `flopwatch.chain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from flopwatch.attestation import (
+    METHOD_FROM_PROTO,
+    PRECISION_FROM_PROTO,
+    GapInfo,
+    JobContribution,
+    counters_of,
+    parse_payload,
+)
+from flopwatch.dsse import Envelope
+from flopwatch.errors import VerificationError
+from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.model import MODEL_VERSION, Counters, Pipe, physical_peak
+from flopwatch.model.figures import Method, job_figures, method_for, whole_gpu_upper
+from flopwatch.model.flops import PPM
+from flopwatch.v1 import attestation_pb2 as pb
+
+SUPPORTED_MODEL_VERSIONS = frozenset({MODEL_VERSION})
+_MAX_SMS = 1024
+_MAX_CLOCK_MHZ = 10_000
+
+
+@dataclass(frozen=True)
+class VerifiedRecord:
+    """What a record proves once its signature and contents check out."""
+
+    key_id: str
+    node_id: str
+    cluster: str
+    sequence: int
+    digest: bytes
+    previous_digest: bytes
+    envelope: Envelope
+    attestation: pb.Attestation
+    contributions: tuple[JobContribution, ...]
+    gaps: tuple[GapInfo, ...]
+
+    @property
+    def gpu_intervals(self) -> tuple[tuple[str, int, int], ...]:
+        gpus = self.attestation.gpus
+        return tuple(
+            (gpus[iv.gpu].uuid, iv.start_unix_ns, iv.end_unix_ns)
+            for iv in self.attestation.intervals
+        )
+
+
+def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
+    if required and not value:
+        raise VerificationError("malformed", f"{what} is empty")
+    if len(value) > limits.max_string_chars:
+        raise VerificationError("malformed", f"{what} is longer than {limits.max_string_chars}")
+
+
+class RecordVerifier:
+    """Checks signed records against a set of trusted node keys.
+
+    `now_ns` (a callable) enables the clock-skew check on interval ends; leave it None to verify
+    historical records offline.
+    """
+
+    def __init__(
+        self,
+        *,
+        trusted_keys: Mapping[str, Ed25519PublicKey],
+        limits: Limits = DEFAULT_LIMITS,
+        now_ns: Callable[[], int] | None = None,
+    ) -> None:
+        self._keys = trusted_keys
+        self._limits = limits
+        self._now_ns = now_ns
+
+    def verify_bytes(self, data: bytes) -> VerifiedRecord:
+        return self.verify(Envelope.from_bytes(data, self._limits))
+
+    def verify(self, envelope: Envelope) -> VerifiedRecord:
+        """Return the verified record or raise VerificationError with a reason code."""
+        lim = self._limits
+        # 1. Signed by a trusted key over PAE(type, payload); the payload is never re-encoded.
+        key_id = envelope.verify(self._keys)
+        # 2. The payload decodes within the size and count limits.
+        att = parse_payload(envelope.payload, lim)
+        # 3. The payload names the key that signed it and a model version this code knows.
+        if att.key_id != key_id:
+            raise VerificationError("key_mismatch", "payload key_id is not the signing key")
+        if att.flop_model_version not in SUPPORTED_MODEL_VERSIONS:
+            raise VerificationError(
+                "unknown_model", f"FLOP model version {att.flop_model_version!r} is not supported"
+            )
+        _text(att.node_id, "node_id", lim)
+        _text(att.cluster, "cluster", lim, required=False)
+        _text(att.agent_version, "agent_version", lim, required=False)
+        # 4. Sequence numbers start at 1; only the first record has no predecessor.
+        if att.sequence < 1:
+            raise VerificationError("bad_sequence", "sequence numbers start at 1")
+        if att.sequence == 1 and att.previous_digest:
+            raise VerificationError("bad_chain", "sequence 1 must not name a previous record")
+        if att.sequence > 1 and len(att.previous_digest) != 32:
+            raise VerificationError("bad_chain", "previous_digest must be a SHA-256 digest")
+        # 5. GPU identities are sane.
+        for g in att.gpus:
+            self._check_gpu(g)
+        # 6. Every interval is well-formed, physically possible and its figures recompute.
+        contributions: list[JobContribution] = []
+        last_end: dict[int, int] = {}
+        for iv in sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns)):
+            contributions.extend(self._check_interval(att, iv))
+            if iv.start_unix_ns < last_end.get(iv.gpu, iv.start_unix_ns):
+                raise VerificationError("overlap", "two intervals of one GPU overlap")
+            last_end[iv.gpu] = iv.end_unix_ns
+        # 7. Gaps name a GPU of the record and a proper time range.
+        gaps = tuple(self._check_gap(att, g) for g in att.gaps)
+        return VerifiedRecord(
+            key_id=key_id,
+            node_id=att.node_id,
+            cluster=att.cluster,
+            sequence=att.sequence,
+            digest=envelope.digest,
+            previous_digest=att.previous_digest,
+            envelope=envelope,
+            attestation=att,
+            contributions=tuple(contributions),
+            gaps=gaps,
+        )
+
+    def _check_gpu(self, g: pb.GpuIdentity) -> None:
+        lim = self._limits
+        _text(g.uuid, "GPU uuid", lim)
+        for value, what in ((g.serial, "serial"), (g.name, "name"), (g.mig_instance, "mig")):
+            _text(value, f"GPU {what}", lim, required=False)
+        if not 0 < g.sm_count <= _MAX_SMS:
+            raise VerificationError("implausible", f"GPU {g.uuid} claims {g.sm_count} SMs")
+        if not 0 < g.max_sm_clock_mhz <= _MAX_CLOCK_MHZ:
+            raise VerificationError("implausible", f"GPU {g.uuid} max clock {g.max_sm_clock_mhz}")
+
+    def _check_times(self, start_ns: int, end_ns: int) -> None:
+        if start_ns <= 0 or end_ns <= start_ns:
+            raise VerificationError("bad_interval", "interval must have start < end, after 1970")
+        if end_ns - start_ns > self._limits.max_interval_ns:
+            raise VerificationError("bad_interval", "interval is longer than the limit")
+        if self._now_ns is not None and end_ns > self._now_ns() + self._limits.max_clock_skew_ns:
+            raise VerificationError("future", "interval ends in the future")
+
+    def _check_interval(self, att: pb.Attestation, iv: pb.GpuInterval) -> list[JobContribution]:
+        lim = self._limits
+        if iv.gpu >= len(att.gpus):
+            raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
+        gpu = att.gpus[iv.gpu]
+        self._check_times(iv.start_unix_ns, iv.end_unix_ns)
+        c = counters_of(gpu, iv)
+        method = METHOD_FROM_PROTO.get(iv.method)
+        if method is None:
+            raise VerificationError("malformed", f"unknown method {iv.method}")
+        self._check_counters(c, method, iv)
+        if not 0 < len(iv.jobs) <= lim.max_jobs_per_interval:
+            raise VerificationError("malformed", f"{len(iv.jobs)} jobs in one interval")
+        if sum(j.share_ppm for j in iv.jobs) != PPM:
+            raise VerificationError("bad_shares", "job shares do not sum to 1,000,000 ppm")
+        out = []
+        for j in iv.jobs:
+            _text(j.job_id, "job_id", lim)
+            _text(j.source, "job source", lim, required=False)
+            precision = PRECISION_FROM_PROTO.get(j.declared_precision)
+            if precision is None:
+                raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
+            f = job_figures(c, method, j.share_ppm, precision, iv.utilization_centipercent)
+            if (j.flops_estimate, j.flops_upper) != (f.flops_estimate, f.flops_upper):
+                raise VerificationError(
+                    "flops_mismatch",
+                    f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
+                    f"counters give {f.flops_estimate}/{f.flops_upper}",
+                )
+            out.append(
+                JobContribution(
+                    job_id=j.job_id,
+                    gpu_uuid=gpu.uuid,
+                    start_ns=iv.start_unix_ns,
+                    end_ns=iv.end_unix_ns,
+                    flops_estimate=j.flops_estimate,
+                    flops_upper=j.flops_upper,
+                )
+            )
+        upper = whole_gpu_upper(c, method, iv.utilization_centipercent)
+        if iv.flops_upper != upper or iv.flops_estimate != sum(j.flops_estimate for j in iv.jobs):
+            raise VerificationError("flops_mismatch", "interval totals do not match its counters")
+        if upper > physical_peak(c):
+            raise VerificationError("implausible", "claims more FLOPs than the GPU's peak")
+        return out
+
+    def _check_counters(self, c: Counters, method: Method, iv: pb.GpuInterval) -> None:
+        expected = method_for(c.cc, has_gpm=method is not Method.NVML_UTILIZATION)
+        if method is not expected:
+            raise VerificationError("bad_method", f"method {method.value} for cc {c.cc}")
+        ceiling = c.max_elapsed_sm_cycles * (1 + self._limits.clock_tolerance)
+        if c.elapsed_sm_cycles > ceiling:
+            raise VerificationError("implausible", "SM clock integral exceeds the maximum clock")
+        for p in Pipe:
+            if c.active_cycles(p) > c.elapsed_sm_cycles:
+                raise VerificationError("implausible", f"{p.value} busy more cycles than elapsed")
+        if iv.utilization_centipercent > 10_000:
+            raise VerificationError("implausible", "utilization above 100%")
+        if method is not Method.NVML_UTILIZATION and iv.utilization_centipercent:
+            raise VerificationError("bad_method", "utilization given with counter-based method")
+
+    def _check_gap(self, att: pb.Attestation, g: pb.Gap) -> GapInfo:
+        if g.gpu >= len(att.gpus):
+            raise VerificationError("malformed", f"gap names GPU #{g.gpu}, not in record")
+        self._check_times(g.start_unix_ns, g.end_unix_ns)
+        _text(g.detail, "gap detail", self._limits, required=False)
+        reason = pb.GapReason.Name(g.reason) if g.reason in pb.GapReason.values() else "UNKNOWN"
+        return GapInfo(
+            gpu_uuid=att.gpus[g.gpu].uuid,
+            start_ns=g.start_unix_ns,
+            end_ns=g.end_unix_ns,
+            reason=reason.removeprefix("GAP_REASON_").lower(),
+            detail=g.detail,
+        )

@@ -1,0 +1,92 @@
+"""The FLOP model against the real H100 recording with exact ground truth."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.replay_report import replay
+from flopwatch.jobs_file import load_jobs
+from flopwatch.model import Counters, Pipe, Precision, estimate, physical_peak, upper_bound
+from flopwatch.model.rates import fastest_known
+
+TRACE_DIR = Path(__file__).parent.parent / "fixtures" / "h100-trace-1"
+TRUTH = {
+    t["phase"]: t for t in map(json.loads, (TRACE_DIR / "truth.jsonl").read_text().splitlines())
+}
+# Phases that ran alone on the GPU (c1 and c2 ran at the same time in two processes).
+SOLO = ["a1", "a2", "a3", "a4", "t1", "f1", "f2", "g1"]
+# Phases the model must estimate within 5% given the right precision.
+WITHIN_5_PERCENT = ["a1", "a2", "a3", "a4", "t1"]
+
+
+@pytest.fixture(scope="module")
+def result() -> dict[str, tuple[int, int]]:
+    windows = load_jobs(TRACE_DIR / "jobs.json", source="replay")
+    r = replay(TRACE_DIR / "trace.jsonl", windows)
+    return {job: (f.flops, f.flops_upper) for job, f in r.jobs.items()}
+
+
+@pytest.mark.parametrize("phase", WITHIN_5_PERCENT)
+def test_estimate_within_5_percent_of_exact(result: dict[str, tuple[int, int]], phase: str) -> None:
+    exact = TRUTH[phase]["flops"]
+    est, _ = result[phase]
+    assert abs(est / exact - 1) < 0.05, f"{phase}: {est:.4e} vs exact {exact:.4e}"
+
+
+@pytest.mark.parametrize("phase", SOLO)
+def test_upper_bound_never_below_exact(result: dict[str, tuple[int, int]], phase: str) -> None:
+    _, upper = result[phase]
+    assert upper >= TRUTH[phase]["flops"]
+
+
+def test_nothing_measured_is_dropped(result: dict[str, tuple[int, int]]) -> None:
+    # Whatever no job window covers lands in 'unattributed' rather than vanishing.
+    assert result["unattributed"][0] > 0
+
+
+def _counters(cc: tuple[int, int], busy: dict[Pipe, float], clock_mhz: int) -> Counters:
+    elapsed = 132 * clock_mhz * 10**6  # one second
+    return Counters(
+        cc=cc,
+        sm_count=132,
+        max_sm_clock_mhz=1980,
+        duration_ns=10**9,
+        elapsed_sm_cycles=elapsed,
+        active={p: round(f * elapsed) for p, f in busy.items()},
+    )
+
+
+def test_hopper_rates_per_precision() -> None:
+    c = _counters((9, 0), {Pipe.HMMA: 0.5}, 1000)
+    half = 132 * 1000 * 10**6 // 2
+    assert estimate(c, Precision.BF16) == half * 4096
+    assert estimate(c, Precision.TF32) == half * 2048
+    assert estimate(c, Precision.FP8) == half * 8192
+    assert estimate(c) == half * 4096  # undeclared: bf16
+    # Upper bound: fastest HMMA rate (fp8) and the maximum clock.
+    assert upper_bound(c) == 132 * 1980 * 10**6 // 2 * 8192
+
+
+def test_unknown_gpu_is_bounded_by_fastest_known_rate() -> None:
+    c = _counters((42, 0), {Pipe.HMMA: 0.5}, 1980)
+    assert upper_bound(c) == 132 * 1980 * 10**6 // 2 * fastest_known(Pipe.HMMA)
+    assert estimate(c) == upper_bound(c)
+
+
+fractions = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@given(
+    busy=st.fixed_dictionaries({p: fractions for p in Pipe}),
+    clock=st.integers(min_value=1, max_value=1980),
+    cc=st.sampled_from([(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)]),
+    precision=st.sampled_from(list(Precision)),
+)
+def test_upper_bound_dominates_every_estimate_and_peak_dominates_bound(
+    busy: dict[Pipe, float], clock: int, cc: tuple[int, int], precision: Precision
+) -> None:
+    c = _counters(cc, busy, clock)
+    assert estimate(c, precision) <= upper_bound(c) <= physical_peak(c)

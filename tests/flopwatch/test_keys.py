@@ -1,0 +1,49 @@
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from flopwatch.errors import KeyFileError
+from flopwatch.keys import SigningKey, key_id_of
+
+
+def test_created_key_is_owner_only_and_reloads(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "node.key"
+    key, created = SigningKey.load_or_create(path)
+    assert created
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again, created_again = SigningKey.load_or_create(path)
+    assert not created_again
+    assert again.key_id == key.key_id == key_id_of(key.public_key)
+
+
+def test_group_readable_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "node.key"
+    SigningKey.generate().save(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        SigningKey.load(path)
+
+
+def test_existing_key_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "node.key"
+    SigningKey.generate().save(path)
+    before = path.read_bytes()
+    with pytest.raises(KeyFileError, match="already exists"):
+        SigningKey.generate().save(path)
+    assert path.read_bytes() == before
+
+
+def test_garbage_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "node.key"
+    path.write_bytes(b"not a key")
+    os.chmod(path, 0o600)
+    with pytest.raises(KeyFileError, match="cannot load"):
+        SigningKey.load(path)
+
+
+def test_repr_does_not_leak_key_material() -> None:
+    key = SigningKey.generate()
+    assert "PRIVATE" not in repr(key)
+    assert key.key_id[:16] in repr(key)
