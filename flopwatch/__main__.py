@@ -1,5 +1,5 @@
 import sys
 
-from flopwatch.cli import main
+from flopwatch.cli.main import main
 
 sys.exit(main())

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from flopwatch.cli import main
+from flopwatch.cli.main import main
 
 TRACE_DIR = Path(__file__).parent.parent / "fixtures" / "h100-trace-1"
 

@@ -1,0 +1,315 @@
+"""The ingest path: envelopes in, acks out, after one durable commit per batch.
+
+Per envelope, in order:
+  1. Parse the DSSE envelope (bounded by `Limits`).
+  2. Find a signing key: enrolled -> trusted; revoked -> "revoked_key"; unknown -> "unknown_key",
+     unless trust on first use is on and the agent presented the matching public key.
+  3. Verify the record (`RecordVerifier`): signature, contents, figures.
+  4. Judge it against its key's chain, as held in the store plus what this batch accepted:
+     the same record again -> duplicate (nothing changes); a conflicting one -> "chain_fork".
+  5. Refuse intervals that overlap time already measured on the same device ("overlap"), so no
+     GPU-second is counted twice, even by two keys. Overlap is judged against the exact set of
+     measured time (`Store.coverage`), not only the latest end per GPU, so records that arrive
+     out of order, or fill the hole a gap left, are accepted when they do not overlap.
+Then per batch: decide alerts from the new totals, commit records, totals and alerts in ONE
+transaction, and only then return the acks and hand new alerts to the sinks. If the store fails,
+every envelope of the batch is acked "retry" and nothing of the batch is applied.
+
+Trust on first use enrolls a key (its own transaction) once a record signed by it verifies and
+judges sound; if the batch's commit then fails, the key stays enrolled and the records come back.
+
+Threads: an Ingestor and its store are used from one thread (the collector's ingest thread).
+Only `snapshot()` may be called from others (the metrics scrape); it reads a copy kept under a
+lock, never the store. The counters are in memory and start at zero on restart, as Prometheus
+counters do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from collector.alerts import AlertSink, ThresholdPolicy
+from collector.batch import PendingBatch
+from collector.store import (
+    AlertEvent,
+    ChainState,
+    JobTotal,
+    NodeRecord,
+    Store,
+    aggregate,
+)
+from flopwatch.attestation import parse_payload
+from flopwatch.chain import Verdict, judge
+from flopwatch.dsse import Envelope
+from flopwatch.errors import FlopwatchError, KeyFileError, StoreError, VerificationError
+from flopwatch.keys import public_from_raw
+from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.verify.record import RecordVerifier, VerifiedRecord
+
+log = logging.getLogger(__name__)
+
+AckStatus = Literal["accepted", "duplicate", "rejected", "retry"]
+# Stores keep sequence numbers as signed 64-bit integers and look one past them.
+MAX_SEQUENCE = 2**63 - 2
+_ID_CHARS = 64  # a key id is 64 hex characters
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The collector's answer for one envelope. key_id and sequence are as the payload claims
+    them (empty / 0 when the envelope could not be read)."""
+
+    key_id: str
+    sequence: int
+    status: AckStatus
+    reason: str = ""  # machine-readable, for "rejected" and "retry"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class IngestSnapshot:
+    """What the metrics endpoint shows; a copy, safe to read from any thread."""
+
+    jobs: tuple[JobTotal, ...]
+    chains: tuple[ChainState, ...]
+    accepted: int
+    duplicate: int
+    retry: int
+    rejected: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """An envelope as received, before verification."""
+
+    key_id: str
+    sequence: int
+    envelope: Envelope | None
+    error: VerificationError | None = None
+
+    def ack(self, status: AckStatus, reason: str = "", detail: str = "") -> Ack:
+        return Ack(self.key_id, self.sequence, status, reason, detail)
+
+
+class Ingestor:
+    """Verifies, deduplicates and commits batches of envelopes; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: ThresholdPolicy,
+        sinks: Sequence[AlertSink],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        now_ns: Callable[[], int] = time.time_ns,
+        enroll_on_first_use: bool = False,
+    ) -> None:
+        self._store = store
+        self.policy = policy
+        self._sinks = tuple(sinks)
+        self._limits = limits
+        self._now_ns = now_ns
+        self._tofu = enroll_on_first_use
+        self._public: dict[str, Ed25519PublicKey] = {}
+        self._lock = threading.Lock()  # guards the fields below, which snapshot() copies
+        self._jobs = {t.job_id: t for t in store.job_totals()}
+        self._chains = {c.key_id: c for c in store.chain_states()}
+        self._accepted = self._duplicate = self._retry = 0
+        self._rejected: dict[str, int] = {}
+        if enroll_on_first_use:
+            log.warning("trust on first use is on: any node key that presents itself is enrolled")
+
+    # -- public API ------------------------------------------------------------------------
+    def ingest(self, envelopes: Sequence[bytes], presented_key: bytes | None = None) -> list[Ack]:
+        """Ack every envelope, in order, after committing it (batches of max_commit_batch).
+
+        `presented_key` is the raw public key the sending agent presented (for trust on first
+        use); it is ignored unless enroll_on_first_use is set.
+        """
+        acks: list[Ack] = []
+        step = self._limits.max_commit_batch
+        for i in range(0, len(envelopes), step):
+            acks += self._ingest_batch(envelopes[i : i + step], presented_key)
+        return acks
+
+    def job_totals(self, prefix: str = "") -> list[JobTotal]:
+        return self._store.job_totals(prefix)
+
+    def snapshot(self) -> IngestSnapshot:
+        with self._lock:
+            return IngestSnapshot(
+                jobs=tuple(self._jobs.values()),
+                chains=tuple(self._chains.values()),
+                accepted=self._accepted,
+                duplicate=self._duplicate,
+                retry=self._retry,
+                rejected=dict(self._rejected),
+            )
+
+    # -- one batch -------------------------------------------------------------------------
+    def _ingest_batch(self, envelopes: Sequence[bytes], presented: bytes | None) -> list[Ack]:
+        claims = [self._claim(data) for data in envelopes]
+        batch = PendingBatch(self._store)
+        try:
+            acks = [self._judge(c, batch, presented) for c in claims]
+            fired = self._commit(batch)
+        except StoreError as e:
+            log.error("store failed, %d envelopes acked retry: %s", len(claims), e)
+            acks = [c.ack("retry", "store_unavailable", str(e)) for c in claims]
+            self._count(acks)
+            return acks
+        self._count(acks)
+        self._refresh_view(batch.records)
+        self._emit(fired)
+        return acks
+
+    def _claim(self, data: bytes) -> _Claim:
+        try:
+            env = Envelope.from_bytes(data, self._limits)
+        except VerificationError as e:
+            return _Claim("", 0, None, e)
+        try:
+            att = parse_payload(env.payload, self._limits)
+        except VerificationError:  # the verifier reports it with its reason
+            return _Claim(env.signatures[0][0][:_ID_CHARS], 0, env)
+        # Unverified: echoed in the ack, so cut to size.
+        return _Claim(att.key_id[:_ID_CHARS], att.sequence, env)
+
+    def _judge(self, claim: _Claim, batch: PendingBatch, presented: bytes | None) -> Ack:
+        if claim.envelope is None or claim.error is not None:
+            err = claim.error or VerificationError("malformed", "unreadable envelope")
+            return self._reject(claim, err.reason, err.message)
+        try:
+            trusted, first_use = self._trusted(claim.envelope, batch, presented)
+            verifier = RecordVerifier(
+                trusted_keys=trusted, limits=self._limits, now_ns=self._now_ns
+            )
+            record = verifier.verify(claim.envelope)
+        except VerificationError as e:
+            return self._reject(claim, e.reason, e.message)
+        if record.sequence > MAX_SEQUENCE:
+            return self._reject(claim, "bad_sequence", f"sequence above {MAX_SEQUENCE}")
+        verdict = judge(
+            record.sequence,
+            record.digest,
+            record.previous_digest,
+            batch.neighbours(record.key_id, record.sequence),
+        )
+        if verdict.verdict is Verdict.DUPLICATE:
+            return claim.ack("duplicate")
+        if verdict.verdict is Verdict.FORK:
+            log.error(
+                "chain fork: key %s (node %s) sequence %d: %s",
+                record.key_id[:16],
+                record.node_id,
+                record.sequence,
+                verdict.detail,
+            )
+            return self._reject(claim, "chain_fork", verdict.detail)
+        overlap = batch.overlap(record)
+        if overlap is not None:
+            return self._reject(claim, "overlap", overlap)
+        if first_use and presented is not None:
+            self._store.enroll(presented, record.node_id)
+            batch.node(record.key_id, refresh=True)
+            log.warning(
+                "trust on first use: enrolled key %s for node %s", record.key_id, record.node_id
+            )
+        batch.add(record)
+        return claim.ack("accepted")
+
+    def _trusted(
+        self, envelope: Envelope, batch: PendingBatch, presented: bytes | None
+    ) -> tuple[dict[str, Ed25519PublicKey], bool]:
+        """Keys to verify with, and whether they are a first-use key not yet enrolled."""
+        nodes = {kid: batch.node(kid) for kid, _ in envelope.signatures}
+        trusted = {
+            kid: self._public_key(n) for kid, n in nodes.items() if n and n.status == "enrolled"
+        }
+        if trusted:
+            return trusted, False
+        revoked = [kid for kid, n in nodes.items() if n is not None]
+        if revoked:
+            raise VerificationError("revoked_key", f"key {revoked[0][:16]} was revoked")
+        if self._tofu and presented is not None:
+            kid = hashlib.sha256(presented).hexdigest()
+            if kid in nodes:
+                try:
+                    return {kid: public_from_raw(presented)}, True
+                except KeyFileError as e:
+                    raise VerificationError("unknown_key", f"presented key: {e}") from e
+        ids = ", ".join(kid[:16] for kid in nodes)
+        raise VerificationError("unknown_key", f"no signature by an enrolled key (keyids: {ids})")
+
+    def _public_key(self, node: NodeRecord) -> Ed25519PublicKey:
+        key = self._public.get(node.key_id)
+        if key is None:  # a key id names its key for good, so parsed keys are cached
+            key = self._public[node.key_id] = public_from_raw(node.public_key)
+        return key
+
+    def _reject(self, claim: _Claim, reason: str, detail: str) -> Ack:
+        log.warning(
+            "rejected record: key %s sequence %d: %s: %s",
+            claim.key_id[:16] or "?",
+            claim.sequence,
+            reason,
+            detail,
+        )
+        return claim.ack("rejected", reason, detail)
+
+    def _commit(self, batch: PendingBatch) -> list[AlertEvent]:
+        """Decide alerts from the totals after the batch; commit all of it; return new alerts."""
+        if not batch.records:
+            return []
+        now = self._now_ns()
+        deltas = aggregate(batch.records)
+        before = self._store.totals_for(deltas)
+        alerts = [
+            event
+            for job_id, delta in deltas.items()
+            for event in self.policy.evaluate(delta.add_to(job_id, before.get(job_id)), now)
+        ]
+        return self._store.commit(batch.records, alerts, now)
+
+    # -- after the commit ------------------------------------------------------------------
+    def _count(self, acks: Sequence[Ack]) -> None:
+        with self._lock:
+            for a in acks:
+                if a.status == "accepted":
+                    self._accepted += 1
+                elif a.status == "duplicate":
+                    self._duplicate += 1
+                elif a.status == "retry":
+                    self._retry += 1
+                else:
+                    self._rejected[a.reason] = self._rejected.get(a.reason, 0) + 1
+
+    def _refresh_view(self, records: Sequence[VerifiedRecord]) -> None:
+        """Update the metrics view with the committed totals of the jobs and keys touched."""
+        if not records:
+            return
+        try:
+            totals = self._store.totals_for({c.job_id for r in records for c in r.contributions})
+            chains = self._store.chain_states({r.key_id for r in records})
+        except StoreError as e:  # committed already; only the metrics view lags
+            log.error("cannot refresh the metrics view after a commit: %s", e)
+            return
+        with self._lock:
+            self._jobs.update(totals)
+            self._chains.update((c.key_id, c) for c in chains)
+
+    def _emit(self, events: Sequence[AlertEvent]) -> None:
+        for event in events:
+            for sink in self._sinks:
+                try:
+                    sink.emit(event)
+                except FlopwatchError:  # the alert is recorded; only this notification is lost
+                    log.exception("alert sink %s failed for job %s", sink, event.job_id)

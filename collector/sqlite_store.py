@@ -1,0 +1,287 @@
+"""`Store` on an embedded SQLite database.
+
+Durability: WAL journal with synchronous=FULL, so a transaction is on disk when COMMIT returns
+and the collector may ack. Every write the ingest path makes for one batch is one transaction.
+
+Threads: one SQLiteStore is one sqlite3 connection, used by one thread only (the collector's
+ingest thread; sqlite3's same-thread check stays on). Other processes (an operator enrolling or
+revoking a key) may open the same file: WAL lets them write while the collector reads, and a busy
+database is waited on for `busy_timeout_s`.
+
+Exact totals: FLOP sums are kept as decimal TEXT (they pass 2^63) and added as Python ints inside
+the transaction (`collector.sqlite_writes`). The schema is versioned (`collector.sqlite_schema`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from collector import sqlite_schema, sqlite_writes
+from collector.store import (
+    AlertEvent,
+    ChainState,
+    JobGpu,
+    JobTotal,
+    NodeRecord,
+    NodeStatus,
+    Projection,
+)
+from flopwatch.chain import Neighbours
+from flopwatch.errors import StoreError
+from flopwatch.keys import public_from_raw
+from flopwatch.verify.record import VerifiedRecord
+
+
+def _json_list(items: Collection[str]) -> str:
+    """A JSON array parameter, matched with "IN (SELECT value FROM json_each(?))"."""
+    return json.dumps(sorted(items))
+
+
+class SQLiteStore:
+    """The collector's state in one SQLite file. See the module docstring for threading."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        now_ns: Callable[[], int] = time.time_ns,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self._now_ns = now_ns
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {path}: {e}") from e
+        try:
+            with self._errors(f"open {path}"):
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"database {path} cannot use WAL journaling (got {mode})")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+            with self._tx("schema migration"):
+                sqlite_schema.migrate(self._db)
+        except StoreError:
+            self._db.close()
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(f"{what}: {e}") from e
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._errors(what):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.rollback()
+                raise
+
+    def _one(self, sql: str, *args: Any) -> Any:
+        return self._db.execute(sql, args).fetchone()
+
+    def schema_version(self) -> int:
+        with self._errors("read schema version"):
+            return sqlite_schema.current_version(self._db)
+
+    def close(self) -> None:
+        with self._errors("close database"):
+            self._db.close()
+
+    # -- node keys -------------------------------------------------------------------------
+    def enroll(self, public_raw: bytes, node_id: str) -> str:
+        public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+        if not node_id:
+            raise StoreError("cannot enroll a key without a node id")
+        key_id = hashlib.sha256(public_raw).hexdigest()
+        with self._tx("enroll key"):
+            row = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
+            if row is not None:
+                if row[1] == "revoked":
+                    raise StoreError(f"key {key_id[:16]} was revoked; revocation is permanent")
+                if row[0] != node_id:
+                    raise StoreError(f"key {key_id[:16]} is already enrolled for node {row[0]!r}")
+                return key_id
+            self._db.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?, 'enrolled', ?, NULL)",
+                (key_id, node_id, public_raw, self._now_ns()),
+            )
+        return key_id
+
+    def revoke(self, key_id: str) -> None:
+        with self._tx("revoke key"):
+            row = self._one("SELECT status FROM nodes WHERE key_id = ?", key_id)
+            if row is None:
+                raise StoreError(f"key {key_id[:16]} is not enrolled")
+            if row[0] != "revoked":
+                self._db.execute(
+                    "UPDATE nodes SET status = 'revoked', revoked_at_ns = ? WHERE key_id = ?",
+                    (self._now_ns(), key_id),
+                )
+
+    _NODES = "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns FROM nodes"
+
+    def nodes(self) -> list[NodeRecord]:
+        with self._errors("list nodes"):
+            rows = self._db.execute(self._NODES + " ORDER BY key_id")
+            return [NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def node(self, key_id: str) -> NodeRecord | None:
+        with self._errors("read node"):
+            r = self._one(self._NODES + " WHERE key_id = ?", key_id)
+        return None if r is None else NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5])
+
+    def node_status(self, key_id: str) -> NodeStatus | None:
+        n = self.node(key_id)
+        return None if n is None else n.status
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        return {
+            n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
+        }
+
+    # -- chains and coverage ---------------------------------------------------------------
+    def neighbours(self, key_id: str, sequence: int) -> Neighbours:
+        with self._errors("read chain"):
+            rows = self._db.execute(
+                "SELECT sequence, digest, previous_digest FROM records "
+                "WHERE key_id = ? AND sequence BETWEEN ? AND ?",
+                (key_id, sequence - 1, sequence + 1),
+            ).fetchall()
+        held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
+        same, before, after = (held.get(sequence + i) for i in (0, -1, 1))
+        return Neighbours(
+            same=same[0] if same else None,
+            before=before[0] if before else None,
+            after_previous=after[1] if after else None,
+        )
+
+    def held_sequences(self, key_id: str) -> list[int]:
+        with self._errors("read chain"):
+            rows = self._db.execute(
+                "SELECT sequence FROM records WHERE key_id = ? ORDER BY sequence", (key_id,)
+            )
+            return [int(r[0]) for r in rows]
+
+    def chain_states(self, key_ids: Collection[str] | None = None) -> list[ChainState]:
+        sql = (
+            "SELECT c.key_id, n.node_id, c.held, c.highest FROM chains c "
+            "JOIN nodes n ON n.key_id = c.key_id"
+        )
+        with self._errors("read chain states"):
+            if key_ids is None:
+                rows = self._db.execute(sql).fetchall()
+            else:
+                sql += " WHERE c.key_id IN (SELECT value FROM json_each(?))"
+                rows = self._db.execute(sql, (_json_list(key_ids),)).fetchall()
+        states = [ChainState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+        return sorted(states, key=lambda c: c.key_id)
+
+    def coverage(self, gpu: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        with self._errors("read coverage"):
+            rows = self._db.execute(
+                "SELECT start_ns, end_ns FROM coverage WHERE gpu = ?1 AND start_ns < ?3 "
+                "AND start_ns >= coalesce((SELECT start_ns FROM coverage WHERE gpu = ?1 "
+                "AND start_ns <= ?2 ORDER BY start_ns DESC LIMIT 1), ?2) ORDER BY start_ns",
+                (gpu, start_ns, end_ns),
+            )
+            return [(int(r[0]), int(r[1])) for r in rows]
+
+    # -- totals and alerts -----------------------------------------------------------------
+    _TOTALS = (
+        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
+        "FROM job_totals"
+    )
+
+    def _thresholds(self, job_ids: Collection[str] | None) -> dict[str, tuple[int, ...]]:
+        sql = "SELECT job_id, threshold FROM alerts"
+        if job_ids is None:
+            rows = self._db.execute(sql).fetchall()
+        else:
+            sql += " WHERE job_id IN (SELECT value FROM json_each(?))"
+            rows = self._db.execute(sql, (_json_list(job_ids),)).fetchall()
+        out: dict[str, list[int]] = {}
+        for job_id, threshold in rows:
+            out.setdefault(job_id, []).append(int(threshold))
+        return {j: tuple(sorted(t)) for j, t in out.items()}
+
+    @staticmethod
+    def _total(r: Any, crossed: dict[str, tuple[int, ...]]) -> JobTotal:
+        return JobTotal(
+            r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), crossed.get(r[0], ())
+        )
+
+    def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
+        with self._errors("read job totals"):
+            crossed = self._thresholds(job_ids)
+            rows = self._db.execute(
+                "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+                "gpu_intervals FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
+                (_json_list(job_ids),),
+            )
+            return {r[0]: self._total(r, crossed) for r in rows}
+
+    def job_totals(self, prefix: str = "") -> list[JobTotal]:
+        with self._errors("read job totals"):
+            crossed = self._thresholds(None)
+            rows = self._db.execute(
+                self._TOTALS + " WHERE substr(job_id, 1, ?) = ? ORDER BY job_id",
+                (len(prefix), prefix),
+            )
+            return [self._total(r, crossed) for r in rows]
+
+    def job_gpus(self, job_id: str) -> list[JobGpu]:
+        with self._errors("read job GPUs"):
+            rows = self._db.execute(
+                "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
+                "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = ? "
+                "ORDER BY node_id, gpu_uuid",
+                (job_id,),
+            )
+            return [
+                JobGpu(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
+            ]
+
+    def fired_alerts(self) -> list[AlertEvent]:
+        with self._errors("read alerts"):
+            rows = self._db.execute(
+                "SELECT job_id, threshold, basis, value, at_ns, next_threshold, next_seconds "
+                "FROM alerts"
+            ).fetchall()
+        out = [
+            AlertEvent(
+                job_id=r[0],
+                threshold=int(r[1]),
+                basis=r[2],
+                value=int(r[3]),
+                at_ns=r[4],
+                projected_next=None if r[5] is None else Projection(int(r[5]), float(r[6])),
+            )
+            for r in rows
+        ]
+        return sorted(out, key=lambda a: (a.at_ns, a.job_id, a.threshold))
+
+    # -- the one write path ----------------------------------------------------------------
+    def commit(
+        self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
+    ) -> list[AlertEvent]:
+        with self._tx("commit batch"):
+            return sqlite_writes.write_batch(self._db, records, alerts, received_at_ns)

@@ -1,0 +1,183 @@
+"""The writes of one committed batch, run by `SQLiteStore.commit` inside its transaction.
+
+Sums are read, added as Python ints (exact past 2^63) and written back as decimal text; nothing
+here commits or rolls back. A step that finds the store inconsistent raises StoreError, which
+rolls the whole batch back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from collector.store import AlertEvent, JobDelta, aggregate, device_intervals
+from flopwatch.errors import StoreError
+from flopwatch.verify.record import VerifiedRecord
+
+
+def write_batch(
+    db: sqlite3.Connection,
+    records: Sequence[VerifiedRecord],
+    alerts: Sequence[AlertEvent],
+    received_at_ns: int,
+) -> list[AlertEvent]:
+    """Apply records and alerts; return the alerts not already recorded."""
+    insert_records(db, records, received_at_ns)
+    add_job_totals(db, records)
+    add_job_gpus(db, records)
+    add_coverage(db, records)
+    return insert_alerts(db, alerts)
+
+
+def insert_records(
+    db: sqlite3.Connection, records: Sequence[VerifiedRecord], received_at_ns: int
+) -> None:
+    """The envelopes, their gaps, and each key's held count and highest sequence."""
+    chains: dict[str, tuple[int, int]] = {}
+    for r in records:
+        db.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.key_id,
+                r.sequence,
+                r.digest,
+                r.previous_digest,
+                r.node_id,
+                r.envelope.to_bytes(),
+                received_at_ns,
+            ),
+        )
+        held, highest = chains.get(r.key_id, (0, 0))
+        chains[r.key_id] = (held + 1, max(highest, r.sequence))
+        db.executemany(
+            "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.key_id, r.sequence, g.gpu_uuid, g.start_ns, g.end_ns, g.reason, g.detail)
+                for g in r.gaps
+            ],
+        )
+    db.executemany(
+        "INSERT INTO chains VALUES (?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
+        "held = held + excluded.held, highest = max(highest, excluded.highest)",
+        [(k, held, highest) for k, (held, highest) in chains.items()],
+    )
+
+
+def _delta(row: tuple[str, str, int, int, int]) -> JobDelta:
+    return JobDelta(int(row[0]), int(row[1]), row[2], row[3], row[4])
+
+
+def _text(d: JobDelta) -> tuple[str, str, int, int, int]:
+    return (
+        str(d.flops_estimate),
+        str(d.flops_upper),
+        d.first_start_ns,
+        d.last_end_ns,
+        d.gpu_intervals,
+    )
+
+
+def add_job_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    deltas = aggregate(records)
+    rows = db.execute(
+        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
+        "FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(deltas)),),
+    )
+    for row in rows.fetchall():
+        deltas[row[0]] = deltas[row[0]].plus(_delta(row[1:]))
+    db.executemany(
+        "INSERT OR REPLACE INTO job_totals VALUES (?, ?, ?, ?, ?, ?)",
+        [(job_id, *_text(d)) for job_id, d in deltas.items()],
+    )
+
+
+def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    """Per (job, node key, GPU) sums: which nodes and GPUs contributed to a job."""
+    sums: dict[tuple[str, str, str], tuple[str, JobDelta]] = {}
+    for r in records:
+        for c in r.contributions:
+            key = (c.job_id, r.key_id, c.gpu_uuid)
+            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
+            prev = sums.get(key)
+            sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
+    for key, (node_id, delta) in sums.items():
+        row = db.execute(
+            "SELECT flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
+            "FROM job_gpus WHERE job_id = ? AND key_id = ? AND gpu_uuid = ?",
+            key,
+        ).fetchone()
+        total = delta if row is None else delta.plus(_delta(row))
+        db.execute(
+            "INSERT OR REPLACE INTO job_gpus VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, node_id, *_text(total)),
+        )
+
+
+def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    """Merge the records' intervals into each device's disjoint runs of measured time."""
+    by_gpu: dict[str, list[tuple[int, int]]] = {}
+    for r in records:
+        for gpu, start, end in device_intervals(r):
+            by_gpu.setdefault(gpu, []).append((start, end))
+    for gpu, intervals in by_gpu.items():
+        for start, end in coalesce(intervals):
+            _insert_run(db, gpu, start, end)
+
+
+def coalesce(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort disjoint intervals and join the ones that touch end to start."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _insert_run(db: sqlite3.Connection, gpu: str, start: int, end: int) -> None:
+    prev = db.execute(
+        "SELECT start_ns, end_ns FROM coverage WHERE gpu = ? AND start_ns <= ? "
+        "ORDER BY start_ns DESC LIMIT 1",
+        (gpu, start),
+    ).fetchone()
+    nxt = db.execute(
+        "SELECT start_ns, end_ns FROM coverage WHERE gpu = ? AND start_ns > ? "
+        "ORDER BY start_ns LIMIT 1",
+        (gpu, start),
+    ).fetchone()
+    # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
+    if (prev is not None and prev[1] > start) or (nxt is not None and nxt[0] < end):
+        raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
+    if prev is not None and prev[1] == start:
+        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, prev[0]))
+        start = prev[0]
+    if nxt is not None and nxt[0] == end:
+        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, nxt[0]))
+        end = nxt[1]
+    db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (gpu, start, end))
+
+
+def insert_alerts(db: sqlite3.Connection, alerts: Sequence[AlertEvent]) -> list[AlertEvent]:
+    """Record alerts; (job, threshold) is the primary key, so each is recorded once, ever."""
+    new = []
+    for a in alerts:
+        p = a.projected_next
+        cur = db.execute(
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, threshold) DO NOTHING",
+            (
+                a.job_id,
+                str(a.threshold),
+                a.basis,
+                str(a.value),
+                a.at_ns,
+                None if p is None else str(p.threshold),
+                None if p is None else p.seconds,
+            ),
+        )
+        if cur.rowcount == 1:
+            new.append(a)
+    return new

@@ -1,0 +1,62 @@
+"""The `flopwatch` command line: one entry point, one subcommand per task.
+
+Errors from anywhere below arrive here as FlopwatchError and leave as an exit code and one line
+on stderr: 0 success, 1 a check failed (verification, not everything delivered), 2 bad usage or
+configuration, 3 a runtime failure (GPU backend, network, database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from flopwatch import __version__
+from flopwatch.cli import agent_cmd, collector_cmd, demo_cmd, jobs_cmd, replay_cmd
+from flopwatch.cli.common import EXIT_CONFIG, EXIT_RUNTIME, setup_logging
+from flopwatch.errors import ConfigError, FlopwatchError
+
+COMMANDS = (agent_cmd, collector_cmd, jobs_cmd, replay_cmd, demo_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flopwatch",
+        description=(
+            "Attest how much computation GPU jobs perform, from the GPUs' own hardware "
+            "counters. Every figure is FLOPs, shown as an estimate and a sound upper bound."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"flopwatch {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS:
+        cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, json_lines=args.log_json)
+    log = logging.getLogger("flopwatch")
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as e:
+        print(f"flopwatch {args.command}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FlopwatchError as e:
+        log.debug("failure", exc_info=True)
+        print(f"flopwatch {args.command}: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
