@@ -1,0 +1,167 @@
+"""Agent -> collector over real gRPC on loopback, both in-process, against the H100 recording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agent.backends.base import GpuInfo, GpuReading
+from agent.backends.replay import ReplayBackend
+from agent.config import AgentConfig
+from agent.replay_report import replay
+from agent.service import Agent
+from collector.config import CollectorConfig
+from collector.server import CollectorService
+from flopwatch.cli.main import main
+from flopwatch.jobs_file import load_jobs
+
+TRACE_DIR = Path(__file__).parent / "fixtures" / "h100-trace-1"
+TRACE, JOBS = TRACE_DIR / "trace.jsonl", TRACE_DIR / "jobs.json"
+
+
+class GatedBackend:
+    """A replay that pauses after `pause_after` intervals until `gate` is set."""
+
+    def __init__(self, pause_after: int) -> None:
+        self._inner = ReplayBackend(TRACE, speed=None)
+        self._left = pause_after
+        self.gate = threading.Event()
+        self.exhausted = threading.Event()
+
+    def gpus(self) -> Sequence[GpuInfo]:
+        return self._inner.gpus()
+
+    def next_readings(self) -> list[GpuReading] | None:
+        if self._left == 0:
+            self.gate.wait()
+        self._left -= 1
+        readings = self._inner.next_readings()
+        if readings is None:
+            self.exhausted.set()
+        return readings
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def collector_config(db: Path, listen: str = "127.0.0.1:0") -> CollectorConfig:
+    return CollectorConfig(
+        listen=listen,
+        db=f"sqlite:{db}",
+        metrics_listen="127.0.0.1:0",
+        thresholds=(10**16,),
+        insecure=True,
+        enroll_on_first_use=True,
+    )
+
+
+def agent_config(state: Path, port: int) -> AgentConfig:
+    return AgentConfig(
+        collector=f"127.0.0.1:{port}",
+        backend=f"replay:{TRACE}",
+        state_dir=state,
+        node_id="node-1",
+        cluster="test",
+        jobs_file=JOBS,
+        replay_speed=None,
+        insecure=True,
+        drain_timeout_s=60,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+    )
+
+
+def jobs_json(port: int, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    capsys.readouterr()
+    assert main(["jobs", "--collector", f"127.0.0.1:{port}", "--insecure", "--json"]) == 0
+    out: dict[str, object] = json.loads(capsys.readouterr().out)["jobs"]
+    return out
+
+
+def expected_totals() -> dict[str, object]:
+    return replay(TRACE, load_jobs(JOBS, source="replay")).to_json()["jobs"]  # type: ignore[return-value]
+
+
+async def wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
+    """Poll a condition (not a guessed sleep): returns as soon as it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_collector_totals_equal_what_the_agent_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def scenario() -> dict[str, object]:
+        service = CollectorService(collector_config(tmp_path / "c.db"))
+        port, _ = await service.start()
+        try:
+            code = await asyncio.to_thread(Agent(agent_config(tmp_path / "a", port)).run)
+            assert code == 0
+            return await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            await service.stop()
+
+    assert asyncio.run(scenario()) == expected_totals()
+
+
+def test_collector_restart_mid_stream_loses_and_doubles_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "c.db"
+    backend = GatedBackend(pause_after=40)
+
+    async def scenario() -> dict[str, object]:
+        first = CollectorService(collector_config(db))
+        port, _ = await first.start()
+        agent = Agent(agent_config(tmp_path / "a", port), backend=backend)
+        run = asyncio.create_task(asyncio.to_thread(agent.run))
+
+        def accepted(service: CollectorService) -> float:
+            return service.registry.get_sample_value("flopwatch_records_accepted_total") or 0
+
+        # 40 records durably committed, then the collector goes away.
+        await wait_for(lambda: accepted(first) >= 40, "40 records accepted")
+        await first.stop()
+        # The agent keeps measuring and spooling while the collector is down.
+        backend.gate.set()
+        await wait_for(backend.exhausted.is_set, "the rest of the trace spooled")
+        second = CollectorService(collector_config(db, listen=f"127.0.0.1:{port}"))
+        await second.start()
+        try:
+            assert await run == 0
+            assert accepted(second) == 116 - 40
+            return await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            await second.stop()
+
+    assert asyncio.run(scenario()) == expected_totals()
+
+
+def test_agent_restart_resumes_chain_and_collector_refuses_remeasured_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def scenario() -> tuple[int, dict[str, object]]:
+        service = CollectorService(collector_config(tmp_path / "c.db"))
+        port, _ = await service.start()
+        try:
+            cfg = agent_config(tmp_path / "a", port)
+            assert await asyncio.to_thread(Agent(cfg).run) == 0
+            # The same node replays the same seconds again: signed as new records (the chain
+            # continues), refused by the collector because those seconds were already counted.
+            second = await asyncio.to_thread(Agent(cfg).run)
+            return second, await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            await service.stop()
+
+    code, totals = asyncio.run(scenario())
+    assert code == 1  # the agent reports that the collector rejected records
+    assert totals == expected_totals()
