@@ -74,9 +74,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.service import run_agent
-
     from agent.config import AgentConfig
+    from agent.service import run_agent
 
     host_port(args.collector)
     if args.interval <= 0:

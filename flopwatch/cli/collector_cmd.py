@@ -66,9 +66,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.server import run_collector
-
     from collector.config import CollectorConfig
+    from collector.server import run_collector
 
     host_port(args.listen)
     metrics = None if args.metrics_listen == "off" else args.metrics_listen

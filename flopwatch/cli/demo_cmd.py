@@ -88,9 +88,9 @@ class _EmbeddedCollector:
 
 def run(args: argparse.Namespace) -> int:
     import grpc
-    from agent.service import run_agent
 
     from agent.config import AgentConfig
+    from agent.service import run_agent
     from collector.config import CollectorConfig
     from flopwatch.cli.collector_cmd import parse_thresholds
 
