@@ -6,8 +6,10 @@ import asyncio
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 
 from agent.backends.base import GpuInfo, GpuReading
@@ -17,8 +19,11 @@ from agent.replay_report import replay
 from agent.service import Agent
 from collector.config import CollectorConfig
 from collector.server import CollectorService
+from flopwatch.certs import create_ca, issue, pair_paths, write_pair
 from flopwatch.cli.main import main
 from flopwatch.jobs_file import load_jobs
+from flopwatch.transport import collector_stub
+from flopwatch.v1 import collector_pb2
 
 TRACE_DIR = Path(__file__).parent / "fixtures" / "h100-trace-1"
 TRACE, JOBS = TRACE_DIR / "trace.jsonl", TRACE_DIR / "jobs.json"
@@ -165,3 +170,78 @@ def test_agent_restart_resumes_chain_and_collector_refuses_remeasured_time(
     code, totals = asyncio.run(scenario())
     assert code == 1  # the agent reports that the collector rejected records
     assert totals == expected_totals()
+
+
+def list_jobs_without_client_cert(ca_pem: Path, port: int) -> grpc.StatusCode:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem.read_bytes())
+    with grpc.secure_channel(f"localhost:{port}", creds) as channel:
+        try:
+            collector_stub(channel).ListJobs(collector_pb2.ListJobsRequest(), timeout=10)
+        except grpc.RpcError as e:
+            return e.code()
+    return grpc.StatusCode.OK
+
+
+def test_mtls_agent_to_collector_and_refusal_without_client_cert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = create_ca()
+    write_pair(*pair_paths(tmp_path, "ca"), ca)
+    for name, server in (("collector", True), ("agent", False)):
+        write_pair(*pair_paths(tmp_path, name), issue(ca.cert, ca.key, name, server=server))
+    ca_pem = tmp_path / "ca.pem"
+
+    async def scenario() -> tuple[int, dict[str, object]]:
+        cfg = replace(
+            collector_config(tmp_path / "c.db", listen="localhost:0"),
+            insecure=False,
+            tls_ca=ca_pem,
+            tls_cert=tmp_path / "collector.pem",
+            tls_key=tmp_path / "collector.key",
+        )
+        service = CollectorService(cfg)
+        port, _ = await service.start()
+        try:
+            agent_cfg = replace(
+                agent_config(tmp_path / "a", port),
+                collector=f"localhost:{port}",
+                insecure=False,
+                tls_ca=ca_pem,
+                tls_cert=tmp_path / "agent.pem",
+                tls_key=tmp_path / "agent.key",
+            )
+            code = await asyncio.to_thread(Agent(agent_cfg).run)
+            # A client that shows no certificate of its own is refused by the collector.
+            assert await asyncio.to_thread(list_jobs_without_client_cert, ca_pem, port) == (
+                grpc.StatusCode.UNAVAILABLE
+            )
+            tls = ["--tls-ca", str(ca_pem), "--tls-cert", str(tmp_path / "agent.pem")]
+            capsys.readouterr()
+            ok = await asyncio.to_thread(
+                main,
+                [
+                    "jobs",
+                    "--collector",
+                    f"localhost:{port}",
+                    *tls,
+                    "--tls-key",
+                    str(tmp_path / "agent.key"),
+                    "--json",
+                ],
+            )
+            assert ok == 0
+            return code, json.loads(capsys.readouterr().out)["jobs"]
+        finally:
+            await service.stop()
+
+    code, totals = asyncio.run(scenario())
+    assert code == 0
+    assert totals == expected_totals()
+
+
+def test_collector_refuses_to_start_without_tls_or_insecure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["collector", "--listen", "127.0.0.1:0", "--db", f"sqlite:{tmp_path / 'c.db'}"])
+    assert code == 2
+    assert "mTLS needs" in capsys.readouterr().err
