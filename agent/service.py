@@ -31,6 +31,7 @@ from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.jobs_file import load_jobs
 from flopwatch.keys import SigningKey, public_raw
+from flopwatch.transport import client_credentials
 from flopwatch.v1 import attestation_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,7 @@ def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
     if config.insecure:
         log.warning("--insecure: traffic to collector %s is plaintext", config.collector)
         return None
-    if config.tls_ca is None or config.tls_cert is None or config.tls_key is None:
-        raise ConfigError("mTLS needs --tls-ca, --tls-cert and --tls-key; or pass --insecure")
-    try:
-        root, cert, key = (p.read_bytes() for p in (config.tls_ca, config.tls_cert, config.tls_key))
-    except OSError as e:
-        raise ConfigError(f"cannot read TLS file {e.filename}: {e.strerror}") from e
-    return grpc.ssl_channel_credentials(root, key, cert)
+    return client_credentials(config.tls_ca, config.tls_cert, config.tls_key)
 
 
 def envelope_span(data: bytes) -> tuple[int, int] | None:

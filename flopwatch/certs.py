@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from flopwatch.errors import ConfigError, KeyFileError
+from flopwatch.keys import load_owner_only_pem_key
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -239,19 +239,7 @@ def load_certificate(path: Path) -> x509.Certificate:
 
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """Load a P-256 private key; refuse a file that group or others can read."""
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-            "it must be readable by its owner only (chmod 600)"
-        )
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise KeyFileError(f"cannot load key file {path}: {e}") from e
+    key = load_owner_only_pem_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"key file {path} does not hold an ECDSA P-256 private key")
     return key

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from flopwatch.errors import KeyFileError
 
@@ -49,6 +50,23 @@ def load_public_pem(data: bytes) -> Ed25519PublicKey:
     return key
 
 
+def load_owner_only_pem_key(path: Path) -> PrivateKeyTypes:
+    """Load an unencrypted PEM private key; refuse a file that group or others can read."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+            "it must be readable by its owner only (chmod 600)"
+        )
+    try:
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise KeyFileError(f"cannot load key file {path}: {e}") from e
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """An Ed25519 private key that signs; satisfies `flopwatch.dsse.Signer`."""
@@ -75,19 +93,7 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
-        try:
-            st = path.stat()
-        except OSError as e:
-            raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(
-                f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
-                "it must be readable by its owner only (chmod 600)"
-            )
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as e:
-            raise KeyFileError(f"cannot load key file {path}: {e}") from e
+        key = load_owner_only_pem_key(path)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"key file {path} does not hold an Ed25519 private key")
         return cls(key)
