@@ -4,9 +4,10 @@ One bidirectional `Submit` stream at a time. Every pending envelope is sent in s
 then new ones as the sampling thread appends them (`notify`). At most `window` envelopes are in
 flight unacknowledged. Acks settle records in the spool: ACCEPTED and DUPLICATE as delivered,
 REJECTED too (refused for good: resending cannot help) after an ERROR log; RETRY leaves the
-record pending and it is sent again after a pause. When the stream or channel fails, the sender
-backs off (exponential, jittered, capped), reconnects and resends everything still pending; the
-collector ignores what it already holds.
+record pending and it is sent again after a pause. When the stream or channel fails, or no ack
+comes for `ack_timeout_s` while envelopes are in flight (a half-open connection after a network
+partition looks like that), the sender backs off (exponential, jittered, capped), reconnects and
+resends everything still pending; the collector ignores what it already holds.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from agent.spool import Spool
-from flopwatch.errors import ConfigError, SpoolError
+from flopwatch.errors import ConfigError, SpoolError, TransportError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.v1 import collector_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)
 
 ACK_WINDOW = 256  # envelopes in flight without an ack
+ACK_TIMEOUT_S = 60.0  # no ack for this long while envelopes are in flight: the stream is dead
 PUBLIC_KEY_METADATA = "flopwatch-public-key"  # hex raw Ed25519 key, for enrollment on first use
 SUBMIT_METHOD = "/flopwatch.v1.Collector/Submit"
 
@@ -61,6 +63,7 @@ class _Session:
         self.retry_due = 0.0
         self.retry_delay = backoff_s
         self.settled = 0
+        self.heard = 0.0  # loop time of the last response, or of the first send after a lull
 
 
 class Sender:
@@ -77,6 +80,7 @@ class Sender:
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 30.0,
         window: int = ACK_WINDOW,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
         rng: random.Random | None = None,
         on_state: Callable[[SenderState], None] | None = None,
         limits: Limits = DEFAULT_LIMITS,
@@ -93,6 +97,7 @@ class Sender:
         self._credentials = channel_credentials
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._window = window
+        self._ack_timeout = ack_timeout_s
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
         self._on_state = on_state
         self._limits = limits
@@ -141,6 +146,11 @@ class Sender:
                         e.code().name,
                         e.details(),
                     )
+                except TransportError as e:
+                    log.warning("stream to collector %s given up: %s", self._target, e)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancel that gRPC turned into
+                    raise asyncio.CancelledError  # an error above: still a cancel
                 if session.settled:
                     delay = self._backoff[0]
                 self._state("backoff")
@@ -180,7 +190,10 @@ class Sender:
             reader = asyncio.create_task(self._read_acks(call, session))
             try:
                 await self._write(call, session, reader)
-                await reader  # raises the stream's error, if it ended with one
+                # Not `await reader`: cancelling us would cancel it, and gRPC turns that into
+                # an AioRpcError(CANCELLED), so our own cancellation would be lost.
+                await asyncio.wait([reader])
+                reader.result()  # raises the stream's error, if it ended with one
             finally:
                 call.cancel()
                 reader.cancel()
@@ -194,18 +207,36 @@ class Sender:
             self._wake.clear()  # before looking, so a notify while we look is not lost
             batch = await self._next_batch(s, loop.time())
             for seq, data in batch:
+                if not s.in_flight:
+                    s.heard = loop.time()  # the ack clock starts with the first in flight
                 s.in_flight.add(seq)  # before the write: its ack may come back at once
+                request = collector_pb2.SubmitRequest(envelope=_envelope(seq, data))
                 try:
-                    await call.write(collector_pb2.SubmitRequest(envelope=_envelope(seq, data)))
+                    await asyncio.wait_for(call.write(request), self._ack_timeout)
                 except asyncio.InvalidStateError:
                     return  # the call has ended; the reader raises its status
+                except TimeoutError as e:  # flow control held the write: nobody reads
+                    raise TransportError(f"a write stalled for {self._ack_timeout:.0f}s") from e
                 self.stats.sent += 1
             if batch:
                 continue
-            timeout = max(0.0, s.retry_due - loop.time()) if s.retry else None
+            timeout = self._wait_s(s, loop.time())
             waiter = asyncio.create_task(self._wake.wait())
-            await asyncio.wait({waiter, reader}, timeout=timeout, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {waiter, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
+
+    def _wait_s(self, s: _Session, now: float) -> float | None:
+        """How long the writer may wait for a wake-up: until a retry is due or acks are late."""
+        deadlines = [s.retry_due] if s.retry else []
+        if s.in_flight:
+            if now - s.heard > self._ack_timeout:
+                raise TransportError(
+                    f"no ack for {self._ack_timeout:.0f}s with {len(s.in_flight)} in flight"
+                )
+            deadlines.append(s.heard + self._ack_timeout)
+        return max(0.0, min(deadlines) - now) if deadlines else None
 
     async def _next_batch(self, s: _Session, now: float) -> list[tuple[int, bytes]]:
         room = self._window - len(s.in_flight)
@@ -226,6 +257,7 @@ class Sender:
 
     async def _read_acks(self, call: _SubmitCall, s: _Session) -> None:
         async for response in call:
+            s.heard = asyncio.get_running_loop().time()
             settle: list[int] = []
             for ack in response.acks:
                 seq = ack.sequence

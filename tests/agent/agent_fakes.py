@@ -92,8 +92,8 @@ class FakeCollector:
     `decide(sequence, attempt)` gives the status of an envelope's attempt (1, 2, ...);
     `drop_after=k` aborts the first stream when its k-th envelope arrives, unacknowledged;
     `batch_acks=k` holds acks back until k are owed, then answers them in one response (so a
-    sender that kept more than k in flight shows up in `max_owed`). A held envelope is
-    answered DUPLICATE.
+    sender that kept more than k in flight shows up in `max_owed`); `mute_first` never answers
+    on the first stream (a half-open connection). A held envelope is answered DUPLICATE.
     """
 
     def __init__(
@@ -102,10 +102,12 @@ class FakeCollector:
         decide: Callable[[int, int], cpb.AckStatus] | None = None,
         drop_after: int | None = None,
         batch_acks: int = 1,
+        mute_first: bool = False,
     ) -> None:
         self.decide = decide or (lambda seq, attempt: ACCEPTED)
         self.drop_after = drop_after
         self.batch_acks = batch_acks
+        self.mute_first = mute_first
         self.arrivals: list[int] = []  # sequences in arrival order, resends included
         self.streams: list[list[int]] = []  # arrivals per stream
         self.held: dict[int, bytes] = {}  # sequence -> envelope bytes
@@ -128,6 +130,8 @@ class FakeCollector:
         self.streams[-1].append(seq)
         if len(self.streams) == 1 and len(self.streams[0]) == self.drop_after:
             return "drop"
+        if len(self.streams) == 1 and self.mute_first:
+            return None
         self._attempts[seq] += 1
         status = self.decide(seq, self._attempts[seq])
         if status == ACCEPTED and seq in self.held:

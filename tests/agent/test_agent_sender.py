@@ -88,6 +88,15 @@ def test_dropped_stream_reconnects_and_resends_pending(tmp_path: Path) -> None:
     assert sender.stats.reconnects >= 1 and spool.depth() == 0
 
 
+def test_silent_stream_times_out_and_reconnects(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path)
+    fake = FakeCollector(mute_first=True)  # the first stream takes envelopes, never answers
+    sender = asyncio.run(deliver(fake, spool, ack_timeout_s=0.05))
+    assert fake.streams[0] == list(range(1, N + 1))
+    assert fake.streams[1] == list(range(1, N + 1))  # all resent on a new stream
+    assert sorted(fake.held) == list(range(1, N + 1)) and sender.stats.reconnects >= 1
+
+
 def test_rejected_is_settled_and_not_resent(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
