@@ -28,6 +28,7 @@ from collector.servicer import CollectorServicer
 from collector.sqlite_store import SQLiteStore
 from collector.store import Store
 from flopwatch.errors import ConfigError, StoreError
+from flopwatch.transport import host_port, read_file
 from flopwatch.v1 import collector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,21 +47,6 @@ def sqlite_path(db: str) -> Path:
     return Path(rest)
 
 
-def split_hostport(listen: str) -> tuple[str, int]:
-    """ "HOST:PORT" or "[V6]:PORT" -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"listen address must be HOST:PORT, not {listen!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-
-
 def server_credentials(config: CollectorConfig) -> grpc.ServerCredentials | None:
     """mTLS credentials, or None for plaintext (--insecure, with a warning)."""
     if config.insecure:
@@ -69,8 +55,8 @@ def server_credentials(config: CollectorConfig) -> grpc.ServerCredentials | None
     if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
         raise ConfigError("mTLS needs --tls-cert, --tls-key and --tls-ca; or pass --insecure")
     return grpc.ssl_server_credentials(
-        [(_read(config.tls_key, "TLS key"), _read(config.tls_cert, "TLS certificate"))],
-        root_certificates=_read(config.tls_ca, "CA certificate"),
+        [(read_file(config.tls_key, "TLS key"), read_file(config.tls_cert, "TLS certificate"))],
+        root_certificates=read_file(config.tls_ca, "CA certificate"),
         require_client_auth=True,
     )
 
@@ -118,7 +104,7 @@ class CollectorService:
         policy = ThresholdPolicy(cfg.thresholds, cfg.alert_basis)
         path = sqlite_path(cfg.db)
         credentials = server_credentials(cfg)
-        metrics_addr = split_hostport(cfg.metrics_listen) if cfg.metrics_listen else None
+        metrics_addr = host_port(cfg.metrics_listen) if cfg.metrics_listen else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flopwatch-ingest")
         loop = asyncio.get_running_loop()
         try:

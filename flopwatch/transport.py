@@ -19,7 +19,16 @@ CHANNEL_OPTIONS = (
 )
 
 
-def _read(path: Path, what: str) -> bytes:
+def host_port(text: str) -> tuple[str, int]:
+    """Parse HOST:PORT (IPv6 as [::1]:PORT)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """Read a TLS file; a missing or unreadable one is a configuration error."""
     try:
         return path.read_bytes()
     except OSError as e:
@@ -33,9 +42,9 @@ def client_credentials(
     if ca is None or cert is None or key is None:
         raise ConfigError("mTLS needs --tls-ca, --tls-cert and --tls-key; or pass --insecure")
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "CA certificate"),
-        private_key=_read(key, "TLS key"),
-        certificate_chain=_read(cert, "TLS certificate"),
+        root_certificates=read_file(ca, "CA certificate"),
+        private_key=read_file(key, "TLS key"),
+        certificate_chain=read_file(cert, "TLS certificate"),
     )
 
 

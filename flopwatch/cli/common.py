@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from flopwatch.errors import ConfigError
+from flopwatch.transport import host_port
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_RUNTIME", "host_port"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,14 +43,6 @@ def setup_logging(level: str, *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-def host_port(text: str) -> tuple[str, int]:
-    """Parse HOST:PORT (IPv6 as [::1]:PORT)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def add_tls_arguments(p: argparse.ArgumentParser, role: str) -> None:
