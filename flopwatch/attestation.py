@@ -45,7 +45,12 @@ def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
         max_sm_clock_mhz=gpu.max_sm_clock_mhz,
         duration_ns=iv.end_unix_ns - iv.start_unix_ns,
         elapsed_sm_cycles=iv.elapsed_sm_cycles,
-        active={p: getattr(iv.active_sm_cycles, f) for p, f in _PIPE_FIELDS.items()},
+        # Idle pipes are left out: they add nothing to any figure (Counters reads them as 0).
+        active={
+            p: cycles
+            for p, f in _PIPE_FIELDS.items()
+            if (cycles := getattr(iv.active_sm_cycles, f))
+        },
     )
 
 

@@ -13,6 +13,9 @@ All arithmetic is on integers, so every party recomputes the same figures.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
+
 from flopwatch.model.counters import Counters, Pipe, Precision
 from flopwatch.model.rates import ArchRates, fastest_known, rates_for
 
@@ -43,34 +46,47 @@ def estimate(counters: Counters, precision: Precision = Precision.UNSPECIFIED) -
     For a GPU the rate table does not know there is no estimate to make: the figure returned is
     the upper bound, and the record's method says `unknown-rate`.
     """
-    rates = rates_for(counters.cc)
-    if rates is None:
+    table = _rate_table(counters.cc, _HMMA_KIND[precision])
+    if table is None:
         return upper_bound(counters)
-    kind = _HMMA_KIND[precision]
-    return sum(counters.active_cycles(p) * rates.rate(p, kind) for p in Pipe)
+    # A pipe with no active cycles adds nothing, so only the pipes present are summed.
+    return sum(cycles * table[p] for p, cycles in counters.active.items())
 
 
 def _fastest(rates: ArchRates | None, pipe: Pipe) -> int:
     return rates.fastest(pipe) if rates is not None else fastest_known(pipe)
 
 
+# The two lookups below run for every GPU interval the collector verifies; the rate table is
+# immutable, so each (compute capability, kind) is resolved once.
+@cache
+def _rate_table(cc: tuple[int, int], hmma_kind: str) -> Mapping[Pipe, int] | None:
+    rates = rates_for(cc)
+    return None if rates is None else {p: rates.rate(p, hmma_kind) for p in Pipe}
+
+
+@cache
+def _fastest_table(cc: tuple[int, int]) -> Mapping[Pipe, int]:
+    rates = rates_for(cc)
+    return {p: _fastest(rates, p) for p in Pipe}
+
+
 def upper_bound(counters: Counters) -> int:
     """Sound upper bound: fastest rate of each pipe, maximum SM clock, whole interval."""
-    rates = rates_for(counters.cc)
+    fastest = _fastest_table(counters.cc)
     elapsed = counters.elapsed_sm_cycles
     if elapsed <= 0:
         return 0
     # Scale busy cycles up to what they would be at the maximum clock, never down.
     at_max = max(counters.max_elapsed_sm_cycles, elapsed)
     return sum(
-        _ceil_div(counters.active_cycles(p) * _fastest(rates, p) * at_max, elapsed) for p in Pipe
+        _ceil_div(cycles * fastest[p] * at_max, elapsed) for p, cycles in counters.active.items()
     )
 
 
 def peak_rate_all_pipes(cc: tuple[int, int]) -> int:
     """FLOP per clock per SM with every pipe busy at its fastest rate."""
-    rates = rates_for(cc)
-    return sum(_fastest(rates, p) for p in Pipe)
+    return sum(_fastest_table(cc).values())
 
 
 def physical_peak(counters: Counters) -> int:

@@ -23,7 +23,7 @@ from flopwatch.attestation import (
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.model import MODEL_VERSION, Counters, Pipe, physical_peak
+from flopwatch.model import MODEL_VERSION, Counters, physical_peak
 from flopwatch.model.figures import Method, job_figures, method_for, whole_gpu_upper
 from flopwatch.model.flops import PPM
 from flopwatch.v1 import attestation_pb2 as pb
@@ -206,8 +206,8 @@ class RecordVerifier:
         ceiling = c.max_elapsed_sm_cycles * (1 + self._limits.clock_tolerance)
         if c.elapsed_sm_cycles > ceiling:
             raise VerificationError("implausible", "SM clock integral exceeds the maximum clock")
-        for p in Pipe:
-            if c.active_cycles(p) > c.elapsed_sm_cycles:
+        for p, cycles in c.active.items():
+            if cycles > c.elapsed_sm_cycles:
                 raise VerificationError("implausible", f"{p.value} busy more cycles than elapsed")
         if iv.utilization_centipercent > 10_000:
             raise VerificationError("implausible", "utilization above 100%")

@@ -1,0 +1,307 @@
+"""Collector throughput: signed GPU-interval records per second, verified, aggregated, committed.
+
+    .venv/bin/python bench/collector_throughput.py [--clients 2] [--nodes 32] [--records 100]
+
+What it does, in order, and what each figure means:
+
+1. Raw Ed25519: verifications per second of one representative envelope's signature (PAE of an
+   8-GPU attestation), on one core, in this process. The ceiling for signature checking alone.
+2. Stages in process (no gRPC): per envelope, the time to parse + check the signature, to run the
+   whole record verifier (parse, signature, limits, recompute every FLOP figure), and to ingest
+   it through the collector's `Ingestor` into SQLite (judge chain and overlap, aggregate, commit
+   in batches of up to 256). This says where the collector's time goes.
+3. End to end: one collector in its own process (gRPC, SQLite in a temp dir, trust on first use),
+   and `--clients` client processes, each streaming `--nodes` simulated nodes at once (one Submit
+   stream per node, like one agent per node). Every envelope batches one interval of `--gpus`
+   GPUs (one record per node per second). Envelopes are signed before the clock starts: signing
+   is the agents' cost, not the collector's. The figure is GPU-interval records acknowledged as
+   accepted per second of wall time, from the first send to the last ack; and the same per
+   second of the collector process's own CPU time (from /proc), which is what it would reach
+   with the clients on other machines.
+
+Everything runs on this machine, so clients and collector share its cores: on a 2-core box the
+wall-clock figure understates what a collector with 2 cores of its own reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import multiprocessing as mp
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from agent.records import ChainHead, RecordBuilder
+from collector.alerts import ThresholdPolicy
+from collector.config import CollectorConfig
+from collector.ingest import Ingestor
+from collector.server import run_collector
+from collector.sqlite_store import SQLiteStore
+from flopwatch.attribution import JobWindow
+from flopwatch.dsse import Envelope, pae
+from flopwatch.keys import SigningKey, public_raw
+from flopwatch.model import Pipe, Precision
+from flopwatch.v1 import collector_pb2 as cpb
+from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
+from flopwatch.verify import RecordVerifier
+
+S = 10**9
+T0 = time.time_ns() - 3 * 86400 * S  # intervals lie in the past: the collector refuses future
+PID = 4242
+
+
+def node_envelopes(node: int, gpus: int, records: int) -> tuple[SigningKey, list[bytes]]:
+    """`records` chained envelopes of one node, each one 1 s interval of `gpus` H100s."""
+    key = SigningKey.generate()
+    builder = RecordBuilder(
+        node_id=f"bench-node-{node}",
+        cluster="bench",
+        signer=key,
+        head=ChainHead(),
+        now_ns=time.time_ns,
+    )
+    infos = [
+        GpuInfo(f"GPU-bench-{node}-{i}", "NVIDIA H100 80GB HBM3", 132, (9, 0), 1980, index=i)
+        for i in range(gpus)
+    ]
+    windows = [JobWindow(f"slurm:bench/{node % 8}", PID, 0, None, Precision.BF16)]
+    out = []
+    for r in range(records):
+        start = T0 + r * S
+        readings = [
+            GpuReading(
+                gpu=g,
+                start_ns=start,
+                end_ns=start + S,
+                pipe_busy={Pipe.HMMA: 0.6, Pipe.FP32: 0.05},
+                sm_clock_mhz_s=1755.0,
+                clock_samples=10,
+                energy_mj=650_000,
+                processes=(ProcessShare(PID, 1.0),),
+            )
+            for g in infos
+        ]
+        out.append(builder.build(readings, windows).to_bytes())
+    return key, out
+
+
+def timed(label: str, n: int, seconds: float, unit: str = "envelopes") -> None:
+    per = seconds / n * 1e6
+    print(f"  {label:<44} {n / seconds:>12,.0f} {unit}/s   ({per:,.1f} us each)")
+
+
+def bench_raw_ed25519(gpus: int) -> float:
+    key, envs = node_envelopes(0, gpus, 1)
+    env = Envelope.from_bytes(envs[0])
+    message = pae(env.payload_type, env.payload)
+    sig = env.signatures[0][1]
+    public = key.public_key
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        for _ in range(500):
+            public.verify(sig, message)
+        n += 500
+    seconds = time.perf_counter() - start
+    timed("raw Ed25519 verify (one core)", n, seconds, "verifications")
+    return n / seconds
+
+
+def bench_stages(gpus: int, nodes: int, records: int) -> None:
+    keyed = [node_envelopes(i, gpus, records) for i in range(nodes)]
+    trusted = {k.key_id: k.public_key for k, _ in keyed}
+    flat = [e for _, envs in keyed for e in envs]
+
+    start = time.perf_counter()
+    for data in flat:
+        Envelope.from_bytes(data).verify(trusted)
+    timed("parse + signature check", len(flat), time.perf_counter() - start)
+
+    verifier = RecordVerifier(trusted_keys=trusted)
+    start = time.perf_counter()
+    for data in flat:
+        verifier.verify_bytes(data)
+    timed("whole record verifier (recomputes FLOPs)", len(flat), time.perf_counter() - start)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "bench.db")
+        for key, _ in keyed:
+            store.enroll(public_raw(key.public_key), f"node-{key.key_id[:8]}")
+        ingestor = Ingestor(store, ThresholdPolicy((10**30,), "upper"), [])
+        # Interleave nodes the way many streams would arrive, in commit-sized batches.
+        order = [envs[r] for r in range(records) for _, envs in keyed]
+        start = time.perf_counter()
+        for i in range(0, len(order), 256):
+            acks = ingestor.ingest(order[i : i + 256])
+            assert all(a.status == "accepted" for a in acks), acks[0]
+        seconds = time.perf_counter() - start
+        timed("Ingestor into SQLite (verify+judge+commit)", len(order), seconds)
+        print(f"  {'':<44} {len(order) * gpus / seconds:>12,.0f} GPU-interval records/s")
+        store.close()
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def collector_main(db: str, ports: Any, stop: Any, profile: str | None) -> None:
+    config = CollectorConfig(
+        listen="127.0.0.1:0",
+        db=f"sqlite:{db}",
+        metrics_listen=None,
+        thresholds=(10**30,),
+        insecure=True,
+        enroll_on_first_use=True,
+    )
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)))
+        await run_collector(config, ready=lambda p, _m: ports.put(p), stop=done)
+
+    logging.basicConfig(level=logging.ERROR)
+    if profile:
+        # The ingest work runs on the collector's worker thread; profile that thread.
+        profiler = cProfile.Profile()
+        _orig = Ingestor.ingest
+
+        def ingest(self: Ingestor, *a: Any, **kw: Any) -> Any:
+            profiler.enable()
+            try:
+                return _orig(self, *a, **kw)
+            finally:
+                profiler.disable()
+
+        Ingestor.ingest = ingest  # type: ignore[method-assign]
+        asyncio.run(main())
+        profiler.dump_stats(profile)
+    else:
+        asyncio.run(main())
+
+
+async def stream_node(stub: Any, key: SigningKey, envs: Sequence[bytes]) -> int:
+    metadata = (("flopwatch-public-key", public_raw(key.public_key).hex()),)
+
+    async def requests() -> Any:
+        for data in envs:
+            yield cpb.SubmitRequest(envelope=envelope_pb2.Envelope.FromString(data))
+
+    accepted = acked = 0
+    async for response in stub.Submit(requests(), metadata=metadata):
+        for ack in response.acks:
+            acked += 1
+            accepted += ack.status == cpb.ACK_STATUS_ACCEPTED
+        if acked == len(envs):
+            break
+    return accepted
+
+
+def client_main(
+    client: int, port: int, nodes: int, gpus: int, records: int, ready: Any, go: Any, out: Any
+) -> None:
+    keyed = [node_envelopes(client * 10_000 + i, gpus, records) for i in range(nodes)]
+
+    async def main() -> tuple[int, float, float]:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 2 << 20)]
+        ) as channel:
+            stub = collector_pb2_grpc.CollectorStub(channel)  # type: ignore[no-untyped-call]
+            await channel.channel_ready()
+            ready.put(client)
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            start = time.time()
+            counts = await asyncio.gather(*(stream_node(stub, k, e) for k, e in keyed))
+            return sum(counts), start, time.time()
+
+    out.put(asyncio.run(main()))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_end_to_end(
+    clients: int, nodes: int, gpus: int, records: int, profile: str | None
+) -> None:
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        ports, stop, ready, go, out = (
+            ctx.Queue(),
+            ctx.Event(),
+            ctx.Queue(),
+            ctx.Event(),
+            ctx.Queue(),
+        )
+        collector = ctx.Process(
+            target=collector_main, args=(str(Path(tmp) / "c.db"), ports, stop, profile)
+        )
+        collector.start()
+        port = ports.get(timeout=60)
+        procs = [
+            ctx.Process(target=client_main, args=(c, port, nodes, gpus, records, ready, go, out))
+            for c in range(clients)
+        ]
+        for p in procs:
+            p.start()
+        for _ in procs:
+            ready.get(timeout=600)  # every client has signed its envelopes
+        assert collector.pid is not None
+        cpu0 = cpu_seconds(collector.pid)
+        go.set()
+        results = [out.get(timeout=3600) for _ in procs]
+        cpu1 = cpu_seconds(collector.pid)
+        for p in procs:
+            p.join()
+        stop.set()
+        collector.join(timeout=60)
+
+    accepted = sum(r[0] for r in results)
+    wall = max(r[2] for r in results) - min(r[1] for r in results)
+    cpu = cpu1 - cpu0
+    expected = clients * nodes * records
+    print(f"  envelopes accepted: {accepted:,} of {expected:,} ({gpus} GPU-intervals each)")
+    print(f"  wall {wall:.2f} s, collector CPU {cpu:.2f} s ({cpu / wall:.2f} cores busy)")
+    print(f"  {'GPU-interval records/s accepted (wall)':<44} {accepted * gpus / wall:>12,.0f}")
+    print(f"  {'GPU-interval records per collector CPU-s':<44} {accepted * gpus / cpu:>12,.0f}")
+    print(f"  {'envelopes (signatures) per second (wall)':<44} {accepted / wall:>12,.0f}")
+    if profile:
+        print(f"\n  ingest-thread profile of the collector (top 15 by cumulative time), {profile}:")
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    p.add_argument("--nodes", type=int, default=32, help="node streams per client (default 32)")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs per node, per envelope (default 8)")
+    p.add_argument("--records", type=int, default=100, help="envelopes per node (default 100)")
+    p.add_argument("--profile", metavar="FILE", help="cProfile the collector's ingest path")
+    p.add_argument("--skip-stages", action="store_true", help="only the end-to-end figure")
+    args = p.parse_args(argv)
+
+    print(f"flopwatch collector throughput ({os.cpu_count()} CPUs, {sys.version.split()[0]})")
+    print("1. raw signature verification")
+    bench_raw_ed25519(args.gpus)
+    if not args.skip_stages:
+        print(f"2. stages in process ({args.gpus} GPUs per envelope, 16 nodes x 50 envelopes)")
+        bench_stages(args.gpus, 16, 50)
+    print(
+        f"3. end to end: {args.clients} client processes x {args.nodes} node streams x "
+        f"{args.records} envelopes -> one collector process (gRPC, SQLite)"
+    )
+    bench_end_to_end(args.clients, args.nodes, args.gpus, args.records, args.profile)
+
+
+if __name__ == "__main__":
+    main()
