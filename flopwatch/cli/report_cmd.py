@@ -1,0 +1,104 @@
+"""`flopwatch report JOB --db URL --out FILE`: a self-contained evidence bundle for a regulator."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flopwatch.cli.common import EXIT_OK
+from flopwatch.cli.trust_args import read_tree_head
+from flopwatch.errors import ConfigError
+
+HELP = "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim)"
+
+_EPILOG = """\
+The bundle holds every signed envelope that contributed to the job, the node keys that signed
+them (with enrollment and revocation), an RFC 6962 inclusion proof of each envelope against one
+signed tree head of the collector's transparency log, and the collector's signed claim: the job's
+totals in FLOPs (estimate and sound upper bound) under the FLOP model version the envelopes use.
+A regulator checks it offline with `flopwatch verify FILE --collector-key KEY_ID`.
+
+Reads the database directly: the collector need not be running. Needs the collector key (the
+claim and any new tree head are signed with it). See docs/regulators.md.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "report",
+        help=HELP,
+        description=HELP + ".",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("job", metavar="JOB", help="the job id, as the collector totals it")
+    p.add_argument(
+        "--db",
+        default="sqlite:flopwatch.db",
+        metavar="URL",
+        help="the collector's database: sqlite:PATH or postgresql://... (default: %(default)s)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="bundle to write")
+    p.add_argument(
+        "--key",
+        type=Path,
+        metavar="PATH",
+        help="the collector key (default: next to a SQLite database, as `flopwatch collector`)",
+    )
+    p.add_argument(
+        "--consistency-from",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TREE_HEAD",
+        help="a tree head the regulator kept (`flopwatch tree-head --out`); the bundle then "
+        "carries a proof that the log grew from it without being rewritten. Repeatable",
+    )
+    p.set_defaults(run=run)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write atomically: a reader never sees half a bundle."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # evidence to hand over, not a secret
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {e.strerror}") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    from collector.job_report import build_report
+    from collector.log_key import default_key_path, load_collector_key
+    from collector.store_factory import open_store
+    from collector.translog import TransparencyLog
+
+    kept = [read_tree_head(p) for p in args.consistency_from]
+    key = load_collector_key(args.key or default_key_path(args.db), create=False)
+    store = open_store(args.db)
+    try:
+        bundle = build_report(store, TransparencyLog(store, key), args.job, consistency_from=kept)
+    finally:
+        store.close()
+    data = bundle.to_bytes()
+    _write(args.out, data)
+    claim = bundle.unverified_claim()
+    head = bundle.tree_head.head
+    print(
+        f"wrote {args.out} ({len(data)} bytes): job {claim.job_id!r}, "
+        f"{len(bundle.entries)} envelopes from {len(claim.nodes)} node key(s), "
+        f"against tree size {head.size}\n"
+        f"claimed: {claim.flops_estimate:.4e} FLOPs (estimate), {claim.flops_upper:.4e} FLOPs "
+        f"(sound upper bound), FLOP model v{claim.flop_model_version}\n"
+        f"verify with: flopwatch verify {args.out} --collector-key {head.log_id}"
+    )
+    return EXIT_OK

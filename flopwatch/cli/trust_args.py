@@ -1,0 +1,62 @@
+"""What a regulator brings to `flopwatch verify`, `verify-consistency` and `tree-head`: the
+collector key to trust (by key id or PEM public key) and tree heads kept from earlier."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flopwatch.errors import ConfigError, KeyFileError, VerificationError
+from flopwatch.keys import key_id_of, load_public_pem
+from flopwatch.statements import SignedTreeHead, TreeHead
+
+_KEY_ID = re.compile(r"[0-9a-fA-F]{64}")
+
+COLLECTOR_KEY_HELP = (
+    "the collector key you trust: its key id (64 hex digits) or its PEM public key file, "
+    "obtained from the operator out of band, never from the bundle itself"
+)
+
+
+def add_collector_key_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collector-key", metavar="KEY", help=COLLECTOR_KEY_HELP)
+
+
+def collector_key_id(text: str) -> str:
+    """A key id from `--collector-key`: the id itself, or the id of a PEM public key file."""
+    if _KEY_ID.fullmatch(text) and not Path(text).exists():
+        return text.lower()
+    path = Path(text)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"--collector-key {text!r} is neither a 64-hex key id nor a readable file "
+            f"({e.strerror})"
+        ) from e
+    try:
+        return key_id_of(load_public_pem(data))
+    except KeyFileError as e:
+        raise ConfigError(f"--collector-key {path}: {e}") from e
+
+
+def read_tree_head(path: Path) -> SignedTreeHead:
+    """A tree head file (`flopwatch tree-head --out`), shape checked, signature not yet."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read tree head {path}: {e.strerror}") from e
+    try:
+        return SignedTreeHead.from_bytes(data)
+    except VerificationError as e:
+        raise ConfigError(f"{path} is not a signed tree head: {e.message}") from e
+
+
+def describe(head: TreeHead) -> str:
+    when = datetime.fromtimestamp(head.timestamp_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return (
+        f"tree size {head.size}, root {head.root.hex()}, signed {when} by collector key id "
+        f"{head.log_id}"
+    )

@@ -1,0 +1,131 @@
+"""`flopwatch verify FILE`: check a job report bundle offline, step by step, and give a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flopwatch.cli.common import EXIT_FAILED, EXIT_OK
+from flopwatch.cli.trust_args import (
+    add_collector_key_argument,
+    collector_key_id,
+    describe,
+    read_tree_head,
+)
+from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
+
+HELP = "verify a job report bundle offline and recompute the job's FLOPs from raw counters"
+
+_EPILOG = """\
+Needs no network. Checks, in numbered steps: the collector key against the one you trust; the
+signatures of the tree head and of the collector's claim; that the bundle holds exactly the
+claimed log leaves; every envelope's node signature and its figures (recomputed from the raw
+counters); per-node sequence numbers and hash chains (missing sequence numbers are listed as
+warnings, they do not fail); every inclusion proof; revocations; that no GPU time is counted
+twice; that the claimed totals equal the recomputed ones; and, with --trusted-tree-head, that the
+log only grew since the tree head you kept. Exit status 0 only when every step passes, 1 when
+one fails, 2 for bad usage. What a pass proves and what it does not: docs/regulators.md.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "verify",
+        help=HELP,
+        description=HELP + ".",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle", type=Path, metavar="FILE", help="bundle from `flopwatch report`")
+    add_collector_key_argument(p)
+    p.add_argument(
+        "--trusted-tree-head",
+        type=Path,
+        metavar="TH",
+        help="a tree head you kept earlier (`flopwatch tree-head --out`): its key is trusted, "
+        "and the bundle must prove the log grew from it without being rewritten",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON summary instead of the steps"
+    )
+    p.set_defaults(run=run)
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _no_anchor(data: bytes) -> ConfigError:
+    from flopwatch.verify.bundle_format import Bundle
+
+    hint = ""
+    with contextlib.suppress(VerificationError):  # an unreadable bundle gets no hint
+        log_id = Bundle.from_bytes(data).tree_head.head.log_id
+        hint = (
+            f" This bundle names collector key id {log_id}; trust it only if the operator "
+            "gave you the same id out of band."
+        )
+    return ConfigError(
+        "no trust anchor: pass --collector-key (key id or PEM public key) or "
+        "--trusted-tree-head. Without one, anyone can make a bundle that checks out." + hint
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from flopwatch.verify.bundle import STEPS, BundleVerifier
+
+    try:
+        data = args.bundle.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.bundle}: {e.strerror}") from e
+    if args.collector_key is None and args.trusted_tree_head is None:
+        raise _no_anchor(data)
+    verifier = BundleVerifier(
+        collector_key_id=None
+        if args.collector_key is None
+        else collector_key_id(args.collector_key),
+        trusted_tree_head=(
+            None if args.trusted_tree_head is None else read_tree_head(args.trusted_tree_head)
+        ),
+    )
+    out = sys.stdout
+
+    def progress(step: int, detail: str) -> None:
+        if not args.json:
+            print(f"[ok]   {step:2d}. {STEPS[step - 1]}\n              {detail}", file=out)
+
+    try:
+        report = verifier.verify(data, progress)
+    except BundleVerificationError as e:
+        if args.json:
+            failed = {"verified": False, "step": e.step, "reason": e.reason, "message": e.message}
+            json.dump(failed, out, indent=2)
+            out.write("\n")
+            return EXIT_FAILED
+        print(f"[FAIL] {e.step:2d}. {STEPS[e.step - 1]}\n              {e.reason}: {e.message}")
+        for n in range(e.step + 1, len(STEPS) + 1):
+            print(f"[--]   {n:2d}. {STEPS[n - 1]} (not checked)")
+        print(f"\nFAILED at step {e.step} ({e.reason}): do not rely on this bundle.")
+        return EXIT_FAILED
+    if args.json:
+        json.dump(report.to_json(), out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    for w in report.warnings:
+        print(f"WARNING: {w}")
+    print(
+        f"\nVERIFIED: job {report.job_id!r} performed {report.flops_estimate:.4e} FLOPs "
+        f"(estimate; exactly {report.flops_estimate}) and at most {report.flops_upper:.4e} "
+        f"FLOPs (sound upper bound; exactly {report.flops_upper}) under FLOP model "
+        f"v{report.flop_model_version}, over {report.gpu_intervals} GPU intervals from "
+        f"{_utc(report.first_start_ns)} to {_utc(report.last_end_ns)}, as measured by "
+        f"{len(report.nodes)} node key(s) and logged at {describe(report.tree_head)}.\n"
+        "This shows what the nodes signed and the collector logged; it cannot show work a "
+        "node did not report (docs/regulators.md)."
+    )
+    return EXIT_OK

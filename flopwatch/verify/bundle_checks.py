@@ -1,0 +1,143 @@
+"""The pure checks of `BundleVerifier` that need no trust input: inclusion proofs, chains,
+double counting, totals. Each raises VerificationError with a stable reason code."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from flopwatch.errors import VerificationError
+from flopwatch.merkle import leaf_hash, verify_inclusion
+from flopwatch.verify.bundle_format import Bundle, JobClaim, NodeKey
+from flopwatch.verify.bundle_report import NodeChain
+from flopwatch.verify.record import SUPPORTED_MODEL_VERSIONS, VerifiedRecord
+
+
+def _short(key_id: str) -> str:
+    return key_id[:16]
+
+
+def check_inclusion(bundle: Bundle) -> str:
+    head = bundle.tree_head.head
+    for e in bundle.entries:
+        try:
+            verify_inclusion(
+                leaf_index=e.leaf_index,
+                tree_size=head.size,
+                leaf_hash=leaf_hash(e.envelope),
+                proof=e.proof,
+                root=head.root,
+            )
+        except VerificationError as err:
+            raise VerificationError(err.reason, f"leaf {e.leaf_index}: {err.message}") from err
+    return f"{len(bundle.entries)} proofs against tree size {head.size}"
+
+
+def chain_of(recs: list[VerifiedRecord], node: NodeKey) -> NodeChain:
+    recs = sorted(recs, key=lambda r: r.sequence)
+    missing: list[tuple[int, int]] = []
+    for prev, cur in itertools.pairwise(recs):
+        if cur.sequence == prev.sequence:
+            if cur.digest == prev.digest:
+                raise VerificationError(
+                    "duplicate_record", f"sequence {cur.sequence} of {_short(node.key_id)} twice"
+                )
+            raise VerificationError(
+                "chain_fork",
+                f"two different records hold sequence {cur.sequence} of {_short(node.key_id)}",
+            )
+        if cur.sequence == prev.sequence + 1:
+            if cur.previous_digest != prev.digest:
+                raise VerificationError(
+                    "bad_chain",
+                    f"record {cur.sequence} of {_short(node.key_id)} does not link to record "
+                    f"{prev.sequence}",
+                )
+        else:
+            missing.append((prev.sequence + 1, cur.sequence - 1))
+    gaps = [g for r in recs for g in r.gaps]
+    return NodeChain(
+        key_id=node.key_id,
+        node_id=node.node_id,
+        status=node.status,
+        envelopes=len(recs),
+        first_sequence=recs[0].sequence,
+        last_sequence=recs[-1].sequence,
+        missing=tuple(missing),
+        declared_gaps=len(gaps),
+        unmeasured_ns=sum(g.end_ns - g.start_ns for g in gaps),
+    )
+
+
+def check_overlap(records: list[tuple[int, VerifiedRecord]]) -> str:
+    by_device: dict[str, list[tuple[int, int, int]]] = {}
+    for leaf, r in records:
+        gpus = r.attestation.gpus
+        for iv in r.attestation.intervals:
+            g = gpus[iv.gpu]
+            device = f"{g.uuid}/{g.mig_instance}" if g.mig_instance else g.uuid
+            by_device.setdefault(device, []).append((iv.start_unix_ns, iv.end_unix_ns, leaf))
+    count = 0
+    for device, intervals in by_device.items():
+        intervals.sort()
+        count += len(intervals)
+        for (_, end, leaf_a), (start, _, leaf_b) in itertools.pairwise(intervals):
+            if start < end:
+                raise VerificationError(
+                    "double_counted",
+                    f"GPU {device}: intervals of leaves {leaf_a} and {leaf_b} overlap",
+                )
+    return f"{count} GPU intervals on {len(by_device)} device(s), none overlapping"
+
+
+@dataclass(frozen=True)
+class Totals:
+    estimate: int
+    upper: int
+    intervals: int
+    first_start_ns: int
+    last_end_ns: int
+
+
+def check_totals(records: list[tuple[int, VerifiedRecord]], claim: JobClaim) -> Totals:
+    if claim.flop_model_version not in SUPPORTED_MODEL_VERSIONS:
+        raise VerificationError(
+            "unknown_model",
+            f"FLOP model v{claim.flop_model_version} is not one this verifier knows",
+        )
+    estimate = upper = intervals = 0
+    first, last = None, None
+    for leaf, r in records:
+        if r.attestation.flop_model_version != claim.flop_model_version:
+            raise VerificationError(
+                "model_mismatch",
+                f"leaf {leaf} uses FLOP model v{r.attestation.flop_model_version}, the claim "
+                f"v{claim.flop_model_version}",
+            )
+        mine = [c for c in r.contributions if c.job_id == claim.job_id]
+        if not mine:
+            raise VerificationError(
+                "unrelated_envelope", f"leaf {leaf} holds no work of job {claim.job_id!r}"
+            )
+        for c in mine:
+            estimate += c.flops_estimate
+            upper += c.flops_upper
+            intervals += 1
+            first = c.start_ns if first is None else min(first, c.start_ns)
+            last = c.end_ns if last is None else max(last, c.end_ns)
+    got = Totals(estimate, upper, intervals, first or 0, last or 0)
+    want = Totals(
+        claim.flops_estimate,
+        claim.flops_upper,
+        claim.gpu_intervals,
+        claim.first_start_ns,
+        claim.last_end_ns,
+    )
+    if got != want:
+        raise VerificationError(
+            "totals_mismatch",
+            f"the collector claims {want.estimate} FLOPs (estimate) / {want.upper} FLOPs (upper "
+            f"bound) over {want.intervals} GPU intervals; the envelopes give {got.estimate} / "
+            f"{got.upper} over {got.intervals}",
+        )
+    return got
