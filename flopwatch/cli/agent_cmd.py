@@ -10,9 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from flopwatch.cli.common import add_tls_arguments, host_port
+from flopwatch.cli.config_file import add_config_file
 from flopwatch.errors import ConfigError
 
 HELP = "run the node agent: sample GPU counters, attribute to jobs, sign and send to a collector"
+ENV_PREFIX = "FLOPWATCH_AGENT_"
+DEFAULT_CONTROL_SOCKET = "/run/flopwatch/agent.sock"
+# Loopback by default: node-local scrapers and operators can read it, nothing off the node can.
+DEFAULT_METRICS = "127.0.0.1:9465"
 
 
 def _speed(text: str) -> float | None:
@@ -27,6 +32,123 @@ def _speed(text: str) -> float | None:
     return value
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("GPUs and sampling")
+    g.add_argument(
+        "--backend",
+        default="nvml",
+        metavar="nvml|replay:PATH|sim:N",
+        help="where readings come from: the real GPUs through NVML (default), a recorded trace, "
+        "or N simulated GPUs",
+    )
+    g.add_argument(
+        "--interval", type=_positive, default=1.0, help="seconds per sample (default: 1)"
+    )
+    g.add_argument(
+        "--replay-speed",
+        type=_speed,
+        default=1.0,
+        help="replay pacing: 1 = real time, 10 = ten times faster, max = no waiting",
+    )
+
+
+def _add_attribution(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("jobs (attribution; see docs/agent.md)")
+    g.add_argument(
+        "--cluster",
+        default="default",
+        help="cluster name that namespaces job ids, e.g. slurm:CLUSTER/123 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--attribution",
+        default="auto",
+        metavar="auto|none|slurm,kubernetes",
+        help="job sources besides jobs registered with `flopwatch job start`: auto (Slurm, and "
+        "Kubernetes where the PodResources socket exists; NVML backend only), none, or a list "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--jobs",
+        type=Path,
+        metavar="JOBS.json",
+        help="fixed job windows per pid (replay and demos); ids are kept as written",
+    )
+    g.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="where to read processes' cgroups and environments (default: %(default)s)",
+    )
+    g.add_argument(
+        "--podresources-socket",
+        type=Path,
+        default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        help="the kubelet's PodResources API socket (default: %(default)s)",
+    )
+    g.add_argument(
+        "--control-socket",
+        default=DEFAULT_CONTROL_SOCKET,
+        metavar="PATH|off",
+        help="unix socket (mode 0660) where `flopwatch job start|end` register jobs; 'off' "
+        "disables (default: %(default)s)",
+    )
+
+
+def _add_delivery(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("spool and delivery")
+    g.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/flopwatch-agent"),
+        help="node key (created on first start, mode 0600), spool and registered jobs "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--spool-max-bytes",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="spool size limit; past it the oldest records are dropped and a signed gap says "
+        "so (default: %(default)s)",
+    )
+    g.add_argument(
+        "--spool-segment-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="spool segment file size; at most half of --spool-max-bytes (default: %(default)s)",
+    )
+    g.add_argument(
+        "--ack-timeout",
+        type=_positive,
+        default=60.0,
+        help="seconds without an acknowledgement, records in flight, before reconnecting "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        type=_positive,
+        default=60.0,
+        help="after a replay ends, seconds to wait for acknowledgements before giving up",
+    )
+    g.add_argument(
+        "--metrics-listen",
+        default=DEFAULT_METRICS,
+        metavar="HOST:PORT|off",
+        help="Prometheus /metrics of this agent (FLOP rate per GPU, spool depth, errors); "
+        "loopback by default, 0.0.0.0:9465 to let a remote Prometheus scrape; 'off' disables "
+        "(default: %(default)s)",
+    )
+
+
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "agent",
@@ -35,42 +157,29 @@ def add_parser(sub: Any) -> None:
         + ". Every signed record is written to a local spool (fsync) before it is sent and "
         "resent until the collector acknowledges a durable commit.",
     )
-    p.add_argument("--collector", required=True, metavar="HOST:PORT", help="collector gRPC address")
     p.add_argument(
-        "--backend",
-        default="nvml",
-        metavar="nvml|replay:PATH|sim:N",
-        help="where readings come from: the real GPUs through NVML (default), a recorded trace, "
-        "or N simulated GPUs",
+        "--collector", required=True, metavar="HOST:PORT", help="collector gRPC address (required)"
     )
     p.add_argument(
-        "--jobs",
-        type=Path,
-        help="JOBS.json with job windows per pid (replay and manual attribution)",
+        "--node-id", default=socket.gethostname(), help="default: the host name (%(default)s)"
     )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path("/var/lib/flopwatch-agent"),
-        help="node key (created on first start, mode 0600) and spool (default: %(default)s)",
-    )
-    p.add_argument("--node-id", default=socket.gethostname(), help="default: the host name")
-    p.add_argument("--cluster", default="default", help="cluster name that namespaces job ids")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds per sample (default 1)")
-    p.add_argument(
-        "--replay-speed",
-        type=_speed,
-        default=1.0,
-        help="replay pacing: 1 = real time, 10 = ten times faster, max = no waiting",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=60.0,
-        help="after a replay ends, seconds to wait for acknowledgements before giving up",
-    )
+    _add_sampling(p)
+    _add_attribution(p)
+    _add_delivery(p)
     add_tls_arguments(p, "agent")
-    p.set_defaults(run=run)
+    p.add_argument(
+        "--enroll-token-file",
+        type=Path,
+        metavar="FILE",
+        help="one-time enrollment token from `flopwatch nodes token` (file mode 0600; a file, "
+        "not an argument, so it never shows in the process list): the collector enrolls this "
+        "node's key with it on first contact",
+    )
+    add_config_file(p, env_prefix=ENV_PREFIX, run=run)
+
+
+def _off(text: str) -> str | None:
+    return None if text == "off" else text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,8 +187,12 @@ def run(args: argparse.Namespace) -> int:
     from agent.service import run_agent
 
     host_port(args.collector)
-    if args.interval <= 0:
-        raise ConfigError("--interval must be positive")
+    if not args.node_id:
+        raise ConfigError("--node-id must not be empty")
+    metrics = _off(args.metrics_listen)
+    if metrics is not None:
+        host_port(metrics)
+    control = _off(args.control_socket)
     config = AgentConfig(
         collector=args.collector,
         backend=args.backend,
@@ -88,11 +201,20 @@ def run(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         interval_s=args.interval,
         jobs_file=args.jobs,
+        attribution=args.attribution,
+        proc_root=args.proc_root,
+        podresources_socket=args.podresources_socket,
+        control_socket=Path(control) if control is not None else None,
+        metrics_listen=metrics,
         replay_speed=args.replay_speed,
         insecure=args.insecure,
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        enroll_token_file=args.enroll_token_file,
+        spool_max_bytes=args.spool_max_bytes,
+        spool_segment_bytes=args.spool_segment_bytes,
+        ack_timeout_s=args.ack_timeout,
         drain_timeout_s=args.drain_timeout,
     )
     stop = threading.Event()

@@ -1,0 +1,1 @@
+"""Third-party APIs flopwatch speaks: code generated from proto/ (see proto/generate.py)."""

@@ -1,0 +1,1 @@
+"""The kubelet's APIs (Kubernetes, Apache-2.0)."""

@@ -1,0 +1,1 @@
+"""PodResources API v1: generated from proto/flopwatch/vendor/kubelet/podresources/v1/."""
