@@ -1,76 +1,62 @@
 """The real GPU backend: NVML GPM pipe utilization, an integrated SM clock, energy and processes.
 
-One NVML entry point (nvitop's libnvml habits): NVML is initialised lazily on first use, a reading
-the GPU does not support is None, and a missing library is a clear NvmlUnavailableError.
-
-Per interval and GPU: GPM busy fractions from two alternating GPM samples, the SM clock polled at
-~10 Hz by a background thread and integrated (trapezoid, clipped to the interval), energy as the
-difference of the total-energy counter, and the running processes with their SM-utilization shares.
-An NVML error in the essential readings (GPM, clock) yields a reading with `error` set, which the
-agent signs as a gap; it never stops the sampling of the other GPUs or of the next interval.
+Each measured device is a whole GPU, or one MIG instance of a GPU in MIG mode (nvml_mig.py).
+Per interval and device:
+- GPM busy fractions per pipe (nvml_gpm.py) on Hopper and later;
+- without GPM (compute capability < 9.0, or NVML says unsupported), a bound on the kernel-busy
+  fraction from NVML's utilization samples (nvml_util.py); such a GPU's intervals end at its
+  newest sample, so they may end up to one sample period before the agent's boundary;
+- the SM clock polled at ~10 Hz and integrated (nvml_clock.py), energy as the difference of the
+  total-energy counter (whole GPUs), and the running processes with their SM-utilization shares.
+An NVML error in the essential readings yields a reading with `error` set (and its cause), which
+the agent signs as a gap; it never stops the sampling of the other devices or of the next one.
 """
 
 from __future__ import annotations
 
-import importlib
-import itertools
 import logging
-import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.backends.base import GpuInfo, GpuReading, shares_from_samples
-from agent.backends.nvml_ids import GPM_PIPE_METRICS, cores_per_sm
-from flopwatch.errors import BackendError, NvmlUnavailableError
-from flopwatch.model import Pipe
+from agent.backends.base import (
+    GapCause,
+    GpuInfo,
+    GpuReading,
+    HardwareBinding,
+    shares_from_samples,
+)
+from agent.backends.nvml_cc import hardware_bindings
+from agent.backends.nvml_clock import DEFAULT_CLOCK_POLL_S, ClockPoller, integrate_clock
+from agent.backends.nvml_gpm import GpmSampler, ReadFailure
+from agent.backends.nvml_ids import cores_per_sm
+from agent.backends.nvml_lib import LIBRARY_NOT_FOUND, Nvml, text
+from agent.backends.nvml_mig import mig_enabled, mig_instances
+from agent.backends.nvml_util import STALL_INTERVALS, BusySpan, UtilizationWindow, fetch_samples
+from flopwatch.errors import BackendError
+
+__all__ = ["LIBRARY_NOT_FOUND", "NvmlBackend", "integrate_clock"]
 
 log = logging.getLogger(__name__)
 
-LIBRARY_NOT_FOUND = "NVML library not found: is the NVIDIA driver installed?"
-DEFAULT_CLOCK_POLL_S = 0.1
-
-
-def integrate_clock(samples: Sequence[tuple[int, float]], start_ns: int, end_ns: int) -> float:
-    """Integral of the SM clock over [start_ns, end_ns] in MHz x seconds.
-
-    `samples` are (monotonic ns, MHz) sorted by time. The clock is taken as piecewise linear
-    between samples (trapezoid rule) and held constant before the first and after the last one.
-    """
-    if not samples or end_ns <= start_ns:
-        return 0.0
-    pts = list(samples)
-    if pts[0][0] > start_ns:
-        pts.insert(0, (start_ns, pts[0][1]))
-    if pts[-1][0] < end_ns:
-        pts.append((end_ns, pts[-1][1]))
-    total = 0.0
-    for (t0, v0), (t1, v1) in itertools.pairwise(pts):
-        lo, hi = max(t0, start_ns), min(t1, end_ns)
-        if hi <= lo:
-            continue
-        slope = (v1 - v0) / (t1 - t0)
-        total += (v0 + slope * ((lo + hi) / 2 - t0)) * (hi - lo)
-    return total / 1e9
+GPM_MIN_CC = (9, 0)  # NVML GPM exists from Hopper on
+MIG_WITHOUT_GPM = "MIG instance of a GPU without GPM: NVML has no per-instance activity reading"
 
 
 @dataclass
-class _Gpu:
-    """One GPU's handle, identity and the state carried from one interval to the next."""
+class _Device:
+    """One measured device and the state carried from one interval to the next."""
 
-    handle: Any
     info: GpuInfo
-    gpm: bool
-    samples: list[Any] = field(default_factory=list)  # two GPM sample buffers
-    cur: int = 0  # the buffer the next GPM sample goes into
-    have_base: bool = False  # the other buffer holds the sample taken at the interval start
+    handle: Any  # this device's handle (a MIG device handle for an instance)
+    gpu: int  # NVML index of its physical GPU: the SM clock it runs at
+    gpm: GpmSampler | None = None
+    util: UtilizationWindow | None = None  # a whole GPU without GPM
+    unmeasurable: str | None = None  # why every interval is a gap
     energy_mj: int | None = None
     running: list[int] = field(default_factory=list)
     putil_ts: int = 0  # NVML per-process utilization: last timestamp seen (unix us)
-    clock: list[tuple[int, float]] = field(default_factory=list)  # (monotonic ns, MHz)
-    clock_errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 class NvmlBackend:
@@ -87,7 +73,6 @@ class NvmlBackend:
         interval_s: float = 1.0,
         nvml: Any = None,
         *,
-        allow_no_gpm: bool = False,
         clock_poll_s: float = DEFAULT_CLOCK_POLL_S,
         clock_thread: bool = True,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
@@ -97,148 +82,122 @@ class NvmlBackend:
         if interval_s <= 0 or clock_poll_s <= 0:
             raise ValueError("interval_s and clock_poll_s must be positive")
         self._interval_ns = round(interval_s * 1e9)
-        self._nvml = nvml
-        self._allow_no_gpm = allow_no_gpm
+        self._nvml = Nvml(nvml)
         self._clock_poll_s = clock_poll_s
         self._clock_thread = clock_thread
         self._mono = monotonic_ns
         self._wall = time_ns
         self._sleep = sleep
-        self._gpus: list[_Gpu] | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._devices: list[_Device] | None = None
+        self._physical: list[tuple[GpuInfo, Any]] = []  # (identity, handle) per physical GPU
+        self._clock: ClockPoller | None = None
         self._next_ns = 0  # monotonic time of the next interval boundary; 0 before the first
         self._last = (0, 0)  # (monotonic ns, unix ns) of the last boundary
         self._closed = False
 
-    # -- the one entry point to NVML ---------------------------------------------------------
+    # -- setup ---------------------------------------------------------------------------------
 
-    def _lib(self) -> Any:
-        if self._nvml is None:
-            try:
-                self._nvml = importlib.import_module("pynvml")
-            except ImportError as e:
-                raise NvmlUnavailableError("pynvml (nvidia-ml-py) is not installed") from e
-        return self._nvml
-
-    def _code(self, e: BaseException, name: str) -> bool:
-        return getattr(e, "value", None) == getattr(self._lib(), name, object())
-
-    def _optional(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call an NVML function whose answer is optional: None where it fails or is unsupported."""
-        try:
-            return fn(*args)
-        except self._lib().NVMLError as e:
-            if not self._code(e, "NVML_ERROR_NOT_SUPPORTED"):
-                log.debug("NVML %s failed: %s", getattr(fn, "__name__", fn), e)
-            return None
-
-    def _open(self) -> list[_Gpu]:
-        if self._gpus is not None:
-            return self._gpus
+    def _open(self) -> list[_Device]:
+        if self._devices is not None:
+            return self._devices
         if self._closed:
             raise BackendError("the NVML backend is closed")
-        nv = self._lib()
+        nv = self._nvml.lib
+        self._nvml.init()
+        self._physical = []
         try:
-            nv.nvmlInit()
-        except nv.NVMLError as e:
-            if self._code(e, "NVML_ERROR_LIBRARY_NOT_FOUND"):
-                raise NvmlUnavailableError(LIBRARY_NOT_FOUND) from e
-            raise NvmlUnavailableError(f"NVML initialisation failed: {e}") from e
-        try:
-            gpus = [self._identify(i) for i in range(nv.nvmlDeviceGetCount())]
-            for g in gpus:
-                if g.gpm:
-                    g.samples = [nv.nvmlGpmSampleAlloc(), nv.nvmlGpmSampleAlloc()]
-        except nv.NVMLError as e:
-            self._shutdown()
+            devices: list[_Device] = []
+            for i in range(nv.nvmlDeviceGetCount()):
+                devices += self._identify(i)
+            for d in devices:
+                if d.gpm is not None:
+                    d.gpm.alloc()
+        except self._nvml.error as e:
+            self._nvml.shutdown()
             raise BackendError(f"cannot set up the GPUs through NVML: {e}") from e
-        if not any(g.gpm for g in gpus):
-            if not self._allow_no_gpm:
-                self._shutdown()
-                raise NvmlUnavailableError(
-                    "GPM metrics are not supported on any GPU of this node (NVML GPM needs "
-                    "Hopper or later); pass allow_no_gpm to fall back to coarse utilization"
+        if not devices:
+            self._nvml.shutdown()
+            raise BackendError("NVML reports no GPU (and no MIG instance) to measure")
+        for d in devices:
+            if d.util is not None:
+                log.warning(
+                    "GPU %d (%s, cc %d.%d) has no GPM: FLOPs from utilization samples "
+                    "(method nvml-utilization, wide bounds)",
+                    d.info.index,
+                    d.info.name,
+                    *d.info.cc,
                 )
-            log.warning("no GPU supports GPM: falling back to coarse utilization readings")
-        self._gpus = gpus
+        self._devices = devices
+        handles = {i: h for i, (_, h) in enumerate(self._physical)}
+        self._clock = ClockPoller(self._nvml, handles, self._mono)
         if self._clock_thread:
-            self._thread = threading.Thread(target=self._poll_loop, name="nvml-clock", daemon=True)
-            self._thread.start()
-        return gpus
+            self._clock.start(self._clock_poll_s)
+        return devices
 
-    def _identify(self, index: int) -> _Gpu:
-        nv = self._lib()
+    def _identify(self, index: int) -> list[_Device]:
+        """The devices GPU `index` is measured as: itself, or each of its MIG instances."""
+        nvml, nv = self._nvml, self._nvml.lib
         h = nv.nvmlDeviceGetHandleByIndex(index)
         major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
         cc = (int(major), int(minor))
-        support = self._optional(nv.nvmlGpmQueryDeviceSupport, h)
-        info = GpuInfo(
-            uuid=_text(nv.nvmlDeviceGetUUID(h)),
-            name=_text(nv.nvmlDeviceGetName(h)),
+        gpu = GpuInfo(
+            uuid=text(nv.nvmlDeviceGetUUID(h)),
+            name=text(nv.nvmlDeviceGetName(h)),
             sm_count=int(nv.nvmlDeviceGetNumGpuCores(h)) // cores_per_sm(cc),
             cc=cc,
             max_sm_clock_mhz=int(nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM)),
             index=index,
-            serial=_text(self._optional(nv.nvmlDeviceGetSerial, h) or ""),
+            serial=text(nvml.optional(nv.nvmlDeviceGetSerial, h) or ""),
         )
-        return _Gpu(handle=h, info=info, gpm=bool(support and support.isSupportedDevice))
+        self._physical.append((gpu, h))
+        support = nvml.optional(nv.nvmlGpmQueryDeviceSupport, h) if cc >= GPM_MIN_CC else None
+        gpm = bool(support and support.isSupportedDevice)
+        if not mig_enabled(nvml, h):
+            if gpm:
+                return [_Device(gpu, h, index, gpm=GpmSampler(nvml, h))]
+            return [_Device(gpu, h, index, util=UtilizationWindow(start_ns=0))]
+        out = []
+        for m in mig_instances(nvml, h):
+            info = GpuInfo(
+                uuid=gpu.uuid,
+                name=m.name,
+                sm_count=m.sm_count,
+                cc=cc,
+                max_sm_clock_mhz=gpu.max_sm_clock_mhz,
+                index=index,
+                serial=gpu.serial,
+                mig_instance=m.uuid,
+            )
+            sampler = GpmSampler(nvml, h, m.gpu_instance) if gpm else None
+            reason = None if gpm else MIG_WITHOUT_GPM
+            out.append(_Device(info, m.handle, index, gpm=sampler, unmeasurable=reason))
+        return out
 
-    # -- SM clock polling ---------------------------------------------------------------------
-
-    def poll_clocks(self) -> None:
-        """Read every GPU's SM clock once and keep it, stamped with monotonic time."""
-        nv = self._lib()
-        for g in self._gpus or ():
-            try:
-                mhz = float(nv.nvmlDeviceGetClockInfo(g.handle, nv.NVML_CLOCK_SM))
-            except nv.NVMLError as e:
-                with self._lock:
-                    g.clock_errors.append((self._mono(), f"SM clock read failed: {e}"))
-                continue
-            now = self._mono()
-            with self._lock:
-                g.clock.append((now, mhz))
-
-    def _poll_loop(self) -> None:
-        while not self._stop.is_set():
-            self.poll_clocks()
-            self._stop.wait(self._clock_poll_s)
-
-    def _take_clock(self, g: _Gpu, start: int, end: int) -> tuple[float, int, str | None]:
-        """Integrate the clock over [start, end]; drop samples the next interval will not need."""
-        with self._lock:
-            pts = sorted(g.clock)
-            errors = [msg for t, msg in g.clock_errors if start < t <= end]
-            g.clock_errors = [(t, m) for t, m in g.clock_errors if t > end]
-            g.clock = [p for p in pts if p[0] <= end][-1:] + [p for p in pts if p[0] > end]
-        inside = sum(1 for t, _ in pts if start < t <= end)
-        if errors:
-            return 0.0, inside, errors[-1]
-        if inside == 0:
-            return 0.0, 0, "no SM clock readings in the interval"
-        return integrate_clock(pts, start, end), inside, None
-
-    # -- intervals ----------------------------------------------------------------------------
+    # -- intervals -------------------------------------------------------------------------------
 
     def gpus(self) -> Sequence[GpuInfo]:
-        return tuple(g.info for g in self._open())
+        return tuple(d.info for d in self._open())
+
+    def poll_clocks(self) -> None:
+        """Read every GPU's SM clock once (what the poller thread does every 0.1 s)."""
+        if self._clock is not None:
+            self._clock.poll()
 
     def next_readings(self) -> list[GpuReading] | None:
-        """Block until the next interval boundary, then return one reading per GPU.
+        """Block until the next interval boundary, then return the readings that are ready.
 
         Boundaries lie on a fixed monotonic schedule (start + k x interval), so intervals do not
         drift; a caller late by more than an interval gets one longer interval, then the schedule
-        resumes. Returns None once the backend is closed.
+        resumes. A GPU without GPM has no reading at a boundary before its next utilization
+        sample (its interval then covers more than one boundary). None once closed.
         """
         if self._closed:
             return None
-        gpus = self._open()
+        devices = self._open()
         if self._next_ns == 0:
             self._mark_boundary()
-            for g in gpus:
-                self._start(g)
+            for d in devices:
+                self._start(d)
             self._next_ns = self._last[0] + self._interval_ns
         delay = self._next_ns - self._mono()
         if delay > 0:
@@ -247,138 +206,131 @@ class NvmlBackend:
         self._next_ns += self._interval_ns
         if self._next_ns <= t1:
             self._next_ns += ((t1 - self._next_ns) // self._interval_ns + 1) * self._interval_ns
-        return [self._finish(g, t0, t1, w0, w1) for g in gpus]
+        readings = [r for d in devices if (r := self._finish(d, t0, t1, w0, w1)) is not None]
+        self._trim_clocks(devices, t1, w1)
+        return readings
 
     def _mark_boundary(self) -> tuple[int, int]:
         self.poll_clocks()
         self._last = (self._mono(), self._wall())
         return self._last
 
-    def _start(self, g: _Gpu) -> None:
-        """Take the first interval's starting readings of one GPU."""
-        if g.gpm:
-            g.have_base = self._gpm_sample(g) is None
-        g.putil_ts = self._last[1] // 1000
-        self._carry(g)
+    def _trim_clocks(self, devices: Sequence[_Device], t1: int, w1: int) -> None:
+        assert self._clock is not None
+        keep: dict[int, int] = {}
+        for d in devices:
+            start = t1 if d.util is None else d.util.start_ns - (w1 - t1)
+            keep[d.gpu] = min(keep.get(d.gpu, start), start)
+        for gpu, keep_from in keep.items():
+            self._clock.trim(gpu, keep_from)
 
-    def _carry(self, g: _Gpu) -> tuple[int | None, list[int]]:
+    def _start(self, d: _Device) -> None:
+        """Take the first interval's starting readings of one device."""
+        if d.gpm is not None:
+            d.gpm.start()
+        if d.util is not None:
+            d.util.start_ns = self._last[1]
+            samples = fetch_samples(self._nvml, d.handle, 0)
+            d.util.add(samples if isinstance(samples, list) else ())
+        d.putil_ts = self._last[1] // 1000
+        self._carry(d)
+
+    def _carry(self, d: _Device) -> tuple[int | None, list[int]]:
         """Read energy and running processes at a boundary; return those of the previous one."""
-        nv = self._lib()
-        before = (g.energy_mj, g.running)
-        mj = self._optional(nv.nvmlDeviceGetTotalEnergyConsumption, g.handle)
-        procs = self._optional(nv.nvmlDeviceGetComputeRunningProcesses, g.handle)
-        g.energy_mj = None if mj is None else int(mj)
-        g.running = sorted({int(p.pid) for p in procs or ()})
+        nvml, nv = self._nvml, self._nvml.lib
+        before = (d.energy_mj, d.running)
+        if not d.info.mig_instance:  # NVML has no energy counter per MIG instance
+            mj = nvml.optional(nv.nvmlDeviceGetTotalEnergyConsumption, d.handle)
+            d.energy_mj = None if mj is None else int(mj)
+        procs = nvml.optional(nv.nvmlDeviceGetComputeRunningProcesses, d.handle)
+        d.running = sorted({int(p.pid) for p in procs or ()})
         return before
 
-    def _finish(self, g: _Gpu, t0: int, t1: int, w0: int, w1: int) -> GpuReading:
-        """Readings of one GPU for the interval that ends now; they start the next one too."""
-        busy, gpm_error = self._gpm_busy(g) if g.gpm else (None, None)
-        clock, n_clock, clock_error = self._take_clock(g, t0, t1)
-        utilization = self._optional(self._lib().nvmlDeviceGetUtilizationRates, g.handle)
-        util = None if utilization is None else float(utilization.gpu) / 100.0
-        util_error = None if g.gpm or util is not None else "NVML utilization unavailable"
-        e0, before = self._carry(g)
-        e1 = g.energy_mj  # None where unsupported; a counter that went back (driver reload) too
-        energy = e1 - e0 if e0 is not None and e1 is not None and e1 >= e0 else None
+    def _busy_span(self, d: _Device, w1: int) -> BusySpan | str | None:
+        """A no-GPM GPU's next interval and busy bound; None: not yet; str: a gap up to w1."""
+        assert d.util is not None
+        samples = fetch_samples(self._nvml, d.handle, d.util.last_seen_us)
+        if isinstance(samples, str):
+            return samples
+        d.util.add(samples)
+        span = d.util.take(w1)
+        if span is None and w1 - d.util.start_ns > STALL_INTERVALS * self._interval_ns:
+            return f"no NVML utilization sample for over {STALL_INTERVALS} intervals"
+        return span
+
+    def _finish(self, d: _Device, t0: int, t1: int, w0: int, w1: int) -> GpuReading | None:
+        """Readings of one device for the interval that ends now; they start the next one too."""
+        busy = None
+        failure: ReadFailure | None = None
+        util: float | None = None
+        if d.unmeasurable is not None:
+            failure = ReadFailure(d.unmeasurable)
+        elif d.gpm is not None:
+            busy, failure = d.gpm.busy()
+        else:
+            assert d.util is not None
+            span = self._busy_span(d, w1)
+            if span is None:
+                return None  # carried on: energy and processes stay with the pending interval
+            if isinstance(span, str):
+                failure, w0 = ReadFailure(span), d.util.start_ns
+                d.util.skip_to(w1)
+            else:  # the interval ends at the newest utilization sample, not at the boundary
+                off = w1 - t1  # unix ns minus monotonic ns at this boundary
+                util, w0, w1 = span.busy_fraction, span.start_ns, span.end_ns
+                t0, t1 = w0 - off, w1 - off
+        assert self._clock is not None
+        clock, n_clock, clock_error = self._clock.integrate(d.gpu, t0, t1)
+        e0, before = self._carry(d)
+        e1 = d.energy_mj  # None where unsupported; a counter that went back (driver reload) too
+        error = failure.message if failure else clock_error
         return GpuReading(
-            gpu=g.info,
+            gpu=d.info,
             start_ns=w0,
             end_ns=w1,
             pipe_busy=busy,
-            sm_clock_mhz_s=clock,
+            sm_clock_mhz_s=0.0 if error else clock,
             clock_samples=n_clock,
-            energy_mj=energy,
+            energy_mj=e1 - e0 if e0 is not None and e1 is not None and e1 >= e0 else None,
             utilization=util,
-            processes=shares_from_samples(self._process_samples(g), g.running, before),
-            error=gpm_error or clock_error or util_error,
+            processes=shares_from_samples(self._process_samples(d), d.running, before),
+            error=error,
+            cause=failure.cause if failure else GapCause.SAMPLING_ERROR,
         )
 
-    # -- one GPU's readings -------------------------------------------------------------------
-
-    def _gpm_sample(self, g: _Gpu) -> str | None:
-        """Take a GPM sample into the current buffer and flip buffers; the error if NVML failed."""
-        nv = self._lib()
-        try:
-            nv.nvmlGpmSampleGet(g.handle, g.samples[g.cur])
-        except nv.NVMLError as e:
-            return f"GPM sample failed: {e}"
-        g.cur = 1 - g.cur
-        return None
-
-    def _gpm_busy(self, g: _Gpu) -> tuple[dict[Pipe, float] | None, str | None]:
-        """Per-pipe busy fractions (0..1) between the interval's two GPM samples, or an error."""
-        nv = self._lib()
-        had_base = g.have_base
-        error = self._gpm_sample(g)
-        if error is not None:
-            # Retry once so that the next interval has a baseline; this one is a gap either way.
-            g.have_base = self._gpm_sample(g) is None
-            return None, error
-        g.have_base = True
-        if not had_base:
-            return None, "no GPM sample at the interval start (earlier GPM failure)"
-        mg = nv.c_nvmlGpmMetricsGet_t()
-        mg.version = nv.NVML_GPM_METRICS_GET_VERSION
-        mg.sample1 = g.samples[g.cur]  # flipped above: the older sample
-        mg.sample2 = g.samples[1 - g.cur]
-        pipes = list(GPM_PIPE_METRICS.items())
-        mg.numMetrics = len(pipes)
-        for i, (_, metric_id) in enumerate(pipes):
-            mg.metrics[i].metricId = metric_id
-        try:
-            nv.nvmlGpmMetricsGet(mg)
-        except nv.NVMLError as e:
-            return None, f"GPM metrics failed: {e}"
-        busy: dict[Pipe, float] = {}
-        for i, (pipe, metric_id) in enumerate(pipes):
-            m = mg.metrics[i]
-            value = float(m.value)
-            if m.nvmlReturn != nv.NVML_SUCCESS or not math.isfinite(value):
-                return None, f"GPM metric {metric_id} ({pipe.value}) failed: code {m.nvmlReturn}"
-            busy[pipe] = min(max(value / 100.0, 0.0), 1.0)
-        return busy, None
-
-    def _process_samples(self, g: _Gpu) -> list[tuple[int, float]]:
+    def _process_samples(self, d: _Device) -> list[tuple[int, float]]:
         """(pid, SM %) samples NVML took since the last call; empty where it has none."""
-        nv = self._lib()
+        nvml = self._nvml
         try:
-            rows = nv.nvmlDeviceGetProcessUtilization(g.handle, g.putil_ts)
-        except nv.NVMLError as e:
+            rows = nvml.lib.nvmlDeviceGetProcessUtilization(d.handle, d.putil_ts)
+        except nvml.error as e:
             # NOT_FOUND, and SUCCESS raised by pynvml for an empty buffer, mean "no samples".
-            if not (self._code(e, "NVML_ERROR_NOT_FOUND") or self._code(e, "NVML_SUCCESS")):
-                log.debug("GPU %d: process utilization failed: %s", g.info.index, e)
+            if not nvml.is_code(
+                e, "NVML_ERROR_NOT_FOUND", "NVML_SUCCESS", "NVML_ERROR_NOT_SUPPORTED"
+            ):
+                log.debug("GPU %d: process utilization failed: %s", d.info.index, e)
             return []
-        fresh = [r for r in rows if int(r.timeStamp) > g.putil_ts]
+        fresh = [r for r in rows if int(r.timeStamp) > d.putil_ts]
         if fresh:
-            g.putil_ts = max(int(r.timeStamp) for r in fresh)
+            d.putil_ts = max(int(r.timeStamp) for r in fresh)
         return [(int(r.pid), float(r.smUtil)) for r in fresh]
+
+    # -- hardware binding and shutdown -----------------------------------------------------------
+
+    def hardware_bindings(self, nonce: bytes) -> list[HardwareBinding]:
+        """Each physical GPU's confidential-computing report over `nonce`, or why there is none."""
+        self._open()
+        return hardware_bindings(self._nvml, self._physical, nonce)
 
     def close(self) -> None:
         """Stop the clock poller, free the GPM samples and shut NVML down (idempotent)."""
         self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        gpus, self._gpus = self._gpus, None
-        if gpus is None:
+        if self._clock is not None:
+            self._clock.stop()
+        devices, self._devices = self._devices, None
+        if devices is None:
             return
-        nv = self._lib()
-        for s in (s for g in gpus for s in g.samples):
-            try:
-                nv.nvmlGpmSampleFree(s)
-            except nv.NVMLError as e:
+        for d in devices:
+            for e in d.gpm.free() if d.gpm is not None else ():
                 log.warning("freeing a GPM sample failed: %s", e)
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        nv = self._lib()
-        try:
-            nv.nvmlShutdown()
-        except nv.NVMLError as e:
-            log.warning("nvmlShutdown failed: %s", e)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        self._nvml.shutdown()

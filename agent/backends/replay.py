@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.backends.base import GpuInfo, GpuReading, shares_from_samples
+from agent.backends.base import (
+    BindingStatus,
+    GpuInfo,
+    GpuReading,
+    HardwareBinding,
+    shares_from_samples,
+)
 from agent.backends.nvml_ids import GPM_PIPE_KEYS, cores_per_sm
 from flopwatch.errors import BackendError
 
@@ -125,6 +131,10 @@ class ReplayBackend:
         if self._speed:
             self._sleep((reading.end_ns - reading.start_ns) / 1e9 / self._speed)
         return [reading]
+
+    def hardware_bindings(self, nonce: bytes) -> list[HardwareBinding]:
+        """A recording cannot be attested now: the trace's GPU says so."""
+        return [HardwareBinding(self._trace.gpu, BindingStatus.NOT_SUPPORTED, "replayed trace")]
 
     def close(self) -> None:
         self._iter = iter(())

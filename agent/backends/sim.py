@@ -1,10 +1,15 @@
-"""A deterministic simulator of N H100-like GPUs, for load and fault tests without a GPU.
+"""A deterministic GPU simulator, for load and fault tests without a GPU.
 
-Each GPU runs a reproducible workload drawn from a seeded random generator: a tensor (HMMA) busy
-fraction, some FP32 work, an SM clock between the profile's bounds, power, and one process
-(pid 10000 + index) that owns the whole GPU. The same seed gives the same readings, whatever the
-pacing and whatever faults are injected. `fail_next` makes a GPU's next readings carry an error,
-as the real backend does when NVML fails, so the agent's gap path can be tested.
+Each simulated device runs a reproducible workload drawn from a seeded random generator: a
+tensor (HMMA) busy fraction, some FP32 work, an SM clock between the profile's bounds, power,
+and one process (pid 10000 + device number) that owns the whole device. The same seed gives the
+same readings, whatever the pacing and whatever faults are injected.
+
+The GPU model is part of the profile: H100-like by default (GPM), A100-like (no GPM: readings
+carry a kernel-busy fraction instead of pipe activity), a GPU the rate table does not know, or
+an H100 split into MIG instances (one device per instance). `fail_next` makes a device's next
+readings carry an error, as the real backend does when NVML fails or a profiler holds the
+counters, so the agent's gap path can be tested.
 """
 
 from __future__ import annotations
@@ -13,27 +18,59 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from agent.backends.base import (
+    BindingStatus,
+    GapCause,
+    GpuInfo,
+    GpuReading,
+    HardwareBinding,
+    ProcessShare,
+)
 from flopwatch.model import Pipe
 
-SIM_NAME = "NVIDIA H100 80GB HBM3 (simulated)"
-SIM_SM_COUNT = 132
-SIM_CC = (9, 0)
-SIM_MAX_SM_CLOCK_MHZ = 1980
 SIM_PID_BASE = 10000
 SIM_CLOCK_POLL_HZ = 10  # the real backend polls the SM clock at about 10 Hz
 
 
 @dataclass(frozen=True)
+class SimGpuModel:
+    """What a simulated GPU looks like to the FLOP model."""
+
+    name: str
+    sm_count: int
+    cc: tuple[int, int]
+    max_sm_clock_mhz: int
+    gpm: bool = True
+    mig_sm_counts: tuple[int, ...] = ()  # one MIG instance per entry; () for a whole GPU
+
+    def __post_init__(self) -> None:
+        if self.sm_count < 1 or self.max_sm_clock_mhz < 1:
+            raise ValueError("SimGpuModel needs a positive SM count and maximum clock")
+        if any(n < 1 for n in self.mig_sm_counts) or sum(self.mig_sm_counts) > self.sm_count:
+            raise ValueError("MIG instances need positive SM counts within the GPU's")
+
+
+H100 = SimGpuModel("NVIDIA H100 80GB HBM3 (simulated)", 132, (9, 0), 1980)
+A100 = SimGpuModel("NVIDIA A100-SXM4-80GB (simulated)", 108, (8, 0), 1410, gpm=False)
+# A compute capability the rate table does not know: records say method unknown-rate.
+UNKNOWN_GPU = SimGpuModel("NVIDIA future GPU (simulated)", 160, (15, 0), 2100)
+# An H100 split into MIG instances 4g.40gb (64 SMs), 2g.20gb (32) and 1g.10gb (16).
+H100_MIG = SimGpuModel(
+    "NVIDIA H100 80GB HBM3 (simulated)", 132, (9, 0), 1980, mig_sm_counts=(64, 32, 16)
+)
+
+
+@dataclass(frozen=True)
 class SimProfile:
-    """Ranges each simulated interval draws its workload from (uniformly)."""
+    """The GPU model and the ranges each simulated interval draws its workload from."""
 
     hmma: tuple[float, float] = (0.2, 0.8)  # HMMA tensor-pipe busy fraction
     fp32: tuple[float, float] = (0.0, 0.1)  # FP32 pipe busy fraction
-    clock_mhz: tuple[float, float] = (1100.0, float(SIM_MAX_SM_CLOCK_MHZ))
+    clock_mhz: tuple[float, float] = (1100.0, 1980.0)
     power_w: tuple[float, float] = (250.0, 700.0)
+    gpu: SimGpuModel = field(default=H100)
 
     def __post_init__(self) -> None:
         for name in ("hmma", "fp32"):
@@ -41,22 +78,64 @@ class SimProfile:
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"SimProfile.{name} must satisfy 0 <= low <= high <= 1")
         lo, hi = self.clock_mhz
-        if not 0.0 < lo <= hi <= SIM_MAX_SM_CLOCK_MHZ:
-            raise ValueError(f"SimProfile.clock_mhz must lie in (0, {SIM_MAX_SM_CLOCK_MHZ}]")
+        top = self.gpu.max_sm_clock_mhz
+        if not 0.0 < lo <= hi <= top:
+            raise ValueError(f"SimProfile.clock_mhz must lie in (0, {top}]")
         if not 0.0 <= self.power_w[0] <= self.power_w[1]:
             raise ValueError("SimProfile.power_w must satisfy 0 <= low <= high")
 
 
 DEFAULT_PROFILE = SimProfile()
+PROFILES = {
+    "h100": DEFAULT_PROFILE,
+    "a100": SimProfile(gpu=A100, clock_mhz=(1000.0, 1410.0), power_w=(100.0, 400.0)),
+    "unknown": SimProfile(gpu=UNKNOWN_GPU, clock_mhz=(1200.0, 2100.0)),
+    "h100-mig": SimProfile(gpu=H100_MIG),
+}
+
+
+def _devices(
+    model: SimGpuModel, n_gpus: int, seed: int
+) -> tuple[tuple[GpuInfo, ...], tuple[GpuInfo, ...]]:
+    """(the physical GPUs, the measured devices: the GPUs or their MIG instances)."""
+    physical, out = [], []
+    for i in range(n_gpus):
+        whole = GpuInfo(
+            uuid=f"GPU-sim-{seed}-{i}",
+            name=model.name,
+            sm_count=model.sm_count,
+            cc=model.cc,
+            max_sm_clock_mhz=model.max_sm_clock_mhz,
+            index=i,
+            serial=f"sim-{seed}-{i}",
+        )
+        physical.append(whole)
+        if not model.mig_sm_counts:
+            out.append(whole)
+        for j, sms in enumerate(model.mig_sm_counts):
+            out.append(
+                GpuInfo(
+                    uuid=whole.uuid,
+                    name=f"{model.name} MIG {j}",
+                    sm_count=sms,
+                    cc=model.cc,
+                    max_sm_clock_mhz=model.max_sm_clock_mhz,
+                    index=i,
+                    serial=whole.serial,
+                    mig_instance=f"MIG-sim-{seed}-{i}-{j}",
+                )
+            )
+    return tuple(physical), tuple(out)
 
 
 class SimBackend:
-    """GpuBackend simulating `n_gpus` H100-like GPUs.
+    """GpuBackend simulating `n_gpus` GPUs of the profile's model (MIG instances: one device
+    each, numbered in order; `fail_next` and process ids use that device number).
 
     Readings cover [start_ns + k x interval, start_ns + (k+1) x interval); `start_ns` defaults to
     now rounded down to the second. With `realtime=False` next_readings returns at once; with
-    `realtime=True` it paces itself on a monotonic schedule using the injected `sleep`. After
-    `limit` intervals (None: never) next_readings returns None, as does a closed backend.
+    `realtime=True` it sleeps until each interval's end on a monotonic schedule (no busy wait).
+    After `limit` intervals (None: never) next_readings returns None, as does a closed backend.
     """
 
     def __init__(
@@ -90,38 +169,34 @@ class SimBackend:
         self._k = 0  # intervals delivered so far
         self._closed = False
         self._lock = threading.Lock()
-        self._faults: dict[int, list[str]] = {}
-        self._gpus = tuple(
-            GpuInfo(
-                uuid=f"GPU-sim-{seed}-{i}",
-                name=SIM_NAME,
-                sm_count=SIM_SM_COUNT,
-                cc=SIM_CC,
-                max_sm_clock_mhz=SIM_MAX_SM_CLOCK_MHZ,
-                index=i,
-                serial=f"sim-{seed}-{i}",
-            )
-            for i in range(n_gpus)
-        )
-        # One generator per GPU, so one GPU's workload does not depend on how many others exist.
-        self._rngs = [random.Random(f"flopwatch-sim/{seed}/{i}") for i in range(n_gpus)]  # noqa: S311
+        self._faults: dict[int, list[tuple[str, GapCause]]] = {}
+        self._physical, self._gpus = _devices(profile.gpu, n_gpus, seed)
+        # One generator per device, so one device's workload does not depend on how many
+        # others exist.
+        self._rngs = [random.Random(f"flopwatch-sim/{seed}/{i}") for i in range(len(self._gpus))]  # noqa: S311
 
     def gpus(self) -> Sequence[GpuInfo]:
         return self._gpus
 
-    def fail_next(self, gpu_index: int, message: str, count: int = 1) -> None:
-        """Make GPU `gpu_index`'s next `count` readings carry `error=message` (a signed gap)."""
-        if not 0 <= gpu_index < len(self._gpus):
-            raise IndexError(f"no simulated GPU {gpu_index}")
+    def fail_next(
+        self,
+        device: int,
+        message: str,
+        count: int = 1,
+        cause: GapCause = GapCause.SAMPLING_ERROR,
+    ) -> None:
+        """Make device `device`'s next `count` readings carry `error=message` (a signed gap)."""
+        if not 0 <= device < len(self._gpus):
+            raise IndexError(f"no simulated device {device}")
         with self._lock:
-            self._faults.setdefault(gpu_index, []).extend([message] * count)
+            self._faults.setdefault(device, []).extend([(message, cause)] * count)
 
     @property
     def intervals_delivered(self) -> int:
         return self._k
 
     def next_readings(self) -> list[GpuReading] | None:
-        """The next interval's readings, one per GPU; None after `limit` intervals or close()."""
+        """The next interval's readings, one per device; None after `limit` intervals or close()."""
         if self._closed or (self._limit is not None and self._k >= self._limit):
             return None
         if self._realtime:
@@ -134,14 +209,19 @@ class SimBackend:
         start = self._start_ns + self._k * self._interval_ns
         self._k += 1
         with self._lock:
-            errors = {i: msgs.pop(0) for i, msgs in self._faults.items() if msgs}
+            errors = {i: faults.pop(0) for i, faults in self._faults.items() if faults}
         return [
-            self._reading(gpu, rng, start, errors.get(gpu.index))
-            for gpu, rng in zip(self._gpus, self._rngs, strict=True)
+            self._reading(n, gpu, rng, start, errors.get(n))
+            for n, (gpu, rng) in enumerate(zip(self._gpus, self._rngs, strict=True))
         ]
 
     def _reading(
-        self, gpu: GpuInfo, rng: random.Random, start: int, error: str | None
+        self,
+        n: int,
+        gpu: GpuInfo,
+        rng: random.Random,
+        start: int,
+        fault: tuple[str, GapCause] | None,
     ) -> GpuReading:
         p = self._profile
         seconds = self._interval_ns / 1e9
@@ -153,18 +233,28 @@ class SimBackend:
         busy = {pipe: 0.0 for pipe in Pipe}
         busy[Pipe.HMMA] = hmma
         busy[Pipe.FP32] = fp32
+        ok = fault is None
+        gpm = p.gpu.gpm
         return GpuReading(
             gpu=gpu,
             start_ns=start,
             end_ns=start + self._interval_ns,
-            pipe_busy=None if error else busy,
-            sm_clock_mhz_s=0.0 if error else clock * seconds,
-            clock_samples=0 if error else max(1, round(seconds * SIM_CLOCK_POLL_HZ)),
-            energy_mj=None if error else round(power_w * seconds * 1000),
-            utilization=None if error else min(1.0, hmma + fp32),
-            processes=(ProcessShare(SIM_PID_BASE + gpu.index, 1.0),),
-            error=error,
+            pipe_busy=busy if ok and gpm else None,
+            sm_clock_mhz_s=clock * seconds if ok else 0.0,
+            clock_samples=max(1, round(seconds * SIM_CLOCK_POLL_HZ)) if ok else 0,
+            energy_mj=round(power_w * seconds * 1000) if ok and not gpu.mig_instance else None,
+            # Kernels ran at least while a pipe was busy: the busy fraction covers both pipes.
+            utilization=min(1.0, hmma + fp32) if ok else None,
+            processes=(ProcessShare(SIM_PID_BASE + n, 1.0),),
+            error=None if fault is None else fault[0],
+            cause=GapCause.SAMPLING_ERROR if fault is None else fault[1],
         )
+
+    def hardware_bindings(self, nonce: bytes) -> list[HardwareBinding]:
+        """Simulated GPUs have no confidential-computing report; each says so."""
+        return [
+            HardwareBinding(g, BindingStatus.NOT_SUPPORTED, "simulated GPU") for g in self._physical
+        ]
 
     def close(self) -> None:
         self._closed = True

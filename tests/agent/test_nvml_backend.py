@@ -1,196 +1,25 @@
-"""NvmlBackend against a fake pynvml module: GPUs with known busy fractions, clocks and energy.
-
-Time is fake: `FakeTime.sleep` advances a monotonic clock in 0.1 s steps and polls the SM clocks
-at each step, standing in for the backend's poller thread, so every test is deterministic.
+"""NvmlBackend against a fake pynvml module (tests/agent/fake_nvml.py): GPUs with known busy
+fractions, clocks and energy, on fake time, so every test is deterministic. MIG, GPUs without
+GPM and confidential-computing reports: test_nvml_backend_fallbacks.py.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import inspect
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
+import pynvml
 import pytest
 
-from agent.backends.base import ProcessShare
+from agent.backends.base import GapCause, ProcessShare
 from agent.backends.nvml import LIBRARY_NOT_FOUND, NvmlBackend, integrate_clock
 from agent.backends.nvml_ids import GPM_PIPE_METRICS
 from flopwatch.errors import BackendError, NvmlUnavailableError
 from flopwatch.model import Pipe
-
-MONO0 = 50 * 10**9  # the fake monotonic clock starts here
-WALL0 = 1_700_000_000 * 10**9  # unix ns at MONO0
-SEC = 10**9
-
-
-class FakeTime:
-    """Monotonic and wall clocks that move only when the backend sleeps."""
-
-    def __init__(self, step_s: float = 0.1, overshoot_s: float = 0.0) -> None:
-        self.mono = MONO0
-        self.step_ns = round(step_s * 1e9)
-        self.overshoot_ns = round(overshoot_s * 1e9)
-        self.on_tick: Callable[[], None] = lambda: None
-
-    def monotonic_ns(self) -> int:
-        return self.mono
-
-    def time_ns(self) -> int:
-        return WALL0 + self.mono - MONO0
-
-    def sleep(self, seconds: float) -> None:
-        end = self.mono + round(seconds * 1e9) + self.overshoot_ns
-        while self.mono < end:
-            self.mono = min(end, self.mono + self.step_ns)
-            self.on_tick()
-
-
-class FakeNVMLError(Exception):
-    def __init__(self, value: int) -> None:
-        super().__init__(value)
-        self.value = value
-
-    def __str__(self) -> str:
-        return f"fake NVML error {self.value}"
-
-
-@dataclass
-class FakeGpu:
-    """One simulated GPU. `busy(t)` gives GPM percents per metric id at monotonic second t."""
-
-    busy: Callable[[float], dict[int, float]]
-    clock: Callable[[float], float]
-    power_w: float = 500.0
-    gpm: bool = True
-    procs: list[int] = field(default_factory=list)
-    proc_sm: dict[int, float] = field(default_factory=dict)  # pid -> SM % per sample
-    fail_clock: bool = False
-
-
-def fake_metrics_get() -> SimpleNamespace:
-    """Stands in for pynvml's ctypes struct c_nvmlGpmMetricsGet_t."""
-    metrics = [SimpleNamespace(metricId=0, value=0.0, nvmlReturn=0) for _ in range(32)]
-    return SimpleNamespace(version=0, numMetrics=0, sample1=None, sample2=None, metrics=metrics)
-
-
-class FakeNvml:
-    """The parts of pynvml NvmlBackend uses, over FakeGpus and FakeTime."""
-
-    NVMLError = FakeNVMLError
-    NVML_SUCCESS = 0
-    NVML_ERROR_NOT_SUPPORTED = 3
-    NVML_ERROR_NOT_FOUND = 6
-    NVML_ERROR_LIBRARY_NOT_FOUND = 12
-    NVML_ERROR_UNKNOWN = 999
-    NVML_CLOCK_SM = 1
-    NVML_GPM_METRICS_GET_VERSION = 1
-    c_nvmlGpmMetricsGet_t = staticmethod(fake_metrics_get)
-
-    def __init__(self, t: FakeTime, gpus: list[FakeGpu]) -> None:
-        self.t = t
-        self.gpus = gpus
-        self.init_error: int | None = None
-        self.fail_sample: set[int] = set()  # GPM sample calls (counted from 0) that fail
-        self.fail_metrics: set[int] = set()  # GPM metrics calls (counted from 0) that fail
-        self.sample_calls = 0
-        self.metrics_calls = 0
-        self.freed: list[Any] = []
-        self.shutdowns = 0
-        self.clock_reads = 0
-
-    def now(self) -> float:
-        return (self.t.mono - MONO0) / 1e9
-
-    def nvmlInit(self) -> None:
-        if self.init_error is not None:
-            raise FakeNVMLError(self.init_error)
-
-    def nvmlShutdown(self) -> None:
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetUUID(self, h: int) -> str:
-        return f"GPU-fake-{h}"
-
-    def nvmlDeviceGetName(self, h: int) -> bytes:
-        return b"NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetSerial(self, h: int) -> str:
-        raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
-
-    def nvmlDeviceGetNumGpuCores(self, h: int) -> int:
-        return 132 * 128
-
-    def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]:
-        return (9, 0)
-
-    def nvmlDeviceGetMaxClockInfo(self, h: int, kind: int) -> int:
-        assert kind == self.NVML_CLOCK_SM
-        return 1980
-
-    def nvmlGpmQueryDeviceSupport(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(isSupportedDevice=int(self.gpus[h].gpm))
-
-    def nvmlGpmSampleAlloc(self) -> SimpleNamespace:
-        return SimpleNamespace(gpu=None, t=None)
-
-    def nvmlGpmSampleFree(self, s: Any) -> None:
-        self.freed.append(s)
-
-    def nvmlGpmSampleGet(self, h: int, s: SimpleNamespace) -> SimpleNamespace:
-        n, self.sample_calls = self.sample_calls, self.sample_calls + 1
-        if n in self.fail_sample:
-            raise FakeNVMLError(self.NVML_ERROR_UNKNOWN)
-        s.gpu, s.t = h, self.now()
-        return s
-
-    def nvmlGpmMetricsGet(self, mg: SimpleNamespace) -> SimpleNamespace:
-        n, self.metrics_calls = self.metrics_calls, self.metrics_calls + 1
-        if n in self.fail_metrics:
-            raise FakeNVMLError(self.NVML_ERROR_UNKNOWN)
-        assert mg.version == self.NVML_GPM_METRICS_GET_VERSION
-        assert mg.sample1.gpu == mg.sample2.gpu and mg.sample1.t < mg.sample2.t
-        percents = self.gpus[mg.sample1.gpu].busy(mg.sample1.t)
-        for m in mg.metrics[: mg.numMetrics]:
-            m.value = percents.get(m.metricId, 0.0)
-            m.nvmlReturn = 0
-        return mg
-
-    def nvmlDeviceGetClockInfo(self, h: int, kind: int) -> int:
-        assert kind == self.NVML_CLOCK_SM
-        self.clock_reads += 1
-        if self.gpus[h].fail_clock:
-            raise FakeNVMLError(self.NVML_ERROR_UNKNOWN)
-        return round(self.gpus[h].clock(self.now()))
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:
-        return 1_000_000 + round(self.gpus[h].power_w * 1000 * self.now())
-
-    def nvmlDeviceGetUtilizationRates(self, h: int) -> SimpleNamespace:
-        return SimpleNamespace(gpu=42, memory=10)  # percent
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[SimpleNamespace]:
-        return [SimpleNamespace(pid=p, usedGpuMemory=1 << 30) for p in self.gpus[h].procs]
-
-    def nvmlDeviceGetProcessUtilization(self, h: int, ts: int) -> list[SimpleNamespace]:
-        now_us = self.t.time_ns() // 1000
-        rows = [
-            SimpleNamespace(pid=pid, timeStamp=now_us - 1000, smUtil=sm, memUtil=0)
-            for pid, sm in self.gpus[h].proc_sm.items()
-        ]
-        rows = [r for r in rows if r.timeStamp > ts]
-        if not rows:
-            raise FakeNVMLError(self.NVML_ERROR_NOT_FOUND)
-        return rows
-
+from tests.agent import fake_nvml
+from tests.agent.fake_nvml import SEC, WALL0, FakeGpu, FakeNvml, FakeTime
 
 HMMA, FP32 = GPM_PIPE_METRICS[Pipe.HMMA], GPM_PIPE_METRICS[Pipe.FP32]
 
@@ -210,18 +39,19 @@ def clock_schedule(t: float) -> float:
 def make(
     gpus: list[FakeGpu] | None = None, **kwargs: Any
 ) -> tuple[NvmlBackend, FakeNvml, FakeTime]:
-    t = FakeTime(overshoot_s=kwargs.pop("overshoot_s", 0.0))
-    nv = FakeNvml(t, gpus or [FakeGpu(busy=steady_busy, clock=clock_schedule)])
-    backend = NvmlBackend(
-        nvml=nv,
-        clock_thread=False,
-        monotonic_ns=t.monotonic_ns,
-        time_ns=t.time_ns,
-        sleep=t.sleep,
-        **kwargs,
-    )
-    t.on_tick = backend.poll_clocks
-    return backend, nv, t
+    return fake_nvml.make(gpus or [FakeGpu(busy=steady_busy, clock=clock_schedule)], **kwargs)
+
+
+def test_the_fake_matches_the_real_pynvml() -> None:
+    """Every NVML call the fake offers exists in nvidia-ml-py with the same parameters."""
+    names = [n for n in vars(FakeNvml) if n.startswith("nvml")]
+    assert len(names) > 20
+    for name in names:
+        real = inspect.signature(getattr(pynvml, name))
+        fake = inspect.signature(getattr(FakeNvml, name))
+        assert list(fake.parameters)[1:] == list(real.parameters), name
+    for const in [n for n in vars(FakeNvml) if n.startswith("NVML_") and "UNKNOWN" not in n]:
+        assert getattr(FakeNvml, const) == getattr(pynvml, const), const
 
 
 def test_identity() -> None:
@@ -253,7 +83,7 @@ def test_pipe_busy_clock_energy() -> None:
     assert r1.energy_mj == 500_000 and r2.energy_mj == 500_000
     assert (r1.start_ns, r1.end_ns) == (WALL0, WALL0 + SEC)
     assert (r2.start_ns, r2.end_ns) == (WALL0 + SEC, WALL0 + 2 * SEC)
-    assert r1.utilization == pytest.approx(0.42)
+    assert r1.utilization is None  # GPM GPUs are counted from pipe activity alone
 
 
 def test_schedule_does_not_drift() -> None:
@@ -306,10 +136,11 @@ def test_gpm_metrics_error_is_a_gap_and_the_next_interval_recovers() -> None:
 
 def test_gpm_sample_error_is_a_gap_and_the_next_interval_recovers() -> None:
     backend, nv, _ = make()
-    nv.fail_sample = {1}  # call 0 is the baseline, call 1 ends the first interval
+    nv.fail_sample = {1: FakeNvml.NVML_ERROR_UNKNOWN}  # call 0 is the baseline
     first, second = backend.next_readings(), backend.next_readings()
     assert first is not None and second is not None
     assert first[0].error == "GPM sample failed: fake NVML error 999"
+    assert first[0].cause is GapCause.SAMPLING_ERROR
     assert second[0].error is None
     assert second[0].pipe_busy is not None
 
@@ -342,20 +173,15 @@ def test_missing_library_with_real_pynvml() -> None:
     assert str(e.value) == LIBRARY_NOT_FOUND
 
 
-def test_gpm_unsupported_is_fatal_unless_allowed() -> None:
-    gpu = FakeGpu(busy=steady_busy, clock=clock_schedule, gpm=False)
-    backend, nv, _ = make([gpu])
-    with pytest.raises(NvmlUnavailableError, match="GPM"):
-        backend.gpus()
-    assert nv.shutdowns == 1
-
-    backend, _, _ = make([gpu], allow_no_gpm=True)
-    readings = backend.next_readings()
-    assert readings is not None
-    (r,) = readings
-    assert r.error is None and r.pipe_busy is None
-    assert r.utilization == pytest.approx(0.42)
-    assert r.sm_clock_mhz_s == pytest.approx(0.45 * 1980 + 0.55 * 1410, rel=0.01)
+def test_counters_held_by_a_profiler_are_a_profiler_gap() -> None:
+    backend, nv, _ = make()
+    nv.fail_sample = {1: FakeNvml.NVML_ERROR_IN_USE, 2: FakeNvml.NVML_ERROR_IN_USE}
+    first, second, third = (backend.next_readings() for _ in range(3))
+    assert first is not None and second is not None and third is not None
+    assert first[0].cause is GapCause.PROFILER_BUSY
+    assert first[0].error is not None and "held by another client" in first[0].error
+    # The retry (call 2) failed too, so the second interval has no baseline: still a gap.
+    assert second[0].error is not None and third[0].error is None
 
 
 def test_close_frees_samples_and_shuts_down() -> None:
@@ -375,10 +201,10 @@ def test_clock_thread_polls_until_closed() -> None:
     polled = threading.Event()
     read_clock = nv.nvmlDeviceGetClockInfo
 
-    def clock_info(h: int, kind: int) -> int:
+    def clock_info(handle: int, type: int) -> int:
         if nv.clock_reads >= 3:
             polled.set()
-        return read_clock(h, kind)
+        return read_clock(handle, type)
 
     nv.nvmlDeviceGetClockInfo = clock_info  # type: ignore[method-assign]
     backend = NvmlBackend(nvml=nv, clock_poll_s=0.001, monotonic_ns=t.monotonic_ns)

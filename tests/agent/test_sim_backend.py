@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.backends.base import GpuReading, ProcessShare
-from agent.backends.sim import SimBackend, SimProfile
-from flopwatch.model import Pipe, physical_peak, upper_bound
+from agent.backends.base import BindingStatus, GapCause, GpuReading, ProcessShare
+from agent.backends.sim import PROFILES, SimBackend, SimGpuModel, SimProfile
+from flopwatch.model import Pipe, physical_peak, rates_for, upper_bound
 
 START = 1_700_000_000 * 10**9
 SEC = 10**9
@@ -129,3 +129,53 @@ def test_profile_is_validated_and_used() -> None:
     (r,) = take(SimBackend(1, start_ns=START, profile=idle), 1)[0]
     assert r.pipe_busy is not None and r.pipe_busy[Pipe.HMMA] == 0.0
     assert r.sm_clock_mhz_s == pytest.approx(1980.0)
+
+
+def test_a100_profile_has_no_gpm_and_reports_kernel_busy_time() -> None:
+    batch = take(SimBackend(2, start_ns=START, profile=PROFILES["a100"]), 1)[0]
+    for r in batch:
+        assert (r.gpu.cc, r.gpu.sm_count, r.gpu.max_sm_clock_mhz) == ((8, 0), 108, 1410)
+        assert r.pipe_busy is None and r.error is None
+        assert r.utilization is not None and 0.2 <= r.utilization <= 0.9
+        assert 1000 <= r.sm_clock_mhz_s <= 1410
+
+
+def test_unknown_profile_names_a_compute_capability_the_rate_table_lacks() -> None:
+    (r,) = take(SimBackend(1, start_ns=START, profile=PROFILES["unknown"]), 1)[0]
+    assert rates_for(r.gpu.cc) is None
+    assert r.pipe_busy is not None
+
+
+def test_mig_profile_measures_each_instance_as_a_device() -> None:
+    sim = SimBackend(2, seed=1, start_ns=START, profile=PROFILES["h100-mig"])
+    gpus = sim.gpus()
+    assert [(g.uuid, g.mig_instance, g.sm_count) for g in gpus[:3]] == [
+        ("GPU-sim-1-0", "MIG-sim-1-0-0", 64),
+        ("GPU-sim-1-0", "MIG-sim-1-0-1", 32),
+        ("GPU-sim-1-0", "MIG-sim-1-0-2", 16),
+    ]
+    assert len(gpus) == 6 and {g.index for g in gpus[3:]} == {1}
+    (batch,) = take(sim, 1)
+    assert [r.processes[0].pid for r in batch] == [10000 + n for n in range(6)]
+    assert all(r.energy_mj is None for r in batch)  # NVML has no energy per instance
+    physical = sim.hardware_bindings(bytes(32))
+    assert [(b.gpu.uuid, b.gpu.mig_instance, b.status) for b in physical] == [
+        ("GPU-sim-1-0", "", BindingStatus.NOT_SUPPORTED),
+        ("GPU-sim-1-1", "", BindingStatus.NOT_SUPPORTED),
+    ]
+
+
+def test_fail_next_can_name_a_profiler() -> None:
+    backend = SimBackend(1, start_ns=START)
+    backend.fail_next(0, "counters held", cause=GapCause.PROFILER_BUSY)
+    (r,) = take(backend, 1)[0]
+    assert (r.error, r.cause) == ("counters held", GapCause.PROFILER_BUSY)
+
+
+def test_gpu_models_are_validated() -> None:
+    with pytest.raises(ValueError, match="MIG"):
+        SimGpuModel("x", 100, (9, 0), 1980, mig_sm_counts=(64, 64))
+    with pytest.raises(ValueError, match="positive"):
+        SimGpuModel("x", 0, (9, 0), 1980)
+    with pytest.raises(ValueError, match="clock_mhz"):
+        SimProfile(gpu=PROFILES["a100"].gpu)  # the default clock range exceeds an A100's
