@@ -1,0 +1,181 @@
+"""Enrolling node keys: one-time tokens, keys awaiting approval, key files, node binding.
+
+Runs on every store backend (the `store_url` fixture), so each store implements the same rules.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from collector.enrollment import (
+    TokenRedeemer,
+    approve_pending,
+    enroll_key_file,
+    issue_token,
+    new_token,
+    token_hash,
+)
+from collector.store_factory import open_store
+from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError
+from flopwatch.keys import public_pem
+from tests.collector.collector_helpers import NOW, Node, S, statuses
+
+HOUR = 3600
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ns = NOW
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cstore(store_url, clock):
+    """A store on the backend under test whose clock the test moves."""
+    s = open_store(store_url, now_ns=clock)
+    yield s
+    s.close()
+
+
+def test_a_token_enrolls_one_key_for_its_node_once(cstore):
+    token, expires = issue_token(cstore, "node-a", HOUR, NOW)
+    assert expires == NOW + HOUR * S
+    a, b = Node("node-a"), Node("node-a")
+    redeemer = TokenRedeemer(cstore)
+
+    assert redeemer.redeem(token, a.public_raw) == a.key_id
+    node = cstore.node(a.key_id)
+    assert (node.node_id, node.status, node.public_key) == ("node-a", "enrolled", a.public_raw)
+    # The same agent reconnecting with its token: already enrolled, nothing to spend.
+    assert redeemer.redeem(token, a.public_raw) == a.key_id
+    # Another key cannot use it again.
+    with pytest.raises(EnrollmentError, match="already used"):
+        redeemer.redeem(token, b.public_raw)
+    assert cstore.node(b.key_id) is None
+    assert (redeemer.stats.token_enrolled, redeemer.stats.token_refused) == (1, 1)
+
+
+def test_an_expired_token_enrolls_nothing(cstore, clock):
+    token, _ = issue_token(cstore, "node-a", HOUR, NOW)
+    clock.ns = NOW + HOUR * S  # expiry is exclusive
+    with pytest.raises(EnrollmentError, match="expired"):
+        TokenRedeemer(cstore).redeem(token, Node().public_raw)
+    assert cstore.nodes() == []
+
+
+@pytest.mark.parametrize(
+    ("token", "match"),
+    [(new_token(), "not known"), ("fwe1_short", "not an enrollment token"), ("", "not an")],
+)
+def test_unknown_or_malformed_tokens_are_refused(cstore, token, match):
+    issue_token(cstore, "node-a", HOUR, NOW)
+    with pytest.raises(EnrollmentError, match=match):
+        TokenRedeemer(cstore).redeem(token, Node().public_raw)
+    assert cstore.nodes() == []
+
+
+def test_a_token_cannot_revive_a_revoked_key_or_move_a_key(cstore):
+    revoked, elsewhere = Node("node-a"), Node("node-b")
+    cstore.enroll(revoked.public_raw, "node-a")
+    cstore.revoke(revoked.key_id)
+    cstore.enroll(elsewhere.public_raw, "node-b")
+    token, _ = issue_token(cstore, "node-a", HOUR, NOW)
+    redeemer = TokenRedeemer(cstore)
+    with pytest.raises(EnrollmentError, match="revoked"):
+        redeemer.redeem(token, revoked.public_raw)
+    with pytest.raises(EnrollmentError, match="enrolled for node 'node-b'"):
+        redeemer.redeem(token, elsewhere.public_raw)
+    assert cstore.node(revoked.key_id).status == "revoked"
+    # Refusals spend nothing: the right key can still use the token.
+    fresh = Node("node-a")
+    assert redeemer.redeem(token, fresh.public_raw) == fresh.key_id
+
+
+def test_issue_token_checks_its_input(cstore):
+    with pytest.raises(ConfigError, match="lifetime"):
+        issue_token(cstore, "node-a", 0, NOW)
+    with pytest.raises(ConfigError, match="lifetime"):
+        issue_token(cstore, "node-a", 31 * 86400, NOW)
+    with pytest.raises(ConfigError, match="--node"):
+        issue_token(cstore, "", HOUR, NOW)
+    token = new_token()
+    cstore.add_enroll_token(token_hash(token), "node-a", NOW + S)
+    with pytest.raises(FlopwatchError):
+        cstore.add_enroll_token(token_hash(token), "node-a", NOW + S)
+
+
+@pytest.mark.sqlite_only
+def test_only_the_hash_of_a_token_is_stored(tmp_path):
+    path = tmp_path / "c.db"
+    store = open_store(f"sqlite:{path}", now_ns=lambda: NOW)
+    token, _ = issue_token(store, "node-a", HOUR, NOW)
+    store.close()
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # db, WAL and all
+    assert token.encode() not in data
+    assert token_hash(token).encode() in data
+
+
+def test_records_must_name_the_node_their_key_is_enrolled_for(store, make_ingestor):
+    node = Node("node-a")
+    store.enroll(node.public_raw, "node-z")
+    acks = make_ingestor(store).ingest([node.envelope()])
+    assert [(a.status, a.reason) for a in acks] == [("rejected", "node_mismatch")]
+    assert "node-z" in acks[0].detail
+    assert store.job_totals() == []
+
+
+def test_a_presented_key_awaits_approval_then_its_records_are_accepted(store, make_ingestor):
+    node = Node("gpu-017")
+    ingestor = make_ingestor(store)
+    acks = ingestor.ingest([node.envelope()], presented_key=node.public_raw)
+    assert [(a.status, a.reason) for a in acks] == [("rejected", "unknown_key")]
+    [pending] = store.pending_keys()
+    assert (pending.key_id, pending.node_id, pending.public_key) == (
+        node.key_id,
+        "gpu-017",
+        node.public_raw,
+    )
+    assert pending.first_seen_ns == pending.last_seen_ns == NOW
+
+    with pytest.raises(EnrollmentError, match="presented itself as node 'gpu-017'"):
+        approve_pending(store, node.key_id, "gpu-018")
+    assert approve_pending(store, node.key_id, None) == node.key_id
+    assert store.pending_keys() == []  # enrolled keys are no longer pending
+    assert statuses(ingestor.ingest([node.envelope()])) == ["accepted"]
+
+
+def test_a_key_that_did_not_sign_the_record_is_not_noted(store, make_ingestor):
+    signer, impostor = Node("node-a"), Node("node-a")
+    make_ingestor(store).ingest([signer.envelope()], presented_key=impostor.public_raw)
+    assert store.pending_keys() == []
+    with pytest.raises(EnrollmentError, match="has not presented itself"):
+        approve_pending(store, impostor.key_id, None)
+
+
+def test_enroll_from_a_public_key_file(store, tmp_path):
+    node = Node("node-a")
+    pem = tmp_path / "node.pub.pem"
+    pem.write_text(public_pem(node.key.public_key))
+    assert enroll_key_file(store, "node-a", pem) == node.key_id
+    assert store.node(node.key_id).status == "enrolled"
+
+    private = tmp_path / "node.key"
+    private.write_bytes(
+        node.key.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigError, match="private key"):
+        enroll_key_file(store, "node-a", private)
+    with pytest.raises(ConfigError, match="cannot read"):
+        enroll_key_file(store, "node-a", tmp_path / "missing.pem")
