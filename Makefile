@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all venv test lint typecheck pytest demo proto bench clean
+.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent fuzz clean
 
 all: test
 
@@ -17,8 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+## System tools the deploy tests use: promtool and prometheus (Debian package `prometheus`).
+## Installed only when promtool is missing (CI runs as root; non-interactive).
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian package prometheus (promtool, prometheus)"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	}
+
 ## The test command (README, CI): lint, types, then the whole suite.
-test: lint typecheck pytest
+test: tools lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,6 +46,21 @@ demo: $(STAMP)
 ## Regenerate flopwatch/v1/*_pb2*.py from proto/ (committed; tests check they are current).
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
+
+## Agent overhead: the real agent on 8 simulated GPUs for BENCH_SECONDS; CPU % of one core and
+## peak RSS (targets 0.5 % and 80 MB). Not part of `make test` or the demo.
+BENCH_SECONDS ?= 60
+bench-agent: $(STAMP)
+	$(BIN)/python bench/agent_overhead.py --seconds $(BENCH_SECONDS)
+
+## Coverage-guided fuzzing (atheris) of the envelope parser and record verifier; not part of
+## `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.
+FUZZ_RUNS ?= 200000
+FUZZ_OUT  ?= /tmp/flopwatch-fuzz
+fuzz: $(STAMP)
+	mkdir -p $(FUZZ_OUT)
+	$(BIN)/python tests/hostile/fuzz_envelope.py -atheris_runs=$(FUZZ_RUNS) \
+		-artifact_prefix=$(FUZZ_OUT)/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

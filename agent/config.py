@@ -1,4 +1,6 @@
-"""Agent configuration: one frozen object, filled from the command line (and later a file)."""
+"""Agent configuration: one frozen object, filled from the command line, the environment and a
+TOML file (flopwatch/cli/agent_cmd.py). Defaults here suit tests and embedding: no control socket
+and no metrics endpoint unless asked; the command line turns both on by default."""
 
 from __future__ import annotations
 
@@ -16,11 +18,21 @@ class AgentConfig:
     cluster: str = "default"
     interval_s: float = 1.0
     jobs_file: Path | None = None  # JOBS.json windows (replay and manual use)
+    # Attribution sources besides the job registry: "auto" (Slurm and, where its socket exists,
+    # Kubernetes, with the NVML backend only), "none", or a comma list of slurm,kubernetes.
+    attribution: str = "auto"
+    proc_root: Path = Path("/proc")  # where the Slurm and Kubernetes sources read /proc/PID
+    podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    podresources_refresh_s: float = 5.0  # how often the kubelet is asked which pod holds a GPU
+    control_socket: Path | None = None  # `flopwatch job start|end` unix socket; None: off
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     replay_speed: float | None = 1.0  # replay pacing; None = as fast as possible
     insecure: bool = False  # plaintext gRPC; mTLS otherwise
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # One-time enrollment token file (`flopwatch nodes token`), presented on every connection.
+    enroll_token_file: Path | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_segment_bytes: int = 4 * 1024 * 1024
     # Stop once the backend is exhausted (replay end) and everything was acknowledged, or this
@@ -28,6 +40,9 @@ class AgentConfig:
     drain_timeout_s: float = 60.0
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 30.0
+    # No ack for this long with records in flight: the stream is taken as dead (half-open after
+    # a partition) and the sender reconnects.
+    ack_timeout_s: float = 60.0
 
     @property
     def key_path(self) -> Path:
@@ -36,3 +51,7 @@ class AgentConfig:
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "jobs.json"

@@ -17,9 +17,11 @@ import contextlib
 import hashlib
 import logging
 import random
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import grpc
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 ACK_WINDOW = 256  # envelopes in flight without an ack
 ACK_TIMEOUT_S = 60.0  # no ack for this long while envelopes are in flight: the stream is dead
 PUBLIC_KEY_METADATA = "flopwatch-public-key"  # hex raw Ed25519 key, for enrollment on first use
+# A one-time enrollment token (`flopwatch nodes token`): the collector enrolls this key with it.
+ENROLL_TOKEN_METADATA = "flopwatch-enroll-token"  # noqa: S105 (a metadata key name)
 SUBMIT_METHOD = "/flopwatch.v1.Collector/Submit"
 
 SenderState = Literal["connecting", "backoff", "stopped"]
@@ -84,6 +88,7 @@ class Sender:
         rng: random.Random | None = None,
         on_state: Callable[[SenderState], None] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        enroll_token: str | None = None,
     ) -> None:
         if not insecure and channel_credentials is None:
             raise ConfigError("a secure channel needs credentials (or insecure=True)")
@@ -92,7 +97,9 @@ class Sender:
         self._target = target
         self._spool = spool
         self._key_id = hashlib.sha256(public_key_raw).hexdigest()
-        self._metadata = ((PUBLIC_KEY_METADATA, public_key_raw.hex()),)
+        self._metadata: tuple[tuple[str, str], ...] = ((PUBLIC_KEY_METADATA, public_key_raw.hex()),)
+        if enroll_token:
+            self._metadata += ((ENROLL_TOKEN_METADATA, enroll_token),)
         self._insecure = insecure
         self._credentials = channel_credentials
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -289,6 +296,25 @@ class Sender:
             s.retry_delay = min(s.retry_delay * 2, self._backoff[1])
         s.retry.add(seq)
         log.info("collector asked to retry #%d later (%s)", seq, reason)
+
+
+def read_enroll_token(path: Path | None) -> str | None:
+    """The enrollment token in `path` (None: no file); refuses a file group or others can read."""
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+        token = path.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read enrollment token {path}: {e}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"enrollment token {path} has mode {stat.S_IMODE(mode):04o}; "
+            "it must be readable by its owner only (chmod 600)"
+        )
+    if not token:
+        raise ConfigError(f"enrollment token file {path} is empty")
+    return token
 
 
 def _envelope(seq: int, data: bytes) -> envelope_pb2.Envelope:

@@ -20,16 +20,19 @@ from pathlib import Path
 import grpc
 from google.protobuf.message import DecodeError
 
-from agent.backends.base import GpuBackend, GpuReading
+from agent.attribution.assemble import build_attributor
+from agent.attribution.registry import JobRegistry
+from agent.backends.base import GpuBackend, GpuReading, HardwareBinder
 from agent.backends.replay import ReplayBackend
 from agent.config import AgentConfig
-from agent.records import ChainHead, RecordBuilder
-from agent.sender import Sender
+from agent.control import ControlServer
+from agent.metrics import AgentSnapshot, AgentStats, MetricsServer
+from agent.records import ChainHead, RecordBuilder, batch_devices
+from agent.sender import Sender, read_enroll_token
 from agent.spool import RecoveryReport, Spool, SpoolLoss
-from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
-from flopwatch.jobs_file import load_jobs
+from flopwatch.job_ids import check_cluster, unattributed_job_id
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.transport import client_credentials
 from flopwatch.v1 import attestation_pb2 as pb
@@ -70,13 +73,16 @@ def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
 
 
 def envelope_span(data: bytes) -> tuple[int, int] | None:
-    """The [start, end) unix-ns range an envelope's intervals and gaps cover, if it parses."""
+    """The [start, end) unix-ns range an envelope's intervals and own gaps cover, if it parses.
+
+    Gaps reporting lost records are left out: they cover those records' time, not this one's
+    (if this record is lost too, the spool reports those losses again)."""
     try:
         att = pb.Attestation.FromString(Envelope.from_bytes(data).payload)
     except (VerificationError, DecodeError):
         return None
     spans = [(i.start_unix_ns, i.end_unix_ns) for i in att.intervals]
-    spans += [(g.start_unix_ns, g.end_unix_ns) for g in att.gaps]
+    spans += [(g.start_unix_ns, g.end_unix_ns) for g in att.gaps if not g.lost_sequence_last]
     return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
 
 
@@ -106,14 +112,14 @@ def loss_gaps(losses: Sequence[SpoolLoss], readings: Sequence[GpuReading]) -> li
     The sequence range is exact; the time range is the best known: the lost records' own span,
     else from the end of the last record kept to the start of this batch.
     """
-    uuids = list(dict.fromkeys(r.gpu.uuid for r in readings))
+    devices = batch_devices(readings)
     batch_start = min(r.start_ns for r in readings)
     gaps = []
     for loss in losses:
         end = loss.end_ns if loss.end_ns is not None else batch_start
         start = loss.start_ns if loss.start_ns is not None else end - 1
         end = max(end, start + 1)
-        for slot in range(len(uuids)):
+        for slot in range(len(devices)):
             gaps.append(
                 pb.Gap(
                     gpu=slot,
@@ -140,7 +146,7 @@ class Agent:
     ) -> None:
         self._config = config
         credentials = channel_credentials(config)
-        self._windows: list[JobWindow] = load_jobs(config.jobs_file) if config.jobs_file else []
+        check_cluster(config.cluster)
         key, created = SigningKey.load_or_create(config.key_path)
         if created:
             log.info("created node key %s", key.key_id)
@@ -156,8 +162,27 @@ class Agent:
         except BaseException:
             self._spool.close()
             raise
+        try:  # jobs registered with `flopwatch job start` survive restarts in the state dir
+            gpus = self._backend.gpus()
+            self.registry = JobRegistry(config.registry_path, cluster=config.cluster, gpus=gpus)
+            self._attributor = build_attributor(config, gpus, self.registry)
+        except BaseException:
+            self._backend.close()
+            self._spool.close()
+            raise
+        self.stats = AgentStats()
+        self.started = threading.Event()  # set once the control socket and metrics serve
+        self.metrics_port: int | None = None
+        recovered = self._spool.recovery.head  # its end: where the restart gap begins
         self._builder = RecordBuilder(
-            node_id=config.node_id, cluster=config.cluster, signer=key, head=head, now_ns=now_ns
+            node_id=config.node_id,
+            cluster=config.cluster,
+            signer=key,
+            head=head,
+            now_ns=now_ns,
+            hardware=self._backend if isinstance(self._backend, HardwareBinder) else None,
+            resumed_after_ns=recovered.end_ns if recovered else None,
+            unattributed_id=unattributed_job_id(config.cluster, config.node_id),
         )
         self.sender = Sender(
             config.collector,
@@ -167,6 +192,8 @@ class Agent:
             channel_credentials=credentials,
             backoff_initial_s=config.backoff_initial_s,
             backoff_max_s=config.backoff_max_s,
+            ack_timeout_s=config.ack_timeout_s,
+            enroll_token=read_enroll_token(config.enroll_token_file),
         )
         self._signed = 0
         self._exhausted = False
@@ -184,10 +211,42 @@ class Agent:
         try:
             return asyncio.run(self._main(stop or threading.Event()))
         finally:
+            self._attributor.close()
             self._backend.close()
             self._spool.close()
 
+    def snapshot(self) -> AgentSnapshot:
+        """What the agent's metrics show: signed so far, spool depth, acknowledgements."""
+        sender = self.sender.stats
+        return dataclasses.replace(
+            self.stats.snapshot(self._config.node_id, self._config.cluster),
+            spool_records=self._spool.depth(),
+            spool_bytes=self._spool.bytes(),
+            records_acked=sender.acked,
+            records_rejected=sender.rejected,
+            last_ack_unix_s=sender.last_success_unix,
+            attribution_errors=dict(self._attributor.errors),
+        )
+
     async def _main(self, stop: threading.Event) -> int:
+        control = metrics = None
+        try:
+            if self._config.control_socket is not None:
+                control = ControlServer(self._config.control_socket, self.registry)
+                await control.start()
+            if self._config.metrics_listen is not None:
+                metrics = MetricsServer(self._config.metrics_listen, self.snapshot)
+                self.metrics_port = metrics.port
+            self.started.set()
+            return await self._loop(stop)
+        finally:
+            stop.set()
+            if metrics is not None:
+                metrics.close()
+            if control is not None:
+                await control.stop()
+
+    async def _loop(self, stop: threading.Event) -> int:
         loop = asyncio.get_running_loop()
         sampler_done = asyncio.Event()
         thread = threading.Thread(
@@ -257,13 +316,14 @@ class Agent:
 
     def _record(self, readings: list[GpuReading]) -> None:
         gaps = loss_gaps(self._losses, readings)
-        env = self._builder.build(readings, self._windows, gaps)
+        env = self._builder.build(readings, self._attributor.windows(readings), gaps)
         seq = self._builder.head.sequence
         self._losses = self._spool.append(seq, env.to_bytes())  # records dropped to make room
         self._signed += 1
+        att = pb.Attestation.FromString(env.payload)
+        self.stats.observe(readings, att)
         self.sender.notify()
         if log.isEnabledFor(logging.DEBUG):
-            att = pb.Attestation.FromString(env.payload)
             log.debug(
                 "signed #%d: %d GPU(s), %d interval(s), %d gap(s), FLOPs estimate %d, upper %d",
                 seq,

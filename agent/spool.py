@@ -9,7 +9,14 @@ the newest segment. The ack state is replaced atomically (tmp, fsync, rename, fs
 Overflow: an append that would take the spool past `max_bytes` first drops the oldest segment,
 delivered or not, and returns the undelivered ranges. The caller reports them in the *next*
 record it appends; until that append they are kept in the ack state, and a crash in between
-reports them again on open.
+reports them again on open. Until the collector acknowledges that reporting record, the ack
+state remembers what it reports: if the record is dropped or cut too, its losses are returned
+again, so no loss goes unreported however often the spool overflows.
+
+Full disk (ENOSPC, EDQUOT): a record that cannot be written is lost, not the agent. `append`
+returns it as a loss (with what it was to report), consecutive ones merged into one range. An
+ack state that cannot be saved stays in memory; settled segments are then deleted first, to
+make room, and the state saved after.
 
 Recovery on open:
  1. Segments are scanned in order. The first bad frame (short, CRC mismatch, sequence not
@@ -27,6 +34,7 @@ Recovery on open:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -43,6 +51,7 @@ from agent.spool_format import (
     ChainRef,
     Runs,
     SpoolLoss,
+    add_unstored,
     encode_frame,
     salvage,
     scan,
@@ -55,6 +64,8 @@ from flopwatch.limits import DEFAULT_LIMITS
 __all__ = ["STATE_FILE", "ChainRef", "RecoveryReport", "Spool", "SpoolLoss"]
 
 log = logging.getLogger(__name__)
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 # Maps an envelope to the [start, end) unix-ns time range it covers, or None if unknown.
 SpanOf = Callable[[bytes], "tuple[int, int] | None"]
@@ -115,6 +126,7 @@ class Spool:
         self._index: dict[int, tuple[_Segment, int, int]] = {}  # unsettled: seq -> frame
         self._state = AckState()
         self._last = 0
+        self._unsaved = False  # the disk was full when the ack state was last saved
         try:
             self.recovery = self._open()
         except OSError as e:
@@ -122,8 +134,9 @@ class Spool:
             raise SpoolError(f"cannot open spool {directory}: {e}") from e
 
     def append(self, sequence: int, envelope: bytes) -> list[SpoolLoss]:
-        """Store one envelope durably. Returns the undelivered records dropped to make room,
-        which the caller must report in the next record it appends."""
+        """Store one envelope durably. Returns the undelivered records dropped to make room
+        (on a full disk: this one and what it was to report), which the caller must report in
+        the next record it appends."""
         with self._lock:
             if sequence <= self._last:
                 raise SpoolError(f"sequence {sequence} is not above the last one ({self._last})")
@@ -138,18 +151,22 @@ class Spool:
                 losses = self._make_room(len(frame), keep=cur)
                 if cur is None:
                     cur = self._create(sequence)
-                offset = cur.size
                 self._write(cur, frame)
-                cur.size += len(frame)
-                cur.last, cur.last_at = sequence, (offset, cur.size)
-                cur.unsettled += 1
-                self._index[sequence] = (cur, offset, cur.size)
-                self._last = sequence
-                if reported or losses:
-                    self._state.unreported = losses
-                    self._save_state()
             except OSError as e:
-                raise SpoolError(f"cannot write to spool {self._dir}: {e}") from e
+                if e.errno not in _DISK_FULL:
+                    raise SpoolError(f"cannot write to spool {self._dir}: {e}") from e
+                return self._not_stored(sequence, envelope, e)
+            offset = cur.size
+            cur.size += len(frame)
+            cur.last, cur.last_at = sequence, (offset, cur.size)
+            cur.unsettled += 1
+            self._index[sequence] = (cur, offset, cur.size)
+            self._last = sequence
+            if reported:
+                self._state.reporting[sequence] = reported
+            if reported or losses:
+                self._state.unreported = losses
+                self._save_state()
             return losses
 
     def ack(self, sequence: int) -> None:
@@ -161,6 +178,7 @@ class Spool:
         with self._lock:
             for seq in sequences:
                 self._state.settled.add(seq, seq)
+                self._state.reporting.pop(seq, None)
                 entry = self._index.pop(seq, None)
                 if entry is not None:
                     entry[0].unsettled -= 1
@@ -207,6 +225,16 @@ class Spool:
         except OSError as e:
             raise SpoolError(f"cannot read spool segment {seg.path}: {e}") from e
 
+    def _not_stored(self, sequence: int, envelope: bytes, err: OSError) -> list[SpoolLoss]:
+        """A full disk refused the record: it is lost. Return it after what it was to report."""
+        if not any(x.last == sequence - 1 for x in self._state.unreported):
+            log.warning("disk full (%s): record %d not stored, nor those after it", err, sequence)
+        self._last = sequence
+        span = self._span_of(envelope) if self._span_of else None
+        self._state.unreported = add_unstored(self._state.unreported, sequence, span)
+        self._save_state()
+        return list(self._state.unreported)
+
     def _write(self, seg: _Segment, frame: bytes) -> None:
         view = memoryview(frame)
         try:
@@ -245,8 +273,10 @@ class Spool:
         return losses
 
     def _drop(self, seg: _Segment) -> list[SpoolLoss]:
-        """Delete the oldest segment although some of its records are undelivered."""
+        """Delete the oldest segment although some of its records are undelivered. Returns
+        what its undelivered records reported, then the new loss."""
         lost = {s: e for s, e in self._index.items() if e[0] is seg}
+        again = [x for s in lost for x in self._state.reporting.pop(s, [])]
         spans = {s: self._span_of(self._read(*e)) for s, e in lost.items()} if self._span_of else {}
         losses = []
         for first, last in Runs((s, s) for s in lost).runs():
@@ -260,13 +290,14 @@ class Spool:
             del self._index[s]
         seg.unsettled = 0
         self._state.settled.add(seg.first, seg.last)
-        self._state.unreported = [*self._state.unreported, *losses]  # saved just below
+        self._state.unreported = [*self._state.unreported, *again, *losses]  # saved just below
         self._collect(force=seg)
-        return losses
+        return [*again, *losses]
 
     def _collect(self, force: _Segment | None = None) -> None:
         """Persist the ack state, then delete the settled oldest segments (never the newest)
-        and `force`, the oldest segment, which overflow drops.
+        and `force`, the oldest segment, which overflow drops. On a full disk, delete first
+        and persist after, into the room made.
 
         Only a prefix is deleted, so the segments left hold consecutive sequence ranges and
         everything below the oldest of them is settled.
@@ -282,24 +313,42 @@ class Spool:
             self._state.base = self._ref(doomed[-1])
         if len(doomed) < len(segs) and segs[len(doomed)].first > 1:
             self._state.settled.add(1, segs[len(doomed)].first - 1)
-        self._save_state()
+        saved = self._save_state()
         for seg in doomed:
             os.close(seg.fd)
             seg.path.unlink()
             del self._segments[seg.first]
         if doomed:
             self._fsync_dir()
+            if not saved:
+                self._save_state()
 
-    def _save_state(self) -> None:
+    def _save_state(self) -> bool:
+        """Replace the ack state atomically. False on a full disk: it stays in memory and the
+        next save writes it. SpoolError on any other failure."""
         tmp = self._dir / (STATE_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, self._state.to_bytes())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._dir / STATE_FILE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, self._state.to_bytes())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._dir / STATE_FILE)
+        except OSError as e:
+            if e.errno not in _DISK_FULL:
+                raise SpoolError(f"cannot save spool state in {self._dir}: {e}") from e
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._unsaved:
+                log.warning("spool ack state not saved (%s); kept in memory until there is room", e)
+            self._unsaved = True
+            return False
         self._fsync_dir()
+        if self._unsaved:
+            log.info("spool ack state saved again")
+        self._unsaved = False
+        return True
 
     def _load_state(self) -> None:
         (self._dir / (STATE_FILE + ".tmp")).unlink(missing_ok=True)  # an unfinished write
@@ -328,17 +377,23 @@ class Spool:
         paths = sorted(p for p in self._dir.iterdir() if SEGMENT_RE.fullmatch(p.name))
         firsts = [int(p.name[4:-4]) for p in paths]
         head, losses, cut = self._state.base, list(self._state.unreported), 0
+        acked = Runs(self._state.settled.runs())  # before lost records are marked settled
         for i, path in enumerate(paths):
             next_first = firsts[i + 1] if i + 1 < len(paths) else None
             head, loss, n = self._recover_segment(path, firsts[i], head, next_first)
             cut += n
             losses += [loss] if loss else []
-        top, acked = (head.sequence if head else 0), self._state.settled.max()
-        if acked > top and not any(x.last >= acked for x in losses):
+        for seq in [s for s in self._state.reporting if s not in self._index]:
+            again = self._state.reporting.pop(seq)
+            if seq not in acked:  # the reporting record was cut before delivery: report again
+                self._state.unreported = [*self._state.unreported, *again]
+                losses += again
+        top, high = (head.sequence if head else 0), self._state.settled.max()
+        if high > top and not any(x.last >= high for x in losses):
             # No bad frame, yet the collector acknowledged records the spool no longer holds.
             end_ns = head.end_ns if head else None
-            losses.append(SpoolLoss(top + 1, acked, "corrupt", end_ns, None, "records missing"))
-        self._last = max(top, acked)
+            losses.append(SpoolLoss(top + 1, high, "corrupt", end_ns, None, "records missing"))
+        self._last = max(top, high)
         self._collect()
         for loss in losses:
             log.error("spool lost records %d..%d: %s", loss.first, loss.last, loss.detail)

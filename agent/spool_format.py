@@ -5,7 +5,8 @@ A segment `seg-<first sequence, 20 digits>.log` is a run of frames:
     [u32 length][u32 crc32(body)][body]    body = [u64 sequence][envelope bytes]
 
 all little-endian. `acks.state` is JSON: the settled sequences as runs, the chain `base` (the
-last record of the newest deleted segment) and the overflow losses no record has reported yet.
+last record of the newest deleted segment), the overflow losses no record has reported yet, and
+those a record reports that the collector has not acknowledged yet.
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ class SpoolLoss:
     start_ns: int | None = None  # time range of the lost records where known
     end_ns: int | None = None
     detail: str = ""
+
+
+DISK_FULL_DETAIL = "disk full: record not stored"
+
+
+def add_unstored(
+    unreported: list[SpoolLoss], sequence: int, span: tuple[int, int] | None
+) -> list[SpoolLoss]:
+    """`unreported` plus record `sequence`, which a full disk refused (reason "overflow":
+    lost for want of room); merged into the last loss when that is the record before it."""
+    start, end = span if span else (None, None)
+    prev = unreported[-1] if unreported else None
+    if prev is not None and prev.detail == DISK_FULL_DETAIL and prev.last == sequence - 1:
+        merged = SpoolLoss(prev.first, sequence, prev.reason, prev.start_ns, end, prev.detail)
+        return [*unreported[:-1], merged]
+    return [*unreported, SpoolLoss(sequence, sequence, "overflow", start, end, DISK_FULL_DETAIL)]
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,9 @@ class AckState:
     settled: Runs = field(default_factory=Runs)
     base: ChainRef | None = None
     unreported: list[SpoolLoss] = field(default_factory=list)
+    # Losses a stored record reports, by its sequence, until the collector has it: if that
+    # record is lost too, they must be reported again.
+    reporting: dict[int, list[SpoolLoss]] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         base = None if self.base is None else asdict(self.base) | {"digest": self.base.digest.hex()}
@@ -149,6 +169,7 @@ class AckState:
             "settled": self.settled.runs(),
             "base": base,
             "unreported": [asdict(x) for x in self.unreported],
+            "reporting": [[s, [asdict(x) for x in xs]] for s, xs in self.reporting.items()],
         }
         return json.dumps(state, separators=(",", ":")).encode()
 
@@ -163,4 +184,7 @@ class AckState:
             if b is None
             else ChainRef(b["sequence"], bytes.fromhex(b["digest"]), b["end_ns"]),
             unreported=[SpoolLoss(**x) for x in state.get("unreported", [])],
+            reporting={
+                int(s): [SpoolLoss(**x) for x in xs] for s, xs in state.get("reporting", [])
+            },
         )

@@ -1,19 +1,64 @@
-"""Collector configuration: one frozen object, filled from the command line."""
+"""Collector configuration: one frozen object, filled from the command line.
+
+Bounds the collector enforces on queries and notifications are named here (`QueryLimits`,
+`WebhookConfig`), next to the thresholds and timeouts an operator sets.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 
-DEFAULT_THRESHOLDS = (10**25, 10**26)
+DEFAULT_THRESHOLDS = (10**23, 10**24, 10**25, 10**26)  # FLOPs
+DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
+DEFAULT_LIVENESS_CHECK_S = 15.0  # how often silence is looked for
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '24h', '7d' -> seconds (positive)."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if m is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"expected a positive duration such as 90s, 5m, 24h or 7d, got {text!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Paging of ListJobs, ListJobGpus and ListNodes: a page holds at most `max_page_size`
+    rows and at most `max_page_bytes` of serialized rows, whichever comes first, so an answer
+    stays under the gRPC message limit whatever the lengths of ids (256 characters each)."""
+
+    default_page_size: int = 500
+    max_page_size: int = 1000
+    max_page_bytes: int = 768 * 1024
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """HTTP POST of every alert as JSON, from a background thread (`collector.webhook`)."""
+
+    url: str
+    # Shared secret (file mode 0600) for the X-Flopwatch-Signature HMAC-SHA256 header; None
+    # sends unsigned posts (logged as a warning).
+    secret_file: Path | None = None
+    timeout_s: float = 10.0  # per attempt
+    max_attempts: int = 8  # then the notification is dropped (the alert stays in the store)
+    backoff_initial_s: float = 1.0  # doubled after each failed attempt, jittered
+    backoff_max_s: float = 120.0
+    queue_max: int = 10_000  # undelivered notifications kept; more are dropped and counted
 
 
 @dataclass(frozen=True)
 class CollectorConfig:
     listen: str = "127.0.0.1:7443"  # HOST:PORT for gRPC; port 0 picks a free one
-    db: str = "sqlite:flopwatch.db"  # "sqlite:PATH" (PostgreSQL comes later)
+    db: str = "sqlite:flopwatch.db"  # sqlite:PATH or postgresql://... (collector.store_factory)
     metrics_listen: str | None = "127.0.0.1:9464"  # HOST:PORT for /metrics; None disables
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # FLOPs
     alert_basis: str = "upper"  # "upper" (default, no crossing missed) or "estimate"
@@ -24,4 +69,12 @@ class CollectorConfig:
     # Trust on first use: enroll any new node key that connects. For demos and labs only; the
     # collector logs a warning. Otherwise keys must be enrolled by an operator first.
     enroll_on_first_use: bool = False
+    silent_after_s: float = DEFAULT_SILENT_AFTER_S
+    liveness_check_s: float = DEFAULT_LIVENESS_CHECK_S
+    webhook: WebhookConfig | None = None
+    # Transparency log: the collector key that signs its tree heads (None: next to a SQLite
+    # database, created 0600 on first start; collector.log_key), and how often a head is signed.
+    log_key: Path | None = None
+    tree_head_interval_s: float = 10.0
     limits: Limits = DEFAULT_LIMITS
+    query: QueryLimits = field(default_factory=QueryLimits)

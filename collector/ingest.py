@@ -7,7 +7,8 @@ Per envelope, in order:
   3. Verify the record (`RecordVerifier`): signature, contents, figures.
   4. Judge it against its key's chain, as held in the store plus what this batch accepted:
      the same record again -> duplicate (nothing changes); a conflicting one -> "chain_fork".
-  5. Refuse intervals that overlap time already measured on the same device ("overlap"), so no
+  5. Refuse a record whose node id is not the one its key is enrolled for ("node_mismatch").
+  6. Refuse intervals that overlap time already measured on the same device ("overlap"), so no
      GPU-second is counted twice, even by two keys. Overlap is judged against the exact set of
      measured time (`Store.coverage`), not only the latest end per GPU, so records that arrive
      out of order, or fill the hole a gap left, are accepted when they do not overlap.
@@ -15,8 +16,19 @@ Then per batch: decide alerts from the new totals, commit records, totals and al
 transaction, and only then return the acks and hand new alerts to the sinks. If the store fails,
 every envelope of the batch is acked "retry" and nothing of the batch is applied.
 
+Collectors sharing one database: another collector may commit a record of this batch (or
+overlapping GPU time) between the judging and the commit. The store then applies nothing and
+raises StoreConflictError, and the batch is judged again against what it now holds (up to
+`MAX_COMMIT_ATTEMPTS` times), so such records are acked duplicate or rejected, never counted
+twice. Alerts two concurrent commits cross together are found from the totals read after the
+commit (`_crossed_meanwhile`).
+
 Trust on first use enrolls a key (its own transaction) once a record signed by it verifies and
 judges sound; if the batch's commit then fails, the key stays enrolled and the records come back.
+A key that is not enrolled but was presented by the agent is noted as awaiting approval, and an
+enrollment token is redeemed before a stream's first record (`collector.enrollment`).
+
+A chain fork is refused, logged, counted and alerted (`collector.forks`).
 
 Threads: an Ingestor and its store are used from one thread (the collector's ingest thread).
 Only `snapshot()` may be called from others (the metrics scrape); it reads a copy kept under a
@@ -31,16 +43,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector.alerts import AlertSink, ThresholdPolicy
+from collector.alerts import AlertSink, Event, ThresholdPolicy, notify
 from collector.batch import PendingBatch
+from collector.enrollment import TokenRedeemer
+from collector.forks import ForkTracker
 from collector.store import (
     AlertEvent,
     ChainState,
+    GpuTotal,
     JobTotal,
     NodeRecord,
     Store,
@@ -49,7 +64,12 @@ from collector.store import (
 from flopwatch.attestation import parse_payload
 from flopwatch.chain import Verdict, judge
 from flopwatch.dsse import Envelope
-from flopwatch.errors import FlopwatchError, KeyFileError, StoreError, VerificationError
+from flopwatch.errors import (
+    KeyFileError,
+    StoreConflictError,
+    StoreError,
+    VerificationError,
+)
 from flopwatch.keys import public_from_raw
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
@@ -60,6 +80,9 @@ AckStatus = Literal["accepted", "duplicate", "rejected", "retry"]
 # Stores keep sequence numbers as signed 64-bit integers and look one past them.
 MAX_SEQUENCE = 2**63 - 2
 _ID_CHARS = 64  # a key id is 64 hex characters
+# Judge-and-commit rounds per batch when collectors sharing the database commit conflicting
+# records meanwhile (StoreConflictError); after the last, the batch is acked "retry".
+MAX_COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,8 @@ class IngestSnapshot:
     duplicate: int
     retry: int
     rejected: Mapping[str, int]
+    gpus: tuple[GpuTotal, ...] = ()  # whole-device sums per (key, GPU)
+    forks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (key_id, node) -> n
 
 
 @dataclass(frozen=True)
@@ -122,8 +147,11 @@ class Ingestor:
         self._lock = threading.Lock()  # guards the fields below, which snapshot() copies
         self._jobs = {t.job_id: t for t in store.job_totals()}
         self._chains = {c.key_id: c for c in store.chain_states()}
+        self._gpus = {(g.key_id, g.gpu): g for g in store.gpu_totals()}
         self._accepted = self._duplicate = self._retry = 0
         self._rejected: dict[str, int] = {}
+        self._forks = ForkTracker()
+        self.enrollment = TokenRedeemer(store, limits=limits)
         if enroll_on_first_use:
             log.warning("trust on first use is on: any node key that presents itself is enrolled")
 
@@ -143,6 +171,10 @@ class Ingestor:
     def job_totals(self, prefix: str = "") -> list[JobTotal]:
         return self._store.job_totals(prefix)
 
+    def enroll_with_token(self, token: str, presented: bytes) -> str:
+        """Redeem an enrollment token for the presented key (see `TokenRedeemer.redeem`)."""
+        return self.enrollment.redeem(token, presented)
+
     def snapshot(self) -> IngestSnapshot:
         with self._lock:
             return IngestSnapshot(
@@ -152,24 +184,47 @@ class Ingestor:
                 duplicate=self._duplicate,
                 retry=self._retry,
                 rejected=dict(self._rejected),
+                gpus=tuple(self._gpus.values()),
+                forks=self._forks.counts(),
             )
 
     # -- one batch -------------------------------------------------------------------------
     def _ingest_batch(self, envelopes: Sequence[bytes], presented: bytes | None) -> list[Ack]:
         claims = [self._claim(data) for data in envelopes]
-        batch = PendingBatch(self._store)
+        self._forks.start_batch()
         try:
-            acks = [self._judge(c, batch, presented) for c in claims]
-            fired = self._commit(batch)
+            acks, batch, fired = self._judge_and_commit(claims, presented)
         except StoreError as e:
             log.error("store failed, %d envelopes acked retry: %s", len(claims), e)
             acks = [c.ack("retry", "store_unavailable", str(e)) for c in claims]
             self._count(acks)
             return acks
         self._count(acks)
-        self._refresh_view(batch.records)
-        self._emit(fired)
+        totals = self._refresh_view(batch.records)
+        forks = self._forks.settle(self._now_ns())
+        self._emit([*fired, *self._crossed_meanwhile(totals), *forks])
         return acks
+
+    def _judge_and_commit(
+        self, claims: Sequence[_Claim], presented: bytes | None
+    ) -> tuple[list[Ack], PendingBatch, list[AlertEvent]]:
+        """Judge the claims, commit what was accepted; return acks, batch and new alerts.
+
+        StoreConflictError: another collector sharing the database committed some of these
+        records (or overlapping GPU time) after they were judged, and nothing was applied; judge
+        them again against what the store holds now, so they come back duplicate or rejected.
+        """
+        attempt = 1
+        while True:
+            batch = PendingBatch(self._store)
+            acks = [self._judge(c, batch, presented) for c in claims]
+            try:
+                return acks, batch, self._commit(batch)
+            except StoreConflictError as e:
+                if attempt >= MAX_COMMIT_ATTEMPTS:
+                    raise
+                attempt += 1
+                log.info("commit met records another collector committed; judging again: %s", e)
 
     def _claim(self, data: bytes) -> _Claim:
         try:
@@ -194,9 +249,22 @@ class Ingestor:
             )
             record = verifier.verify(claim.envelope)
         except VerificationError as e:
+            if e.reason == "unknown_key" and presented is not None:
+                self.enrollment.note_unknown(claim.envelope, presented)
             return self._reject(claim, e.reason, e.message)
+        node = batch.node(record.key_id)
+        if node is not None and node.node_id != record.node_id:
+            return self._reject(
+                claim,
+                "node_mismatch",
+                f"key {record.key_id[:16]} is enrolled for node {node.node_id!r}, "
+                f"not {record.node_id!r}",
+            )
         if record.sequence > MAX_SEQUENCE:
             return self._reject(claim, "bad_sequence", f"sequence above {MAX_SEQUENCE}")
+        # Measured time is read BEFORE the chain: a record another collector commits between
+        # the two reads then shows in both, and is judged a duplicate, not an overlap.
+        overlap = batch.overlap(record)
         verdict = judge(
             record.sequence,
             record.digest,
@@ -213,8 +281,8 @@ class Ingestor:
                 record.sequence,
                 verdict.detail,
             )
+            self._forks.found(record, verdict.detail)
             return self._reject(claim, "chain_fork", verdict.detail)
-        overlap = batch.overlap(record)
         if overlap is not None:
             return self._reject(claim, "overlap", overlap)
         if first_use and presented is not None:
@@ -246,7 +314,7 @@ class Ingestor:
                     return {kid: public_from_raw(presented)}, True
                 except KeyFileError as e:
                     raise VerificationError("unknown_key", f"presented key: {e}") from e
-        ids = ", ".join(kid[:16] for kid in nodes)
+        ids = ", ".join(repr(kid[:16]) for kid in nodes)  # unverified text: repr, no newlines
         raise VerificationError("unknown_key", f"no signature by an enrolled key (keyids: {ids})")
 
     def _public_key(self, node: NodeRecord) -> Ed25519PublicKey:
@@ -257,7 +325,7 @@ class Ingestor:
 
     def _reject(self, claim: _Claim, reason: str, detail: str) -> Ack:
         log.warning(
-            "rejected record: key %s sequence %d: %s: %s",
+            "rejected record: key %r sequence %d: %s: %s",  # key id: unverified, so %r
             claim.key_id[:16] or "?",
             claim.sequence,
             reason,
@@ -292,24 +360,42 @@ class Ingestor:
                 else:
                     self._rejected[a.reason] = self._rejected.get(a.reason, 0) + 1
 
-    def _refresh_view(self, records: Sequence[VerifiedRecord]) -> None:
-        """Update the metrics view with the committed totals of the jobs and keys touched."""
+    def _refresh_view(self, records: Sequence[VerifiedRecord]) -> dict[str, JobTotal]:
+        """Update the metrics view with the committed totals of the jobs and keys touched;
+        return those totals ({} if they cannot be read)."""
         if not records:
-            return
+            return {}
         try:
             totals = self._store.totals_for({c.job_id for r in records for c in r.contributions})
             chains = self._store.chain_states({r.key_id for r in records})
+            gpus = self._store.gpu_totals({r.key_id for r in records})
         except StoreError as e:  # committed already; only the metrics view lags
             log.error("cannot refresh the metrics view after a commit: %s", e)
-            return
+            return {}
         with self._lock:
             self._jobs.update(totals)
             self._chains.update((c.key_id, c) for c in chains)
+            self._gpus.update(((g.key_id, g.gpu), g) for g in gpus)
+        return totals
 
-    def _emit(self, events: Sequence[AlertEvent]) -> None:
-        for event in events:
-            for sink in self._sinks:
-                try:
-                    sink.emit(event)
-                except FlopwatchError:  # the alert is recorded; only this notification is lost
-                    log.exception("alert sink %s failed for job %s", sink, event.job_id)
+    def _crossed_meanwhile(self, totals: Mapping[str, JobTotal]) -> list[AlertEvent]:
+        """Record and return alerts the committed totals call for that no commit recorded.
+
+        Collectors sharing a database may commit to one job at once, each deciding alerts from
+        the total it read before its commit: together they can cross a threshold neither saw.
+        Totals read after the commit include both, and the store records each (job, threshold)
+        once, so exactly one collector fires it. With one collector this finds nothing.
+        """
+        now = self._now_ns()
+        late = [e for t in totals.values() for e in self.policy.evaluate(t, now)]
+        if not late:
+            return []
+        try:
+            return self._store.commit([], late, now)
+        except StoreError as e:  # the job's next commit decides them again
+            log.error("cannot record alerts crossed by concurrent commits: %s", e)
+            return []
+
+    def _emit(self, events: Sequence[Event]) -> None:
+        # The alerts are recorded; a failing sink loses only its notification.
+        notify(self._sinks, events)

@@ -2,7 +2,10 @@
 
 Transport is mTLS (client certificates required) unless the config says insecure, which logs a
 warning. Port 0 in `listen` or `metrics_listen` binds a free port; `start()` reports the ports
-actually bound. The store is opened, used and closed on the one ingest thread.
+actually bound. The store (`--db`: SQLite, or PostgreSQL shared by several collectors; see
+`collector.store_factory`) is opened, used and closed on the one ingest thread. Alerts go to the
+log and, when configured, a webhook (`collector.webhook`); silent nodes are looked for every
+`liveness_check_s` on the ingest thread (`collector.liveness`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -23,10 +25,15 @@ from prometheus_client.registry import CollectorRegistry
 from collector.alerts import AlertSink, LogSink, ThresholdPolicy
 from collector.config import CollectorConfig
 from collector.ingest import Ingestor
+from collector.liveness import LivenessMonitor
+from collector.log_key import default_key_path, load_collector_key
 from collector.metrics import register_metrics
+from collector.query import Query
 from collector.servicer import CollectorServicer
-from collector.sqlite_store import SQLiteStore
 from collector.store import Store
+from collector.store_factory import Database, open_store, parse_db
+from collector.translog import TransparencyLog
+from collector.webhook import WebhookSink, load_secret
 from flopwatch.errors import ConfigError, StoreError
 from flopwatch.transport import host_port, read_file
 from flopwatch.v1 import collector_pb2_grpc
@@ -35,16 +42,6 @@ log = logging.getLogger(__name__)
 
 # In-flight RPCs get this long to finish on shutdown before they are cancelled.
 SHUTDOWN_GRACE_S = 5.0
-
-
-def sqlite_path(db: str) -> Path:
-    """The file of a "sqlite:PATH" database URL."""
-    scheme, sep, rest = db.partition(":")
-    if scheme != "sqlite" or not sep or not rest:
-        raise ConfigError(
-            f"unsupported database {db!r}: use sqlite:PATH (PostgreSQL is not supported yet)"
-        )
-    return Path(rest)
 
 
 def server_credentials(config: CollectorConfig) -> grpc.ServerCredentials | None:
@@ -73,16 +70,20 @@ class CollectorService:
     ) -> None:
         self.config = config
         self._now_ns = now_ns
-        self._sinks: Sequence[AlertSink] = [LogSink()] if sinks is None else sinks
+        self._sinks: list[AlertSink] = [LogSink()] if sinks is None else list(sinks)
+        self._webhook: WebhookSink | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._log: TransparencyLog | None = None  # the transparency log, on the store's thread
+        self._signing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
         self._server: grpc.aio.Server | None = None
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
 
-    def _open(self, path: Path, policy: ThresholdPolicy) -> Ingestor:
+    def _open(self, db: Database, policy: ThresholdPolicy) -> Ingestor:
         """Runs on the ingest thread: the store's connection belongs to it."""
-        store = SQLiteStore(path, now_ns=self._now_ns)
+        store = open_store(db, now_ns=self._now_ns)
         try:
             ingestor = Ingestor(
                 store,
@@ -102,26 +103,69 @@ class CollectorService:
         """Open the store and serve; return (gRPC port, metrics port or None)."""
         cfg = self.config
         policy = ThresholdPolicy(cfg.thresholds, cfg.alert_basis)
-        path = sqlite_path(cfg.db)
+        db = parse_db(cfg.db)
         credentials = server_credentials(cfg)
         metrics_addr = host_port(cfg.metrics_listen) if cfg.metrics_listen else None
+        if cfg.webhook is not None:
+            secret_file = cfg.webhook.secret_file
+            secret = None if secret_file is None else load_secret(secret_file)
+            self._webhook = WebhookSink(cfg.webhook, secret=secret)
+            self._sinks.append(self._webhook)
+        log_key = load_collector_key(cfg.log_key or default_key_path(cfg.db), create=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flopwatch-ingest")
         loop = asyncio.get_running_loop()
         try:
-            ingestor = await loop.run_in_executor(self._executor, self._open, path, policy)
-            port = await self._start_grpc(ingestor, credentials)
+            ingestor = await loop.run_in_executor(self._executor, self._open, db, policy)
+            assert self._store is not None
+            self._log = TransparencyLog(self._store, log_key, now_ns=self._now_ns)
+            query = Query(self._store, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns)
+            liveness = LivenessMonitor(
+                self._store, self._sinks, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns
+            )
+            port = await self._start_grpc(ingestor, credentials, query)
             metrics_port = None
             if metrics_addr is not None:
-                register_metrics(self.registry, ingestor.snapshot, policy.thresholds)
+                register_metrics(
+                    self.registry,
+                    ingestor.snapshot,
+                    policy.thresholds,
+                    liveness=liveness.snapshot,
+                    webhook=None if self._webhook is None else self._webhook.stats,
+                )
                 metrics_port = self._start_metrics(*metrics_addr)
+            self._watch = asyncio.create_task(self._watch_liveness(liveness))
+            self._signing = asyncio.create_task(self._sign_tree_heads())
         except BaseException:
             await self.stop(grace=0)
             raise
         log.info("collector serving gRPC on port %d, metrics on %s", port, metrics_port)
         return port, metrics_port
 
+    async def _watch_liveness(self, monitor: LivenessMonitor) -> None:
+        """Look for silent nodes now and every liveness_check_s (at most half the silence
+        timeout), on the ingest thread."""
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, monitor.check)
+            except StoreError as e:  # the next check tries again
+                log.error("cannot check for silent nodes: %s", e)
+            await asyncio.sleep(min(self.config.liveness_check_s, self.config.silent_after_s / 2))
+
+    async def _sign_tree_heads(self) -> None:
+        """Sign a tree head of the log now and every tree_head_interval_s, if it grew."""
+        assert self._executor is not None and self._log is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, self._log.sign)
+            except StoreError as e:  # the next round tries again
+                log.error("cannot sign a tree head: %s", e)
+            await asyncio.sleep(self.config.tree_head_interval_s)
+
     async def _start_grpc(
-        self, ingestor: Ingestor, credentials: grpc.ServerCredentials | None
+        self, ingestor: Ingestor, credentials: grpc.ServerCredentials | None, query: Query
     ) -> int:
         assert self._executor is not None
         limits = self.config.limits
@@ -131,7 +175,14 @@ class CollectorService:
                 ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
             ]
         )
-        servicer = CollectorServicer(ingestor, self._executor, limits=limits)
+        servicer = CollectorServicer(
+            ingestor,
+            self._executor,
+            limits=limits,
+            query=query,
+            query_limits=self.config.query,
+            log=self._log,
+        )
         collector_pb2_grpc.add_CollectorServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, self._server
         )
@@ -156,6 +207,14 @@ class CollectorService:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
         """Stop serving (in-flight RPCs get `grace` seconds), then close the store."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait([self._watch])
+            self._watch = None
+        if self._signing is not None:
+            self._signing.cancel()
+            await asyncio.wait([self._signing])
+            self._signing = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -167,12 +226,21 @@ class CollectorService:
             thread.join()
         if self._executor is not None:
             loop = asyncio.get_running_loop()
+            if self._log is not None:  # a last head, covering every record acked
+                try:
+                    await loop.run_in_executor(self._executor, self._log.sign)
+                except StoreError as e:
+                    log.error("cannot sign the last tree head: %s", e)
+                self._log = None
             if self._store is not None:
                 # Queued behind any ingest still running, on the thread that owns the store.
                 await loop.run_in_executor(self._executor, self._store.close)
                 self._store = None
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._webhook is not None:
+            await asyncio.to_thread(self._webhook.close)
+            self._webhook = None
 
 
 async def run_collector(

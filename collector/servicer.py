@@ -8,21 +8,33 @@ queue; each round takes whatever is queued at that moment (at least one envelope
 `limits.max_commit_batch`), ingests it as one commit and answers with one SubmitResponse holding
 an ack per envelope, in order. A semaphore bounds how far the reader may run ahead, so a slow
 database pushes back on the sender through gRPC flow control.
+
+Enrollment token: an agent may send `flopwatch-enroll-token` metadata next to its public key; it
+is redeemed before the stream's first record, and a refused token ends the stream with
+PERMISSION_DENIED. Queries (ListJobs, ListJobGpus, ListNodes) are answered by
+`collector.query_api`, and the transparency log's tree heads and proofs by
+`collector.translog_api`, on the same worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from collector import query_api, translog_api
+from collector.config import QueryLimits
+from collector.enrollment import TOKEN_METADATA
 from collector.ingest import Ack, Ingestor
-from collector.store import JobTotal
-from flopwatch.errors import FlopwatchError
+from collector.query import Query
+from collector.query_api import job_message
+from collector.translog import TransparencyLog
+from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError, LogRangeError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.model import MODEL_VERSION
 from flopwatch.v1 import collector_pb2 as pb
 from flopwatch.v1 import collector_pb2_grpc
 
@@ -38,6 +50,10 @@ _STATUS = {
 
 SubmitContext = grpc.aio.ServicerContext[pb.SubmitRequest, pb.SubmitResponse]
 ListJobsContext = grpc.aio.ServicerContext[pb.ListJobsRequest, pb.ListJobsResponse]
+JobGpusContext = grpc.aio.ServicerContext[pb.ListJobGpusRequest, pb.ListJobGpusResponse]
+NodesContext = grpc.aio.ServicerContext[pb.ListNodesRequest, pb.ListNodesResponse]
+__all__ = ["CollectorServicer", "ack_message", "job_message"]
+T = TypeVar("T")
 
 
 def ack_message(a: Ack) -> pb.Ack:
@@ -47,18 +63,6 @@ def ack_message(a: Ack) -> pb.Ack:
         status=_STATUS[a.status],
         reason=a.reason,
         detail=a.detail,
-    )
-
-
-def job_message(t: JobTotal) -> pb.JobTotal:
-    return pb.JobTotal(
-        job_id=t.job_id,
-        flops_estimate=str(t.flops_estimate),
-        flops_upper=str(t.flops_upper),
-        first_start_unix_ns=t.first_start_ns,
-        last_end_unix_ns=t.last_end_ns,
-        gpu_intervals=t.gpu_intervals,
-        thresholds_crossed=[str(x) for x in t.thresholds_crossed],
     )
 
 
@@ -77,14 +81,25 @@ async def _read(
 
 
 class CollectorServicer(collector_pb2_grpc.CollectorServicer):
-    """Submit and ListJobs, run on the ingest thread via `executor`."""
+    """Submit and the queries, run on the ingest thread via `executor`. Without a `query`
+    the query RPCs answer UNIMPLEMENTED, and without a `log` the transparency-log RPCs."""
 
     def __init__(
-        self, ingestor: Ingestor, executor: Executor, *, limits: Limits = DEFAULT_LIMITS
+        self,
+        ingestor: Ingestor,
+        executor: Executor,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        query: Query | None = None,
+        query_limits: QueryLimits | None = None,
+        log: TransparencyLog | None = None,
     ) -> None:
         self._ingestor = ingestor
+        self._log = log
         self._executor = executor
         self._limits = limits
+        self._query = query
+        self._query_limits = query_limits or QueryLimits()
 
     async def _ingest(self, batch: Sequence[bytes], presented: bytes | None) -> list[Ack]:
         loop = asyncio.get_running_loop()
@@ -94,6 +109,9 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: SubmitContext
     ) -> AsyncIterator[pb.SubmitResponse]:
         presented = await _presented_key(context)
+        token = _metadata(context, TOKEN_METADATA)
+        if token is not None:
+            await self._redeem(token, presented, context)
         limit = self._limits.max_commit_batch
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         room = asyncio.Semaphore(limit)
@@ -116,25 +134,104 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
                     except FlopwatchError as e:
                         await context.abort(grpc.StatusCode.INTERNAL, str(e))
                     yield pb.SubmitResponse(acks=[ack_message(a) for a in acks])
-            await reader  # re-raises a failure to read the request stream
+            try:
+                await reader  # re-raises a failure to read the request stream
+            except DecodeError as e:  # a frame that is not a SubmitRequest: the client's fault
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"request is not a SubmitRequest: {e}"
+                )
         finally:
             reader.cancel()
+
+    async def _redeem(self, token: str, presented: bytes | None, context: SubmitContext) -> None:
+        if presented is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{TOKEN_METADATA} needs the agent's public key in {PUBLIC_KEY_METADATA}",
+            )
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._executor, self._ingestor.enroll_with_token, token, presented
+            )
+        except EnrollmentError as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"enrollment refused: {e}")
+        except FlopwatchError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
+    async def _answer(
+        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], *args: Any
+    ) -> T:
+        """Run a query_api function on the ingest thread; map errors to status codes."""
+        if self._query is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector answers no queries")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, fn, self._query, self._query_limits, *args
+            )
+        except ConfigError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except query_api.JobNotFound as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except FlopwatchError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: ListJobsContext
     ) -> pb.ListJobsResponse:
+        return await self._answer(context, query_api.list_jobs, request, self._basis)
+
+    async def ListJobGpus(
+        self, request: pb.ListJobGpusRequest, context: JobGpusContext
+    ) -> pb.ListJobGpusResponse:
+        return await self._answer(context, query_api.list_job_gpus, request, self._basis)
+
+    async def ListNodes(
+        self, request: pb.ListNodesRequest, context: NodesContext
+    ) -> pb.ListNodesResponse:
+        return await self._answer(context, query_api.list_nodes, request)
+
+    async def _log_answer(
+        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], request: Any
+    ) -> T:
+        """Run a translog_api function on the store's thread; map errors to status codes."""
+        if self._log is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector keeps no log")
         loop = asyncio.get_running_loop()
         try:
-            totals = await loop.run_in_executor(
-                self._executor, self._ingestor.job_totals, request.job_prefix
-            )
+            return await loop.run_in_executor(self._executor, fn, self._log, request)
+        except LogRangeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except FlopwatchError as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        return pb.ListJobsResponse(
-            jobs=[job_message(t) for t in totals],
-            flop_model_version=MODEL_VERSION,
-            alert_basis=self._ingestor.policy.basis,
-        )
+
+    async def GetTreeHead(
+        self, request: pb.GetTreeHeadRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetTreeHeadResponse:
+        return await self._log_answer(context, translog_api.get_tree_head, request)
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetInclusionProofResponse:
+        return await self._log_answer(context, translog_api.get_inclusion_proof, request)
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetConsistencyProofResponse:
+        return await self._log_answer(context, translog_api.get_consistency_proof, request)
+
+    @property
+    def _basis(self) -> str:
+        return self._ingestor.policy.basis
+
+
+def _metadata(context: SubmitContext, key: str) -> str | None:
+    for k, value in context.invocation_metadata() or ():
+        if k == key:
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return None
 
 
 async def _presented_key(context: SubmitContext) -> bytes | None:

@@ -52,6 +52,59 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL, at_ns INTEGER NOT NULL, next_threshold TEXT,
             next_seconds REAL, PRIMARY KEY (job_id, threshold)) WITHOUT ROWID""",
     ),
+    # Node trust and liveness (issue 4): when each key last delivered, which silence was
+    # alerted, one-time enrollment tokens (by hash), keys awaiting approval, per-GPU sums.
+    (
+        "ALTER TABLE nodes ADD COLUMN last_record_ns INTEGER",
+        "ALTER TABLE nodes ADD COLUMN silence_alerted_ns INTEGER",
+        """UPDATE nodes SET last_record_ns =
+            (SELECT max(received_at_ns) FROM records r WHERE r.key_id = nodes.key_id)""",
+        """CREATE TABLE enroll_tokens (
+            token_hash TEXT PRIMARY KEY, node_id TEXT NOT NULL, created_at_ns INTEGER NOT NULL,
+            expires_at_ns INTEGER NOT NULL, used_at_ns INTEGER, used_by_key_id TEXT)""",
+        """CREATE TABLE pending_keys (
+            key_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, public_key BLOB NOT NULL,
+            first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL)""",
+        # Whole-device sums per (key, gpu_key); records held before this migration are not in
+        # them (their figures are inside the envelopes only).
+        """CREATE TABLE gpu_totals (
+            key_id TEXT NOT NULL, gpu TEXT NOT NULL, node_id TEXT NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, PRIMARY KEY (key_id, gpu)) WITHOUT ROWID""",
+    ),
+    # Transparency log (issue 5, collector.sqlite_log): the RFC 6962 hash of every complete
+    # subtree (level 0: leaf hashes), the record each leaf holds and each record's leaf, leaves
+    # by job, signed tree heads, and the log size at each revocation. Every index here grows at
+    # its right end or near a few hot keys (no index on hashes), so appends stay cheap however
+    # large the log. Records held before this migration are queued in log_backfill, in the order
+    # they were received, and logged when the store next opens.
+    (
+        """CREATE TABLE log_nodes (
+            level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+            PRIMARY KEY (level, idx)) WITHOUT ROWID""",
+        """CREATE TABLE log_leaves (
+            leaf_index INTEGER PRIMARY KEY, key_id TEXT NOT NULL, sequence INTEGER NOT NULL)""",
+        "ALTER TABLE records ADD COLUMN leaf_index INTEGER",
+        """CREATE TABLE log_jobs (
+            job_id TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+            PRIMARY KEY (job_id, leaf_index)) WITHOUT ROWID""",
+        """CREATE TABLE tree_heads (
+            tree_size INTEGER PRIMARY KEY, timestamp_ns INTEGER NOT NULL,
+            envelope BLOB NOT NULL)""",
+        """CREATE TABLE log_revocations (
+            key_id TEXT PRIMARY KEY, log_size INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE log_backfill (
+            n INTEGER PRIMARY KEY, key_id TEXT NOT NULL, sequence INTEGER NOT NULL)""",
+        """INSERT INTO log_backfill (key_id, sequence)
+            SELECT key_id, sequence FROM records ORDER BY received_at_ns, key_id, sequence""",
+        # Keys revoked before the log existed: their records received up to the revocation
+        # are the first leaves of the backfill, in received order.
+        """INSERT INTO log_revocations
+            SELECT n.key_id, (SELECT count(*) FROM records r
+                              WHERE r.received_at_ns <= n.revoked_at_ns)
+            FROM nodes n WHERE n.status = 'revoked'""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

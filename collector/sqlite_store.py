@@ -25,14 +25,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector import sqlite_schema, sqlite_writes
+from collector import sqlite_log, sqlite_nodes, sqlite_schema, sqlite_writes
 from collector.store import (
     AlertEvent,
     ChainState,
+    GpuTotal,
+    JobEvidence,
     JobGpu,
     JobTotal,
     NodeRecord,
     NodeStatus,
+    PendingKey,
     Projection,
 )
 from flopwatch.chain import Neighbours
@@ -70,6 +73,7 @@ class SQLiteStore:
                 self._db.execute("PRAGMA foreign_keys=ON")
             with self._tx("schema migration"):
                 sqlite_schema.migrate(self._db)
+                sqlite_log.backfill(self._db)  # records held before the log existed
         except StoreError:
             self._db.close()
             raise
@@ -121,7 +125,8 @@ class SQLiteStore:
                     raise StoreError(f"key {key_id[:16]} is already enrolled for node {row[0]!r}")
                 return key_id
             self._db.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?, 'enrolled', ?, NULL)",
+                "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
+                "VALUES (?, ?, ?, 'enrolled', ?)",
                 (key_id, node_id, public_raw, self._now_ns()),
             )
         return key_id
@@ -136,18 +141,22 @@ class SQLiteStore:
                     "UPDATE nodes SET status = 'revoked', revoked_at_ns = ? WHERE key_id = ?",
                     (self._now_ns(), key_id),
                 )
+                sqlite_log.note_revocation(self._db, key_id)
 
-    _NODES = "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns FROM nodes"
+    _NODES = (
+        "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
+        "last_record_ns FROM nodes"
+    )
 
     def nodes(self) -> list[NodeRecord]:
         with self._errors("list nodes"):
             rows = self._db.execute(self._NODES + " ORDER BY key_id")
-            return [NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+            return [NodeRecord(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
 
     def node(self, key_id: str) -> NodeRecord | None:
         with self._errors("read node"):
             r = self._one(self._NODES + " WHERE key_id = ?", key_id)
-        return None if r is None else NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5])
+        return None if r is None else NodeRecord(r[0], r[1], bytes(r[2]), *r[3:])
 
     def node_status(self, key_id: str) -> NodeStatus | None:
         n = self.node(key_id)
@@ -157,6 +166,31 @@ class SQLiteStore:
         return {
             n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
         }
+
+    # -- enrollment tokens, keys awaiting approval, liveness (collector.sqlite_nodes) -------
+    def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
+        with self._tx("add enrollment token"):
+            sqlite_nodes.add_token(self._db, token_hash, node_id, self._now_ns(), expires_at_ns)
+
+    def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
+        with self._tx("redeem enrollment token"):
+            return sqlite_nodes.redeem_token(self._db, token_hash, public_raw, self._now_ns())
+
+    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+        with self._tx("note key awaiting approval"):
+            sqlite_nodes.note_pending(self._db, public_raw, node_id, self._now_ns())
+
+    def pending_keys(self) -> list[PendingKey]:
+        with self._errors("list keys awaiting approval"):
+            return sqlite_nodes.pending_keys(self._db)
+
+    def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
+        with self._tx("claim silence alert"):
+            return sqlite_nodes.claim_silence(self._db, key_id, since_ns)
+
+    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
+        with self._errors("read GPU totals"):
+            return sqlite_nodes.gpu_totals(self._db, key_ids)
 
     # -- chains and coverage ---------------------------------------------------------------
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
@@ -260,6 +294,28 @@ class SQLiteStore:
                 JobGpu(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
             ]
 
+    def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
+        with self._errors("read job totals"):
+            rows = self._db.execute(
+                self._TOTALS + " WHERE job_id >= ? AND job_id > ? AND substr(job_id, 1, ?) = ? "
+                "ORDER BY job_id LIMIT ?",
+                (prefix, after, len(prefix), prefix, limit),
+            ).fetchall()
+            crossed = self._thresholds([r[0] for r in rows])
+            return [self._total(r, crossed) for r in rows]
+
+    def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
+        with self._errors("read job GPUs"):
+            rows = self._db.execute(
+                "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
+                "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = ? "
+                "AND (key_id, gpu_uuid) > (?, ?) ORDER BY key_id, gpu_uuid LIMIT ?",
+                (job_id, *after, limit),
+            )
+            return [
+                JobGpu(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
+            ]
+
     def fired_alerts(self) -> list[AlertEvent]:
         with self._errors("read alerts"):
             rows = self._db.execute(
@@ -278,6 +334,32 @@ class SQLiteStore:
             for r in rows
         ]
         return sorted(out, key=lambda a: (a.at_ns, a.job_id, a.threshold))
+
+    # -- transparency log (collector.sqlite_log) -------------------------------------------
+    def log_size(self) -> int:
+        with self._errors("read log size"):
+            return sqlite_log.log_size(self._db)
+
+    def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        with self._errors("read log nodes"):
+            return sqlite_log.log_nodes(self._db, nodes)
+
+    def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
+        with self._errors("find log leaf"):
+            return sqlite_log.leaf_index(self._db, key_id, sequence)
+
+    def job_evidence(self, job_id: str) -> JobEvidence | None:
+        with self._errors("read job evidence"), sqlite_log.snapshot(self._db):
+            total = self.totals_for([job_id]).get(job_id)
+            return None if total is None else sqlite_log.job_evidence(self._db, total, self.node)
+
+    def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
+        with self._tx("store tree head"):
+            sqlite_log.add_tree_head(self._db, tree_size, timestamp_ns, envelope)
+
+    def latest_tree_head(self) -> bytes | None:
+        with self._errors("read tree head"):
+            return sqlite_log.latest_tree_head(self._db)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(

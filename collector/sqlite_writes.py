@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+from collector import sqlite_log, sqlite_nodes
 from collector.store import AlertEvent, JobDelta, aggregate, device_intervals
 from flopwatch.errors import StoreError
 from flopwatch.verify.record import VerifiedRecord
@@ -23,21 +24,28 @@ def write_batch(
     received_at_ns: int,
 ) -> list[AlertEvent]:
     """Apply records and alerts; return the alerts not already recorded."""
-    insert_records(db, records, received_at_ns)
+    first_leaf = sqlite_log.append_records(db, records)  # the transparency log, same transaction
+    insert_records(db, records, received_at_ns, first_leaf)
     add_job_totals(db, records)
     add_job_gpus(db, records)
     add_coverage(db, records)
+    sqlite_nodes.record_activity(db, records, received_at_ns)
     return insert_alerts(db, alerts)
 
 
 def insert_records(
-    db: sqlite3.Connection, records: Sequence[VerifiedRecord], received_at_ns: int
+    db: sqlite3.Connection,
+    records: Sequence[VerifiedRecord],
+    received_at_ns: int,
+    first_leaf: int,
 ) -> None:
-    """The envelopes, their gaps, and each key's held count and highest sequence."""
+    """The envelopes (record i is log leaf first_leaf + i), their gaps, and each key's held
+    count and highest sequence."""
     chains: dict[str, tuple[int, int]] = {}
-    for r in records:
+    for n, r in enumerate(records):
         db.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records (key_id, sequence, digest, previous_digest, node_id, envelope, "
+            "received_at_ns, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.key_id,
                 r.sequence,
@@ -46,6 +54,7 @@ def insert_records(
                 r.node_id,
                 r.envelope.to_bytes(),
                 received_at_ns,
+                first_leaf + n,
             ),
         )
         held, highest = chains.get(r.key_id, (0, 0))

@@ -12,7 +12,7 @@ exact, so a store keeps them in a form that does not round (decimal text in SQLi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -63,6 +63,39 @@ class NodeRecord:
     status: NodeStatus
     enrolled_at_ns: int
     revoked_at_ns: int | None = None
+    # Collector clock when a batch holding a record of this key was last committed (None: never).
+    last_record_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class PendingKey:
+    """A key that presented itself with a record it signed, but is not enrolled: it waits for an
+    operator to approve it by key id (`flopwatch nodes enroll --key-id`)."""
+
+    key_id: str
+    node_id: str  # as the key's own signed record claims it
+    public_key: bytes  # raw 32-byte Ed25519 public key
+    first_seen_ns: int
+    last_seen_ns: int
+
+
+@dataclass(frozen=True)
+class GpuTotal:
+    """What one device (`gpu_key`) measured under one node key, over every interval held.
+
+    Whole-device figures: per interval, the estimate is the sum of its jobs' estimates and the
+    upper bound is the whole GPU's, so a GPU shared by several jobs counts its bound once
+    (`JobGpu` sums repeat it in every job, as each job's own bound must).
+    """
+
+    key_id: str
+    node_id: str
+    gpu: str  # gpu_key: the GPU uuid, or uuid/MIG-instance
+    flops_estimate: int
+    flops_upper: int
+    first_start_ns: int
+    last_end_ns: int
+    gpu_intervals: int
 
 
 @dataclass(frozen=True)
@@ -173,6 +206,27 @@ def device_intervals(record: VerifiedRecord) -> list[tuple[str, int, int]]:
     ]
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One leaf of the transparency log: an accepted record's envelope, as stored."""
+
+    leaf_index: int
+    envelope: bytes  # the leaf data: the exact envelope bytes the store holds
+    key_id: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class JobEvidence:
+    """What the store holds for one job, from one snapshot: what `flopwatch report` bundles."""
+
+    total: JobTotal
+    entries: tuple[LogEntry, ...]  # every record that contributed to the job, by leaf index
+    nodes: tuple[NodeRecord, ...]  # the keys that signed them, by key id
+    revoked_at_log_size: Mapping[str, int]  # log size when each revoked key among them was revoked
+    log_size: int  # leaves in the log at the snapshot
+
+
 class Store(Protocol):
     """The collector's durable state. Every method raises `flopwatch.errors.StoreError` on failure.
 
@@ -189,7 +243,12 @@ class Store(Protocol):
         ...
 
     def revoke(self, key_id: str) -> None:
-        """Revoke a key, for good: its records are refused from now on."""
+        """Revoke a key, for good: its records are refused from now on.
+
+        In the same transaction, records the transparency log's size at the revocation
+        (`JobEvidence.revoked_at_log_size`): no leaf from that index on may hold a record of
+        this key, and an offline verifier fails one that does.
+        """
         ...
 
     def nodes(self) -> list[NodeRecord]: ...
@@ -200,6 +259,57 @@ class Store(Protocol):
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
         """Public keys of all enrolled (not revoked) nodes, by key id."""
+        ...
+
+    # -- enrollment tokens, keys awaiting approval, liveness --------------------------------
+    def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
+        """Keep a one-time enrollment token for `node_id`, by its hash only (hex SHA-256 of the
+        token text; the token itself is never stored). Raises StoreError if the hash exists."""
+        ...
+
+    def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
+        """Spend a token to enroll a key, in one transaction; return the key id.
+
+        The token must be known, unused and unexpired (expires_at_ns > the store's clock). The
+        key is enrolled for the token's node as `enroll` does, and the token is marked spent by
+        this key, for good. A key already enrolled for that node returns its id and spends
+        nothing. Raises EnrollmentError, with nothing changed, for an unknown, spent or expired
+        token or a key that is revoked or enrolled for another node; KeyFileError for a key
+        that is not 32 bytes.
+        """
+        ...
+
+    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+        """Remember a key that is not enrolled but presented itself with a record it signed
+        for `node_id`, so an operator can approve it by key id; updates its last-seen time
+        (store's clock) and claimed node if already noted. Idempotent otherwise."""
+        ...
+
+    def pending_keys(self) -> list[PendingKey]:
+        """Keys noted by `note_pending_key` that are not in the node table (neither enrolled
+        nor revoked), by key id."""
+        ...
+
+    def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
+        """Record, atomically, that the silence of `key_id` which began at `since_ns` (its
+        last_record_ns, or enrolled_at_ns if it never sent) has been alerted. True if this call
+        recorded it; False if that episode was recorded already, by this collector before a
+        restart or by another one sharing the store. One alert per silence episode."""
+        ...
+
+    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
+        """Per-device sums (all keys when None), sorted by (key_id, gpu)."""
+        ...
+
+    # -- paged queries ----------------------------------------------------------------------
+    def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
+        """Up to `limit` jobs whose id starts with `prefix` and sorts after `after` ("" for the
+        first page), ascending by job id in code-point (UTF-8 byte, "C" collation) order."""
+        ...
+
+    def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
+        """Up to `limit` of a job's per-GPU sums whose (key_id, gpu_uuid) sorts after `after`
+        (("", "") for the first page), ascending by (key_id, gpu_uuid), "C" collation."""
         ...
 
     # -- chains and coverage ---------------------------------------------------------------
@@ -235,8 +345,49 @@ class Store(Protocol):
         already recorded for their (job, threshold).
 
         The caller has judged the records (chain, overlap) against this store; the store
-        enforces uniqueness of (key, sequence) and (job, threshold) itself.
+        enforces uniqueness of (key, sequence) and (job, threshold) itself. A store several
+        collectors share judges the records again inside the transaction and raises
+        StoreConflictError, applying nothing, if another writer committed a conflicting one.
+
+        Transparency log, in the same transaction: each record's stored envelope bytes (the
+        exact bytes `LogEntry.envelope` returns) become the next leaf, in the order given, and
+        the leaf is indexed under every job the record contributes to (`job_evidence`). The
+        nodes to write come from `collector.translog.append` given `log_nodes(edge(size))`;
+        appends must be serialized across writers (leaf indices are dense and never reused).
         """
+        ...
+
+    # -- transparency log (collector.translog) ---------------------------------------------
+    def log_size(self) -> int:
+        """Leaves in the transparency log: every record ever committed, in commit order."""
+        ...
+
+    def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Hashes of complete subtrees by (level, index): node (l, i) is the RFC 6962 hash of
+        leaves [i * 2^l, (i + 1) * 2^l); level 0 are the leaf hashes. Every node asked for must
+        exist (the caller asks only for complete subtrees of the log); StoreError if one does
+        not. Nodes are written once by `commit` and never change."""
+        ...
+
+    def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
+        """Index of the leaf holding the record (key_id, sequence), or None if not held. (Not
+        by leaf hash: an index on hashes takes random writes, and the commit must not slow down
+        as the log grows.)"""
+        ...
+
+    def job_evidence(self, job_id: str) -> JobEvidence | None:
+        """Everything a job report needs, read in ONE consistent snapshot (a read transaction),
+        so the totals are exactly the sum of the entries. None if no record of the job is held.
+        """
+        ...
+
+    def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
+        """Keep a signed tree head (a serialized DSSE envelope); one per tree size: a second
+        one for a size already held is ignored."""
+        ...
+
+    def latest_tree_head(self) -> bytes | None:
+        """The signed tree head of the largest size held (envelope bytes), or None."""
         ...
 
     def close(self) -> None: ...

@@ -111,7 +111,7 @@ class Envelope:
         signed = pae(self.payload_type, self.payload)
         known = [(k, s) for k, s in self.signatures if k in trusted]
         if not known:
-            ids = ", ".join(k[:16] for k, _ in self.signatures)
+            ids = ", ".join(repr(k[:16]) for k, _ in self.signatures)  # unverified text
             raise VerificationError("unknown_key", f"no signature by a trusted key (keyids: {ids})")
         # 3. Every signature by a trusted key verifies over the exact received bytes.
         for keyid, sig in known:

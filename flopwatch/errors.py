@@ -41,8 +41,45 @@ class VerificationError(FlopwatchError):
         self.message = message
 
 
+class BundleVerificationError(VerificationError):
+    """A job report bundle failed verification at numbered step `step` (flopwatch.verify.bundle)."""
+
+    def __init__(self, reason: str, message: str, step: int) -> None:
+        super().__init__(reason, message)
+        self.step = step
+
+
 class StoreError(FlopwatchError):
     """The collector's database failed or holds something inconsistent."""
+
+
+class LogRangeError(FlopwatchError):
+    """A leaf index, leaf hash or tree size that the transparency log does not hold."""
+
+
+class StoreConflictError(StoreError):
+    """A commit found records another writer (a second collector on the same database) committed
+    after the batch was judged: the same record, a fork of it, or overlapping GPU time. Nothing
+    of the batch was applied; judge it again against what the store holds now."""
+
+
+class EnrollmentError(FlopwatchError):
+    """A node key cannot be enrolled: an enrollment token that is unknown, spent or expired, or
+    a key that is revoked or enrolled for another node. The message says which."""
+
+
+class JobRegistryError(FlopwatchError):
+    """A job start or end the agent's registry refuses.
+
+    `reason` is a stable code: "invalid" (bad job, GPU or precision), "not_found" (no such
+    running job), "conflict" (already running with other GPUs or precision), "full" (too many
+    jobs registered), "io" (the registry file cannot be written).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class TransportError(FlopwatchError):

@@ -1,4 +1,8 @@
-"""Regenerate the Python code under flopwatch/v1/ from proto/flopwatch/v1/*.proto.
+"""Regenerate the Python code from the .proto files under proto/.
+
+  proto/flopwatch/v1/*.proto                        -> flopwatch/v1/
+  proto/flopwatch/vendor/kubelet/podresources/v1/   -> flopwatch/vendor/kubelet/podresources/v1/
+    (the kubelet's PodResources API, vendored from Kubernetes; see the header of its api.proto)
 
 Run `make proto` (or `python proto/generate.py`). The output is committed and
 tests/test_proto_current.py fails when it is stale. Needs grpcio-tools (the `dev` extra)."""
@@ -12,11 +16,15 @@ from grpc_tools import protoc  # type: ignore[import-untyped]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
+# Folders (relative to proto/ and to the output root) whose .proto files are compiled.
+PACKAGES = ("flopwatch/v1", "flopwatch/vendor/kubelet/podresources/v1")
 
 
 def generate(out_dir: pathlib.Path) -> None:
     files = sorted(
-        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "flopwatch" / "v1").glob("*.proto")
+        str(p.relative_to(PROTO_ROOT))
+        for pkg in PACKAGES
+        for p in (PROTO_ROOT / pkg).glob("*.proto")
     )
     include = str(pathlib.Path(protoc.__file__).parent / "_proto")
     args = [
@@ -30,10 +38,11 @@ def generate(out_dir: pathlib.Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    # Only collector.proto defines a service; protoc still writes empty *_pb2_grpc.py for the rest.
-    for stub in (out_dir / "flopwatch" / "v1").glob("*_pb2_grpc.py"):
-        if "class " not in stub.read_text():
-            stub.unlink()
+    # protoc writes a *_pb2_grpc.py for every file; keep only those of files defining a service.
+    for pkg in PACKAGES:
+        for stub in (out_dir / pkg).glob("*_pb2_grpc.py"):
+            if "class " not in stub.read_text():
+                stub.unlink()
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@ import argparse
 import asyncio
 import signal
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
+from flopwatch.cli.config_file import add_config_file
 from flopwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collector.config import WebhookConfig
 
 HELP = "run the collector: verify signed records, total FLOPs per job, alert, serve metrics"
 
@@ -28,6 +33,16 @@ def parse_thresholds(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def _webhook(args: argparse.Namespace) -> WebhookConfig | None:
+    from collector.config import WebhookConfig
+
+    if args.webhook_url is None:
+        if args.webhook_secret_file is not None:
+            raise ConfigError("--webhook-secret-file needs --webhook-url")
+        return None
+    return WebhookConfig(url=args.webhook_url, secret_file=args.webhook_secret_file)
+
+
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "collector",
@@ -37,7 +52,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--listen", default="127.0.0.1:7443", metavar="HOST:PORT", help="gRPC address")
     p.add_argument(
-        "--db", default="sqlite:flopwatch.db", metavar="sqlite:PATH", help="database (SQLite)"
+        "--db",
+        default="sqlite:flopwatch.db",
+        metavar="URL",
+        help="where totals, chains and alerts are kept: sqlite:PATH (embedded, one collector) or "
+        "postgresql://USER@HOST:PORT/DATABASE (several collectors may share it; needs "
+        "pip install 'flopwatch[postgres]') (default: %(default)s)",
     )
     p.add_argument(
         "--metrics-listen",
@@ -47,14 +67,53 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--thresholds",
-        default="1e25,1e26",
-        help="comma-separated FLOP thresholds that raise an alert once per job",
+        default="1e23,1e24,1e25,1e26",
+        help="comma-separated FLOP thresholds; each raises an alert once per job, with the "
+        "projected time to the next one at the job's average rate (default: %(default)s)",
     )
     p.add_argument(
+        "--alert-basis",
         "--alert-on",
+        dest="alert_basis",
         choices=["upper", "estimate"],
         default="upper",
         help="which figure alerts compare with a threshold (default upper: no crossing missed)",
+    )
+    p.add_argument(
+        "--silent-after",
+        default="5m",
+        metavar="DURATION",
+        help="report an enrolled node that sent no record for this long (flopwatch_node_silent, "
+        "one alert per silence), e.g. 90s, 5m, 1h (default: %(default)s)",
+    )
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="also POST every alert (thresholds, silent nodes, chain forks) as JSON to this "
+        "URL, retried with backoff from a background thread",
+    )
+    p.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="shared secret (mode 0600) to sign webhook posts: X-Flopwatch-Signature: "
+        "sha256=HMAC-SHA256(secret, X-Flopwatch-Timestamp + '.' + body)",
+    )
+    p.add_argument(
+        "--key",
+        type=Path,
+        metavar="PATH",
+        help="collector key (Ed25519 PEM, mode 0600) that signs the transparency log's tree heads "
+        "and job reports; regulators pin its key id (logged at start). Default: next to a SQLite "
+        "database (flopwatch.db -> flopwatch-collector-key.pem), created on first start; "
+        "required with PostgreSQL (every collector sharing the database uses the same key)",
+    )
+    p.add_argument(
+        "--tree-head-interval",
+        default="10s",
+        metavar="DURATION",
+        help="sign a tree head of the transparency log this often when it grew, e.g. 10s, 1m "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--enroll-on-first-use",
@@ -62,11 +121,11 @@ def add_parser(sub: Any) -> None:
         help="trust any new node key on first contact (labs and demos only; logged as a warning)",
     )
     add_tls_arguments(p, "collector")
-    p.set_defaults(run=run)
+    add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.config import CollectorConfig
+    from collector.config import CollectorConfig, parse_duration
     from collector.server import run_collector
 
     host_port(args.listen)
@@ -78,12 +137,16 @@ def run(args: argparse.Namespace) -> int:
         db=args.db,
         metrics_listen=metrics,
         thresholds=parse_thresholds(args.thresholds),
-        alert_basis=args.alert_on,
+        alert_basis=args.alert_basis,
+        silent_after_s=parse_duration(args.silent_after),
+        webhook=_webhook(args),
         insecure=args.insecure,
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         enroll_on_first_use=args.enroll_on_first_use,
+        log_key=args.key,
+        tree_head_interval_s=parse_duration(args.tree_head_interval),
     )
 
     async def main() -> None:

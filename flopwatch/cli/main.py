@@ -13,11 +13,37 @@ import sys
 from collections.abc import Sequence
 
 from flopwatch import __version__
-from flopwatch.cli import agent_cmd, certs_cmd, collector_cmd, demo_cmd, jobs_cmd, replay_cmd
+from flopwatch.cli import (
+    agent_cmd,
+    certs_cmd,
+    collector_cmd,
+    consistency_cmd,
+    demo_cmd,
+    job_cmd,
+    jobs_cmd,
+    nodes_cmd,
+    replay_cmd,
+    report_cmd,
+    tree_head_cmd,
+    verify_cmd,
+)
 from flopwatch.cli.common import EXIT_CONFIG, EXIT_RUNTIME, setup_logging
 from flopwatch.errors import ConfigError, FlopwatchError
 
-COMMANDS = (agent_cmd, collector_cmd, jobs_cmd, replay_cmd, certs_cmd, demo_cmd)
+COMMANDS = (
+    agent_cmd,
+    job_cmd,
+    collector_cmd,
+    jobs_cmd,
+    nodes_cmd,
+    report_cmd,
+    verify_cmd,
+    tree_head_cmd,
+    consistency_cmd,
+    replay_cmd,
+    certs_cmd,
+    demo_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

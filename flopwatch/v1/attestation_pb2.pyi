@@ -32,6 +32,14 @@ class GapReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GAP_REASON_AGENT_RESTART: _ClassVar[GapReason]
     GAP_REASON_SPOOL_OVERFLOW: _ClassVar[GapReason]
     GAP_REASON_SPOOL_CORRUPT: _ClassVar[GapReason]
+
+class BindingStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BINDING_STATUS_UNSPECIFIED: _ClassVar[BindingStatus]
+    BINDING_STATUS_REPORT: _ClassVar[BindingStatus]
+    BINDING_STATUS_NOT_SUPPORTED: _ClassVar[BindingStatus]
+    BINDING_STATUS_CC_OFF: _ClassVar[BindingStatus]
+    BINDING_STATUS_ERROR: _ClassVar[BindingStatus]
 METHOD_UNSPECIFIED: Method
 METHOD_GPM: Method
 METHOD_NVML_UTILIZATION: Method
@@ -49,6 +57,11 @@ GAP_REASON_PROFILER_BUSY: GapReason
 GAP_REASON_AGENT_RESTART: GapReason
 GAP_REASON_SPOOL_OVERFLOW: GapReason
 GAP_REASON_SPOOL_CORRUPT: GapReason
+BINDING_STATUS_UNSPECIFIED: BindingStatus
+BINDING_STATUS_REPORT: BindingStatus
+BINDING_STATUS_NOT_SUPPORTED: BindingStatus
+BINDING_STATUS_CC_OFF: BindingStatus
+BINDING_STATUS_ERROR: BindingStatus
 
 class GpuIdentity(_message.Message):
     __slots__ = ("uuid", "serial", "name", "sm_count", "cc_major", "cc_minor", "max_sm_clock_mhz", "mig_instance", "index")
@@ -150,8 +163,26 @@ class Gap(_message.Message):
     lost_sequence_last: int
     def __init__(self, gpu: _Optional[int] = ..., start_unix_ns: _Optional[int] = ..., end_unix_ns: _Optional[int] = ..., reason: _Optional[_Union[GapReason, str]] = ..., detail: _Optional[str] = ..., lost_sequence_first: _Optional[int] = ..., lost_sequence_last: _Optional[int] = ...) -> None: ...
 
+class GpuBinding(_message.Message):
+    __slots__ = ("gpu", "status", "nonce", "report", "cec_report", "cert_chain", "detail")
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    CEC_REPORT_FIELD_NUMBER: _ClassVar[int]
+    CERT_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    gpu: int
+    status: BindingStatus
+    nonce: bytes
+    report: bytes
+    cec_report: bytes
+    cert_chain: bytes
+    detail: str
+    def __init__(self, gpu: _Optional[int] = ..., status: _Optional[_Union[BindingStatus, str]] = ..., nonce: _Optional[bytes] = ..., report: _Optional[bytes] = ..., cec_report: _Optional[bytes] = ..., cert_chain: _Optional[bytes] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class Attestation(_message.Message):
-    __slots__ = ("node_id", "key_id", "agent_version", "flop_model_version", "sequence", "previous_digest", "cluster", "signed_at_unix_ns", "gpus", "intervals", "gaps")
+    __slots__ = ("node_id", "key_id", "agent_version", "flop_model_version", "sequence", "previous_digest", "cluster", "signed_at_unix_ns", "gpus", "intervals", "gaps", "bindings")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +194,7 @@ class Attestation(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     INTERVALS_FIELD_NUMBER: _ClassVar[int]
     GAPS_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     key_id: str
     agent_version: str
@@ -174,4 +206,5 @@ class Attestation(_message.Message):
     gpus: _containers.RepeatedCompositeFieldContainer[GpuIdentity]
     intervals: _containers.RepeatedCompositeFieldContainer[GpuInterval]
     gaps: _containers.RepeatedCompositeFieldContainer[Gap]
-    def __init__(self, node_id: _Optional[str] = ..., key_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., sequence: _Optional[int] = ..., previous_digest: _Optional[bytes] = ..., cluster: _Optional[str] = ..., signed_at_unix_ns: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuIdentity, _Mapping]]] = ..., intervals: _Optional[_Iterable[_Union[GpuInterval, _Mapping]]] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ...) -> None: ...
+    bindings: _containers.RepeatedCompositeFieldContainer[GpuBinding]
+    def __init__(self, node_id: _Optional[str] = ..., key_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., sequence: _Optional[int] = ..., previous_digest: _Optional[bytes] = ..., cluster: _Optional[str] = ..., signed_at_unix_ns: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuIdentity, _Mapping]]] = ..., intervals: _Optional[_Iterable[_Union[GpuInterval, _Mapping]]] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ...) -> None: ...

@@ -48,10 +48,14 @@ class SubmitResponse(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("job_prefix",)
+    __slots__ = ("job_prefix", "page_size", "page_token")
     JOB_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     job_prefix: str
-    def __init__(self, job_prefix: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, job_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class JobTotal(_message.Message):
     __slots__ = ("job_id", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "thresholds_crossed")
@@ -72,11 +76,161 @@ class JobTotal(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., thresholds_crossed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs", "flop_model_version", "alert_basis")
+    __slots__ = ("jobs", "flop_model_version", "alert_basis", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
     FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALERT_BASIS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobTotal]
     flop_model_version: str
     alert_basis: str
-    def __init__(self, jobs: _Optional[_Iterable[_Union[JobTotal, _Mapping]]] = ..., flop_model_version: _Optional[str] = ..., alert_basis: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobTotal, _Mapping]]] = ..., flop_model_version: _Optional[str] = ..., alert_basis: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class JobGpu(_message.Message):
+    __slots__ = ("key_id", "node_id", "gpu_uuid", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    node_id: str
+    gpu_uuid: str
+    flops_estimate: str
+    flops_upper: str
+    first_start_unix_ns: int
+    last_end_unix_ns: int
+    gpu_intervals: int
+    def __init__(self, key_id: _Optional[str] = ..., node_id: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ...) -> None: ...
+
+class ListJobGpusRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobGpusResponse(_message.Message):
+    __slots__ = ("job", "gpus", "next_page_token", "flop_model_version", "alert_basis")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALERT_BASIS_FIELD_NUMBER: _ClassVar[int]
+    job: JobTotal
+    gpus: _containers.RepeatedCompositeFieldContainer[JobGpu]
+    next_page_token: str
+    flop_model_version: str
+    alert_basis: str
+    def __init__(self, job: _Optional[_Union[JobTotal, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[JobGpu, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., alert_basis: _Optional[str] = ...) -> None: ...
+
+class NodeSummary(_message.Message):
+    __slots__ = ("key_id", "node_id", "status", "enrolled_at_unix_ns", "revoked_at_unix_ns", "last_record_unix_ns", "silent", "flops_estimate", "flops_upper", "gpus", "gpu_intervals", "pending_seen_unix_ns")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RECORD_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_SEEN_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    node_id: str
+    status: str
+    enrolled_at_unix_ns: int
+    revoked_at_unix_ns: int
+    last_record_unix_ns: int
+    silent: bool
+    flops_estimate: str
+    flops_upper: str
+    gpus: int
+    gpu_intervals: int
+    pending_seen_unix_ns: int
+    def __init__(self, key_id: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., enrolled_at_unix_ns: _Optional[int] = ..., revoked_at_unix_ns: _Optional[int] = ..., last_record_unix_ns: _Optional[int] = ..., silent: _Optional[bool] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., pending_seen_unix_ns: _Optional[int] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes", "next_page_token", "silent_after_seconds", "flop_model_version")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SILENT_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeSummary]
+    next_page_token: str
+    silent_after_seconds: float
+    flop_model_version: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., silent_after_seconds: _Optional[float] = ..., flop_model_version: _Optional[str] = ...) -> None: ...
+
+class GetTreeHeadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetTreeHeadResponse(_message.Message):
+    __slots__ = ("tree_head",)
+    TREE_HEAD_FIELD_NUMBER: _ClassVar[int]
+    tree_head: _envelope_pb2.Envelope
+    def __init__(self, tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ...) -> None: ...
+
+class RecordRef(_message.Message):
+    __slots__ = ("key_id", "sequence")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    sequence: int
+    def __init__(self, key_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class GetInclusionProofRequest(_message.Message):
+    __slots__ = ("leaf_index", "record", "tree_size")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    record: RecordRef
+    tree_size: int
+    def __init__(self, leaf_index: _Optional[int] = ..., record: _Optional[_Union[RecordRef, _Mapping]] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class GetInclusionProofResponse(_message.Message):
+    __slots__ = ("leaf_index", "tree_size", "hashes")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    tree_size: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("old_size", "new_size")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    new_size: int
+    def __init__(self, old_size: _Optional[int] = ..., new_size: _Optional[int] = ...) -> None: ...
+
+class GetConsistencyProofResponse(_message.Message):
+    __slots__ = ("old_size", "new_size", "hashes")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    new_size: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, old_size: _Optional[int] = ..., new_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...

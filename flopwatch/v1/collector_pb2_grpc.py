@@ -44,6 +44,31 @@ class CollectorStub:
                 request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ListJobGpus = channel.unary_unary(
+                '/flopwatch.v1.Collector/ListJobGpus',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/flopwatch.v1.Collector/ListNodes',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+        self.GetTreeHead = channel.unary_unary(
+                '/flopwatch.v1.Collector/GetTreeHead',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/flopwatch.v1.Collector/GetInclusionProof',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/flopwatch.v1.Collector/GetConsistencyProof',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class CollectorServicer:
@@ -58,8 +83,44 @@ class CollectorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Per-job totals.
+        """Per-job totals, a page at a time, ordered by job id.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobGpus(self, request, context):
+        """One job's totals and what each node key and GPU contributed to it, a page at a time.
+        NOT_FOUND when the collector holds no record of the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Node keys (enrolled, revoked, awaiting approval): status, last record, silence, and the
+        FLOPs their GPUs measured; a page at a time, ordered by key id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTreeHead(self, request, context):
+        """Transparency log (bundle.proto): the latest signed tree head, and RFC 6962 inclusion and
+        consistency proofs. INVALID_ARGUMENT for a leaf, record or size the log does not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -76,6 +137,31 @@ def add_CollectorServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.FromString,
                     response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListJobGpus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobGpus,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetTreeHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTreeHead,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +218,141 @@ class Collector:
             '/flopwatch.v1.Collector/ListJobs',
             flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.SerializeToString,
             flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobGpus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.Collector/ListJobGpus',
+            flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.Collector/ListNodes',
+            flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTreeHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.Collector/GetTreeHead',
+            flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.Collector/GetInclusionProof',
+            flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.Collector/GetConsistencyProof',
+            flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,8 +20,15 @@ from flopwatch.attestation import (
     counters_of,
     parse_payload,
 )
+from flopwatch.binding import (
+    MAX_CEC_REPORT_BYTES,
+    MAX_CERT_CHAIN_BYTES,
+    MAX_REPORT_BYTES,
+    binding_nonce_of,
+)
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
+from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import MODEL_VERSION, Counters, physical_peak
 from flopwatch.model.figures import Method, job_figures, method_for, whole_gpu_upper
@@ -97,7 +104,9 @@ class RecordVerifier:
             raise VerificationError("key_mismatch", "payload key_id is not the signing key")
         if att.flop_model_version not in SUPPORTED_MODEL_VERSIONS:
             raise VerificationError(
-                "unknown_model", f"FLOP model version {att.flop_model_version!r} is not supported"
+                # The version is unchecked text from the payload: echo only its start.
+                "unknown_model",
+                f"FLOP model version {att.flop_model_version[:32]!r} is not supported",
             )
         _text(att.node_id, "node_id", lim)
         _text(att.cluster, "cluster", lim, required=False)
@@ -109,9 +118,14 @@ class RecordVerifier:
             raise VerificationError("bad_chain", "sequence 1 must not name a previous record")
         if att.sequence > 1 and len(att.previous_digest) != 32:
             raise VerificationError("bad_chain", "previous_digest must be a SHA-256 digest")
-        # 5. GPU identities are sane.
+        # 5. GPU identities are sane, and no device is listed twice: intervals naming its two
+        #    entries would count the same GPU-seconds twice without overlapping per entry.
+        devices: set[tuple[str, str]] = set()
         for g in att.gpus:
             self._check_gpu(g)
+            if (g.uuid, g.mig_instance) in devices:
+                raise VerificationError("malformed", f"GPU {g.uuid!r} is listed twice")
+            devices.add((g.uuid, g.mig_instance))
         # 6. Every interval is well-formed, physically possible and its figures recompute.
         contributions: list[JobContribution] = []
         last_end: dict[int, int] = {}
@@ -122,6 +136,10 @@ class RecordVerifier:
             last_end[iv.gpu] = iv.end_unix_ns
         # 7. Gaps name a GPU of the record and a proper time range.
         gaps = tuple(self._check_gap(att, g) for g in att.gaps)
+        # 8. Hardware bindings name a GPU of the record, and a GPU report was requested over
+        #    this record's nonce (the report's signature chain is NVIDIA's tools' to check).
+        for b in att.bindings:
+            self._check_binding(att, b)
         return VerifiedRecord(
             key_id=key_id,
             node_id=att.node_id,
@@ -145,10 +163,10 @@ class RecordVerifier:
         if not 0 < g.max_sm_clock_mhz <= _MAX_CLOCK_MHZ:
             raise VerificationError("implausible", f"GPU {g.uuid} max clock {g.max_sm_clock_mhz}")
 
-    def _check_times(self, start_ns: int, end_ns: int) -> None:
+    def _check_times(self, start_ns: int, end_ns: int, *, bounded: bool = True) -> None:
         if start_ns <= 0 or end_ns <= start_ns:
             raise VerificationError("bad_interval", "interval must have start < end, after 1970")
-        if end_ns - start_ns > self._limits.max_interval_ns:
+        if bounded and end_ns - start_ns > self._limits.max_interval_ns:
             raise VerificationError("bad_interval", "interval is longer than the limit")
         if self._now_ns is not None and end_ns > self._now_ns() + self._limits.max_clock_skew_ns:
             raise VerificationError("future", "interval ends in the future")
@@ -172,6 +190,13 @@ class RecordVerifier:
         for j in iv.jobs:
             _text(j.job_id, "job_id", lim)
             _text(j.source, "job source", lim, required=False)
+            job_cluster = cluster_of(j.job_id)
+            if job_cluster is not None and job_cluster != att.cluster:
+                raise VerificationError(
+                    "cluster_mismatch",
+                    f"job {j.job_id!r} names cluster {job_cluster!r}, record is from "
+                    f"{att.cluster!r}",
+                )
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
@@ -217,7 +242,8 @@ class RecordVerifier:
     def _check_gap(self, att: pb.Attestation, g: pb.Gap) -> GapInfo:
         if g.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"gap names GPU #{g.gpu}, not in record")
-        self._check_times(g.start_unix_ns, g.end_unix_ns)
+        # A gap claims no work, so it may be long: an agent can be down for days.
+        self._check_times(g.start_unix_ns, g.end_unix_ns, bounded=False)
         _text(g.detail, "gap detail", self._limits, required=False)
         reason = pb.GapReason.Name(g.reason) if g.reason in pb.GapReason.values() else "UNKNOWN"
         return GapInfo(
@@ -227,3 +253,22 @@ class RecordVerifier:
             reason=reason.removeprefix("GAP_REASON_").lower(),
             detail=g.detail,
         )
+
+    def _check_binding(self, att: pb.Attestation, b: pb.GpuBinding) -> None:
+        if b.gpu >= len(att.gpus):
+            raise VerificationError("malformed", f"binding names GPU #{b.gpu}, not in record")
+        _text(b.detail, "binding detail", self._limits, required=False)
+        data = (b.nonce, b.report, b.cec_report, b.cert_chain)
+        if b.status != pb.BINDING_STATUS_REPORT:
+            if any(data):
+                raise VerificationError("malformed", "report data in a binding without a report")
+            return
+        if b.nonce != binding_nonce_of(att):
+            raise VerificationError(
+                "bad_binding", "GPU report nonce does not bind this record's key and sequence"
+            )
+        if not b.report:
+            raise VerificationError("bad_binding", "binding says REPORT but holds no report")
+        limits = (MAX_REPORT_BYTES, MAX_CEC_REPORT_BYTES, MAX_CERT_CHAIN_BYTES)
+        if any(len(blob) > most for blob, most in zip(data[1:], limits, strict=True)):
+            raise VerificationError("too_many", "GPU report larger than NVML can return")

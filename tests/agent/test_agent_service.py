@@ -120,18 +120,22 @@ def test_spool_overflow_becomes_a_signed_gap(tmp_path: Path) -> None:
     assert run_agent(config) == 1
     spool = Spool(config.spool_dir, max_bytes=2, segment_bytes=1)
     [(seq, data)] = spool.pending()
-    # Appending record 6 dropped 5: no record has reported that yet, the ack state has.
-    assert [(x.first, x.last, x.reason) for x in spool.recovery.losses] == [(5, 5, "overflow")]
+    # Appending record 6 dropped 5, and with it the report of 1 and 3 that 5 carried: no
+    # stored record reports them now, the ack state does.
+    losses = [(x.first, x.last, x.reason) for x in spool.recovery.losses]
+    assert losses == [(1, 1, "overflow"), (3, 3, "overflow"), (5, 5, "overflow")]
     spool.close()
     key = SigningKey.load(config.key_path)
     rec = RecordVerifier(trusted_keys={key.key_id: key.public_key}).verify_bytes(data)
     assert seq == INTERVALS
-    [gap] = rec.attestation.gaps  # appending 5 dropped 4: record 6 reports it
+    # Appending 5 dropped 4, and the report of 2 that 4 carried: record 6 reports both.
+    again, gap = rec.attestation.gaps
+    assert (again.lost_sequence_first, again.lost_sequence_last) == (2, 2)
+    assert (again.start_unix_ns, again.end_unix_ns) == ((T0 + 1) * 10**9, (T0 + 2) * 10**9)
     assert gap.reason == pb.GAP_REASON_SPOOL_OVERFLOW
     assert (gap.lost_sequence_first, gap.lost_sequence_last) == (4, 4)
-    # The time record 4 covered: its interval (the trace's 4th) and the gap it carried for
-    # record 2 (the 2nd interval).
-    assert (gap.start_unix_ns, gap.end_unix_ns) == ((T0 + 1) * 10**9, (T0 + 4) * 10**9)
+    # The time record 4 covered: its interval (the trace's 4th); record 2's is in its own gap.
+    assert (gap.start_unix_ns, gap.end_unix_ns) == ((T0 + 3) * 10**9, (T0 + 4) * 10**9)
 
 
 def test_drain_timeout_exits_1_and_keeps_records(tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ import logging
 
 import pytest
 
-from collector.alerts import LogSink, ThresholdPolicy
+from collector.alerts import ChainFork, LogSink, NodeSilent, ThresholdPolicy, describe
+from collector.config import DEFAULT_THRESHOLDS, CollectorConfig
 from collector.sqlite_store import SQLiteStore
 from collector.store import AlertEvent, JobTotal, Projection
+from flopwatch.cli.collector_cmd import parse_thresholds
+from flopwatch.cli.main import build_parser
 from flopwatch.errors import ConfigError, FlopwatchError
 from tests.collector.collector_helpers import (
     NOW,
@@ -135,3 +138,60 @@ def test_log_sink_writes_one_structured_line(caplog):
         10**26 + 5,
     )
     assert (record.next_threshold, record.next_in_s) == (10**27, 3600.0)
+
+
+# -- defaults, node events, forks ---------------------------------------------------------------
+def test_default_thresholds_are_four_decades_on_the_upper_bound():
+    assert DEFAULT_THRESHOLDS == (10**23, 10**24, 10**25, 10**26)
+    assert CollectorConfig().alert_basis == "upper"
+    args = build_parser().parse_args(["collector"])
+    assert parse_thresholds(args.thresholds) == DEFAULT_THRESHOLDS
+    assert args.alert_basis == "upper"
+    args = build_parser().parse_args(["collector", "--alert-basis", "estimate"])
+    assert args.alert_basis == "estimate"
+
+
+def test_threshold_alert_description_names_every_figure():
+    about = describe(AlertEvent("j", 10**24, "estimate", 10**24 + 1, NOW, None))
+    assert about["kind"] == "threshold_crossed"
+    assert (about["figure"], about["flops"], about["threshold_flops"]) == (
+        "estimate",
+        str(10**24 + 1),
+        str(10**24),
+    )
+    assert about["next_in_seconds"] is None and about["next_at"] is None
+    assert "FLOPs estimate 1.0000e+24" in str(about["summary"])
+
+
+def test_log_sink_writes_node_events_as_one_line(caplog):
+    silent = NodeSilent("ab" * 32, "gpu-9", NOW - 400 * S, False, 300.0, NOW)
+    fork = ChainFork("cd" * 32, "gpu-8", 5, "a different record #5", NOW)
+    with caplog.at_level(logging.WARNING, logger="collector.alerts"):
+        LogSink().emit(silent)
+        LogSink().emit(fork)
+    first, second = caplog.records
+    assert first.getMessage().startswith("node silent: node gpu-9 (key abababababababab)")
+    assert "400 s ago (alerting after 300 s)" in first.getMessage()
+    assert (first.kind, first.node, first.silent_seconds) == ("node_silent", "gpu-9", 400.0)
+    assert second.getMessage().startswith("chain fork: node gpu-8")
+    assert (second.kind, second.sequence) == ("chain_fork", 5)
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
+def test_forks_are_refused_counted_and_alerted_once_per_key(store, make_ingestor):
+    node = Node()
+    store.enroll(node.public_raw, node.node_id)
+    sink = RecordingSink()
+    ingestor = make_ingestor(store, sinks=[sink])
+    assert statuses(ingestor.ingest(node.envelopes(2))) == ["accepted", "accepted"]
+    rogue = node.new_builder()  # a second chain under the same key: sequence 1 again
+    forks = [node.envelope(builder=rogue), node.envelope(builder=rogue)]
+
+    acks = ingestor.ingest(forks[:1]) + ingestor.ingest(forks[1:])
+
+    assert [(a.status, a.reason) for a in acks] == [("rejected", "chain_fork")] * 2
+    [event] = sink.events
+    assert isinstance(event, ChainFork)
+    assert (event.key_id, event.node_id, event.sequence) == (node.key_id, node.node_id, 1)
+    assert event.at_ns == NOW
+    assert ingestor.snapshot().forks == {(node.key_id, node.node_id): 2}

@@ -8,6 +8,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from collector.metrics import register_metrics
 from collector.sqlite_store import SQLiteStore
+from collector.webhook import WebhookStats
+from flopwatch.attestation import parse_payload
+from flopwatch.dsse import Envelope
 from tests.collector.collector_helpers import Node, expected_totals
 
 
@@ -28,10 +31,10 @@ def test_metrics_show_totals_thresholds_counters_and_missing(store, make_ingesto
         return registry.get_sample_value(name, labels)
 
     totals = expected_totals([node], [envs[0], envs[2]])[node.job]
-    assert value("flopwatch_job_flops_total", job=node.job) == float(totals[0])
-    assert value("flopwatch_job_flops_upper_total", job=node.job) == float(totals[1])
-    assert value("flopwatch_job_threshold_crossed", job=node.job, threshold=str(per_record)) == 1
-    assert value("flopwatch_job_threshold_crossed", job=node.job, threshold=str(10**30)) == 0
+    assert value("flopwatch_job_flops_total", job_id=node.job) == float(totals[0])
+    assert value("flopwatch_job_flops_upper_total", job_id=node.job) == float(totals[1])
+    assert value("flopwatch_job_threshold_crossed", job_id=node.job, threshold=str(per_record)) == 1
+    assert value("flopwatch_job_threshold_crossed", job_id=node.job, threshold=str(10**30)) == 0
     assert value("flopwatch_records_accepted_total") == 2
     assert value("flopwatch_records_duplicate_total") == 1
     assert value("flopwatch_records_rejected_total", reason="malformed") == 1
@@ -55,7 +58,7 @@ def test_metrics_after_restart_show_stored_totals(db_path, make_ingestor):
     ingestor = make_ingestor(store)
     registry = CollectorRegistry()
     register_metrics(registry, ingestor.snapshot)
-    assert registry.get_sample_value("flopwatch_job_flops_total", {"job": node.job}) > 0
+    assert registry.get_sample_value("flopwatch_job_flops_total", {"job_id": node.job}) > 0
     assert registry.get_sample_value("flopwatch_records_accepted_total") == 0  # a fresh counter
     store.close()
 
@@ -73,3 +76,70 @@ def test_scrape_does_not_touch_the_store(store, make_ingestor):
     scraper.start()
     scraper.join()
     assert b"flopwatch_records_accepted_total 1.0" in out[0]
+
+
+def interval_sums(node: Node, envelopes) -> dict[str, list[int]]:
+    """gpu uuid -> [estimate, upper], summed over the envelopes' intervals (whole-GPU figures)."""
+    out: dict[str, list[int]] = {}
+    for data in envelopes:
+        att = parse_payload(Envelope.from_bytes(data).payload)
+        for iv in att.intervals:
+            s = out.setdefault(att.gpus[iv.gpu].uuid, [0, 0])
+            s[0] += iv.flops_estimate
+            s[1] += iv.flops_upper
+    return out
+
+
+def test_gpu_totals_are_whole_gpu_sums_per_node_and_gpu(store, make_ingestor):
+    node = Node("node-g", gpus=2)
+    store.enroll(node.public_raw, node.node_id)
+    envs = node.envelopes(3)
+    ingestor = make_ingestor(store)
+    registry = CollectorRegistry()
+    register_metrics(registry, ingestor.snapshot)
+    ingestor.ingest(envs[:2])
+    ingestor.ingest(envs[2:])
+
+    expected = interval_sums(node, envs)
+    assert len(expected) == 2
+    for gpu, (estimate, upper) in expected.items():
+        labels = {"node": "node-g", "gpu": gpu}
+        assert registry.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
+        assert registry.get_sample_value("flopwatch_gpu_flops_upper_total", labels) == float(upper)
+    stored = {g.gpu: [g.flops_estimate, g.flops_upper] for g in store.gpu_totals()}
+    assert stored == expected  # exact in the store
+    assert {g.gpu_intervals for g in store.gpu_totals()} == {3}
+
+    # After a restart the view starts from the store.
+    registry2 = CollectorRegistry()
+    register_metrics(registry2, make_ingestor(store).snapshot)
+    gpu, (estimate, _) = next(iter(expected.items()))
+    labels = {"node": "node-g", "gpu": gpu}
+    assert registry2.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
+    text = generate_latest(registry2).decode()
+    assert "HELP flopwatch_gpu_flops_total FLOPs estimate (FLOP model v1)" in text
+    assert "HELP flopwatch_gpu_flops_upper_total Sound upper bound" in text
+
+
+def test_threshold_gauges_forks_and_webhook_counters(store, make_ingestor):
+    node = Node()
+    store.enroll(node.public_raw, node.node_id)
+    thresholds = (10**23, 10**26)
+    ingestor = make_ingestor(store, thresholds=thresholds)
+    registry = CollectorRegistry()
+    stats = WebhookStats(delivered=4, failed=1, dropped=0, retries=6)
+    register_metrics(registry, ingestor.snapshot, thresholds, webhook=lambda: stats)
+    ingestor.ingest(node.envelopes(1))
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, labels)
+
+    assert value("flopwatch_alert_threshold_flops", threshold=str(10**23)) == 1e23
+    assert value("flopwatch_alert_threshold_flops", threshold=str(10**26)) == 1e26
+    labels = {"key_id": node.key_id, "node": node.node_id}
+    assert value("flopwatch_chain_forks_total", **labels) == 0  # present before any fork
+    ingestor.ingest([node.envelope(builder=node.new_builder())])
+    assert value("flopwatch_chain_forks_total", **labels) == 1
+    assert value("flopwatch_alert_notifications_total", sink="webhook", result="delivered") == 4
+    assert value("flopwatch_alert_notifications_total", sink="webhook", result="failed") == 1
+    assert value("flopwatch_alert_notification_retries_total", sink="webhook") == 6

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from collector.config import CollectorConfig
-from collector.server import CollectorService, run_collector, sqlite_path
+from collector.server import CollectorService, run_collector
 from collector.servicer import PUBLIC_KEY_METADATA
 from collector.sqlite_store import SQLiteStore
 from flopwatch.errors import ConfigError
@@ -221,7 +221,7 @@ def test_run_collector_serves_until_stopped(db_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"db": "postgresql://db/flopwatch"}, "use sqlite:PATH"),
+        ({"db": "mysql://db/flopwatch"}, "use sqlite:PATH"),
         ({"db": "sqlite:"}, "use sqlite:PATH"),
         ({"insecure": False}, "mTLS needs --tls-cert, --tls-key and --tls-ca"),
         ({"metrics_listen": "nonsense"}, "HOST:PORT"),
@@ -247,8 +247,3 @@ def test_port_in_use_is_a_config_error(db_path, tmp_path):
             await first.stop()
 
     run(main())
-
-
-def test_sqlite_path():
-    assert str(sqlite_path("sqlite:/var/lib/flopwatch/c.db")) == "/var/lib/flopwatch/c.db"
-    assert str(sqlite_path("sqlite:relative.db")) == "relative.db"

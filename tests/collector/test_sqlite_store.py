@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -69,16 +70,39 @@ def test_totals_past_two_to_the_64_stay_exact(store, make_ingestor):
 def test_schema_is_versioned_and_migrations_run_once(db_path):
     SQLiteStore(db_path).close()
     store = SQLiteStore(db_path)
-    assert store.schema_version() == sqlite_schema.SCHEMA_VERSION == 1
+    assert store.schema_version() == sqlite_schema.SCHEMA_VERSION == len(sqlite_schema.MIGRATIONS)
     store.close()
     db = sqlite3.connect(db_path)
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    versions = range(1, sqlite_schema.SCHEMA_VERSION + 1)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(v,) for v in versions]
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     db.execute("INSERT INTO schema_version VALUES (99)")
     db.commit()
     db.close()
     with pytest.raises(StoreError, match="newer than this collector"):
         SQLiteStore(db_path)
+
+
+def test_a_first_release_database_is_migrated_and_keeps_its_nodes(db_path):
+    """A database written by the first schema version opens under the current one."""
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in sqlite_schema.MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    key = bytes(range(32))
+    db.execute(
+        "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
+        "VALUES (?, 'node-a', ?, 'enrolled', 5)",
+        (hashlib.sha256(key).hexdigest(), key),
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(db_path)
+    assert store.schema_version() == sqlite_schema.SCHEMA_VERSION
+    [node] = store.nodes()
+    assert (node.node_id, node.public_key, node.status) == ("node-a", key, "enrolled")
+    store.close()
 
 
 def test_unopenable_database_is_a_store_error(tmp_path):
