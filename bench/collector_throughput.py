@@ -173,7 +173,7 @@ def collector_main(db: str, ports: Any, stop: Any, profile: str | None) -> None:
     if profile:
         # The ingest work runs on the collector's worker thread; profile that thread.
         profiler = cProfile.Profile()
-        _orig = Ingestor.ingest
+        _orig = Ingestor.ingest_from
 
         def ingest(self: Ingestor, *a: Any, **kw: Any) -> Any:
             profiler.enable()
@@ -182,7 +182,7 @@ def collector_main(db: str, ports: Any, stop: Any, profile: str | None) -> None:
             finally:
                 profiler.disable()
 
-        Ingestor.ingest = ingest  # type: ignore[method-assign]
+        Ingestor.ingest_from = ingest  # type: ignore[method-assign]
         asyncio.run(main())
         profiler.dump_stats(profile)
     else:

@@ -160,12 +160,16 @@ class Ingestor:
         """Ack every envelope, in order, after committing it (batches of max_commit_batch).
 
         `presented_key` is the raw public key the sending agent presented (for trust on first
-        use); it is ignored unless enroll_on_first_use is set.
+        use and for noting a key that awaits approval).
         """
+        return self.ingest_from([(data, presented_key) for data in envelopes])
+
+    def ingest_from(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[Ack]:
+        """`ingest` for envelopes of several streams: each with its own stream's presented key."""
         acks: list[Ack] = []
         step = self._limits.max_commit_batch
-        for i in range(0, len(envelopes), step):
-            acks += self._ingest_batch(envelopes[i : i + step], presented_key)
+        for i in range(0, len(items), step):
+            acks += self._ingest_batch(items[i : i + step])
         return acks
 
     def job_totals(self, prefix: str = "") -> list[JobTotal]:
@@ -189,8 +193,9 @@ class Ingestor:
             )
 
     # -- one batch -------------------------------------------------------------------------
-    def _ingest_batch(self, envelopes: Sequence[bytes], presented: bytes | None) -> list[Ack]:
-        claims = [self._claim(data) for data in envelopes]
+    def _ingest_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[Ack]:
+        claims = [self._claim(data) for data, _ in items]
+        presented = [key for _, key in items]
         self._forks.start_batch()
         try:
             acks, batch, fired = self._judge_and_commit(claims, presented)
@@ -206,7 +211,7 @@ class Ingestor:
         return acks
 
     def _judge_and_commit(
-        self, claims: Sequence[_Claim], presented: bytes | None
+        self, claims: Sequence[_Claim], presented: Sequence[bytes | None]
     ) -> tuple[list[Ack], PendingBatch, list[AlertEvent]]:
         """Judge the claims, commit what was accepted; return acks, batch and new alerts.
 
@@ -217,7 +222,7 @@ class Ingestor:
         attempt = 1
         while True:
             batch = PendingBatch(self._store)
-            acks = [self._judge(c, batch, presented) for c in claims]
+            acks = [self._judge(c, batch, key) for c, key in zip(claims, presented, strict=True)]
             try:
                 return acks, batch, self._commit(batch)
             except StoreConflictError as e:

@@ -76,6 +76,7 @@ class CollectorService:
         self._log: TransparencyLog | None = None  # the transparency log, on the store's thread
         self._signing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._servicer: CollectorServicer | None = None
         self._store: Store | None = None
         self._server: grpc.aio.Server | None = None
         self._metrics: tuple[WSGIServer, Thread] | None = None
@@ -175,7 +176,7 @@ class CollectorService:
                 ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
             ]
         )
-        servicer = CollectorServicer(
+        self._servicer = servicer = CollectorServicer(
             ingestor,
             self._executor,
             limits=limits,
@@ -218,6 +219,9 @@ class CollectorService:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._servicer is not None:
+            await self._servicer.close()
+            self._servicer = None
         if self._metrics is not None:
             httpd, thread = self._metrics
             self._metrics = None

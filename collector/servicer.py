@@ -3,11 +3,11 @@
 All database work runs on ONE dedicated worker thread (the executor passed in, max_workers=1),
 so the store's connection is only ever used from that thread.
 
-Submit batches without timers: a reader task moves envelopes from the request stream into a
-queue; each round takes whatever is queued at that moment (at least one envelope, at most
-`limits.max_commit_batch`), ingests it as one commit and answers with one SubmitResponse holding
-an ack per envelope, in order. A semaphore bounds how far the reader may run ahead, so a slow
-database pushes back on the sender through gRPC flow control.
+Submit batches across streams without timers: each stream's reader task hands envelopes to the
+shared `IngestPipeline`, which commits whatever all streams have queued as one batch; the stream
+answers, in order, with one SubmitResponse holding the acks that are ready. A semaphore bounds
+how many envelopes a stream may have in flight (`limits.max_commit_batch`), so a slow database
+pushes back on the sender through gRPC flow control.
 
 Enrollment token: an agent may send `flopwatch-enroll-token` metadata next to its public key; it
 is redeemed before the stream's first record, and a refused token ends the stream with
@@ -19,6 +19,7 @@ PERMISSION_DENIED. Queries (ListJobs, ListJobGpus, ListNodes) are answered by
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from collector import query_api, translog_api
 from collector.config import QueryLimits
 from collector.enrollment import TOKEN_METADATA
 from collector.ingest import Ack, Ingestor
+from collector.pipeline import IngestPipeline
 from collector.query import Query
 from collector.query_api import job_message
 from collector.translog import TransparencyLog
@@ -68,16 +70,32 @@ def ack_message(a: Ack) -> pb.Ack:
 
 async def _read(
     requests: AsyncIterator[pb.SubmitRequest],
-    queue: asyncio.Queue[bytes | None],
+    submit: Callable[[bytes], asyncio.Future[Ack]],
+    queue: asyncio.Queue[asyncio.Future[Ack] | None],
     room: asyncio.Semaphore,
 ) -> None:
-    """Queue each envelope's bytes; queue None when the stream ends (or reading fails)."""
+    """Submit each envelope's bytes and queue its future; queue None when the stream ends (or
+    reading fails)."""
     try:
         async for request in requests:
             await room.acquire()
-            queue.put_nowait(request.envelope.SerializeToString())
+            queue.put_nowait(submit(request.envelope.SerializeToString()))
     finally:
         queue.put_nowait(None)  # the queue is unbounded (room bounds it), so this never waits
+
+
+def _drain(queue: asyncio.Queue[asyncio.Future[Ack] | None]) -> list[asyncio.Future[Ack] | None]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
+def _drop(futures: Sequence[asyncio.Future[Ack] | None]) -> None:
+    """Cancel the futures of a stream that ended early (a failure among them was told)."""
+    for future in futures:
+        if future is not None and not future.cancel() and not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not report it as never retrieved
 
 
 class CollectorServicer(collector_pb2_grpc.CollectorServicer):
@@ -100,10 +118,11 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         self._limits = limits
         self._query = query
         self._query_limits = query_limits or QueryLimits()
+        self._pipeline = IngestPipeline(ingestor.ingest_from, executor, limits.max_commit_batch)
 
-    async def _ingest(self, batch: Sequence[bytes], presented: bytes | None) -> list[Ack]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._ingestor.ingest, batch, presented)
+    async def close(self) -> None:
+        """Stop the shared ingest pipeline (after the server stopped taking streams)."""
+        await self._pipeline.close()
 
     async def Submit(
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: SubmitContext
@@ -112,28 +131,26 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         token = _metadata(context, TOKEN_METADATA)
         if token is not None:
             await self._redeem(token, presented, context)
-        limit = self._limits.max_commit_batch
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        room = asyncio.Semaphore(limit)
-        reader = asyncio.create_task(_read(request_iterator, queue, room))
+        queue: asyncio.Queue[asyncio.Future[Ack] | None] = asyncio.Queue()
+        room = asyncio.Semaphore(self._limits.max_commit_batch)
+        submit = functools.partial(self._pipeline.submit, presented=presented)
+        reader = asyncio.create_task(_read(request_iterator, submit, queue, room))
+        peeked: list[asyncio.Future[Ack] | None] = []  # taken from the queue, not yet answered
         try:
-            ended = False
-            while not ended:
-                batch: list[bytes] = []
-                item = await queue.get()  # wait for one; then take only what is there now
-                while item is not None:
-                    batch.append(item)
+            while (future := peeked.pop() if peeked else await queue.get()) is not None:
+                try:
+                    acks = [await future]
                     room.release()
-                    if len(batch) >= limit or queue.empty():
-                        break
-                    item = queue.get_nowait()
-                ended = item is None
-                if batch:
-                    try:
-                        acks = await self._ingest(batch, presented)
-                    except FlopwatchError as e:
-                        await context.abort(grpc.StatusCode.INTERNAL, str(e))
-                    yield pb.SubmitResponse(acks=[ack_message(a) for a in acks])
+                    while not queue.empty():  # with it, every later ack that is ready now
+                        later = queue.get_nowait()
+                        if later is None or not later.done():
+                            peeked.append(later)
+                            break
+                        acks.append(later.result())
+                        room.release()
+                except FlopwatchError as e:
+                    await context.abort(grpc.StatusCode.INTERNAL, str(e))
+                yield pb.SubmitResponse(acks=[ack_message(a) for a in acks])
             try:
                 await reader  # re-raises a failure to read the request stream
             except DecodeError as e:  # a frame that is not a SubmitRequest: the client's fault
@@ -142,6 +159,7 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
                 )
         finally:
             reader.cancel()
+            _drop([*peeked, *_drain(queue)])
 
     async def _redeem(self, token: str, presented: bytes | None, context: SubmitContext) -> None:
         if presented is None:
