@@ -135,8 +135,8 @@ def bench_stages(gpus: int, nodes: int, records: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(Path(tmp) / "bench.db")
-        for key, _ in keyed:
-            store.enroll(public_raw(key.public_key), f"node-{key.key_id[:8]}")
+        for i, (key, _) in enumerate(keyed):
+            store.enroll(public_raw(key.public_key), f"bench-node-{i}")
         ingestor = Ingestor(store, ThresholdPolicy((10**30,), "upper"), [])
         # Interleave nodes the way many streams would arrive, in commit-sized batches.
         order = [envs[r] for r in range(records) for _, envs in keyed]

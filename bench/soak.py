@@ -45,15 +45,15 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_throughput import collector_main, cpu_seconds  # noqa: E402
+from collector_throughput import collector_main, cpu_seconds
 
-from agent.backends.base import GpuInfo, GpuReading, ProcessShare  # noqa: E402
-from agent.records import ChainHead, RecordBuilder  # noqa: E402
-from flopwatch.attribution import JobWindow  # noqa: E402
-from flopwatch.keys import SigningKey, public_raw  # noqa: E402
-from flopwatch.model import Pipe, Precision  # noqa: E402
-from flopwatch.v1 import collector_pb2 as cpb  # noqa: E402
-from flopwatch.v1 import collector_pb2_grpc, envelope_pb2  # noqa: E402
+from agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from agent.records import ChainHead, RecordBuilder
+from flopwatch.attribution import JobWindow
+from flopwatch.keys import SigningKey, public_raw
+from flopwatch.model import Pipe, Precision
+from flopwatch.v1 import collector_pb2 as cpb
+from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
 
 S = 10**9
 PID = 4242
@@ -254,8 +254,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        ports, stop, ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Event(), ctx.Queue()
-        collector = ctx.Process(target=collector_main, args=(str(Path(tmp) / "c.db"), ports, stop, None))
+        ports, ready, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
+        stop, go = ctx.Event(), ctx.Event()
+        db = str(Path(tmp) / "c.db")
+        collector = ctx.Process(target=collector_main, args=(db, ports, stop, None))
         collector.start()
         port = ports.get(timeout=60)
         shares = [list(range(c, args.nodes, args.clients)) for c in range(args.clients)]
@@ -307,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             try:
                 kind, _client, t = out.get(timeout=5)
             except queue.Empty:
-                failed = [p.exitcode for p in procs + [collector] if p.exitcode]
+                failed = [p.exitcode for p in [*procs, collector] if p.exitcode]
                 if failed:
                     sys.exit(f"soak: a process failed (exit codes {failed}); see its traceback")
                 continue

@@ -40,27 +40,30 @@ def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -
             d = JobDelta(iv.flops_estimate, iv.flops_upper, iv.start_unix_ns, iv.end_unix_ns, 1)
             prev = sums.get(key)
             sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
-    for (key_id, gpu), (node_id, added) in sums.items():
-        row = db.execute(
-            "SELECT flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
-            "FROM gpu_totals WHERE key_id = ? AND gpu = ?",
-            (key_id, gpu),
-        ).fetchone()
-        held = None if row is None else JobDelta(int(row[0]), int(row[1]), row[2], row[3], row[4])
-        delta = added if held is None else added.plus(held)
-        db.execute(
-            "INSERT OR REPLACE INTO gpu_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    held = {
+        (row[0], row[1]): JobDelta(int(row[2]), int(row[3]), row[4], row[5], row[6])
+        for row in db.execute(
+            "SELECT key_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+            "gpu_intervals FROM gpu_totals WHERE (key_id, gpu) IN "
+            "(SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+            (json.dumps(sorted(sums)),),
+        )
+    }
+    rows = []
+    for key, (node_id, added) in sums.items():
+        delta = added if key not in held else added.plus(held[key])
+        rows.append(
             (
-                key_id,
-                gpu,
+                *key,
                 node_id,
                 str(delta.flops_estimate),
                 str(delta.flops_upper),
                 delta.first_start_ns,
                 delta.last_end_ns,
                 delta.gpu_intervals,
-            ),
+            )
         )
+    db.executemany("INSERT OR REPLACE INTO gpu_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def gpu_totals(db: sqlite3.Connection, key_ids: Collection[str] | None) -> list[GpuTotal]:

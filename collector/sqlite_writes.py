@@ -111,17 +111,22 @@ def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
             d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
             prev = sums.get(key)
             sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
-    for key, (node_id, delta) in sums.items():
-        row = db.execute(
-            "SELECT flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
-            "FROM job_gpus WHERE job_id = ? AND key_id = ? AND gpu_uuid = ?",
-            key,
-        ).fetchone()
-        total = delta if row is None else delta.plus(_delta(row))
-        db.execute(
-            "INSERT OR REPLACE INTO job_gpus VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, node_id, *_text(total)),
+    held = {
+        (row[0], row[1], row[2]): _delta(row[3:])
+        for row in db.execute(
+            "SELECT job_id, key_id, gpu_uuid, flops_estimate, flops_upper, first_start_ns, "
+            "last_end_ns, gpu_intervals FROM job_gpus WHERE (job_id, key_id, gpu_uuid) IN "
+            "(SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))",
+            (json.dumps(sorted(sums)),),
         )
+    }
+    db.executemany(
+        "INSERT OR REPLACE INTO job_gpus VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (*key, node_id, *_text(delta if key not in held else delta.plus(held[key])))
+            for key, (node_id, delta) in sums.items()
+        ],
+    )
 
 
 def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
@@ -130,9 +135,13 @@ def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
     for r in records:
         for gpu, start, end in device_intervals(r):
             by_gpu.setdefault(gpu, []).append((start, end))
-    for gpu, intervals in by_gpu.items():
-        for start, end in coalesce(intervals):
-            _insert_run(db, gpu, start, end)
+    runs = {gpu: coalesce(intervals) for gpu, intervals in by_gpu.items()}
+    single = {gpu: r[0] for gpu, r in runs.items() if len(r) == 1}
+    _insert_single_runs(db, single)
+    for gpu, gpu_runs in runs.items():
+        if gpu not in single:  # several runs of one device: each may merge with the last
+            for start, end in gpu_runs:
+                _insert_run(db, gpu, start, end)
 
 
 def coalesce(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -167,6 +176,44 @@ def _insert_run(db: sqlite3.Connection, gpu: str, start: int, end: int) -> None:
         db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, nxt[0]))
         end = nxt[1]
     db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (gpu, start, end))
+
+
+def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, tuple[int, int]]) -> None:
+    """`_insert_run` for devices with ONE new run each, in three statements for all of them:
+    the runs cannot meet each other, so each merges only with what the table holds."""
+    if not runs:
+        return
+    neighbours = db.execute(
+        "SELECT value ->> 0, "
+        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+        "ORDER BY start_ns DESC LIMIT 1), "
+        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+        "ORDER BY start_ns DESC LIMIT 1), "
+        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "ORDER BY start_ns LIMIT 1), "
+        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "ORDER BY start_ns LIMIT 1) "
+        "FROM json_each(?)",
+        (json.dumps([[gpu, start] for gpu, (start, _) in sorted(runs.items())]),),
+    ).fetchall()
+    deletes: list[tuple[str, int]] = []
+    inserts: list[tuple[str, int, int]] = []
+    for gpu, prev_start, prev_end, next_start, next_end in neighbours:
+        start, end = runs[gpu]
+        # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
+        if (prev_end is not None and prev_end > start) or (
+            next_start is not None and next_start < end
+        ):
+            raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
+        if prev_end is not None and prev_end == start:
+            deletes.append((gpu, prev_start))
+            start = prev_start
+        if next_start is not None and next_start == end:
+            deletes.append((gpu, next_start))
+            end = next_end
+        inserts.append((gpu, start, end))
+    db.executemany("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", deletes)
+    db.executemany("INSERT INTO coverage VALUES (?, ?, ?)", inserts)
 
 
 def insert_alerts(db: sqlite3.Connection, alerts: Sequence[AlertEvent]) -> list[AlertEvent]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -132,9 +132,8 @@ class AlertEvent:
     projected_next: Projection | None = None
 
 
-@dataclass(frozen=True)
-class JobDelta:
-    """Sums of one batch's contributions to one job."""
+class JobDelta(NamedTuple):
+    """Sums of one batch's contributions to one job (a tuple: built per GPU-interval, hot)."""
 
     flops_estimate: int
     flops_upper: int

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from collector.ingest import Ack
 from collector.servicer import CollectorServicer
+from flopwatch.errors import StoreError
 from flopwatch.limits import Limits
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import envelope_pb2
@@ -206,8 +207,6 @@ def test_streams_share_a_commit_and_each_gets_its_own_acks_in_order():
 def test_ingest_failure_ends_every_waiting_stream_with_internal():
     class Broken(FakeIngestor):
         def ingest_from(self, items):
-            from flopwatch.errors import StoreError
-
             raise StoreError("disk on fire")
 
     class AbortingContext(FakeContext):
