@@ -46,7 +46,7 @@ _GAP_REASONS = {"overflow": pb.GAP_REASON_SPOOL_OVERFLOW, "corrupt": pb.GAP_REAS
 
 
 def make_backend(config: AgentConfig) -> GpuBackend:
-    """Build the backend `config.backend` names: "nvml", "replay:PATH" or "sim:N"."""
+    """Build the backend `config.backend` names: "nvml", "replay:PATH" or "sim:N[:PROFILE]"."""
     kind, _, arg = config.backend.partition(":")
     if config.backend == "nvml":
         from agent.backends.nvml import NvmlBackend  # noqa: PLC0415 (needs pynvml)
@@ -54,14 +54,25 @@ def make_backend(config: AgentConfig) -> GpuBackend:
         return NvmlBackend(interval_s=config.interval_s)
     if kind == "replay" and arg:
         return ReplayBackend(Path(arg), speed=config.replay_speed)
-    if kind == "sim" and arg.isdigit() and int(arg) > 0:
-        from agent.backends.sim import SimBackend  # noqa: PLC0415
+    count, _, profile_name = arg.partition(":")
+    if kind == "sim" and count.isdigit() and int(count) > 0:
+        from agent.backends.sim import PROFILES, SimBackend  # noqa: PLC0415
 
+        profile = PROFILES.get(profile_name or "h100")
+        if profile is None:
+            raise ConfigError(
+                f"backend {config.backend!r}: unknown simulator profile {profile_name!r}; "
+                f"use one of {', '.join(sorted(PROFILES))}"
+            )
         try:
-            return SimBackend(int(arg), interval_s=config.interval_s, realtime=True)
+            return SimBackend(
+                int(count), interval_s=config.interval_s, realtime=True, profile=profile
+            )
         except ValueError as e:
             raise ConfigError(f"backend {config.backend!r}: {e}") from e
-    raise ConfigError(f"unknown backend {config.backend!r}; use nvml, replay:PATH or sim:N (N > 0)")
+    raise ConfigError(
+        f"unknown backend {config.backend!r}; use nvml, replay:PATH or sim:N[:PROFILE] (N > 0)"
+    )
 
 
 def channel_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:

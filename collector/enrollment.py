@@ -135,20 +135,25 @@ class TokenRedeemer:
             log.warning("enrolled key %s with a one-time enrollment token", key_id)
         return key_id
 
-    def note_unknown(self, envelope: Envelope, presented: bytes) -> None:
-        """Note a key awaiting approval if `envelope` verifies under the presented key."""
+    def note_unknown(self, envelope: Envelope, presented: bytes) -> bool:
+        """Note a key awaiting approval if `envelope` verifies under the presented key; say
+        whether it does (then the record is sound but for its key's approval)."""
         key_id = hashlib.sha256(presented).hexdigest()
-        if key_id in self._noted:
-            return
         try:
             verifier = RecordVerifier(
                 trusted_keys={key_id: public_from_raw(presented)}, limits=self._limits
             )
             record = verifier.verify(envelope)
-            self._store.note_pending_key(presented, record.node_id)
-        except (VerificationError, StoreError, KeyFileError) as e:
+        except (VerificationError, KeyFileError) as e:
             log.info("key %s not noted as awaiting approval: %s", key_id[:16], e)
-            return
+            return False
+        if key_id in self._noted:
+            return True
+        try:
+            self._store.note_pending_key(presented, record.node_id)
+        except StoreError as e:
+            log.info("key %s not noted as awaiting approval: %s", key_id[:16], e)
+            return True
         if len(self._noted) >= _NOTED_MAX:
             self._noted.clear()
         self._noted.add(key_id)
@@ -159,3 +164,4 @@ class TokenRedeemer:
             record.node_id,
             key_id,
         )
+        return True

@@ -25,8 +25,11 @@ commit (`_crossed_meanwhile`).
 
 Trust on first use enrolls a key (its own transaction) once a record signed by it verifies and
 judges sound; if the batch's commit then fails, the key stays enrolled and the records come back.
-A key that is not enrolled but was presented by the agent is noted as awaiting approval, and an
-enrollment token is redeemed before a stream's first record (`collector.enrollment`).
+A key that is not enrolled but was presented by the agent is noted as awaiting approval, and its
+records that verify under it are answered RETRY (reason "unknown_key"), not REJECTED: the agent
+keeps them and sends them again, so a node's work before an operator approves it is not lost.
+An envelope from an unknown key nobody presented is REJECTED. An enrollment token is redeemed
+before a stream's first record (`collector.enrollment`).
 
 A chain fork is refused, logged, counted and alerted (`collector.forks`).
 
@@ -254,8 +257,19 @@ class Ingestor:
             )
             record = verifier.verify(claim.envelope)
         except VerificationError as e:
-            if e.reason == "unknown_key" and presented is not None:
-                self.enrollment.note_unknown(claim.envelope, presented)
+            if (
+                e.reason == "unknown_key"
+                and presented is not None
+                and self.enrollment.note_unknown(claim.envelope, presented)
+            ):
+                # Sound but for approval: the agent keeps the record and sends it again, so
+                # the time a node runs before an operator approves it is not lost.
+                return claim.ack(
+                    "retry",
+                    "unknown_key",
+                    f"key {hashlib.sha256(presented).hexdigest()[:16]} awaits approval "
+                    "(flopwatch nodes enroll); send this record again later",
+                )
             return self._reject(claim, e.reason, e.message)
         node = batch.node(record.key_id)
         if node is not None and node.node_id != record.node_id:

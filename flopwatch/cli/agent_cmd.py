@@ -47,9 +47,10 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend",
         default="nvml",
-        metavar="nvml|replay:PATH|sim:N",
+        metavar="nvml|replay:PATH|sim:N[:PROFILE]",
         help="where readings come from: the real GPUs through NVML (default), a recorded trace, "
-        "or N simulated GPUs",
+        "or N simulated GPUs (PROFILE h100 (default), a100 (no GPM: nvml-utilization), "
+        "h100-mig (one device per MIG instance), unknown (unknown-rate))",
     )
     g.add_argument(
         "--interval", type=_positive, default=1.0, help="seconds per sample (default: 1)"

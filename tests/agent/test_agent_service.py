@@ -13,7 +13,7 @@ import pytest
 from agent.backends.base import GpuReading
 from agent.backends.replay import ReplayBackend
 from agent.config import AgentConfig
-from agent.service import Agent, resume_head, run_agent
+from agent.service import Agent, make_backend, resume_head, run_agent
 from agent.spool import ChainRef, RecoveryReport, Spool, SpoolLoss
 from flopwatch.errors import ConfigError
 from flopwatch.keys import SigningKey
@@ -182,6 +182,31 @@ def test_stop_event_ends_the_agent_and_keeps_the_spool(tmp_path: Path) -> None:
 def test_bad_backend_and_tls_settings_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown backend"):
         run_agent(config_for(tmp_path, 1, backend="sim:zero"))
+    with pytest.raises(ConfigError, match="unknown simulator profile 'b200'; use one of a100,"):
+        make_backend(config_for(tmp_path, 1, backend="sim:2:b200"))
+
+
+@pytest.mark.parametrize(
+    ("backend", "gpu_name", "devices"),
+    [
+        ("sim:2", "NVIDIA H100 80GB HBM3 (simulated)", 2),
+        ("sim:2:a100", "NVIDIA A100-SXM4-80GB (simulated)", 2),
+        ("sim:1:h100-mig", "NVIDIA H100 80GB HBM3 (simulated) MIG 0", None),
+    ],
+)
+def test_sim_backend_profiles_are_chosen_by_name(
+    tmp_path: Path, backend: str, gpu_name: str, devices: int | None
+) -> None:
+    sim = make_backend(config_for(tmp_path, 1, backend=backend))
+    try:
+        gpus = sim.gpus()
+        assert gpus[0].name == gpu_name
+        if devices is not None:
+            assert len(gpus) == devices
+        else:
+            assert len(gpus) > 1 and all(g.mig_instance for g in gpus)  # one per MIG instance
+    finally:
+        sim.close()
     with pytest.raises(ConfigError, match="mTLS needs --tls-ca, --tls-cert and --tls-key"):
         run_agent(config_for(tmp_path, 1, insecure=False))
 

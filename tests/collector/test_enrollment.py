@@ -135,8 +135,12 @@ def test_records_must_name_the_node_their_key_is_enrolled_for(store, make_ingest
 def test_a_presented_key_awaits_approval_then_its_records_are_accepted(store, make_ingestor):
     node = Node("gpu-017")
     ingestor = make_ingestor(store)
-    acks = ingestor.ingest([node.envelope()], presented_key=node.public_raw)
-    assert [(a.status, a.reason) for a in acks] == [("rejected", "unknown_key")]
+    first = node.envelope()
+    acks = ingestor.ingest([first], presented_key=node.public_raw)
+    # RETRY, not REJECTED: the agent keeps the record until an operator approves the key.
+    assert [(a.status, a.reason) for a in acks] == [("retry", "unknown_key")]
+    assert "awaits approval" in acks[0].detail
+    assert store.job_totals() == []
     [pending] = store.pending_keys()
     assert (pending.key_id, pending.node_id, pending.public_key) == (
         node.key_id,
@@ -149,12 +153,14 @@ def test_a_presented_key_awaits_approval_then_its_records_are_accepted(store, ma
         approve_pending(store, node.key_id, "gpu-018")
     assert approve_pending(store, node.key_id, None) == node.key_id
     assert store.pending_keys() == []  # enrolled keys are no longer pending
-    assert statuses(ingestor.ingest([node.envelope()])) == ["accepted"]
+    # The record held back while the key awaited approval is counted when sent again.
+    assert statuses(ingestor.ingest([first, node.envelope()])) == ["accepted", "accepted"]
 
 
 def test_a_key_that_did_not_sign_the_record_is_not_noted(store, make_ingestor):
     signer, impostor = Node("node-a"), Node("node-a")
-    make_ingestor(store).ingest([signer.envelope()], presented_key=impostor.public_raw)
+    acks = make_ingestor(store).ingest([signer.envelope()], presented_key=impostor.public_raw)
+    assert [(a.status, a.reason) for a in acks] == [("rejected", "unknown_key")]
     assert store.pending_keys() == []
     with pytest.raises(EnrollmentError, match="has not presented itself"):
         approve_pending(store, impostor.key_id, None)
