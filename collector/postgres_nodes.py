@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 
 from collector.postgres_locks import Cur
 from collector.postgres_sums import add_sums
-from collector.store import GpuTotal, JobDelta, PendingKey, gpu_key
+from collector.store import GpuTotal, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.keys import public_from_raw
 from flopwatch.verify.record import VerifiedRecord
@@ -27,15 +27,7 @@ def record_activity(cur: Cur, records: Sequence[VerifiedRecord], received_at_ns:
         "UPDATE nodes SET last_record_ns = greatest(last_record_ns, %s) WHERE key_id = %s",
         [(received_at_ns, key_id) for key_id in sorted({r.key_id for r in records})],
     )
-    sums: dict[tuple[str, str], tuple[str, JobDelta]] = {}
-    for r in records:
-        gpus = r.attestation.gpus
-        for iv in r.attestation.intervals:
-            g = gpus[iv.gpu]
-            key = (r.key_id, gpu_key(g.uuid, g.mig_instance))
-            d = JobDelta(iv.flops_estimate, iv.flops_upper, iv.start_unix_ns, iv.end_unix_ns, 1)
-            prev = sums.get(key)
-            sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
+    sums = device_sums(records)
     add_sums(
         cur,
         "gpu_totals",
@@ -46,12 +38,14 @@ def record_activity(cur: Cur, records: Sequence[VerifiedRecord], received_at_ns:
 
 
 def gpu_totals(cur: Cur, key_ids: Collection[str] | None) -> list[GpuTotal]:
-    cur.execute(
+    sql = (
         "SELECT key_id, node_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-        "gpu_intervals FROM gpu_totals WHERE %(keys)s::text[] IS NULL OR key_id = ANY(%(keys)s) "
-        "ORDER BY key_id, gpu",
-        {"keys": None if key_ids is None else sorted(key_ids)},
+        "gpu_intervals FROM gpu_totals"
     )
+    if key_ids is None:
+        cur.execute(sql + " ORDER BY key_id, gpu")
+    else:  # a separate statement, so a batch's read uses the primary key, not a scan
+        cur.execute(sql + " WHERE key_id = ANY(%s) ORDER BY key_id, gpu", (sorted(key_ids),))
     return [
         GpuTotal(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
         for r in cur.fetchall()

@@ -32,7 +32,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import errors as pg_errors
 
-from collector import postgres_log, postgres_nodes, postgres_schema, postgres_writes
+from collector import postgres_log, postgres_nodes, postgres_schema, postgres_writes, store_rows
 from collector.postgres_locks import Cur, lock_keys_and_devices
 from collector.store import (
     AlertEvent,
@@ -44,7 +44,6 @@ from collector.store import (
     NodeRecord,
     NodeStatus,
     PendingKey,
-    Projection,
 )
 from collector.store_factory import redacted
 from flopwatch.chain import Neighbours
@@ -321,14 +320,10 @@ class PostgresStore:
     def job_gpus(self, job_id: str) -> list[JobGpu]:
         rows = self._rows(
             "read job GPUs",
-            "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
-            "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = %s "
-            "ORDER BY node_id, gpu_uuid",
+            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s ORDER BY node_id, gpu_uuid",
             (job_id,),
         )
-        return [
-            JobGpu(r[0], r[1], r[2], r[3], _int(r[4]), _int(r[5]), r[6], r[7], r[8]) for r in rows
-        ]
+        return [store_rows.job_gpu(r) for r in rows]
 
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
         rows = self._rows(
@@ -342,33 +337,15 @@ class PostgresStore:
     def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
         rows = self._rows(
             "read job GPUs",
-            "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
-            "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = %s "
+            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s "
             "AND (key_id, gpu_uuid) > (%s, %s) ORDER BY key_id, gpu_uuid LIMIT %s",
             (job_id, *after, limit),
         )
-        return [
-            JobGpu(r[0], r[1], r[2], r[3], _int(r[4]), _int(r[5]), r[6], r[7], r[8]) for r in rows
-        ]
+        return [store_rows.job_gpu(r) for r in rows]
 
     def fired_alerts(self) -> list[AlertEvent]:
-        rows = self._rows(
-            "read alerts",
-            "SELECT job_id, threshold, basis, value, at_ns, next_threshold, next_seconds "
-            "FROM alerts",
-        )
-        out = [
-            AlertEvent(
-                job_id=r[0],
-                threshold=_int(r[1]),
-                basis=r[2],
-                value=_int(r[3]),
-                at_ns=r[4],
-                projected_next=None if r[5] is None else Projection(_int(r[5]), float(r[6])),
-            )
-            for r in rows
-        ]
-        return sorted(out, key=lambda a: (a.at_ns, a.job_id, a.threshold))
+        rows = self._rows("read alerts", store_rows.SELECT_ALERTS)
+        return store_rows.alerts_in_order(rows)
 
     # -- transparency log (collector.postgres_log) -----------------------------------------
     def log_size(self) -> int:

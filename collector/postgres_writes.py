@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from collector import postgres_log, postgres_nodes
 from collector.postgres_locks import Cur, lock_keys_and_devices
 from collector.postgres_sums import add_sums
-from collector.store import AlertEvent, JobDelta, aggregate, device_intervals
+from collector.store import AlertEvent, aggregate, device_intervals, job_gpu_sums
 from flopwatch.chain import Neighbours, Verdict, judge
 from flopwatch.errors import StoreConflictError
 from flopwatch.verify.record import VerifiedRecord
@@ -152,13 +152,7 @@ def add_job_totals(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
 
 def add_job_gpus(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     """Per (job, node key, GPU) sums: which nodes and GPUs contributed to a job."""
-    sums: dict[tuple[str, str, str], tuple[str, JobDelta]] = {}
-    for r in records:
-        for c in r.contributions:
-            key = (c.job_id, r.key_id, c.gpu_uuid)
-            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
-            prev = sums.get(key)
-            sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
+    sums = job_gpu_sums(records)
     add_sums(
         cur,
         "job_gpus",

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
-from collector.store import GpuTotal, JobDelta, PendingKey, gpu_key
+from collector.store import GpuTotal, JobDelta, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.keys import public_from_raw
 from flopwatch.verify.record import VerifiedRecord
@@ -31,15 +31,7 @@ def record_activity(
 
 
 def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
-    sums: dict[tuple[str, str], tuple[str, JobDelta]] = {}
-    for r in records:
-        gpus = r.attestation.gpus
-        for iv in r.attestation.intervals:
-            g = gpus[iv.gpu]
-            key = (r.key_id, gpu_key(g.uuid, g.mig_instance))
-            d = JobDelta(iv.flops_estimate, iv.flops_upper, iv.start_unix_ns, iv.end_unix_ns, 1)
-            prev = sums.get(key)
-            sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
+    sums = device_sums(records)
     held = {
         (row[0], row[1]): JobDelta(int(row[2]), int(row[3]), row[4], row[5], row[6])
         for row in db.execute(
@@ -67,13 +59,15 @@ def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -
 
 
 def gpu_totals(db: sqlite3.Connection, key_ids: Collection[str] | None) -> list[GpuTotal]:
-    wanted = None if key_ids is None else json.dumps(sorted(key_ids))
-    rows = db.execute(
+    sql = (
         "SELECT key_id, node_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-        "gpu_intervals FROM gpu_totals "
-        "WHERE ?1 IS NULL OR key_id IN (SELECT value FROM json_each(?1)) ORDER BY key_id, gpu",
-        (wanted,),
-    ).fetchall()
+        "gpu_intervals FROM gpu_totals"
+    )
+    if key_ids is None:
+        rows = db.execute(sql + " ORDER BY key_id, gpu").fetchall()
+    else:  # a separate statement: "? IS NULL OR ..." would scan the whole table every batch
+        sql += " WHERE key_id IN (SELECT value FROM json_each(?)) ORDER BY key_id, gpu"
+        rows = db.execute(sql, (json.dumps(sorted(key_ids)),)).fetchall()
     return [
         GpuTotal(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
         for r in rows

@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector import sqlite_log, sqlite_nodes, sqlite_schema, sqlite_writes
+from collector import sqlite_log, sqlite_nodes, sqlite_schema, sqlite_writes, store_rows
 from collector.store import (
     AlertEvent,
     ChainState,
@@ -36,7 +36,6 @@ from collector.store import (
     NodeRecord,
     NodeStatus,
     PendingKey,
-    Projection,
 )
 from flopwatch.chain import Neighbours
 from flopwatch.errors import StoreError
@@ -285,14 +284,10 @@ class SQLiteStore:
     def job_gpus(self, job_id: str) -> list[JobGpu]:
         with self._errors("read job GPUs"):
             rows = self._db.execute(
-                "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
-                "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = ? "
-                "ORDER BY node_id, gpu_uuid",
+                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? ORDER BY node_id, gpu_uuid",
                 (job_id,),
             )
-            return [
-                JobGpu(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
-            ]
+            return [store_rows.job_gpu(r) for r in rows]
 
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
         with self._errors("read job totals"):
@@ -307,33 +302,16 @@ class SQLiteStore:
     def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
         with self._errors("read job GPUs"):
             rows = self._db.execute(
-                "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, "
-                "first_start_ns, last_end_ns, gpu_intervals FROM job_gpus WHERE job_id = ? "
+                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? "
                 "AND (key_id, gpu_uuid) > (?, ?) ORDER BY key_id, gpu_uuid LIMIT ?",
                 (job_id, *after, limit),
             )
-            return [
-                JobGpu(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), r[6], r[7], r[8]) for r in rows
-            ]
+            return [store_rows.job_gpu(r) for r in rows]
 
     def fired_alerts(self) -> list[AlertEvent]:
         with self._errors("read alerts"):
-            rows = self._db.execute(
-                "SELECT job_id, threshold, basis, value, at_ns, next_threshold, next_seconds "
-                "FROM alerts"
-            ).fetchall()
-        out = [
-            AlertEvent(
-                job_id=r[0],
-                threshold=int(r[1]),
-                basis=r[2],
-                value=int(r[3]),
-                at_ns=r[4],
-                projected_next=None if r[5] is None else Projection(int(r[5]), float(r[6])),
-            )
-            for r in rows
-        ]
-        return sorted(out, key=lambda a: (a.at_ns, a.job_id, a.threshold))
+            rows = self._db.execute(store_rows.SELECT_ALERTS).fetchall()
+        return store_rows.alerts_in_order(rows)
 
     # -- transparency log (collector.sqlite_log) -------------------------------------------
     def log_size(self) -> int:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from collector import sqlite_log, sqlite_nodes
-from collector.store import AlertEvent, JobDelta, aggregate, device_intervals
+from collector.store import AlertEvent, JobDelta, aggregate, device_intervals, job_gpu_sums
 from flopwatch.errors import StoreError
 from flopwatch.verify.record import VerifiedRecord
 
@@ -104,13 +104,7 @@ def add_job_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) ->
 
 def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
     """Per (job, node key, GPU) sums: which nodes and GPUs contributed to a job."""
-    sums: dict[tuple[str, str, str], tuple[str, JobDelta]] = {}
-    for r in records:
-        for c in r.contributions:
-            key = (c.job_id, r.key_id, c.gpu_uuid)
-            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
-            prev = sums.get(key)
-            sums[key] = (r.node_id, d if prev is None else prev[1].plus(d))
+    sums = job_gpu_sums(records)
     held = {
         (row[0], row[1], row[2]): _delta(row[3:])
         for row in db.execute(

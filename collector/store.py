@@ -183,6 +183,38 @@ def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
     return out
 
 
+# Sums keyed by a tuple, each with the node id of the record that gave it.
+NodeSums = dict[tuple[str, ...], tuple[str, JobDelta]]
+
+
+def _add(sums: NodeSums, key: tuple[str, ...], node_id: str, d: JobDelta) -> None:
+    prev = sums.get(key)
+    sums[key] = (node_id, d if prev is None else prev[1].plus(d))
+
+
+def job_gpu_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
+    """Per (job, node key, GPU) sums of the records' contributions: the rows of job_gpus."""
+    sums: NodeSums = {}
+    for r in records:
+        for c in r.contributions:
+            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
+            _add(sums, (c.job_id, r.key_id, c.gpu_uuid), r.node_id, d)
+    return sums
+
+
+def device_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
+    """Per (node key, `gpu_key`) whole-device sums of the records' intervals: the rows of
+    gpu_totals (the upper bound counted once per interval, however many jobs shared it)."""
+    sums: NodeSums = {}
+    for r in records:
+        gpus = r.attestation.gpus
+        for iv in r.attestation.intervals:
+            g = gpus[iv.gpu]
+            d = JobDelta(iv.flops_estimate, iv.flops_upper, iv.start_unix_ns, iv.end_unix_ns, 1)
+            _add(sums, (r.key_id, gpu_key(g.uuid, g.mig_instance)), r.node_id, d)
+    return sums
+
+
 def gpu_key(uuid: str, mig_instance: str) -> str:
     """Names one measured device: a whole GPU, or one MIG instance of it.
 
