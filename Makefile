@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent fuzz clean
+.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent bench-collector soak fuzz clean
 
 all: test
 
@@ -52,6 +52,24 @@ proto: $(STAMP)
 BENCH_SECONDS ?= 60
 bench-agent: $(STAMP)
 	$(BIN)/python bench/agent_overhead.py --seconds $(BENCH_SECONDS)
+
+## Collector throughput: raw Ed25519 verifications/s, the ingest stages in process, and signed
+## 8-GPU envelopes streamed over gRPC into one collector on SQLite (bench/collector_throughput.py).
+bench-collector: $(STAMP)
+	$(BIN)/python bench/collector_throughput.py
+
+## Soak: SOAK_NODES simulated nodes (8 GPUs each, one envelope per node every SOAK_INTERVAL s)
+## streaming live into one collector for SOAK_SECONDS; throughput, p50/p99 ingest-to-visible
+## latency, memory growth, CPU (bench/soak.py). The figures in docs/RELIABILITY.md came from it.
+SOAK_NODES ?= 1000
+SOAK_INTERVAL ?= 3
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --nodes $(SOAK_NODES) --interval $(SOAK_INTERVAL) \
+		--seconds $(SOAK_SECONDS)
+
+## Every benchmark above (about 15 minutes, most of it the soak).
+bench: bench-agent bench-collector soak
 
 ## Coverage-guided fuzzing (atheris) of the envelope parser and record verifier; not part of
 ## `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.

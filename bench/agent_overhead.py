@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="agent interval, s (default 1)")
     p.add_argument("--profile", action="store_true", help="run the agent under cProfile")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for `flopwatch agent` (repeat), e.g. --agent-arg=--metrics-listen"
+        " --agent-arg=off to measure without the Prometheus endpoint",
+    )
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0 or args.gpus < 1 or args.interval <= 0:
         p.error("--seconds and --interval must be positive, --gpus at least 1")
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--node-id",
                     "bench-node",
                     "--insecure",
+                    *args.agent_arg,
                     profile_to=profile,
                 ),
                 stdout=subprocess.DEVNULL,
