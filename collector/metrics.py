@@ -77,7 +77,8 @@ class FlopwatchMetrics(Collector):
         )
         yield CounterMetricFamily(
             "flopwatch_records_retry",
-            "Records answered 'retry' because the store failed; the agent sends them again.",
+            "Records answered 'retry' (store unavailable, or signed by a key awaiting approval); "
+            "the agent sends them again.",
             value=s.retry,
         )
         rejected = CounterMetricFamily(

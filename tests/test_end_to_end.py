@@ -249,3 +249,42 @@ def test_collector_refuses_to_start_without_tls_or_insecure(
     code = main(["collector", "--listen", "127.0.0.1:0", "--db", f"sqlite:{tmp_path / 'c.db'}"])
     assert code == 2
     assert "mTLS needs" in capsys.readouterr().err
+
+
+def test_records_signed_before_the_key_is_approved_are_counted_once_approved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new node streams before an operator approves its key: the collector answers RETRY,
+    the agent keeps its records, and after `flopwatch nodes enroll` every one of them counts."""
+    db = tmp_path / "c.db"
+    backend = GatedBackend(pause_after=10)
+
+    async def scenario() -> dict[str, object]:
+        service = CollectorService(replace(collector_config(db), enroll_on_first_use=False))
+        port, _ = await service.start()
+
+        def sample(name: str) -> float:
+            return service.registry.get_sample_value(name) or 0
+
+        agent = Agent(agent_config(tmp_path / "a", port), backend=backend)
+        run = asyncio.create_task(asyncio.to_thread(agent.run))
+        try:
+            await wait_for(lambda: sample("flopwatch_records_retry_total") >= 10, "10 retries")
+            assert sample("flopwatch_records_accepted_total") == 0
+            capsys.readouterr()
+            args = ["nodes", "list", "--db", f"sqlite:{db}", "--json"]
+            assert await asyncio.to_thread(main, args) == 0
+            nodes = json.loads(capsys.readouterr().out)["nodes"]
+            [pending] = [n for n in nodes if n["status"] == "pending"]
+            assert pending["node"] == "node-1"
+            enroll = ["nodes", "enroll", "--db", f"sqlite:{db}", "--key-id", pending["key_id"]]
+            assert await asyncio.to_thread(main, enroll) == 0
+            backend.gate.set()
+            assert await run == 0  # every record acknowledged, none rejected
+            assert sample("flopwatch_records_accepted_total") == 116
+            return await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            backend.gate.set()
+            await service.stop()
+
+    assert asyncio.run(scenario()) == expected_totals()
