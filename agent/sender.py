@@ -266,6 +266,7 @@ class Sender:
         async for response in call:
             s.heard = asyncio.get_running_loop().time()
             settle: list[int] = []
+            retried: list[int] = []
             for ack in response.acks:
                 seq = ack.sequence
                 if (ack.key_id and ack.key_id != self._key_id) or seq not in s.in_flight:
@@ -280,7 +281,17 @@ class Sender:
                     self.stats.rejected += 1
                     settle.append(seq)
                 else:  # RETRY, or a status this agent does not know: send it again later
-                    self._retry_later(s, seq, ack.reason or "unknown status")
+                    self._retry_later(s, seq)
+                    retried.append(seq)
+                    why = f"{ack.reason or 'unknown status'}: {ack.detail}".rstrip(": ")
+            if retried:  # one line per answer, not per record: a pending key retries a window
+                log.info(
+                    "collector asked to retry %d record(s) (#%d..#%d) later: %s",
+                    len(retried),
+                    min(retried),
+                    max(retried),
+                    why,
+                )
             if settle:
                 await asyncio.to_thread(self._spool.ack_many, settle)
                 s.settled += len(settle)
@@ -289,13 +300,12 @@ class Sender:
                 self._progress.set()
             self._wake.set()  # room in the window, or a retry to schedule
 
-    def _retry_later(self, s: _Session, seq: int, reason: str) -> None:
+    def _retry_later(self, s: _Session, seq: int) -> None:
         self.stats.retried += 1
         if not s.retry:
             s.retry_due = asyncio.get_running_loop().time() + self._jitter(s.retry_delay)
             s.retry_delay = min(s.retry_delay * 2, self._backoff[1])
         s.retry.add(seq)
-        log.info("collector asked to retry #%d later (%s)", seq, reason)
 
 
 def read_enroll_token(path: Path | None) -> str | None:

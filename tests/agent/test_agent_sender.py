@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 from pathlib import Path
@@ -109,15 +110,20 @@ def test_rejected_is_settled_and_not_resent(
     assert any(r.levelname == "ERROR" and "rejected #3" in r.message for r in caplog.records)
 
 
-def test_retry_is_resent_until_accepted(tmp_path: Path) -> None:
+def test_retry_is_resent_until_accepted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spool = make_spool(tmp_path)
     fake = FakeCollector(
         decide=lambda seq, attempt: RETRY if seq in (2, 7) and attempt < 3 else ACCEPTED
     )
-    sender = asyncio.run(deliver(fake, spool))
+    with caplog.at_level(logging.INFO, logger="agent.sender"):
+        sender = asyncio.run(deliver(fake, spool))
     assert fake.arrivals.count(2) == 3 and fake.arrivals.count(7) == 3
     assert len(fake.streams) == 1  # retried on the same stream
     assert sender.stats.retried == 4 and sorted(fake.held) == list(range(1, N + 1))
+    # One line per answer that asked for retries, naming the records and the collector's reason.
+    lines = [r.message for r in caplog.records if "asked to retry" in r.message]
+    assert lines and all(line.endswith("later: test") for line in lines)
+    assert sum(int(line.split("retry ")[1].split(" ")[0]) for line in lines) == 4
 
 
 def test_window_limits_envelopes_in_flight(tmp_path: Path) -> None:
