@@ -1,6 +1,7 @@
 """Collector throughput: signed GPU-interval records per second, verified, aggregated, committed.
 
     .venv/bin/python bench/collector_throughput.py [--clients 2] [--nodes 32] [--records 100]
+        [--gpus 8] [--intervals 1]
 
 What it does, in order, and what each figure means:
 
@@ -12,8 +13,9 @@ What it does, in order, and what each figure means:
    in batches of up to 256). This says where the collector's time goes.
 3. End to end: one collector in its own process (gRPC, SQLite in a temp dir, trust on first use),
    and `--clients` client processes, each streaming `--nodes` simulated nodes at once (one Submit
-   stream per node, like one agent per node). Every envelope batches one interval of `--gpus`
-   GPUs (one record per node per second). Envelopes are signed before the clock starts: signing
+   stream per node, like one agent per node). Every envelope batches `--intervals` consecutive
+   1 s intervals (default 1: one record per node per second) of `--gpus` GPUs. Envelopes are
+   signed before the clock starts: signing
    is the agents' cost, not the collector's. The figure is GPU-interval records acknowledged as
    accepted per second of wall time, from the first send to the last ack; and the same per
    second of the collector process's own CPU time (from /proc), which is what it would reach
@@ -61,8 +63,11 @@ T0 = time.time_ns() - 3 * 86400 * S  # intervals lie in the past: the collector 
 PID = 4242
 
 
-def node_envelopes(node: int, gpus: int, records: int) -> tuple[SigningKey, list[bytes]]:
-    """`records` chained envelopes of one node, each one 1 s interval of `gpus` H100s."""
+def node_envelopes(
+    node: int, gpus: int, records: int, per: int = 1
+) -> tuple[SigningKey, list[bytes]]:
+    """`records` chained envelopes of one node, each `per` consecutive 1 s intervals of `gpus`
+    H100s."""
     key = SigningKey.generate()
     builder = RecordBuilder(
         node_id=f"bench-node-{node}",
@@ -78,18 +83,18 @@ def node_envelopes(node: int, gpus: int, records: int) -> tuple[SigningKey, list
     windows = [JobWindow(f"slurm:bench/{node % 8}", PID, 0, None, Precision.BF16)]
     out = []
     for r in range(records):
-        start = T0 + r * S
         readings = [
             GpuReading(
                 gpu=g,
-                start_ns=start,
-                end_ns=start + S,
+                start_ns=T0 + (r * per + k) * S,
+                end_ns=T0 + (r * per + k + 1) * S,
                 pipe_busy={Pipe.HMMA: 0.6, Pipe.FP32: 0.05},
                 sm_clock_mhz_s=1755.0,
                 clock_samples=10,
                 energy_mj=650_000,
                 processes=(ProcessShare(PID, 1.0),),
             )
+            for k in range(per)
             for g in infos
         ]
         out.append(builder.build(readings, windows).to_bytes())
@@ -117,8 +122,8 @@ def bench_raw_ed25519(gpus: int) -> float:
     return n / seconds
 
 
-def bench_stages(gpus: int, nodes: int, records: int) -> None:
-    keyed = [node_envelopes(i, gpus, records) for i in range(nodes)]
+def bench_stages(gpus: int, nodes: int, records: int, per: int) -> None:
+    keyed = [node_envelopes(i, gpus, records, per) for i in range(nodes)]
     trusted = {k.key_id: k.public_key for k, _ in keyed}
     flat = [e for _, envs in keyed for e in envs]
 
@@ -146,7 +151,8 @@ def bench_stages(gpus: int, nodes: int, records: int) -> None:
             assert all(a.status == "accepted" for a in acks), acks[0]
         seconds = time.perf_counter() - start
         timed("Ingestor into SQLite (verify+judge+commit)", len(order), seconds)
-        print(f"  {'':<44} {len(order) * gpus / seconds:>12,.0f} GPU-interval records/s")
+        rate = len(order) * gpus * per / seconds
+        print(f"  {'':<44} {rate:>12,.0f} GPU-interval records/s")
         store.close()
 
 
@@ -207,9 +213,17 @@ async def stream_node(stub: Any, key: SigningKey, envs: Sequence[bytes]) -> int:
 
 
 def client_main(
-    client: int, port: int, nodes: int, gpus: int, records: int, ready: Any, go: Any, out: Any
+    client: int,
+    port: int,
+    nodes: int,
+    gpus: int,
+    records: int,
+    per: int,
+    ready: Any,
+    go: Any,
+    out: Any,
 ) -> None:
-    keyed = [node_envelopes(client * 10_000 + i, gpus, records) for i in range(nodes)]
+    keyed = [node_envelopes(client * 10_000 + i, gpus, records, per) for i in range(nodes)]
 
     async def main() -> tuple[int, float, float]:
         async with grpc.aio.insecure_channel(
@@ -232,7 +246,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def bench_end_to_end(
-    clients: int, nodes: int, gpus: int, records: int, profile: str | None
+    clients: int, nodes: int, gpus: int, records: int, per: int, profile: str | None
 ) -> None:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +263,9 @@ def bench_end_to_end(
         collector.start()
         port = ports.get(timeout=60)
         procs = [
-            ctx.Process(target=client_main, args=(c, port, nodes, gpus, records, ready, go, out))
+            ctx.Process(
+                target=client_main, args=(c, port, nodes, gpus, records, per, ready, go, out)
+            )
             for c in range(clients)
         ]
         for p in procs:
@@ -270,10 +286,11 @@ def bench_end_to_end(
     wall = max(r[2] for r in results) - min(r[1] for r in results)
     cpu = cpu1 - cpu0
     expected = clients * nodes * records
-    print(f"  envelopes accepted: {accepted:,} of {expected:,} ({gpus} GPU-intervals each)")
+    each = gpus * per
+    print(f"  envelopes accepted: {accepted:,} of {expected:,} ({each} GPU-intervals each)")
     print(f"  wall {wall:.2f} s, collector CPU {cpu:.2f} s ({cpu / wall:.2f} cores busy)")
-    print(f"  {'GPU-interval records/s accepted (wall)':<44} {accepted * gpus / wall:>12,.0f}")
-    print(f"  {'GPU-interval records per collector CPU-s':<44} {accepted * gpus / cpu:>12,.0f}")
+    print(f"  {'GPU-interval records/s accepted (wall)':<44} {accepted * each / wall:>12,.0f}")
+    print(f"  {'GPU-interval records per collector CPU-s':<44} {accepted * each / cpu:>12,.0f}")
     print(f"  {'envelopes (signatures) per second (wall)':<44} {accepted / wall:>12,.0f}")
     if profile:
         print(f"\n  ingest-thread profile of the collector (top 15 by cumulative time), {profile}:")
@@ -285,6 +302,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     p.add_argument("--nodes", type=int, default=32, help="node streams per client (default 32)")
     p.add_argument("--gpus", type=int, default=8, help="GPUs per node, per envelope (default 8)")
+    p.add_argument(
+        "--intervals",
+        type=int,
+        default=1,
+        help="consecutive 1 s intervals per envelope (default 1: one envelope per node per "
+        "second; more means fewer signatures per GPU-interval)",
+    )
     p.add_argument("--records", type=int, default=100, help="envelopes per node (default 100)")
     p.add_argument("--profile", metavar="FILE", help="cProfile the collector's ingest path")
     p.add_argument("--skip-stages", action="store_true", help="only the end-to-end figure")
@@ -294,13 +318,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("1. raw signature verification")
     bench_raw_ed25519(args.gpus)
     if not args.skip_stages:
-        print(f"2. stages in process ({args.gpus} GPUs per envelope, 16 nodes x 50 envelopes)")
-        bench_stages(args.gpus, 16, 50)
+        print(
+            f"2. stages in process ({args.gpus} GPUs x {args.intervals} interval(s) per "
+            "envelope, 16 nodes x 50 envelopes)"
+        )
+        bench_stages(args.gpus, 16, 50, args.intervals)
     print(
         f"3. end to end: {args.clients} client processes x {args.nodes} node streams x "
         f"{args.records} envelopes -> one collector process (gRPC, SQLite)"
     )
-    bench_end_to_end(args.clients, args.nodes, args.gpus, args.records, args.profile)
+    bench_end_to_end(
+        args.clients, args.nodes, args.gpus, args.records, args.intervals, args.profile
+    )
 
 
 if __name__ == "__main__":
