@@ -17,6 +17,8 @@ class AgentConfig:
     node_id: str = field(default_factory=socket.gethostname)
     cluster: str = "default"
     interval_s: float = 1.0
+    # Sampling rounds signed together in one record (fewer signatures; later visibility).
+    intervals_per_record: int = 1
     jobs_file: Path | None = None  # JOBS.json windows (replay and manual use)
     # Attribution sources besides the job registry: "auto" (Slurm and, where its socket exists,
     # Kubernetes, with the NVML backend only), "none", or a comma list of slurm,kubernetes.

@@ -186,13 +186,26 @@ class RecordBuilder:
         windows: Sequence[JobWindow],
         gaps: Sequence[pb.Gap] = (),
     ) -> Envelope:
+        """Sign one record of `readings`, all attributed with `windows`."""
+        return self.build_rounds([(readings, windows)], gaps)
+
+    def build_rounds(
+        self,
+        rounds: Sequence[tuple[Sequence[GpuReading], Sequence[JobWindow]]],
+        gaps: Sequence[pb.Gap] = (),
+    ) -> Envelope:
+        """Sign one record of several sampling rounds, each round's readings attributed with
+        the windows its attribution sources gave right after it (a job that ended between two
+        rounds claims nothing of the later one)."""
+        readings = [r for round_readings, _ in rounds for r in round_readings]
+        windows_of = [w for round_readings, w in rounds for _ in round_readings]
         gpus = batch_devices(readings)
         slots = {device_key(g): i for i, g in enumerate(gpus)}
         intervals = []
         fresh = [g for g in gpus if device_key(g) not in self._seen]
         gap_msgs = list(gaps) + restart_gaps(self._resumed_after_ns, readings, fresh)
         self._seen.update(device_key(g) for g in fresh)
-        for r in readings:
+        for r, windows in zip(readings, windows_of, strict=True):
             slot = slots[device_key(r.gpu)]
             if r.error is not None:
                 gap_msgs.append(

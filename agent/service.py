@@ -30,10 +30,12 @@ from agent.metrics import AgentSnapshot, AgentStats, MetricsServer
 from agent.records import ChainHead, RecordBuilder, batch_devices
 from agent.sender import Sender, read_enroll_token
 from agent.spool import RecoveryReport, Spool, SpoolLoss
+from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.job_ids import check_cluster, unattributed_job_id
 from flopwatch.keys import SigningKey, public_raw
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.transport import client_credentials
 from flopwatch.v1 import attestation_pb2 as pb
 
@@ -175,6 +177,13 @@ class Agent:
             raise
         try:  # jobs registered with `flopwatch job start` survive restarts in the state dir
             gpus = self._backend.gpus()
+            per_record = config.intervals_per_record * max(1, len(gpus))
+            if per_record > DEFAULT_LIMITS.max_intervals_per_attestation:
+                raise ConfigError(
+                    f"--intervals-per-record {config.intervals_per_record} x {len(gpus)} "
+                    f"devices = {per_record} intervals per record, above the collector's "
+                    f"{DEFAULT_LIMITS.max_intervals_per_attestation}"
+                )
             self.registry = JobRegistry(config.registry_path, cluster=config.cluster, gpus=gpus)
             self._attributor = build_attributor(config, gpus, self.registry)
         except BaseException:
@@ -311,23 +320,34 @@ class Agent:
         return 0
 
     def _sample(self, stop: threading.Event, finished: Callable[[], object]) -> None:
+        # Rounds waiting to be signed together; each with the windows taken right after it.
+        rounds: list[tuple[list[GpuReading], Sequence[JobWindow]]] = []
         try:
             while not stop.is_set():
                 readings = self._backend.next_readings()
                 if readings is None:
                     self._exhausted = True
-                    log.info("backend exhausted after %d record(s)", self._signed)
+                    log.info("backend exhausted after %d record(s)", self._signed + bool(rounds))
                     return
                 if readings:
-                    self._record(readings)
+                    rounds.append((readings, self._attributor.windows(readings)))
+                if len(rounds) >= self._config.intervals_per_record:
+                    self._record(rounds)
+                    rounds = []
         except BaseException as e:  # handed to the event loop's thread, which raises it
             self._error = e
         finally:
+            try:
+                if rounds and self._error is None:  # what was measured before the stop
+                    self._record(rounds)
+            except BaseException as e:
+                self._error = e
             finished()
 
-    def _record(self, readings: list[GpuReading]) -> None:
+    def _record(self, rounds: Sequence[tuple[list[GpuReading], Sequence[JobWindow]]]) -> None:
+        readings = [r for round_readings, _ in rounds for r in round_readings]
         gaps = loss_gaps(self._losses, readings)
-        env = self._builder.build(readings, self._attributor.windows(readings), gaps)
+        env = self._builder.build_rounds(rounds, gaps)
         seq = self._builder.head.sequence
         self._losses = self._spool.append(seq, env.to_bytes())  # records dropped to make room
         self._signed += 1

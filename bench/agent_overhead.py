@@ -1,6 +1,7 @@
 """Agent overhead: CPU and memory of the real `flopwatch agent` process on 8 simulated GPUs.
 
-    .venv/bin/python bench/agent_overhead.py [--seconds 60] [--gpus 8] [--interval 1] [--profile]
+    .venv/bin/python bench/agent_overhead.py [--seconds 60] [--gpus 8] [--interval 1]
+        [--intervals-per-record 1] [--profile]
 
 What it does, in order, and what each figure means:
 
@@ -126,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     p.add_argument("--gpus", type=int, default=8, help="simulated GPUs (default 8)")
     p.add_argument("--interval", type=float, default=1.0, help="agent interval, s (default 1)")
+    p.add_argument(
+        "--intervals-per-record",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sampling rounds the agent signs together in one record (default 1)",
+    )
     p.add_argument("--profile", action="store_true", help="run the agent under cProfile")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     p.add_argument(
@@ -137,8 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         " --agent-arg=off to measure without the Prometheus endpoint",
     )
     args = p.parse_args(argv)
-    if args.seconds <= 0 or args.warmup < 0 or args.gpus < 1 or args.interval <= 0:
-        p.error("--seconds and --interval must be positive, --gpus at least 1")
+    if (
+        min(args.seconds, args.interval) <= 0
+        or args.warmup < 0
+        or min(args.gpus, args.intervals_per_record) < 1
+    ):
+        p.error(
+            "--seconds and --interval must be positive, --gpus and --intervals-per-record at "
+            "least 1"
+        )
 
     with tempfile.TemporaryDirectory(prefix="flopwatch-bench-") as tmp:
         root = Path(tmp)
@@ -172,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"sim:{args.gpus}",
                     "--interval",
                     str(args.interval),
+                    "--intervals-per-record",
+                    str(args.intervals_per_record),
                     "--state-dir",
                     str(root / "agent"),
                     "--node-id",
@@ -199,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         peak_mb = hwm_kb / 1024
         print(
             f"flopwatch agent overhead: backend sim:{args.gpus}, interval {args.interval:g} s, "
+            f"{args.intervals_per_record} interval(s) per record, "
             f"{after.wall_s - before.wall_s:.1f} s measured after {before.wall_s - started:.1f} s"
         )
         print(
@@ -212,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  startup:   {before.cpu_s:.2f} CPU s in the first {before.wall_s - started:.1f} s")
         print(
             f"  records:   {records_after - records_before:.0f} accepted by the collector while "
-            f"measured ({args.gpus} GPU-intervals each), {records_after:.0f} in all"
+            f"measured ({args.gpus * args.intervals_per_record} GPU-intervals each), "
+            f"{records_after:.0f} in all"
         )
         if profile is not None:
             print("  (under cProfile: the CPU figure includes the profiler's cost)")

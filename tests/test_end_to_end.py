@@ -288,3 +288,25 @@ def test_records_signed_before_the_key_is_approved_are_counted_once_approved(
             await service.stop()
 
     assert asyncio.run(scenario()) == expected_totals()
+
+
+def test_rounds_signed_together_give_the_same_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five sampling rounds per record (116 rounds: 23 full records and a last one of 1, signed
+    when the trace ends): the collector's totals are exactly the offline replay's."""
+
+    async def scenario() -> tuple[float, dict[str, object]]:
+        service = CollectorService(collector_config(tmp_path / "c.db"))
+        port, _ = await service.start()
+        try:
+            cfg = replace(agent_config(tmp_path / "a", port), intervals_per_record=5)
+            assert await asyncio.to_thread(Agent(cfg).run) == 0
+            accepted = service.registry.get_sample_value("flopwatch_records_accepted_total")
+            return accepted or 0, await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            await service.stop()
+
+    accepted, totals = asyncio.run(scenario())
+    assert accepted == 24
+    assert totals == expected_totals()

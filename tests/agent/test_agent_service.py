@@ -184,6 +184,9 @@ def test_bad_backend_and_tls_settings_are_config_errors(tmp_path: Path) -> None:
         run_agent(config_for(tmp_path, 1, backend="sim:zero"))
     with pytest.raises(ConfigError, match="unknown simulator profile 'b200'; use one of a100,"):
         make_backend(config_for(tmp_path, 1, backend="sim:2:b200"))
+    # 64 devices x 65 rounds would not fit the collector's intervals per record.
+    with pytest.raises(ConfigError, match="65 x 64 devices = 4160 intervals per record"):
+        Agent(config_for(tmp_path, 1, backend="sim:64", intervals_per_record=65))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from agent import records
 from agent.backends.base import BindingStatus, GpuReading, HardwareBinding
 from agent.backends.sim import PROFILES, SimBackend, SimGpuModel, SimProfile
 from agent.records import ChainHead, RecordBuilder, batch_devices, utilization_centipercent
+from flopwatch.attribution import ALL_GPUS, JobWindow
 from flopwatch.binding import binding_nonce
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
@@ -225,3 +226,34 @@ def test_reports_past_the_record_budget_are_left_out_and_say_so(
         (pb.BINDING_STATUS_REPORT, ""),
         (pb.BINDING_STATUS_ERROR, "report left out: record full"),
     ]
+
+
+def test_rounds_signed_together_keep_each_rounds_attribution() -> None:
+    """Several sampling rounds in one record: every interval is the same as when signed alone,
+    and each round is attributed with the windows taken after it. Job A's source stops naming
+    it after the first round and job B starts with the second: A gets the first round only, B
+    the second only (merging the windows would split the second round between A and B; taking
+    the last round's would leave the first unattributed)."""
+    sim = SimBackend(2, seed=4, start_ns=START)
+    first, second = sim.next_readings(), sim.next_readings()
+    assert first is not None and second is not None
+    job_a, job_b = "slurm:test/7", "slurm:test/8"
+    round_one = [JobWindow(job_a, None, START - SEC, None, gpu=ALL_GPUS)]
+    round_two = [JobWindow(job_b, None, second[0].start_ns, None, gpu=ALL_GPUS)]
+
+    key = SigningKey.generate()
+    together = verify(key, builder(key).build_rounds([(first, round_one), (second, round_two)]))
+    alone_key = SigningKey.generate()
+    alone = builder(alone_key)
+    singles = [
+        verify(alone_key, alone.build(first, round_one)),
+        verify(alone_key, alone.build(second, round_two)),
+    ]
+
+    assert len(together.attestation.intervals) == 4
+    assert [i.SerializeToString() for i in together.attestation.intervals] == [
+        i.SerializeToString() for rec in singles for i in rec.attestation.intervals
+    ]
+    jobs_first = {c.job_id for c in together.contributions if c.start_ns == first[0].start_ns}
+    jobs_second = {c.job_id for c in together.contributions if c.start_ns == second[0].start_ns}
+    assert (jobs_first, jobs_second) == ({job_a}, {job_b})
