@@ -1,14 +1,17 @@
 """Soak: many simulated nodes streaming live to one collector for minutes, with figures.
 
-    .venv/bin/python bench/soak.py [--nodes 1000] [--gpus 8] [--interval 1] [--seconds 600]
+    .venv/bin/python bench/soak.py [--nodes 1000] [--gpus 8] [--interval 1]
+        [--intervals-per-record 1] [--seconds 600]
 
 What runs:
 - One collector process: gRPC, SQLite in a temp dir, trust on first use, no TLS (the bench
   measures the collector's work, not the handshake), thresholds out of reach.
 - `--clients` client processes share the `--nodes` simulated nodes. Each node is one agent: its
-  own Ed25519 key, its own Submit stream, its own hash chain. Every `--interval` seconds each
-  node signs one envelope covering that interval for its `--gpus` H100s (busy tensor pipes) and
-  sends it, live, with real timestamps. Nodes start spread over the first interval.
+  own Ed25519 key, its own Submit stream, its own hash chain. Every `--interval` x
+  `--intervals-per-record` seconds each node signs one envelope covering that time for its
+  `--gpus` H100s (busy tensor pipes), in `--intervals-per-record` intervals per GPU as an agent
+  with that setting does, and sends it, live, with real timestamps. Nodes start spread over the
+  first period.
 
 What it prints, every `--report-every` seconds and at the end:
 - throughput: GPU-interval records and envelopes acknowledged as accepted per second, next to
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -63,7 +67,8 @@ NODES_PER_CHANNEL = 50  # one TCP connection per 50 nodes, as separate agents wo
 class Node:
     """One simulated agent: key, chain, GPUs, and the send times of envelopes not yet acked."""
 
-    def __init__(self, index: int, gpus: int) -> None:
+    def __init__(self, index: int, gpus: int, rounds: int = 1) -> None:
+        self.rounds = rounds  # sampling intervals per envelope, like --intervals-per-record
         self.key = SigningKey.generate()
         self.builder = RecordBuilder(
             node_id=f"soak-node-{index}",
@@ -80,20 +85,28 @@ class Node:
         self.sent_at: dict[int, float] = {}
 
     def envelope(self, start_ns: int, end_ns: int) -> tuple[int, bytes]:
-        readings = [
-            GpuReading(
-                gpu=g,
-                start_ns=start_ns,
-                end_ns=end_ns,
-                pipe_busy={Pipe.HMMA: 0.6, Pipe.FP32: 0.05},
-                sm_clock_mhz_s=1755.0 * (end_ns - start_ns) / S,
-                clock_samples=10,
-                energy_mj=650 * (end_ns - start_ns) // 10**6,
-                processes=(ProcessShare(PID, 1.0),),
+        """One envelope over [start_ns, end_ns): `rounds` equal intervals of every GPU."""
+        edges = [start_ns + (end_ns - start_ns) * k // self.rounds for k in range(self.rounds + 1)]
+        rounds = [
+            (
+                [
+                    GpuReading(
+                        gpu=g,
+                        start_ns=a,
+                        end_ns=b,
+                        pipe_busy={Pipe.HMMA: 0.6, Pipe.FP32: 0.05},
+                        sm_clock_mhz_s=1755.0 * (b - a) / S,
+                        clock_samples=10,
+                        energy_mj=650 * (b - a) // 10**6,
+                        processes=(ProcessShare(PID, 1.0),),
+                    )
+                    for g in self.gpus
+                ],
+                self.windows,
             )
-            for g in self.gpus
+            for a, b in itertools.pairwise(edges)
         ]
-        envelope = self.builder.build(readings, self.windows)
+        envelope = self.builder.build_rounds(rounds)
         return self.builder.head.sequence, envelope.to_bytes()
 
 
@@ -172,6 +185,7 @@ def client_main(
     port: int,
     nodes: Sequence[int],
     gpus: int,
+    rounds: int,
     interval: float,
     seconds: float,
     report_every: float,
@@ -179,7 +193,8 @@ def client_main(
     go: Any,
     out: Any,
 ) -> None:
-    built = [Node(i, gpus) for i in nodes]
+    built = [Node(i, gpus, rounds) for i in nodes]
+    period = interval * rounds  # seconds between one node's envelopes
     tally = Tally()
 
     async def reporter(until: float) -> None:
@@ -204,11 +219,11 @@ def client_main(
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
         stubs = [collector_pb2_grpc.CollectorStub(ch) for ch in channels]  # type: ignore[no-untyped-call]
-        spread = interval / max(1, len(built))
+        spread = period / max(1, len(built))
         report = asyncio.create_task(reporter(until))
         await asyncio.gather(
             *(
-                run_node(stubs[i // NODES_PER_CHANNEL], n, i * spread, interval, until, tally)
+                run_node(stubs[i // NODES_PER_CHANNEL], n, i * spread, period, until, tally)
                 for i, n in enumerate(built)
             )
         )
@@ -237,7 +252,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--nodes", type=int, default=1000, help="simulated nodes (default 1000)")
     p.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds per record (default 1)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds per interval (default 1)")
+    p.add_argument(
+        "--intervals-per-record",
+        type=int,
+        default=1,
+        metavar="N",
+        help="intervals per envelope, as agents with --intervals-per-record N sign (default 1)",
+    )
     p.add_argument("--seconds", type=float, default=600, help="how long to stream (default 600)")
     p.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     p.add_argument("--warmup", type=float, default=60, help="seconds before memory growth counts")
@@ -245,10 +267,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
+    per_envelope = args.gpus * args.intervals_per_record  # GPU-intervals in one envelope
     offered = args.nodes * args.gpus / args.interval
     print(
         f"flopwatch soak: {args.nodes} nodes x {args.gpus} GPUs, one envelope per node every "
-        f"{args.interval:g} s ({offered:,.0f} GPU-interval records/s offered), "
+        f"{args.interval * args.intervals_per_record:g} s holding {args.intervals_per_record} "
+        f"interval(s) of {args.interval:g} s ({offered:,.0f} GPU-interval records/s offered), "
         f"{args.seconds:g} s, {args.clients} client processes, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
@@ -269,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     port,
                     shares[c],
                     args.gpus,
+                    args.intervals_per_record,
                     args.interval,
                     args.seconds,
                     args.report_every,
@@ -331,8 +356,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 rss_warm = (now, rss)
             cpu = cpu_seconds(cpid)
             window.sort()
+            rate = window_accepted * per_envelope / (now - window_start)
             print(
-                f"{now - start:>6.0f} {window_accepted * args.gpus / (now - window_start):>10,.0f} "
+                f"{now - start:>6.0f} {rate:>10,.0f} "
                 f"{window_accepted / (now - window_start):>7,.0f} "
                 f"{percentile(window, 0.5) * 1e3:>8.1f} {percentile(window, 0.99) * 1e3:>8.1f} "
                 f"{rss:>7.1f} {(cpu - last_cpu) / (now - last_t):>6.2f}",
@@ -360,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{totals['other']:,} {reasons or ''}"
     )
     print(
-        f"  accepted GPU-interval records/s       {totals['accepted'] * args.gpus / wall:,.0f} "
+        f"  accepted GPU-interval records/s       {totals['accepted'] * per_envelope / wall:,.0f} "
         f"(offered {offered:,.0f})"
     )
     print(f"  accepted envelopes/s                  {totals['accepted'] / wall:,.0f}")
