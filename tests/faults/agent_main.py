@@ -33,6 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--intervals", type=int, required=True, help="readings before the end")
     p.add_argument("--gpus", type=int, default=2)
     p.add_argument("--interval", type=float, default=0.05, help="seconds per reading")
+    p.add_argument("--intervals-per-record", type=int, default=1, help="readings per record")
     p.add_argument("--jobs", type=Path, required=True, help="JOBS.json")
     p.add_argument("--spool-max-bytes", type=int, default=64 << 20)
     p.add_argument("--spool-segment-bytes", type=int, default=32 << 20)
@@ -53,6 +54,7 @@ def main(argv: list[str]) -> int:
         node_id=args.node_id,
         cluster=CLUSTER,
         interval_s=args.interval,
+        intervals_per_record=args.intervals_per_record,
         jobs_file=args.jobs,
         insecure=True,
         spool_max_bytes=args.spool_max_bytes,

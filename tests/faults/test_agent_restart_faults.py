@@ -34,14 +34,17 @@ SEED = 7_1_3
 KILLS = 4
 
 
+@pytest.mark.parametrize("per_record", [1, 3], ids=["1-interval-records", "3-interval-records"])
 def test_agents_sigkilled_and_restarted_lose_nothing_and_sign_the_downtime(
-    make_lab: Callable[..., FaultLab],
+    make_lab: Callable[..., FaultLab], per_record: int
 ) -> None:
+    """With several intervals per record, a kill also loses the rounds not yet signed: they
+    lie in the AGENT_RESTART gap like the rest of the downtime."""
     lab = make_lab(nodes=3, intervals=100)
     total = contributions(r for records in lab.offline.values() for r in records)
     collector = lab.collector()
     collector.start()
-    agents = lab.agents(collector.address)
+    agents = lab.agents(collector.address, ["--intervals-per-record", str(per_record)])
     for a in agents:
         a.start()
     progress = Progress(collector.address)
