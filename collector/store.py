@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -172,69 +172,68 @@ class JobDelta(NamedTuple):
         )
 
 
-def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
-    """Per-job sums of the records' contributions (exact integer arithmetic)."""
-    out: dict[str, JobDelta] = {}
-    for r in records:
-        for c in r.contributions:
-            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
-            prev = out.get(c.job_id)
-            out[c.job_id] = d if prev is None else prev.plus(d)
-    return out
-
-
 # Sums keyed by a tuple, each with the node id of the record that gave it.
 NodeSums = dict[tuple[str, ...], tuple[str, JobDelta]]
+# One figure to sum: key, node id, estimate, upper bound, start, end.
+_Row = tuple[tuple[str, ...], str, int, int, int, int]
 
 
-def _add(sums: NodeSums, key: tuple[str, ...], node_id: str, d: JobDelta) -> None:
-    prev = sums.get(key)
-    sums[key] = (node_id, d if prev is None else prev[1].plus(d))
+def _sum_rows(rows: Iterable[_Row]) -> NodeSums:
+    """Sum rows per key in one pass. Runs for every contribution of every batch, so the running
+    sums are plain lists and each becomes a JobDelta once, at the end."""
+    acc: dict[tuple[str, ...], list[Any]] = {}
+    for key, node_id, estimate, upper, start, end in rows:
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [node_id, estimate, upper, start, end, 1]
+            continue
+        a[1] += estimate
+        a[2] += upper
+        a[3] = min(a[3], start)
+        a[4] = max(a[4], end)
+        a[5] += 1
+    return {k: (a[0], JobDelta(a[1], a[2], a[3], a[4], a[5])) for k, a in acc.items()}
+
+
+def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
+    """Per-job sums of the records' contributions (exact integer arithmetic)."""
+    sums = _sum_rows(
+        ((c.job_id,), r.node_id, c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns)
+        for r in records
+        for c in r.contributions
+    )
+    return {key[0]: delta for key, (_, delta) in sums.items()}
 
 
 def job_gpu_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
     """Per (job, node key, GPU) sums of the records' contributions: the rows of job_gpus."""
-    sums: NodeSums = {}
-    for r in records:
-        for c in r.contributions:
-            d = JobDelta(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns, 1)
-            _add(sums, (c.job_id, r.key_id, c.gpu_uuid), r.node_id, d)
-    return sums
+    return _sum_rows(
+        (
+            (c.job_id, r.key_id, c.gpu_uuid),
+            r.node_id,
+            c.flops_estimate,
+            c.flops_upper,
+            c.start_ns,
+            c.end_ns,
+        )
+        for r in records
+        for c in r.contributions
+    )
 
 
 def device_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
     """Per (node key, `gpu_key`) whole-device sums of the records' intervals: the rows of
     gpu_totals (the upper bound counted once per interval, however many jobs shared it)."""
-    sums: NodeSums = {}
-    for r in records:
-        gpus = r.attestation.gpus
-        for iv in r.attestation.intervals:
-            g = gpus[iv.gpu]
-            d = JobDelta(iv.flops_estimate, iv.flops_upper, iv.start_unix_ns, iv.end_unix_ns, 1)
-            _add(sums, (r.key_id, gpu_key(g.uuid, g.mig_instance)), r.node_id, d)
-    return sums
-
-
-def gpu_key(uuid: str, mig_instance: str) -> str:
-    """Names one measured device: a whole GPU, or one MIG instance of it.
-
-    MIG instances of one GPU share its uuid and run at the same time, so overlap is judged per
-    instance, not per uuid.
-    """
-    return f"{uuid}/{mig_instance}" if mig_instance else uuid
+    return _sum_rows(
+        ((r.key_id, m.device), r.node_id, m.flops_estimate, m.flops_upper, m.start_ns, m.end_ns)
+        for r in records
+        for m in r.measured
+    )
 
 
 def device_intervals(record: VerifiedRecord) -> list[tuple[str, int, int]]:
     """(gpu_key, start_ns, end_ns) of every interval the record measured."""
-    gpus = record.attestation.gpus
-    return [
-        (
-            gpu_key(gpus[iv.gpu].uuid, gpus[iv.gpu].mig_instance),
-            iv.start_unix_ns,
-            iv.end_unix_ns,
-        )
-        for iv in record.attestation.intervals
-    ]
+    return [(m.device, m.start_ns, m.end_ns) for m in record.measured]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
 """The attestation payload: building it (agent) and reading it back (collector, verifier).
 
 Generated protobuf classes stay at this edge. `make_interval` is the only place figures are put
-into a record and `recompute_interval` the only place they are checked, and both call the same
-FLOP-model functions, so signer and verifier cannot drift apart.
+into a record and the record verifier (`flopwatch.verify.record`) the only place they are
+checked, and both call the FLOP model's `interval_figures`, so signer and verifier cannot drift
+apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -16,7 +18,7 @@ from flopwatch.attribution import Attribution
 from flopwatch.errors import VerificationError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import Counters, Pipe, Precision
-from flopwatch.model.figures import Method, job_figures, whole_gpu_upper
+from flopwatch.model.figures import Method, interval_figures
 from flopwatch.v1 import attestation_pb2 as pb
 
 PRECISION_TO_PROTO = {
@@ -39,6 +41,7 @@ _PIPE_FIELDS = {p: p.value for p in Pipe}
 
 
 def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
+    cycles = iv.active_sm_cycles
     return Counters(
         cc=(gpu.cc_major, gpu.cc_minor),
         sm_count=gpu.sm_count,
@@ -46,11 +49,7 @@ def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
         duration_ns=iv.end_unix_ns - iv.start_unix_ns,
         elapsed_sm_cycles=iv.elapsed_sm_cycles,
         # Idle pipes are left out: they add nothing to any figure (Counters reads them as 0).
-        active={
-            p: cycles
-            for p, f in _PIPE_FIELDS.items()
-            if (cycles := getattr(iv.active_sm_cycles, f))
-        },
+        active={p: n for p, f in _PIPE_FIELDS.items() if (n := getattr(cycles, f))},
     )
 
 
@@ -67,19 +66,23 @@ def make_interval(
     utilization_centipercent: int = 0,
 ) -> pb.GpuInterval:
     """One GPU interval with its raw counters and the figures the model derives from them."""
-    jobs = []
-    for a in attributions:
-        f = job_figures(counters, method, a.share_ppm, a.precision, utilization_centipercent)
-        jobs.append(
-            pb.JobShare(
-                job_id=a.job_id,
-                share_ppm=a.share_ppm,
-                declared_precision=PRECISION_TO_PROTO[a.precision],
-                source=a.source,
-                flops_estimate=f.flops_estimate,
-                flops_upper=f.flops_upper,
-            )
+    figures = interval_figures(
+        counters,
+        method,
+        [(a.share_ppm, a.precision) for a in attributions],
+        utilization_centipercent,
+    )
+    jobs = [
+        pb.JobShare(
+            job_id=a.job_id,
+            share_ppm=a.share_ppm,
+            declared_precision=PRECISION_TO_PROTO[a.precision],
+            source=a.source,
+            flops_estimate=f.flops_estimate,
+            flops_upper=f.flops_upper,
         )
+        for a, f in zip(attributions, figures.jobs, strict=True)
+    ]
     return pb.GpuInterval(
         gpu=gpu_index,
         start_unix_ns=start_ns,
@@ -90,8 +93,8 @@ def make_interval(
         elapsed_sm_cycles=counters.elapsed_sm_cycles,
         energy_mj=energy_mj,
         jobs=jobs,
-        flops_estimate=sum(j.flops_estimate for j in jobs),
-        flops_upper=whole_gpu_upper(counters, method, utilization_centipercent),
+        flops_estimate=figures.flops_estimate,
+        flops_upper=figures.flops_upper,
         method=METHOD_TO_PROTO[method],
         clock_samples=clock_samples,
         utilization_centipercent=utilization_centipercent,
@@ -114,9 +117,29 @@ def parse_payload(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> pb.Attesta
     return msg
 
 
-@dataclass(frozen=True)
-class JobContribution:
-    """One job's figures from one GPU interval of a verified record."""
+def gpu_key(uuid: str, mig_instance: str) -> str:
+    """Names one measured device: a whole GPU, or one MIG instance of it.
+
+    MIG instances of one GPU share its uuid and run at the same time, so overlap is judged per
+    instance, not per uuid.
+    """
+    return f"{uuid}/{mig_instance}" if mig_instance else uuid
+
+
+class MeasuredInterval(NamedTuple):
+    """One GPU interval of a verified record, with the whole device's figures."""
+
+    device: str  # `gpu_key`: the GPU uuid, or uuid/MIG-instance
+    gpu_uuid: str
+    start_ns: int
+    end_ns: int
+    flops_estimate: int  # the jobs' estimates summed
+    flops_upper: int  # the whole device's upper bound, once however many jobs shared it
+
+
+class JobContribution(NamedTuple):
+    """One job's figures from one GPU interval of a verified record. A tuple: the collector
+    makes one for every job of every GPU interval it verifies."""
 
     job_id: str
     gpu_uuid: str

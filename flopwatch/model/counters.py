@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 
 class Pipe(enum.Enum):
+    # Members are singletons compared by identity, so identity hashing is exact. It is in C,
+    # where Enum's own hash is Python: pipes key the rate tables the collector consults for
+    # every GPU interval.
+    __hash__ = object.__hash__
+
     HMMA = "hmma"  # half / tf32 / fp8 matrix tensor pipe
     IMMA = "imma"  # integer matrix tensor pipe
     DFMA_TENSOR = "dfma_tensor"  # fp64 matrix tensor pipe
@@ -18,6 +24,8 @@ class Pipe(enum.Enum):
 
 class Precision(enum.Enum):
     """What a job declared for its matrix work; UNSPECIFIED when it declared nothing."""
+
+    __hash__ = object.__hash__  # as for Pipe
 
     UNSPECIFIED = "unspecified"
     BF16 = "bf16"
@@ -38,12 +46,12 @@ class Precision(enum.Enum):
             raise ValueError(f"unknown precision {text!r}; expected one of {names}") from None
 
 
-@dataclass(frozen=True)
-class Counters:
+class Counters(NamedTuple):
     """Integer counters of one GPU interval.
 
     `active` maps each pipe to its active SM-cycles (summed over SMs); `elapsed_sm_cycles` is
     SM count x integral of the SM clock over the interval. Their ratio is the pipe's busy fraction.
+    Immutable; a tuple because the collector builds one for every GPU interval it verifies.
     """
 
     cc: tuple[int, int]
@@ -51,7 +59,7 @@ class Counters:
     max_sm_clock_mhz: int
     duration_ns: int
     elapsed_sm_cycles: int
-    active: Mapping[Pipe, int] = field(default_factory=dict)
+    active: Mapping[Pipe, int] = MappingProxyType({})
 
     def active_cycles(self, pipe: Pipe) -> int:
         return self.active.get(pipe, 0)

@@ -7,7 +7,8 @@ from the raw counters in the record and refuse a record whose figures differ.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from flopwatch.model.counters import Counters, Pipe, Precision
 from flopwatch.model.flops import PPM, estimate, job_flops, peak_rate_all_pipes, upper_bound
@@ -55,8 +56,16 @@ def _utilization_upper(c: Counters, centipercent: int) -> int:
     return -(-at_max * centipercent * peak_rate_all_pipes(c.cc) // 10_000)
 
 
-@dataclass(frozen=True)
-class JobFigures:
+class JobFigures(NamedTuple):
+    flops_estimate: int
+    flops_upper: int
+
+
+class IntervalFigures(NamedTuple):
+    """One GPU interval's figures: each job's, in the order the shares were given, and the
+    interval's own (the jobs' estimates summed, and the whole GPU's upper bound)."""
+
+    jobs: tuple[JobFigures, ...]
     flops_estimate: int
     flops_upper: int
 
@@ -67,6 +76,40 @@ def whole_gpu_upper(c: Counters, method: Method, utilization_centipercent: int =
     return upper_bound(c)
 
 
+def _whole_gpu_estimate(
+    c: Counters, method: Method, precision: Precision, utilization_centipercent: int
+) -> int:
+    if method is Method.NVML_UTILIZATION:
+        return _utilization_estimate(c, utilization_centipercent, precision)
+    return estimate(c, precision)
+
+
+def interval_figures(
+    c: Counters,
+    method: Method,
+    shares: Sequence[tuple[int, Precision]],
+    utilization_centipercent: int = 0,
+) -> IntervalFigures:
+    """The figures of one GPU interval shared by jobs, given as (share in ppm, declared
+    precision). The agent signs these and every verifier recomputes them with this function.
+
+    A job's estimate is its share of the whole-GPU estimate at the job's declared precision.
+    A job's upper bound is the whole GPU's: a share comes from sampled per-process utilization
+    and could understate a job, so each job's bound stays sound on its own (bounds of jobs
+    sharing a GPU are therefore not additive). A job with no share claims nothing.
+    """
+    upper = whole_gpu_upper(c, method, utilization_centipercent)
+    whole: dict[Precision, int] = {}
+    jobs = []
+    for share_ppm, precision in shares:
+        at_precision = whole.get(precision)
+        if at_precision is None:
+            at_precision = _whole_gpu_estimate(c, method, precision, utilization_centipercent)
+            whole[precision] = at_precision
+        jobs.append(JobFigures(job_flops(at_precision, share_ppm), upper if share_ppm > 0 else 0))
+    return IntervalFigures(tuple(jobs), sum(j.flops_estimate for j in jobs), upper)
+
+
 def job_figures(
     c: Counters,
     method: Method,
@@ -74,26 +117,17 @@ def job_figures(
     precision: Precision,
     utilization_centipercent: int = 0,
 ) -> JobFigures:
-    """A job's figures for one interval.
-
-    The estimate is the job's share of the whole-GPU estimate at the job's declared precision.
-    The upper bound is the whole GPU's: a share comes from sampled per-process utilization and
-    could understate a job, so each job's bound stays sound on its own (bounds of jobs sharing a
-    GPU are therefore not additive).
-    """
-    if method is Method.NVML_UTILIZATION:
-        whole = _utilization_estimate(c, utilization_centipercent, precision)
-    else:
-        whole = estimate(c, precision)
-    upper = whole_gpu_upper(c, method, utilization_centipercent) if share_ppm > 0 else 0
-    return JobFigures(flops_estimate=job_flops(whole, share_ppm), flops_upper=upper)
+    """One job's figures for one interval (`interval_figures` for a single share)."""
+    return interval_figures(c, method, ((share_ppm, precision),), utilization_centipercent).jobs[0]
 
 
 __all__ = [
     "LEGEND",
     "PPM",
+    "IntervalFigures",
     "JobFigures",
     "Method",
+    "interval_figures",
     "job_figures",
     "method_for",
     "whole_gpu_upper",

@@ -50,7 +50,10 @@ def estimate(counters: Counters, precision: Precision = Precision.UNSPECIFIED) -
     if table is None:
         return upper_bound(counters)
     # A pipe with no active cycles adds nothing, so only the pipes present are summed.
-    return sum(cycles * table[p] for p, cycles in counters.active.items())
+    total = 0
+    for p, cycles in counters.active.items():
+        total += cycles * table[p]
+    return total
 
 
 def _fastest(rates: ArchRates | None, pipe: Pipe) -> int:
@@ -79,9 +82,10 @@ def upper_bound(counters: Counters) -> int:
         return 0
     # Scale busy cycles up to what they would be at the maximum clock, never down.
     at_max = max(counters.max_elapsed_sm_cycles, elapsed)
-    return sum(
-        _ceil_div(cycles * fastest[p] * at_max, elapsed) for p, cycles in counters.active.items()
-    )
+    total = 0
+    for p, cycles in counters.active.items():
+        total += _ceil_div(cycles * fastest[p] * at_max, elapsed)
+    return total
 
 
 def peak_rate_all_pipes(cc: tuple[int, int]) -> int:

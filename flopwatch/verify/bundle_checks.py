@@ -72,11 +72,8 @@ def chain_of(recs: list[VerifiedRecord], node: NodeKey) -> NodeChain:
 def check_overlap(records: list[tuple[int, VerifiedRecord]]) -> str:
     by_device: dict[str, list[tuple[int, int, int]]] = {}
     for leaf, r in records:
-        gpus = r.attestation.gpus
-        for iv in r.attestation.intervals:
-            g = gpus[iv.gpu]
-            device = f"{g.uuid}/{g.mig_instance}" if g.mig_instance else g.uuid
-            by_device.setdefault(device, []).append((iv.start_unix_ns, iv.end_unix_ns, leaf))
+        for m in r.measured:
+            by_device.setdefault(m.device, []).append((m.start_ns, m.end_ns, leaf))
     count = 0
     for device, intervals in by_device.items():
         intervals.sort()

@@ -17,7 +17,9 @@ from flopwatch.attestation import (
     PRECISION_FROM_PROTO,
     GapInfo,
     JobContribution,
+    MeasuredInterval,
     counters_of,
+    gpu_key,
     parse_payload,
 )
 from flopwatch.binding import (
@@ -31,7 +33,7 @@ from flopwatch.errors import VerificationError
 from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import MODEL_VERSION, Counters, physical_peak
-from flopwatch.model.figures import Method, job_figures, method_for, whole_gpu_upper
+from flopwatch.model.figures import Method, interval_figures, method_for
 from flopwatch.model.flops import PPM
 from flopwatch.v1 import attestation_pb2 as pb
 
@@ -54,14 +56,11 @@ class VerifiedRecord:
     attestation: pb.Attestation
     contributions: tuple[JobContribution, ...]
     gaps: tuple[GapInfo, ...]
+    measured: tuple[MeasuredInterval, ...]  # by GPU, then start
 
     @property
     def gpu_intervals(self) -> tuple[tuple[str, int, int], ...]:
-        gpus = self.attestation.gpus
-        return tuple(
-            (gpus[iv.gpu].uuid, iv.start_unix_ns, iv.end_unix_ns)
-            for iv in self.attestation.intervals
-        )
+        return tuple((m.gpu_uuid, m.start_ns, m.end_ns) for m in self.measured)
 
 
 def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
@@ -120,22 +119,37 @@ class RecordVerifier:
             raise VerificationError("bad_chain", "previous_digest must be a SHA-256 digest")
         # 5. GPU identities are sane, and no device is listed twice: intervals naming its two
         #    entries would count the same GPU-seconds twice without overlapping per entry.
-        devices: set[tuple[str, str]] = set()
+        devices = [gpu_key(g.uuid, g.mig_instance) for g in att.gpus]
         for g in att.gpus:
             self._check_gpu(g)
-            if (g.uuid, g.mig_instance) in devices:
-                raise VerificationError("malformed", f"GPU {g.uuid!r} is listed twice")
-            devices.add((g.uuid, g.mig_instance))
+        if len(set(devices)) != len(devices):
+            twice = next(d for i, d in enumerate(devices) if d in devices[:i])
+            raise VerificationError("malformed", f"GPU {twice!r} is listed twice")
         # 6. Every interval is well-formed, physically possible and its figures recompute.
         contributions: list[JobContribution] = []
+        measured: list[MeasuredInterval] = []
         last_end: dict[int, int] = {}
+        latest_end_ns = None
+        if self._now_ns is not None:
+            latest_end_ns = self._now_ns() + lim.max_clock_skew_ns
+        job_ids_checked: set[str] = set()
         for iv in sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns)):
-            contributions.extend(self._check_interval(att, iv))
+            contributions.extend(self._check_interval(att, iv, latest_end_ns, job_ids_checked))
             if iv.start_unix_ns < last_end.get(iv.gpu, iv.start_unix_ns):
                 raise VerificationError("overlap", "two intervals of one GPU overlap")
             last_end[iv.gpu] = iv.end_unix_ns
+            measured.append(
+                MeasuredInterval(
+                    devices[iv.gpu],
+                    att.gpus[iv.gpu].uuid,
+                    iv.start_unix_ns,
+                    iv.end_unix_ns,
+                    iv.flops_estimate,
+                    iv.flops_upper,
+                )
+            )
         # 7. Gaps name a GPU of the record and a proper time range.
-        gaps = tuple(self._check_gap(att, g) for g in att.gaps)
+        gaps = tuple(self._check_gap(att, g, latest_end_ns) for g in att.gaps)
         # 8. Hardware bindings name a GPU of the record, and a GPU report was requested over
         #    this record's nonce (the report's signature chain is NVIDIA's tools' to check).
         for b in att.bindings:
@@ -151,6 +165,7 @@ class RecordVerifier:
             attestation=att,
             contributions=tuple(contributions),
             gaps=gaps,
+            measured=tuple(measured),
         )
 
     def _check_gpu(self, g: pb.GpuIdentity) -> None:
@@ -163,45 +178,64 @@ class RecordVerifier:
         if not 0 < g.max_sm_clock_mhz <= _MAX_CLOCK_MHZ:
             raise VerificationError("implausible", f"GPU {g.uuid} max clock {g.max_sm_clock_mhz}")
 
-    def _check_times(self, start_ns: int, end_ns: int, *, bounded: bool = True) -> None:
+    def _check_times(
+        self, start_ns: int, end_ns: int, latest_end_ns: int | None, *, bounded: bool = True
+    ) -> None:
         if start_ns <= 0 or end_ns <= start_ns:
             raise VerificationError("bad_interval", "interval must have start < end, after 1970")
         if bounded and end_ns - start_ns > self._limits.max_interval_ns:
             raise VerificationError("bad_interval", "interval is longer than the limit")
-        if self._now_ns is not None and end_ns > self._now_ns() + self._limits.max_clock_skew_ns:
+        if latest_end_ns is not None and end_ns > latest_end_ns:
             raise VerificationError("future", "interval ends in the future")
 
-    def _check_interval(self, att: pb.Attestation, iv: pb.GpuInterval) -> list[JobContribution]:
+    def _check_job_id(self, job_id: str, cluster: str) -> None:
+        _text(job_id, "job_id", self._limits)
+        job_cluster = cluster_of(job_id)
+        if job_cluster is not None and job_cluster != cluster:
+            raise VerificationError(
+                "cluster_mismatch",
+                f"job {job_id!r} names cluster {job_cluster!r}, record is from {cluster!r}",
+            )
+
+    def _check_interval(
+        self,
+        att: pb.Attestation,
+        iv: pb.GpuInterval,
+        latest_end_ns: int | None,
+        job_ids_checked: set[str],
+    ) -> list[JobContribution]:
         lim = self._limits
         if iv.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
         gpu = att.gpus[iv.gpu]
-        self._check_times(iv.start_unix_ns, iv.end_unix_ns)
+        start_ns, end_ns = iv.start_unix_ns, iv.end_unix_ns
+        self._check_times(start_ns, end_ns, latest_end_ns)
         c = counters_of(gpu, iv)
         method = METHOD_FROM_PROTO.get(iv.method)
         if method is None:
             raise VerificationError("malformed", f"unknown method {iv.method}")
-        self._check_counters(c, method, iv)
-        if not 0 < len(iv.jobs) <= lim.max_jobs_per_interval:
-            raise VerificationError("malformed", f"{len(iv.jobs)} jobs in one interval")
-        if sum(j.share_ppm for j in iv.jobs) != PPM:
+        utilization = iv.utilization_centipercent
+        self._check_counters(c, method, utilization)
+        jobs = iv.jobs
+        if not 0 < len(jobs) <= lim.max_jobs_per_interval:
+            raise VerificationError("malformed", f"{len(jobs)} jobs in one interval")
+        if sum(j.share_ppm for j in jobs) != PPM:
             raise VerificationError("bad_shares", "job shares do not sum to 1,000,000 ppm")
-        out = []
-        for j in iv.jobs:
-            _text(j.job_id, "job_id", lim)
+        shares = []
+        for j in jobs:
+            # A record of several rounds names the same jobs again and again: check each once.
+            if j.job_id not in job_ids_checked:
+                self._check_job_id(j.job_id, att.cluster)
+                job_ids_checked.add(j.job_id)
             _text(j.source, "job source", lim, required=False)
-            job_cluster = cluster_of(j.job_id)
-            if job_cluster is not None and job_cluster != att.cluster:
-                raise VerificationError(
-                    "cluster_mismatch",
-                    f"job {j.job_id!r} names cluster {job_cluster!r}, record is from "
-                    f"{att.cluster!r}",
-                )
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
-            f = job_figures(c, method, j.share_ppm, precision, iv.utilization_centipercent)
-            if (j.flops_estimate, j.flops_upper) != (f.flops_estimate, f.flops_upper):
+            shares.append((j.share_ppm, precision))
+        figures = interval_figures(c, method, shares, utilization)
+        out = []
+        for j, f in zip(jobs, figures.jobs, strict=True):
+            if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
                 raise VerificationError(
                     "flops_mismatch",
                     f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
@@ -211,20 +245,19 @@ class RecordVerifier:
                 JobContribution(
                     job_id=j.job_id,
                     gpu_uuid=gpu.uuid,
-                    start_ns=iv.start_unix_ns,
-                    end_ns=iv.end_unix_ns,
-                    flops_estimate=j.flops_estimate,
-                    flops_upper=j.flops_upper,
+                    start_ns=start_ns,
+                    end_ns=end_ns,
+                    flops_estimate=f.flops_estimate,
+                    flops_upper=f.flops_upper,
                 )
             )
-        upper = whole_gpu_upper(c, method, iv.utilization_centipercent)
-        if iv.flops_upper != upper or iv.flops_estimate != sum(j.flops_estimate for j in iv.jobs):
+        if iv.flops_upper != figures.flops_upper or iv.flops_estimate != figures.flops_estimate:
             raise VerificationError("flops_mismatch", "interval totals do not match its counters")
-        if upper > physical_peak(c):
+        if figures.flops_upper > physical_peak(c):
             raise VerificationError("implausible", "claims more FLOPs than the GPU's peak")
         return out
 
-    def _check_counters(self, c: Counters, method: Method, iv: pb.GpuInterval) -> None:
+    def _check_counters(self, c: Counters, method: Method, utilization_centipercent: int) -> None:
         expected = method_for(c.cc, has_gpm=method is not Method.NVML_UTILIZATION)
         if method is not expected:
             raise VerificationError("bad_method", f"method {method.value} for cc {c.cc}")
@@ -234,16 +267,16 @@ class RecordVerifier:
         for p, cycles in c.active.items():
             if cycles > c.elapsed_sm_cycles:
                 raise VerificationError("implausible", f"{p.value} busy more cycles than elapsed")
-        if iv.utilization_centipercent > 10_000:
+        if utilization_centipercent > 10_000:
             raise VerificationError("implausible", "utilization above 100%")
-        if method is not Method.NVML_UTILIZATION and iv.utilization_centipercent:
+        if method is not Method.NVML_UTILIZATION and utilization_centipercent:
             raise VerificationError("bad_method", "utilization given with counter-based method")
 
-    def _check_gap(self, att: pb.Attestation, g: pb.Gap) -> GapInfo:
+    def _check_gap(self, att: pb.Attestation, g: pb.Gap, latest_end_ns: int | None) -> GapInfo:
         if g.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"gap names GPU #{g.gpu}, not in record")
         # A gap claims no work, so it may be long: an agent can be down for days.
-        self._check_times(g.start_unix_ns, g.end_unix_ns, bounded=False)
+        self._check_times(g.start_unix_ns, g.end_unix_ns, latest_end_ns, bounded=False)
         _text(g.detail, "gap detail", self._limits, required=False)
         reason = pb.GapReason.Name(g.reason) if g.reason in pb.GapReason.values() else "UNKNOWN"
         return GapInfo(

@@ -8,7 +8,6 @@ record after a start.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -87,7 +86,7 @@ def test_unknown_gpu_is_bounded_by_the_fastest_known_rate_never_guessed() -> Non
         assert iv.flops_estimate == iv.flops_upper  # no rate to estimate with: the bound, labelled
         # At least what the fastest GPU in the table could have done with these counters.
         for cc in RATE_TABLE:
-            assert iv.flops_upper >= upper_bound(dataclasses.replace(r.counters(), cc=cc))
+            assert iv.flops_upper >= upper_bound(r.counters()._replace(cc=cc))
 
 
 def test_unknown_gpu_without_gpm_is_bounded_from_utilization_at_the_fastest_known_rates() -> None:

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from agent.replay_report import replay
 from flopwatch.jobs_file import load_jobs
 from flopwatch.model import Counters, Pipe, Precision, estimate, physical_peak, upper_bound
+from flopwatch.model.figures import Method, interval_figures, whole_gpu_upper
+from flopwatch.model.flops import PPM
 from flopwatch.model.rates import fastest_known
 
 TRACE_DIR = Path(__file__).parent.parent / "fixtures" / "h100-trace-1"
@@ -90,3 +92,40 @@ def test_upper_bound_dominates_every_estimate_and_peak_dominates_bound(
 ) -> None:
     c = _counters(cc, busy, clock)
     assert estimate(c, precision) <= upper_bound(c) <= physical_peak(c)
+
+
+@given(
+    busy=st.fixed_dictionaries({p: fractions for p in Pipe}),
+    clock=st.integers(min_value=1, max_value=1980),
+    cc=st.sampled_from([(8, 0), (9, 0), (12, 0)]),
+    shares=st.lists(
+        st.tuples(st.integers(0, PPM), st.sampled_from(list(Precision))), min_size=1, max_size=5
+    ),
+    utilization=st.integers(0, 10_000),
+    method=st.sampled_from(list(Method)),
+)
+def test_interval_figures_are_each_jobs_share_of_the_whole_gpu(
+    busy: dict[Pipe, float],
+    clock: int,
+    cc: tuple[int, int],
+    shares: list[tuple[int, Precision]],
+    utilization: int,
+    method: Method,
+) -> None:
+    """What the agent signs and every verifier recomputes: per job, the floor of its share of
+    the whole-GPU estimate at its own precision, and the whole GPU's bound while it has a share;
+    for the interval, the jobs' estimates summed and the whole GPU's bound."""
+    c = _counters(cc, busy, clock)
+    util = utilization if method is Method.NVML_UTILIZATION else 0
+    f = interval_figures(c, method, shares, util)
+    upper = whole_gpu_upper(c, method, util)
+    assert f.flops_upper == upper
+    for (share, precision), job in zip(shares, f.jobs, strict=True):
+        if method is Method.NVML_UTILIZATION:
+            busy_hmma = c._replace(active={Pipe.HMMA: c.elapsed_sm_cycles * util // 10_000})
+            whole = estimate(busy_hmma, precision)
+        else:
+            whole = estimate(c, precision)
+        assert job.flops_estimate == whole * share // PPM
+        assert job.flops_upper == (upper if share else 0)
+    assert f.flops_estimate == sum(j.flops_estimate for j in f.jobs)
