@@ -46,7 +46,7 @@ import grpc
 from agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from agent.records import ChainHead, RecordBuilder
 from collector.alerts import ThresholdPolicy
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, parse_verify_workers
 from collector.ingest import Ingestor
 from collector.server import run_collector
 from collector.sqlite_store import SQLiteStore
@@ -159,7 +159,7 @@ def bench_stages(gpus: int, nodes: int, records: int, per: int) -> None:
 # -- end to end --------------------------------------------------------------------------------
 
 
-def collector_main(db: str, ports: Any, stop: Any, profile: str | None) -> None:
+def collector_main(db: str, ports: Any, stop: Any, profile: str | None, workers: int) -> None:
     config = CollectorConfig(
         listen="127.0.0.1:0",
         db=f"sqlite:{db}",
@@ -167,6 +167,7 @@ def collector_main(db: str, ports: Any, stop: Any, profile: str | None) -> None:
         thresholds=(10**30,),
         insecure=True,
         enroll_on_first_use=True,
+        verify_workers=workers,
     )
 
     async def main() -> None:
@@ -241,12 +242,28 @@ def client_main(
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of `pid` and its live child processes (verify workers)."""
+    pids = {pid}
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids.update(int(c) for c in children.read_text().split())
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def bench_end_to_end(
-    clients: int, nodes: int, gpus: int, records: int, per: int, profile: str | None
+    clients: int,
+    nodes: int,
+    gpus: int,
+    records: int,
+    per: int,
+    profile: str | None,
+    workers: int,
 ) -> None:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,7 +275,8 @@ def bench_end_to_end(
             ctx.Queue(),
         )
         collector = ctx.Process(
-            target=collector_main, args=(str(Path(tmp) / "c.db"), ports, stop, profile)
+            target=collector_main,
+            args=(str(Path(tmp) / "c.db"), ports, stop, profile, workers),
         )
         collector.start()
         port = ports.get(timeout=60)
@@ -312,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--records", type=int, default=100, help="envelopes per node (default 100)")
     p.add_argument("--profile", metavar="FILE", help="cProfile the collector's ingest path")
     p.add_argument("--skip-stages", action="store_true", help="only the end-to-end figure")
+    p.add_argument(
+        "--verify-workers",
+        default="auto",
+        metavar="N",
+        help="the collector's --verify-workers (default auto: one per CPU, at most 4)",
+    )
     args = p.parse_args(argv)
 
     print(f"flopwatch collector throughput ({os.cpu_count()} CPUs, {sys.version.split()[0]})")
@@ -323,12 +347,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             "envelope, 16 nodes x 50 envelopes)"
         )
         bench_stages(args.gpus, 16, 50, args.intervals)
+    workers = parse_verify_workers(args.verify_workers)
     print(
         f"3. end to end: {args.clients} client processes x {args.nodes} node streams x "
-        f"{args.records} envelopes -> one collector process (gRPC, SQLite)"
+        f"{args.records} envelopes -> one collector process (gRPC, SQLite) with {workers} "
+        "verify worker(s)"
     )
     bench_end_to_end(
-        args.clients, args.nodes, args.gpus, args.records, args.intervals, args.profile
+        args.clients,
+        args.nodes,
+        args.gpus,
+        args.records,
+        args.intervals,
+        args.profile,
+        workers,
     )
 
 

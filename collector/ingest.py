@@ -4,7 +4,9 @@ Per envelope, in order:
   1. Parse the DSSE envelope (bounded by `Limits`).
   2. Find a signing key: enrolled -> trusted; revoked -> "revoked_key"; unknown -> "unknown_key",
      unless trust on first use is on and the agent presented the matching public key.
-  3. Verify the record (`RecordVerifier`): signature, contents, figures.
+  3. Verify the record (`RecordVerifier`): signature, contents, figures. A record a verify
+     worker already verified against the key its stream presented (`collector.verify_workers`)
+     is taken as verified only when that key is the one key trusted in step 2.
   4. Judge it against its key's chain, as held in the store plus what this batch accepted:
      the same record again -> duplicate (nothing changes); a conflicting one -> "chain_fork".
   5. Refuse a record whose node id is not the one its key is enrolled for ("node_mismatch").
@@ -47,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -112,6 +114,7 @@ class IngestSnapshot:
     rejected: Mapping[str, int]
     gpus: tuple[GpuTotal, ...] = ()  # whole-device sums per (key, GPU)
     forks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (key_id, node) -> n
+    verified_ahead: int = 0  # records a verify worker verified, taken as they were
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,15 @@ class _Claim:
 
     def ack(self, status: AckStatus, reason: str = "", detail: str = "") -> Ack:
         return Ack(self.key_id, self.sequence, status, reason, detail)
+
+
+class Submission(NamedTuple):
+    """One envelope as its stream handed it in."""
+
+    envelope: bytes
+    presented_key: bytes | None = None  # the raw public key the stream presented, if any
+    # The record, verified in advance against the presented key (`collector.verify_workers`).
+    verified: VerifiedRecord | None = None
 
 
 class Ingestor:
@@ -152,6 +164,8 @@ class Ingestor:
         self._chains = {c.key_id: c for c in store.chain_states()}
         self._gpus = {(g.key_id, g.gpu): g for g in store.gpu_totals()}
         self._accepted = self._duplicate = self._retry = 0
+        self._verified_ahead = 0
+        self._ahead_in_batch = 0  # of the batch being judged
         self._rejected: dict[str, int] = {}
         self._forks = ForkTracker()
         self.enrollment = TokenRedeemer(store, limits=limits)
@@ -165,10 +179,11 @@ class Ingestor:
         `presented_key` is the raw public key the sending agent presented (for trust on first
         use and for noting a key that awaits approval).
         """
-        return self.ingest_from([(data, presented_key) for data in envelopes])
+        return self.ingest_from([Submission(data, presented_key) for data in envelopes])
 
-    def ingest_from(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[Ack]:
-        """`ingest` for envelopes of several streams: each with its own stream's presented key."""
+    def ingest_from(self, items: Sequence[Submission]) -> list[Ack]:
+        """`ingest` for envelopes of several streams: each with its own stream's presented key
+        and, where a verify worker verified it, its record."""
         acks: list[Ack] = []
         step = self._limits.max_commit_batch
         for i in range(0, len(items), step):
@@ -190,31 +205,33 @@ class Ingestor:
                 accepted=self._accepted,
                 duplicate=self._duplicate,
                 retry=self._retry,
+                verified_ahead=self._verified_ahead,
                 rejected=dict(self._rejected),
                 gpus=tuple(self._gpus.values()),
                 forks=self._forks.counts(),
             )
 
     # -- one batch -------------------------------------------------------------------------
-    def _ingest_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[Ack]:
-        claims = [self._claim(data) for data, _ in items]
-        presented = [key for _, key in items]
+    def _ingest_batch(self, items: Sequence[Submission]) -> list[Ack]:
+        claims = [self._claim(s) for s in items]
         self._forks.start_batch()
         try:
-            acks, batch, fired = self._judge_and_commit(claims, presented)
+            acks, batch, fired = self._judge_and_commit(claims, items)
         except StoreError as e:
             log.error("store failed, %d envelopes acked retry: %s", len(claims), e)
             acks = [c.ack("retry", "store_unavailable", str(e)) for c in claims]
             self._count(acks)
             return acks
         self._count(acks)
+        with self._lock:
+            self._verified_ahead += self._ahead_in_batch
         totals = self._refresh_view(batch.records)
         forks = self._forks.settle(self._now_ns())
         self._emit([*fired, *self._crossed_meanwhile(totals), *forks])
         return acks
 
     def _judge_and_commit(
-        self, claims: Sequence[_Claim], presented: Sequence[bytes | None]
+        self, claims: Sequence[_Claim], items: Sequence[Submission]
     ) -> tuple[list[Ack], PendingBatch, list[AlertEvent]]:
         """Judge the claims, commit what was accepted; return acks, batch and new alerts.
 
@@ -225,7 +242,11 @@ class Ingestor:
         attempt = 1
         while True:
             batch = PendingBatch(self._store)
-            acks = [self._judge(c, batch, key) for c, key in zip(claims, presented, strict=True)]
+            self._ahead_in_batch = 0
+            acks = [
+                self._judge(c, batch, s.presented_key, s.verified)
+                for c, s in zip(claims, items, strict=True)
+            ]
             try:
                 return acks, batch, self._commit(batch)
             except StoreConflictError as e:
@@ -234,9 +255,12 @@ class Ingestor:
                 attempt += 1
                 log.info("commit met records another collector committed; judging again: %s", e)
 
-    def _claim(self, data: bytes) -> _Claim:
+    def _claim(self, item: Submission) -> _Claim:
+        if item.verified is not None:  # parsed already
+            r = item.verified
+            return _Claim(r.key_id[:_ID_CHARS], r.sequence, r.envelope)
         try:
-            env = Envelope.from_bytes(data, self._limits)
+            env = Envelope.from_bytes(item.envelope, self._limits)
         except VerificationError as e:
             return _Claim("", 0, None, e)
         try:
@@ -246,16 +270,26 @@ class Ingestor:
         # Unverified: echoed in the ack, so cut to size.
         return _Claim(att.key_id[:_ID_CHARS], att.sequence, env)
 
-    def _judge(self, claim: _Claim, batch: PendingBatch, presented: bytes | None) -> Ack:
+    def _judge(
+        self,
+        claim: _Claim,
+        batch: PendingBatch,
+        presented: bytes | None,
+        verified: VerifiedRecord | None,
+    ) -> Ack:
         if claim.envelope is None or claim.error is not None:
             err = claim.error or VerificationError("malformed", "unreadable envelope")
             return self._reject(claim, err.reason, err.message)
         try:
             trusted, first_use = self._trusted(claim.envelope, batch, presented)
-            verifier = RecordVerifier(
-                trusted_keys=trusted, limits=self._limits, now_ns=self._now_ns
-            )
-            record = verifier.verify(claim.envelope)
+            if verified is not None and trusted.keys() == {verified.key_id}:
+                record = verified  # verified with the very key trusted now
+                self._ahead_in_batch += 1
+            else:
+                verifier = RecordVerifier(
+                    trusted_keys=trusted, limits=self._limits, now_ns=self._now_ns
+                )
+                record = verifier.verify(claim.envelope)
         except VerificationError as e:
             if (
                 e.reason == "unknown_key"

@@ -81,6 +81,12 @@ class FlopwatchMetrics(Collector):
             "the agent sends them again.",
             value=s.retry,
         )
+        yield CounterMetricFamily(
+            "flopwatch_records_verified_ahead",
+            "Records a verify worker process checked (signature, recomputed FLOPs) before the "
+            "ingest thread judged them (--verify-workers); the rest it verified itself.",
+            value=s.verified_ahead,
+        )
         rejected = CounterMetricFamily(
             "flopwatch_records_rejected",
             "Records refused for good, by reason code.",

@@ -33,10 +33,12 @@ from collector.servicer import CollectorServicer
 from collector.store import Store
 from collector.store_factory import Database, open_store, parse_db
 from collector.translog import TransparencyLog
+from collector.verify_workers import VerifyWorkers
 from collector.webhook import WebhookSink, load_secret
 from flopwatch.errors import ConfigError, StoreError
 from flopwatch.transport import host_port, read_file
 from flopwatch.v1 import collector_pb2_grpc
+from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class CollectorService:
         self._log: TransparencyLog | None = None  # the transparency log, on the store's thread
         self._signing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._workers: VerifyWorkers | None = None
         self._servicer: CollectorServicer | None = None
         self._store: Store | None = None
         self._server: grpc.aio.Server | None = None
@@ -116,6 +119,11 @@ class CollectorService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flopwatch-ingest")
         loop = asyncio.get_running_loop()
         try:
+            if cfg.verify_workers > 0:
+                self._workers = await asyncio.to_thread(
+                    VerifyWorkers, cfg.verify_workers, cfg.limits
+                )
+                log.info("verifying records in %d worker processes", cfg.verify_workers)
             ingestor = await loop.run_in_executor(self._executor, self._open, db, policy)
             assert self._store is not None
             self._log = TransparencyLog(self._store, log_key, now_ns=self._now_ns)
@@ -183,6 +191,7 @@ class CollectorService:
             query=query,
             query_limits=self.config.query,
             log=self._log,
+            verify=self._verify_ahead if self._workers is not None else None,
         )
         collector_pb2_grpc.add_CollectorServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, self._server
@@ -198,6 +207,12 @@ class CollectorService:
             raise ConfigError(f"cannot listen on {self.config.listen}")
         await self._server.start()
         return port
+
+    def _verify_ahead(
+        self, items: Sequence[tuple[bytes, bytes | None]]
+    ) -> list[VerifiedRecord | None]:
+        assert self._workers is not None
+        return self._workers.verify(items, self._now_ns())
 
     def _start_metrics(self, host: str, port: int) -> int:
         try:
@@ -222,6 +237,9 @@ class CollectorService:
         if self._servicer is not None:
             await self._servicer.close()
             self._servicer = None
+        if self._workers is not None:
+            await asyncio.to_thread(self._workers.close)
+            self._workers = None
         if self._metrics is not None:
             httpd, thread = self._metrics
             self._metrics = None

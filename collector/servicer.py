@@ -31,7 +31,7 @@ from collector import query_api, translog_api
 from collector.config import QueryLimits
 from collector.enrollment import TOKEN_METADATA
 from collector.ingest import Ack, Ingestor
-from collector.pipeline import IngestPipeline
+from collector.pipeline import IngestPipeline, VerifyFn
 from collector.query import Query
 from collector.query_api import job_message
 from collector.translog import TransparencyLog
@@ -111,6 +111,7 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         query: Query | None = None,
         query_limits: QueryLimits | None = None,
         log: TransparencyLog | None = None,
+        verify: VerifyFn | None = None,
     ) -> None:
         self._ingestor = ingestor
         self._log = log
@@ -118,7 +119,9 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         self._limits = limits
         self._query = query
         self._query_limits = query_limits or QueryLimits()
-        self._pipeline = IngestPipeline(ingestor.ingest_from, executor, limits.max_commit_batch)
+        self._pipeline = IngestPipeline(
+            ingestor.ingest_from, executor, limits.max_commit_batch, verify=verify
+        )
 
     async def close(self) -> None:
         """Stop the shared ingest pipeline (after the server stopped taking streams)."""

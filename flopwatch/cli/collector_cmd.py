@@ -120,12 +120,20 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="trust any new node key on first contact (labs and demos only; logged as a warning)",
     )
+    p.add_argument(
+        "--verify-workers",
+        default="auto",
+        metavar="N",
+        help="processes that verify records (signatures, recomputed FLOPs) while the ingest "
+        "thread commits the batch before: 'auto' is one per CPU, at most 4, none on one CPU; 0 "
+        "verifies on the ingest thread (default: %(default)s)",
+    )
     add_tls_arguments(p, "collector")
     add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.config import CollectorConfig, parse_duration
+    from collector.config import CollectorConfig, parse_duration, parse_verify_workers
     from collector.server import run_collector
 
     host_port(args.listen)
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         enroll_on_first_use=args.enroll_on_first_use,
         log_key=args.key,
         tree_head_interval_s=parse_duration(args.tree_head_interval),
+        verify_workers=parse_verify_workers(args.verify_workers),
     )
 
     async def main() -> None:

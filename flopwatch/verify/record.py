@@ -132,16 +132,19 @@ class RecordVerifier:
         latest_end_ns = None
         if self._now_ns is not None:
             latest_end_ns = self._now_ns() + lim.max_clock_skew_ns
-        job_ids_checked: set[str] = set()
+        # Each job id and GPU uuid of the record as ONE string object, however often it recurs:
+        # a record of many rounds names the same few again and again.
+        job_ids: dict[str, str] = {}
+        uuids = [g.uuid for g in att.gpus]
         for iv in sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns)):
-            contributions.extend(self._check_interval(att, iv, latest_end_ns, job_ids_checked))
+            contributions.extend(self._check_interval(att, iv, latest_end_ns, job_ids, uuids))
             if iv.start_unix_ns < last_end.get(iv.gpu, iv.start_unix_ns):
                 raise VerificationError("overlap", "two intervals of one GPU overlap")
             last_end[iv.gpu] = iv.end_unix_ns
             measured.append(
                 MeasuredInterval(
                     devices[iv.gpu],
-                    att.gpus[iv.gpu].uuid,
+                    uuids[iv.gpu],
                     iv.start_unix_ns,
                     iv.end_unix_ns,
                     iv.flops_estimate,
@@ -202,12 +205,14 @@ class RecordVerifier:
         att: pb.Attestation,
         iv: pb.GpuInterval,
         latest_end_ns: int | None,
-        job_ids_checked: set[str],
+        job_ids: dict[str, str],
+        uuids: list[str],
     ) -> list[JobContribution]:
         lim = self._limits
         if iv.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
         gpu = att.gpus[iv.gpu]
+        uuid = uuids[iv.gpu]
         start_ns, end_ns = iv.start_unix_ns, iv.end_unix_ns
         self._check_times(start_ns, end_ns, latest_end_ns)
         c = counters_of(gpu, iv)
@@ -222,19 +227,22 @@ class RecordVerifier:
         if sum(j.share_ppm for j in jobs) != PPM:
             raise VerificationError("bad_shares", "job shares do not sum to 1,000,000 ppm")
         shares = []
+        ids = []
         for j in jobs:
-            # A record of several rounds names the same jobs again and again: check each once.
-            if j.job_id not in job_ids_checked:
-                self._check_job_id(j.job_id, att.cluster)
-                job_ids_checked.add(j.job_id)
+            job_id = job_ids.get(j.job_id)
+            if job_id is None:  # each job id is checked once per record
+                job_id = j.job_id
+                self._check_job_id(job_id, att.cluster)
+                job_ids[job_id] = job_id
             _text(j.source, "job source", lim, required=False)
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
             shares.append((j.share_ppm, precision))
+            ids.append(job_id)
         figures = interval_figures(c, method, shares, utilization)
         out = []
-        for j, f in zip(jobs, figures.jobs, strict=True):
+        for j, job_id, f in zip(jobs, ids, figures.jobs, strict=True):
             if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
                 raise VerificationError(
                     "flops_mismatch",
@@ -243,8 +251,8 @@ class RecordVerifier:
                 )
             out.append(
                 JobContribution(
-                    job_id=j.job_id,
-                    gpu_uuid=gpu.uuid,
+                    job_id=job_id,
+                    gpu_uuid=uuid,
                     start_ns=start_ns,
                     end_ns=end_ns,
                     flops_estimate=f.flops_estimate,

@@ -60,20 +60,24 @@ def enroll(db_path, *nodes: Node) -> None:
     store.close()
 
 
-def test_round_trip_over_insecure_grpc(db_path, caplog):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_round_trip_over_insecure_grpc(db_path, caplog, workers):
     nodes = [past_node("node-a", gpus=2), past_node("node-b", gpus=2)]
     enroll(db_path, *nodes)
     envs = {n.node_id: n.envelopes(40) for n in nodes}
+    keys = {n.node_id: ((PUBLIC_KEY_METADATA, n.public_raw.hex()),) for n in nodes}
 
     async def main():
-        service = CollectorService(config(db_path))
+        service = CollectorService(config(db_path, verify_workers=workers))
         with caplog.at_level(logging.WARNING, logger="collector.server"):
             port, metrics_port = await service.start()
         assert "plaintext gRPC: --insecure" in caplog.text
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 # Two agents stream at once; each gets one ack per envelope, in order.
-                results = await asyncio.gather(*(submit(channel, e) for e in envs.values()))
+                results = await asyncio.gather(
+                    *(submit(channel, e, keys[node]) for node, e in envs.items())
+                )
                 for node, acks in zip(nodes, results, strict=True):
                     assert [a.status for a in acks] == [ACCEPTED] * 40
                     assert [(a.key_id, a.sequence) for a in acks] == [
@@ -105,6 +109,9 @@ def test_round_trip_over_insecure_grpc(db_path, caplog):
     assert list(prefixed.jobs) == []
     assert "flopwatch_records_accepted_total 80.0" in metrics
     assert "flopwatch_records_duplicate_total 3.0" in metrics
+    # With workers, each record was verified once, ahead, in a worker; the 3 sent again
+    # without a presented key were verified on the ingest thread.
+    assert f"flopwatch_records_verified_ahead_total {80.0 if workers else 0.0}" in metrics
     # The store was closed on stop; what was acked is on disk.
     store = SQLiteStore(db_path)
     assert [t.flops_upper for t in store.job_totals()] == [upper]

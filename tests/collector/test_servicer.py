@@ -34,7 +34,7 @@ class FakeIngestor:
         self.batches.append(len(items))
         self.items.append(list(items))
         self.threads.add(threading.current_thread().name)
-        return [Ack("k", int(e.decode()), "accepted") for e in _payloads(e for e, _ in items)]
+        return [Ack("k", int(e.decode()), "accepted") for e in _payloads(e for e, *_ in items)]
 
 
 def _payloads(envelopes):
@@ -188,7 +188,7 @@ def test_streams_share_a_commit_and_each_gets_its_own_acks_in_order():
     keys_by_number = {
         int(envelope_pb2.Envelope.FromString(data).payload): key
         for batch in ingestor.items
-        for data, key in batch
+        for data, key, _ in batch
     }
     assert keys_by_number == {
         0: b"\x00" * 32,
@@ -199,7 +199,7 @@ def test_streams_share_a_commit_and_each_gets_its_own_acks_in_order():
         20: b"\xbb" * 32,
     }
     # Each stream's envelopes keep their order inside the shared batch.
-    order = [int(envelope_pb2.Envelope.FromString(d).payload) for d, _ in ingestor.items[1]]
+    order = [int(envelope_pb2.Envelope.FromString(d).payload) for d, *_ in ingestor.items[1]]
     assert [n for n in order if n < 10] == [1, 2, 3]
     assert [n for n in order if n >= 10] == [10, 20]
 
