@@ -241,13 +241,18 @@ def client_main(
     out.put(asyncio.run(main()))
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its live child processes (verify workers)."""
+def process_tree(pid: int) -> set[int]:
+    """`pid` and its live child processes (the collector's verify workers)."""
     pids = {pid}
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         pids.update(int(c) for c in children.read_text().split())
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its live child processes."""
     total = 0
-    for p in pids:
+    for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:

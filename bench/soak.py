@@ -19,9 +19,11 @@ What it prints, every `--report-every` seconds and at the end:
 - ingest-to-visible latency, p50 / p99 / max: from the moment a node hands an envelope to gRPC
   to the moment its ACCEPTED ack arrives. The collector acks only after the record's commit,
   so at that moment the job totals include it (that is what "visible" means here);
-- collector memory: resident set (VmRSS) now, at the end of warm-up, and its growth per minute
-  after warm-up (the first `--warmup` seconds are left out of the growth figure);
-- CPU: collector process CPU seconds per wall second (cores busy), and the clients'.
+- collector memory: resident set (VmRSS, the process and its verify workers together) now, at
+  the end of warm-up, and its growth per minute after warm-up (the first `--warmup` seconds
+  are left out of the growth figure);
+- CPU: the collector's CPU seconds (process and verify workers) per wall second (cores busy),
+  and the clients'.
 At the end, envelopes sent, accepted, and anything not accepted (must be 0), and whether the
 nodes kept their schedule (backlog: envelopes due but not yet sent).
 
@@ -49,10 +51,11 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_throughput import collector_main, cpu_seconds
+from collector_throughput import collector_main, cpu_seconds, process_tree
 
 from agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from agent.records import ChainHead, RecordBuilder
+from collector.config import parse_verify_workers
 from flopwatch.attribution import JobWindow
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.model import Pipe, Precision
@@ -236,10 +239,15 @@ def client_main(
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of `pid` and its live children (the collector's verify workers)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total += sum(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
+    return total / 1024
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -264,6 +272,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     p.add_argument("--warmup", type=float, default=60, help="seconds before memory growth counts")
     p.add_argument("--report-every", type=float, default=30, help="progress line period (s)")
+    p.add_argument(
+        "--verify-workers",
+        default="auto",
+        metavar="N",
+        help="the collector's --verify-workers (default auto: one per CPU, at most 4)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -274,14 +288,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.interval * args.intervals_per_record:g} s holding {args.intervals_per_record} "
         f"interval(s) of {args.interval:g} s ({offered:,.0f} GPU-interval records/s offered), "
         f"{args.seconds:g} s, {args.clients} client processes, {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}"
+        f"collector --verify-workers {args.verify_workers}, Python {sys.version.split()[0]}"
     )
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         ports, ready, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
         stop, go = ctx.Event(), ctx.Event()
         db = str(Path(tmp) / "c.db")
-        collector = ctx.Process(target=collector_main, args=(db, ports, stop, None))
+        workers = parse_verify_workers(args.verify_workers)
+        collector = ctx.Process(target=collector_main, args=(db, ports, stop, None, workers))
         collector.start()
         port = ports.get(timeout=60)
         shares = [list(range(c, args.nodes, args.clients)) for c in range(args.clients)]

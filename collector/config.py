@@ -6,6 +6,7 @@ Bounds the collector enforces on queries and notifications are named here (`Quer
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -35,15 +36,62 @@ MAX_VERIFY_WORKERS = 64
 AUTO_VERIFY_WORKERS_MAX = 4
 
 
+def _quota_in(directory: Path, v2: bool) -> float | None:
+    """The CPU quota one cgroup directory sets, in CPUs; None for none (or unreadable)."""
+    try:
+        if v2:
+            quota, period = (directory / "cpu.max").read_text().split()
+        else:
+            quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+            period = (directory / "cpu.cfs_period_us").read_text().strip()
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_quota(proc_cgroup: str, root: Path) -> float | None:
+    """CPUs' worth of time the cgroup quota allows this process (the tightest of its cgroup and
+    their parents), or None when no quota applies. cgroup v2 (`cpu.max`) and v1 (CFS quota)."""
+    quotas = []
+    for line in proc_cgroup.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        v2 = controllers == ""  # v2: every controller in one hierarchy
+        if not v2 and "cpu" not in controllers.split(","):
+            continue
+        base = root if v2 else root / controllers
+        here = Path(path)
+        for d in (here, *here.parents):
+            quota = _quota_in(base / d.relative_to("/"), v2)
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def usable_cpus(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self")) -> int:
+    """CPUs this process may use: its affinity, cut to its cgroup's CPU quota (a container's
+    CPU limit), at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota = _cgroup_quota((proc / "cgroup").read_text(), root)
+    except OSError:
+        quota = None
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(cpus, 1)
+
+
 def parse_verify_workers(text: str) -> int:
-    """'auto' -> one verify worker per CPU this process may use, at most 4, and none on a single
-    CPU (records are then verified on the ingest thread); else a number from 0 to 64.
+    """'auto' -> one verify worker per CPU this process may use (`usable_cpus`), at most 4, and
+    none on a single CPU (records are then verified on the ingest thread); else 0 to 64.
 
     One per CPU, not one less: a worker waits while the ingest thread commits, so on 2 CPUs two
     workers beside the ingest thread measured 62k GPU-interval records/s, one 47k, none 38k
     (bench/collector_throughput.py --intervals 10)."""
     if text.strip().lower() == "auto":
-        cpus = len(os.sched_getaffinity(0))
+        cpus = usable_cpus()
         return 0 if cpus < 2 else min(cpus, AUTO_VERIFY_WORKERS_MAX)
     try:
         n = int(text)

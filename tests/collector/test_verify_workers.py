@@ -16,8 +16,9 @@ from dataclasses import replace
 
 import pytest
 
+import collector.config as config_module
 import collector.ingest as ingest_module
-from collector.config import parse_verify_workers
+from collector.config import parse_verify_workers, usable_cpus
 from collector.ingest import Submission
 from collector.sqlite_store import SQLiteStore
 from collector.verify_workers import (
@@ -219,10 +220,59 @@ def test_a_record_verified_ahead_under_another_key_than_the_trusted_one_is_verif
 
 def test_verify_workers_auto_is_one_per_cpu_at_most_four_and_none_on_one_cpu(monkeypatch):
     for cpus, want in ((1, 0), (2, 2), (3, 3), (16, 4)):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        monkeypatch.setattr(config_module, "usable_cpus", lambda n=cpus: n)
         assert parse_verify_workers("auto") == want
     assert parse_verify_workers("0") == 0
     assert parse_verify_workers("7") == 7
     for bad in ("-1", "65", "many", ""):
         with pytest.raises(ConfigError, match="--verify-workers"):
             parse_verify_workers(bad)
+
+
+def cgroup_tree(tmp_path, proc_cgroup: str, files: dict[str, str]):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(proc_cgroup)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root, proc
+
+
+@pytest.mark.parametrize(
+    ("proc_cgroup", "files", "want"),
+    [
+        # cgroup v2, a container limited to 2.5 CPUs under an unlimited parent: 3
+        (
+            "0::/kubepods/pod1/c1\n",
+            {"kubepods/pod1/c1/cpu.max": "250000 100000\n", "kubepods/cpu.max": "max 100000\n"},
+            3,
+        ),
+        # v2, the parent's limit is the tighter one: 1
+        (
+            "0::/kubepods/pod1/c1\n",
+            {"kubepods/pod1/c1/cpu.max": "max 100000\n", "kubepods/pod1/cpu.max": "50000 100000"},
+            1,
+        ),
+        # cgroup v1, CFS quota of 1.5 CPUs: 2
+        (
+            "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000\n",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            },
+            2,
+        ),
+        # v1 without a quota, and nothing readable at all: the affinity (8)
+        (
+            "3:cpu,cpuacct:/\n",
+            {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
+            8,
+        ),
+        ("garbage\n", {}, 8),
+    ],
+)
+def test_usable_cpus_honour_a_container_cpu_limit(tmp_path, monkeypatch, proc_cgroup, files, want):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    root, proc = cgroup_tree(tmp_path, proc_cgroup, files)
+    assert usable_cpus(root, proc) == want
