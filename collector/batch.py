@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from collector.store import NodeRecord, Store, device_intervals
+from collector.store import NodeRecord, Store
 from flopwatch.chain import Neighbours
 from flopwatch.verify.record import VerifiedRecord
 
@@ -66,10 +66,7 @@ class PendingBatch:
 
     def overlap(self, record: VerifiedRecord) -> str | None:
         """Describe the first interval that overlaps measured time, or None."""
-        by_gpu: dict[str, list[tuple[int, int]]] = {}
-        for gpu, start, end in device_intervals(record):
-            by_gpu.setdefault(gpu, []).append((start, end))
-        for gpu, intervals in by_gpu.items():
+        for gpu, intervals in record.sums.spans.items():
             lo, hi = min(s for s, _ in intervals), max(e for _, e in intervals)
             held = IntervalSet(self._store.coverage(gpu, lo, hi))
             pending = self._coverage.get(gpu, IntervalSet())
@@ -81,5 +78,7 @@ class PendingBatch:
     def add(self, record: VerifiedRecord) -> None:
         self.records.append(record)
         self._chain[(record.key_id, record.sequence)] = (record.digest, record.previous_digest)
-        for gpu, start, end in device_intervals(record):
-            self._coverage.setdefault(gpu, IntervalSet()).add(start, end)
+        for gpu, intervals in record.sums.spans.items():
+            runs = self._coverage.setdefault(gpu, IntervalSet())
+            for start, end in intervals:
+                runs.add(start, end)

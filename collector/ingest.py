@@ -419,7 +419,7 @@ class Ingestor:
         if not records:
             return {}
         try:
-            totals = self._store.totals_for({c.job_id for r in records for c in r.contributions})
+            totals = self._store.totals_for({job for r in records for job in r.sums.jobs})
             chains = self._store.chain_states({r.key_id for r in records})
             gpus = self._store.gpu_totals({r.key_id for r in records})
         except StoreError as e:  # committed already; only the metrics view lags

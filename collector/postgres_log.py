@@ -38,7 +38,7 @@ def append_records(cur: Cur, scope: str, records: Sequence[VerifiedRecord]) -> N
             copy.write_row((size + n, r.key_id, r.sequence))
     with cur.copy("COPY log_jobs (job_id, leaf_index) FROM STDIN") as copy:
         for n, r in enumerate(records):
-            for job in sorted({c.job_id for c in r.contributions}):
+            for job in sorted(r.sums.jobs):
                 copy.write_row((job, size + n))
 
 

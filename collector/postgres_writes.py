@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from collector import postgres_log, postgres_nodes
 from collector.postgres_locks import Cur, lock_keys_and_devices
 from collector.postgres_sums import add_sums
-from collector.store import AlertEvent, aggregate, device_intervals, job_gpu_sums
+from collector.store import AlertEvent, aggregate, job_gpu_sums
 from flopwatch.chain import Neighbours, Verdict, judge
 from flopwatch.errors import StoreConflictError
 from flopwatch.verify.record import VerifiedRecord
@@ -47,7 +47,7 @@ def write_batch(
         cur,
         scope,
         {r.key_id for r in records},
-        {d for r in records for d, _, _ in device_intervals(r)},
+        {d for r in records for d in r.sums.spans},
     )
     check_keys(cur, records)
     check_chains(cur, records)
@@ -167,8 +167,8 @@ def add_coverage(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     refusing any that overlaps time already held (or another interval of the batch)."""
     by_gpu: dict[str, list[tuple[int, int]]] = {}
     for r in records:
-        for gpu, start, end in device_intervals(r):
-            by_gpu.setdefault(gpu, []).append((start, end))
+        for gpu, spans in r.sums.spans.items():
+            by_gpu.setdefault(gpu, []).extend(spans)
     gpus = sorted(by_gpu)
     held = _held_runs(
         cur,

@@ -54,7 +54,7 @@ def append_records(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) ->
                 r.key_id,
                 r.sequence,
                 r.envelope.to_bytes(),  # the same bytes sqlite_writes stores in `records`
-                frozenset(c.job_id for c in r.contributions),
+                frozenset(r.sums.jobs),
             )
             for r in records
         ],

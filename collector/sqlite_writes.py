@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from collector import sqlite_log, sqlite_nodes
-from collector.store import AlertEvent, JobDelta, aggregate, device_intervals, job_gpu_sums
+from collector.store import AlertEvent, JobDelta, aggregate, job_gpu_sums
 from flopwatch.errors import StoreError
 from flopwatch.verify.record import VerifiedRecord
 
@@ -127,8 +127,8 @@ def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
     """Merge the records' intervals into each device's disjoint runs of measured time."""
     by_gpu: dict[str, list[tuple[int, int]]] = {}
     for r in records:
-        for gpu, start, end in device_intervals(r):
-            by_gpu.setdefault(gpu, []).append((start, end))
+        for gpu, spans in r.sums.spans.items():
+            by_gpu.setdefault(gpu, []).extend(spans)
     runs = {gpu: coalesce(intervals) for gpu, intervals in by_gpu.items()}
     single = {gpu: r[0] for gpu, r in runs.items() if len(r) == 1}
     _insert_single_runs(db, single)

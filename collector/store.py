@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
 from flopwatch.verify.record import VerifiedRecord
+from flopwatch.verify.sums import Sum, merge
 
 NodeStatus = Literal["enrolled", "revoked"]
 AlertBasis = Literal["upper", "estimate"]
@@ -174,66 +175,38 @@ class JobDelta(NamedTuple):
 
 # Sums keyed by a tuple, each with the node id of the record that gave it.
 NodeSums = dict[tuple[str, ...], tuple[str, JobDelta]]
-# One figure to sum: key, node id, estimate, upper bound, start, end.
-_Row = tuple[tuple[str, ...], str, int, int, int, int]
-
-
-def _sum_rows(rows: Iterable[_Row]) -> NodeSums:
-    """Sum rows per key in one pass. Runs for every contribution of every batch, so the running
-    sums are plain lists and each becomes a JobDelta once, at the end."""
-    acc: dict[tuple[str, ...], list[Any]] = {}
-    for key, node_id, estimate, upper, start, end in rows:
-        a = acc.get(key)
-        if a is None:
-            acc[key] = [node_id, estimate, upper, start, end, 1]
-            continue
-        a[1] += estimate
-        a[2] += upper
-        a[3] = min(a[3], start)
-        a[4] = max(a[4], end)
-        a[5] += 1
-    return {k: (a[0], JobDelta(a[1], a[2], a[3], a[4], a[5])) for k, a in acc.items()}
 
 
 def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
     """Per-job sums of the records' contributions (exact integer arithmetic)."""
-    sums = _sum_rows(
-        ((c.job_id,), r.node_id, c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns)
-        for r in records
-        for c in r.contributions
-    )
-    return {key[0]: delta for key, (_, delta) in sums.items()}
+    sums = merge((job, s) for r in records for job, s in r.sums.jobs.items())
+    return {job: JobDelta(*s) for job, s in sums.items()}
+
+
+def _node_sums(rows: Iterable[tuple[tuple[str, ...], str, Sum]]) -> NodeSums:
+    """Sum (key, node id, sum) rows per key; a key's rows all name one node (keys hold the
+    node key)."""
+    listed = list(rows)
+    nodes = {key: node_id for key, node_id, _ in listed}
+    merged = merge((key, s) for key, _, s in listed)
+    return {key: (nodes[key], JobDelta(*s)) for key, s in merged.items()}
 
 
 def job_gpu_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
     """Per (job, node key, GPU) sums of the records' contributions: the rows of job_gpus."""
-    return _sum_rows(
-        (
-            (c.job_id, r.key_id, c.gpu_uuid),
-            r.node_id,
-            c.flops_estimate,
-            c.flops_upper,
-            c.start_ns,
-            c.end_ns,
-        )
+    return _node_sums(
+        ((job, r.key_id, gpu), r.node_id, s)
         for r in records
-        for c in r.contributions
+        for (job, gpu), s in r.sums.job_gpus.items()
     )
 
 
 def device_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
     """Per (node key, `gpu_key`) whole-device sums of the records' intervals: the rows of
     gpu_totals (the upper bound counted once per interval, however many jobs shared it)."""
-    return _sum_rows(
-        ((r.key_id, m.device), r.node_id, m.flops_estimate, m.flops_upper, m.start_ns, m.end_ns)
-        for r in records
-        for m in r.measured
+    return _node_sums(
+        ((r.key_id, device), r.node_id, s) for r in records for device, s in r.sums.devices.items()
     )
-
-
-def device_intervals(record: VerifiedRecord) -> list[tuple[str, int, int]]:
-    """(gpu_key, start_ns, end_ns) of every interval the record measured."""
-    return [(m.device, m.start_ns, m.end_ns) for m in record.measured]
 
 
 @dataclass(frozen=True)

@@ -32,16 +32,17 @@ import multiprocessing as mp
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from flopwatch.attestation import GapInfo, JobContribution, MeasuredInterval, parse_payload
+from flopwatch.attestation import GapInfo, parse_payload
 from flopwatch.dsse import Envelope
 from flopwatch.errors import KeyFileError, VerificationError
 from flopwatch.keys import public_from_raw
 from flopwatch.limits import Limits
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
+from flopwatch.verify.sums import RecordSums
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +50,18 @@ _KEY_CACHE_MAX = 100_000  # parsed public keys a worker keeps (one per node key 
 _PIPE_BYTES = 1 << 20  # Linux lets any process widen a pipe to 1 MiB (fs.pipe-max-size)
 
 # A verified record as a worker sends it: key id, node id, cluster, sequence, digest, previous
-# digest, contributions, gaps, measured intervals (tuples as plain tuples).
-_Wire = tuple[
-    str,
-    str,
-    str,
-    int,
-    bytes,
-    bytes,
-    list[tuple[Any, ...]],
-    tuple[GapInfo, ...],
-    list[tuple[Any, ...]],
-]
+# digest, gaps and sums (dicts of plain tuples: pickled in C, a few per record).
+_Wire = tuple[str, str, str, int, bytes, bytes, tuple[GapInfo, ...], RecordSums]
 
 
 def to_wire(r: VerifiedRecord) -> _Wire:
-    return (
-        r.key_id,
-        r.node_id,
-        r.cluster,
-        r.sequence,
-        r.digest,
-        r.previous_digest,
-        [tuple(c) for c in r.contributions],
-        r.gaps,
-        [tuple(m) for m in r.measured],
-    )
+    return (r.key_id, r.node_id, r.cluster, r.sequence, r.digest, r.previous_digest, r.gaps, r.sums)
 
 
 def from_wire(data: bytes, wire: _Wire, limits: Limits) -> VerifiedRecord:
     """The record a worker verified, whole again: its envelope and payload parsed once more
     from the bytes the collector received (the same bytes the worker verified)."""
-    key_id, node_id, cluster, sequence, digest, previous, contributions, gaps, measured = wire
+    key_id, node_id, cluster, sequence, digest, previous, gaps, sums = wire
     envelope = Envelope.from_bytes(data, limits)
     return VerifiedRecord(
         key_id=key_id,
@@ -91,9 +72,8 @@ def from_wire(data: bytes, wire: _Wire, limits: Limits) -> VerifiedRecord:
         previous_digest=previous,
         envelope=envelope,
         attestation=parse_payload(envelope.payload, limits),
-        contributions=tuple(map(JobContribution._make, contributions)),
         gaps=gaps,
-        measured=tuple(map(MeasuredInterval._make, measured)),
+        sums=RecordSums(*sums),
     )
 
 

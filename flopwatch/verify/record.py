@@ -8,7 +8,8 @@ history (sequence, chain, overlap with earlier intervals) is judged by `flopwatc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -36,6 +37,7 @@ from flopwatch.model import MODEL_VERSION, Counters, physical_peak
 from flopwatch.model.figures import Method, interval_figures, method_for
 from flopwatch.model.flops import PPM
 from flopwatch.v1 import attestation_pb2 as pb
+from flopwatch.verify.sums import RecordSums, SumsBuilder
 
 SUPPORTED_MODEL_VERSIONS = frozenset({MODEL_VERSION})
 _MAX_SMS = 1024
@@ -44,7 +46,12 @@ _MAX_CLOCK_MHZ = 10_000
 
 @dataclass(frozen=True)
 class VerifiedRecord:
-    """What a record proves once its signature and contents check out."""
+    """What a record proves once its signature and contents check out.
+
+    `sums` is what the record adds up to, summed while it was checked. Its figures per GPU
+    interval (`contributions`, `measured`) are read from the attestation when asked for: once
+    verified, every figure it claims is the recomputed one.
+    """
 
     key_id: str
     node_id: str
@@ -54,13 +61,49 @@ class VerifiedRecord:
     previous_digest: bytes
     envelope: Envelope
     attestation: pb.Attestation
-    contributions: tuple[JobContribution, ...]
     gaps: tuple[GapInfo, ...]
-    measured: tuple[MeasuredInterval, ...]  # by GPU, then start
+    sums: RecordSums
+
+    @cached_property
+    def contributions(self) -> tuple[JobContribution, ...]:
+        """Each job's figures from each GPU interval, by GPU, then start."""
+        gpus = self.attestation.gpus
+        return tuple(
+            JobContribution(
+                j.job_id,
+                gpus[iv.gpu].uuid,
+                iv.start_unix_ns,
+                iv.end_unix_ns,
+                j.flops_estimate,
+                j.flops_upper,
+            )
+            for iv in _in_order(self.attestation)
+            for j in iv.jobs
+        )
+
+    @cached_property
+    def measured(self) -> tuple[MeasuredInterval, ...]:
+        """Each GPU interval with the whole device's figures, by GPU, then start."""
+        gpus = self.attestation.gpus
+        return tuple(
+            MeasuredInterval(
+                gpu_key(gpus[iv.gpu].uuid, gpus[iv.gpu].mig_instance),
+                gpus[iv.gpu].uuid,
+                iv.start_unix_ns,
+                iv.end_unix_ns,
+                iv.flops_estimate,
+                iv.flops_upper,
+            )
+            for iv in _in_order(self.attestation)
+        )
 
     @property
     def gpu_intervals(self) -> tuple[tuple[str, int, int], ...]:
         return tuple((m.gpu_uuid, m.start_ns, m.end_ns) for m in self.measured)
+
+
+def _in_order(att: pb.Attestation) -> list[pb.GpuInterval]:
+    return sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns))
 
 
 def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
@@ -68,6 +111,19 @@ def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> No
         raise VerificationError("malformed", f"{what} is empty")
     if len(value) > limits.max_string_chars:
         raise VerificationError("malformed", f"{what} is longer than {limits.max_string_chars}")
+
+
+@dataclass
+class _Scope:
+    """What checking one record's intervals shares."""
+
+    attestation: pb.Attestation
+    latest_end_ns: int | None  # no interval may end later (None: no clock check)
+    # Each GPU uuid and job id of the record as ONE string object, however often it recurs: a
+    # record of many rounds names the same few again and again (and each job id is checked once).
+    uuids: list[str]
+    job_ids: dict[str, str] = field(default_factory=dict)
+    sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
 class RecordVerifier:
@@ -126,31 +182,19 @@ class RecordVerifier:
             twice = next(d for i, d in enumerate(devices) if d in devices[:i])
             raise VerificationError("malformed", f"GPU {twice!r} is listed twice")
         # 6. Every interval is well-formed, physically possible and its figures recompute.
-        contributions: list[JobContribution] = []
-        measured: list[MeasuredInterval] = []
-        last_end: dict[int, int] = {}
         latest_end_ns = None
         if self._now_ns is not None:
             latest_end_ns = self._now_ns() + lim.max_clock_skew_ns
-        # Each job id and GPU uuid of the record as ONE string object, however often it recurs:
-        # a record of many rounds names the same few again and again.
-        job_ids: dict[str, str] = {}
-        uuids = [g.uuid for g in att.gpus]
-        for iv in sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns)):
-            contributions.extend(self._check_interval(att, iv, latest_end_ns, job_ids, uuids))
-            if iv.start_unix_ns < last_end.get(iv.gpu, iv.start_unix_ns):
+        scope = _Scope(att, latest_end_ns, uuids=[g.uuid for g in att.gpus])
+        sums = scope.sums
+        last_end: dict[int, int] = {}
+        for iv in _in_order(att):
+            self._check_interval(scope, iv)
+            start, end = iv.start_unix_ns, iv.end_unix_ns
+            if start < last_end.get(iv.gpu, start):
                 raise VerificationError("overlap", "two intervals of one GPU overlap")
-            last_end[iv.gpu] = iv.end_unix_ns
-            measured.append(
-                MeasuredInterval(
-                    devices[iv.gpu],
-                    uuids[iv.gpu],
-                    iv.start_unix_ns,
-                    iv.end_unix_ns,
-                    iv.flops_estimate,
-                    iv.flops_upper,
-                )
-            )
+            last_end[iv.gpu] = end
+            sums.add_interval(devices[iv.gpu], (iv.flops_estimate, iv.flops_upper, start, end, 1))
         # 7. Gaps name a GPU of the record and a proper time range.
         gaps = tuple(self._check_gap(att, g, latest_end_ns) for g in att.gaps)
         # 8. Hardware bindings name a GPU of the record, and a GPU report was requested over
@@ -166,9 +210,8 @@ class RecordVerifier:
             previous_digest=att.previous_digest,
             envelope=envelope,
             attestation=att,
-            contributions=tuple(contributions),
             gaps=gaps,
-            measured=tuple(measured),
+            sums=sums.build(),
         )
 
     def _check_gpu(self, g: pb.GpuIdentity) -> None:
@@ -200,21 +243,15 @@ class RecordVerifier:
                 f"job {job_id!r} names cluster {job_cluster!r}, record is from {cluster!r}",
             )
 
-    def _check_interval(
-        self,
-        att: pb.Attestation,
-        iv: pb.GpuInterval,
-        latest_end_ns: int | None,
-        job_ids: dict[str, str],
-        uuids: list[str],
-    ) -> list[JobContribution]:
+    def _check_interval(self, scope: _Scope, iv: pb.GpuInterval) -> None:
         lim = self._limits
+        att, job_ids = scope.attestation, scope.job_ids
         if iv.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
         gpu = att.gpus[iv.gpu]
-        uuid = uuids[iv.gpu]
+        uuid = scope.uuids[iv.gpu]
         start_ns, end_ns = iv.start_unix_ns, iv.end_unix_ns
-        self._check_times(start_ns, end_ns, latest_end_ns)
+        self._check_times(start_ns, end_ns, scope.latest_end_ns)
         c = counters_of(gpu, iv)
         method = METHOD_FROM_PROTO.get(iv.method)
         if method is None:
@@ -241,7 +278,6 @@ class RecordVerifier:
             shares.append((j.share_ppm, precision))
             ids.append(job_id)
         figures = interval_figures(c, method, shares, utilization)
-        out = []
         for j, job_id, f in zip(jobs, ids, figures.jobs, strict=True):
             if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
                 raise VerificationError(
@@ -249,21 +285,11 @@ class RecordVerifier:
                     f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
                     f"counters give {f.flops_estimate}/{f.flops_upper}",
                 )
-            out.append(
-                JobContribution(
-                    job_id=job_id,
-                    gpu_uuid=uuid,
-                    start_ns=start_ns,
-                    end_ns=end_ns,
-                    flops_estimate=f.flops_estimate,
-                    flops_upper=f.flops_upper,
-                )
-            )
+            scope.sums.add_job(job_id, uuid, (f.flops_estimate, f.flops_upper, start_ns, end_ns, 1))
         if iv.flops_upper != figures.flops_upper or iv.flops_estimate != figures.flops_estimate:
             raise VerificationError("flops_mismatch", "interval totals do not match its counters")
         if figures.flops_upper > physical_peak(c):
             raise VerificationError("implausible", "claims more FLOPs than the GPU's peak")
-        return out
 
     def _check_counters(self, c: Counters, method: Method, utilization_centipercent: int) -> None:
         expected = method_for(c.cc, has_gpm=method is not Method.NVML_UTILIZATION)

@@ -1,5 +1,6 @@
 """RecordVerifier: each test carries one attack or malformation and expects its reason."""
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -173,3 +174,43 @@ def test_sampling_error_becomes_signed_gap(key: SigningKey) -> None:
     assert rec.contributions == ()
     [gap] = rec.gaps
     assert (gap.gpu_uuid, gap.reason, gap.start_ns) == ("GPU-1", "sampling_error", T0)
+
+
+def test_sums_add_up_the_records_figures(key: SigningKey) -> None:
+    """Two GPUs, two rounds, two jobs sharing GPU-1: the sums the verifier builds while it
+    checks equal the record's per-interval figures added up by hand."""
+    gpu2 = GpuInfo(uuid="GPU-2", name="H100", sm_count=132, cc=(9, 0), max_sm_clock_mhz=1980)
+    shared = (ProcessShare(42, 0.7), ProcessShare(43, 0.3))
+    windows = [*WINDOWS, JobWindow("job-2", pid=43, start_ns=0, end_ns=None)]
+
+    def round_at(start: int) -> list[GpuReading]:
+        first = dataclasses.replace(reading(start), processes=shared)
+        second = dataclasses.replace(reading(start, busy=0.4), gpu=gpu2)
+        return [first, second]
+
+    b = RecordBuilder(node_id="n1", cluster="c", signer=key, head=ChainHead(), now_ns=lambda: T0)
+    env = b.build_rounds([(round_at(T0), windows), (round_at(T0 + S), windows)])
+    rec = verifier(key).verify(env)
+
+    def added(rows: list[tuple[object, tuple[int, int, int, int]]]) -> dict[object, tuple]:
+        out: dict[object, tuple] = {}
+        for k, (est, up, start, end) in rows:
+            e, u, s, t, n = out.get(k, (0, 0, start, end, 0))
+            out[k] = (e + est, u + up, min(s, start), max(t, end), n + 1)
+        return out
+
+    cs = rec.contributions
+    assert {c.job_id for c in cs} == {"job-1", "job-2"} and len(cs) == 6
+    figures = [(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns) for c in cs]
+    assert rec.sums.jobs == added([(c.job_id, f) for c, f in zip(cs, figures, strict=True)])
+    assert rec.sums.job_gpus == added(
+        [((c.job_id, c.gpu_uuid), f) for c, f in zip(cs, figures, strict=True)]
+    )
+    ms = rec.measured
+    assert rec.sums.devices == added(
+        [(m.device, (m.flops_estimate, m.flops_upper, m.start_ns, m.end_ns)) for m in ms]
+    )
+    assert rec.sums.spans == {
+        "GPU-1": ((T0, T0 + S), (T0 + S, T0 + 2 * S)),
+        "GPU-2": ((T0, T0 + S), (T0 + S, T0 + 2 * S)),
+    }
