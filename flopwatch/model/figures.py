@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from functools import cache
 from typing import NamedTuple
 
 from flopwatch.model.counters import Counters, Pipe, Precision
@@ -29,6 +30,7 @@ class Method(enum.Enum):
     UNKNOWN_RATE = "unknown-rate"
 
 
+@cache
 def method_for(cc: tuple[int, int], has_gpm: bool) -> Method:
     if not has_gpm:
         return Method.NVML_UTILIZATION
@@ -99,6 +101,11 @@ def interval_figures(
     sharing a GPU are therefore not additive). A job with no share claims nothing.
     """
     upper = whole_gpu_upper(c, method, utilization_centipercent)
+    if len(shares) == 1:  # one job on the GPU: by far the most common interval
+        share_ppm, precision = shares[0]
+        whole_at = _whole_gpu_estimate(c, method, precision, utilization_centipercent)
+        job = JobFigures(job_flops(whole_at, share_ppm), upper if share_ppm > 0 else 0)
+        return IntervalFigures((job,), job.flops_estimate, upper)
     whole: dict[Precision, int] = {}
     jobs = []
     for share_ppm, precision in shares:

@@ -88,6 +88,7 @@ def upper_bound(counters: Counters) -> int:
     return total
 
 
+@cache
 def peak_rate_all_pipes(cc: tuple[int, int]) -> int:
     """FLOP per clock per SM with every pipe busy at its fastest rate."""
     return sum(_fastest_table(cc).values())

@@ -47,14 +47,12 @@ class SumsBuilder:
     """Adds up a record's intervals as the verifier checks them."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, list[int]] = {}
         self._job_gpus: dict[tuple[str, str], list[int]] = {}
         self._devices: dict[str, list[int]] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}
 
     def add_job(self, job_id: str, uuid: str, figures: Sum) -> None:
         """One job's figures from one interval of GPU `uuid`."""
-        _add(self._jobs, job_id, figures)
         _add(self._job_gpus, (job_id, uuid), figures)
 
     def add_interval(self, device: str, figures: Sum) -> None:
@@ -63,9 +61,10 @@ class SumsBuilder:
         self._spans.setdefault(device, []).append((figures[2], figures[3]))
 
     def build(self) -> RecordSums:
+        job_gpus = _frozen(self._job_gpus)
         return RecordSums(
-            jobs=_frozen(self._jobs),
-            job_gpus=_frozen(self._job_gpus),
+            jobs=merge((job, s) for (job, _), s in job_gpus.items()),
+            job_gpus=job_gpus,
             devices=_frozen(self._devices),
             spans={d: tuple(s) for d, s in self._spans.items()},
         )
