@@ -54,9 +54,11 @@ bench-agent: $(STAMP)
 	$(BIN)/python bench/agent_overhead.py --seconds $(BENCH_SECONDS)
 
 ## Collector throughput: raw Ed25519 verifications/s, the ingest stages in process, and signed
-## 8-GPU envelopes streamed over gRPC into one collector on SQLite (bench/collector_throughput.py).
+## 8-GPU envelopes streamed over gRPC into one collector on SQLite (bench/collector_throughput.py),
+## with 1 and with 10 intervals per envelope; the collector runs --verify-workers auto.
 bench-collector: $(STAMP)
 	$(BIN)/python bench/collector_throughput.py
+	$(BIN)/python bench/collector_throughput.py --intervals 10
 
 ## Soak: SOAK_NODES simulated nodes (8 GPUs each, one envelope per node every SOAK_INTERVAL s)
 ## streaming live into one collector for SOAK_SECONDS; throughput, p50/p99 ingest-to-visible
