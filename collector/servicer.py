@@ -1,7 +1,8 @@
 """The Collector gRPC service: translates proto <-> `Ingestor` calls, nothing more.
 
 All database work runs on ONE dedicated worker thread (the executor passed in, max_workers=1),
-so the store's connection is only ever used from that thread.
+so the store's connection is only ever used from that thread. With `verify` (the collector's
+verify workers, `collector.verify_workers`), each batch is verified ahead, off that thread.
 
 Submit batches across streams without timers: each stream's reader task hands envelopes to the
 shared `IngestPipeline`, which commits whatever all streams have queued as one batch; the stream
