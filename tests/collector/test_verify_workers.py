@@ -68,6 +68,20 @@ def test_what_cannot_be_verified_against_the_presented_key_comes_back_none(case)
     assert verify_presented(job, DEFAULT_LIMITS) is None
 
 
+def test_an_unexpected_verifier_failure_leaves_the_record_to_the_ingest_thread(monkeypatch):
+    """A worker never dies of what it is sent: whatever goes wrong, the ingest thread verifies
+    the envelope inline and reports it."""
+    node = Node()
+
+    def broken(*_a, **_kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(RecordVerifier, "verify", broken)
+    assert (
+        verify_presented(VerifyJob(node.envelope(), node.public_raw, NOW), DEFAULT_LIMITS) is None
+    )
+
+
 def test_the_wire_form_rebuilds_the_same_record():
     node = Node(gpus=3)
     data = node.envelope(seconds=2.0)
