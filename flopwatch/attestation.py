@@ -2,8 +2,8 @@
 
 Generated protobuf classes stay at this edge. `make_interval` is the only place figures are put
 into a record and the record verifier (`flopwatch.verify.record`) the only place they are
-checked, and both call the FLOP model's `interval_figures`, so signer and verifier cannot drift
-apart.
+checked, and both compute them with the FLOP model's `DeviceModel.figures`, so signer and
+verifier cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from flopwatch.attribution import Attribution
 from flopwatch.errors import VerificationError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import Counters, Pipe, Precision
-from flopwatch.model.figures import Method, interval_figures
+from flopwatch.model.device import device_model
+from flopwatch.model.figures import Method
 from flopwatch.v1 import attestation_pb2 as pb
 
 PRECISION_TO_PROTO = {
@@ -38,6 +39,12 @@ METHOD_TO_PROTO = {
 }
 METHOD_FROM_PROTO = {v: k for k, v in METHOD_TO_PROTO.items()}
 _PIPE_FIELDS = {p: p.value for p in Pipe}
+
+
+def active_of(iv: pb.GpuInterval) -> list[tuple[Pipe, int]]:
+    """The pipes that ran in the interval, with their active SM-cycles."""
+    cycles = iv.active_sm_cycles
+    return [(p, n) for p, f in _PIPE_FIELDS.items() if (n := getattr(cycles, f))]
 
 
 def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
@@ -66,11 +73,14 @@ def make_interval(
     utilization_centipercent: int = 0,
 ) -> pb.GpuInterval:
     """One GPU interval with its raw counters and the figures the model derives from them."""
-    figures = interval_figures(
-        counters,
-        method,
-        [(a.share_ppm, a.precision) for a in attributions],
-        utilization_centipercent,
+    model = device_model(counters.cc, counters.sm_count, counters.max_sm_clock_mhz)
+    figures = model.figures(
+        counters.duration_ns,
+        counters.elapsed_sm_cycles,
+        list(counters.active.items()),
+        method=method,
+        shares=[(a.share_ppm, a.precision) for a in attributions],
+        utilization_centipercent=utilization_centipercent,
     )
     jobs = [
         pb.JobShare(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from functools import cache
+from functools import lru_cache
 from typing import NamedTuple
 
 from flopwatch.model.counters import Counters, Pipe, Precision
@@ -30,7 +30,7 @@ class Method(enum.Enum):
     UNKNOWN_RATE = "unknown-rate"
 
 
-@cache
+@lru_cache(maxsize=1024)  # bounded, as the rate lookups
 def method_for(cc: tuple[int, int], has_gpm: bool) -> Method:
     if not has_gpm:
         return Method.NVML_UTILIZATION

@@ -14,7 +14,7 @@ All arithmetic is on integers, so every party recomputes the same figures.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import lru_cache
 
 from flopwatch.model.counters import Counters, Pipe, Precision
 from flopwatch.model.rates import ArchRates, fastest_known, rates_for
@@ -62,13 +62,13 @@ def _fastest(rates: ArchRates | None, pipe: Pipe) -> int:
 
 # The two lookups below run for every GPU interval the collector verifies; the rate table is
 # immutable, so each (compute capability, kind) is resolved once.
-@cache
+@lru_cache(maxsize=1024)  # bounded: compute capabilities come from records anyone may send
 def _rate_table(cc: tuple[int, int], hmma_kind: str) -> Mapping[Pipe, int] | None:
     rates = rates_for(cc)
     return None if rates is None else {p: rates.rate(p, hmma_kind) for p in Pipe}
 
 
-@cache
+@lru_cache(maxsize=1024)  # bounded: compute capabilities come from records anyone may send
 def _fastest_table(cc: tuple[int, int]) -> Mapping[Pipe, int]:
     rates = rates_for(cc)
     return {p: _fastest(rates, p) for p in Pipe}
@@ -88,7 +88,18 @@ def upper_bound(counters: Counters) -> int:
     return total
 
 
-@cache
+def rates_at(cc: tuple[int, int], precision: Precision) -> Mapping[Pipe, int] | None:
+    """Each pipe's rate for work declared at `precision` (what `estimate` uses); None for a GPU
+    the rate table does not know."""
+    return _rate_table(cc, _HMMA_KIND[precision])
+
+
+def fastest_rates(cc: tuple[int, int]) -> Mapping[Pipe, int]:
+    """Each pipe's fastest rate (what `upper_bound` uses)."""
+    return _fastest_table(cc)
+
+
+@lru_cache(maxsize=1024)  # bounded: compute capabilities come from records anyone may send
 def peak_rate_all_pipes(cc: tuple[int, int]) -> int:
     """FLOP per clock per SM with every pipe busy at its fastest rate."""
     return sum(_fastest_table(cc).values())

@@ -7,7 +7,7 @@ history (sequence, chain, overlap with earlier intervals) is judged by `flopwatc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,7 +19,7 @@ from flopwatch.attestation import (
     GapInfo,
     JobContribution,
     MeasuredInterval,
-    counters_of,
+    active_of,
     gpu_key,
     parse_payload,
 )
@@ -33,8 +33,9 @@ from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
 from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.model import MODEL_VERSION, Counters, physical_peak
-from flopwatch.model.figures import Method, interval_figures, method_for
+from flopwatch.model import MODEL_VERSION, Pipe
+from flopwatch.model.device import DeviceModel, device_model
+from flopwatch.model.figures import Method, method_for
 from flopwatch.model.flops import PPM
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.verify.sums import RecordSums, SumsBuilder
@@ -122,6 +123,7 @@ class _Scope:
     # Each GPU uuid and job id of the record as ONE string object, however often it recurs: a
     # record of many rounds names the same few again and again (and each job id is checked once).
     uuids: list[str]
+    models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
@@ -185,7 +187,15 @@ class RecordVerifier:
         latest_end_ns = None
         if self._now_ns is not None:
             latest_end_ns = self._now_ns() + lim.max_clock_skew_ns
-        scope = _Scope(att, latest_end_ns, uuids=[g.uuid for g in att.gpus])
+        scope = _Scope(
+            att,
+            latest_end_ns,
+            uuids=[g.uuid for g in att.gpus],
+            models=[
+                device_model((g.cc_major, g.cc_minor), g.sm_count, g.max_sm_clock_mhz)
+                for g in att.gpus
+            ],
+        )
         sums = scope.sums
         last_end: dict[int, int] = {}
         for iv in _in_order(att):
@@ -248,16 +258,23 @@ class RecordVerifier:
         att, job_ids = scope.attestation, scope.job_ids
         if iv.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
-        gpu = att.gpus[iv.gpu]
+        model = scope.models[iv.gpu]
         uuid = scope.uuids[iv.gpu]
         start_ns, end_ns = iv.start_unix_ns, iv.end_unix_ns
         self._check_times(start_ns, end_ns, scope.latest_end_ns)
-        c = counters_of(gpu, iv)
+        duration, elapsed, active = end_ns - start_ns, iv.elapsed_sm_cycles, active_of(iv)
         method = METHOD_FROM_PROTO.get(iv.method)
         if method is None:
             raise VerificationError("malformed", f"unknown method {iv.method}")
         utilization = iv.utilization_centipercent
-        self._check_counters(c, method, utilization)
+        self._check_counters(
+            model,
+            method,
+            duration=duration,
+            elapsed=elapsed,
+            active=active,
+            utilization=utilization,
+        )
         jobs = iv.jobs
         if not 0 < len(jobs) <= lim.max_jobs_per_interval:
             raise VerificationError("malformed", f"{len(jobs)} jobs in one interval")
@@ -278,7 +295,14 @@ class RecordVerifier:
             ids.append(job_id)
         if sum(share for share, _ in shares) != PPM:
             raise VerificationError("bad_shares", "job shares do not sum to 1,000,000 ppm")
-        figures = interval_figures(c, method, shares, utilization)
+        figures = model.figures(
+            duration,
+            elapsed,
+            active,
+            method=method,
+            shares=shares,
+            utilization_centipercent=utilization,
+        )
         for j, job_id, f in zip(jobs, ids, figures.jobs, strict=True):
             if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
                 raise VerificationError(
@@ -289,22 +313,30 @@ class RecordVerifier:
             scope.sums.add_job(job_id, uuid, (f.flops_estimate, f.flops_upper, start_ns, end_ns, 1))
         if iv.flops_upper != figures.flops_upper or iv.flops_estimate != figures.flops_estimate:
             raise VerificationError("flops_mismatch", "interval totals do not match its counters")
-        if figures.flops_upper > physical_peak(c):
+        if figures.flops_upper > model.physical_peak(duration):
             raise VerificationError("implausible", "claims more FLOPs than the GPU's peak")
 
-    def _check_counters(self, c: Counters, method: Method, utilization_centipercent: int) -> None:
-        expected = method_for(c.cc, method is not Method.NVML_UTILIZATION)
+    def _check_counters(
+        self,
+        model: DeviceModel,
+        method: Method,
+        *,
+        duration: int,
+        elapsed: int,
+        active: Sequence[tuple[Pipe, int]],
+        utilization: int,
+    ) -> None:
+        expected = method_for(model.cc, method is not Method.NVML_UTILIZATION)
         if method is not expected:
-            raise VerificationError("bad_method", f"method {method.value} for cc {c.cc}")
-        elapsed = c.elapsed_sm_cycles
-        if elapsed > c.max_elapsed_sm_cycles * (1 + self._limits.clock_tolerance):
+            raise VerificationError("bad_method", f"method {method.value} for cc {model.cc}")
+        if elapsed > model.max_elapsed(duration) * (1 + self._limits.clock_tolerance):
             raise VerificationError("implausible", "SM clock integral exceeds the maximum clock")
-        for p, cycles in c.active.items():
+        for p, cycles in active:
             if cycles > elapsed:
                 raise VerificationError("implausible", f"{p.value} busy more cycles than elapsed")
-        if utilization_centipercent > 10_000:
+        if utilization > 10_000:
             raise VerificationError("implausible", "utilization above 100%")
-        if method is not Method.NVML_UTILIZATION and utilization_centipercent:
+        if method is not Method.NVML_UTILIZATION and utilization:
             raise VerificationError("bad_method", "utilization given with counter-based method")
 
     def _check_gap(self, att: pb.Attestation, g: pb.Gap, latest_end_ns: int | None) -> GapInfo:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from agent.replay_report import replay
 from flopwatch.jobs_file import load_jobs
 from flopwatch.model import Counters, Pipe, Precision, estimate, physical_peak, upper_bound
+from flopwatch.model.device import device_model
 from flopwatch.model.figures import Method, interval_figures, whole_gpu_upper
 from flopwatch.model.flops import PPM
 from flopwatch.model.rates import fastest_known
@@ -129,3 +130,44 @@ def test_interval_figures_are_each_jobs_share_of_the_whole_gpu(
         assert job.flops_estimate == whole * share // PPM
         assert job.flops_upper == (upper if share else 0)
     assert f.flops_estimate == sum(j.flops_estimate for j in f.jobs)
+
+
+@given(
+    busy=st.fixed_dictionaries({p: fractions for p in Pipe}),
+    clock=st.integers(min_value=0, max_value=2100),
+    cc=st.sampled_from([(8, 0), (8, 6), (9, 0), (10, 0), (12, 0)]),
+    shares=st.lists(
+        st.tuples(st.integers(0, PPM), st.sampled_from(list(Precision))), min_size=1, max_size=5
+    ),
+    utilization=st.integers(0, 10_000),
+    method=st.sampled_from(list(Method)),
+    duration_ms=st.integers(1, 5000),
+)
+def test_the_device_model_computes_the_reference_figures(
+    busy: dict[Pipe, float],
+    clock: int,
+    cc: tuple[int, int],
+    shares: list[tuple[int, Precision]],
+    utilization: int,
+    method: Method,
+    duration_ms: int,
+) -> None:
+    """What the agent signs and verifiers recompute (DeviceModel) is the model as stated one
+    figure at a time (interval_figures over Counters), to the FLOP, for any device and shares;
+    clocks above the maximum and zero are included."""
+    duration = duration_ms * 10**6
+    elapsed = 132 * clock * duration // 1000
+    c = Counters(cc, 132, 1980, duration, elapsed, {p: round(f * elapsed) for p, f in busy.items()})
+    util = utilization if method is Method.NVML_UTILIZATION else 0
+    model = device_model(cc, 132, 1980)
+    got = model.figures(
+        duration,
+        elapsed,
+        list(c.active.items()),
+        method=method,
+        shares=shares,
+        utilization_centipercent=util,
+    )
+    assert got == interval_figures(c, method, shares, util)
+    assert model.max_elapsed(duration) == c.max_elapsed_sm_cycles
+    assert model.physical_peak(duration) == physical_peak(c)
