@@ -80,6 +80,10 @@ def test_unknown_gpu_is_bounded_by_fastest_known_rate() -> None:
 
 
 fractions = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+# Jobs sharing one interval: (share in ppm, declared precision).
+SHARES = st.lists(
+    st.tuples(st.integers(0, PPM), st.sampled_from(list(Precision))), min_size=1, max_size=5
+)
 
 
 @given(
@@ -99,9 +103,7 @@ def test_upper_bound_dominates_every_estimate_and_peak_dominates_bound(
     busy=st.fixed_dictionaries({p: fractions for p in Pipe}),
     clock=st.integers(min_value=1, max_value=1980),
     cc=st.sampled_from([(8, 0), (9, 0), (12, 0)]),
-    shares=st.lists(
-        st.tuples(st.integers(0, PPM), st.sampled_from(list(Precision))), min_size=1, max_size=5
-    ),
+    shares=SHARES,
     utilization=st.integers(0, 10_000),
     method=st.sampled_from(list(Method)),
 )
@@ -136,9 +138,7 @@ def test_interval_figures_are_each_jobs_share_of_the_whole_gpu(
     busy=st.fixed_dictionaries({p: fractions for p in Pipe}),
     clock=st.integers(min_value=0, max_value=2100),
     cc=st.sampled_from([(8, 0), (8, 6), (9, 0), (10, 0), (12, 0)]),
-    shares=st.lists(
-        st.tuples(st.integers(0, PPM), st.sampled_from(list(Precision))), min_size=1, max_size=5
-    ),
+    shares=SHARES,
     utilization=st.integers(0, 10_000),
     method=st.sampled_from(list(Method)),
     duration_ms=st.integers(1, 5000),
