@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -96,6 +97,12 @@ class Envelope:
         )
 
     def to_bytes(self) -> bytes:
+        """The envelope's canonical encoding (deterministic protobuf): what the collector stores
+        and logs. Computed once per envelope."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         return self.to_message().SerializeToString(deterministic=True)
 
     def verify(self, trusted: Mapping[str, Ed25519PublicKey]) -> str:
