@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from collector import postgres_log, postgres_nodes
 from collector.postgres_locks import Cur, lock_keys_and_devices
 from collector.postgres_sums import add_sums
-from collector.store import AlertEvent, aggregate, job_gpu_sums
+from collector.store import AlertEvent, aggregate, job_gpu_sums, spans_by_device
 from flopwatch.chain import Neighbours, Verdict, judge
 from flopwatch.errors import StoreConflictError
 from flopwatch.verify.record import VerifiedRecord
@@ -165,10 +165,7 @@ def add_job_gpus(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
 def add_coverage(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     """Step 2 for measured time: merge the records' intervals into each device's disjoint runs,
     refusing any that overlaps time already held (or another interval of the batch)."""
-    by_gpu: dict[str, list[tuple[int, int]]] = {}
-    for r in records:
-        for gpu, spans in r.sums.spans.items():
-            by_gpu.setdefault(gpu, []).extend(spans)
+    by_gpu = spans_by_device(records)
     gpus = sorted(by_gpu)
     held = _held_runs(
         cur,

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from collector import sqlite_log, sqlite_nodes
-from collector.store import AlertEvent, JobDelta, aggregate, job_gpu_sums
+from collector.store import AlertEvent, JobDelta, aggregate, job_gpu_sums, spans_by_device
 from flopwatch.errors import StoreError
 from flopwatch.verify.record import VerifiedRecord
 
@@ -125,10 +125,7 @@ def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
 
 def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
     """Merge the records' intervals into each device's disjoint runs of measured time."""
-    by_gpu: dict[str, list[tuple[int, int]]] = {}
-    for r in records:
-        for gpu, spans in r.sums.spans.items():
-            by_gpu.setdefault(gpu, []).extend(spans)
+    by_gpu = spans_by_device(records)
     runs = {gpu: coalesce(intervals) for gpu, intervals in by_gpu.items()}
     single = {gpu: r[0] for gpu, r in runs.items() if len(r) == 1}
     _insert_single_runs(db, single)

@@ -209,6 +209,15 @@ def device_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
     )
 
 
+def spans_by_device(records: Iterable[VerifiedRecord]) -> dict[str, list[tuple[int, int]]]:
+    """Every interval the records measured, [start, end) per device (`gpu_key`)."""
+    by_device: dict[str, list[tuple[int, int]]] = {}
+    for r in records:
+        for device, spans in r.sums.spans.items():
+            by_device.setdefault(device, []).extend(spans)
+    return by_device
+
+
 @dataclass(frozen=True)
 class LogEntry:
     """One leaf of the transparency log: an accepted record's envelope, as stored."""

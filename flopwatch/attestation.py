@@ -48,7 +48,6 @@ def active_of(iv: pb.GpuInterval) -> list[tuple[Pipe, int]]:
 
 
 def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
-    cycles = iv.active_sm_cycles
     return Counters(
         cc=(gpu.cc_major, gpu.cc_minor),
         sm_count=gpu.sm_count,
@@ -56,7 +55,7 @@ def counters_of(gpu: pb.GpuIdentity, iv: pb.GpuInterval) -> Counters:
         duration_ns=iv.end_unix_ns - iv.start_unix_ns,
         elapsed_sm_cycles=iv.elapsed_sm_cycles,
         # Idle pipes are left out: they add nothing to any figure (Counters reads them as 0).
-        active={p: n for p, f in _PIPE_FIELDS.items() if (n := getattr(cycles, f))},
+        active=dict(active_of(iv)),
     )
 
 

@@ -101,11 +101,6 @@ def interval_figures(
     sharing a GPU are therefore not additive). A job with no share claims nothing.
     """
     upper = whole_gpu_upper(c, method, utilization_centipercent)
-    if len(shares) == 1:  # one job on the GPU: by far the most common interval
-        share_ppm, precision = shares[0]
-        whole_at = _whole_gpu_estimate(c, method, precision, utilization_centipercent)
-        job = JobFigures(job_flops(whole_at, share_ppm), upper if share_ppm > 0 else 0)
-        return IntervalFigures((job,), job.flops_estimate, upper)
     whole: dict[Precision, int] = {}
     jobs = []
     for share_ppm, precision in shares:

@@ -46,7 +46,7 @@ def estimate(counters: Counters, precision: Precision = Precision.UNSPECIFIED) -
     For a GPU the rate table does not know there is no estimate to make: the figure returned is
     the upper bound, and the record's method says `unknown-rate`.
     """
-    table = _rate_table(counters.cc, _HMMA_KIND[precision])
+    table = rates_at(counters.cc, precision)
     if table is None:
         return upper_bound(counters)
     # A pipe with no active cycles adds nothing, so only the pipes present are summed.
@@ -68,15 +68,22 @@ def _rate_table(cc: tuple[int, int], hmma_kind: str) -> Mapping[Pipe, int] | Non
     return None if rates is None else {p: rates.rate(p, hmma_kind) for p in Pipe}
 
 
+def rates_at(cc: tuple[int, int], precision: Precision) -> Mapping[Pipe, int] | None:
+    """Each pipe's rate for work declared at `precision` (what `estimate` uses); None for a GPU
+    the rate table does not know."""
+    return _rate_table(cc, _HMMA_KIND[precision])
+
+
 @lru_cache(maxsize=1024)  # bounded: compute capabilities come from records anyone may send
-def _fastest_table(cc: tuple[int, int]) -> Mapping[Pipe, int]:
+def fastest_rates(cc: tuple[int, int]) -> Mapping[Pipe, int]:
+    """Each pipe's fastest rate (what `upper_bound` uses)."""
     rates = rates_for(cc)
     return {p: _fastest(rates, p) for p in Pipe}
 
 
 def upper_bound(counters: Counters) -> int:
     """Sound upper bound: fastest rate of each pipe, maximum SM clock, whole interval."""
-    fastest = _fastest_table(counters.cc)
+    fastest = fastest_rates(counters.cc)
     elapsed = counters.elapsed_sm_cycles
     if elapsed <= 0:
         return 0
@@ -88,21 +95,10 @@ def upper_bound(counters: Counters) -> int:
     return total
 
 
-def rates_at(cc: tuple[int, int], precision: Precision) -> Mapping[Pipe, int] | None:
-    """Each pipe's rate for work declared at `precision` (what `estimate` uses); None for a GPU
-    the rate table does not know."""
-    return _rate_table(cc, _HMMA_KIND[precision])
-
-
-def fastest_rates(cc: tuple[int, int]) -> Mapping[Pipe, int]:
-    """Each pipe's fastest rate (what `upper_bound` uses)."""
-    return _fastest_table(cc)
-
-
 @lru_cache(maxsize=1024)  # bounded: compute capabilities come from records anyone may send
 def peak_rate_all_pipes(cc: tuple[int, int]) -> int:
     """FLOP per clock per SM with every pipe busy at its fastest rate."""
-    return sum(_fastest_table(cc).values())
+    return sum(fastest_rates(cc).values())
 
 
 def physical_peak(counters: Counters) -> int:
