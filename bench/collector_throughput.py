@@ -43,14 +43,14 @@ from typing import Any
 
 import grpc
 
-from agent.backends.base import GpuInfo, GpuReading, ProcessShare
-from agent.records import ChainHead, RecordBuilder
-from collector.alerts import ThresholdPolicy
-from collector.config import CollectorConfig, parse_verify_workers
-from collector.ingest import Ingestor
-from collector.server import run_collector
-from collector.sqlite_store import SQLiteStore
+from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
+from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.config import CollectorConfig, parse_verify_workers
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.server import run_collector
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope, pae
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.model import Pipe, Precision

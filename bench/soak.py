@@ -53,10 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_throughput import collector_main, cpu_seconds, process_tree
 
-from agent.backends.base import GpuInfo, GpuReading, ProcessShare
-from agent.records import ChainHead, RecordBuilder
-from collector.config import parse_verify_workers
+from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
+from flopwatch.collector.config import parse_verify_workers
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.model import Pipe, Precision
 from flopwatch.v1 import collector_pb2 as cpb

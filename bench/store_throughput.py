@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 
-from collector.alerts import ThresholdPolicy
-from collector.ingest import Ingestor
-from collector.store_factory import open_store
+from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.store.factory import open_store
 from flopwatch.verify import RecordVerifier
 from tests.collector.collector_helpers import NOW, Node
 

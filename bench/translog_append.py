@@ -5,14 +5,13 @@
 What it does, in order, and what each figure means:
 
 1. Appends `--leaves` synthetic records (random 600-byte envelopes, one job per 5000, from
-   `--keys` node keys in turn) to a fresh SQLite store, `--batch` per transaction, as the
-   commit does: the function the commit path calls (`collector.sqlite_log.append_leaves`: read
-   the right edge, hash, insert nodes, leaf rows and job rows), then the `records` rows with
-   their leaf index. It prints the median time per batch over a window of batches at the
-   start and at four points further on: if appending grew with the log, later windows would be
-   slower. Wall time (WAL, synchronous=FULL, one COMMIT per batch, as in the
-   collector) and this process's CPU time (less disturbed by the machine's other load), in all
-   and in `append_leaves` alone.
+   `--keys` node keys in turn) to a fresh SQLite store, `--batch` per transaction, as the commit
+   does: the function the commit path calls (`flopwatch.collector.store.sqlite.tlog.append_leaves`:
+   read the right edge, hash, insert nodes, leaf rows and job rows), then the `records` rows with
+   their leaf index. It prints the median time per batch over a window of batches at the start and
+   at four points further on: if appending grew with the log, later windows would be slower. Wall
+   time (WAL, synchronous=FULL, one COMMIT per batch, as in the collector) and this process's CPU
+   time (less disturbed by the machine's other load), in all and in `append_leaves` alone.
 2. Then, at the final size: a tree root, one inclusion proof, and a batch of 256 inclusion
    proofs (what `flopwatch report` does per 256 envelopes), each as the mean of several runs.
 
@@ -30,15 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from collector import sqlite_log
-from collector.sqlite_store import SQLiteStore
-from collector.translog import TransparencyLog
+from flopwatch.collector.log.translog import TransparencyLog
+from flopwatch.collector.store.sqlite import tlog as sqlite_tlog
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import SigningKey
 
 
-def _batch(keys: list[str], start: int, n: int) -> list[sqlite_log.Leaf]:
+def _batch(keys: list[str], start: int, n: int) -> list[sqlite_tlog.Leaf]:
     return [
-        sqlite_log.Leaf(
+        sqlite_tlog.Leaf(
             keys[(start + i) % len(keys)],
             (start + i) // len(keys) + 1,
             os.urandom(600),
@@ -48,7 +47,7 @@ def _batch(keys: list[str], start: int, n: int) -> list[sqlite_log.Leaf]:
     ]
 
 
-def _insert_records(db: sqlite3.Connection, leaves: list[sqlite_log.Leaf], first: int) -> None:
+def _insert_records(db: sqlite3.Connection, leaves: list[sqlite_tlog.Leaf], first: int) -> None:
     db.executemany(
         "INSERT INTO records (key_id, sequence, digest, previous_digest, node_id, envelope, "
         "received_at_ns, leaf_index) VALUES (?, ?, ?, ?, 'node', ?, 0, ?)",
@@ -80,7 +79,7 @@ def main(argv: list[str]) -> int:
             t0, c0 = time.perf_counter(), time.process_time()
             db.execute("BEGIN IMMEDIATE")
             c1 = time.process_time()
-            first = sqlite_log.append_leaves(db, leaves)
+            first = sqlite_tlog.append_leaves(db, leaves)
             log_cpu.append(time.process_time() - c1)
             _insert_records(db, leaves, first)
             db.execute("COMMIT")

@@ -12,20 +12,21 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.backends.base import GpuInfo, GpuReading
-from agent.backends.replay import ReplayBackend
-from agent.config import AgentConfig
-from agent.replay_report import replay
-from agent.service import Agent
-from collector.config import CollectorConfig
-from collector.server import CollectorService
+from flopwatch.agent.backends.base import GpuInfo, GpuReading
+from flopwatch.agent.backends.replay import ReplayBackend
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.replay_report import replay
+from flopwatch.agent.service import Agent
 from flopwatch.certs import create_ca, issue, pair_paths, write_pair
 from flopwatch.cli.main import main
+from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.server import CollectorService
 from flopwatch.jobs_file import load_jobs
 from flopwatch.transport import collector_stub
 from flopwatch.v1 import collector_pb2
+from tests.paths import H100_TRACE
 
-TRACE_DIR = Path(__file__).parent / "fixtures" / "h100-trace-1"
+TRACE_DIR = H100_TRACE
 TRACE, JOBS = TRACE_DIR / "trace.jsonl", TRACE_DIR / "jobs.json"
 
 

@@ -207,8 +207,8 @@ def _off(text: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.config import AgentConfig
-    from agent.service import run_agent
+    from flopwatch.agent.config import AgentConfig
+    from flopwatch.agent.service import run_agent
 
     host_port(args.collector)
     if not args.node_id:

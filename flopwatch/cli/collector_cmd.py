@@ -14,7 +14,7 @@ from flopwatch.cli.config_file import add_config_file
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collector.config import WebhookConfig
+    from flopwatch.collector.config import WebhookConfig
 
 HELP = "run the collector: verify signed records, total FLOPs per job, alert, serve metrics"
 
@@ -34,7 +34,7 @@ def parse_thresholds(text: str) -> tuple[int, ...]:
 
 
 def _webhook(args: argparse.Namespace) -> WebhookConfig | None:
-    from collector.config import WebhookConfig
+    from flopwatch.collector.config import WebhookConfig
 
     if args.webhook_url is None:
         if args.webhook_secret_file is not None:
@@ -133,8 +133,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.config import CollectorConfig, parse_duration, parse_verify_workers
-    from collector.server import run_collector
+    from flopwatch.collector.config import CollectorConfig, parse_duration, parse_verify_workers
+    from flopwatch.collector.server import run_collector
 
     host_port(args.listen)
     metrics = None if args.metrics_listen == "off" else args.metrics_listen

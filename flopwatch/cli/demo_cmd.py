@@ -55,7 +55,7 @@ class _EmbeddedCollector:
         self._thread = threading.Thread(target=self._main, name="collector", daemon=True)
 
     def _main(self) -> None:
-        from collector.server import run_collector
+        from flopwatch.collector.server import run_collector
 
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
@@ -89,10 +89,10 @@ class _EmbeddedCollector:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
-    from agent.config import AgentConfig
-    from agent.service import run_agent
-    from collector.config import CollectorConfig
+    from flopwatch.agent.config import AgentConfig
+    from flopwatch.agent.service import run_agent
     from flopwatch.cli.collector_cmd import parse_thresholds
+    from flopwatch.collector.config import CollectorConfig
 
     trace, jobs = args.trace_dir / "trace.jsonl", args.trace_dir / "jobs.json"
     for f in (trace, jobs):

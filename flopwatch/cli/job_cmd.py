@@ -130,7 +130,7 @@ def _print(jobs: list[RegisteredJob], as_json: bool, single: bool) -> None:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    from agent.control_client import ControlClient
+    from flopwatch.agent.control.client import ControlClient
 
     precision = Precision.parse(args.precision)
     gpus = [g for g in args.gpus.split(",") if g.strip()]
@@ -143,7 +143,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_end(args: argparse.Namespace) -> int:
-    from agent.control_client import ControlClient
+    from flopwatch.agent.control.client import ControlClient
 
     with ControlClient(args.socket) as client:
         job = client.end(args.job, source=args.source)
@@ -152,7 +152,7 @@ def run_end(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from agent.control_client import ControlClient
+    from flopwatch.agent.control.client import ControlClient
 
     with ControlClient(args.socket) as client:
         jobs = client.list()

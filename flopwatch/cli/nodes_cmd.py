@@ -27,8 +27,8 @@ from flopwatch.model import MODEL_VERSION
 from flopwatch.model.figures import LEGEND
 
 if TYPE_CHECKING:
-    from collector.query import NodeSummary
-    from collector.store import Store
+    from flopwatch.collector.query import NodeSummary
+    from flopwatch.collector.store.base import Store
 
 HELP = "list, enroll and revoke the node keys a collector accepts records from"
 _KEY_ID = re.compile(r"[0-9a-f]{8,64}")
@@ -135,7 +135,7 @@ def add_parser(sub: Any) -> None:
 
 @contextmanager
 def _store(db: str) -> Iterator[Store]:
-    from collector.store_factory import open_store
+    from flopwatch.collector.store.factory import open_store
 
     store = open_store(db)
     try:
@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
     action = args.nodes_action
     if action == "list":
         return _list(args)
-    from collector import enrollment
-    from collector.config import parse_duration
+    from flopwatch.collector import enrollment
+    from flopwatch.collector.config import parse_duration
 
     with _store(args.db) as store:
         if action == "enroll":
@@ -201,12 +201,12 @@ def run(args: argparse.Namespace) -> int:
 
 # -- list ----------------------------------------------------------------------------------------
 def _list(args: argparse.Namespace) -> int:
-    from collector.config import parse_duration
+    from flopwatch.collector.config import parse_duration
 
     if args.collector is not None:
         summaries, silent_after_s = _from_collector(args)
     else:
-        from collector.query import Query
+        from flopwatch.collector.query import Query
 
         silent_after_s = parse_duration(args.silent_after)
         with _store(args.db) as store:
@@ -223,7 +223,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _from_collector(args: argparse.Namespace) -> tuple[list[NodeSummary], float]:
-    from collector.query_api import node_summary
+    from flopwatch.collector.rpc.query import node_summary
     from flopwatch.transport import collector_stub, sync_channel
     from flopwatch.v1 import collector_pb2
 

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.replay_report import replay
+    from flopwatch.agent.replay_report import replay
     from flopwatch.jobs_file import load_jobs
 
     windows = load_jobs(args.jobs, source="replay") if args.jobs else []

@@ -77,10 +77,10 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.job_report import build_report
-    from collector.log_key import default_key_path, load_collector_key
-    from collector.store_factory import open_store
-    from collector.translog import TransparencyLog
+    from flopwatch.collector.job_report import build_report
+    from flopwatch.collector.log.key import default_key_path, load_collector_key
+    from flopwatch.collector.log.translog import TransparencyLog
+    from flopwatch.collector.store.factory import open_store
 
     kept = [read_tree_head(p) for p in args.consistency_from]
     key = load_collector_key(args.key or default_key_path(args.db), create=False)

@@ -1,4 +1,5 @@
-"""A fake /proc tree in tmp_path for the attribution sources (agent/attribution/procfs.py)."""
+"""A fake /proc tree in tmp_path for the attribution sources
+(flopwatch/agent/attribution/procfs.py)."""
 
 from __future__ import annotations
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.backends.base import GapCause
-from agent.backends.sim import PROFILES, SimBackend
-from agent.config import AgentConfig
-from agent.records import ChainHead, RecordBuilder
-from agent.service import Agent, loss_gaps
-from agent.spool import SpoolLoss
+from flopwatch.agent.backends.base import GapCause
+from flopwatch.agent.backends.sim import PROFILES, SimBackend
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.records import ChainHead, RecordBuilder
+from flopwatch.agent.service import Agent, loss_gaps
+from flopwatch.agent.spool.store import SpoolLoss
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey
 from flopwatch.v1 import attestation_pb2 as pb

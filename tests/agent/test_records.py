@@ -12,10 +12,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent import records
-from agent.backends.base import BindingStatus, GpuReading, HardwareBinding
-from agent.backends.sim import PROFILES, SimBackend, SimGpuModel, SimProfile
-from agent.records import ChainHead, RecordBuilder, batch_devices, utilization_centipercent
+from flopwatch.agent import records
+from flopwatch.agent.backends.base import BindingStatus, GpuReading, HardwareBinding
+from flopwatch.agent.backends.sim import PROFILES, SimBackend, SimGpuModel, SimProfile
+from flopwatch.agent.records import (
+    ChainHead,
+    RecordBuilder,
+    batch_devices,
+    utilization_centipercent,
+)
 from flopwatch.attribution import ALL_GPUS, JobWindow
 from flopwatch.binding import binding_nonce
 from flopwatch.dsse import Envelope

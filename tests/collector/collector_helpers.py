@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.backends.base import GpuInfo, GpuReading, ProcessShare
-from agent.records import ChainHead, RecordBuilder
-from collector.ingest import Ingestor
-from collector.sqlite_store import SQLiteStore
-from collector.store import AlertEvent, JobTotal
+from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.store.base import AlertEvent, JobTotal
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.model import Pipe, Precision

@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from collector.alerts import ThresholdPolicy
-from collector.ingest import Ingestor
-from collector.sqlite_store import SQLiteStore
-from collector.store import Store
-from collector.store_factory import open_store
+from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.factory import open_store
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from tests.collector.collector_helpers import NOW
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from collector.enrollment import (
+from flopwatch.collector.enrollment import (
     TokenRedeemer,
     approve_pending,
     enroll_key_file,
@@ -16,7 +16,7 @@ from collector.enrollment import (
     new_token,
     token_hash,
 )
-from collector.store_factory import open_store
+from flopwatch.collector.store.factory import open_store
 from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError
 from flopwatch.keys import public_pem
 from tests.collector.collector_helpers import NOW, Node, S, statuses

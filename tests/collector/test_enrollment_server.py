@@ -11,21 +11,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.config import AgentConfig
-from agent.sender import ENROLL_TOKEN_METADATA, read_enroll_token
-from agent.service import Agent
-from collector.enrollment import TOKEN_METADATA, issue_token
-from collector.server import CollectorService
-from collector.servicer import PUBLIC_KEY_METADATA
-from collector.sqlite_store import SQLiteStore
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.sender import ENROLL_TOKEN_METADATA, read_enroll_token
+from flopwatch.agent.service import Agent
 from flopwatch.cli.main import main
+from flopwatch.collector.enrollment import TOKEN_METADATA, issue_token
+from flopwatch.collector.rpc.servicer import PUBLIC_KEY_METADATA
+from flopwatch.collector.server import CollectorService
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
 from tests.collector.collector_helpers import run
 from tests.collector.test_server import config, enroll, past_node, submit
+from tests.paths import H100_TRACE
 
-TRACE = Path(__file__).parents[1] / "fixtures" / "h100-trace-1" / "trace.jsonl"
+TRACE = H100_TRACE / "trace.jsonl"
 
 
 def make_token(db_path: Path, node_id: str) -> str:

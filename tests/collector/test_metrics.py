@@ -6,10 +6,10 @@ import threading
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.metrics import register_metrics
-from collector.sqlite_store import SQLiteStore
-from collector.webhook import WebhookStats
 from flopwatch.attestation import parse_payload
+from flopwatch.collector.alerts.webhook import WebhookStats
+from flopwatch.collector.metrics import register_metrics
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
 from tests.collector.collector_helpers import Node, expected_totals
 

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-from collector.config import CollectorConfig
-from collector.postgres_store import PostgresStore
-from collector.server import CollectorService
-from collector.sqlite_store import SQLiteStore
-from collector.store import AlertEvent
-from collector.translog import TransparencyLog
 from flopwatch import merkle
+from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.log.translog import TransparencyLog
+from flopwatch.collector.server import CollectorService
+from flopwatch.collector.store.base import AlertEvent
+from flopwatch.collector.store.postgres.store import PostgresStore
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import SigningKey
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from collector.config import QueryLimits
-from collector.paging import decode_token, encode_token, fill, page_size
-from collector.query import Query
-from collector.server import CollectorService
+from flopwatch.collector.config import QueryLimits
+from flopwatch.collector.query import Query
+from flopwatch.collector.rpc.paging import decode_token, encode_token, fill, page_size
+from flopwatch.collector.server import CollectorService
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.v1 import collector_pb2 as cpb

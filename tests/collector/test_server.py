@@ -12,10 +12,10 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from collector.config import CollectorConfig
-from collector.server import CollectorService, run_collector
-from collector.servicer import PUBLIC_KEY_METADATA
-from collector.sqlite_store import SQLiteStore
+from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.rpc.servicer import PUBLIC_KEY_METADATA
+from flopwatch.collector.server import CollectorService, run_collector
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
@@ -69,7 +69,7 @@ def test_round_trip_over_insecure_grpc(db_path, caplog, workers):
 
     async def main():
         service = CollectorService(config(db_path, verify_workers=workers))
-        with caplog.at_level(logging.WARNING, logger="collector.server"):
+        with caplog.at_level(logging.WARNING, logger="flopwatch.collector.server"):
             port, metrics_port = await service.start()
         assert "plaintext gRPC: --insecure" in caplog.text
         try:

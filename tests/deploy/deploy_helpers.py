@@ -20,9 +20,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import CollectorConfig
-from collector.server import CollectorService
-from collector.sqlite_store import SQLiteStore
+from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.server import CollectorService
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.transport import collector_stub
 from flopwatch.v1 import collector_pb2, envelope_pb2
 from tests.collector.collector_helpers import Node, S

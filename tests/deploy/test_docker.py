@@ -140,7 +140,11 @@ def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
     )
     [wheel] = (tmp_path / "wheels").glob("flopwatch-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("agent/service.py", "collector/server.py", "flopwatch/v1/collector_pb2.py"):
+    for module in (
+        "flopwatch/agent/service.py",
+        "flopwatch/collector/server.py",
+        "flopwatch/v1/collector_pb2.py",
+    ):
         assert module in names
 
 

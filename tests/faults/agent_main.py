@@ -1,10 +1,10 @@
 """A simulated node agent in its own process: `python -m tests.faults.agent_main --help`.
 
-It runs the real agent (agent.service.Agent: signing, spool, sender) on one node of the fault
-tests' simulated fleet (tests/faults/fleet.py), paced in real time, so a test can SIGKILL it,
-cut its network or fill its spool while it streams. SIGTERM stops it as it stops
-`flopwatch agent`. With --start-ns left out the node starts measuring now, as a restarted
-agent does; the readings it then signs are new ones, not the fleet's offline expectation.
+It runs the real agent (flopwatch.agent.service.Agent: signing, spool, sender) on one node of the
+fault tests' simulated fleet (tests/faults/fleet.py), paced in real time, so a test can SIGKILL it,
+cut its network or fill its spool while it streams. SIGTERM stops it as it stops `flopwatch agent`.
+With --start-ns left out the node starts measuring now, as a restarted agent does; the readings it
+then signs are new ones, not the fleet's offline expectation.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from agent.config import AgentConfig
-from agent.service import Agent
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.service import Agent
 from flopwatch.cli.common import EXIT_RUNTIME, setup_logging
 from flopwatch.errors import FlopwatchError
 from tests.faults.fleet import CLUSTER, SimNode

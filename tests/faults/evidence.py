@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.spool_format import scan
+from flopwatch.agent.spool.format import scan
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey
 from flopwatch.verify import RecordVerifier

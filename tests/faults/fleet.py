@@ -1,10 +1,10 @@
 """The simulated fleet the fault tests run, and what it signs when nothing goes wrong.
 
-Each node is a seeded simulator (agent.backends.sim) with a fixed number of intervals and a
-fixed start, so its readings do not depend on pacing, crashes or the network. `signed_offline`
+Each node is a seeded simulator (flopwatch.agent.backends.sim) with a fixed number of intervals and
+a fixed start, so its readings do not depend on pacing, crashes or the network. `signed_offline`
 puts those readings through the agent's own RecordBuilder and the verifier, with no spool, no
-network and no collector: the records an uninterrupted agent would sign. Their per-job sums are
-the figures a collector must end up with after any fault that loses nothing.
+network and no collector: the records an uninterrupted agent would sign. Their per-job sums are the
+figures a collector must end up with after any fault that loses nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.backends.sim import SIM_PID_BASE, SimBackend
-from agent.records import ChainHead, RecordBuilder
+from flopwatch.agent.backends.sim import SIM_PID_BASE, SimBackend
+from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
 from flopwatch.jobs_file import load_jobs
 from flopwatch.keys import SigningKey

@@ -1,9 +1,9 @@
 """Disks that fill up, for the spool fault tests.
 
-`FullDisk` stands in for the `os` module inside agent.spool (monkeypatched): while `full` is
-set every write fails with ENOSPC, segment frames and the ack state alike. `tmpfs` mounts a
-real, tiny filesystem where the kernel itself says ENOSPC; it needs root and mount rights
-(CI containers often lack them), so tests skip it elsewhere.
+`FullDisk` stands in for the `os` module inside flopwatch.agent.spool.store (monkeypatched): while
+`full` is set every write fails with ENOSPC, segment frames and the ack state alike. `tmpfs` mounts
+a real, tiny filesystem where the kernel itself says ENOSPC; it needs root and mount rights (CI
+containers often lack them), so tests skip it elsewhere.
 """
 
 from __future__ import annotations

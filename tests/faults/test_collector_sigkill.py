@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from collector.sqlite_store import SQLiteStore
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from tests.faults.evidence import missing_sequences, unaccounted
 from tests.faults.fleet import Totals, contributions, job_totals
 from tests.faults.lab import FaultLab

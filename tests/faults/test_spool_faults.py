@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import agent.spool
-from agent.config import AgentConfig
-from agent.service import Agent
-from agent.spool_format import SEGMENT_RE, Frame, scan
+import flopwatch.agent.spool.store
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.service import Agent
+from flopwatch.agent.spool.format import SEGMENT_RE, Frame, scan
 from flopwatch.errors import FlopwatchError
 from flopwatch.verify.record import VerifiedRecord
 from tests.faults.evidence import (
@@ -116,7 +116,7 @@ def test_full_disk_loses_records_as_signed_gap_and_agent_carries_on(
     collector = lab.collector()
     collector.start()
     disk = FullDisk()
-    monkeypatch.setattr(agent.spool, "os", disk)
+    monkeypatch.setattr(flopwatch.agent.spool.store, "os", disk)
     config = AgentConfig(
         collector=collector.address,
         state_dir=lab.root / node.node_id,

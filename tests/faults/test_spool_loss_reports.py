@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import agent.spool
-from agent.backends.sim import SimBackend
-from agent.records import ChainHead, RecordBuilder
-from agent.service import loss_gaps
-from agent.spool import Spool, SpoolLoss
-from agent.spool_format import DISK_FULL_DETAIL
+import flopwatch.agent.spool.store
+from flopwatch.agent.backends.sim import SimBackend
+from flopwatch.agent.records import ChainHead, RecordBuilder
+from flopwatch.agent.service import loss_gaps
+from flopwatch.agent.spool.format import DISK_FULL_DETAIL
+from flopwatch.agent.spool.store import Spool, SpoolLoss
 from flopwatch.keys import SigningKey
 from flopwatch.verify import RecordVerifier
 from tests.agent.agent_fakes import T0, chain
@@ -77,7 +77,7 @@ def test_full_disk_costs_records_named_as_lost_not_the_spool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = FullDisk()
-    monkeypatch.setattr(agent.spool, "os", disk)
+    monkeypatch.setattr(flopwatch.agent.spool.store, "os", disk)
     spool = Spool(tmp_path, max_bytes=100 * SIZE, segment_bytes=10 * SIZE)
     assert append(spool, 1) == append(spool, 2) == []
     disk.full.set()

@@ -26,12 +26,12 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.records import ChainHead
-from collector.config import CollectorConfig
-from collector.ingest import MAX_SEQUENCE
-from collector.server import CollectorService
-from collector.servicer import PUBLIC_KEY_METADATA
-from collector.sqlite_store import SQLiteStore
+from flopwatch.agent.records import ChainHead
+from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.ingest.ingestor import MAX_SEQUENCE
+from flopwatch.collector.rpc.servicer import PUBLIC_KEY_METADATA
+from flopwatch.collector.server import CollectorService
+from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
 from flopwatch.limits import DEFAULT_LIMITS
@@ -144,7 +144,9 @@ def only_expected_errors_logged(records: Sequence[logging.LogRecord]) -> None:
     """No handler crashed: the only ERROR lines are the collector's own chain-fork reports."""
     errors = [r for r in records if r.levelno >= logging.ERROR]
     for r in errors:
-        assert r.name == "collector.ingest" and r.getMessage().startswith("chain fork"), (
+        assert r.name == "flopwatch.collector.ingest.ingestor" and r.getMessage().startswith(
+            "chain fork"
+        ), (
             r.name,
             r.getMessage(),
         )

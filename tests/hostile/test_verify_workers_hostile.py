@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from collector.verify_workers import VerifyWorkers
+from flopwatch.collector.ingest.workers import VerifyWorkers
 from flopwatch.errors import VerificationError
 from flopwatch.keys import public_raw
 from flopwatch.limits import DEFAULT_LIMITS

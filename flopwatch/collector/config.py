@@ -1,0 +1,162 @@
+"""Collector configuration: one frozen object, filled from the command line.
+
+Bounds the collector enforces on queries and notifications are named here (`QueryLimits`,
+`WebhookConfig`), next to the thresholds and timeouts an operator sets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flopwatch.errors import ConfigError
+from flopwatch.limits import DEFAULT_LIMITS, Limits
+
+DEFAULT_THRESHOLDS = (10**23, 10**24, 10**25, 10**26)  # FLOPs
+DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
+DEFAULT_LIVENESS_CHECK_S = 15.0  # how often silence is looked for
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '24h', '7d' -> seconds (positive)."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if m is None or float(m.group(1)) <= 0:
+        raise ConfigError(f"expected a positive duration such as 90s, 5m, 24h or 7d, got {text!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+MAX_VERIFY_WORKERS = 64
+# Beyond this many, the ingest thread (judging and committing) is the limit, not verifying.
+AUTO_VERIFY_WORKERS_MAX = 4
+
+
+def _quota_in(directory: Path, v2: bool) -> float | None:
+    """The CPU quota one cgroup directory sets, in CPUs; None for none (or unreadable)."""
+    try:
+        if v2:
+            quota, period = (directory / "cpu.max").read_text().split()
+        else:
+            quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+            period = (directory / "cpu.cfs_period_us").read_text().strip()
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_quota(proc_cgroup: str, root: Path) -> float | None:
+    """CPUs' worth of time the cgroup quota allows this process (the tightest of its cgroup and
+    their parents), or None when no quota applies. cgroup v2 (`cpu.max`) and v1 (CFS quota)."""
+    quotas = []
+    for line in proc_cgroup.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        v2 = controllers == ""  # v2: every controller in one hierarchy
+        if not v2 and "cpu" not in controllers.split(","):
+            continue
+        base = root if v2 else root / controllers
+        here = Path(path)
+        for d in (here, *here.parents):
+            quota = _quota_in(base / d.relative_to("/"), v2)
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def usable_cpus(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self")) -> int:
+    """CPUs this process may use: its affinity, cut to its cgroup's CPU quota (a container's
+    CPU limit), at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota = _cgroup_quota((proc / "cgroup").read_text(), root)
+    except OSError:
+        quota = None
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(cpus, 1)
+
+
+def parse_verify_workers(text: str) -> int:
+    """'auto' -> one verify worker per CPU this process may use (`usable_cpus`), at most 4, and
+    none on a single CPU (records are then verified on the ingest thread); else 0 to 64.
+
+    One per CPU, not one less: a worker waits while the ingest thread commits, so on 2 CPUs two
+    workers beside the ingest thread measured 62k GPU-interval records/s, one 47k, none 38k
+    (bench/collector_throughput.py --intervals 10)."""
+    if text.strip().lower() == "auto":
+        cpus = usable_cpus()
+        return 0 if cpus < 2 else min(cpus, AUTO_VERIFY_WORKERS_MAX)
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_VERIFY_WORKERS:
+        raise ConfigError(
+            f"--verify-workers takes 'auto' or 0 to {MAX_VERIFY_WORKERS}, got {text!r}"
+        )
+    return n
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Paging of ListJobs, ListJobGpus and ListNodes: a page holds at most `max_page_size`
+    rows and at most `max_page_bytes` of serialized rows, whichever comes first, so an answer
+    stays under the gRPC message limit whatever the lengths of ids (256 characters each)."""
+
+    default_page_size: int = 500
+    max_page_size: int = 1000
+    max_page_bytes: int = 768 * 1024
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """HTTP POST of every alert as JSON, from a background thread
+    (`flopwatch.collector.alerts.webhook`)."""
+
+    url: str
+    # Shared secret (file mode 0600) for the X-Flopwatch-Signature HMAC-SHA256 header; None
+    # sends unsigned posts (logged as a warning).
+    secret_file: Path | None = None
+    timeout_s: float = 10.0  # per attempt
+    max_attempts: int = 8  # then the notification is dropped (the alert stays in the store)
+    backoff_initial_s: float = 1.0  # doubled after each failed attempt, jittered
+    backoff_max_s: float = 120.0
+    queue_max: int = 10_000  # undelivered notifications kept; more are dropped and counted
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    listen: str = "127.0.0.1:7443"  # HOST:PORT for gRPC; port 0 picks a free one
+    db: str = (
+        "sqlite:flopwatch.db"  # sqlite:PATH or postgresql://... (flopwatch.collector.store.factory)
+    )
+    metrics_listen: str | None = "127.0.0.1:9464"  # HOST:PORT for /metrics; None disables
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # FLOPs
+    alert_basis: str = "upper"  # "upper" (default, no crossing missed) or "estimate"
+    insecure: bool = False  # plaintext gRPC; mTLS otherwise
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Trust on first use: enroll any new node key that connects. For demos and labs only; the
+    # collector logs a warning. Otherwise keys must be enrolled by an operator first.
+    enroll_on_first_use: bool = False
+    silent_after_s: float = DEFAULT_SILENT_AFTER_S
+    liveness_check_s: float = DEFAULT_LIVENESS_CHECK_S
+    webhook: WebhookConfig | None = None
+    # Transparency log: the collector key that signs its tree heads (None: next to a SQLite
+    # database, created 0600 on first start; flopwatch.collector.log.key), and how often a head is
+    # signed.
+    log_key: Path | None = None
+    tree_head_interval_s: float = 10.0
+    # Processes that verify records ahead of the ingest thread (flopwatch.collector.ingest.workers);
+    # 0 verifies on the ingest thread.
+    verify_workers: int = 0
+    limits: Limits = DEFAULT_LIMITS
+    query: QueryLimits = field(default_factory=QueryLimits)

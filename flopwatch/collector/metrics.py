@@ -1,0 +1,210 @@
+"""Prometheus metrics of the collector, from a custom collector that yields fresh families.
+
+Values come from `Ingestor.snapshot()`, a copy the ingest thread refreshes after each commit,
+and from `LivenessMonitor.snapshot()`, refreshed by every liveness check, so a scrape never
+touches the database (whose connection belongs to the ingest thread).
+
+FLOP totals are exact integers in the store and in ListJobs; Prometheus samples are float64, so
+here they carry about 16 significant digits. Use ListJobs or a report bundle for exact figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from flopwatch.collector.alerts.liveness import NodeLiveness
+from flopwatch.collector.alerts.webhook import WebhookStats
+from flopwatch.collector.ingest.ingestor import IngestSnapshot
+from flopwatch.model import MODEL_VERSION
+
+
+class FlopwatchMetrics(Collector):
+    """Yields the flopwatch_* families from the latest snapshots on every scrape."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], IngestSnapshot],
+        thresholds: Sequence[int] = (),
+        *,
+        liveness: Callable[[], Sequence[NodeLiveness]] | None = None,
+        webhook: Callable[[], WebhookStats] | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._thresholds = tuple(thresholds)
+        self._liveness = liveness
+        self._webhook = webhook
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._snapshot()
+        estimate = CounterMetricFamily(
+            "flopwatch_job_flops",
+            f"FLOPs estimate (FLOP model v{MODEL_VERSION}) of the job, summed over all its "
+            "verified records; uses the job's declared precision, bf16 if none.",
+            labels=["job_id"],
+        )
+        upper = CounterMetricFamily(
+            "flopwatch_job_flops_upper",
+            f"Sound upper bound on the job's FLOPs (FLOP model v{MODEL_VERSION}): fastest "
+            "precision and maximum SM clock, summed over all its verified records.",
+            labels=["job_id"],
+        )
+        crossed = GaugeMetricFamily(
+            "flopwatch_job_threshold_crossed",
+            "1 when the job's FLOP threshold alert has fired, 0 while it has not.",
+            labels=["job_id", "threshold"],
+        )
+        for job in sorted(s.jobs, key=lambda j: j.job_id):
+            estimate.add_metric([job.job_id], float(job.flops_estimate))
+            upper.add_metric([job.job_id], float(job.flops_upper))
+            for t in sorted(set(self._thresholds) | set(job.thresholds_crossed)):
+                crossed.add_metric([job.job_id, str(t)], 1.0 if t in job.thresholds_crossed else 0)
+        yield estimate
+        yield upper
+        yield crossed
+
+        yield CounterMetricFamily(
+            "flopwatch_records_accepted",
+            "Records verified and committed (since this collector started).",
+            value=s.accepted,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_records_duplicate",
+            "Records received again that were already held; nothing changed.",
+            value=s.duplicate,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_records_retry",
+            "Records answered 'retry' (store unavailable, or signed by a key awaiting approval); "
+            "the agent sends them again.",
+            value=s.retry,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_records_verified_ahead",
+            "Records a verify worker process checked (signature, recomputed FLOPs) before the "
+            "ingest thread judged them (--verify-workers); the rest it verified itself.",
+            value=s.verified_ahead,
+        )
+        rejected = CounterMetricFamily(
+            "flopwatch_records_rejected",
+            "Records refused for good, by reason code.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+
+        missing = GaugeMetricFamily(
+            "flopwatch_node_missing_records",
+            "Sequence numbers below a node key's highest held record that are not held.",
+            labels=["key_id", "node"],
+        )
+        for c in sorted(s.chains, key=lambda c: c.key_id):
+            missing.add_metric([c.key_id, c.node_id], c.missing)
+        yield missing
+
+        forks = CounterMetricFamily(
+            "flopwatch_chain_forks",
+            "Records refused because the key had signed a different record for the same place "
+            "in its chain (since this collector started); 0 for every key with records.",
+            labels=["key_id", "node"],
+        )
+        counts = {(c.key_id, c.node_id): 0 for c in s.chains} | dict(s.forks)
+        for (key_id, node), n in sorted(counts.items()):
+            forks.add_metric([key_id, node], n)
+        yield forks
+        yield from self._gpus(s)
+        yield from self._nodes()
+        yield from self._alerting()
+
+    def _gpus(self, s: IngestSnapshot) -> Iterator[Metric]:
+        estimate = CounterMetricFamily(
+            "flopwatch_gpu_flops",
+            f"FLOPs estimate (FLOP model v{MODEL_VERSION}) measured on the GPU (or MIG "
+            "instance), summed over all its verified intervals and all jobs.",
+            labels=["node", "gpu"],
+        )
+        upper = CounterMetricFamily(
+            "flopwatch_gpu_flops_upper",
+            f"Sound upper bound on the FLOPs (FLOP model v{MODEL_VERSION}) the GPU (or MIG "
+            "instance) performed: fastest precision and maximum SM clock, over all its verified "
+            "intervals; each interval counted once however many jobs shared it.",
+            labels=["node", "gpu"],
+        )
+        sums: dict[tuple[str, str], tuple[int, int]] = {}
+        for g in s.gpus:  # a node re-keyed has several keys: its GPU sums add up
+            e, u = sums.get((g.node_id, g.gpu), (0, 0))
+            sums[(g.node_id, g.gpu)] = (e + g.flops_estimate, u + g.flops_upper)
+        for (node, gpu), (e, u) in sorted(sums.items()):
+            estimate.add_metric([node, gpu], float(e))
+            upper.add_metric([node, gpu], float(u))
+        yield estimate
+        yield upper
+
+    def _nodes(self) -> Iterator[Metric]:
+        if self._liveness is None:
+            return
+        last = GaugeMetricFamily(
+            "flopwatch_node_last_record_timestamp_seconds",
+            "Unix time (collector clock) a record of this enrolled node key was last "
+            "committed; absent until its first record.",
+            labels=["key_id", "node"],
+        )
+        silent = GaugeMetricFamily(
+            "flopwatch_node_silent",
+            "1 when this enrolled node key has sent no record for longer than --silent-after "
+            "(as of the latest liveness check), 0 otherwise.",
+            labels=["key_id", "node"],
+        )
+        for n in sorted(self._liveness(), key=lambda n: n.key_id):
+            if n.last_record_ns is not None:
+                last.add_metric([n.key_id, n.node_id], n.last_record_ns / 1e9)
+            silent.add_metric([n.key_id, n.node_id], 1.0 if n.silent else 0.0)
+        yield last
+        yield silent
+
+    def _alerting(self) -> Iterator[Metric]:
+        thresholds = GaugeMetricFamily(
+            "flopwatch_alert_threshold_flops",
+            "A configured FLOP threshold (value = the threshold in FLOPs): a job's alert fires "
+            "once when its total reaches it.",
+            labels=["threshold"],
+        )
+        for t in sorted(set(self._thresholds)):
+            thresholds.add_metric([str(t)], float(t))
+        yield thresholds
+        if self._webhook is None:
+            return
+        w = self._webhook()
+        sent = CounterMetricFamily(
+            "flopwatch_alert_notifications",
+            "Alert notifications by sink and outcome: delivered; failed (retries exhausted or "
+            "refused by the receiver); dropped (queue full or shutdown). Alerts stay recorded.",
+            labels=["sink", "result"],
+        )
+        for result, n in (("delivered", w.delivered), ("failed", w.failed), ("dropped", w.dropped)):
+            sent.add_metric(["webhook", result], n)
+        yield sent
+        retries = CounterMetricFamily(
+            "flopwatch_alert_notification_retries",
+            "Webhook posts tried again after a failed attempt.",
+            labels=["sink"],
+        )
+        retries.add_metric(["webhook"], w.retries)
+        yield retries
+
+
+def register_metrics(
+    registry: CollectorRegistry,
+    snapshot: Callable[[], IngestSnapshot],
+    thresholds: Sequence[int] = (),
+    *,
+    liveness: Callable[[], Sequence[NodeLiveness]] | None = None,
+    webhook: Callable[[], WebhookStats] | None = None,
+) -> FlopwatchMetrics:
+    """Register the flopwatch collector on `registry` (a fresh one per collector or test)."""
+    metrics = FlopwatchMetrics(snapshot, thresholds, liveness=liveness, webhook=webhook)
+    registry.register(metrics)
+    return metrics

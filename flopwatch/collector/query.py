@@ -1,0 +1,101 @@
+"""Read-only questions about jobs and nodes, answered from a store.
+
+Used by the gRPC servicer (on the ingest thread, which owns the store's connection) and by
+`flopwatch nodes list --db` (its own connection). Every FLOP figure here is an exact int; each
+name says whether it is an estimate or an upper bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from flopwatch.collector.alerts.liveness import is_silent
+from flopwatch.collector.store.base import GpuTotal, JobGpu, JobTotal, NodeRecord, PendingKey, Store
+
+SummaryStatus = Literal["enrolled", "revoked", "pending"]
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """One node key: trust status, liveness, and what its GPUs measured (whole-GPU sums)."""
+
+    key_id: str
+    node_id: str
+    status: SummaryStatus  # "pending": presented itself, awaits an operator's approval
+    enrolled_at_ns: int | None
+    revoked_at_ns: int | None
+    last_record_ns: int | None  # collector clock of its last committed record
+    pending_seen_ns: int | None  # "pending" keys: when it last presented itself
+    silent: bool  # enrolled and quiet for longer than the collector's --silent-after
+    flops_estimate: int
+    flops_upper: int
+    gpus: int
+    gpu_intervals: int
+
+    @classmethod
+    def of(cls, node: NodeRecord, gpus: list[GpuTotal], silent: bool) -> NodeSummary:
+        return cls(
+            key_id=node.key_id,
+            node_id=node.node_id,
+            status=node.status,
+            enrolled_at_ns=node.enrolled_at_ns,
+            revoked_at_ns=node.revoked_at_ns,
+            last_record_ns=node.last_record_ns,
+            pending_seen_ns=None,
+            silent=silent,
+            flops_estimate=sum(g.flops_estimate for g in gpus),
+            flops_upper=sum(g.flops_upper for g in gpus),
+            gpus=len(gpus),
+            gpu_intervals=sum(g.gpu_intervals for g in gpus),
+        )
+
+    @classmethod
+    def pending(cls, key: PendingKey) -> NodeSummary:
+        none = (None, None, None)  # not enrolled, not revoked, no record
+        return cls(key.key_id, key.node_id, "pending", *none, key.last_seen_ns, False, 0, 0, 0, 0)
+
+
+class Query:
+    """Paged reads of jobs, a job's GPUs, and node keys."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        silent_after_s: float,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._store = store
+        self.silent_after_s = silent_after_s
+        self._now_ns = now_ns
+
+    def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
+        return self._store.job_page(prefix, after, limit)
+
+    def job(self, job_id: str) -> JobTotal | None:
+        return self._store.totals_for([job_id]).get(job_id)
+
+    def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
+        return self._store.job_gpu_page(job_id, after, limit)
+
+    def node_page(self, after: str, limit: int) -> list[NodeSummary]:
+        """Up to `limit` node keys (enrolled, revoked and awaiting approval) after `after`."""
+        keys: list[NodeRecord | PendingKey] = [
+            *self._store.nodes(),
+            *self._store.pending_keys(),
+        ]
+        page = sorted((k for k in keys if k.key_id > after), key=lambda k: k.key_id)[:limit]
+        totals: dict[str, list[GpuTotal]] = {}
+        for g in self._store.gpu_totals([k.key_id for k in page]):
+            totals.setdefault(g.key_id, []).append(g)
+        now = self._now_ns()
+        silent_after_ns = int(self.silent_after_s * 1e9)
+        return [
+            NodeSummary.pending(k)
+            if isinstance(k, PendingKey)
+            else NodeSummary.of(k, totals.get(k.key_id, []), is_silent(k, now, silent_after_ns))
+            for k in page
+        ]

@@ -1,0 +1,143 @@
+"""The answers of the query RPCs (ListJobs, ListJobGpus, ListNodes), as protobuf messages.
+
+Each function runs on the collector's ingest thread (it reads the store through `Query`) and is
+called by the servicer, which only maps errors to status codes: ConfigError (a bad page token)
+to INVALID_ARGUMENT, `JobNotFound` to NOT_FOUND, StoreError to UNAVAILABLE. FLOP figures travel
+as exact decimal strings.
+"""
+
+from __future__ import annotations
+
+from flopwatch.collector.config import QueryLimits
+from flopwatch.collector.query import NodeSummary, Query, SummaryStatus
+from flopwatch.collector.rpc.paging import decode_token, fill, page_size
+from flopwatch.collector.store.base import JobGpu, JobTotal
+from flopwatch.errors import FlopwatchError
+from flopwatch.model import MODEL_VERSION
+from flopwatch.v1 import collector_pb2 as pb
+
+_STATUSES: dict[str, SummaryStatus] = {
+    "enrolled": "enrolled",
+    "revoked": "revoked",
+    "pending": "pending",
+}
+
+
+class JobNotFound(FlopwatchError):
+    """ListJobGpus named a job the collector holds no record of."""
+
+
+def job_message(t: JobTotal) -> pb.JobTotal:
+    return pb.JobTotal(
+        job_id=t.job_id,
+        flops_estimate=str(t.flops_estimate),
+        flops_upper=str(t.flops_upper),
+        first_start_unix_ns=t.first_start_ns,
+        last_end_unix_ns=t.last_end_ns,
+        gpu_intervals=t.gpu_intervals,
+        thresholds_crossed=[str(x) for x in t.thresholds_crossed],
+    )
+
+
+def job_gpu_message(g: JobGpu) -> pb.JobGpu:
+    return pb.JobGpu(
+        key_id=g.key_id,
+        node_id=g.node_id,
+        gpu_uuid=g.gpu_uuid,
+        flops_estimate=str(g.flops_estimate),
+        flops_upper=str(g.flops_upper),
+        first_start_unix_ns=g.first_start_ns,
+        last_end_unix_ns=g.last_end_ns,
+        gpu_intervals=g.gpu_intervals,
+    )
+
+
+def node_message(n: NodeSummary) -> pb.NodeSummary:
+    return pb.NodeSummary(
+        key_id=n.key_id,
+        node_id=n.node_id,
+        status=n.status,
+        enrolled_at_unix_ns=n.enrolled_at_ns or 0,
+        revoked_at_unix_ns=n.revoked_at_ns or 0,
+        last_record_unix_ns=n.last_record_ns or 0,
+        silent=n.silent,
+        flops_estimate=str(n.flops_estimate),
+        flops_upper=str(n.flops_upper),
+        gpus=n.gpus,
+        gpu_intervals=n.gpu_intervals,
+        pending_seen_unix_ns=n.pending_seen_ns or 0,
+    )
+
+
+def node_summary(m: pb.NodeSummary) -> NodeSummary:
+    """The inverse of `node_message`, for clients."""
+    return NodeSummary(
+        key_id=m.key_id,
+        node_id=m.node_id,
+        status=_STATUSES.get(m.status, "enrolled"),
+        enrolled_at_ns=m.enrolled_at_unix_ns or None,
+        revoked_at_ns=m.revoked_at_unix_ns or None,
+        last_record_ns=m.last_record_unix_ns or None,
+        pending_seen_ns=m.pending_seen_unix_ns or None,
+        silent=m.silent,
+        flops_estimate=int(m.flops_estimate or 0),
+        flops_upper=int(m.flops_upper or 0),
+        gpus=m.gpus,
+        gpu_intervals=m.gpu_intervals,
+    )
+
+
+def list_jobs(
+    query: Query, limits: QueryLimits, request: pb.ListJobsRequest, basis: str
+) -> pb.ListJobsResponse:
+    size = page_size(request.page_size, limits)
+    after = decode_token(request.page_token, 1)
+    rows = query.job_page(request.job_prefix, after[0] if after else "", size + 1)
+    jobs, token = fill(
+        rows, job_message, lambda t: (t.job_id,), size=size, max_bytes=limits.max_page_bytes
+    )
+    return pb.ListJobsResponse(
+        jobs=jobs, next_page_token=token, flop_model_version=MODEL_VERSION, alert_basis=basis
+    )
+
+
+def list_job_gpus(
+    query: Query, limits: QueryLimits, request: pb.ListJobGpusRequest, basis: str
+) -> pb.ListJobGpusResponse:
+    total = query.job(request.job_id)
+    if total is None:
+        raise JobNotFound(f"no record of job {request.job_id!r}")
+    size = page_size(request.page_size, limits)
+    after = decode_token(request.page_token, 2)
+    rows = query.job_gpu_page(request.job_id, (after[0], after[1]) if after else ("", ""), size + 1)
+    gpus, token = fill(
+        rows,
+        job_gpu_message,
+        lambda g: (g.key_id, g.gpu_uuid),
+        size=size,
+        max_bytes=limits.max_page_bytes,
+    )
+    return pb.ListJobGpusResponse(
+        job=job_message(total),
+        gpus=gpus,
+        next_page_token=token,
+        flop_model_version=MODEL_VERSION,
+        alert_basis=basis,
+    )
+
+
+def list_nodes(
+    query: Query, limits: QueryLimits, request: pb.ListNodesRequest
+) -> pb.ListNodesResponse:
+    size = page_size(request.page_size, limits)
+    after = decode_token(request.page_token, 1)
+    rows = query.node_page(after[0] if after else "", size + 1)
+    nodes, token = fill(
+        rows, node_message, lambda n: (n.key_id,), size=size, max_bytes=limits.max_page_bytes
+    )
+    return pb.ListNodesResponse(
+        nodes=nodes,
+        next_page_token=token,
+        silent_after_seconds=query.silent_after_s,
+        flop_model_version=MODEL_VERSION,
+    )

@@ -1,0 +1,142 @@
+"""The PostgreSQL schema of the collector's store, as numbered migrations.
+
+`MIGRATIONS[i]` takes a database from version i to i + 1; each version reached is a row of
+`schema_version`. A migration is only ever appended, never edited once released. The numbering
+is this backend's own: migration 1 is the schema PostgreSQL support first shipped with, which
+holds what SQLite reached in its migrations 1-3 (core, node trust and liveness, transparency
+log), so it needs none of their backfills.
+
+Types: FLOP sums, thresholds and alert values are NUMERIC(40, 0), exact integers (they pass
+2^63; 10^40 FLOPs is far beyond any job). Times are BIGINT nanoseconds. Identifiers are TEXT with
+the "C" collation, so ordering and prefix ranges are by code point, as in SQLite.
+
+Several collectors may start at once on an empty database: `migrate` runs under a
+transaction-scoped advisory lock, so exactly one of them creates the tables and the others then
+find the schema current.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flopwatch.errors import StoreError
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE nodes (
+            key_id TEXT COLLATE "C" PRIMARY KEY, node_id TEXT COLLATE "C" NOT NULL,
+            public_key BYTEA NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('enrolled', 'revoked')),
+            enrolled_at_ns BIGINT NOT NULL, revoked_at_ns BIGINT,
+            last_record_ns BIGINT, silence_alerted_ns BIGINT)""",
+        # Every accepted envelope, as received; the chain per key is (sequence, digest, previous).
+        """CREATE TABLE records (
+            key_id TEXT COLLATE "C" NOT NULL REFERENCES nodes (key_id),
+            sequence BIGINT NOT NULL, digest BYTEA NOT NULL, previous_digest BYTEA NOT NULL,
+            node_id TEXT COLLATE "C" NOT NULL, envelope BYTEA NOT NULL,
+            received_at_ns BIGINT NOT NULL, PRIMARY KEY (key_id, sequence))""",
+        # Per key: records held and highest sequence; highest - held are missing.
+        """CREATE TABLE chains (
+            key_id TEXT COLLATE "C" PRIMARY KEY REFERENCES nodes (key_id),
+            held BIGINT NOT NULL, highest BIGINT NOT NULL)""",
+        """CREATE TABLE job_totals (
+            job_id TEXT COLLATE "C" PRIMARY KEY,
+            flops_estimate NUMERIC(40, 0) NOT NULL CHECK (flops_estimate >= 0),
+            flops_upper NUMERIC(40, 0) NOT NULL CHECK (flops_upper >= 0),
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL)""",
+        # Which nodes and GPUs contributed what to a job.
+        """CREATE TABLE job_gpus (
+            job_id TEXT COLLATE "C" NOT NULL, key_id TEXT COLLATE "C" NOT NULL,
+            gpu_uuid TEXT COLLATE "C" NOT NULL, node_id TEXT COLLATE "C" NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, PRIMARY KEY (job_id, key_id, gpu_uuid))""",
+        """CREATE TABLE gaps (
+            key_id TEXT COLLATE "C" NOT NULL, sequence BIGINT NOT NULL,
+            gpu_uuid TEXT COLLATE "C" NOT NULL, start_ns BIGINT NOT NULL,
+            end_ns BIGINT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL)""",
+        "CREATE INDEX gaps_by_record ON gaps (key_id, sequence)",
+        # Measured time per device (gpu_key), as disjoint runs joined where they touch.
+        """CREATE TABLE coverage (
+            gpu TEXT COLLATE "C" NOT NULL, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL,
+            CHECK (end_ns > start_ns), PRIMARY KEY (gpu, start_ns))""",
+        """CREATE TABLE alerts (
+            job_id TEXT COLLATE "C" NOT NULL, threshold NUMERIC(40, 0) NOT NULL,
+            basis TEXT NOT NULL, value NUMERIC(40, 0) NOT NULL, at_ns BIGINT NOT NULL,
+            next_threshold NUMERIC(40, 0), next_seconds DOUBLE PRECISION,
+            PRIMARY KEY (job_id, threshold))""",
+        # Node trust: one-time enrollment tokens (by hash), keys awaiting approval.
+        """CREATE TABLE enroll_tokens (
+            token_hash TEXT COLLATE "C" PRIMARY KEY, node_id TEXT COLLATE "C" NOT NULL,
+            created_at_ns BIGINT NOT NULL, expires_at_ns BIGINT NOT NULL, used_at_ns BIGINT,
+            used_by_key_id TEXT COLLATE "C")""",
+        """CREATE TABLE pending_keys (
+            key_id TEXT COLLATE "C" PRIMARY KEY, node_id TEXT COLLATE "C" NOT NULL,
+            public_key BYTEA NOT NULL, first_seen_ns BIGINT NOT NULL,
+            last_seen_ns BIGINT NOT NULL)""",
+        # Whole-device sums per (key, gpu_key).
+        """CREATE TABLE gpu_totals (
+            key_id TEXT COLLATE "C" NOT NULL, gpu TEXT COLLATE "C" NOT NULL,
+            node_id TEXT COLLATE "C" NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, PRIMARY KEY (key_id, gpu))""",
+        # Transparency log (flopwatch.collector.store.postgres.tlog): the RFC 6962 hash of every
+        # complete subtree (level 0: leaf hashes), the record each leaf holds (and, by its unique
+        # index, each record's leaf), leaves by job, signed tree heads, and the log size at each
+        # revocation. Every index grows at its right end or near a few hot keys (none on hashes), so
+        # appends stay cheap however large the log.
+        """CREATE TABLE log_nodes (
+            level INTEGER NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,
+            PRIMARY KEY (level, idx))""",
+        """CREATE TABLE log_leaves (
+            leaf_index BIGINT PRIMARY KEY, key_id TEXT COLLATE "C" NOT NULL,
+            sequence BIGINT NOT NULL, UNIQUE (key_id, sequence),
+            FOREIGN KEY (key_id, sequence) REFERENCES records (key_id, sequence))""",
+        """CREATE TABLE log_jobs (
+            job_id TEXT COLLATE "C" NOT NULL, leaf_index BIGINT NOT NULL,
+            PRIMARY KEY (job_id, leaf_index))""",
+        """CREATE TABLE tree_heads (
+            tree_size BIGINT PRIMARY KEY, timestamp_ns BIGINT NOT NULL,
+            envelope BYTEA NOT NULL)""",
+        """CREATE TABLE log_revocations (
+            key_id TEXT COLLATE "C" PRIMARY KEY, log_size BIGINT NOT NULL)""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Advisory lock (transaction scoped) held while migrating; class 0x666c6f70 spells "flop".
+_MIGRATION_LOCK = (0x666C6F70, 1)
+
+
+def current_version(cur: Any) -> int:
+    """The highest version applied, 0 for an empty schema (no schema_version table yet)."""
+    cur.execute("SELECT to_regclass(format('%I.schema_version', current_schema())) IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return 0
+    cur.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+    return int(cur.fetchone()[0])
+
+
+def migrate(cur: Any) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found. Call inside a transaction.
+
+    Raises StoreError if the database is newer than this collector understands.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _MIGRATION_LOCK)
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    found = current_version(cur)
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {found} is newer than this collector understands "
+            f"({SCHEMA_VERSION}); upgrade the collector"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            cur.execute(statement)
+        cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return found

@@ -1,0 +1,385 @@
+"""`Store` on PostgreSQL, for one collector or several sharing one database.
+
+Durability: every write the ingest path makes for one batch is one transaction, and the collector
+acks only after COMMIT returns. The session keeps `synchronous_commit` at least `on` (a server
+default of `off` is raised for this session), so a returned COMMIT is on disk.
+
+Several collectors: each holds its own connection; `flopwatch.collector.store.postgres.writes`
+re-judges a batch under per-key and per-device advisory locks inside the commit and raises
+StoreConflictError for anything another collector committed first, so the ingestor can judge the
+batch again. Totals are added in place (`x = x + delta`); alerts are inserted ON CONFLICT DO
+NOTHING. See docs/postgresql.md.
+
+Threads: one PostgresStore is one connection, used by one thread (the collector's ingest
+thread). A connection the server dropped is replaced on the next call; the call that met the
+drop raises StoreError (the ingestor acks its batch "retry").
+
+Schema: `flopwatch.collector.store.postgres.schema`, in the first schema of the connection's
+search_path (select another with `?options=-csearch_path%3DNAME` in the URL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from psycopg import errors as pg_errors
+
+from flopwatch.chain import Neighbours
+from flopwatch.collector.store import rows as store_rows
+from flopwatch.collector.store.base import (
+    AlertEvent,
+    ChainState,
+    GpuTotal,
+    JobEvidence,
+    JobGpu,
+    JobTotal,
+    NodeRecord,
+    NodeStatus,
+    PendingKey,
+)
+from flopwatch.collector.store.factory import redacted
+from flopwatch.collector.store.postgres import nodes as postgres_nodes
+from flopwatch.collector.store.postgres import schema as postgres_schema
+from flopwatch.collector.store.postgres import tlog as postgres_tlog
+from flopwatch.collector.store.postgres import writes as postgres_writes
+from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
+from flopwatch.errors import StoreConflictError, StoreError
+from flopwatch.keys import public_from_raw
+from flopwatch.verify.record import VerifiedRecord
+
+log = logging.getLogger(__name__)
+
+# Aborted by the server with nothing applied, because of another writer: judge again.
+_CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def _int(value: Decimal | int) -> int:
+    return int(value)  # NUMERIC(40, 0) arrives as an integral Decimal: exact
+
+
+class PostgresStore:
+    """The collector's state in a PostgreSQL schema. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        now_ns: Callable[[], int] = time.time_ns,
+        connect_timeout_s: int = 10,
+    ) -> None:
+        self._url = url
+        self._now_ns = now_ns
+        self._timeout = connect_timeout_s
+        self._db = self._connect()
+        try:
+            with self._tx("schema migration") as cur:
+                postgres_schema.migrate(cur)
+        except StoreError:
+            self._db.close()
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        where = redacted(self._url)
+        try:
+            db = psycopg.connect(self._url, autocommit=True, connect_timeout=self._timeout)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open database {where}: {e}") from e
+        try:
+            schema = db.execute("SELECT current_schema()").fetchone()
+            if schema is None or schema[0] is None:
+                raise StoreError(f"database {where}: no schema of the search_path exists")
+            self.scope: str = schema[0]
+            sync = db.execute("SHOW synchronous_commit").fetchone()
+            if sync is not None and sync[0] == "off":
+                log.warning("synchronous_commit is off on %s; this session turns it on", where)
+                db.execute("SET synchronous_commit = on")
+        except psycopg.Error as e:
+            db.close()
+            raise StoreError(f"cannot open database {where}: {e}") from e
+        except StoreError:
+            db.close()
+            raise
+        return db
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        if self._db.broken:
+            log.warning("database connection was lost; reconnecting")
+            self._db.close()
+            self._db = self._connect()
+        try:
+            yield
+        except _CONFLICTS as e:
+            raise StoreConflictError(f"{what}: {e}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"{what}: {e}") from e
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Cur]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._errors(what), self._db.transaction(), self._db.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _snapshot(self, what: str) -> Iterator[Cur]:
+        """One read-only transaction: every read inside sees the same committed state."""
+        with self._tx(what) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
+    def _rows(
+        self, what: str, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        with self._errors(what), self._db.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def schema_version(self) -> int:
+        with self._errors("read schema version"), self._db.cursor() as cur:
+            return postgres_schema.current_version(cur)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- node keys -------------------------------------------------------------------------
+    def enroll(self, public_raw: bytes, node_id: str) -> str:
+        public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+        if not node_id:
+            raise StoreError("cannot enroll a key without a node id")
+        key_id = hashlib.sha256(public_raw).hexdigest()
+        with self._tx("enroll key") as cur:
+            # Insert first, then read what is there: two collectors enrolling at once agree.
+            cur.execute(
+                "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
+                "VALUES (%s, %s, %s, 'enrolled', %s) ON CONFLICT (key_id) DO NOTHING",
+                (key_id, node_id, public_raw, self._now_ns()),
+            )
+            cur.execute("SELECT node_id, status FROM nodes WHERE key_id = %s", (key_id,))
+            held_node, status = cur.fetchone() or ("", "")
+        if status == "revoked":
+            raise StoreError(f"key {key_id[:16]} was revoked; revocation is permanent")
+        if held_node != node_id:
+            raise StoreError(f"key {key_id[:16]} is already enrolled for node {held_node!r}")
+        return key_id
+
+    def revoke(self, key_id: str) -> None:
+        with self._tx("revoke key") as cur:
+            # The key's lock: a commit of its records either precedes this or sees it revoked.
+            lock_keys_and_devices(cur, self.scope, [key_id], [])
+            cur.execute(
+                "UPDATE nodes SET status = 'revoked', revoked_at_ns = %s "
+                "WHERE key_id = %s AND status <> 'revoked'",
+                (self._now_ns(), key_id),
+            )
+            if cur.rowcount == 1:
+                postgres_tlog.note_revocation(cur, self.scope, key_id)
+                return
+            cur.execute("SELECT 1 FROM nodes WHERE key_id = %s", (key_id,))
+            if cur.fetchone() is None:
+                raise StoreError(f"key {key_id[:16]} is not enrolled")
+
+    _NODES = (
+        "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
+        "last_record_ns FROM nodes"
+    )
+
+    @staticmethod
+    def _node(r: tuple[Any, ...]) -> NodeRecord:
+        return NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6])
+
+    def nodes(self) -> list[NodeRecord]:
+        return [self._node(r) for r in self._rows("list nodes", self._NODES + " ORDER BY key_id")]
+
+    def node(self, key_id: str) -> NodeRecord | None:
+        rows = self._rows("read node", self._NODES + " WHERE key_id = %s", (key_id,))
+        return self._node(rows[0]) if rows else None
+
+    def node_status(self, key_id: str) -> NodeStatus | None:
+        n = self.node(key_id)
+        return None if n is None else n.status
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        return {
+            n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
+        }
+
+    # -- enrollment tokens, keys awaiting approval, liveness (store.postgres.nodes) -------------
+    def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
+        with self._tx("add enrollment token") as cur:
+            postgres_nodes.add_token(cur, token_hash, node_id, self._now_ns(), expires_at_ns)
+
+    def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
+        with self._tx("redeem enrollment token") as cur:
+            return postgres_nodes.redeem_token(cur, token_hash, public_raw, self._now_ns())
+
+    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+        with self._tx("note key awaiting approval") as cur:
+            postgres_nodes.note_pending(cur, public_raw, node_id, self._now_ns())
+
+    def pending_keys(self) -> list[PendingKey]:
+        with self._tx("list keys awaiting approval") as cur:
+            return postgres_nodes.pending_keys(cur)
+
+    def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
+        with self._tx("claim silence alert") as cur:
+            return postgres_nodes.claim_silence(cur, key_id, since_ns)
+
+    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
+        with self._tx("read GPU totals") as cur:
+            return postgres_nodes.gpu_totals(cur, key_ids)
+
+    # -- chains and coverage ---------------------------------------------------------------
+    def neighbours(self, key_id: str, sequence: int) -> Neighbours:
+        rows = self._rows(
+            "read chain",
+            "SELECT sequence, digest, previous_digest FROM records "
+            "WHERE key_id = %s AND sequence BETWEEN %s AND %s",
+            (key_id, sequence - 1, sequence + 1),
+        )
+        held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
+        same, before, after = (held.get(sequence + i) for i in (0, -1, 1))
+        return Neighbours(
+            same=same[0] if same else None,
+            before=before[0] if before else None,
+            after_previous=after[1] if after else None,
+        )
+
+    def held_sequences(self, key_id: str) -> list[int]:
+        rows = self._rows(
+            "read chain",
+            "SELECT sequence FROM records WHERE key_id = %s ORDER BY sequence",
+            (key_id,),
+        )
+        return [int(r[0]) for r in rows]
+
+    def chain_states(self, key_ids: Collection[str] | None = None) -> list[ChainState]:
+        sql = (
+            "SELECT c.key_id, n.node_id, c.held, c.highest FROM chains c "
+            "JOIN nodes n ON n.key_id = c.key_id"
+        )
+        if key_ids is None:
+            rows = self._rows("read chain states", sql + " ORDER BY c.key_id")
+        else:
+            rows = self._rows(
+                "read chain states",
+                sql + " WHERE c.key_id = ANY(%s) ORDER BY c.key_id",
+                (sorted(key_ids),),
+            )
+        return [ChainState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def coverage(self, gpu: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        rows = self._rows(
+            "read coverage",
+            "SELECT start_ns, end_ns FROM coverage WHERE gpu = %(gpu)s AND start_ns < %(end)s "
+            "AND start_ns >= coalesce((SELECT max(start_ns) FROM coverage "
+            "WHERE gpu = %(gpu)s AND start_ns <= %(start)s), %(start)s) ORDER BY start_ns",
+            {"gpu": gpu, "start": start_ns, "end": end_ns},
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    # -- totals and alerts -----------------------------------------------------------------
+    _TOTALS = (
+        "SELECT t.job_id, t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, "
+        "t.gpu_intervals, ARRAY(SELECT a.threshold FROM alerts a WHERE a.job_id = t.job_id "
+        "ORDER BY a.threshold) FROM job_totals t"
+    )
+
+    @staticmethod
+    def _total(r: tuple[Any, ...]) -> JobTotal:
+        return JobTotal(
+            job_id=r[0],
+            flops_estimate=_int(r[1]),
+            flops_upper=_int(r[2]),
+            first_start_ns=int(r[3]),
+            last_end_ns=int(r[4]),
+            gpu_intervals=int(r[5]),
+            thresholds_crossed=tuple(_int(x) for x in r[6]),
+        )
+
+    def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
+        rows = self._rows(
+            "read job totals", self._TOTALS + " WHERE t.job_id = ANY(%s)", (sorted(job_ids),)
+        )
+        return {r[0]: self._total(r) for r in rows}
+
+    def job_totals(self, prefix: str = "") -> list[JobTotal]:
+        rows = self._rows(
+            "read job totals",
+            # The range bound lets the primary key's index find the prefix ("C" collation).
+            self._TOTALS + " WHERE t.job_id >= %(p)s AND starts_with(t.job_id, %(p)s) "
+            "ORDER BY t.job_id",
+            {"p": prefix},
+        )
+        return [self._total(r) for r in rows]
+
+    def job_gpus(self, job_id: str) -> list[JobGpu]:
+        rows = self._rows(
+            "read job GPUs",
+            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s ORDER BY node_id, gpu_uuid",
+            (job_id,),
+        )
+        return [store_rows.job_gpu(r) for r in rows]
+
+    def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
+        rows = self._rows(
+            "read job totals",
+            self._TOTALS + " WHERE t.job_id >= %(p)s AND t.job_id > %(after)s "
+            "AND starts_with(t.job_id, %(p)s) ORDER BY t.job_id LIMIT %(limit)s",
+            {"p": prefix, "after": after, "limit": limit},
+        )
+        return [self._total(r) for r in rows]
+
+    def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
+        rows = self._rows(
+            "read job GPUs",
+            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s "
+            "AND (key_id, gpu_uuid) > (%s, %s) ORDER BY key_id, gpu_uuid LIMIT %s",
+            (job_id, *after, limit),
+        )
+        return [store_rows.job_gpu(r) for r in rows]
+
+    def fired_alerts(self) -> list[AlertEvent]:
+        rows = self._rows("read alerts", store_rows.SELECT_ALERTS)
+        return store_rows.alerts_in_order(rows)
+
+    # -- transparency log (flopwatch.collector.store.postgres.tlog) --------------------------------
+    def log_size(self) -> int:
+        with self._tx("read log size") as cur:
+            return postgres_tlog.log_size(cur)
+
+    def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        with self._tx("read log nodes") as cur:
+            return postgres_tlog.log_nodes(cur, nodes)
+
+    def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
+        with self._tx("find log leaf") as cur:
+            return postgres_tlog.leaf_index(cur, key_id, sequence)
+
+    def job_evidence(self, job_id: str) -> JobEvidence | None:
+        with self._snapshot("read job evidence") as cur:
+            total = self.totals_for([job_id]).get(job_id)
+            return None if total is None else postgres_tlog.job_evidence(cur, total, self.node)
+
+    def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
+        with self._tx("store tree head") as cur:
+            postgres_tlog.add_tree_head(cur, tree_size, timestamp_ns, envelope)
+
+    def latest_tree_head(self) -> bytes | None:
+        with self._tx("read tree head") as cur:
+            return postgres_tlog.latest_tree_head(cur)
+
+    # -- the one write path ----------------------------------------------------------------
+    def commit(
+        self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
+    ) -> list[AlertEvent]:
+        with self._tx("commit batch") as cur:
+            return postgres_writes.write_batch(cur, self.scope, records, alerts, received_at_ns)

@@ -1,0 +1,130 @@
+"""PostgreSQL side of the transparency log (flopwatch.collector.log.translog): appends, nodes, job
+evidence, tree heads.
+
+Leaf indices are dense and never reused, so appends are serialized across every collector that
+shares the database: `append_records` takes the log's transaction-scoped advisory lock, reads the
+size and right edge, and writes the new nodes; the lock is held until COMMIT, so the next writer
+reads the size this one left. The commit takes it last, after every other lock it needs, and
+`note_revocation` takes it after the key's lock (the same order), so no two writers deadlock.
+
+Functions take a cursor and run inside the caller's transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+from flopwatch.collector.log import translog
+from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
+from flopwatch.collector.store.postgres.locks import Cur, lock_log
+from flopwatch.errors import StoreError
+from flopwatch.merkle import leaf_hash
+from flopwatch.verify.record import VerifiedRecord
+
+
+def append_records(cur: Cur, scope: str, records: Sequence[VerifiedRecord]) -> None:
+    """Log the records of a batch being committed, in order (their stored envelope bytes)."""
+    if not records:
+        return
+    lock_log(cur, scope)
+    size = log_size(cur)
+    data = [r.envelope.to_bytes() for r in records]  # the bytes `records.envelope` holds
+    new = translog.append(size, log_nodes(cur, translog.edge(size)), [leaf_hash(d) for d in data])
+    with cur.copy("COPY log_nodes (level, idx, hash) FROM STDIN") as copy:
+        for (level, idx), h in new.items():
+            copy.write_row((level, idx, h))
+    with cur.copy("COPY log_leaves (leaf_index, key_id, sequence) FROM STDIN") as copy:
+        for n, r in enumerate(records):
+            copy.write_row((size + n, r.key_id, r.sequence))
+    with cur.copy("COPY log_jobs (job_id, leaf_index) FROM STDIN") as copy:
+        for n, r in enumerate(records):
+            for job in sorted(r.sums.jobs):
+                copy.write_row((job, size + n))
+
+
+def note_revocation(cur: Cur, scope: str, key_id: str) -> None:
+    """Record the log size at a key's revocation (first revocation only)."""
+    lock_log(cur, scope)
+    cur.execute(
+        "INSERT INTO log_revocations (key_id, log_size) "
+        "SELECT %s, coalesce(max(leaf_index) + 1, 0) FROM log_leaves "
+        "ON CONFLICT (key_id) DO NOTHING",
+        (key_id,),
+    )
+
+
+def add_tree_head(cur: Cur, tree_size: int, timestamp_ns: int, data: bytes) -> None:
+    cur.execute(
+        "INSERT INTO tree_heads (tree_size, timestamp_ns, envelope) VALUES (%s, %s, %s) "
+        "ON CONFLICT (tree_size) DO NOTHING",
+        (tree_size, timestamp_ns, data),
+    )
+
+
+def log_size(cur: Cur) -> int:
+    cur.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_leaves")
+    row = cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def log_nodes(cur: Cur, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not nodes:
+        return {}
+    levels, indices = zip(*sorted(nodes), strict=True)
+    cur.execute(
+        "SELECT n.level, n.idx, n.hash FROM log_nodes n "
+        "JOIN unnest(%s::integer[], %s::bigint[]) AS w (level, idx) "
+        "ON n.level = w.level AND n.idx = w.idx",
+        (list(levels), list(indices)),
+    )
+    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in cur.fetchall()}
+    if len(found) != len(nodes):
+        missing = sorted(set(nodes) - set(found))[:3]
+        raise StoreError(f"transparency log nodes {missing} are missing: the log is damaged")
+    return found
+
+
+def leaf_index(cur: Cur, key_id: str, sequence: int) -> int | None:
+    cur.execute(
+        "SELECT leaf_index FROM log_leaves WHERE key_id = %s AND sequence = %s", (key_id, sequence)
+    )
+    row = cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+def latest_tree_head(cur: Cur) -> bytes | None:
+    cur.execute("SELECT envelope FROM tree_heads ORDER BY tree_size DESC LIMIT 1")
+    row = cur.fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def job_evidence(
+    cur: Cur, total: JobTotal, node: Callable[[str], NodeRecord | None]
+) -> JobEvidence:
+    """The job's logged records, their keys and revocations; call inside one snapshot."""
+    cur.execute(
+        "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
+        "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE j.job_id = %s ORDER BY j.leaf_index",
+        (total.job_id,),
+    )
+    entries = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in cur.fetchall())
+    nodes = []
+    for key_id in sorted({e.key_id for e in entries}):
+        n = node(key_id)
+        if n is None:
+            raise StoreError(f"records of key {key_id[:16]} are held but the key is not")
+        nodes.append(n)
+    cur.execute(
+        "SELECT key_id, log_size FROM log_revocations WHERE key_id = ANY(%s)",
+        ([n.key_id for n in nodes],),
+    )
+    revoked = {r[0]: int(r[1]) for r in cur.fetchall()}
+    return JobEvidence(
+        total=total,
+        entries=entries,
+        nodes=tuple(nodes),
+        revoked_at_log_size=revoked,
+        log_size=log_size(cur),
+    )

@@ -1,0 +1,149 @@
+"""SQLite side of node trust and liveness: enrollment tokens, keys awaiting approval, when each
+key last delivered, which silence was alerted, and whole-device FLOP sums.
+
+Functions take the store's connection and run inside the caller's transaction (`SQLiteStore`
+opens it); nothing here commits. FLOP sums are decimal TEXT, added as Python ints (exact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+
+from flopwatch.collector.store.base import GpuTotal, JobDelta, PendingKey, device_sums
+from flopwatch.errors import EnrollmentError, StoreError
+from flopwatch.keys import public_from_raw
+from flopwatch.verify.record import VerifiedRecord
+
+
+# -- written with every committed batch ------------------------------------------------------
+def record_activity(
+    db: sqlite3.Connection, records: Sequence[VerifiedRecord], received_at_ns: int
+) -> None:
+    """Last-record time of every key in the batch, and the per-device sums."""
+    db.executemany(
+        "UPDATE nodes SET last_record_ns = max(coalesce(last_record_ns, 0), ?) WHERE key_id = ?",
+        [(received_at_ns, key_id) for key_id in sorted({r.key_id for r in records})],
+    )
+    _add_gpu_totals(db, records)
+
+
+def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    sums = device_sums(records)
+    held = {
+        (row[0], row[1]): JobDelta(int(row[2]), int(row[3]), row[4], row[5], row[6])
+        for row in db.execute(
+            "SELECT key_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+            "gpu_intervals FROM gpu_totals WHERE (key_id, gpu) IN "
+            "(SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+            (json.dumps(sorted(sums)),),
+        )
+    }
+    rows = []
+    for key, (node_id, added) in sums.items():
+        delta = added if key not in held else added.plus(held[key])
+        rows.append(
+            (
+                *key,
+                node_id,
+                str(delta.flops_estimate),
+                str(delta.flops_upper),
+                delta.first_start_ns,
+                delta.last_end_ns,
+                delta.gpu_intervals,
+            )
+        )
+    db.executemany("INSERT OR REPLACE INTO gpu_totals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def gpu_totals(db: sqlite3.Connection, key_ids: Collection[str] | None) -> list[GpuTotal]:
+    sql = (
+        "SELECT key_id, node_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+        "gpu_intervals FROM gpu_totals"
+    )
+    if key_ids is None:
+        rows = db.execute(sql + " ORDER BY key_id, gpu").fetchall()
+    else:  # a separate statement: "? IS NULL OR ..." would scan the whole table every batch
+        sql += " WHERE key_id IN (SELECT value FROM json_each(?)) ORDER BY key_id, gpu"
+        rows = db.execute(sql, (json.dumps(sorted(key_ids)),)).fetchall()
+    return [
+        GpuTotal(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
+        for r in rows
+    ]
+
+
+# -- enrollment tokens and keys awaiting approval --------------------------------------------
+def add_token(
+    db: sqlite3.Connection, token_hash: str, node_id: str, created_ns: int, expires_ns: int
+) -> None:
+    if not node_id:
+        raise StoreError("an enrollment token needs a node id")
+    try:
+        db.execute(
+            "INSERT INTO enroll_tokens VALUES (?, ?, ?, ?, NULL, NULL)",
+            (token_hash, node_id, created_ns, expires_ns),
+        )
+    except sqlite3.IntegrityError as e:
+        raise StoreError("an enrollment token with this hash exists already") from e
+
+
+def redeem_token(db: sqlite3.Connection, token_hash: str, public_raw: bytes, now_ns: int) -> str:
+    """See `Store.redeem_enroll_token`."""
+    public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+    key_id = hashlib.sha256(public_raw).hexdigest()
+    token = db.execute(
+        "SELECT node_id, expires_at_ns, used_at_ns FROM enroll_tokens WHERE token_hash = ?",
+        (token_hash,),
+    ).fetchone()
+    if token is None:
+        raise EnrollmentError("enrollment token is not known to this collector")
+    node_id, expires_ns, used_ns = token
+    node = db.execute("SELECT node_id, status FROM nodes WHERE key_id = ?", (key_id,)).fetchone()
+    if node is not None:
+        if node[1] == "revoked":
+            raise EnrollmentError(f"key {key_id[:16]} was revoked; revocation is permanent")
+        if node[0] != node_id:
+            raise EnrollmentError(f"key {key_id[:16]} is enrolled for node {node[0]!r}")
+        return key_id  # already enrolled for this node: nothing to spend
+    if used_ns is not None:
+        raise EnrollmentError("enrollment token was already used")
+    if expires_ns <= now_ns:
+        raise EnrollmentError("enrollment token has expired")
+    db.execute(
+        "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
+        "VALUES (?, ?, ?, 'enrolled', ?)",
+        (key_id, node_id, public_raw, now_ns),
+    )
+    db.execute(
+        "UPDATE enroll_tokens SET used_at_ns = ?, used_by_key_id = ? WHERE token_hash = ?",
+        (now_ns, key_id, token_hash),
+    )
+    return key_id
+
+
+def note_pending(db: sqlite3.Connection, public_raw: bytes, node_id: str, now_ns: int) -> None:
+    public_from_raw(public_raw)
+    db.execute(
+        "INSERT INTO pending_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
+        "node_id = excluded.node_id, last_seen_ns = excluded.last_seen_ns",
+        (hashlib.sha256(public_raw).hexdigest(), node_id, public_raw, now_ns, now_ns),
+    )
+
+
+def pending_keys(db: sqlite3.Connection) -> list[PendingKey]:
+    rows = db.execute(
+        "SELECT key_id, node_id, public_key, first_seen_ns, last_seen_ns FROM pending_keys "
+        "WHERE key_id NOT IN (SELECT key_id FROM nodes) ORDER BY key_id"
+    )
+    return [PendingKey(r[0], r[1], bytes(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+def claim_silence(db: sqlite3.Connection, key_id: str, since_ns: int) -> bool:
+    cur = db.execute(
+        "UPDATE nodes SET silence_alerted_ns = ?1 WHERE key_id = ?2 "
+        "AND (silence_alerted_ns IS NULL OR silence_alerted_ns <> ?1)",
+        (since_ns, key_id),
+    )
+    return cur.rowcount == 1

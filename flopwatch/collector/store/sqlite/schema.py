@@ -1,0 +1,129 @@
+"""The SQLite schema of the collector's store, as numbered migrations.
+
+`MIGRATIONS[i]` takes a database from version i to i + 1; the version reached is recorded in
+`schema_version`. A migration is only ever appended, never edited once released. FLOP sums are
+TEXT (decimal): they pass 2^63. Thresholds are TEXT for the same reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from flopwatch.errors import StoreError
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE nodes (
+            key_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, public_key BLOB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('enrolled', 'revoked')),
+            enrolled_at_ns INTEGER NOT NULL, revoked_at_ns INTEGER)""",
+        # Every accepted envelope, as received; the chain per key is (sequence, digest, previous).
+        """CREATE TABLE records (
+            key_id TEXT NOT NULL REFERENCES nodes (key_id), sequence INTEGER NOT NULL,
+            digest BLOB NOT NULL, previous_digest BLOB NOT NULL, node_id TEXT NOT NULL,
+            envelope BLOB NOT NULL, received_at_ns INTEGER NOT NULL,
+            PRIMARY KEY (key_id, sequence)) WITHOUT ROWID""",
+        # Per key: records held and highest sequence; highest - held are missing.
+        """CREATE TABLE chains (
+            key_id TEXT PRIMARY KEY REFERENCES nodes (key_id),
+            held INTEGER NOT NULL, highest INTEGER NOT NULL)""",
+        """CREATE TABLE job_totals (
+            job_id TEXT PRIMARY KEY, flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL)""",
+        # Which nodes and GPUs contributed what to a job.
+        """CREATE TABLE job_gpus (
+            job_id TEXT NOT NULL, key_id TEXT NOT NULL, gpu_uuid TEXT NOT NULL,
+            node_id TEXT NOT NULL, flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL,
+            PRIMARY KEY (job_id, key_id, gpu_uuid)) WITHOUT ROWID""",
+        """CREATE TABLE gaps (
+            key_id TEXT NOT NULL, sequence INTEGER NOT NULL, gpu_uuid TEXT NOT NULL,
+            start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, reason TEXT NOT NULL,
+            detail TEXT NOT NULL)""",
+        "CREATE INDEX gaps_by_record ON gaps (key_id, sequence)",
+        # Measured time per device (gpu_key), as disjoint runs joined where they touch.
+        """CREATE TABLE coverage (
+            gpu TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+            PRIMARY KEY (gpu, start_ns)) WITHOUT ROWID""",
+        """CREATE TABLE alerts (
+            job_id TEXT NOT NULL, threshold TEXT NOT NULL, basis TEXT NOT NULL,
+            value TEXT NOT NULL, at_ns INTEGER NOT NULL, next_threshold TEXT,
+            next_seconds REAL, PRIMARY KEY (job_id, threshold)) WITHOUT ROWID""",
+    ),
+    # Node trust and liveness (issue 4): when each key last delivered, which silence was
+    # alerted, one-time enrollment tokens (by hash), keys awaiting approval, per-GPU sums.
+    (
+        "ALTER TABLE nodes ADD COLUMN last_record_ns INTEGER",
+        "ALTER TABLE nodes ADD COLUMN silence_alerted_ns INTEGER",
+        """UPDATE nodes SET last_record_ns =
+            (SELECT max(received_at_ns) FROM records r WHERE r.key_id = nodes.key_id)""",
+        """CREATE TABLE enroll_tokens (
+            token_hash TEXT PRIMARY KEY, node_id TEXT NOT NULL, created_at_ns INTEGER NOT NULL,
+            expires_at_ns INTEGER NOT NULL, used_at_ns INTEGER, used_by_key_id TEXT)""",
+        """CREATE TABLE pending_keys (
+            key_id TEXT PRIMARY KEY, node_id TEXT NOT NULL, public_key BLOB NOT NULL,
+            first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL)""",
+        # Whole-device sums per (key, gpu_key); records held before this migration are not in
+        # them (their figures are inside the envelopes only).
+        """CREATE TABLE gpu_totals (
+            key_id TEXT NOT NULL, gpu TEXT NOT NULL, node_id TEXT NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, PRIMARY KEY (key_id, gpu)) WITHOUT ROWID""",
+    ),
+    # Transparency log (issue 5, flopwatch.collector.store.sqlite.tlog): the RFC 6962 hash of every
+    # complete subtree (level 0: leaf hashes), the record each leaf holds and each record's leaf,
+    # leaves by job, signed tree heads, and the log size at each revocation. Every index here grows
+    # at its right end or near a few hot keys (no index on hashes), so appends stay cheap however
+    # large the log. Records held before this migration are queued in log_backfill, in the order
+    # they were received, and logged when the store next opens.
+    (
+        """CREATE TABLE log_nodes (
+            level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+            PRIMARY KEY (level, idx)) WITHOUT ROWID""",
+        """CREATE TABLE log_leaves (
+            leaf_index INTEGER PRIMARY KEY, key_id TEXT NOT NULL, sequence INTEGER NOT NULL)""",
+        "ALTER TABLE records ADD COLUMN leaf_index INTEGER",
+        """CREATE TABLE log_jobs (
+            job_id TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+            PRIMARY KEY (job_id, leaf_index)) WITHOUT ROWID""",
+        """CREATE TABLE tree_heads (
+            tree_size INTEGER PRIMARY KEY, timestamp_ns INTEGER NOT NULL,
+            envelope BLOB NOT NULL)""",
+        """CREATE TABLE log_revocations (
+            key_id TEXT PRIMARY KEY, log_size INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE log_backfill (
+            n INTEGER PRIMARY KEY, key_id TEXT NOT NULL, sequence INTEGER NOT NULL)""",
+        """INSERT INTO log_backfill (key_id, sequence)
+            SELECT key_id, sequence FROM records ORDER BY received_at_ns, key_id, sequence""",
+        # Keys revoked before the log existed: their records received up to the revocation
+        # are the first leaves of the backfill, in received order.
+        """INSERT INTO log_revocations
+            SELECT n.key_id, (SELECT count(*) FROM records r
+                              WHERE r.received_at_ns <= n.revoked_at_ns)
+            FROM nodes n WHERE n.status = 'revoked'""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION. Call inside a write transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    current = current_version(db)
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {current} is newer than this collector understands "
+            f"({SCHEMA_VERSION}); upgrade the collector"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

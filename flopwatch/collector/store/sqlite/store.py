@@ -1,0 +1,358 @@
+"""`Store` on an embedded SQLite database.
+
+Durability: WAL journal with synchronous=FULL, so a transaction is on disk when COMMIT returns
+and the collector may ack. Every write the ingest path makes for one batch is one transaction.
+
+Threads: one SQLiteStore is one sqlite3 connection, used by one thread only (the collector's
+ingest thread; sqlite3's same-thread check stays on). Other processes (an operator enrolling or
+revoking a key) may open the same file: WAL lets them write while the collector reads, and a busy
+database is waited on for `busy_timeout_s`.
+
+Exact totals: FLOP sums are kept as decimal TEXT (they pass 2^63) and added as Python ints inside
+the transaction (`flopwatch.collector.store.sqlite.writes`). The schema is versioned
+(`flopwatch.collector.store.sqlite.schema`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from flopwatch.chain import Neighbours
+from flopwatch.collector.store import rows as store_rows
+from flopwatch.collector.store.base import (
+    AlertEvent,
+    ChainState,
+    GpuTotal,
+    JobEvidence,
+    JobGpu,
+    JobTotal,
+    NodeRecord,
+    NodeStatus,
+    PendingKey,
+)
+from flopwatch.collector.store.sqlite import nodes as sqlite_nodes
+from flopwatch.collector.store.sqlite import schema as sqlite_schema
+from flopwatch.collector.store.sqlite import tlog as sqlite_tlog
+from flopwatch.collector.store.sqlite import writes as sqlite_writes
+from flopwatch.errors import StoreError
+from flopwatch.keys import public_from_raw
+from flopwatch.verify.record import VerifiedRecord
+
+
+def _json_list(items: Collection[str]) -> str:
+    """A JSON array parameter, matched with "IN (SELECT value FROM json_each(?))"."""
+    return json.dumps(sorted(items))
+
+
+# Page cache (KiB): the per-GPU sums, runs of measured time and chain heads of a large fleet
+# stay in memory while records stream past them (the default, 2 MiB, does not hold 8,000 GPUs).
+CACHE_KIB = 64 * 1024
+
+
+class SQLiteStore:
+    """The collector's state in one SQLite file. See the module docstring for threading."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        now_ns: Callable[[], int] = time.time_ns,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self._now_ns = now_ns
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open database {path}: {e}") from e
+        try:
+            with self._errors(f"open {path}"):
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"database {path} cannot use WAL journaling (got {mode})")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            with self._tx("schema migration"):
+                sqlite_schema.migrate(self._db)
+                sqlite_tlog.backfill(self._db)  # records held before the log existed
+        except StoreError:
+            self._db.close()
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(f"{what}: {e}") from e
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._errors(what):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.rollback()
+                raise
+
+    def _one(self, sql: str, *args: Any) -> Any:
+        return self._db.execute(sql, args).fetchone()
+
+    def schema_version(self) -> int:
+        with self._errors("read schema version"):
+            return sqlite_schema.current_version(self._db)
+
+    def close(self) -> None:
+        with self._errors("close database"):
+            self._db.close()
+
+    # -- node keys -------------------------------------------------------------------------
+    def enroll(self, public_raw: bytes, node_id: str) -> str:
+        public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+        if not node_id:
+            raise StoreError("cannot enroll a key without a node id")
+        key_id = hashlib.sha256(public_raw).hexdigest()
+        with self._tx("enroll key"):
+            row = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
+            if row is not None:
+                if row[1] == "revoked":
+                    raise StoreError(f"key {key_id[:16]} was revoked; revocation is permanent")
+                if row[0] != node_id:
+                    raise StoreError(f"key {key_id[:16]} is already enrolled for node {row[0]!r}")
+                return key_id
+            self._db.execute(
+                "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
+                "VALUES (?, ?, ?, 'enrolled', ?)",
+                (key_id, node_id, public_raw, self._now_ns()),
+            )
+        return key_id
+
+    def revoke(self, key_id: str) -> None:
+        with self._tx("revoke key"):
+            row = self._one("SELECT status FROM nodes WHERE key_id = ?", key_id)
+            if row is None:
+                raise StoreError(f"key {key_id[:16]} is not enrolled")
+            if row[0] != "revoked":
+                self._db.execute(
+                    "UPDATE nodes SET status = 'revoked', revoked_at_ns = ? WHERE key_id = ?",
+                    (self._now_ns(), key_id),
+                )
+                sqlite_tlog.note_revocation(self._db, key_id)
+
+    _NODES = (
+        "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
+        "last_record_ns FROM nodes"
+    )
+
+    def nodes(self) -> list[NodeRecord]:
+        with self._errors("list nodes"):
+            rows = self._db.execute(self._NODES + " ORDER BY key_id")
+            return [NodeRecord(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
+
+    def node(self, key_id: str) -> NodeRecord | None:
+        with self._errors("read node"):
+            r = self._one(self._NODES + " WHERE key_id = ?", key_id)
+        return None if r is None else NodeRecord(r[0], r[1], bytes(r[2]), *r[3:])
+
+    def node_status(self, key_id: str) -> NodeStatus | None:
+        n = self.node(key_id)
+        return None if n is None else n.status
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        return {
+            n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
+        }
+
+    # -- enrollment tokens, keys awaiting approval, liveness (store.sqlite.nodes) ---------------
+    def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
+        with self._tx("add enrollment token"):
+            sqlite_nodes.add_token(self._db, token_hash, node_id, self._now_ns(), expires_at_ns)
+
+    def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
+        with self._tx("redeem enrollment token"):
+            return sqlite_nodes.redeem_token(self._db, token_hash, public_raw, self._now_ns())
+
+    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+        with self._tx("note key awaiting approval"):
+            sqlite_nodes.note_pending(self._db, public_raw, node_id, self._now_ns())
+
+    def pending_keys(self) -> list[PendingKey]:
+        with self._errors("list keys awaiting approval"):
+            return sqlite_nodes.pending_keys(self._db)
+
+    def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
+        with self._tx("claim silence alert"):
+            return sqlite_nodes.claim_silence(self._db, key_id, since_ns)
+
+    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
+        with self._errors("read GPU totals"):
+            return sqlite_nodes.gpu_totals(self._db, key_ids)
+
+    # -- chains and coverage ---------------------------------------------------------------
+    def neighbours(self, key_id: str, sequence: int) -> Neighbours:
+        with self._errors("read chain"):
+            rows = self._db.execute(
+                "SELECT sequence, digest, previous_digest FROM records "
+                "WHERE key_id = ? AND sequence BETWEEN ? AND ?",
+                (key_id, sequence - 1, sequence + 1),
+            ).fetchall()
+        held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
+        same, before, after = (held.get(sequence + i) for i in (0, -1, 1))
+        return Neighbours(
+            same=same[0] if same else None,
+            before=before[0] if before else None,
+            after_previous=after[1] if after else None,
+        )
+
+    def held_sequences(self, key_id: str) -> list[int]:
+        with self._errors("read chain"):
+            rows = self._db.execute(
+                "SELECT sequence FROM records WHERE key_id = ? ORDER BY sequence", (key_id,)
+            )
+            return [int(r[0]) for r in rows]
+
+    def chain_states(self, key_ids: Collection[str] | None = None) -> list[ChainState]:
+        sql = (
+            "SELECT c.key_id, n.node_id, c.held, c.highest FROM chains c "
+            "JOIN nodes n ON n.key_id = c.key_id"
+        )
+        with self._errors("read chain states"):
+            if key_ids is None:
+                rows = self._db.execute(sql).fetchall()
+            else:
+                sql += " WHERE c.key_id IN (SELECT value FROM json_each(?))"
+                rows = self._db.execute(sql, (_json_list(key_ids),)).fetchall()
+        states = [ChainState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+        return sorted(states, key=lambda c: c.key_id)
+
+    def coverage(self, gpu: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        with self._errors("read coverage"):
+            rows = self._db.execute(
+                "SELECT start_ns, end_ns FROM coverage WHERE gpu = ?1 AND start_ns < ?3 "
+                "AND start_ns >= coalesce((SELECT start_ns FROM coverage WHERE gpu = ?1 "
+                "AND start_ns <= ?2 ORDER BY start_ns DESC LIMIT 1), ?2) ORDER BY start_ns",
+                (gpu, start_ns, end_ns),
+            )
+            return [(int(r[0]), int(r[1])) for r in rows]
+
+    # -- totals and alerts -----------------------------------------------------------------
+    _TOTALS = (
+        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
+        "FROM job_totals"
+    )
+
+    def _thresholds(self, job_ids: Collection[str] | None) -> dict[str, tuple[int, ...]]:
+        sql = "SELECT job_id, threshold FROM alerts"
+        if job_ids is None:
+            rows = self._db.execute(sql).fetchall()
+        else:
+            sql += " WHERE job_id IN (SELECT value FROM json_each(?))"
+            rows = self._db.execute(sql, (_json_list(job_ids),)).fetchall()
+        out: dict[str, list[int]] = {}
+        for job_id, threshold in rows:
+            out.setdefault(job_id, []).append(int(threshold))
+        return {j: tuple(sorted(t)) for j, t in out.items()}
+
+    @staticmethod
+    def _total(r: Any, crossed: dict[str, tuple[int, ...]]) -> JobTotal:
+        return JobTotal(
+            r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), crossed.get(r[0], ())
+        )
+
+    def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
+        with self._errors("read job totals"):
+            crossed = self._thresholds(job_ids)
+            rows = self._db.execute(
+                "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+                "gpu_intervals FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
+                (_json_list(job_ids),),
+            )
+            return {r[0]: self._total(r, crossed) for r in rows}
+
+    def job_totals(self, prefix: str = "") -> list[JobTotal]:
+        with self._errors("read job totals"):
+            crossed = self._thresholds(None)
+            rows = self._db.execute(
+                self._TOTALS + " WHERE substr(job_id, 1, ?) = ? ORDER BY job_id",
+                (len(prefix), prefix),
+            )
+            return [self._total(r, crossed) for r in rows]
+
+    def job_gpus(self, job_id: str) -> list[JobGpu]:
+        with self._errors("read job GPUs"):
+            rows = self._db.execute(
+                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? ORDER BY node_id, gpu_uuid",
+                (job_id,),
+            )
+            return [store_rows.job_gpu(r) for r in rows]
+
+    def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
+        with self._errors("read job totals"):
+            rows = self._db.execute(
+                self._TOTALS + " WHERE job_id >= ? AND job_id > ? AND substr(job_id, 1, ?) = ? "
+                "ORDER BY job_id LIMIT ?",
+                (prefix, after, len(prefix), prefix, limit),
+            ).fetchall()
+            crossed = self._thresholds([r[0] for r in rows])
+            return [self._total(r, crossed) for r in rows]
+
+    def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
+        with self._errors("read job GPUs"):
+            rows = self._db.execute(
+                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? "
+                "AND (key_id, gpu_uuid) > (?, ?) ORDER BY key_id, gpu_uuid LIMIT ?",
+                (job_id, *after, limit),
+            )
+            return [store_rows.job_gpu(r) for r in rows]
+
+    def fired_alerts(self) -> list[AlertEvent]:
+        with self._errors("read alerts"):
+            rows = self._db.execute(store_rows.SELECT_ALERTS).fetchall()
+        return store_rows.alerts_in_order(rows)
+
+    # -- transparency log (flopwatch.collector.store.sqlite.tlog) ----------------------------------
+    def log_size(self) -> int:
+        with self._errors("read log size"):
+            return sqlite_tlog.log_size(self._db)
+
+    def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        with self._errors("read log nodes"):
+            return sqlite_tlog.log_nodes(self._db, nodes)
+
+    def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
+        with self._errors("find log leaf"):
+            return sqlite_tlog.leaf_index(self._db, key_id, sequence)
+
+    def job_evidence(self, job_id: str) -> JobEvidence | None:
+        with self._errors("read job evidence"), sqlite_tlog.snapshot(self._db):
+            total = self.totals_for([job_id]).get(job_id)
+            return None if total is None else sqlite_tlog.job_evidence(self._db, total, self.node)
+
+    def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
+        with self._tx("store tree head"):
+            sqlite_tlog.add_tree_head(self._db, tree_size, timestamp_ns, envelope)
+
+    def latest_tree_head(self) -> bytes | None:
+        with self._errors("read tree head"):
+            return sqlite_tlog.latest_tree_head(self._db)
+
+    # -- the one write path ----------------------------------------------------------------
+    def commit(
+        self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
+    ) -> list[AlertEvent]:
+        with self._tx("commit batch"):
+            return sqlite_writes.write_batch(self._db, records, alerts, received_at_ns)

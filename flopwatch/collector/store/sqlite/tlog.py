@@ -1,0 +1,207 @@
+"""SQLite side of the transparency log (flopwatch.collector.log.translog): appends, nodes, job
+evidence, heads.
+
+Functions take the store's connection; the writes run inside the caller's transaction
+(`SQLiteStore.commit`, `revoke`, the schema migration at open) and nothing here commits, except
+`snapshot`, which holds one read transaction open so several reads see the same state.
+
+Tables (sqlite_schema): log_nodes (level, idx, hash) holds every complete subtree, level 0 the
+leaf hashes; log_leaves maps a leaf index to its record (key_id, sequence), whose stored envelope
+bytes are the leaf data, and records.leaf_index maps back; log_jobs indexes leaves by job;
+tree_heads keeps signed heads; log_revocations the log size at each revocation.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flopwatch.attestation import parse_payload
+from flopwatch.collector.log import translog
+from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
+from flopwatch.dsse import Envelope
+from flopwatch.errors import StoreError, VerificationError
+from flopwatch.merkle import leaf_hash
+from flopwatch.verify.record import VerifiedRecord
+
+# Records logged per read of the backfill queue.
+_BACKFILL_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A record to log: its chain position, its stored envelope bytes, the jobs it counts for."""
+
+    key_id: str
+    sequence: int
+    data: bytes  # the stored envelope bytes
+    jobs: frozenset[str]
+
+
+# -- writes ----------------------------------------------------------------------------------
+def append_records(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> int:
+    """Log the records of a batch being committed, in order (their stored envelope bytes).
+
+    Returns the first new leaf's index: record i of the batch is leaf first + i, which the
+    caller stores in records.leaf_index as it inserts the record (no second write).
+    """
+    return append_leaves(
+        db,
+        [
+            Leaf(
+                r.key_id,
+                r.sequence,
+                r.envelope.to_bytes(),  # the same bytes sqlite_writes stores in `records`
+                frozenset(r.sums.jobs),
+            )
+            for r in records
+        ],
+    )
+
+
+def append_leaves(db: sqlite3.Connection, leaves: Sequence[Leaf]) -> int:
+    """Append leaves in order: read the log's right edge, write the new nodes and index rows.
+    Returns the index of the first leaf appended."""
+    size = log_size(db)
+    if not leaves:
+        return size
+    edge = log_nodes(db, translog.edge(size))
+    new = translog.append(size, edge, [leaf_hash(leaf.data) for leaf in leaves])
+    db.executemany(
+        "INSERT INTO log_nodes VALUES (?, ?, ?)", [(lv, i, h) for (lv, i), h in new.items()]
+    )
+    db.executemany(
+        "INSERT INTO log_leaves VALUES (?, ?, ?)",
+        [(size + n, leaf.key_id, leaf.sequence) for n, leaf in enumerate(leaves)],
+    )
+    db.executemany(
+        "INSERT INTO log_jobs VALUES (?, ?)",
+        [(job, size + n) for n, leaf in enumerate(leaves) for job in sorted(leaf.jobs)],
+    )
+    return size
+
+
+def note_revocation(db: sqlite3.Connection, key_id: str) -> None:
+    """Record the log size at a key's revocation (first revocation only)."""
+    db.execute(
+        "INSERT INTO log_revocations VALUES (?, ?) ON CONFLICT (key_id) DO NOTHING",
+        (key_id, log_size(db)),
+    )
+
+
+def add_tree_head(db: sqlite3.Connection, tree_size: int, timestamp_ns: int, data: bytes) -> None:
+    db.execute(
+        "INSERT INTO tree_heads VALUES (?, ?, ?) ON CONFLICT (tree_size) DO NOTHING",
+        (tree_size, timestamp_ns, data),
+    )
+
+
+def backfill(db: sqlite3.Connection) -> int:
+    """Log the records the schema migration queued (held before the log existed), in received
+    order; return how many. Their jobs come from their payloads, checked when they arrived."""
+    done = 0
+    while rows := db.execute(
+        "SELECT b.n, r.key_id, r.sequence, r.envelope FROM log_backfill b "
+        "JOIN records r USING (key_id, sequence) ORDER BY b.n LIMIT ?",
+        (_BACKFILL_CHUNK,),
+    ).fetchall():
+        leaves = []
+        for _, key_id, sequence, envelope in rows:
+            leaves.append(Leaf(key_id, sequence, bytes(envelope), _jobs_of(bytes(envelope))))
+        first = append_leaves(db, leaves)
+        db.executemany(
+            "UPDATE records SET leaf_index = ? WHERE key_id = ? AND sequence = ?",
+            [(first + n, leaf.key_id, leaf.sequence) for n, leaf in enumerate(leaves)],
+        )
+        db.execute("DELETE FROM log_backfill WHERE n <= ?", (rows[-1][0],))
+        done += len(rows)
+    return done
+
+
+def _jobs_of(envelope: bytes) -> frozenset[str]:
+    try:
+        att = parse_payload(Envelope.from_bytes(envelope).payload)
+    except VerificationError as e:
+        raise StoreError(f"a stored record cannot be read back: {e}") from e
+    return frozenset(j.job_id for iv in att.intervals for j in iv.jobs)
+
+
+# -- reads -----------------------------------------------------------------------------------
+@contextmanager
+def snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: every read inside sees the same committed state."""
+    db.execute("BEGIN DEFERRED")
+    try:
+        yield
+    finally:
+        if db.in_transaction:
+            db.rollback()  # nothing was written; ending the read is all this does
+
+
+def log_size(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT max(leaf_index) FROM log_leaves").fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def log_nodes(
+    db: sqlite3.Connection, nodes: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    if not nodes:
+        return {}
+    rows = db.execute(
+        "SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN "
+        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        (json.dumps(sorted(nodes)),),
+    ).fetchall()
+    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+    if len(found) != len(nodes):
+        missing = sorted(set(nodes) - set(found))[:3]
+        raise StoreError(f"transparency log nodes {missing} are missing: the log is damaged")
+    return found
+
+
+def leaf_index(db: sqlite3.Connection, key_id: str, sequence: int) -> int | None:
+    row = db.execute(
+        "SELECT leaf_index FROM records WHERE key_id = ? AND sequence = ?", (key_id, sequence)
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def latest_tree_head(db: sqlite3.Connection) -> bytes | None:
+    row = db.execute("SELECT envelope FROM tree_heads ORDER BY tree_size DESC LIMIT 1").fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def job_evidence(
+    db: sqlite3.Connection, total: JobTotal, node: Callable[[str], NodeRecord | None]
+) -> JobEvidence:
+    """The job's logged records, their keys and revocations; call inside `snapshot`."""
+    rows = db.execute(
+        "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
+        "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE j.job_id = ? ORDER BY j.leaf_index",
+        (total.job_id,),
+    ).fetchall()
+    entries = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in rows)
+    nodes = []
+    for key_id in sorted({e.key_id for e in entries}):
+        n = node(key_id)
+        if n is None:
+            raise StoreError(f"records of key {key_id[:16]} are held but the key is not")
+        nodes.append(n)
+    revoked = db.execute(
+        "SELECT key_id, log_size FROM log_revocations WHERE key_id IN "
+        "(SELECT value FROM json_each(?))",
+        (json.dumps([n.key_id for n in nodes]),),
+    ).fetchall()
+    return JobEvidence(
+        total=total,
+        entries=entries,
+        nodes=tuple(nodes),
+        revoked_at_log_size={r[0]: int(r[1]) for r in revoked},
+        log_size=log_size(db),
+    )

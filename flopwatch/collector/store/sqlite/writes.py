@@ -1,0 +1,236 @@
+"""The writes of one committed batch, run by `SQLiteStore.commit` inside its transaction.
+
+Sums are read, added as Python ints (exact past 2^63) and written back as decimal text; nothing
+here commits or rolls back. A step that finds the store inconsistent raises StoreError, which
+rolls the whole batch back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from flopwatch.collector.store.base import (
+    AlertEvent,
+    JobDelta,
+    aggregate,
+    job_gpu_sums,
+    spans_by_device,
+)
+from flopwatch.collector.store.sqlite import nodes, tlog
+from flopwatch.errors import StoreError
+from flopwatch.verify.record import VerifiedRecord
+
+
+def write_batch(
+    db: sqlite3.Connection,
+    records: Sequence[VerifiedRecord],
+    alerts: Sequence[AlertEvent],
+    received_at_ns: int,
+) -> list[AlertEvent]:
+    """Apply records and alerts; return the alerts not already recorded."""
+    first_leaf = tlog.append_records(db, records)  # the transparency log, same transaction
+    insert_records(db, records, received_at_ns, first_leaf)
+    add_job_totals(db, records)
+    add_job_gpus(db, records)
+    add_coverage(db, records)
+    nodes.record_activity(db, records, received_at_ns)
+    return insert_alerts(db, alerts)
+
+
+def insert_records(
+    db: sqlite3.Connection,
+    records: Sequence[VerifiedRecord],
+    received_at_ns: int,
+    first_leaf: int,
+) -> None:
+    """The envelopes (record i is log leaf first_leaf + i), their gaps, and each key's held
+    count and highest sequence."""
+    chains: dict[str, tuple[int, int]] = {}
+    for n, r in enumerate(records):
+        db.execute(
+            "INSERT INTO records (key_id, sequence, digest, previous_digest, node_id, envelope, "
+            "received_at_ns, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.key_id,
+                r.sequence,
+                r.digest,
+                r.previous_digest,
+                r.node_id,
+                r.envelope.to_bytes(),
+                received_at_ns,
+                first_leaf + n,
+            ),
+        )
+        held, highest = chains.get(r.key_id, (0, 0))
+        chains[r.key_id] = (held + 1, max(highest, r.sequence))
+        db.executemany(
+            "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.key_id, r.sequence, g.gpu_uuid, g.start_ns, g.end_ns, g.reason, g.detail)
+                for g in r.gaps
+            ],
+        )
+    db.executemany(
+        "INSERT INTO chains VALUES (?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
+        "held = held + excluded.held, highest = max(highest, excluded.highest)",
+        [(k, held, highest) for k, (held, highest) in chains.items()],
+    )
+
+
+def _delta(row: tuple[str, str, int, int, int]) -> JobDelta:
+    return JobDelta(int(row[0]), int(row[1]), row[2], row[3], row[4])
+
+
+def _text(d: JobDelta) -> tuple[str, str, int, int, int]:
+    return (
+        str(d.flops_estimate),
+        str(d.flops_upper),
+        d.first_start_ns,
+        d.last_end_ns,
+        d.gpu_intervals,
+    )
+
+
+def add_job_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    deltas = aggregate(records)
+    rows = db.execute(
+        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
+        "FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(sorted(deltas)),),
+    )
+    for row in rows.fetchall():
+        deltas[row[0]] = deltas[row[0]].plus(_delta(row[1:]))
+    db.executemany(
+        "INSERT OR REPLACE INTO job_totals VALUES (?, ?, ?, ?, ?, ?)",
+        [(job_id, *_text(d)) for job_id, d in deltas.items()],
+    )
+
+
+def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    """Per (job, node key, GPU) sums: which nodes and GPUs contributed to a job."""
+    sums = job_gpu_sums(records)
+    held = {
+        (row[0], row[1], row[2]): _delta(row[3:])
+        for row in db.execute(
+            "SELECT job_id, key_id, gpu_uuid, flops_estimate, flops_upper, first_start_ns, "
+            "last_end_ns, gpu_intervals FROM job_gpus WHERE (job_id, key_id, gpu_uuid) IN "
+            "(SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))",
+            (json.dumps(sorted(sums)),),
+        )
+    }
+    db.executemany(
+        "INSERT OR REPLACE INTO job_gpus VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (*key, node_id, *_text(delta if key not in held else delta.plus(held[key])))
+            for key, (node_id, delta) in sums.items()
+        ],
+    )
+
+
+def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
+    """Merge the records' intervals into each device's disjoint runs of measured time."""
+    by_gpu = spans_by_device(records)
+    runs = {gpu: coalesce(intervals) for gpu, intervals in by_gpu.items()}
+    single = {gpu: r[0] for gpu, r in runs.items() if len(r) == 1}
+    _insert_single_runs(db, single)
+    for gpu, gpu_runs in runs.items():
+        if gpu not in single:  # several runs of one device: each may merge with the last
+            for start, end in gpu_runs:
+                _insert_run(db, gpu, start, end)
+
+
+def coalesce(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort disjoint intervals and join the ones that touch end to start."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _insert_run(db: sqlite3.Connection, gpu: str, start: int, end: int) -> None:
+    prev = db.execute(
+        "SELECT start_ns, end_ns FROM coverage WHERE gpu = ? AND start_ns <= ? "
+        "ORDER BY start_ns DESC LIMIT 1",
+        (gpu, start),
+    ).fetchone()
+    nxt = db.execute(
+        "SELECT start_ns, end_ns FROM coverage WHERE gpu = ? AND start_ns > ? "
+        "ORDER BY start_ns LIMIT 1",
+        (gpu, start),
+    ).fetchone()
+    # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
+    if (prev is not None and prev[1] > start) or (nxt is not None and nxt[0] < end):
+        raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
+    if prev is not None and prev[1] == start:
+        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, prev[0]))
+        start = prev[0]
+    if nxt is not None and nxt[0] == end:
+        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, nxt[0]))
+        end = nxt[1]
+    db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (gpu, start, end))
+
+
+def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, tuple[int, int]]) -> None:
+    """`_insert_run` for devices with ONE new run each, in three statements for all of them:
+    the runs cannot meet each other, so each merges only with what the table holds."""
+    if not runs:
+        return
+    neighbours = db.execute(
+        "SELECT value ->> 0, "
+        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+        "ORDER BY start_ns DESC LIMIT 1), "
+        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+        "ORDER BY start_ns DESC LIMIT 1), "
+        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "ORDER BY start_ns LIMIT 1), "
+        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "ORDER BY start_ns LIMIT 1) "
+        "FROM json_each(?)",
+        (json.dumps([[gpu, start] for gpu, (start, _) in sorted(runs.items())]),),
+    ).fetchall()
+    deletes: list[tuple[str, int]] = []
+    inserts: list[tuple[str, int, int]] = []
+    for gpu, prev_start, prev_end, next_start, next_end in neighbours:
+        start, end = runs[gpu]
+        # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
+        if (prev_end is not None and prev_end > start) or (
+            next_start is not None and next_start < end
+        ):
+            raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
+        if prev_end is not None and prev_end == start:
+            deletes.append((gpu, prev_start))
+            start = prev_start
+        if next_start is not None and next_start == end:
+            deletes.append((gpu, next_start))
+            end = next_end
+        inserts.append((gpu, start, end))
+    db.executemany("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", deletes)
+    db.executemany("INSERT INTO coverage VALUES (?, ?, ?)", inserts)
+
+
+def insert_alerts(db: sqlite3.Connection, alerts: Sequence[AlertEvent]) -> list[AlertEvent]:
+    """Record alerts; (job, threshold) is the primary key, so each is recorded once, ever."""
+    new = []
+    for a in alerts:
+        p = a.projected_next
+        cur = db.execute(
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, threshold) DO NOTHING",
+            (
+                a.job_id,
+                str(a.threshold),
+                a.basis,
+                str(a.value),
+                a.at_ns,
+                None if p is None else str(p.threshold),
+                None if p is None else p.seconds,
+            ),
+        )
+        if cur.rowcount == 1:
+            new.append(a)
+    return new

@@ -1,0 +1,140 @@
+"""`flopwatch nodes token|enroll|revoke|list` on a collector database, and `list --collector`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from contextlib import closing
+
+import pytest
+
+from flopwatch.cli.main import main
+from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.server import CollectorService
+from flopwatch.collector.store.sqlite.store import SQLiteStore
+from flopwatch.keys import public_pem
+from tests.collector.collector_helpers import Node, S, run
+from tests.collector.test_server import config, past_node
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "c.db"
+    SQLiteStore(path).close()
+    return path
+
+
+def nodes(db, *args: str) -> list[str]:
+    return ["nodes", *args, "--db", f"sqlite:{db}"]
+
+
+def listing(db, capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert main(nodes(db, "list", "--json", *args)) == 0
+    return {n["node"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+
+
+def test_token_prints_one_line_and_stores_only_its_hash(db, capsys):
+    assert main(nodes(db, "token", "--node", "gpu-1", "--ttl", "2h")) == 0
+    out, err = capsys.readouterr()
+    [token] = out.splitlines()
+    assert re.fullmatch(r"fwe1_[A-Za-z0-9_-]{43}", token)
+    assert "one-time enrollment token for node gpu-1, valid until" in err
+    with closing(SQLiteStore(db)) as store:
+        [[stored, node, expires]] = store._db.execute(
+            "SELECT token_hash, node_id, expires_at_ns FROM enroll_tokens"
+        ).fetchall()
+    assert (stored, node) == (hashlib.sha256(token.encode()).hexdigest(), "gpu-1")
+    assert abs(expires - (time.time_ns() + 2 * 3600 * S)) < 60 * S
+
+
+def test_enroll_from_a_public_key_file_then_revoke_by_prefix(db, tmp_path, capsys):
+    node = Node("gpu-2")
+    pem = tmp_path / "gpu-2.pub.pem"
+    pem.write_text(public_pem(node.key.public_key))
+    assert main(nodes(db, "enroll", "--node", "gpu-2", "--public-key", str(pem))) == 0
+    assert f"enrolled key {node.key_id} for node gpu-2" in capsys.readouterr().out
+    assert listing(db, capsys)["gpu-2"]["status"] == "enrolled"
+
+    assert main(nodes(db, "revoke", node.key_id[:10].upper())) == 0
+    assert "refuses its records from its next batch on" in capsys.readouterr().out
+    entry = listing(db, capsys)["gpu-2"]
+    assert entry["status"] == "revoked" and entry["revoked_at_unix_ns"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["enroll", "--public-key", "x.pem"], "--public-key needs --node"),
+        (["revoke", "zz-not-hex"], "not a key id"),
+        (["revoke", "0123456789abcdef"], "no key 0123456789abcdef"),
+        (["enroll", "--key-id", "0123456789abcdef"], "no key"),
+        (["token", "--node", "n", "--ttl", "forever"], "positive duration"),
+        (["token", "--node", "n", "--ttl", "90d"], "at most"),
+    ],
+)
+def test_bad_input_is_a_usage_error(db, capsys, args, message):
+    assert main(nodes(db, *args)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_approve_a_pending_key_and_list_everything(db, capsys):
+    store = SQLiteStore(db, now_ns=lambda: time.time_ns() - 3600 * S)  # an hour ago
+    busy, waiting, quiet = past_node("busy", gpus=2), past_node("waiting"), past_node("quiet")
+    store.enroll(busy.public_raw, "busy")
+    store.enroll(quiet.public_raw, "quiet")  # enrolled an hour ago, never sent: silent
+    ingestor = Ingestor(store, ThresholdPolicy([10**30]), [])
+    ingestor.ingest(busy.envelopes(2))
+    ingestor.ingest([waiting.envelope()], presented_key=waiting.public_raw)
+    store.close()
+    store = SQLiteStore(db)
+    Ingestor(store, ThresholdPolicy([10**30]), []).ingest(busy.envelopes(1))  # busy is busy now
+    gpus = {g.gpu: g for g in store.gpu_totals()}
+    store.close()
+
+    capsys.readouterr()
+    assert main(nodes(db, "list")) == 0
+    table = capsys.readouterr().out
+    assert "enrolled, SILENT" in table and "pending" in table
+    assert "approve with `flopwatch nodes enroll --key-id KEY_ID`" in table
+    assert "FLOPs (estimate)" in table and "FLOP model v1" in table
+
+    before = listing(db, capsys)
+    assert before["waiting"]["status"] == "pending"
+    assert (before["quiet"]["silent"], before["busy"]["silent"]) == (True, False)
+    assert before["busy"]["gpus"] == 2 and before["busy"]["gpu_intervals"] == 6
+    assert before["busy"]["flops_upper"] == sum(g.flops_upper for g in gpus.values())
+
+    assert main(nodes(db, "enroll", "--key-id", waiting.key_id[:12])) == 0
+    assert f"enrolled key {waiting.key_id} for node waiting" in capsys.readouterr().out
+    assert listing(db, capsys)["waiting"]["status"] == "enrolled"
+    # Nobody is silent with a long enough --silent-after.
+    assert not any(n["silent"] for n in listing(db, capsys, "--silent-after", "2h").values())
+
+
+def test_list_from_a_running_collector(db, capsys):
+    node = past_node("n1")
+    store = SQLiteStore(db)
+    store.enroll(node.public_raw, "n1")
+    Ingestor(store, ThresholdPolicy([10**30]), []).ingest(node.envelopes(2))
+    store.close()
+    from_db = listing(db, capsys)
+
+    async def scenario():
+        service = CollectorService(config(db, metrics_listen=None))
+        port, _ = await service.start()
+        try:
+            capsys.readouterr()
+            args = ["nodes", "list", "--json", "--collector", f"127.0.0.1:{port}", "--insecure"]
+            assert await asyncio.to_thread(main, args) == 0
+            return json.loads(capsys.readouterr().out)
+        finally:
+            await service.stop()
+
+    remote = run(scenario())
+    assert remote["silent_after_seconds"] == 300.0
+    assert {n["node"]: n for n in remote["nodes"]} == from_db
