@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from flopwatch.errors import VerificationError
+from flopwatch.keys import short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.v1 import envelope_pb2
 
@@ -118,7 +119,7 @@ class Envelope:
         signed = pae(self.payload_type, self.payload)
         known = [(k, s) for k, s in self.signatures if k in trusted]
         if not known:
-            ids = ", ".join(repr(k[:16]) for k, _ in self.signatures)  # unverified text
+            ids = ", ".join(repr(short_key_id(k)) for k, _ in self.signatures)  # unverified text
             raise VerificationError("unknown_key", f"no signature by a trusted key (keyids: {ids})")
         # 3. Every signature by a trusted key verifies over the exact received bytes.
         for keyid, sig in known:
@@ -126,6 +127,6 @@ class Envelope:
                 trusted[keyid].verify(sig, signed)
             except InvalidSignature as e:
                 raise VerificationError(
-                    "bad_signature", f"signature by {keyid[:16]} does not verify"
+                    "bad_signature", f"signature by {short_key_id(keyid)} does not verify"
                 ) from e
         return known[0][0]

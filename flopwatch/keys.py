@@ -19,9 +19,23 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from flopwatch.errors import KeyFileError
 
+# Hex digits of a key id shown to people (logs, errors, tables): 64 bits, enough to tell keys
+# apart by eye; machine-readable output always carries the whole id.
+SHORT_KEY_ID_CHARS = 16
+
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(public_raw(public_key)).hexdigest()
+
+
+def key_id_of_raw(public_raw: bytes) -> str:
+    """The key id of a raw 32-byte Ed25519 public key: hex SHA-256 of its bytes."""
+    return hashlib.sha256(public_raw).hexdigest()
+
+
+def short_key_id(key_id: str) -> str:
+    """A key id as people see it: its first `SHORT_KEY_ID_CHARS` hex digits."""
+    return key_id[:SHORT_KEY_ID_CHARS]
 
 
 def public_raw(public_key: Ed25519PublicKey) -> bytes:
@@ -85,7 +99,7 @@ class SigningKey:
         return self.private_key.sign(data)
 
     def __repr__(self) -> str:  # never print key material
-        return f"SigningKey(key_id={self.key_id[:16]}...)"
+        return f"SigningKey(key_id={short_key_id(self.key_id)}...)"
 
     @classmethod
     def generate(cls) -> SigningKey:

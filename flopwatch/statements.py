@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from flopwatch.dsse import Envelope, Signer, pae
 from flopwatch.errors import KeyFileError, VerificationError
-from flopwatch.keys import key_id_of, public_from_raw
+from flopwatch.keys import key_id_of, public_from_raw, short_key_id
 from flopwatch.merkle import HASH_SIZE
 from flopwatch.v1 import bundle_pb2
 
@@ -40,14 +40,14 @@ def check_signed(envelope: Envelope, payload_type: str, key: Ed25519PublicKey, r
     key_id = key_id_of(key)
     sigs = [sig for keyid, sig in envelope.signatures if keyid == key_id]
     if not sigs:
-        raise VerificationError(reason, f"no signature by collector key {key_id[:16]}")
+        raise VerificationError(reason, f"no signature by collector key {short_key_id(key_id)}")
     signed = pae(envelope.payload_type, envelope.payload)
     for sig in sigs:
         try:
             key.verify(sig, signed)
         except InvalidSignature as e:
             raise VerificationError(
-                reason, f"signature by collector key {key_id[:16]} does not verify"
+                reason, f"signature by collector key {short_key_id(key_id)} does not verify"
             ) from e
 
 

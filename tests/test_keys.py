@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flopwatch.errors import KeyFileError
-from flopwatch.keys import SigningKey, key_id_of
+from flopwatch.keys import SigningKey, key_id_of, short_key_id
 
 
 def test_created_key_is_owner_only_and_reloads(tmp_path: Path) -> None:
@@ -46,4 +46,4 @@ def test_garbage_key_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_repr_does_not_leak_key_material() -> None:
     key = SigningKey.generate()
     assert "PRIVATE" not in repr(key)
-    assert key.key_id[:16] in repr(key)
+    assert short_key_id(key.key_id) in repr(key)

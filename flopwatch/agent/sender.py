@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from flopwatch.agent.spool.store import Spool
 from flopwatch.errors import ConfigError, SpoolError, TransportError
+from flopwatch.keys import short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.v1 import collector_pb2, envelope_pb2
 
@@ -270,7 +271,9 @@ class Sender:
             for ack in response.acks:
                 seq = ack.sequence
                 if (ack.key_id and ack.key_id != self._key_id) or seq not in s.in_flight:
-                    log.warning("ignoring an ack for %s #%d not in flight", ack.key_id[:16], seq)
+                    log.warning(
+                        "ignoring an ack for %s #%d not in flight", short_key_id(ack.key_id), seq
+                    )
                     continue
                 s.in_flight.discard(seq)
                 if ack.status in _SETTLE:

@@ -34,7 +34,7 @@ from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.job_ids import check_cluster, unattributed_job_id
-from flopwatch.keys import SigningKey, public_raw
+from flopwatch.keys import SigningKey, public_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.transport import client_credentials
 from flopwatch.v1 import attestation_pb2 as pb
@@ -221,7 +221,7 @@ class Agent:
         log.info(
             "agent %s: key %s, next sequence %d, %d record(s) pending in the spool",
             config.node_id,
-            key.key_id[:16],
+            short_key_id(key.key_id),
             head.sequence + 1,
             self._spool.depth(),
         )

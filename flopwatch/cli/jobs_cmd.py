@@ -14,6 +14,7 @@ import grpc
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.errors import ConfigError, TransportError
+from flopwatch.keys import short_key_id
 from flopwatch.model.figures import LEGEND
 from flopwatch.transport import collector_stub, sync_channel
 from flopwatch.v1 import collector_pb2, collector_pb2_grpc
@@ -203,7 +204,7 @@ def job_table(resp: collector_pb2.ListJobGpusResponse) -> str:
     per_gpu += [
         (
             g.node_id,
-            g.key_id[:16],
+            short_key_id(g.key_id),
             g.gpu_uuid,
             f"{int(g.flops_estimate):.4e}",
             f"{int(g.flops_upper):.4e}",

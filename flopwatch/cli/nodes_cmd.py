@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.jobs_cmd import call, render, utc
 from flopwatch.errors import ConfigError
+from flopwatch.keys import short_key_id
 from flopwatch.model import MODEL_VERSION
 from flopwatch.model.figures import LEGEND
 
@@ -268,7 +269,7 @@ def _table(nodes: list[NodeSummary], silent_after_s: float) -> str:
         seen = n.last_record_ns if n.status != "pending" else n.pending_seen_ns
         rows.append(
             (
-                n.key_id[:16],
+                short_key_id(n.key_id),
                 n.node_id,
                 _status(n),
                 utc(seen or 0) if n.status != "pending" else f"(seen {utc(seen or 0)})",

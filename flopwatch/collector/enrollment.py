@@ -32,7 +32,7 @@ from flopwatch.errors import (
     StoreError,
     VerificationError,
 )
-from flopwatch.keys import load_public_pem, public_from_raw, public_raw
+from flopwatch.keys import load_public_pem, public_from_raw, public_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.verify.record import RecordVerifier
 
@@ -89,15 +89,16 @@ def approve_pending(store: Store, key_id: str, node_id: str | None) -> str:
         node = store.node(key_id)
         if node is not None:
             raise EnrollmentError(
-                f"key {key_id[:16]} is {node.status} already (node {node.node_id!r})"
+                f"key {short_key_id(key_id)} is {node.status} already (node {node.node_id!r})"
             )
         raise EnrollmentError(
-            f"key {key_id[:16]} has not presented itself to this collector; "
+            f"key {short_key_id(key_id)} has not presented itself to this collector; "
             "enroll it with --public-key FILE.pem"
         )
     if node_id is not None and node_id != pending.node_id:
         raise EnrollmentError(
-            f"key {key_id[:16]} presented itself as node {pending.node_id!r}, not {node_id!r}"
+            f"key {short_key_id(key_id)} presented itself as node {pending.node_id!r}, not "
+            f"{node_id!r}"
         )
     return store.enroll(pending.public_key, pending.node_id)
 
@@ -128,7 +129,7 @@ class TokenRedeemer:
             self._store.redeem_enroll_token(token_hash(token), presented)
         except EnrollmentError as e:
             self.stats.token_refused += 1
-            log.warning("enrollment token refused for key %s: %s", key_id[:16], e)
+            log.warning("enrollment token refused for key %s: %s", short_key_id(key_id), e)
             raise
         if not known:
             self.stats.token_enrolled += 1
@@ -145,14 +146,14 @@ class TokenRedeemer:
             )
             record = verifier.verify(envelope)
         except (VerificationError, KeyFileError) as e:
-            log.info("key %s not noted as awaiting approval: %s", key_id[:16], e)
+            log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
             return False
         if key_id in self._noted:
             return True
         try:
             self._store.note_pending_key(presented, record.node_id)
         except StoreError as e:
-            log.info("key %s not noted as awaiting approval: %s", key_id[:16], e)
+            log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
             return True
         if len(self._noted) >= _NOTED_MAX:
             self._noted.clear()

@@ -16,6 +16,7 @@ from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.store.base import JobEvidence, NodeRecord, Store
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, StoreError, VerificationError
+from flopwatch.keys import short_key_id
 from flopwatch.statements import SignedTreeHead
 from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, JobClaim, NodeKey
 
@@ -25,7 +26,9 @@ def _node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
         return NodeKey(n.key_id, n.node_id, n.public_key, n.status, n.enrolled_at_ns)
     at = evidence.revoked_at_log_size.get(n.key_id)
     if at is None:
-        raise StoreError(f"key {n.key_id[:16]} is revoked but its log position is not recorded")
+        raise StoreError(
+            f"key {short_key_id(n.key_id)} is revoked but its log position is not recorded"
+        )
     return NodeKey(
         n.key_id,
         n.node_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.errors import BundleVerificationError, ConfigError, KeyFileError, VerificationError
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.merkle import verify_consistency
 from flopwatch.statements import JOB_CLAIM_TYPE, SignedTreeHead, check_signed
@@ -55,7 +55,7 @@ Progress = Callable[[int, str], None]  # (step number, what it established) afte
 
 
 def _short(key_id: str) -> str:
-    return key_id[:16]
+    return short_key_id(key_id)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 
 from flopwatch.errors import VerificationError
+from flopwatch.keys import short_key_id
 from flopwatch.merkle import leaf_hash, verify_inclusion
 from flopwatch.verify.bundle_format import Bundle, JobClaim, NodeKey
 from flopwatch.verify.bundle_report import NodeChain
@@ -14,7 +15,7 @@ from flopwatch.verify.record import SUPPORTED_MODEL_VERSIONS, VerifiedRecord
 
 
 def _short(key_id: str) -> str:
-    return key_id[:16]
+    return short_key_id(key_id)
 
 
 def check_inclusion(bundle: Bundle) -> str:

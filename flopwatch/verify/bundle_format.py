@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import VerificationError
+from flopwatch.keys import short_key_id
 from flopwatch.merkle import HASH_SIZE
 from flopwatch.statements import JOB_CLAIM_TYPE, SignedTreeHead, parse_message
 from flopwatch.v1 import bundle_pb2
@@ -88,9 +89,13 @@ class NodeKey:
     @classmethod
     def from_message(cls, m: bundle_pb2.NodeKey, limits: BundleLimits) -> NodeKey:
         if len(m.public_key) != 32 or hashlib.sha256(m.public_key).hexdigest() != m.key_id:
-            raise _fail(MALFORMED_CLAIM, f"node key {m.key_id[:16]!r} is not the key it names")
+            raise _fail(
+                MALFORMED_CLAIM, f"node key {short_key_id(m.key_id)!r} is not the key it names"
+            )
         if m.status not in _STATUSES:
-            raise _fail(MALFORMED_CLAIM, f"node key {m.key_id[:16]} has status {m.status[:20]!r}")
+            raise _fail(
+                MALFORMED_CLAIM, f"node key {short_key_id(m.key_id)} has status {m.status[:20]!r}"
+            )
         return cls(
             key_id=m.key_id,
             node_id=_text(m.node_id, "node id", limits),

@@ -16,7 +16,7 @@ from flopwatch.cli.main import main
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from tests.collector.collector_helpers import expected_totals, run
-from tests.collector.test_server import config, enroll, past_node, submit
+from tests.collector.server_helpers import config, enroll, past_node, submit
 
 
 def cli(port: int, *args: str) -> list[str]:

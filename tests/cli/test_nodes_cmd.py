@@ -18,7 +18,7 @@ from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import public_pem
 from tests.collector.collector_helpers import Node, S, run
-from tests.collector.test_server import config, past_node
+from tests.collector.server_helpers import config, past_node
 
 
 @pytest.fixture

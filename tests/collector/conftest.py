@@ -27,6 +27,7 @@ from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from tests.collector.collector_helpers import NOW
+from tests.collector.webhook_receiver import Receiver, serve_receiver
 
 POSTGRES_URL = os.environ.get(
     "FLOPWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -121,3 +122,10 @@ def make_ingestor() -> Callable[..., Ingestor]:
         )
 
     return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    """A webhook receiver on 127.0.0.1:0 and the URL to post to."""
+    with serve_receiver() as served:
+        yield served

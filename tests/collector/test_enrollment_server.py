@@ -23,7 +23,7 @@ from flopwatch.errors import ConfigError
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
 from tests.collector.collector_helpers import run
-from tests.collector.test_server import config, enroll, past_node, submit
+from tests.collector.server_helpers import config, enroll, past_node, submit
 from tests.paths import H100_TRACE
 
 TRACE = H100_TRACE / "trace.jsonl"

@@ -14,7 +14,7 @@ from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc
 from tests.collector.collector_helpers import NOW, Node, expected_totals, run
-from tests.collector.test_server import config, enroll, past_node, submit
+from tests.collector.server_helpers import config, enroll, past_node, submit
 
 
 def test_tokens_round_trip_and_foreign_ones_are_refused():

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from flopwatch.collector.store.base import AlertBasis, AlertEvent, JobTotal, Projection
 from flopwatch.errors import ConfigError, FlopwatchError
+from flopwatch.keys import short_key_id
 from flopwatch.model import MODEL_VERSION
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def describe(event: Event) -> dict[str, object]:
             "silent_seconds": round(silent_s, 1),
             "silent_after_seconds": event.silent_after_s,
             "at": _iso(event.at_ns),
-            "summary": f"node {event.node_id} (key {event.key_id[:16]}) {what} "
+            "summary": f"node {event.node_id} (key {short_key_id(event.key_id)}) {what} "
             f"{silent_s:.0f} s ago (alerting after {event.silent_after_s:g} s)",
         }
     return {
@@ -161,7 +162,7 @@ def describe(event: Event) -> dict[str, object]:
         "sequence": event.sequence,
         "detail": event.detail,
         "at": _iso(event.at_ns),
-        "summary": f"node {event.node_id} (key {event.key_id[:16]}) signed a second, "
+        "summary": f"node {event.node_id} (key {short_key_id(event.key_id)}) signed a second, "
         f"different record #{event.sequence}: {event.detail}",
     }
 

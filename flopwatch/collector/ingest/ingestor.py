@@ -44,7 +44,6 @@ counters do.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -76,7 +75,7 @@ from flopwatch.errors import (
     StoreError,
     VerificationError,
 )
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
 
@@ -303,7 +302,7 @@ class Ingestor:
                 return claim.ack(
                     "retry",
                     "unknown_key",
-                    f"key {hashlib.sha256(presented).hexdigest()[:16]} awaits approval "
+                    f"key {short_key_id(key_id_of_raw(presented))} awaits approval "
                     "(flopwatch nodes enroll); send this record again later",
                 )
             return self._reject(claim, e.reason, e.message)
@@ -312,7 +311,7 @@ class Ingestor:
             return self._reject(
                 claim,
                 "node_mismatch",
-                f"key {record.key_id[:16]} is enrolled for node {node.node_id!r}, "
+                f"key {short_key_id(record.key_id)} is enrolled for node {node.node_id!r}, "
                 f"not {record.node_id!r}",
             )
         if record.sequence > MAX_SEQUENCE:
@@ -331,7 +330,7 @@ class Ingestor:
         if verdict.verdict is Verdict.FORK:
             log.error(
                 "chain fork: key %s (node %s) sequence %d: %s",
-                record.key_id[:16],
+                short_key_id(record.key_id),
                 record.node_id,
                 record.sequence,
                 verdict.detail,
@@ -361,15 +360,16 @@ class Ingestor:
             return trusted, False
         revoked = [kid for kid, n in nodes.items() if n is not None]
         if revoked:
-            raise VerificationError("revoked_key", f"key {revoked[0][:16]} was revoked")
+            raise VerificationError("revoked_key", f"key {short_key_id(revoked[0])} was revoked")
         if self._tofu and presented is not None:
-            kid = hashlib.sha256(presented).hexdigest()
+            kid = key_id_of_raw(presented)
             if kid in nodes:
                 try:
                     return {kid: public_from_raw(presented)}, True
                 except KeyFileError as e:
                     raise VerificationError("unknown_key", f"presented key: {e}") from e
-        ids = ", ".join(repr(kid[:16]) for kid in nodes)  # unverified text: repr, no newlines
+        # Unverified text: repr, no newlines.
+        ids = ", ".join(repr(short_key_id(kid)) for kid in nodes)
         raise VerificationError("unknown_key", f"no signature by an enrolled key (keyids: {ids})")
 
     def _public_key(self, node: NodeRecord) -> Ed25519PublicKey:
@@ -381,7 +381,7 @@ class Ingestor:
     def _reject(self, claim: _Claim, reason: str, detail: str) -> Ack:
         log.warning(
             "rejected record: key %r sequence %d: %s: %s",  # key id: unverified, so %r
-            claim.key_id[:16] or "?",
+            short_key_id(claim.key_id) or "?",
             claim.sequence,
             reason,
             detail,

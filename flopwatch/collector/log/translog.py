@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from flopwatch.collector.store.base import Store
 from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import LogRangeError, StoreError
-from flopwatch.keys import SigningKey, public_raw
+from flopwatch.keys import SigningKey, public_raw, short_key_id
 from flopwatch.merkle import EMPTY_ROOT, node_hash
 from flopwatch.statements import SignedTreeHead, TreeHead
 
@@ -204,7 +204,7 @@ class TransparencyLog:
         """The leaf holding record `sequence` of node key `key_id`."""
         index = self._store.log_leaf_index(key_id, sequence)
         if index is None:
-            raise LogRangeError(f"the log holds no record {sequence} of key {key_id[:16]}")
+            raise LogRangeError(f"the log holds no record {sequence} of key {short_key_id(key_id)}")
         return index
 
     def latest(self) -> SignedTreeHead | None:
@@ -223,8 +223,9 @@ class TransparencyLog:
         latest = self.latest()
         if latest is not None and latest.head.log_id != self.key_id:
             raise StoreError(
-                f"this log's tree heads are signed by collector key {latest.head.log_id[:16]}, "
-                f"not by {self.key_id[:16]}: use the collector's own key"
+                f"this log's tree heads are signed by collector key "
+                f"{short_key_id(latest.head.log_id)}, "
+                f"not by {short_key_id(self.key_id)}: use the collector's own key"
             )
         if latest is not None and latest.head.size == size:
             return latest

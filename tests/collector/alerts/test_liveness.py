@@ -16,9 +16,8 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.factory import open_store
-from tests.collector.alerts.test_webhook import receiver  # noqa: F401 (a fixture)
 from tests.collector.collector_helpers import NOW, Node, RecordingSink, S, run
-from tests.collector.test_server import config, enroll
+from tests.collector.server_helpers import config, enroll
 
 SILENT_AFTER = 300
 
@@ -123,7 +122,7 @@ def test_liveness_metrics(store_url):
     store.close()
 
 
-def test_a_running_collector_alerts_a_silent_node_through_its_sinks(db_path, receiver):  # noqa: F811
+def test_a_running_collector_alerts_a_silent_node_through_its_sinks(db_path, receiver):
     rx, url = receiver
     node = Node("n")
     enroll(db_path, node)

@@ -16,7 +16,7 @@ from flopwatch.collector.store.base import GpuTotal, PendingKey, device_sums
 from flopwatch.collector.store.postgres.locks import Cur
 from flopwatch.collector.store.postgres.sums import add_sums
 from flopwatch.errors import EnrollmentError, StoreError
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -73,9 +73,9 @@ def _enrolled_for(cur: Cur, key_id: str, node_id: str) -> bool:
     if row is None:
         return False
     if row[1] == "revoked":
-        raise EnrollmentError(f"key {key_id[:16]} was revoked; revocation is permanent")
+        raise EnrollmentError(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
     if row[0] != node_id:
-        raise EnrollmentError(f"key {key_id[:16]} is enrolled for node {row[0]!r}")
+        raise EnrollmentError(f"key {short_key_id(key_id)} is enrolled for node {row[0]!r}")
     return True
 
 

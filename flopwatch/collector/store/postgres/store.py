@@ -52,7 +52,7 @@ from flopwatch.collector.store.postgres import tlog as postgres_tlog
 from flopwatch.collector.store.postgres import writes as postgres_writes
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.errors import StoreConflictError, StoreError
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,11 @@ class PostgresStore:
             cur.execute("SELECT node_id, status FROM nodes WHERE key_id = %s", (key_id,))
             held_node, status = cur.fetchone() or ("", "")
         if status == "revoked":
-            raise StoreError(f"key {key_id[:16]} was revoked; revocation is permanent")
+            raise StoreError(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
         if held_node != node_id:
-            raise StoreError(f"key {key_id[:16]} is already enrolled for node {held_node!r}")
+            raise StoreError(
+                f"key {short_key_id(key_id)} is already enrolled for node {held_node!r}"
+            )
         return key_id
 
     def revoke(self, key_id: str) -> None:
@@ -185,7 +187,7 @@ class PostgresStore:
                 return
             cur.execute("SELECT 1 FROM nodes WHERE key_id = %s", (key_id,))
             if cur.fetchone() is None:
-                raise StoreError(f"key {key_id[:16]} is not enrolled")
+                raise StoreError(f"key {short_key_id(key_id)} is not enrolled")
 
     _NODES = (
         "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "

@@ -18,6 +18,7 @@ from flopwatch.collector.log import translog
 from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
 from flopwatch.collector.store.postgres.locks import Cur, lock_log
 from flopwatch.errors import StoreError
+from flopwatch.keys import short_key_id
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
 
@@ -114,7 +115,7 @@ def job_evidence(
     for key_id in sorted({e.key_id for e in entries}):
         n = node(key_id)
         if n is None:
-            raise StoreError(f"records of key {key_id[:16]} are held but the key is not")
+            raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
         nodes.append(n)
     cur.execute(
         "SELECT key_id, log_size FROM log_revocations WHERE key_id = ANY(%s)",

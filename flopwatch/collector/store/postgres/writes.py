@@ -32,6 +32,7 @@ from flopwatch.collector.store.postgres import nodes, tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.postgres.sums import add_sums
 from flopwatch.errors import StoreConflictError
+from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -72,7 +73,9 @@ def check_keys(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     )
     revoked = [row[0] for row in cur.fetchall()]
     if revoked:
-        raise StoreConflictError(f"key {revoked[0][:16]} was revoked after the batch was judged")
+        raise StoreConflictError(
+            f"key {short_key_id(revoked[0])} was revoked after the batch was judged"
+        )
 
 
 def check_chains(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
@@ -101,7 +104,8 @@ def check_chains(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
         if verdict.verdict is not Verdict.ACCEPT:
             what = "already held" if verdict.verdict is Verdict.DUPLICATE else verdict.detail
             raise StoreConflictError(
-                f"key {r.key_id[:16]} sequence {r.sequence}: {what} (committed by another writer)"
+                f"key {short_key_id(r.key_id)} sequence {r.sequence}: {what} (committed by "
+                f"another writer)"
             )
         held[(r.key_id, r.sequence)] = (r.digest, r.previous_digest)
 

@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 
 from flopwatch.collector.store.base import GpuTotal, JobDelta, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -103,9 +103,11 @@ def redeem_token(db: sqlite3.Connection, token_hash: str, public_raw: bytes, now
     node = db.execute("SELECT node_id, status FROM nodes WHERE key_id = ?", (key_id,)).fetchone()
     if node is not None:
         if node[1] == "revoked":
-            raise EnrollmentError(f"key {key_id[:16]} was revoked; revocation is permanent")
+            raise EnrollmentError(
+                f"key {short_key_id(key_id)} was revoked; revocation is permanent"
+            )
         if node[0] != node_id:
-            raise EnrollmentError(f"key {key_id[:16]} is enrolled for node {node[0]!r}")
+            raise EnrollmentError(f"key {short_key_id(key_id)} is enrolled for node {node[0]!r}")
         return key_id  # already enrolled for this node: nothing to spend
     if used_ns is not None:
         raise EnrollmentError("enrollment token was already used")

@@ -44,7 +44,7 @@ from flopwatch.collector.store.sqlite import schema as sqlite_schema
 from flopwatch.collector.store.sqlite import tlog as sqlite_tlog
 from flopwatch.collector.store.sqlite import writes as sqlite_writes
 from flopwatch.errors import StoreError
-from flopwatch.keys import public_from_raw
+from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -130,9 +130,13 @@ class SQLiteStore:
             row = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
             if row is not None:
                 if row[1] == "revoked":
-                    raise StoreError(f"key {key_id[:16]} was revoked; revocation is permanent")
+                    raise StoreError(
+                        f"key {short_key_id(key_id)} was revoked; revocation is permanent"
+                    )
                 if row[0] != node_id:
-                    raise StoreError(f"key {key_id[:16]} is already enrolled for node {row[0]!r}")
+                    raise StoreError(
+                        f"key {short_key_id(key_id)} is already enrolled for node {row[0]!r}"
+                    )
                 return key_id
             self._db.execute(
                 "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
@@ -145,7 +149,7 @@ class SQLiteStore:
         with self._tx("revoke key"):
             row = self._one("SELECT status FROM nodes WHERE key_id = ?", key_id)
             if row is None:
-                raise StoreError(f"key {key_id[:16]} is not enrolled")
+                raise StoreError(f"key {short_key_id(key_id)} is not enrolled")
             if row[0] != "revoked":
                 self._db.execute(
                     "UPDATE nodes SET status = 'revoked', revoked_at_ns = ? WHERE key_id = ?",

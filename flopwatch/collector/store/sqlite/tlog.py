@@ -24,6 +24,7 @@ from flopwatch.collector.log import translog
 from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
+from flopwatch.keys import short_key_id
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
 
@@ -191,7 +192,7 @@ def job_evidence(
     for key_id in sorted({e.key_id for e in entries}):
         n = node(key_id)
         if n is None:
-            raise StoreError(f"records of key {key_id[:16]} are held but the key is not")
+            raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
         nodes.append(n)
     revoked = db.execute(
         "SELECT key_id, log_size FROM log_revocations WHERE key_id IN "
