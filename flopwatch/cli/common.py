@@ -1,4 +1,5 @@
-"""Helpers shared by the subcommands: exit codes, logging, address and TLS arguments."""
+"""Helpers shared by the subcommands: exit codes, logging, address and TLS arguments, and old
+spellings of commands and options kept for one release with a deprecation message."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flopwatch.transport import host_port
 
@@ -55,3 +58,84 @@ def add_tls_arguments(p: argparse.ArgumentParser, role: str) -> None:
         action="store_true",
         help="plaintext gRPC without authentication of either side; for labs and demos only",
     )
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """Tell the person at the terminal (stderr) that a spelling they used goes away."""
+    print(
+        f"flopwatch: {old} is deprecated and goes away in the next release; use {new}",
+        file=sys.stderr,
+    )
+
+
+class _DeprecatedOption(argparse.Action):
+    """An old spelling of an option: does what the new one does, and says so on stderr."""
+
+    def __init__(
+        self,
+        option_strings: list[str],
+        dest: str,
+        *,
+        new: str,
+        append: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+        self.append = append
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        warn_deprecated(option_string or self.dest, self.new)
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_option(
+    p: argparse.ArgumentParser,
+    old: str,
+    *,
+    new: str,
+    dest: str,
+    type: Callable[[str], Any] = str,
+    append: bool = False,
+) -> None:
+    """Accept `old` as a hidden alias of the option `new` (same `dest`) for one more release."""
+    p.add_argument(
+        old,
+        dest=dest,
+        type=type,
+        action=_DeprecatedOption,
+        new=new,
+        append=append,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
+def add_deprecated_command(
+    sub: Any,
+    old: str,
+    new: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Keep the top-level command `old` working for one more release, as `flopwatch NEW`."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        old,
+        help=f"deprecated: use `flopwatch {new}`",
+        description=f"Deprecated: use `flopwatch {new}`, which takes the same arguments.",
+    )
+    add_arguments(p)
+
+    def run_old(args: argparse.Namespace) -> int:
+        warn_deprecated(f"`flopwatch {old}`", f"`flopwatch {new}`")
+        return run(args)
+
+    p.set_defaults(run=run_old)

@@ -1,4 +1,8 @@
-"""`flopwatch verify-consistency OLD NEW --collector HOST:PORT`: was the log rewritten?"""
+"""`flopwatch log consistency OLD NEW --collector HOST:PORT`: was the log rewritten?
+
+The old top-level spelling `flopwatch verify-consistency` still works for one release, with a
+warning.
+"""
 
 from __future__ import annotations
 
@@ -19,25 +23,32 @@ from flopwatch.statements import SignedTreeHead
 HELP = "check that the log of a newer tree head extends an older one (nothing rewritten)"
 
 _EPILOG = """\
-OLD and NEW are tree heads you kept (`flopwatch tree-head --out`). Both signatures are checked
-and must be by the same collector key (and by --collector-key, if given). The RFC 6962
+OLD and NEW are tree heads you kept (`flopwatch log tree-head --out`). Both signatures are
+checked and must be by the same collector key (and by --collector-key, if given). The RFC 6962
 consistency proof is fetched from the collector and checked here: the collector cannot make one
 that passes unless the log at NEW's size starts with exactly the leaves of OLD. Exit status 0
-when consistent, 1 when not. Offline, a bundle made with `flopwatch report --consistency-from
-OLD` carries the same proof (`flopwatch verify --trusted-tree-head OLD`).
+when consistent, 1 when not. Offline, a bundle made with `flopwatch report --kept-tree-head OLD`
+carries the same proof (`flopwatch verify --kept-tree-head OLD`).
 """
 
 
 def add_parser(sub: Any) -> None:
+    """`consistency` under `flopwatch log`."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "verify-consistency",
+        "consistency",
         help=HELP,
         description=HELP + ".",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("old", type=Path, metavar="OLD_TH", help="the older tree head you kept")
-    p.add_argument("new", type=Path, metavar="NEW_TH", help="the newer tree head")
+    add_arguments(p)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "old", type=Path, metavar="OLD_TREE_HEAD_FILE", help="the older tree head you kept"
+    )
+    p.add_argument("new", type=Path, metavar="NEW_TREE_HEAD_FILE", help="the newer tree head")
     p.add_argument(
         "--collector", required=True, metavar="HOST:PORT", help="where to fetch the proof"
     )

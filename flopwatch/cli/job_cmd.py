@@ -20,7 +20,10 @@ from flopwatch.model import Precision
 if TYPE_CHECKING:
     from flopwatch.v1.agent_control_pb2 import RegisteredJob
 
-HELP = "register a job's start or end with the agent on this node (scheduler hooks, by hand)"
+HELP = (
+    "register a job's start or end with the agent on THIS node (scheduler hooks, by hand); "
+    "totals across nodes: `flopwatch jobs`"
+)
 DEFAULT_SOCKET = Path("/run/flopwatch/agent.sock")
 # The agent reads its --control-socket from this variable too, so one setting serves both.
 SOCKET_VARIABLE = "FLOPWATCH_AGENT_CONTROL_SOCKET"

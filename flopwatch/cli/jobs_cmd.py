@@ -19,7 +19,10 @@ from flopwatch.model.figures import LEGEND
 from flopwatch.transport import collector_stub, sync_channel
 from flopwatch.v1 import collector_pb2, collector_pb2_grpc
 
-HELP = "show cumulative FLOPs per job (estimate and upper bound) from a collector"
+HELP = (
+    "show cumulative FLOPs per job (estimate and upper bound) held by a collector; to register "
+    "a job on a node: `flopwatch job`"
+)
 R = TypeVar("R")
 
 _EPILOG = """\

@@ -17,42 +17,55 @@ from flopwatch.cli import (
     agent_cmd,
     certs_cmd,
     collector_cmd,
-    consistency_cmd,
     demo_cmd,
     job_cmd,
     jobs_cmd,
+    log_cmd,
     nodes_cmd,
     replay_cmd,
     report_cmd,
-    tree_head_cmd,
     verify_cmd,
 )
 from flopwatch.cli.common import EXIT_CONFIG, EXIT_RUNTIME, setup_logging
 from flopwatch.errors import ConfigError, FlopwatchError
 
+# In the order of the help, by who runs them (see _EPILOG).
 COMMANDS = (
     agent_cmd,
     job_cmd,
     collector_cmd,
-    jobs_cmd,
     nodes_cmd,
+    jobs_cmd,
     report_cmd,
     verify_cmd,
-    tree_head_cmd,
-    consistency_cmd,
+    log_cmd,
     replay_cmd,
     certs_cmd,
     demo_cmd,
 )
+
+_EPILOG = """\
+who runs what:
+  on each GPU node     agent (the node agent), job (register a job with this node's agent)
+  the operator         collector, nodes (node keys), jobs (totals a collector holds),
+                       report (a job's evidence bundle)
+  a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew)
+  anyone               replay (FLOPs of a recorded trace), certs (mTLS), demo
+
+`flopwatch COMMAND --help` explains each. Every figure is FLOPs, an estimate and a sound upper
+bound, under the FLOP model version it names.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flopwatch",
         description=(
-            "Attest how much computation GPU jobs perform, from the GPUs' own hardware "
+            "Attest how much computation GPU jobs perform, from the GPUs' own hardware\n"
             "counters. Every figure is FLOPs, shown as an estimate and a sound upper bound."
         ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flopwatch {__version__}")
     parser.add_argument(
@@ -62,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in COMMANDS:
         cmd.add_parser(sub)
+    log_cmd.add_deprecated_parsers(sub)
     return parser
 
 

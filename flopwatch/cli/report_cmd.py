@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli.common import EXIT_OK
+from flopwatch.cli.common import EXIT_OK, add_deprecated_option
 from flopwatch.cli.trust_args import read_tree_head
 from flopwatch.errors import ConfigError
 
@@ -49,13 +49,21 @@ def add_parser(sub: Any) -> None:
         help="the collector key (default: next to a SQLite database, as `flopwatch collector`)",
     )
     p.add_argument(
-        "--consistency-from",
+        "--kept-tree-head",
         type=Path,
         action="append",
         default=[],
-        metavar="TREE_HEAD",
-        help="a tree head the regulator kept (`flopwatch tree-head --out`); the bundle then "
+        metavar="TREE_HEAD_FILE",
+        help="a tree head the regulator kept (`flopwatch log tree-head --out`); the bundle then "
         "carries a proof that the log grew from it without being rewritten. Repeatable",
+    )
+    add_deprecated_option(
+        p,
+        "--consistency-from",
+        new="--kept-tree-head",
+        dest="kept_tree_head",
+        type=Path,
+        append=True,
     )
     p.set_defaults(run=run)
 
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.store.factory import open_store
 
-    kept = [read_tree_head(p) for p in args.consistency_from]
+    kept = [read_tree_head(p) for p in args.kept_tree_head]
     key = load_collector_key(args.key or default_key_path(args.db), create=False)
     store = open_store(args.db)
     try:

@@ -1,4 +1,7 @@
-"""`flopwatch tree-head`: fetch (or extract from a bundle) a signed tree head and keep it."""
+"""`flopwatch log tree-head`: fetch (or extract from a bundle) a signed tree head and keep it.
+
+The old top-level spelling `flopwatch tree-head` still works for one release, with a warning.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +18,15 @@ from flopwatch.statements import SignedTreeHead
 HELP = "fetch the collector's latest signed tree head (or a bundle's) and save it to check later"
 
 _EPILOG = """\
-A regulator keeps tree heads: a later report made with `--consistency-from` that head, or
-`flopwatch verify-consistency OLD NEW --collector ...`, then shows the log only grew since (no
-record was removed or changed). The signature is checked before anything is saved.
+A regulator keeps tree heads: a later report made with `--kept-tree-head` that head (checked
+by `flopwatch verify --kept-tree-head`), or `flopwatch log consistency OLD NEW --collector ...`,
+then shows the log only grew since (no record was removed or changed). The signature is checked
+before anything is saved.
 """
 
 
 def add_parser(sub: Any) -> None:
+    """`tree-head` under `flopwatch log`."""
     p: argparse.ArgumentParser = sub.add_parser(
         "tree-head",
         help=HELP,
@@ -29,10 +34,16 @@ def add_parser(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(p)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--collector", metavar="HOST:PORT", help="ask a running collector")
     source.add_argument("--bundle", type=Path, metavar="FILE", help="take a report's tree head")
-    p.add_argument("--out", type=Path, metavar="FILE", help="save the signed tree head here")
+    p.add_argument(
+        "--out", type=Path, metavar="TREE_HEAD_FILE", help="save the signed tree head here"
+    )
     add_collector_key_argument(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
     add_tls_arguments(p, "client")

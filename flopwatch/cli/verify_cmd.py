@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli.common import EXIT_FAILED, EXIT_OK
+from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_deprecated_option
 from flopwatch.cli.trust_args import (
     add_collector_key_argument,
     collector_key_id,
@@ -27,7 +27,7 @@ signatures of the tree head and of the collector's claim; that the bundle holds 
 claimed log leaves; every envelope's node signature and its figures (recomputed from the raw
 counters); per-node sequence numbers and hash chains (missing sequence numbers are listed as
 warnings, they do not fail); every inclusion proof; revocations; that no GPU time is counted
-twice; that the claimed totals equal the recomputed ones; and, with --trusted-tree-head, that the
+twice; that the claimed totals equal the recomputed ones; and, with --kept-tree-head, that the
 log only grew since the tree head you kept. Exit status 0 only when every step passes, 1 when
 one fails, 2 for bad usage. What a pass proves and what it does not: docs/regulators.md.
 """
@@ -44,11 +44,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("bundle", type=Path, metavar="FILE", help="bundle from `flopwatch report`")
     add_collector_key_argument(p)
     p.add_argument(
-        "--trusted-tree-head",
+        "--kept-tree-head",
         type=Path,
-        metavar="TH",
-        help="a tree head you kept earlier (`flopwatch tree-head --out`): its key is trusted, "
-        "and the bundle must prove the log grew from it without being rewritten",
+        metavar="TREE_HEAD_FILE",
+        help="a tree head you kept earlier (`flopwatch log tree-head --out`): its key is "
+        "trusted, and the bundle must prove the log grew from it without being rewritten",
+    )
+    add_deprecated_option(
+        p, "--trusted-tree-head", new="--kept-tree-head", dest="kept_tree_head", type=Path
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON summary instead of the steps"
@@ -72,7 +75,7 @@ def _no_anchor(data: bytes) -> ConfigError:
         )
     return ConfigError(
         "no trust anchor: pass --collector-key (key id or PEM public key) or "
-        "--trusted-tree-head. Without one, anyone can make a bundle that checks out." + hint
+        "--kept-tree-head. Without one, anyone can make a bundle that checks out." + hint
     )
 
 
@@ -83,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
         data = args.bundle.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {args.bundle}: {e.strerror}") from e
-    if args.collector_key is None and args.trusted_tree_head is None:
+    if args.collector_key is None and args.kept_tree_head is None:
         raise _no_anchor(data)
     verifier = BundleVerifier(
         collector_key_id=None
         if args.collector_key is None
         else collector_key_id(args.collector_key),
         trusted_tree_head=(
-            None if args.trusted_tree_head is None else read_tree_head(args.trusted_tree_head)
+            None if args.kept_tree_head is None else read_tree_head(args.kept_tree_head)
         ),
     )
     out = sys.stdout

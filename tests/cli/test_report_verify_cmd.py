@@ -1,5 +1,5 @@
 """Evidence for regulators, end to end through the command line: `flopwatch report`, `verify`,
-`tree-head` and `verify-consistency`, against a collector's database and a running collector."""
+`log tree-head` and `log consistency`, against a collector's database and a running collector."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_verify_fails_a_tampered_bundle_with_its_step_and_reason(capsys, attack,
             str(TAMPER / f"{attack}.bundle"),
             "--collector-key",
             str(TAMPER / "collector-key.pub.pem"),
-            "--trusted-tree-head",
+            "--kept-tree-head",
             str(TAMPER / "kept-tree-head.th"),
         ]
     )
@@ -122,13 +122,25 @@ def test_report_refuses_an_unknown_job_and_a_missing_key(tmp_path, capsys):
     assert not Path(out).exists()
 
 
-def test_tree_head_from_a_bundle_pins_the_next_report(tmp_path, capsys):
+# The spellings of `log tree-head`, `report --kept-tree-head` and `verify --kept-tree-head`, and
+# the ones they replaced, which work for one more release and say so on stderr.
+SPELLINGS = {
+    "current": (["log", "tree-head"], "--kept-tree-head", "--kept-tree-head"),
+    "deprecated": (["tree-head"], "--consistency-from", "--trusted-tree-head"),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_tree_head_from_a_bundle_pins_the_next_report(tmp_path, capsys, spelling):
+    tree_head, report_option, verify_option = SPELLINGS[spelling]
     node = Node()
     db, _ = filled_db(tmp_path, [node])
     first, kept = tmp_path / "first.bundle", tmp_path / "kept.th"
     assert main(["report", node.job, "--db", db, "--out", str(first)]) == 0
-    assert main(["tree-head", "--bundle", str(first), "--out", str(kept)]) == 0
-    assert "tree size 3" in capsys.readouterr().out
+    assert main([*tree_head, "--bundle", str(first), "--out", str(kept)]) == 0
+    out, err = capsys.readouterr()
+    assert "tree size 3" in out
+    printed_err = err
     # More records arrive; the next report proves the log grew from the head kept.
     store = SQLiteStore(Path(db.removeprefix("sqlite:")), now_ns=lambda: NOW)
     Ingestor(store, ThresholdPolicy((10**30,), "upper"), [], now_ns=lambda: NOW).ingest(
@@ -136,10 +148,38 @@ def test_tree_head_from_a_bundle_pins_the_next_report(tmp_path, capsys):
     )
     store.close()
     second = tmp_path / "second.bundle"
-    argv = ["report", node.job, "--db", db, "--out", str(second), "--consistency-from", str(kept)]
+    argv = ["report", node.job, "--db", db, "--out", str(second), report_option, str(kept)]
     assert main(argv) == 0
-    assert main(["verify", str(second), "--trusted-tree-head", str(kept)]) == 0
-    assert "tree size 3 -> 5: the log only grew" in capsys.readouterr().out
+    assert main(["verify", str(second), verify_option, str(kept)]) == 0
+    out, err = capsys.readouterr()
+    assert "tree size 3 -> 5: the log only grew" in out
+    printed_err += err
+    deprecations = [line for line in printed_err.splitlines() if "is deprecated" in line]
+    if spelling == "current":
+        assert deprecations == []
+    else:
+        assert deprecations == [
+            "flopwatch: `flopwatch tree-head` is deprecated and goes away in the next release; "
+            "use `flopwatch log tree-head`",
+            "flopwatch: --consistency-from is deprecated and goes away in the next release; "
+            "use --kept-tree-head",
+            "flopwatch: --trusted-tree-head is deprecated and goes away in the next release; "
+            "use --kept-tree-head",
+        ]
+
+
+def test_verify_consistency_still_answers_under_its_old_name(capsys):
+    kept = str(TAMPER / "kept-tree-head.th")
+    # Equal sizes need no proof, so no collector is asked.
+    argv = [kept, kept, "--collector", "127.0.0.1:1", "--insecure"]
+    assert main(["log", "consistency", *argv]) == 0
+    out, err = capsys.readouterr()
+    assert "CONSISTENT" in out and "deprecated" not in err
+    assert main(["verify-consistency", *argv]) == 0
+    out, err = capsys.readouterr()
+    assert "CONSISTENT" in out
+    assert "`flopwatch verify-consistency` is deprecated" in err
+    assert "use `flopwatch log consistency`" in err
 
 
 # -- against a running collector ----------------------------------------------------------------
@@ -190,10 +230,16 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
             async with grpc.aio.insecure_channel(target) as channel:
                 await submit(channel, first)
                 await head_of_size(channel, 3)
-                assert await asyncio.to_thread(main, ["tree-head", *cli, "--out", str(old_th)]) == 0
+                assert (
+                    await asyncio.to_thread(main, ["log", "tree-head", *cli, "--out", str(old_th)])
+                    == 0
+                )
                 await submit(channel, later)
                 head = await head_of_size(channel, 7)
-                assert await asyncio.to_thread(main, ["tree-head", *cli, "--out", str(new_th)]) == 0
+                assert (
+                    await asyncio.to_thread(main, ["log", "tree-head", *cli, "--out", str(new_th)])
+                    == 0
+                )
                 stub = collector_stub(channel)
                 by_record = cpb.GetInclusionProofRequest(
                     record=cpb.RecordRef(key_id=node.key_id, sequence=5)
@@ -215,7 +261,7 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
                         cpb.GetConsistencyProofRequest(old_size=3, new_size=8)
                     )
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            argv = ["verify-consistency", str(old_th), str(new_th), *cli]
+            argv = ["log", "consistency", str(old_th), str(new_th), *cli]
             assert await asyncio.to_thread(main, argv) == 0
             assert "CONSISTENT" in capsys.readouterr().out
             # A head for the same size with another root, signed with the real collector key
@@ -224,14 +270,14 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
             new = SignedTreeHead.from_bytes(new_th.read_bytes()).head
             forked = tmp_path / "forked.th"
             forked.write_bytes(replace(new, root=bytes(32)).sign(key).to_bytes())
-            argv = ["verify-consistency", str(old_th), str(forked), *cli]
+            argv = ["log", "consistency", str(old_th), str(forked), *cli]
             assert await asyncio.to_thread(main, argv) == 1
             assert "INCONSISTENT (bad_consistency_proof)" in capsys.readouterr().out
             # A report straight from the database while the collector runs.
             out = tmp_path / "live.bundle"
             argv = ["report", node.job, "--db", config.db, "--out", str(out)]
             assert await asyncio.to_thread(main, argv) == 0
-            argv = ["verify", str(out), "--trusted-tree-head", str(old_th)]
+            argv = ["verify", str(out), "--kept-tree-head", str(old_th)]
             assert await asyncio.to_thread(main, argv) == 1  # no consistency proof asked for
             pem = tmp_path / "collector.pub.pem"
             pem.write_text(public_pem(key.public_key))
@@ -253,10 +299,17 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
 
 def test_tree_head_saves_nothing_it_cannot_trust(tmp_path, capsys):
     out = tmp_path / "th"
-    forged = ["tree-head", "--bundle", str(TAMPER / "forged-tree-head.bundle"), "--out", str(out)]
+    forged = [
+        "log",
+        "tree-head",
+        "--bundle",
+        str(TAMPER / "forged-tree-head.bundle"),
+        "--out",
+        str(out),
+    ]
     assert main(forged) == 1
     assert "NOT SAVED (bad_tree_head_signature)" in capsys.readouterr().err
     other_key = ["--collector-key", "ab" * 32]
-    assert main(["tree-head", "--bundle", str(TAMPER / "valid.bundle"), *other_key]) == 1
+    assert main(["log", "tree-head", "--bundle", str(TAMPER / "valid.bundle"), *other_key]) == 1
     assert "untrusted_collector_key" in capsys.readouterr().err
     assert not out.exists()
