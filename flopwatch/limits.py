@@ -1,7 +1,32 @@
-"""Size, count and rate limits, in one place.
+"""Size, count and rate limits on records, and where every other bound is named.
 
-Every bound the agent, the collector or the verifier enforces on input is named here, so a
-reviewer can see them together and tests can refer to them by name.
+`Limits` holds the bounds every holder of a record applies to it: the agent when it signs, the
+collector when it verifies, the offline verifier when it checks a bundle. Tests refer to them by
+name.
+
+Bounds that belong to one component are named beside it, in its configuration object or as a
+module constant, and listed here so a reviewer finds them all (tests/test_limits.py checks that
+each one named below exists):
+
+    flopwatch.verify.bundle_format.BundleLimits       a report bundle: bytes, entries, keys
+    flopwatch.collector.config.QueryLimits            query pages, message sizes
+    flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
+    flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
+    flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
+    flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token
+    flopwatch.collector.rpc.paging._MAX_TOKEN_CHARS   a page token
+    flopwatch.agent.sender.ACK_WINDOW                 envelopes in flight without an ack
+    flopwatch.agent.attribution.registry.MAX_REGISTERED_JOBS  jobs registered on a node
+    flopwatch.agent.attribution.registry.MAX_GPUS_PER_JOB     GPUs one registration claims
+    flopwatch.agent.attribution.procfs.MAX_PROC_FILE_BYTES    a /proc file read
+    flopwatch.agent.attribution.podresources.MAX_RESPONSE_BYTES  the kubelet's answer
+    flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
+    flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew
+    flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  intervals signed in one record
+    flopwatch.statements.MAX_TREE_HEAD_BYTES          a signed tree head
+    flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
+    flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity
+    flopwatch.merkle.MAX_TREE_SIZE                    the transparency log
 """
 
 from __future__ import annotations
