@@ -1,18 +1,18 @@
 """What a regulator brings to `flopwatch verify`, `verify-consistency` and `tree-head`: the
-collector key to trust (by key id or PEM public key) and tree heads kept from earlier."""
+collector key to trust (by key id or PEM public key) and tree heads kept from earlier.
+
+This layer reads the files and names the option in its errors (ConfigError); parsing what is
+read is flopwatch.verify.trust and `SignedTreeHead.from_bytes`, the same for Python callers."""
 
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flopwatch.errors import ConfigError, KeyFileError, VerificationError
-from flopwatch.keys import key_id_of, load_public_pem
+from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.statements import SignedTreeHead, TreeHead
-
-_KEY_ID = re.compile(r"[0-9a-fA-F]{64}")
+from flopwatch.verify.trust import is_key_id, parse_collector_key
 
 COLLECTOR_KEY_HELP = (
     "the collector key you trust: its key id (64 hex digits) or its PEM public key file, "
@@ -26,8 +26,8 @@ def add_collector_key_argument(p: argparse.ArgumentParser) -> None:
 
 def collector_key_id(text: str) -> str:
     """A key id from `--collector-key`: the id itself, or the id of a PEM public key file."""
-    if _KEY_ID.fullmatch(text) and not Path(text).exists():
-        return text.lower()
+    if is_key_id(text) and not Path(text).exists():
+        return parse_collector_key(text)
     path = Path(text)
     try:
         data = path.read_bytes()
@@ -37,8 +37,8 @@ def collector_key_id(text: str) -> str:
             f"({e.strerror})"
         ) from e
     try:
-        return key_id_of(load_public_pem(data))
-    except KeyFileError as e:
+        return parse_collector_key(data)
+    except ConfigError as e:
         raise ConfigError(f"--collector-key {path}: {e}") from e
 
 
