@@ -138,6 +138,10 @@ class CollectorConfig:
         "sqlite:flopwatch.db"  # sqlite:PATH or postgresql://... (flopwatch.collector.store.factory)
     )
     metrics_listen: str | None = "127.0.0.1:9464"  # HOST:PORT for /metrics; None disables
+    # HOST:PORT of a plaintext gRPC port that serves ONLY grpc.health.v1.Health, for probes
+    # that cannot present a client certificate (Kubernetes `grpc:` probes); None: no such port
+    # (Health is always served on `listen` too). Port 0 picks a free one.
+    health_listen: str | None = None
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # FLOPs
     alert_basis: str = "upper"  # "upper" (default, no crossing missed) or "estimate"
     insecure: bool = False  # plaintext gRPC; mTLS otherwise

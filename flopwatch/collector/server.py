@@ -1,11 +1,18 @@
 """Run a collector: store, ingestor, gRPC server and /metrics endpoint, from a CollectorConfig.
 
+The gRPC server carries IngestService, QueryService, LogService, the deprecated Collector
+(`flopwatch.collector.rpc.servicer`) and grpc.health.v1.Health (`flopwatch.collector.rpc.health`:
+SERVING once the store is open and the server started, NOT_SERVING from the start of `stop()`).
+With `health_listen`, a second, plaintext gRPC server carries Health alone, for probes that
+cannot present a client certificate.
+
 Transport is mTLS (client certificates required) unless the config says insecure, which logs a
-warning. Port 0 in `listen` or `metrics_listen` binds a free port; `start()` reports the ports
-actually bound. The store (`--db`: SQLite, or PostgreSQL shared by several collectors; see
-`flopwatch.collector.store.factory`) is opened, used and closed on the one ingest thread. Alerts go
-to the log and, when configured, a webhook (`flopwatch.collector.alerts.webhook`); silent nodes are
-looked for every `liveness_check_s` on the ingest thread (`flopwatch.collector.alerts.liveness`).
+warning. Port 0 in `listen`, `metrics_listen` or `health_listen` binds a free port; `start()`
+reports the ports actually bound (`health_port` the health port's). The store (`--db`: SQLite,
+or PostgreSQL shared by several collectors; see `flopwatch.collector.store.factory`) is opened,
+used and closed on the one ingest thread. Alerts go to the log and, when configured, a webhook
+(`flopwatch.collector.alerts.webhook`); silent nodes are looked for every `liveness_check_s` on
+the ingest thread (`flopwatch.collector.alerts.liveness`).
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ from flopwatch.collector.log.key import default_key_path, load_collector_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.query import Query
-from flopwatch.collector.rpc.servicer import CollectorServicer
+from flopwatch.collector.rpc.health import Health
+from flopwatch.collector.rpc.ingest import IngestServicer
+from flopwatch.collector.rpc.query import QueryServicer
+from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_services
+from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import Database, open_store, parse_db
 from flopwatch.errors import ConfigError, StoreError
 from flopwatch.transport import host_port, read_file
-from flopwatch.v1 import collector_pb2_grpc
 from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
@@ -79,9 +89,12 @@ class CollectorService:
         self._signing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._workers: VerifyWorkers | None = None
-        self._servicer: CollectorServicer | None = None
+        self._ingest: IngestServicer | None = None
         self._store: Store | None = None
         self._server: grpc.aio.Server | None = None
+        self._health: Health | None = None
+        self._health_server: grpc.aio.Server | None = None  # the plaintext port of Health alone
+        self.health_port: int | None = None  # bound by start() when health_listen is set
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
 
@@ -132,6 +145,10 @@ class CollectorService:
                 self._store, self._sinks, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns
             )
             port = await self._start_grpc(ingestor, credentials, query)
+            if cfg.health_listen is not None:
+                self.health_port = await self._start_health_port(cfg.health_listen)
+            assert self._health is not None
+            await self._health.serving()
             metrics_port = None
             if metrics_addr is not None:
                 register_metrics(
@@ -147,7 +164,12 @@ class CollectorService:
         except BaseException:
             await self.stop(grace=0)
             raise
-        log.info("collector serving gRPC on port %d, metrics on %s", port, metrics_port)
+        log.info(
+            "collector serving gRPC on port %d, metrics on %s, plaintext health on %s",
+            port,
+            metrics_port,
+            self.health_port,
+        )
         return port, metrics_port
 
     async def _watch_liveness(self, monitor: LivenessMonitor) -> None:
@@ -176,36 +198,36 @@ class CollectorService:
     async def _start_grpc(
         self, ingestor: Ingestor, credentials: grpc.ServerCredentials | None, query: Query
     ) -> int:
-        assert self._executor is not None
+        assert self._executor is not None and self._log is not None
         limits = self.config.limits
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limits.max_grpc_message_bytes),
-                ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
-            ]
-        )
-        self._servicer = servicer = CollectorServicer(
+        self._server = _grpc_server(limits.max_grpc_message_bytes)
+        self._ingest = IngestServicer(
             ingestor,
             self._executor,
             limits=limits,
-            query=query,
-            query_limits=self.config.query,
-            log=self._log,
             verify=self._verify_ahead if self._workers is not None else None,
         )
-        collector_pb2_grpc.add_CollectorServicer_to_server(  # type: ignore[no-untyped-call]
-            servicer, self._server
+        add_services(
+            self._server,
+            self._ingest,
+            QueryServicer(
+                query, self._executor, basis=ingestor.policy.basis, limits=self.config.query
+            ),
+            LogServicer(self._log, self._executor),
         )
-        try:
-            if credentials is None:
-                port = self._server.add_insecure_port(self.config.listen)
-            else:
-                port = self._server.add_secure_port(self.config.listen, credentials)
-        except RuntimeError as e:
-            raise ConfigError(f"cannot listen on {self.config.listen}: {e}") from e
-        if port == 0:
-            raise ConfigError(f"cannot listen on {self.config.listen}")
+        self._health = await Health.not_serving((*SERVICES, LEGACY_SERVICE))
+        self._health.add_to(self._server)
+        port = _bind(self._server, self.config.listen, credentials)
         await self._server.start()
+        return port
+
+    async def _start_health_port(self, listen: str) -> int:
+        """A plaintext server of Health alone: it tells whether the collector serves, no more."""
+        assert self._health is not None
+        self._health_server = _grpc_server(self.config.limits.max_grpc_message_bytes)
+        self._health.add_to(self._health_server)
+        port = _bind(self._health_server, listen, None)
+        await self._health_server.start()
         return port
 
     def _verify_ahead(
@@ -222,7 +244,10 @@ class CollectorService:
         return int(self._metrics[0].server_port)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """Stop serving (in-flight RPCs get `grace` seconds), then close the store."""
+        """Report NOT_SERVING, stop serving (in-flight RPCs get `grace` seconds), then close the
+        store."""
+        if self._health is not None:
+            await self._health.shutdown()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait([self._watch])
@@ -234,9 +259,13 @@ class CollectorService:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        if self._servicer is not None:
-            await self._servicer.close()
-            self._servicer = None
+        if self._health_server is not None:
+            await self._health_server.stop(grace)
+            self._health_server = None
+        self._health = None
+        if self._ingest is not None:
+            await self._ingest.close()
+            self._ingest = None
         if self._workers is not None:
             await asyncio.to_thread(self._workers.close)
             self._workers = None
@@ -263,6 +292,29 @@ class CollectorService:
         if self._webhook is not None:
             await asyncio.to_thread(self._webhook.close)
             self._webhook = None
+
+
+def _grpc_server(max_message_bytes: int) -> grpc.aio.Server:
+    return grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
+        ]
+    )
+
+
+def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Add `listen` to `server` (plaintext without credentials); the port bound."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
+    except RuntimeError as e:
+        raise ConfigError(f"cannot listen on {listen}: {e}") from e
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen}")
+    return port
 
 
 async def run_collector(

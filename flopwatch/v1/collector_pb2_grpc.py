@@ -25,8 +25,413 @@ if _version_not_supported:
     )
 
 
-class CollectorStub:
+class IngestServiceStub:
     """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Submit = channel.stream_stream(
+                '/flopwatch.v1.IngestService/Submit',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.SubmitResponse.FromString,
+                _registered_method=True)
+
+
+class IngestServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Submit(self, request_iterator, context):
+        """An agent streams signed envelopes; the collector answers with one Ack per envelope, sent
+        only after the envelope's effect is durably committed (or after it was refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IngestServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Submit': grpc.stream_stream_rpc_method_handler(
+                    servicer.Submit,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.SubmitRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.SubmitResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'flopwatch.v1.IngestService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('flopwatch.v1.IngestService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class IngestService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Submit(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flopwatch.v1.IngestService/Submit',
+            flopwatch_dot_v1_dot_collector__pb2.SubmitRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class QueryServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListJobs = channel.unary_unary(
+                '/flopwatch.v1.QueryService/ListJobs',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.ListJobGpus = channel.unary_unary(
+                '/flopwatch.v1.QueryService/ListJobGpus',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/flopwatch.v1.QueryService/ListNodes',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+
+
+class QueryServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListJobs(self, request, context):
+        """Per-job totals, a page at a time, ordered by job id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobGpus(self, request, context):
+        """One job's totals and what each node key and GPU contributed to it, a page at a time.
+        NOT_FOUND when the collector holds no record of the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Node keys (enrolled, revoked, awaiting approval): status, last record, silence, and the
+        FLOPs their GPUs measured; a page at a time, ordered by key id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QueryServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListJobGpus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobGpus,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'flopwatch.v1.QueryService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('flopwatch.v1.QueryService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QueryService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.QueryService/ListJobs',
+            flopwatch_dot_v1_dot_collector__pb2.ListJobsRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobGpus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.QueryService/ListJobGpus',
+            flopwatch_dot_v1_dot_collector__pb2.ListJobGpusRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListJobGpusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.QueryService/ListNodes',
+            flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class LogServiceStub:
+    """Transparency log (bundle.proto): the latest signed tree head, and RFC 6962 inclusion and
+    consistency proofs. INVALID_ARGUMENT for a leaf, record or size the log does not hold.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetTreeHead = channel.unary_unary(
+                '/flopwatch.v1.LogService/GetTreeHead',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/flopwatch.v1.LogService/GetInclusionProof',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/flopwatch.v1.LogService/GetConsistencyProof',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+
+
+class LogServiceServicer:
+    """Transparency log (bundle.proto): the latest signed tree head, and RFC 6962 inclusion and
+    consistency proofs. INVALID_ARGUMENT for a leaf, record or size the log does not hold.
+    """
+
+    def GetTreeHead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LogServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetTreeHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTreeHead,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'flopwatch.v1.LogService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('flopwatch.v1.LogService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LogService:
+    """Transparency log (bundle.proto): the latest signed tree head, and RFC 6962 inclusion and
+    consistency proofs. INVALID_ARGUMENT for a leaf, record or size the log does not hold.
+    """
+
+    @staticmethod
+    def GetTreeHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.LogService/GetTreeHead',
+            flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetTreeHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.LogService/GetInclusionProof',
+            flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.LogService/GetConsistencyProof',
+            flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CollectorStub:
+    """DEPRECATED: the three services above under one name, kept answering for one release so that
+    agents and tools already deployed (which call /flopwatch.v1.Collector/Submit) keep working.
+    Each RPC is the same implementation as its namesake above, with the same messages; it will
+    be removed in the next release. Use IngestService, QueryService and LogService.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -72,42 +477,42 @@ class CollectorStub:
 
 
 class CollectorServicer:
-    """Missing associated documentation comment in .proto file."""
+    """DEPRECATED: the three services above under one name, kept answering for one release so that
+    agents and tools already deployed (which call /flopwatch.v1.Collector/Submit) keep working.
+    Each RPC is the same implementation as its namesake above, with the same messages; it will
+    be removed in the next release. Use IngestService, QueryService and LogService.
+    """
 
     def Submit(self, request_iterator, context):
-        """An agent streams signed envelopes; the collector answers with one Ack per envelope, sent
-        only after the envelope's effect is durably committed (or after it was refused).
+        """IngestService.Submit
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Per-job totals, a page at a time, ordered by job id.
+        """QueryService.ListJobs
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListJobGpus(self, request, context):
-        """One job's totals and what each node key and GPU contributed to it, a page at a time.
-        NOT_FOUND when the collector holds no record of the job.
+        """QueryService.ListJobGpus
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListNodes(self, request, context):
-        """Node keys (enrolled, revoked, awaiting approval): status, last record, silence, and the
-        FLOPs their GPUs measured; a page at a time, ordered by key id.
+        """QueryService.ListNodes
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTreeHead(self, request, context):
-        """Transparency log (bundle.proto): the latest signed tree head, and RFC 6962 inclusion and
-        consistency proofs. INVALID_ARGUMENT for a leaf, record or size the log does not hold.
+        """LogService.GetTreeHead
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,7 +577,11 @@ def add_CollectorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Collector:
-    """Missing associated documentation comment in .proto file."""
+    """DEPRECATED: the three services above under one name, kept answering for one release so that
+    agents and tools already deployed (which call /flopwatch.v1.Collector/Submit) keep working.
+    Each RPC is the same implementation as its namesake above, with the same messages; it will
+    be removed in the next release. Use IngestService, QueryService and LogService.
+    """
 
     @staticmethod
     def Submit(request_iterator,

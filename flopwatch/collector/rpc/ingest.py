@@ -1,4 +1,5 @@
-"""The Collector gRPC service: translates proto <-> `Ingestor` calls, nothing more.
+"""IngestService: agents stream signed envelopes; translates proto <-> `Ingestor` calls, nothing
+more.
 
 All database work runs on ONE dedicated worker thread (the executor passed in, max_workers=1), so
 the store's connection is only ever used from that thread. With `verify` (the collector's verify
@@ -12,9 +13,7 @@ pushes back on the sender through gRPC flow control.
 
 Enrollment token: an agent may send `flopwatch-enroll-token` metadata next to its public key; it
 is redeemed before the stream's first record, and a refused token ends the stream with
-PERMISSION_DENIED. Queries (ListJobs, ListJobGpus, ListNodes) are answered by
-`flopwatch.collector.rpc.query`, and the transparency log's tree heads and proofs by
-`flopwatch.collector.rpc.tlog`, on the same worker thread.
+PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -23,20 +22,14 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from flopwatch.collector.config import QueryLimits
 from flopwatch.collector.enrollment import TOKEN_METADATA
 from flopwatch.collector.ingest.ingestor import Ack, Ingestor
 from flopwatch.collector.ingest.pipeline import IngestPipeline, VerifyFn
-from flopwatch.collector.log.translog import TransparencyLog
-from flopwatch.collector.query import Query
-from flopwatch.collector.rpc import query, tlog
-from flopwatch.collector.rpc.query import job_message
-from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError, LogRangeError
+from flopwatch.errors import EnrollmentError, FlopwatchError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.v1 import collector_pb2 as pb
 from flopwatch.v1 import collector_pb2_grpc
@@ -52,11 +45,6 @@ _STATUS = {
 }
 
 SubmitContext = grpc.aio.ServicerContext[pb.SubmitRequest, pb.SubmitResponse]
-ListJobsContext = grpc.aio.ServicerContext[pb.ListJobsRequest, pb.ListJobsResponse]
-JobGpusContext = grpc.aio.ServicerContext[pb.ListJobGpusRequest, pb.ListJobGpusResponse]
-NodesContext = grpc.aio.ServicerContext[pb.ListNodesRequest, pb.ListNodesResponse]
-__all__ = ["CollectorServicer", "ack_message", "job_message"]
-T = TypeVar("T")
 
 
 def ack_message(a: Ack) -> pb.Ack:
@@ -99,9 +87,8 @@ def _drop(futures: Sequence[asyncio.Future[Ack] | None]) -> None:
             future.exception()  # retrieved, so asyncio does not report it as never retrieved
 
 
-class CollectorServicer(collector_pb2_grpc.CollectorServicer):
-    """Submit and the queries, run on the ingest thread via `executor`. Without a `query`
-    the query RPCs answer UNIMPLEMENTED, and without a `log` the transparency-log RPCs."""
+class IngestServicer(collector_pb2_grpc.IngestServiceServicer):
+    """Submit, committed on the ingest thread via `executor`."""
 
     def __init__(
         self,
@@ -109,17 +96,11 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
         executor: Executor,
         *,
         limits: Limits = DEFAULT_LIMITS,
-        query: Query | None = None,
-        query_limits: QueryLimits | None = None,
-        log: TransparencyLog | None = None,
         verify: VerifyFn | None = None,
     ) -> None:
         self._ingestor = ingestor
-        self._log = log
         self._executor = executor
         self._limits = limits
-        self._query = query
-        self._query_limits = query_limits or QueryLimits()
         self._pipeline = IngestPipeline(
             ingestor.ingest_from, executor, limits.max_commit_batch, verify=verify
         )
@@ -181,72 +162,6 @@ class CollectorServicer(collector_pb2_grpc.CollectorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"enrollment refused: {e}")
         except FlopwatchError as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-
-    async def _answer(
-        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], *args: Any
-    ) -> T:
-        """Run a query_api function on the ingest thread; map errors to status codes."""
-        if self._query is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector answers no queries")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, fn, self._query, self._query_limits, *args
-            )
-        except ConfigError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except query.JobNotFound as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        except FlopwatchError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-
-    async def ListJobs(
-        self, request: pb.ListJobsRequest, context: ListJobsContext
-    ) -> pb.ListJobsResponse:
-        return await self._answer(context, query.list_jobs, request, self._basis)
-
-    async def ListJobGpus(
-        self, request: pb.ListJobGpusRequest, context: JobGpusContext
-    ) -> pb.ListJobGpusResponse:
-        return await self._answer(context, query.list_job_gpus, request, self._basis)
-
-    async def ListNodes(
-        self, request: pb.ListNodesRequest, context: NodesContext
-    ) -> pb.ListNodesResponse:
-        return await self._answer(context, query.list_nodes, request)
-
-    async def _log_answer(
-        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], request: Any
-    ) -> T:
-        """Run a translog_api function on the store's thread; map errors to status codes."""
-        if self._log is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this collector keeps no log")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, self._log, request)
-        except LogRangeError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except FlopwatchError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-
-    async def GetTreeHead(
-        self, request: pb.GetTreeHeadRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetTreeHeadResponse:
-        return await self._log_answer(context, tlog.get_tree_head, request)
-
-    async def GetInclusionProof(
-        self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetInclusionProofResponse:
-        return await self._log_answer(context, tlog.get_inclusion_proof, request)
-
-    async def GetConsistencyProof(
-        self, request: pb.GetConsistencyProofRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetConsistencyProofResponse:
-        return await self._log_answer(context, tlog.get_consistency_proof, request)
-
-    @property
-    def _basis(self) -> str:
-        return self._ingestor.policy.basis
 
 
 def _metadata(context: SubmitContext, key: str) -> str | None:

@@ -1,20 +1,31 @@
-"""The answers of the query RPCs (ListJobs, ListJobGpus, ListNodes), as protobuf messages.
+"""QueryService (ListJobs, ListJobGpus, ListNodes): its answers as protobuf messages, and the
+servicer that hands them to the store's thread.
 
-Each function runs on the collector's ingest thread (it reads the store through `Query`) and is
-called by the servicer, which only maps errors to status codes: ConfigError (a bad page token)
-to INVALID_ARGUMENT, `JobNotFound` to NOT_FOUND, StoreError to UNAVAILABLE. FLOP figures travel
-as exact decimal strings.
+Each answer function runs on the collector's ingest thread (it reads the store through `Query`);
+`QueryServicer` only maps errors to status codes: ConfigError (a bad page token) to
+INVALID_ARGUMENT, `JobNotFound` to NOT_FOUND, StoreError to UNAVAILABLE. FLOP figures travel as
+exact decimal strings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import grpc
+
 from flopwatch.collector.config import QueryLimits
 from flopwatch.collector.query import NodeSummary, Query, SummaryStatus
 from flopwatch.collector.rpc.paging import decode_token, fill, page_size
+from flopwatch.collector.rpc.store_thread import Codes, on_store_thread
 from flopwatch.collector.store.base import JobGpu, JobTotal
-from flopwatch.errors import FlopwatchError
+from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.model import MODEL_VERSION
 from flopwatch.v1 import collector_pb2 as pb
+from flopwatch.v1 import collector_pb2_grpc
+
+T = TypeVar("T")
 
 _STATUSES: dict[str, SummaryStatus] = {
     "enrolled": "enrolled",
@@ -141,3 +152,49 @@ def list_nodes(
         silent_after_seconds=query.silent_after_s,
         flop_model_version=MODEL_VERSION,
     )
+
+
+_CODES: Codes = {
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+}
+
+
+class QueryServicer(collector_pb2_grpc.QueryServiceServicer):
+    """The query RPCs, answered on the store's thread via `executor`. `basis` is the figure
+    alerts compare with a threshold ("upper" or "estimate"), reported with job totals."""
+
+    def __init__(
+        self,
+        query: Query,
+        executor: Executor,
+        *,
+        basis: str,
+        limits: QueryLimits | None = None,
+    ) -> None:
+        self._query = query
+        self._executor = executor
+        self._basis = basis
+        self._limits = limits or QueryLimits()
+
+    async def _answer(
+        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], *args: Any
+    ) -> T:
+        return await on_store_thread(
+            context, self._executor, _CODES, fn, self._query, self._limits, *args
+        )
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobsResponse:
+        return await self._answer(context, list_jobs, request, self._basis)
+
+    async def ListJobGpus(
+        self, request: pb.ListJobGpusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobGpusResponse:
+        return await self._answer(context, list_job_gpus, request, self._basis)
+
+    async def ListNodes(
+        self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListNodesResponse:
+        return await self._answer(context, list_nodes, request)

@@ -1,4 +1,4 @@
-"""CollectorServicer.Submit batching (within and across streams), driven directly with a fake
+"""IngestServicer.Submit batching (within and across streams), driven directly with a fake
 ingestor (no timers)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from flopwatch.collector.ingest.ingestor import Ack
-from flopwatch.collector.rpc.servicer import CollectorServicer
+from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.errors import StoreError
 from flopwatch.limits import Limits
 from flopwatch.v1 import collector_pb2 as cpb
@@ -74,7 +74,7 @@ def submit(n: int, limit: int, *, hold_first: bool = True) -> tuple[FakeIngestor
             ingestor.release.set()
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
-            servicer = CollectorServicer(ingestor, pool, limits=Limits(max_commit_batch=limit))
+            servicer = IngestServicer(ingestor, pool, limits=Limits(max_commit_batch=limit))
             return [
                 a.sequence
                 async for response in servicer.Submit(requests(), FakeContext())
@@ -110,7 +110,7 @@ def test_empty_stream_ends_without_ingesting():
 
     async def main():
         with ThreadPoolExecutor(max_workers=1) as pool:
-            servicer = CollectorServicer(ingestor, pool)
+            servicer = IngestServicer(ingestor, pool)
             return [r async for r in servicer.Submit(requests(), FakeContext())]
 
     assert run(main()) == []
@@ -127,7 +127,7 @@ def test_reader_failure_ends_the_call_with_that_error():
 
     async def main():
         with ThreadPoolExecutor(max_workers=1) as pool:
-            servicer = CollectorServicer(ingestor, pool)
+            servicer = IngestServicer(ingestor, pool)
             out = []
             try:
                 async for r in servicer.Submit(requests(), FakeContext()):
@@ -165,7 +165,7 @@ def test_streams_share_a_commit_and_each_gets_its_own_acks_in_order():
                 ingestor.release.set()
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
-            servicer = CollectorServicer(ingestor, pool)
+            servicer = IngestServicer(ingestor, pool)
 
             async def acks(requests, key):
                 return [
@@ -215,7 +215,7 @@ def test_ingest_failure_ends_every_waiting_stream_with_internal():
 
     async def main():
         with ThreadPoolExecutor(max_workers=1) as pool:
-            servicer = CollectorServicer(Broken(), pool)
+            servicer = IngestServicer(Broken(), pool)
 
             async def one(i):
                 async def requests():
