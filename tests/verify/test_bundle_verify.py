@@ -1,9 +1,10 @@
 """BundleVerifier: what passes, and for each way a bundle can lie, the step and reason it fails.
 
-Honest bundles come from the real path (Ingestor -> SQLiteStore -> build_report). Bundles no
-honest collector would make (double counting, forks, unrelated envelopes) come from `forge`,
-which plays a lying collector that holds its own key: an in-memory RFC 6962 log of whatever
-envelopes it likes, a signed tree head and a signed claim.
+Honest bundles come from `BundleBuilder` (tests/verify/bundle_builder.py), an honest collector in
+memory that writes what `flopwatch report` writes (test_bundle_builder.py holds them equal); no
+collector code runs here. Bundles no honest collector would make (double counting, forks,
+unrelated envelopes) come from `forge`, which plays a lying collector that holds its own key: an
+in-memory RFC 6962 log of whatever envelopes it likes, a signed tree head and a signed claim.
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
 from flopwatch.agent.records import ChainHead
-from flopwatch.collector.alerts.events import ThresholdPolicy
-from flopwatch.collector.ingest.ingestor import Ingestor
-from flopwatch.collector.job_report import build_report
-from flopwatch.collector.log.translog import TransparencyLog
-from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
 from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
 from flopwatch.keys import SigningKey, public_raw
@@ -29,45 +24,23 @@ from flopwatch.model import MODEL_VERSION
 from flopwatch.statements import SignedTreeHead, TreeHead
 from flopwatch.verify import RecordVerifier
 from flopwatch.verify.bundle import STEPS, BundleVerifier
-from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, JobClaim, NodeKey
-from tests.collector.collector_helpers import NOW, Node, expected_totals
+from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, NodeKey
+from tests.verify.bundle_builder import BundleBuilder, claim_of
+from tests.verify.nodes import NOW, Node, expected_totals
 
 COLLECTOR = SigningKey.generate()
 
 
-class Site:
-    """A collector's store and log in tmp_path, with enrolled nodes."""
+class Site(BundleBuilder):
+    """The collector's log, in memory, with enrolled nodes."""
 
-    def __init__(self, folder: Path, *nodes: Node) -> None:
-        self.store = SQLiteStore(folder / "c.db", now_ns=lambda: NOW)
+    def __init__(self, *nodes: Node, collector: SigningKey = COLLECTOR) -> None:
+        super().__init__(collector, now_ns=NOW)
         for n in nodes:
-            self.store.enroll(n.public_raw, n.node_id)
-        self.ingestor = Ingestor(
-            self.store, ThresholdPolicy((10**30,), "upper"), [], now_ns=lambda: NOW
-        )
-        self.log = TransparencyLog(self.store, COLLECTOR, now_ns=lambda: NOW)
-
-    def ingest(self, envelopes: Sequence[bytes]) -> None:
-        assert {a.status for a in self.ingestor.ingest(list(envelopes))} == {"accepted"}
+            self.enroll(n.node_id, n.public_raw)
 
     def report(self, job: str, kept: Sequence[SignedTreeHead] = ()) -> bytes:
-        return build_report(
-            self.store, self.log, job, consistency_from=kept, now_ns=lambda: NOW
-        ).to_bytes()
-
-
-@pytest.fixture
-def site(tmp_path):
-    made: list[Site] = []
-
-    def make(*nodes: Node, folder: str = "site") -> Site:
-        (tmp_path / folder).mkdir()
-        made.append(Site(tmp_path / folder, *nodes))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.store.close()
+        return self.bundle(job, consistency_from=kept).to_bytes()
 
 
 def verify(data: bytes, **trust) -> object:
@@ -97,20 +70,15 @@ def forge(entries: Sequence[tuple[Node, bytes]], job: str, **claim_changes) -> b
             contributions += [
                 c for c in verifier.verify_bytes(data).contributions if c.job_id == job
             ]
-    claim = JobClaim(
-        job_id=job,
-        flop_model_version=MODEL_VERSION,
-        flops_estimate=sum(c.flops_estimate for c in contributions),
-        flops_upper=sum(c.flops_upper for c in contributions),
-        gpu_intervals=len(contributions),
-        first_start_ns=min((c.start_ns for c in contributions), default=0),
-        last_end_ns=max((c.end_ns for c in contributions), default=0),
+    claim = claim_of(
+        job,
+        contributions,
+        version=MODEL_VERSION,
         leaf_indices=tuple(range(log.size)),
         nodes=tuple(
             NodeKey(k, n.node_id, n.public_raw, "enrolled", NOW) for k, n in sorted(nodes.items())
         ),
-        tree_size=log.size,
-        root=log.root(),
+        head=head,
         created_ns=NOW,
     )
     claim = dataclasses.replace(claim, **claim_changes)
@@ -133,11 +101,11 @@ def resigned_claim(data: bytes, **changes) -> bytes:
 
 
 # -- what passes -----------------------------------------------------------------------------------
-def test_an_honest_report_verifies_step_by_step_and_recomputes_the_totals(site):
+def test_an_honest_report_verifies_step_by_step_and_recomputes_the_totals():
     a, b = Node("a", gpus=2), Node("b", job="other")
-    s = site(a, b)
+    s = Site(a, b)
     envs = [x.envelope() for _ in range(5) for x in (a, b)]
-    s.ingest(envs)
+    s.append(envs)
     seen: list[int] = []
     report = BundleVerifier(collector_key_id=COLLECTOR.key_id).verify(
         s.report(a.job), lambda step, detail: seen.append(step) or None
@@ -158,10 +126,10 @@ def test_an_honest_report_verifies_step_by_step_and_recomputes_the_totals(site):
     assert report.to_json()["flops_upper"] == want[1]
 
 
-def test_a_node_that_ran_another_job_in_between_shows_a_gap_but_passes(site):
+def test_a_node_that_ran_another_job_in_between_shows_a_gap_but_passes():
     node = Node()
-    s = site(node)
-    s.ingest(
+    s = Site(node)
+    s.append(
         [node.envelope(), node.envelope(job="other"), node.envelope(job="other"), node.envelope()]
     )
     report = verify(s.report(node.job))
@@ -169,26 +137,26 @@ def test_a_node_that_ran_another_job_in_between_shows_a_gap_but_passes(site):
     assert any("2-3" in w and "2 sequence number(s)" in w for w in report.warnings)
 
 
-def test_envelopes_logged_before_a_revocation_count_with_a_warning(site):
+def test_envelopes_logged_before_a_revocation_count_with_a_warning():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(3))
-    s.store.revoke(node.key_id)
+    s = Site(node)
+    s.append(node.envelopes(3))
+    s.revoke(node.key_id)
     report = verify(s.report(node.job))
     assert report.envelopes == 3
     assert any("revoked later, at tree size 3" in w for w in report.warnings)
 
 
-def test_the_log_grew_from_the_tree_head_you_kept(site):
+def test_the_log_grew_from_the_tree_head_you_kept():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(3))
-    kept = s.log.sign()
-    s.ingest(node.envelopes(4))
+    s = Site(node)
+    s.append(node.envelopes(3))
+    kept = s.tree_head()
+    s.append(node.envelopes(4))
     report = verify(s.report(node.job, [kept]), trusted_tree_head=kept)
     assert report.consistent_with == kept.head and report.tree_head.size == 7
     # The same head as the bundle's needs no proof.
-    latest = s.log.latest()
+    latest = s.tree_head()
     verify(s.report(node.job), trusted_tree_head=latest, collector_key_id=COLLECTOR.key_id)
 
 
@@ -198,45 +166,45 @@ def test_no_trust_anchor_is_refused_before_anything_is_checked():
         BundleVerifier()
 
 
-def test_a_bundle_from_another_collector_key_fails_at_step_2(site):
+def test_a_bundle_from_another_collector_key_fails_at_step_2():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
     fails(s.report(node.job), 2, "untrusted_collector_key", collector_key_id="ab" * 32)
 
 
-def test_a_kept_tree_head_of_another_log_fails_at_step_2(site):
+def test_a_kept_tree_head_of_another_log_fails_at_step_2():
     node = Node()
-    s, other = site(node), site(node, folder="other")
-    s.ingest(node.envelopes(2))
-    foreign = TransparencyLog(other.store, SigningKey.generate()).sign()
+    s = Site(node)
+    s.append(node.envelopes(2))
+    foreign = Site(node, collector=SigningKey.generate()).tree_head()
     fails(s.report(node.job), 2, "untrusted_collector_key", trusted_tree_head=foreign)
 
 
-def test_a_kept_tree_head_needs_a_consistency_proof_in_the_bundle(site):
+def test_a_kept_tree_head_needs_a_consistency_proof_in_the_bundle():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
-    kept = s.log.sign()
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
+    kept = s.tree_head()
+    s.append(node.envelopes(2))
     fails(s.report(node.job), 12, "no_consistency_proof", trusted_tree_head=kept)
 
 
-def test_a_kept_tree_head_newer_than_the_bundle_is_sent_to_verify_consistency(site):
+def test_a_kept_tree_head_newer_than_the_bundle_is_sent_to_verify_consistency():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
     data = s.report(node.job)
-    s.ingest(node.envelopes(1))
-    newer = s.log.sign()
+    s.append(node.envelopes(1))
+    newer = s.tree_head()
     err = fails(data, 12, "no_consistency_proof", trusted_tree_head=newer)
     assert "verify-consistency" in err.message
 
 
-def test_two_roots_for_one_size_is_a_forked_log(site):
+def test_two_roots_for_one_size_is_a_forked_log():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
     data = s.report(node.job)
     head = Bundle.from_bytes(data).tree_head.head
     fork = dataclasses.replace(head, root=bytes(32)).sign(COLLECTOR)
@@ -249,10 +217,10 @@ def test_garbage_and_foreign_files_fail_at_step_1():
     fails(b"", 1, "malformed_bundle")
 
 
-def test_a_claim_signed_by_another_key_fails_at_step_4(site):
+def test_a_claim_signed_by_another_key_fails_at_step_4():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
     b = Bundle.from_bytes(s.report(node.job))
     other = b.unverified_claim().sign(SigningKey.generate())
     fails(edited(s.report(node.job), claim=other), 4, "bad_claim_signature")
@@ -260,17 +228,17 @@ def test_a_claim_signed_by_another_key_fails_at_step_4(site):
     fails(edited(s.report(node.job), claim=b.tree_head.envelope), 4, "bad_claim_signature")
 
 
-def test_a_claim_about_another_tree_head_fails_at_step_4(site):
+def test_a_claim_about_another_tree_head_fails_at_step_4():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(2))
+    s = Site(node)
+    s.append(node.envelopes(2))
     fails(resigned_claim(s.report(node.job), tree_size=1), 4, "claim_tree_head_mismatch")
 
 
-def test_entries_twice_out_of_order_or_unclaimed_fail_at_step_5(site):
+def test_entries_twice_out_of_order_or_unclaimed_fail_at_step_5():
     a, b = Node("a"), Node("b", job="other")
-    s = site(a, b)
-    s.ingest([x.envelope() for _ in range(3) for x in (a, b)])
+    s = Site(a, b)
+    s.append([x.envelope() for _ in range(3) for x in (a, b)])
     data = s.report(a.job)
     entries = Bundle.from_bytes(data).entries
     fails(edited(data, entries=(*entries, entries[-1])), 5, "unordered_entries")
@@ -280,7 +248,7 @@ def test_entries_twice_out_of_order_or_unclaimed_fail_at_step_5(site):
     fails(edited(data, entries=mixed), 5, "unclaimed_envelope")
 
 
-def test_an_envelope_of_another_job_claimed_for_this_one_fails_at_step_11(site):
+def test_an_envelope_of_another_job_claimed_for_this_one_fails_at_step_11():
     a, b = Node("a"), Node("b", job="other")
     entries = [(a, a.envelope()), (b, b.envelope())]
     fails(forge(entries, a.job), 11, "unrelated_envelope")
@@ -325,12 +293,12 @@ def test_claimed_totals_that_the_counters_do_not_give_fail_at_step_11():
     fails(forge(entries, node.job, flop_model_version="0"), 11, "unknown_model")
 
 
-def test_a_wrong_consistency_proof_fails_at_step_12(site):
+def test_a_wrong_consistency_proof_fails_at_step_12():
     node = Node()
-    s = site(node)
-    s.ingest(node.envelopes(3))
-    kept = s.log.sign()
-    s.ingest(node.envelopes(3))
+    s = Site(node)
+    s.append(node.envelopes(3))
+    kept = s.tree_head()
+    s.append(node.envelopes(3))
     b = Bundle.from_bytes(s.report(node.job, [kept]))
     [c] = b.consistency
     bad = Consistency(c.old_size, c.new_size, (bytes(32),) * len(c.hashes))
