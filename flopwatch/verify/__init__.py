@@ -53,8 +53,7 @@ Reason codes by step (docs/regulators.md, "The steps", says what each means):
  3 bad_tree_head_signature;
  4 bad_claim_signature, malformed_claim, claim_tree_head_mismatch;
  5 missing_envelope, unclaimed_envelope, unordered_entries, leaf_outside_tree;
- 6 the record's own: bad_signature, unknown_key, key_mismatch, flops_mismatch, implausible,
-   malformed, ...;
+ 6 bad_signature, unknown_key, key_mismatch, flops_mismatch, implausible, malformed, ...;
  7 chain_fork, duplicate_record, bad_chain;
  8 bad_inclusion_proof;
  9 revoked_key;
