@@ -60,13 +60,10 @@ def test_every_public_name_is_importable_and_documented() -> None:
 
 
 def test_the_docstring_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for src, dst in (
-        ("collector-key.pub.pem", "collector-key.pub.pem"),
-        ("kept-tree-head.th", "kept-tree-head.th"),
-        ("valid.bundle", "job.bundle"),
-        ("inflated-claimed-total.bundle", "tampered.bundle"),
-    ):
-        shutil.copy(TAMPER / src, tmp_path / dst)
+    shutil.copy(TAMPER / "collector-key.pub.pem", tmp_path)
+    shutil.copy(TAMPER / "kept-tree-head.th", tmp_path)
+    shutil.copy(TAMPER / "valid.bundle", tmp_path / "job.bundle")
+    shutil.copy(TAMPER / "inflated-claimed-total.bundle", tmp_path / "tampered.bundle")
     monkeypatch.chdir(tmp_path)
     [test] = doctest.DocTestFinder().find(flopwatch.verify, globs={})
     assert len(test.examples) >= 8
@@ -209,3 +206,22 @@ def test_a_tampered_good_bundle_fails_at_its_step(
     with pytest.raises(BundleVerificationError) as e:
         BundleVerifier(collector_key_id=key_id).verify(bent)
     assert (e.value.step, e.value.reason) == (step, reason), e.value
+
+
+def test_the_example_in_docs_regulators_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (REPO / "docs" / "regulators.md").read_text().split("### From Python")[1]
+    example = text.split("```python\n")[1].split("```")[0]
+    shutil.copy(TAMPER / "collector-key.pub.pem", tmp_path)
+    shutil.copy(TAMPER / "kept-tree-head.th", tmp_path / "2026-11-24.th")
+    shutil.copy(TAMPER / "valid.bundle", tmp_path / "job.bundle")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/regulators.md", "exec"), {})
+    assert capsys.readouterr().out == (
+        "t1: 3753112755803688 FLOPs (estimate), 7741487652801448 FLOPs (sound upper bound), "
+        "0 warnings\n"
+    )
+    shutil.copy(TAMPER / "removed-envelope.bundle", tmp_path / "job.bundle")
+    exec(compile(example, "docs/regulators.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("FAILED at step 5: missing_envelope: ")
