@@ -1,12 +1,17 @@
 """The pure checks of `BundleVerifier` that need no trust input: inclusion proofs, chains,
-double counting, totals. Each raises VerificationError with a stable reason code."""
+double counting, totals. Each raises VerificationError with a stable reason code.
+
+Chains and double counting rest on the rules the collector applies (`flopwatch.chain`,
+`flopwatch.intervals`), so the verifier and the collector cannot disagree about either."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
+from flopwatch.chain import Link, Verdict, judge_after
 from flopwatch.errors import VerificationError
+from flopwatch.intervals import first_overlap
 from flopwatch.keys import short_key_id
 from flopwatch.merkle import leaf_hash, verify_inclusion
 from flopwatch.verify.bundle_format import Bundle, JobClaim, NodeKey
@@ -34,27 +39,33 @@ def check_inclusion(bundle: Bundle) -> str:
     return f"{len(bundle.entries)} proofs against tree size {head.size}"
 
 
+def _link(r: VerifiedRecord) -> Link:
+    return Link(r.sequence, r.digest, r.previous_digest)
+
+
 def chain_of(recs: list[VerifiedRecord], node: NodeKey) -> NodeChain:
+    """Walk one key's records in sequence order, judging each against the one before it as the
+    collector judges a record against what it holds (`flopwatch.chain.judge`)."""
     recs = sorted(recs, key=lambda r: r.sequence)
     missing: list[tuple[int, int]] = []
     for prev, cur in itertools.pairwise(recs):
-        if cur.sequence == prev.sequence:
-            if cur.digest == prev.digest:
-                raise VerificationError(
-                    "duplicate_record", f"sequence {cur.sequence} of {_short(node.key_id)} twice"
-                )
+        verdict = judge_after(_link(prev), _link(cur))
+        if verdict.verdict is Verdict.DUPLICATE:
+            raise VerificationError(
+                "duplicate_record", f"sequence {cur.sequence} of {_short(node.key_id)} twice"
+            )
+        if verdict.verdict is Verdict.FORK and verdict.conflict_at == cur.sequence:
             raise VerificationError(
                 "chain_fork",
                 f"two different records hold sequence {cur.sequence} of {_short(node.key_id)}",
             )
-        if cur.sequence == prev.sequence + 1:
-            if cur.previous_digest != prev.digest:
-                raise VerificationError(
-                    "bad_chain",
-                    f"record {cur.sequence} of {_short(node.key_id)} does not link to record "
-                    f"{prev.sequence}",
-                )
-        else:
+        if verdict.verdict is Verdict.FORK:
+            raise VerificationError(
+                "bad_chain",
+                f"record {cur.sequence} of {_short(node.key_id)} does not link to record "
+                f"{prev.sequence}",
+            )
+        if cur.sequence != prev.sequence + 1:
             missing.append((prev.sequence + 1, cur.sequence - 1))
     gaps = [g for r in recs for g in r.gaps]
     return NodeChain(
@@ -77,14 +88,15 @@ def check_overlap(records: list[tuple[int, VerifiedRecord]]) -> str:
             by_device.setdefault(m.device, []).append((m.start_ns, m.end_ns, leaf))
     count = 0
     for device, intervals in by_device.items():
-        intervals.sort()
+        intervals.sort()  # by start, end, leaf: the first overlap names leaves in that order
         count += len(intervals)
-        for (_, end, leaf_a), (start, _, leaf_b) in itertools.pairwise(intervals):
-            if start < end:
-                raise VerificationError(
-                    "double_counted",
-                    f"GPU {device}: intervals of leaves {leaf_a} and {leaf_b} overlap",
-                )
+        clash = first_overlap([(start, end) for start, end, _ in intervals])
+        if clash is not None:
+            leaf_a, leaf_b = (intervals[i][2] for i in clash)
+            raise VerificationError(
+                "double_counted",
+                f"GPU {device}: intervals of leaves {leaf_a} and {leaf_b} overlap",
+            )
     return f"{count} GPU intervals on {len(by_device)} device(s), none overlapping"
 
 
