@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.base import EnrollmentStore, NodeKeyStore, Store
 from flopwatch.dsse import Envelope
 from flopwatch.errors import (
     ConfigError,
@@ -58,7 +58,7 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def issue_token(store: Store, node_id: str, ttl_s: float, now_ns: int) -> tuple[str, int]:
+def issue_token(store: EnrollmentStore, node_id: str, ttl_s: float, now_ns: int) -> tuple[str, int]:
     """A new one-time token for `node_id`, valid for `ttl_s`; returns (token, expires_at_ns)."""
     if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
         raise ConfigError(f"token lifetime must be positive and at most {MAX_TOKEN_TTL_S:.0f} s")
@@ -70,7 +70,7 @@ def issue_token(store: Store, node_id: str, ttl_s: float, now_ns: int) -> tuple[
     return token, expires
 
 
-def enroll_key_file(store: Store, node_id: str, path: Path) -> str:
+def enroll_key_file(store: NodeKeyStore, node_id: str, path: Path) -> str:
     """Enroll the Ed25519 public key in a PEM file for `node_id`; return its key id."""
     try:
         data = path.read_bytes()

@@ -1,6 +1,6 @@
 """Build a job report bundle from the store: what `flopwatch report JOB` writes.
 
-Reads one consistent snapshot of the job (`Store.job_evidence`), signs a tree head covering it
+Reads one consistent snapshot of the job (`LogStore.job_evidence`), signs a tree head covering it
 (or reuses the latest, if the log has not grown), proves every envelope's inclusion against that
 head, and signs the collector's claim about the job with the same collector key. The collector
 need not be running; the report needs its key, because the claim is the collector's word.
@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log.translog import TransparencyLog
-from flopwatch.collector.store.base import JobEvidence, NodeRecord, Store
+from flopwatch.collector.store.base import LogStore
+from flopwatch.collector.store.records import JobEvidence, NodeRecord
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, StoreError, VerificationError
 from flopwatch.keys import short_key_id
@@ -55,7 +56,7 @@ def _model_version(evidence: JobEvidence) -> str:
 
 
 def build_report(
-    store: Store,
+    store: LogStore,
     log: TransparencyLog,
     job_id: str,
     *,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flopwatch.collector.alerts.liveness import is_silent
-from flopwatch.collector.store.base import GpuTotal, JobGpu, JobTotal, NodeRecord, PendingKey, Store
+from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.records import GpuTotal, JobGpu, JobTotal, NodeRecord, PendingKey
 
 SummaryStatus = Literal["enrolled", "revoked", "pending"]
 

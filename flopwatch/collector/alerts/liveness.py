@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flopwatch.collector.alerts.events import AlertSink, NodeSilent, notify
-from flopwatch.collector.store.base import NodeRecord, Store
+from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.records import NodeRecord
 from flopwatch.errors import ConfigError
 
 log = logging.getLogger(__name__)

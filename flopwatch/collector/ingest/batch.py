@@ -7,32 +7,11 @@ cannot fork a chain or double-count a GPU-second between them.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable
-
 from flopwatch.chain import Neighbours
-from flopwatch.collector.store.base import NodeRecord, Store
+from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.records import NodeRecord
+from flopwatch.intervals import IntervalSet
 from flopwatch.verify.record import VerifiedRecord
-
-
-class IntervalSet:
-    """Disjoint half-open [start, end) intervals, kept sorted by start."""
-
-    def __init__(self, runs: Iterable[tuple[int, int]] = ()) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        for start, end in runs:
-            self.add(start, end)
-
-    def overlaps(self, start: int, end: int) -> bool:
-        # Of the runs starting before `end`, the last one reaches furthest (they are disjoint).
-        i = bisect_left(self._starts, end)
-        return i > 0 and self._ends[i - 1] > start
-
-    def add(self, start: int, end: int) -> None:
-        i = bisect_left(self._starts, start)
-        self._starts.insert(i, start)
-        self._ends.insert(i, end)
 
 
 class PendingBatch:
@@ -52,17 +31,8 @@ class PendingBatch:
         return self._nodes[key_id]
 
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
-        held = self._store.neighbours(key_id, sequence)
-        same, before, after = (self._chain.get((key_id, sequence + i)) for i in (0, -1, 1))
-        return Neighbours(
-            same=held.same if held.same is not None else (same[0] if same else None),
-            before=held.before if held.before is not None else (before[0] if before else None),
-            after_previous=(
-                held.after_previous
-                if held.after_previous is not None
-                else (after[1] if after else None)
-            ),
-        )
+        pending = Neighbours.around(sequence, lambda s: self._chain.get((key_id, s)))
+        return self._store.neighbours(key_id, sequence).or_else(pending)
 
     def overlap(self, record: VerifiedRecord) -> str | None:
         """Describe the first interval that overlaps measured time, or None."""

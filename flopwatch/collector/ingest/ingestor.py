@@ -59,13 +59,13 @@ from flopwatch.collector.alerts.events import AlertSink, Event, ThresholdPolicy,
 from flopwatch.collector.alerts.forks import ForkTracker
 from flopwatch.collector.enrollment import TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
-from flopwatch.collector.store.base import (
+from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
     GpuTotal,
     JobTotal,
     NodeRecord,
-    Store,
     aggregate,
 )
 from flopwatch.dsse import Envelope

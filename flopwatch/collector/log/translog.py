@@ -11,7 +11,7 @@ level 0 holds the leaf hashes. A node never changes once written, which makes bo
   planned as ranges (`inclusion_ranges`, `consistency_ranges`: pure, no hashes), the store reads
   the nodes those ranges need in one query, then `range_hash` combines them.
 
-`TransparencyLog` serves roots, proofs and signed tree heads over a `Store`; it is used on the
+`TransparencyLog` serves roots, proofs and signed tree heads over a `LogStore`; it is used on the
 store's thread. Verification lives in `flopwatch.merkle` (the offline verifier needs no store).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.base import LogStore
 from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import LogRangeError, StoreError
 from flopwatch.keys import SigningKey, public_raw, short_key_id
@@ -149,7 +149,7 @@ class TransparencyLog:
     """Roots, proofs and signed tree heads of a store's log. Use on the store's thread."""
 
     def __init__(
-        self, store: Store, key: SigningKey, *, now_ns: Callable[[], int] = time.time_ns
+        self, store: LogStore, key: SigningKey, *, now_ns: Callable[[], int] = time.time_ns
     ) -> None:
         self._store = store
         self._key = key

@@ -1,251 +1,76 @@
-"""What the collector keeps, behind one database-agnostic interface.
+"""The collector's store, as narrow interfaces by concern, each implemented by both backends.
 
-`Store` is the interface the ingest path and the gRPC layer use;
-`flopwatch.collector.store.sqlite.store` is the embedded implementation (a PostgreSQL one comes
-later). The small frozen classes here are what a store returns, so callers never see rows or driver
-types. `aggregate` is the one place per-job sums of a batch are computed: the ingestor uses it to
-decide alerts before a commit, a store to write the same sums inside it, so the two cannot disagree.
+  NodeKeyStore     enrolled and revoked node keys
+  EnrollmentStore  one-time enrollment tokens, keys awaiting approval, liveness (silence alerts)
+  PageStore        paged queries over jobs and their GPUs
+  ChainStore       each key's hash chain and each device's measured time
+  TotalsStore      job, per-GPU and per-device sums, fired alerts, and the one write (`commit`)
+  LogStore         the transparency log, job evidence and signed tree heads
 
-FLOP figures are Python ints throughout: a job's total passes 2^64 (10^26 FLOPs) and must stay
-exact, so a store keeps them in a form that does not round (decimal text in SQLite).
+`Store` combines them: what a collector opens (`flopwatch.collector.store.factory`). Code that
+needs one concern takes the narrow interface, so a fake for its tests implements only that.
+`flopwatch.collector.store.sqlite.store` (one collector, embedded) and
+`flopwatch.collector.store.postgres.store` (several collectors on one database) implement all of
+them; the records they return are in `flopwatch.collector.store.records`.
+
+Every method raises `flopwatch.errors.StoreError` on failure. Implementations need not be
+thread-safe: the collector calls a store from one thread only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
+from flopwatch.collector.store.records import (
+    AlertBasis,
+    AlertEvent,
+    ChainState,
+    GpuTotal,
+    JobDelta,
+    JobEvidence,
+    JobGpu,
+    JobTotal,
+    LogEntry,
+    NodeRecord,
+    NodeStatus,
+    PendingKey,
+    Projection,
+    aggregate,
+)
 from flopwatch.verify.record import VerifiedRecord
-from flopwatch.verify.sums import Sum, merge
 
-NodeStatus = Literal["enrolled", "revoked"]
-AlertBasis = Literal["upper", "estimate"]
-
-
-@dataclass(frozen=True)
-class JobTotal:
-    """A job's totals over every record accepted so far, across all nodes."""
-
-    job_id: str
-    flops_estimate: int
-    flops_upper: int
-    first_start_ns: int
-    last_end_ns: int
-    gpu_intervals: int  # (GPU interval, job) contributions counted
-    thresholds_crossed: tuple[int, ...] = ()  # thresholds whose alert has fired, ascending
-
-
-@dataclass(frozen=True)
-class JobGpu:
-    """What one GPU, measured under one node key, contributed to one job."""
-
-    job_id: str
-    key_id: str
-    node_id: str
-    gpu_uuid: str
-    flops_estimate: int
-    flops_upper: int
-    first_start_ns: int
-    last_end_ns: int
-    gpu_intervals: int
+__all__ = [  # the records are re-exported: callers may import them from here
+    "AlertBasis",
+    "AlertEvent",
+    "ChainState",
+    "ChainStore",
+    "EnrollmentStore",
+    "GpuTotal",
+    "JobDelta",
+    "JobEvidence",
+    "JobGpu",
+    "JobTotal",
+    "LogEntry",
+    "LogStore",
+    "NodeKeyStore",
+    "NodeRecord",
+    "NodeStatus",
+    "PageStore",
+    "PendingKey",
+    "Projection",
+    "Store",
+    "TotalsStore",
+    "aggregate",
+]
 
 
-@dataclass(frozen=True)
-class NodeRecord:
-    """An enrolled (or revoked) node key."""
+class NodeKeyStore(Protocol):
+    """Node keys: enrolled by an operator (or a token, or trust on first use), revoked for good."""
 
-    key_id: str
-    node_id: str
-    public_key: bytes  # raw 32-byte Ed25519 public key
-    status: NodeStatus
-    enrolled_at_ns: int
-    revoked_at_ns: int | None = None
-    # Collector clock when a batch holding a record of this key was last committed (None: never).
-    last_record_ns: int | None = None
-
-
-@dataclass(frozen=True)
-class PendingKey:
-    """A key that presented itself with a record it signed, but is not enrolled: it waits for an
-    operator to approve it by key id (`flopwatch nodes enroll --key-id`)."""
-
-    key_id: str
-    node_id: str  # as the key's own signed record claims it
-    public_key: bytes  # raw 32-byte Ed25519 public key
-    first_seen_ns: int
-    last_seen_ns: int
-
-
-@dataclass(frozen=True)
-class GpuTotal:
-    """What one device (`gpu_key`) measured under one node key, over every interval held.
-
-    Whole-device figures: per interval, the estimate is the sum of its jobs' estimates and the
-    upper bound is the whole GPU's, so a GPU shared by several jobs counts its bound once
-    (`JobGpu` sums repeat it in every job, as each job's own bound must).
-    """
-
-    key_id: str
-    node_id: str
-    gpu: str  # gpu_key: the GPU uuid, or uuid/MIG-instance
-    flops_estimate: int
-    flops_upper: int
-    first_start_ns: int
-    last_end_ns: int
-    gpu_intervals: int
-
-
-@dataclass(frozen=True)
-class ChainState:
-    """How complete one key's chain is: `missing` sequence numbers below `highest` not held."""
-
-    key_id: str
-    node_id: str
-    held: int
-    highest: int
-
-    @property
-    def missing(self) -> int:
-        return self.highest - self.held
-
-
-@dataclass(frozen=True)
-class Projection:
-    """When the next unfired threshold will be crossed at the job's observed average rate."""
-
-    threshold: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """A job's total crossed a threshold. Fires once per (job, threshold), ever."""
-
-    job_id: str
-    threshold: int
-    basis: AlertBasis  # which figure crossed it: the sound upper bound or the estimate
-    value: int  # that figure's total when the alert fired
-    at_ns: int
-    projected_next: Projection | None = None
-
-
-class JobDelta(NamedTuple):
-    """Sums of one batch's contributions to one job (a tuple: built per GPU-interval, hot)."""
-
-    flops_estimate: int
-    flops_upper: int
-    first_start_ns: int
-    last_end_ns: int
-    gpu_intervals: int
-
-    def plus(self, other: JobDelta) -> JobDelta:
-        return JobDelta(
-            self.flops_estimate + other.flops_estimate,
-            self.flops_upper + other.flops_upper,
-            min(self.first_start_ns, other.first_start_ns),
-            max(self.last_end_ns, other.last_end_ns),
-            self.gpu_intervals + other.gpu_intervals,
-        )
-
-    def add_to(self, job_id: str, total: JobTotal | None) -> JobTotal:
-        """The job's total after this delta is added to `total` (None: a new job)."""
-        if total is None:
-            return JobTotal(
-                job_id,
-                self.flops_estimate,
-                self.flops_upper,
-                self.first_start_ns,
-                self.last_end_ns,
-                self.gpu_intervals,
-            )
-        return JobTotal(
-            job_id=job_id,
-            flops_estimate=total.flops_estimate + self.flops_estimate,
-            flops_upper=total.flops_upper + self.flops_upper,
-            first_start_ns=min(total.first_start_ns, self.first_start_ns),
-            last_end_ns=max(total.last_end_ns, self.last_end_ns),
-            gpu_intervals=total.gpu_intervals + self.gpu_intervals,
-            thresholds_crossed=total.thresholds_crossed,
-        )
-
-
-# Sums keyed by a tuple, each with the node id of the record that gave it.
-NodeSums = dict[tuple[str, ...], tuple[str, JobDelta]]
-
-
-def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
-    """Per-job sums of the records' contributions (exact integer arithmetic)."""
-    sums = merge((job, s) for r in records for job, s in r.sums.jobs.items())
-    return {job: JobDelta(*s) for job, s in sums.items()}
-
-
-def _node_sums(rows: Iterable[tuple[tuple[str, ...], str, Sum]]) -> NodeSums:
-    """Sum (key, node id, sum) rows per key; a key's rows all name one node (keys hold the
-    node key)."""
-    listed = list(rows)
-    nodes = {key: node_id for key, node_id, _ in listed}
-    merged = merge((key, s) for key, _, s in listed)
-    return {key: (nodes[key], JobDelta(*s)) for key, s in merged.items()}
-
-
-def job_gpu_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
-    """Per (job, node key, GPU) sums of the records' contributions: the rows of job_gpus."""
-    return _node_sums(
-        ((job, r.key_id, gpu), r.node_id, s)
-        for r in records
-        for (job, gpu), s in r.sums.job_gpus.items()
-    )
-
-
-def device_sums(records: Iterable[VerifiedRecord]) -> NodeSums:
-    """Per (node key, `gpu_key`) whole-device sums of the records' intervals: the rows of
-    gpu_totals (the upper bound counted once per interval, however many jobs shared it)."""
-    return _node_sums(
-        ((r.key_id, device), r.node_id, s) for r in records for device, s in r.sums.devices.items()
-    )
-
-
-def spans_by_device(records: Iterable[VerifiedRecord]) -> dict[str, list[tuple[int, int]]]:
-    """Every interval the records measured, [start, end) per device (`gpu_key`)."""
-    by_device: dict[str, list[tuple[int, int]]] = {}
-    for r in records:
-        for device, spans in r.sums.spans.items():
-            by_device.setdefault(device, []).extend(spans)
-    return by_device
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One leaf of the transparency log: an accepted record's envelope, as stored."""
-
-    leaf_index: int
-    envelope: bytes  # the leaf data: the exact envelope bytes the store holds
-    key_id: str
-    sequence: int
-
-
-@dataclass(frozen=True)
-class JobEvidence:
-    """What the store holds for one job, from one snapshot: what `flopwatch report` bundles."""
-
-    total: JobTotal
-    entries: tuple[LogEntry, ...]  # every record that contributed to the job, by leaf index
-    nodes: tuple[NodeRecord, ...]  # the keys that signed them, by key id
-    revoked_at_log_size: Mapping[str, int]  # log size when each revoked key among them was revoked
-    log_size: int  # leaves in the log at the snapshot
-
-
-class Store(Protocol):
-    """The collector's durable state. Every method raises `flopwatch.errors.StoreError` on failure.
-
-    Implementations need not be thread-safe: the collector calls a store from one thread only.
-    """
-
-    # -- node keys -------------------------------------------------------------------------
     def enroll(self, public_raw: bytes, node_id: str) -> str:
         """Enroll a raw Ed25519 public key for `node_id`; return its key id. Idempotent.
 
@@ -273,7 +98,10 @@ class Store(Protocol):
         """Public keys of all enrolled (not revoked) nodes, by key id."""
         ...
 
-    # -- enrollment tokens, keys awaiting approval, liveness --------------------------------
+
+class EnrollmentStore(Protocol):
+    """Enrollment tokens, keys awaiting approval, and which silence of a key was alerted."""
+
     def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
         """Keep a one-time enrollment token for `node_id`, by its hash only (hex SHA-256 of the
         token text; the token itself is never stored). Raises StoreError if the hash exists."""
@@ -309,11 +137,10 @@ class Store(Protocol):
         restart or by another one sharing the store. One alert per silence episode."""
         ...
 
-    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
-        """Per-device sums (all keys when None), sorted by (key_id, gpu)."""
-        ...
 
-    # -- paged queries ----------------------------------------------------------------------
+class PageStore(Protocol):
+    """Paged reads for queries over many jobs (the gRPC query service, `flopwatch jobs`)."""
+
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
         """Up to `limit` jobs whose id starts with `prefix` and sorts after `after` ("" for the
         first page), ascending by job id in code-point (UTF-8 byte, "C" collation) order."""
@@ -324,7 +151,10 @@ class Store(Protocol):
         (("", "") for the first page), ascending by (key_id, gpu_uuid), "C" collation."""
         ...
 
-    # -- chains and coverage ---------------------------------------------------------------
+
+class ChainStore(Protocol):
+    """What the ingestor judges a record against: its key's chain, its devices' measured time."""
+
     def neighbours(self, key_id: str, sequence: int) -> Neighbours: ...
 
     def held_sequences(self, key_id: str) -> list[int]: ...
@@ -340,12 +170,19 @@ class Store(Protocol):
         """
         ...
 
-    # -- totals and alerts -----------------------------------------------------------------
+
+class TotalsStore(Protocol):
+    """Sums per job, per (job, key, GPU) and per device, fired alerts, and the one write."""
+
     def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]: ...
 
     def job_totals(self, prefix: str = "") -> list[JobTotal]: ...
 
     def job_gpus(self, job_id: str) -> list[JobGpu]: ...
+
+    def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
+        """Per-device sums (all keys when None), sorted by (key_id, gpu)."""
+        ...
 
     def fired_alerts(self) -> list[AlertEvent]: ...
 
@@ -369,7 +206,11 @@ class Store(Protocol):
         """
         ...
 
-    # -- transparency log (flopwatch.collector.log.translog) ---------------------------------------
+
+class LogStore(Protocol):
+    """The transparency log (`flopwatch.collector.log.translog`): leaves, subtree hashes, job
+    evidence and signed tree heads."""
+
     def log_size(self) -> int:
         """Leaves in the transparency log: every record ever committed, in commit order."""
         ...
@@ -401,5 +242,9 @@ class Store(Protocol):
     def latest_tree_head(self) -> bytes | None:
         """The signed tree head of the largest size held (envelope bytes), or None."""
         ...
+
+
+class Store(NodeKeyStore, EnrollmentStore, PageStore, ChainStore, TotalsStore, LogStore, Protocol):
+    """The collector's durable state: every concern, on one database connection."""
 
     def close(self) -> None: ...

@@ -1,5 +1,5 @@
-"""Rows the stores read, as the records `flopwatch.collector.store.base` defines: one mapping for
-both stores.
+"""Rows the stores read, as the records `flopwatch.collector.store.records` defines: one mapping
+for both stores.
 
 FLOP figures come back as TEXT (SQLite) or NUMERIC(40, 0) (PostgreSQL, an integral Decimal);
 `int()` of either is exact. The SELECTs list columns in the order these functions read them.
@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flopwatch.collector.store.base import AlertEvent, JobGpu, Projection
+from flopwatch.collector.store.records import AlertEvent, JobGpu, NodeRecord, Projection
 
+# Rows for `node_record`: append the WHERE / ORDER BY clause.
+SELECT_NODES = (
+    "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
+    "last_record_ns FROM nodes"
+)
 # Rows for `job_gpu`: append the WHERE clause (placeholders differ between the stores).
 SELECT_JOB_GPUS = (
     "SELECT job_id, key_id, node_id, gpu_uuid, flops_estimate, flops_upper, first_start_ns, "
@@ -21,6 +26,10 @@ SELECT_JOB_GPUS = (
 SELECT_ALERTS = (
     "SELECT job_id, threshold, basis, value, at_ns, next_threshold, next_seconds FROM alerts"
 )
+
+
+def node_record(r: Sequence[Any]) -> NodeRecord:
+    return NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6])
 
 
 def job_gpu(r: Sequence[Any]) -> JobGpu:

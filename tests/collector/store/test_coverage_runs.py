@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.store.sqlite.store import SQLiteStore
-from flopwatch.collector.store.sqlite.writes import coalesce
+from flopwatch.intervals import Merge, merge
 from flopwatch.verify import RecordVerifier
 from tests.collector.collector_helpers import NOW, T0, Node
 
@@ -70,7 +70,9 @@ def test_runs_and_sums_match_the_records_whatever_the_order_and_batching(
                     sums[2] += 1
 
         for n, node in enumerate(nodes):
-            want = coalesce([(T0 + s * S, T0 + (s + 1) * S) for s in slots[n]])
+            joined = merge((), [(T0 + s * S, T0 + (s + 1) * S) for s in slots[n]])
+            assert isinstance(joined, Merge)
+            want = list(joined.runs)
             for gpu in node.gpus:
                 assert store.coverage(gpu.uuid, T0, T0 + SLOTS * S) == want
                 g = next(t for t in store.gpu_totals() if t.gpu == gpu.uuid)

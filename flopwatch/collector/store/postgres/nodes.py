@@ -9,14 +9,13 @@ UPDATE re-checked after the competing writer commits), sums are added in place.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Sequence
 
-from flopwatch.collector.store.base import GpuTotal, PendingKey, device_sums
+from flopwatch.collector.store import common
 from flopwatch.collector.store.postgres.locks import Cur
 from flopwatch.collector.store.postgres.sums import add_sums
+from flopwatch.collector.store.records import GpuTotal, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
-from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -69,36 +68,22 @@ def _enrolled_for(cur: Cur, key_id: str, node_id: str) -> bool:
     """True if the key is enrolled for `node_id`, False if it is not held; EnrollmentError if
     it is revoked or enrolled for another node."""
     cur.execute("SELECT node_id, status FROM nodes WHERE key_id = %s", (key_id,))
-    row = cur.fetchone()
-    if row is None:
-        return False
-    if row[1] == "revoked":
-        raise EnrollmentError(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
-    if row[0] != node_id:
-        raise EnrollmentError(f"key {short_key_id(key_id)} is enrolled for node {row[0]!r}")
-    return True
+    return common.enrolled_for(key_id, node_id, cur.fetchone(), EnrollmentError)
 
 
 def redeem_token(cur: Cur, token_hash: str, public_raw: bytes, now_ns: int) -> str:
     """See `Store.redeem_enroll_token`. The token's row lock makes two collectors redeeming
     one token at once take turns: the second finds it spent."""
-    public_from_raw(public_raw)  # 32 bytes, or KeyFileError
-    key_id = hashlib.sha256(public_raw).hexdigest()
+    key_id = common.key_id_to_enroll(public_raw)  # 32 bytes, or KeyFileError
     cur.execute(
         "SELECT node_id, expires_at_ns, used_at_ns FROM enroll_tokens WHERE token_hash = %s "
         "FOR UPDATE",
         (token_hash,),
     )
-    token = cur.fetchone()
-    if token is None:
-        raise EnrollmentError("enrollment token is not known to this collector")
-    node_id, expires_ns, used_ns = token
+    node_id, expires_ns, used_ns = common.token_node(cur.fetchone())
     if _enrolled_for(cur, key_id, node_id):
         return key_id  # already enrolled for this node: nothing to spend
-    if used_ns is not None:
-        raise EnrollmentError("enrollment token was already used")
-    if expires_ns <= now_ns:
-        raise EnrollmentError("enrollment token has expired")
+    common.check_unspent(used_ns, expires_ns, now_ns)
     cur.execute(
         "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
         "VALUES (%s, %s, %s, 'enrolled', %s) ON CONFLICT (key_id) DO NOTHING",
@@ -114,13 +99,13 @@ def redeem_token(cur: Cur, token_hash: str, public_raw: bytes, now_ns: int) -> s
 
 
 def note_pending(cur: Cur, public_raw: bytes, node_id: str, now_ns: int) -> None:
-    public_from_raw(public_raw)
+    key_id = common.key_id_to_enroll(public_raw)
     cur.execute(
         "INSERT INTO pending_keys AS p (key_id, node_id, public_key, first_seen_ns, "
         "last_seen_ns) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO UPDATE SET "
         "node_id = excluded.node_id, "
         "last_seen_ns = greatest(p.last_seen_ns, excluded.last_seen_ns)",
-        (hashlib.sha256(public_raw).hexdigest(), node_id, public_raw, now_ns, now_ns),
+        (key_id, node_id, public_raw, now_ns, now_ns),
     )
 
 

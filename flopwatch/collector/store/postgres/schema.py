@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flopwatch.errors import StoreError
+from flopwatch.collector.store import common
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -130,13 +130,10 @@ def migrate(cur: Any) -> int:
         "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
     found = current_version(cur)
-    if found > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {found} is newer than this collector understands "
-            f"({SCHEMA_VERSION}); upgrade the collector"
-        )
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version - 1]:
-            cur.execute(statement)
-        cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    common.migrate(
+        MIGRATIONS,
+        found,
+        cur.execute,
+        lambda version: cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,)),
+    )
     return found

@@ -20,7 +20,6 @@ search_path (select another with `?options=-csearch_path%3DNAME` in the URL).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -33,8 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import errors as pg_errors
 
 from flopwatch.chain import Neighbours
-from flopwatch.collector.store import rows as store_rows
-from flopwatch.collector.store.base import (
+from flopwatch.collector.store import common
+from flopwatch.collector.store.factory import redacted
+from flopwatch.collector.store.postgres import nodes as trust
+from flopwatch.collector.store.postgres import schema, tlog, writes
+from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
+from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
     GpuTotal,
@@ -45,14 +48,16 @@ from flopwatch.collector.store.base import (
     NodeStatus,
     PendingKey,
 )
-from flopwatch.collector.store.factory import redacted
-from flopwatch.collector.store.postgres import nodes as postgres_nodes
-from flopwatch.collector.store.postgres import schema as postgres_schema
-from flopwatch.collector.store.postgres import tlog as postgres_tlog
-from flopwatch.collector.store.postgres import writes as postgres_writes
-from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
+from flopwatch.collector.store.rows import (
+    SELECT_ALERTS,
+    SELECT_JOB_GPUS,
+    SELECT_NODES,
+    alerts_in_order,
+    job_gpu,
+    node_record,
+)
 from flopwatch.errors import StoreConflictError, StoreError
-from flopwatch.keys import public_from_raw, short_key_id
+from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,7 @@ class PostgresStore:
         self._db = self._connect()
         try:
             with self._tx("schema migration") as cur:
-                postgres_schema.migrate(cur)
+                schema.migrate(cur)
         except StoreError:
             self._db.close()
             raise
@@ -145,17 +150,16 @@ class PostgresStore:
 
     def schema_version(self) -> int:
         with self._errors("read schema version"), self._db.cursor() as cur:
-            return postgres_schema.current_version(cur)
+            return schema.current_version(cur)
 
     def close(self) -> None:
         self._db.close()
 
     # -- node keys -------------------------------------------------------------------------
     def enroll(self, public_raw: bytes, node_id: str) -> str:
-        public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+        key_id = common.key_id_to_enroll(public_raw)  # 32 bytes, or KeyFileError
         if not node_id:
             raise StoreError("cannot enroll a key without a node id")
-        key_id = hashlib.sha256(public_raw).hexdigest()
         with self._tx("enroll key") as cur:
             # Insert first, then read what is there: two collectors enrolling at once agree.
             cur.execute(
@@ -164,13 +168,8 @@ class PostgresStore:
                 (key_id, node_id, public_raw, self._now_ns()),
             )
             cur.execute("SELECT node_id, status FROM nodes WHERE key_id = %s", (key_id,))
-            held_node, status = cur.fetchone() or ("", "")
-        if status == "revoked":
-            raise StoreError(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
-        if held_node != node_id:
-            raise StoreError(
-                f"key {short_key_id(key_id)} is already enrolled for node {held_node!r}"
-            )
+            held = cur.fetchone() or ("", "")
+        common.enrolled_for(key_id, node_id, held, StoreError)
         return key_id
 
     def revoke(self, key_id: str) -> None:
@@ -183,61 +182,49 @@ class PostgresStore:
                 (self._now_ns(), key_id),
             )
             if cur.rowcount == 1:
-                postgres_tlog.note_revocation(cur, self.scope, key_id)
+                tlog.note_revocation(cur, self.scope, key_id)
                 return
             cur.execute("SELECT 1 FROM nodes WHERE key_id = %s", (key_id,))
             if cur.fetchone() is None:
                 raise StoreError(f"key {short_key_id(key_id)} is not enrolled")
 
-    _NODES = (
-        "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
-        "last_record_ns FROM nodes"
-    )
-
-    @staticmethod
-    def _node(r: tuple[Any, ...]) -> NodeRecord:
-        return NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6])
-
     def nodes(self) -> list[NodeRecord]:
-        return [self._node(r) for r in self._rows("list nodes", self._NODES + " ORDER BY key_id")]
+        return [node_record(r) for r in self._rows("list nodes", SELECT_NODES + " ORDER BY key_id")]
 
     def node(self, key_id: str) -> NodeRecord | None:
-        rows = self._rows("read node", self._NODES + " WHERE key_id = %s", (key_id,))
-        return self._node(rows[0]) if rows else None
+        rows = self._rows("read node", SELECT_NODES + " WHERE key_id = %s", (key_id,))
+        return node_record(rows[0]) if rows else None
 
     def node_status(self, key_id: str) -> NodeStatus | None:
-        n = self.node(key_id)
-        return None if n is None else n.status
+        return common.status_of(self.node(key_id))
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
-        return {
-            n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
-        }
+        return common.trusted_keys(self.nodes())
 
-    # -- enrollment tokens, keys awaiting approval, liveness (store.postgres.nodes) -------------
+    # -- enrollment tokens, keys awaiting approval, liveness (postgres/nodes.py) -----------
     def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
         with self._tx("add enrollment token") as cur:
-            postgres_nodes.add_token(cur, token_hash, node_id, self._now_ns(), expires_at_ns)
+            trust.add_token(cur, token_hash, node_id, self._now_ns(), expires_at_ns)
 
     def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
         with self._tx("redeem enrollment token") as cur:
-            return postgres_nodes.redeem_token(cur, token_hash, public_raw, self._now_ns())
+            return trust.redeem_token(cur, token_hash, public_raw, self._now_ns())
 
     def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
         with self._tx("note key awaiting approval") as cur:
-            postgres_nodes.note_pending(cur, public_raw, node_id, self._now_ns())
+            trust.note_pending(cur, public_raw, node_id, self._now_ns())
 
     def pending_keys(self) -> list[PendingKey]:
         with self._tx("list keys awaiting approval") as cur:
-            return postgres_nodes.pending_keys(cur)
+            return trust.pending_keys(cur)
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
         with self._tx("claim silence alert") as cur:
-            return postgres_nodes.claim_silence(cur, key_id, since_ns)
+            return trust.claim_silence(cur, key_id, since_ns)
 
     def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
         with self._tx("read GPU totals") as cur:
-            return postgres_nodes.gpu_totals(cur, key_ids)
+            return trust.gpu_totals(cur, key_ids)
 
     # -- chains and coverage ---------------------------------------------------------------
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
@@ -247,13 +234,7 @@ class PostgresStore:
             "WHERE key_id = %s AND sequence BETWEEN %s AND %s",
             (key_id, sequence - 1, sequence + 1),
         )
-        held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
-        same, before, after = (held.get(sequence + i) for i in (0, -1, 1))
-        return Neighbours(
-            same=same[0] if same else None,
-            before=before[0] if before else None,
-            after_previous=after[1] if after else None,
-        )
+        return common.neighbours(sequence, rows)
 
     def held_sequences(self, key_id: str) -> list[int]:
         rows = self._rows(
@@ -326,10 +307,10 @@ class PostgresStore:
     def job_gpus(self, job_id: str) -> list[JobGpu]:
         rows = self._rows(
             "read job GPUs",
-            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s ORDER BY node_id, gpu_uuid",
+            SELECT_JOB_GPUS + " WHERE job_id = %s ORDER BY node_id, gpu_uuid",
             (job_id,),
         )
-        return [store_rows.job_gpu(r) for r in rows]
+        return [job_gpu(r) for r in rows]
 
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
         rows = self._rows(
@@ -343,45 +324,45 @@ class PostgresStore:
     def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
         rows = self._rows(
             "read job GPUs",
-            store_rows.SELECT_JOB_GPUS + " WHERE job_id = %s "
+            SELECT_JOB_GPUS + " WHERE job_id = %s "
             "AND (key_id, gpu_uuid) > (%s, %s) ORDER BY key_id, gpu_uuid LIMIT %s",
             (job_id, *after, limit),
         )
-        return [store_rows.job_gpu(r) for r in rows]
+        return [job_gpu(r) for r in rows]
 
     def fired_alerts(self) -> list[AlertEvent]:
-        rows = self._rows("read alerts", store_rows.SELECT_ALERTS)
-        return store_rows.alerts_in_order(rows)
+        rows = self._rows("read alerts", SELECT_ALERTS)
+        return alerts_in_order(rows)
 
-    # -- transparency log (flopwatch.collector.store.postgres.tlog) --------------------------------
+    # -- transparency log (tlog.py) --------------------------------------------------------
     def log_size(self) -> int:
         with self._tx("read log size") as cur:
-            return postgres_tlog.log_size(cur)
+            return tlog.log_size(cur)
 
     def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         with self._tx("read log nodes") as cur:
-            return postgres_tlog.log_nodes(cur, nodes)
+            return tlog.log_nodes(cur, nodes)
 
     def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
         with self._tx("find log leaf") as cur:
-            return postgres_tlog.leaf_index(cur, key_id, sequence)
+            return tlog.leaf_index(cur, key_id, sequence)
 
     def job_evidence(self, job_id: str) -> JobEvidence | None:
         with self._snapshot("read job evidence") as cur:
             total = self.totals_for([job_id]).get(job_id)
-            return None if total is None else postgres_tlog.job_evidence(cur, total, self.node)
+            return None if total is None else tlog.job_evidence(cur, total, self.node)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head") as cur:
-            postgres_tlog.add_tree_head(cur, tree_size, timestamp_ns, envelope)
+            tlog.add_tree_head(cur, tree_size, timestamp_ns, envelope)
 
     def latest_tree_head(self) -> bytes | None:
         with self._tx("read tree head") as cur:
-            return postgres_tlog.latest_tree_head(cur)
+            return tlog.latest_tree_head(cur)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(
         self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
     ) -> list[AlertEvent]:
         with self._tx("commit batch") as cur:
-            return postgres_writes.write_batch(cur, self.scope, records, alerts, received_at_ns)
+            return writes.write_batch(cur, self.scope, records, alerts, received_at_ns)

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 
 from psycopg import sql
 
-from flopwatch.collector.store.base import JobDelta
 from flopwatch.collector.store.postgres.locks import Cur
+from flopwatch.collector.store.records import JobDelta
 
 _SUMS = ("flops_estimate", "flops_upper", "first_start_ns", "last_end_ns", "gpu_intervals")
 _ADD = sql.SQL(

@@ -13,12 +13,12 @@ Functions take a cursor and run inside the caller's transaction; nothing here co
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 from flopwatch.collector.log import translog
-from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
+from flopwatch.collector.store import common
 from flopwatch.collector.store.postgres.locks import Cur, lock_log
-from flopwatch.errors import StoreError
-from flopwatch.keys import short_key_id
+from flopwatch.collector.store.records import JobEvidence, JobTotal, NodeRecord
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
 
@@ -78,11 +78,9 @@ def log_nodes(cur: Cur, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, i
         "ON n.level = w.level AND n.idx = w.idx",
         (list(levels), list(indices)),
     )
-    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in cur.fetchall()}
-    if len(found) != len(nodes):
-        missing = sorted(set(nodes) - set(found))[:3]
-        raise StoreError(f"transparency log nodes {missing} are missing: the log is damaged")
-    return found
+    return common.all_log_nodes(
+        nodes, {(int(r[0]), int(r[1])): bytes(r[2]) for r in cur.fetchall()}
+    )
 
 
 def leaf_index(cur: Cur, key_id: str, sequence: int) -> int | None:
@@ -110,22 +108,12 @@ def job_evidence(
         "WHERE j.job_id = %s ORDER BY j.leaf_index",
         (total.job_id,),
     )
-    entries = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in cur.fetchall())
-    nodes = []
-    for key_id in sorted({e.key_id for e in entries}):
-        n = node(key_id)
-        if n is None:
-            raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
-        nodes.append(n)
-    cur.execute(
-        "SELECT key_id, log_size FROM log_revocations WHERE key_id = ANY(%s)",
-        ([n.key_id for n in nodes],),
-    )
-    revoked = {r[0]: int(r[1]) for r in cur.fetchall()}
-    return JobEvidence(
-        total=total,
-        entries=entries,
-        nodes=tuple(nodes),
-        revoked_at_log_size=revoked,
-        log_size=log_size(cur),
-    )
+    entries = cur.fetchall()
+
+    def revocations(key_ids: list[str]) -> list[Any]:
+        cur.execute(
+            "SELECT key_id, log_size FROM log_revocations WHERE key_id = ANY(%s)", (key_ids,)
+        )
+        return cur.fetchall()
+
+    return common.job_evidence(total, entries, node, revocations, lambda: log_size(cur))

@@ -8,7 +8,8 @@ record since. Each batch therefore:
      touches, in the order `flopwatch.collector.store.postgres.locks` gives, so no two writers
      deadlock.
   2. Judges every record again under those locks, against the chain and the measured time now
-     committed plus the records before it in the batch. Anything that no longer judges sound
+     committed plus the records before it in the batch, by the rules the ingestor applies
+     (`flopwatch.chain.judge`, `flopwatch.intervals.merge`). Anything that no longer judges sound
      (the same record, a fork of it, overlapping GPU time) raises StoreConflictError: the whole
      batch rolls back and the ingestor judges it afresh, so the record comes back as duplicate
      or rejected, never counted twice.
@@ -25,13 +26,15 @@ Nothing here commits or rolls back; FLOP sums are Python ints in, NUMERIC(40, 0)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from flopwatch.chain import Neighbours, Verdict, judge
-from flopwatch.collector.store.base import AlertEvent, aggregate, job_gpu_sums, spans_by_device
 from flopwatch.collector.store.postgres import nodes, tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.postgres.sums import add_sums
+from flopwatch.collector.store.records import AlertEvent, aggregate, job_gpu_sums, spans_by_device
 from flopwatch.errors import StoreConflictError
+from flopwatch.intervals import Clash, merge
 from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
@@ -90,16 +93,11 @@ def check_chains(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     )
     held = {(k, int(s)): (bytes(d), bytes(p)) for k, s, d, p in cur.fetchall()}
     for r in records:
-        same, before, after = (held.get((r.key_id, r.sequence + i)) for i in (0, -1, 1))
         verdict = judge(
             r.sequence,
             r.digest,
             r.previous_digest,
-            Neighbours(
-                same=same[0] if same else None,
-                before=before[0] if before else None,
-                after_previous=after[1] if after else None,
-            ),
+            Neighbours.around(r.sequence, partial(_held_at, held, r.key_id)),
         )
         if verdict.verdict is not Verdict.ACCEPT:
             what = "already held" if verdict.verdict is Verdict.DUPLICATE else verdict.detail
@@ -108,6 +106,12 @@ def check_chains(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
                 f"another writer)"
             )
         held[(r.key_id, r.sequence)] = (r.digest, r.previous_digest)
+
+
+def _held_at(
+    held: dict[tuple[str, int], tuple[bytes, bytes]], key_id: str, sequence: int
+) -> tuple[bytes, bytes] | None:
+    return held.get((key_id, sequence))
 
 
 def insert_records(cur: Cur, records: Sequence[VerifiedRecord], received_at_ns: int) -> None:
@@ -182,10 +186,15 @@ def add_coverage(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     drop: list[tuple[str, int]] = []
     add: list[tuple[str, int, int]] = []
     for gpu in gpus:
-        old = held.get(gpu, [])
-        merged = merge_runs(gpu, old, by_gpu[gpu])
-        drop += [(gpu, s) for s, e in old if (s, e) not in merged]
-        add += [(gpu, s, e) for s, e in merged if (s, e) not in old]
+        merged = merge(held.get(gpu, []), by_gpu[gpu])
+        if isinstance(merged, Clash):
+            start, end = merged.interval
+            raise StoreConflictError(
+                f"interval [{start}, {end}) of {gpu} overlaps measured time "
+                "(committed by another writer)"
+            )
+        drop += [(gpu, s) for s, _ in merged.removed]
+        add += [(gpu, s, e) for s, e in merged.added]
     cur.executemany("DELETE FROM coverage WHERE gpu = %s AND start_ns = %s", drop)
     cur.executemany("INSERT INTO coverage (gpu, start_ns, end_ns) VALUES (%s, %s, %s)", add)
 
@@ -207,29 +216,6 @@ def _held_runs(
     for gpu, start, end in cur.fetchall():
         out.setdefault(gpu, []).append((int(start), int(end)))
     return out
-
-
-def merge_runs(
-    gpu: str, held: list[tuple[int, int]], new: list[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """Disjoint runs `held` plus intervals `new`, joined where they touch end to start.
-
-    Raises StoreConflictError if any new interval overlaps a held run or another new one.
-    """
-    runs: list[tuple[int, int]] = []
-    fresh = set(new)
-    for start, end in sorted([*held, *new]):
-        if runs and runs[-1][1] > start:
-            bad = (start, end) if (start, end) in fresh else runs[-1]
-            raise StoreConflictError(
-                f"interval [{bad[0]}, {bad[1]}) of {gpu} overlaps measured time "
-                "(committed by another writer)"
-            )
-        if runs and runs[-1][1] == start:
-            runs[-1] = (runs[-1][0], end)
-        else:
-            runs.append((start, end))
-    return runs
 
 
 def insert_alerts(cur: Cur, alerts: Sequence[AlertEvent]) -> list[AlertEvent]:

@@ -7,14 +7,13 @@ opens it); nothing here commits. FLOP sums are decimal TEXT, added as Python int
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
-from flopwatch.collector.store.base import GpuTotal, JobDelta, PendingKey, device_sums
+from flopwatch.collector.store import common
+from flopwatch.collector.store.records import GpuTotal, JobDelta, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
-from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -91,28 +90,17 @@ def add_token(
 
 def redeem_token(db: sqlite3.Connection, token_hash: str, public_raw: bytes, now_ns: int) -> str:
     """See `Store.redeem_enroll_token`."""
-    public_from_raw(public_raw)  # 32 bytes, or KeyFileError
-    key_id = hashlib.sha256(public_raw).hexdigest()
-    token = db.execute(
-        "SELECT node_id, expires_at_ns, used_at_ns FROM enroll_tokens WHERE token_hash = ?",
-        (token_hash,),
-    ).fetchone()
-    if token is None:
-        raise EnrollmentError("enrollment token is not known to this collector")
-    node_id, expires_ns, used_ns = token
-    node = db.execute("SELECT node_id, status FROM nodes WHERE key_id = ?", (key_id,)).fetchone()
-    if node is not None:
-        if node[1] == "revoked":
-            raise EnrollmentError(
-                f"key {short_key_id(key_id)} was revoked; revocation is permanent"
-            )
-        if node[0] != node_id:
-            raise EnrollmentError(f"key {short_key_id(key_id)} is enrolled for node {node[0]!r}")
+    key_id = common.key_id_to_enroll(public_raw)  # 32 bytes, or KeyFileError
+    node_id, expires_ns, used_ns = common.token_node(
+        db.execute(
+            "SELECT node_id, expires_at_ns, used_at_ns FROM enroll_tokens WHERE token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+    )
+    held = db.execute("SELECT node_id, status FROM nodes WHERE key_id = ?", (key_id,)).fetchone()
+    if common.enrolled_for(key_id, node_id, held, EnrollmentError):
         return key_id  # already enrolled for this node: nothing to spend
-    if used_ns is not None:
-        raise EnrollmentError("enrollment token was already used")
-    if expires_ns <= now_ns:
-        raise EnrollmentError("enrollment token has expired")
+    common.check_unspent(used_ns, expires_ns, now_ns)
     db.execute(
         "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
         "VALUES (?, ?, ?, 'enrolled', ?)",
@@ -126,11 +114,11 @@ def redeem_token(db: sqlite3.Connection, token_hash: str, public_raw: bytes, now
 
 
 def note_pending(db: sqlite3.Connection, public_raw: bytes, node_id: str, now_ns: int) -> None:
-    public_from_raw(public_raw)
+    key_id = common.key_id_to_enroll(public_raw)
     db.execute(
         "INSERT INTO pending_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
         "node_id = excluded.node_id, last_seen_ns = excluded.last_seen_ns",
-        (hashlib.sha256(public_raw).hexdigest(), node_id, public_raw, now_ns, now_ns),
+        (key_id, node_id, public_raw, now_ns, now_ns),
     )
 
 

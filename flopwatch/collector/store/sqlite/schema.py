@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from flopwatch.errors import StoreError
+from flopwatch.collector.store import common
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -117,13 +117,9 @@ def current_version(db: sqlite3.Connection) -> int:
 def migrate(db: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION. Call inside a write transaction."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    current = current_version(db)
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {current} is newer than this collector understands "
-            f"({SCHEMA_VERSION}); upgrade the collector"
-        )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version - 1]:
-            db.execute(statement)
-        db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    common.migrate(
+        MIGRATIONS,
+        current_version(db),
+        db.execute,
+        lambda version: db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,)),
+    )

@@ -15,7 +15,6 @@ the transaction (`flopwatch.collector.store.sqlite.writes`). The schema is versi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -27,8 +26,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
-from flopwatch.collector.store import rows as store_rows
-from flopwatch.collector.store.base import (
+from flopwatch.collector.store import common
+from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
     GpuTotal,
@@ -39,12 +38,18 @@ from flopwatch.collector.store.base import (
     NodeStatus,
     PendingKey,
 )
-from flopwatch.collector.store.sqlite import nodes as sqlite_nodes
-from flopwatch.collector.store.sqlite import schema as sqlite_schema
-from flopwatch.collector.store.sqlite import tlog as sqlite_tlog
-from flopwatch.collector.store.sqlite import writes as sqlite_writes
+from flopwatch.collector.store.rows import (
+    SELECT_ALERTS,
+    SELECT_JOB_GPUS,
+    SELECT_NODES,
+    alerts_in_order,
+    job_gpu,
+    node_record,
+)
+from flopwatch.collector.store.sqlite import nodes as trust
+from flopwatch.collector.store.sqlite import schema, tlog, writes
 from flopwatch.errors import StoreError
-from flopwatch.keys import public_from_raw, short_key_id
+from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -82,8 +87,8 @@ class SQLiteStore:
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             with self._tx("schema migration"):
-                sqlite_schema.migrate(self._db)
-                sqlite_tlog.backfill(self._db)  # records held before the log existed
+                schema.migrate(self._db)
+                tlog.backfill(self._db)  # records held before the log existed
         except StoreError:
             self._db.close()
             raise
@@ -114,7 +119,7 @@ class SQLiteStore:
 
     def schema_version(self) -> int:
         with self._errors("read schema version"):
-            return sqlite_schema.current_version(self._db)
+            return schema.current_version(self._db)
 
     def close(self) -> None:
         with self._errors("close database"):
@@ -122,21 +127,12 @@ class SQLiteStore:
 
     # -- node keys -------------------------------------------------------------------------
     def enroll(self, public_raw: bytes, node_id: str) -> str:
-        public_from_raw(public_raw)  # 32 bytes, or KeyFileError
+        key_id = common.key_id_to_enroll(public_raw)  # 32 bytes, or KeyFileError
         if not node_id:
             raise StoreError("cannot enroll a key without a node id")
-        key_id = hashlib.sha256(public_raw).hexdigest()
         with self._tx("enroll key"):
-            row = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
-            if row is not None:
-                if row[1] == "revoked":
-                    raise StoreError(
-                        f"key {short_key_id(key_id)} was revoked; revocation is permanent"
-                    )
-                if row[0] != node_id:
-                    raise StoreError(
-                        f"key {short_key_id(key_id)} is already enrolled for node {row[0]!r}"
-                    )
+            held = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
+            if common.enrolled_for(key_id, node_id, held, StoreError):
                 return key_id
             self._db.execute(
                 "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
@@ -155,56 +151,48 @@ class SQLiteStore:
                     "UPDATE nodes SET status = 'revoked', revoked_at_ns = ? WHERE key_id = ?",
                     (self._now_ns(), key_id),
                 )
-                sqlite_tlog.note_revocation(self._db, key_id)
-
-    _NODES = (
-        "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
-        "last_record_ns FROM nodes"
-    )
+                tlog.note_revocation(self._db, key_id)
 
     def nodes(self) -> list[NodeRecord]:
         with self._errors("list nodes"):
-            rows = self._db.execute(self._NODES + " ORDER BY key_id")
-            return [NodeRecord(r[0], r[1], bytes(r[2]), *r[3:]) for r in rows]
+            rows = self._db.execute(SELECT_NODES + " ORDER BY key_id")
+            return [node_record(r) for r in rows]
 
     def node(self, key_id: str) -> NodeRecord | None:
         with self._errors("read node"):
-            r = self._one(self._NODES + " WHERE key_id = ?", key_id)
-        return None if r is None else NodeRecord(r[0], r[1], bytes(r[2]), *r[3:])
+            r = self._one(SELECT_NODES + " WHERE key_id = ?", key_id)
+        return None if r is None else node_record(r)
 
     def node_status(self, key_id: str) -> NodeStatus | None:
-        n = self.node(key_id)
-        return None if n is None else n.status
+        return common.status_of(self.node(key_id))
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
-        return {
-            n.key_id: public_from_raw(n.public_key) for n in self.nodes() if n.status == "enrolled"
-        }
+        return common.trusted_keys(self.nodes())
 
-    # -- enrollment tokens, keys awaiting approval, liveness (store.sqlite.nodes) ---------------
+    # -- enrollment tokens, keys awaiting approval, liveness (sqlite/nodes.py) -------------
     def add_enroll_token(self, token_hash: str, node_id: str, expires_at_ns: int) -> None:
         with self._tx("add enrollment token"):
-            sqlite_nodes.add_token(self._db, token_hash, node_id, self._now_ns(), expires_at_ns)
+            trust.add_token(self._db, token_hash, node_id, self._now_ns(), expires_at_ns)
 
     def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
         with self._tx("redeem enrollment token"):
-            return sqlite_nodes.redeem_token(self._db, token_hash, public_raw, self._now_ns())
+            return trust.redeem_token(self._db, token_hash, public_raw, self._now_ns())
 
     def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
         with self._tx("note key awaiting approval"):
-            sqlite_nodes.note_pending(self._db, public_raw, node_id, self._now_ns())
+            trust.note_pending(self._db, public_raw, node_id, self._now_ns())
 
     def pending_keys(self) -> list[PendingKey]:
         with self._errors("list keys awaiting approval"):
-            return sqlite_nodes.pending_keys(self._db)
+            return trust.pending_keys(self._db)
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
         with self._tx("claim silence alert"):
-            return sqlite_nodes.claim_silence(self._db, key_id, since_ns)
+            return trust.claim_silence(self._db, key_id, since_ns)
 
     def gpu_totals(self, key_ids: Collection[str] | None = None) -> list[GpuTotal]:
         with self._errors("read GPU totals"):
-            return sqlite_nodes.gpu_totals(self._db, key_ids)
+            return trust.gpu_totals(self._db, key_ids)
 
     # -- chains and coverage ---------------------------------------------------------------
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
@@ -214,13 +202,7 @@ class SQLiteStore:
                 "WHERE key_id = ? AND sequence BETWEEN ? AND ?",
                 (key_id, sequence - 1, sequence + 1),
             ).fetchall()
-        held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
-        same, before, after = (held.get(sequence + i) for i in (0, -1, 1))
-        return Neighbours(
-            same=same[0] if same else None,
-            before=before[0] if before else None,
-            after_previous=after[1] if after else None,
-        )
+        return common.neighbours(sequence, rows)
 
     def held_sequences(self, key_id: str) -> list[int]:
         with self._errors("read chain"):
@@ -299,10 +281,10 @@ class SQLiteStore:
     def job_gpus(self, job_id: str) -> list[JobGpu]:
         with self._errors("read job GPUs"):
             rows = self._db.execute(
-                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? ORDER BY node_id, gpu_uuid",
+                SELECT_JOB_GPUS + " WHERE job_id = ? ORDER BY node_id, gpu_uuid",
                 (job_id,),
             )
-            return [store_rows.job_gpu(r) for r in rows]
+            return [job_gpu(r) for r in rows]
 
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
         with self._errors("read job totals"):
@@ -317,46 +299,46 @@ class SQLiteStore:
     def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
         with self._errors("read job GPUs"):
             rows = self._db.execute(
-                store_rows.SELECT_JOB_GPUS + " WHERE job_id = ? "
+                SELECT_JOB_GPUS + " WHERE job_id = ? "
                 "AND (key_id, gpu_uuid) > (?, ?) ORDER BY key_id, gpu_uuid LIMIT ?",
                 (job_id, *after, limit),
             )
-            return [store_rows.job_gpu(r) for r in rows]
+            return [job_gpu(r) for r in rows]
 
     def fired_alerts(self) -> list[AlertEvent]:
         with self._errors("read alerts"):
-            rows = self._db.execute(store_rows.SELECT_ALERTS).fetchall()
-        return store_rows.alerts_in_order(rows)
+            rows = self._db.execute(SELECT_ALERTS).fetchall()
+        return alerts_in_order(rows)
 
-    # -- transparency log (flopwatch.collector.store.sqlite.tlog) ----------------------------------
+    # -- transparency log (tlog.py) --------------------------------------------------------
     def log_size(self) -> int:
         with self._errors("read log size"):
-            return sqlite_tlog.log_size(self._db)
+            return tlog.log_size(self._db)
 
     def log_nodes(self, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         with self._errors("read log nodes"):
-            return sqlite_tlog.log_nodes(self._db, nodes)
+            return tlog.log_nodes(self._db, nodes)
 
     def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
         with self._errors("find log leaf"):
-            return sqlite_tlog.leaf_index(self._db, key_id, sequence)
+            return tlog.leaf_index(self._db, key_id, sequence)
 
     def job_evidence(self, job_id: str) -> JobEvidence | None:
-        with self._errors("read job evidence"), sqlite_tlog.snapshot(self._db):
+        with self._errors("read job evidence"), tlog.snapshot(self._db):
             total = self.totals_for([job_id]).get(job_id)
-            return None if total is None else sqlite_tlog.job_evidence(self._db, total, self.node)
+            return None if total is None else tlog.job_evidence(self._db, total, self.node)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head"):
-            sqlite_tlog.add_tree_head(self._db, tree_size, timestamp_ns, envelope)
+            tlog.add_tree_head(self._db, tree_size, timestamp_ns, envelope)
 
     def latest_tree_head(self) -> bytes | None:
         with self._errors("read tree head"):
-            return sqlite_tlog.latest_tree_head(self._db)
+            return tlog.latest_tree_head(self._db)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(
         self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
     ) -> list[AlertEvent]:
         with self._tx("commit batch"):
-            return sqlite_writes.write_batch(self._db, records, alerts, received_at_ns)
+            return writes.write_batch(self._db, records, alerts, received_at_ns)

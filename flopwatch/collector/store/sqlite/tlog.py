@@ -5,7 +5,7 @@ Functions take the store's connection; the writes run inside the caller's transa
 (`SQLiteStore.commit`, `revoke`, the schema migration at open) and nothing here commits, except
 `snapshot`, which holds one read transaction open so several reads see the same state.
 
-Tables (sqlite_schema): log_nodes (level, idx, hash) holds every complete subtree, level 0 the
+Tables (schema.py): log_nodes (level, idx, hash) holds every complete subtree, level 0 the
 leaf hashes; log_leaves maps a leaf index to its record (key_id, sequence), whose stored envelope
 bytes are the leaf data, and records.leaf_index maps back; log_jobs indexes leaves by job;
 tree_heads keeps signed heads; log_revocations the log size at each revocation.
@@ -18,13 +18,14 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log import translog
-from flopwatch.collector.store.base import JobEvidence, JobTotal, LogEntry, NodeRecord
+from flopwatch.collector.store import common
+from flopwatch.collector.store.records import JobEvidence, JobTotal, NodeRecord
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
-from flopwatch.keys import short_key_id
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
 
@@ -157,11 +158,7 @@ def log_nodes(
         "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
         (json.dumps(sorted(nodes)),),
     ).fetchall()
-    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
-    if len(found) != len(nodes):
-        missing = sorted(set(nodes) - set(found))[:3]
-        raise StoreError(f"transparency log nodes {missing} are missing: the log is damaged")
-    return found
+    return common.all_log_nodes(nodes, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
 
 
 def leaf_index(db: sqlite3.Connection, key_id: str, sequence: int) -> int | None:
@@ -180,29 +177,19 @@ def job_evidence(
     db: sqlite3.Connection, total: JobTotal, node: Callable[[str], NodeRecord | None]
 ) -> JobEvidence:
     """The job's logged records, their keys and revocations; call inside `snapshot`."""
-    rows = db.execute(
+    entries = db.execute(
         "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
         "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
         "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
         "WHERE j.job_id = ? ORDER BY j.leaf_index",
         (total.job_id,),
     ).fetchall()
-    entries = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in rows)
-    nodes = []
-    for key_id in sorted({e.key_id for e in entries}):
-        n = node(key_id)
-        if n is None:
-            raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
-        nodes.append(n)
-    revoked = db.execute(
-        "SELECT key_id, log_size FROM log_revocations WHERE key_id IN "
-        "(SELECT value FROM json_each(?))",
-        (json.dumps([n.key_id for n in nodes]),),
-    ).fetchall()
-    return JobEvidence(
-        total=total,
-        entries=entries,
-        nodes=tuple(nodes),
-        revoked_at_log_size={r[0]: int(r[1]) for r in revoked},
-        log_size=log_size(db),
-    )
+
+    def revocations(key_ids: list[str]) -> list[Any]:
+        return db.execute(
+            "SELECT key_id, log_size FROM log_revocations WHERE key_id IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(key_ids),),
+        ).fetchall()
+
+    return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from flopwatch.collector.store.base import (
+from flopwatch.collector.store.records import (
     AlertEvent,
     JobDelta,
     aggregate,
@@ -20,6 +20,7 @@ from flopwatch.collector.store.base import (
 )
 from flopwatch.collector.store.sqlite import nodes, tlog
 from flopwatch.errors import StoreError
+from flopwatch.intervals import Clash, Interval, merge
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -131,8 +132,12 @@ def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
 
 def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
     """Merge the records' intervals into each device's disjoint runs of measured time."""
-    by_gpu = spans_by_device(records)
-    runs = {gpu: coalesce(intervals) for gpu, intervals in by_gpu.items()}
+    runs: dict[str, tuple[Interval, ...]] = {}
+    for gpu, intervals in spans_by_device(records).items():
+        joined = merge((), intervals)  # the batch's own intervals, joined where they touch
+        if isinstance(joined, Clash):
+            raise _overlap(gpu, joined)
+        runs[gpu] = joined.runs
     single = {gpu: r[0] for gpu, r in runs.items() if len(r) == 1}
     _insert_single_runs(db, single)
     for gpu, gpu_runs in runs.items():
@@ -141,15 +146,10 @@ def add_coverage(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
                 _insert_run(db, gpu, start, end)
 
 
-def coalesce(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sort disjoint intervals and join the ones that touch end to start."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(intervals):
-        if out and out[-1][1] == start:
-            out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out
+def _overlap(gpu: str, clash: Clash) -> StoreError:
+    # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
+    start, end = clash.interval
+    return StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
 
 
 def _insert_run(db: sqlite3.Connection, gpu: str, start: int, end: int) -> None:
@@ -163,19 +163,23 @@ def _insert_run(db: sqlite3.Connection, gpu: str, start: int, end: int) -> None:
         "ORDER BY start_ns LIMIT 1",
         (gpu, start),
     ).fetchone()
-    # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
-    if (prev is not None and prev[1] > start) or (nxt is not None and nxt[0] < end):
-        raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
-    if prev is not None and prev[1] == start:
-        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, prev[0]))
-        start = prev[0]
-    if nxt is not None and nxt[0] == end:
-        db.execute("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", (gpu, nxt[0]))
-        end = nxt[1]
-    db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (gpu, start, end))
+    deletes, inserts = _join(gpu, [r for r in (prev, nxt) if r is not None], (start, end))
+    db.executemany("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", deletes)
+    db.executemany("INSERT INTO coverage VALUES (?, ?, ?)", inserts)
 
 
-def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, tuple[int, int]]) -> None:
+def _join(
+    gpu: str, held: Sequence[Sequence[int]], run: Interval
+) -> tuple[list[tuple[str, int]], list[tuple[str, int, int]]]:
+    """The rows to delete and insert to join `run` with the held runs around it (the one
+    starting at or before it, the one after)."""
+    merged = merge([(r[0], r[1]) for r in held], [run])
+    if isinstance(merged, Clash):
+        raise _overlap(gpu, merged)
+    return [(gpu, s) for s, _ in merged.removed], [(gpu, s, e) for s, e in merged.added]
+
+
+def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, Interval]) -> None:
     """`_insert_run` for devices with ONE new run each, in three statements for all of them:
     the runs cannot meet each other, so each merges only with what the table holds."""
     if not runs:
@@ -196,19 +200,14 @@ def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, tuple[int, int]]
     deletes: list[tuple[str, int]] = []
     inserts: list[tuple[str, int, int]] = []
     for gpu, prev_start, prev_end, next_start, next_end in neighbours:
-        start, end = runs[gpu]
-        # The ingestor judged overlap already; this keeps the runs disjoint whatever happens.
-        if (prev_end is not None and prev_end > start) or (
-            next_start is not None and next_start < end
-        ):
-            raise StoreError(f"interval [{start}, {end}) of {gpu} overlaps measured time")
-        if prev_end is not None and prev_end == start:
-            deletes.append((gpu, prev_start))
-            start = prev_start
-        if next_start is not None and next_start == end:
-            deletes.append((gpu, next_start))
-            end = next_end
-        inserts.append((gpu, start, end))
+        held = [
+            (s, e) for s, e in ((prev_start, prev_end), (next_start, next_end)) if s is not None
+        ]
+        merged = merge(held, [runs[gpu]])
+        if isinstance(merged, Clash):
+            raise _overlap(gpu, merged)
+        deletes += [(gpu, s) for s, _ in merged.removed]
+        inserts += [(gpu, *r) for r in merged.added]
     db.executemany("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", deletes)
     db.executemany("INSERT INTO coverage VALUES (?, ?, ?)", inserts)
 

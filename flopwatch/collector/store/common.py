@@ -1,0 +1,144 @@
+"""The decisions both stores make the same way, written once: the SQL that fetches their inputs
+stays in each backend (sqlite/, postgres/), which hands over rows it read or a small callable.
+
+Node keys (trusted keys, status, who may enroll), enrollment tokens, a key's chain neighbours,
+a job's evidence, the transparency log's nodes and the schema migration loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from flopwatch.chain import Neighbours
+from flopwatch.collector.store.records import (
+    JobEvidence,
+    JobTotal,
+    LogEntry,
+    NodeRecord,
+    NodeStatus,
+)
+from flopwatch.errors import EnrollmentError, StoreError
+from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
+
+
+# -- node keys ---------------------------------------------------------------------------------
+def key_id_to_enroll(public_raw: bytes) -> str:
+    """The key id of a raw public key about to be enrolled or noted; KeyFileError unless it is
+    32 bytes."""
+    public_from_raw(public_raw)
+    return key_id_of_raw(public_raw)
+
+
+def status_of(node: NodeRecord | None) -> NodeStatus | None:
+    return None if node is None else node.status
+
+
+def trusted_keys(nodes: Iterable[NodeRecord]) -> dict[str, Ed25519PublicKey]:
+    """Public keys of the enrolled (not revoked) nodes, by key id."""
+    return {n.key_id: public_from_raw(n.public_key) for n in nodes if n.status == "enrolled"}
+
+
+def enrolled_for(
+    key_id: str,
+    node_id: str,
+    held: Sequence[Any] | None,
+    error: type[StoreError] | type[EnrollmentError],
+) -> bool:
+    """Whether the key may be enrolled for `node_id`, given the (node_id, status) held for it:
+    True if it is enrolled for that node already, False if it is not held. Raises `error` for
+    a key that is revoked (for good) or enrolled for another node."""
+    if held is None:
+        return False
+    held_node, status = held[0], held[1]
+    if status == "revoked":
+        raise error(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
+    if held_node != node_id:
+        # An operator's `enroll` (StoreError) says "already"; a token's redemption does not.
+        already = "already " if error is StoreError else ""
+        raise error(f"key {short_key_id(key_id)} is {already}enrolled for node {held_node!r}")
+    return True
+
+
+# -- enrollment tokens ---------------------------------------------------------------------------
+def token_node(token: Sequence[Any] | None) -> tuple[str, int, int | None]:
+    """A token's (node_id, expires_at_ns, used_at_ns); EnrollmentError if it is not held."""
+    if token is None:
+        raise EnrollmentError("enrollment token is not known to this collector")
+    return token[0], int(token[1]), None if token[2] is None else int(token[2])
+
+
+def check_unspent(used_ns: int | None, expires_ns: int, now_ns: int) -> None:
+    """EnrollmentError unless a token is unused and unexpired at `now_ns`."""
+    if used_ns is not None:
+        raise EnrollmentError("enrollment token was already used")
+    if expires_ns <= now_ns:
+        raise EnrollmentError("enrollment token has expired")
+
+
+# -- chains --------------------------------------------------------------------------------------
+def neighbours(sequence: int, rows: Iterable[Sequence[Any]]) -> Neighbours:
+    """`Neighbours` of `sequence` from held (sequence, digest, previous_digest) rows."""
+    held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
+    return Neighbours.around(sequence, held.get)
+
+
+# -- transparency log ----------------------------------------------------------------------------
+def all_log_nodes(
+    wanted: Collection[tuple[int, int]], found: dict[tuple[int, int], bytes]
+) -> dict[tuple[int, int], bytes]:
+    """`found`, if it holds every node `wanted`; StoreError (the log is damaged) if not."""
+    if len(found) != len(wanted):
+        missing = sorted(set(wanted) - set(found))[:3]
+        raise StoreError(f"transparency log nodes {missing} are missing: the log is damaged")
+    return found
+
+
+def job_evidence(
+    total: JobTotal,
+    entries: Iterable[Sequence[Any]],
+    node: Callable[[str], NodeRecord | None],
+    revocations: Callable[[list[str]], Iterable[Sequence[Any]]],
+    log_size: Callable[[], int],
+) -> JobEvidence:
+    """A job's evidence from its (leaf_index, envelope, key_id, sequence) rows, by leaf index,
+    the store's node keys, the (key_id, log_size) rows of their revocations and the log's size,
+    all read in one snapshot. StoreError if a key whose records are held is not."""
+    logged = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in entries)
+    nodes = []
+    for key_id in sorted({e.key_id for e in logged}):
+        n = node(key_id)
+        if n is None:
+            raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
+        nodes.append(n)
+    revoked = {r[0]: int(r[1]) for r in revocations([n.key_id for n in nodes])}
+    return JobEvidence(
+        total=total,
+        entries=logged,
+        nodes=tuple(nodes),
+        revoked_at_log_size=revoked,
+        log_size=log_size(),
+    )
+
+
+# -- schema --------------------------------------------------------------------------------------
+def migrate(
+    migrations: Sequence[Sequence[str]],
+    found: int,
+    execute: Callable[[str], object],
+    reached: Callable[[int], object],
+) -> None:
+    """Run the migrations after version `found`, in order: each one's statements (`execute`),
+    then `reached(version)` to record it. StoreError if the database is newer than this
+    collector understands. Call inside the transaction that holds the whole migration."""
+    if found > len(migrations):
+        raise StoreError(
+            f"database schema version {found} is newer than this collector understands "
+            f"({len(migrations)}); upgrade the collector"
+        )
+    for version in range(found + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            execute(statement)
+        reached(version)
