@@ -6,7 +6,7 @@ one interval of a known device in one pass, without building intermediate object
 collector computes them for every GPU interval it verifies (and each record names a few devices
 many times). The agent signs with it and every verifier recomputes with it, so signer and
 verifier still share one implementation, and a property test holds it equal to the reference
-(tests/flopwatch/test_flop_model.py).
+(tests/model/test_flop_model.py).
 """
 
 from __future__ import annotations

@@ -299,14 +299,14 @@ class BundleVerifier:
 
     def _check_consistency(self, bundle: Bundle) -> str:
         if self._kept is None:
-            return "skipped: no tree head of yours given (--trusted-tree-head)"
+            return "skipped: no tree head of yours given (--kept-tree-head)"
         r = "bad_consistency_proof"
         kept, head = self._kept.head, bundle.tree_head.head
         if kept.size > head.size:
             raise VerificationError(
                 "no_consistency_proof",
                 f"your tree head (size {kept.size}) is newer than the bundle's ({head.size}); "
-                "check them with `flopwatch verify-consistency`",
+                "check them with `flopwatch log consistency`",
             )
         proofs = [
             c for c in bundle.consistency if (c.old_size, c.new_size) == (kept.size, head.size)
@@ -319,7 +319,7 @@ class BundleVerifier:
             raise VerificationError(
                 "no_consistency_proof",
                 f"the bundle has no consistency proof from tree size {kept.size} to {head.size}; "
-                "ask for a report made with --consistency-from your tree head",
+                "ask for a report made with --kept-tree-head your tree head",
             )
         verify_consistency(
             old_size=kept.size,

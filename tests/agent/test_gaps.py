@@ -2,7 +2,7 @@
 
 Kinds: an NVML error (SAMPLING_ERROR), a profiler holding the counters (PROFILER_BUSY), the
 agent not running (AGENT_RESTART) and records lost from the spool (SPOOL_OVERFLOW, also in
-test_agent_service.py). Each is signed, then read back through the collector's verifier.
+tests/agent/test_service.py). Each is signed, then read back through the collector's verifier.
 """
 
 from __future__ import annotations

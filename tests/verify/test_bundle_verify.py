@@ -198,7 +198,7 @@ def test_a_kept_tree_head_newer_than_the_bundle_is_sent_to_verify_consistency():
     s.append(node.envelopes(1))
     newer = s.tree_head()
     err = fails(data, 12, "no_consistency_proof", trusted_tree_head=newer)
-    assert "verify-consistency" in err.message
+    assert "flopwatch log consistency" in err.message
 
 
 def test_two_roots_for_one_size_is_a_forked_log():

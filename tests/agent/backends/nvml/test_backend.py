@@ -1,6 +1,6 @@
 """NvmlBackend against a fake pynvml module (tests/agent/backends/nvml/fake_nvml.py): GPUs with
 known busy fractions, clocks and energy, on fake time, so every test is deterministic. MIG, GPUs
-without GPM and confidential-computing reports: test_nvml_backend_fallbacks.py.
+without GPM and confidential-computing reports: test_fallbacks.py.
 """
 
 from __future__ import annotations
