@@ -8,6 +8,10 @@ record pending and it is sent again after a pause. When the stream or channel fa
 comes for `ack_timeout_s` while envelopes are in flight (a half-open connection after a network
 partition looks like that), the sender backs off (exponential, jittered, capped), reconnects and
 resends everything still pending; the collector ignores what it already holds.
+
+The stream goes to the collector's IngestService. A collector older than that service answers
+UNIMPLEMENTED (asked on each connection, before the stream opens); the sender then streams to
+the deprecated `Collector` service instead, and logs that once.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ ACK_TIMEOUT_S = 60.0  # no ack for this long while envelopes are in flight: the 
 PUBLIC_KEY_METADATA = "flopwatch-public-key"  # hex raw Ed25519 key, for enrollment on first use
 # A one-time enrollment token (`flopwatch nodes token`): the collector enrolls this key with it.
 ENROLL_TOKEN_METADATA = "flopwatch-enroll-token"  # noqa: S105 (a metadata key name)
-SUBMIT_METHOD = "/flopwatch.v1.Collector/Submit"
+SUBMIT_METHOD = "/flopwatch.v1.IngestService/Submit"
+# Collectors before IngestService (deprecated there, removed in the release after).
+LEGACY_SUBMIT_METHOD = "/flopwatch.v1.Collector/Submit"
+PROBE_TIMEOUT_S = 30.0  # for the empty stream that asks whether IngestService is there
 
 SenderState = Literal["connecting", "backoff", "stopped"]
 _SubmitCall = grpc.aio.StreamStreamCall[collector_pb2.SubmitRequest, collector_pb2.SubmitResponse]
@@ -112,6 +119,7 @@ class Sender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()  # something to send, or room in the window
         self._progress = asyncio.Event()  # records were settled
+        self._told_legacy = False  # the fallback to LEGACY_SUBMIT_METHOD was logged
         self.stats = SenderStats()
 
     def notify(self) -> None:
@@ -187,27 +195,47 @@ class Sender:
         return grpc.aio.secure_channel(self._target, self._credentials, options=options)
 
     async def _stream(self, session: _Session) -> None:
-        """One stream: send what is pending and new, settle acks; returns when it closes."""
+        """One stream, to IngestService or, on an older collector, the deprecated Collector."""
         async with self._channel() as channel:
-            submit = channel.stream_stream(
-                SUBMIT_METHOD,
-                request_serializer=collector_pb2.SubmitRequest.SerializeToString,
-                response_deserializer=collector_pb2.SubmitResponse.FromString,
+            legacy = await self._lacks_ingest_service(channel)
+            await self._submit(channel, LEGACY_SUBMIT_METHOD if legacy else SUBMIT_METHOD, session)
+
+    async def _lacks_ingest_service(self, channel: grpc.aio.Channel) -> bool:
+        """Whether the collector answers IngestService UNIMPLEMENTED (an older release).
+
+        Asked with an empty Submit stream (no record, no key), which a collector that has the
+        service ends at once, OK: a write to a method the server lacks can fail as INTERNAL
+        instead of UNIMPLEMENTED (grpc/grpc#36066), so the question is asked before any write.
+        Any other answer (the collector is down, say) is for the real stream to report."""
+        call: _SubmitCall = _submit_rpc(channel, SUBMIT_METHOD)(iter(()), timeout=PROBE_TIMEOUT_S)
+        if await call.code() != grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        if not self._told_legacy:
+            self._told_legacy = True
+            log.warning(
+                "collector %s has no IngestService (an older release): sending to the "
+                "deprecated %s instead; upgrade the collector",
+                self._target,
+                LEGACY_SUBMIT_METHOD,
             )
-            call: _SubmitCall = submit(None, metadata=self._metadata)
-            reader = asyncio.create_task(self._read_acks(call, session))
-            try:
-                await self._write(call, session, reader)
-                # Not `await reader`: cancelling us would cancel it, and gRPC turns that into
-                # an AioRpcError(CANCELLED), so our own cancellation would be lost.
-                await asyncio.wait([reader])
-                reader.result()  # raises the stream's error, if it ended with one
-            finally:
-                call.cancel()
-                reader.cancel()
-                await asyncio.wait([reader])
-                if not reader.cancelled():
-                    reader.exception()  # retrieved; already raised above or superseded
+        return True
+
+    async def _submit(self, channel: grpc.aio.Channel, method: str, session: _Session) -> None:
+        """Send what is pending and new, settle acks; returns when the stream closes."""
+        call: _SubmitCall = _submit_rpc(channel, method)(None, metadata=self._metadata)
+        reader = asyncio.create_task(self._read_acks(call, session))
+        try:
+            await self._write(call, session, reader)
+            # Not `await reader`: cancelling us would cancel it, and gRPC turns that into
+            # an AioRpcError(CANCELLED), so our own cancellation would be lost.
+            await asyncio.wait([reader])
+            reader.result()  # raises the stream's error, if it ended with one
+        finally:
+            call.cancel()
+            reader.cancel()
+            await asyncio.wait([reader])
+            if not reader.cancelled():
+                reader.exception()  # retrieved; already raised above or superseded
 
     async def _write(self, call: _SubmitCall, s: _Session, reader: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()
@@ -328,6 +356,16 @@ def read_enroll_token(path: Path | None) -> str | None:
     if not token:
         raise ConfigError(f"enrollment token file {path} is empty")
     return token
+
+
+def _submit_rpc(
+    channel: grpc.aio.Channel, method: str
+) -> grpc.aio.StreamStreamMultiCallable[collector_pb2.SubmitRequest, collector_pb2.SubmitResponse]:
+    return channel.stream_stream(
+        method,
+        request_serializer=collector_pb2.SubmitRequest.SerializeToString,
+        response_deserializer=collector_pb2.SubmitResponse.FromString,
+    )
 
 
 def _envelope(seq: int, data: bytes) -> envelope_pb2.Envelope:

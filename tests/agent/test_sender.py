@@ -6,18 +6,22 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
-from flopwatch.agent.sender import Sender, SenderState
+from flopwatch.agent.sender import LEGACY_SUBMIT_METHOD, Sender, SenderState
 from flopwatch.agent.spool.store import Spool
 from flopwatch.errors import ConfigError
 from flopwatch.keys import SigningKey, public_raw
+from flopwatch.v1 import collector_pb2_grpc
 from tests.agent.agent_fakes import (
     ACCEPTED,
     REJECTED,
     RETRY,
+    AioServicer,
     FakeCollector,
     chain,
     start_aio,
@@ -47,9 +51,24 @@ def make_sender(port: int, spool: Spool, **kw: object) -> Sender:
     )
 
 
-async def deliver(fake: FakeCollector, spool: Spool, **kw: object) -> Sender:
-    """Run a sender until the spool is drained (or fail after a generous ceiling)."""
-    server, port = await start_aio(fake)
+async def start_ingest_only(fake: FakeCollector) -> tuple[grpc.aio.Server, int]:
+    """A collector of this release without the deprecated service: IngestService alone."""
+    server = grpc.aio.server()
+    collector_pb2_grpc.add_IngestServiceServicer_to_server(AioServicer(fake), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+Start = Callable[[FakeCollector], Awaitable[tuple[grpc.aio.Server, int]]]
+
+
+async def deliver(
+    fake: FakeCollector, spool: Spool, start: Start = start_aio, **kw: object
+) -> Sender:
+    """Run a sender until the spool is drained (or fail after a generous ceiling). `start_aio`
+    serves only the deprecated Collector service, as a collector of the release before did."""
+    server, port = await start(fake)
     sender = make_sender(port, spool, **kw)
     task = asyncio.create_task(sender.run())
     try:
@@ -73,6 +92,35 @@ def test_sends_everything_in_order_with_the_public_key(tmp_path: Path) -> None:
     assert (sender.stats.sent, sender.stats.acked, sender.stats.rejected) == (N, N, 0)
     assert sender.stats.last_success_unix is not None
     assert states[0] == "connecting" and states[-1] == "stopped"
+
+
+def test_streams_to_the_ingest_service(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spool = make_spool(tmp_path)
+    fake = FakeCollector()
+    with caplog.at_level(logging.INFO, logger="flopwatch.agent.sender"):
+        sender = asyncio.run(deliver(fake, spool, start_ingest_only))
+    assert fake.arrivals == list(range(1, N + 1)) and spool.depth() == 0
+    assert (sender.stats.sent, sender.stats.acked) == (N, N)
+    # Before its stream, the sender asked with an empty one (no key) whether the service is there.
+    assert fake.streams == [[], list(range(1, N + 1))]
+    assert fake.public_keys == ["", public_raw(KEY.public_key).hex()]
+    assert LEGACY_SUBMIT_METHOD not in caplog.text
+
+
+def test_older_collector_gets_the_deprecated_service_and_it_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The collector answers IngestService UNIMPLEMENTED on every connection (two here: the
+    # first stream is dropped); the sender falls back each time, without a backoff, and says
+    # so once.
+    spool = make_spool(tmp_path)
+    fake = FakeCollector(drop_after=5)
+    with caplog.at_level(logging.INFO, logger="flopwatch.agent.sender"):
+        sender = asyncio.run(deliver(fake, spool, start_aio))
+    assert sender.stats.reconnects >= 1 and fake.streams[0] == [1, 2, 3, 4, 5]
+    assert sorted(fake.held) == list(range(1, N + 1)) and spool.depth() == 0
+    told = [r for r in caplog.records if LEGACY_SUBMIT_METHOD in r.message]
+    assert [(r.levelname, "no IngestService" in r.message) for r in told] == [("WARNING", True)]
 
 
 def test_dropped_stream_reconnects_and_resends_pending(tmp_path: Path) -> None:
