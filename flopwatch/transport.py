@@ -62,6 +62,24 @@ def sync_channel(
     return grpc.secure_channel(target, client_credentials(ca, cert, key), options=CHANNEL_OPTIONS)
 
 
+# Typed client stubs of the collector's services (the generated constructors carry no
+# annotations): IngestService (agents), QueryService (dashboards, operators), LogService
+# (regulators, monitors).
+
+
+def ingest_stub(channel: grpc.Channel) -> collector_pb2_grpc.IngestServiceStub:
+    return collector_pb2_grpc.IngestServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def query_stub(channel: grpc.Channel) -> collector_pb2_grpc.QueryServiceStub:
+    return collector_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def log_stub(channel: grpc.Channel) -> collector_pb2_grpc.LogServiceStub:
+    return collector_pb2_grpc.LogServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
 def collector_stub(channel: grpc.Channel) -> collector_pb2_grpc.CollectorStub:
-    """A typed Collector client stub (the generated constructor carries no annotations)."""
+    """DEPRECATED: the old Collector service, every RPC under one name (kept for one release,
+    for collectors older than the three services above)."""
     return collector_pb2_grpc.CollectorStub(channel)  # type: ignore[no-untyped-call]
