@@ -66,6 +66,15 @@ def add_parser(sub: Any) -> None:
         help="Prometheus /metrics address; 'off' disables (default: %(default)s)",
     )
     p.add_argument(
+        "--health-listen",
+        default="off",
+        metavar="HOST:PORT",
+        help="also serve the standard gRPC health service (grpc.health.v1.Health) alone, in "
+        "plaintext, on this address, for probes that cannot present a client certificate "
+        "(Kubernetes grpc probes); it tells whether the collector serves, nothing else. Health "
+        "is always served on --listen too. 'off' disables (default: %(default)s)",
+    )
+    p.add_argument(
         "--thresholds",
         default="1e23,1e24,1e25,1e26",
         help="comma-separated FLOP thresholds; each raises an alert once per job, with the "
@@ -140,10 +149,14 @@ def run(args: argparse.Namespace) -> int:
     metrics = None if args.metrics_listen == "off" else args.metrics_listen
     if metrics is not None:
         host_port(metrics)
+    health = None if args.health_listen == "off" else args.health_listen
+    if health is not None:
+        host_port(health)
     config = CollectorConfig(
         listen=args.listen,
         db=args.db,
         metrics_listen=metrics,
+        health_listen=health,
         thresholds=parse_thresholds(args.thresholds),
         alert_basis=args.alert_basis,
         silent_after_s=parse_duration(args.silent_after),

@@ -8,6 +8,7 @@ import copy
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,21 @@ def test_collector_runs_non_root_with_one_writer() -> None:
     assert endpoint["port"] == "metrics" and not endpoint.get("honorLabels", False)
 
 
+def test_collector_probes_ask_grpc_health_on_the_plaintext_health_port() -> None:
+    """The kubelet's gRPC probes present no client certificate: they go to health_listen, the
+    port that carries grpc.health.v1.Health alone, never to the mTLS port."""
+    deployment = by_kind(base_resources(), "Deployment", "flopwatch-collector")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 7443, "metrics": 9464, "health": 7444}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert set(container[probe]) - {"initialDelaySeconds", "periodSeconds"} == {"grpc"}
+        assert container[probe]["grpc"] == {"port": ports["health"]}  # service "": the server
+    config = tomllib.loads((BASE / "collector.toml").read_text())
+    assert config["health_listen"] == f"0.0.0.0:{ports['health']}"
+    assert config["listen"] == f"0.0.0.0:{ports['grpc']}"
+
+
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -166,6 +182,13 @@ def test_base_renders_with_kustomize_into_valid_objects() -> None:
     daemonset = by_kind(docs, "DaemonSet", "flopwatch-agent")
     volumes = {v["name"]: v for v in daemonset["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"]["configMap"]["name"] == config["metadata"]["name"]
+    collector = by_kind(docs, "Deployment", "flopwatch-collector")
+    [container] = collector["spec"]["template"]["spec"]["containers"]
+    assert (
+        container["readinessProbe"]["grpc"] == container["livenessProbe"]["grpc"] == {"port": 7444}
+    )
+    collector_config = by_kind(docs, "ConfigMap", "flopwatch-collector-config")
+    assert 'health_listen = "0.0.0.0:7444"' in collector_config["data"]["collector.toml"]
 
 
 def test_example_overlay_renders_with_certificates_from_flopwatch_certs(tmp_path: Path) -> None:
