@@ -30,7 +30,7 @@ from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.store.factory import open_store
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import NOW, Node
+from tests.nodes import NOW, Node
 
 POSTGRES = os.environ.get("FLOPWATCH_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -1,8 +1,8 @@
-"""Simulated GPU nodes that sign chained envelopes of H100 readings, for verifier tests.
+"""Simulated GPU nodes that sign chained envelopes of H100 readings, for every test that needs
+records (collector, verifier, CLI, deploy).
 
-Built on the agent's own RecordBuilder, so the envelopes are exactly what an agent signs; no
-collector code. (The collector tests' `Node` in tests/collector/collector_helpers.py is the same
-class; that module also imports the collector, which verifier tests must not need.)
+Built on the agent's own RecordBuilder, so the envelopes are exactly what an agent signs. No
+collector code: verifier tests must not need the collector to make their records.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from flopwatch.job_ids import (
     unattributed_job_id,
 )
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import Node
+from tests.nodes import Node
 
 
 def test_ids_name_scheme_and_cluster() -> None:

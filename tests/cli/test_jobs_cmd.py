@@ -15,8 +15,9 @@ import pytest
 from flopwatch.cli.main import main
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
-from tests.collector.collector_helpers import expected_totals, run
+from tests.collector.collector_helpers import run
 from tests.collector.server_helpers import config, enroll, past_node, submit
+from tests.nodes import expected_totals
 
 
 def cli(port: int, *args: str) -> list[str]:

@@ -17,8 +17,9 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import public_pem
-from tests.collector.collector_helpers import Node, S, run
+from tests.collector.collector_helpers import run
 from tests.collector.server_helpers import config, past_node
+from tests.nodes import Node, S
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from flopwatch.statements import SignedTreeHead
 from flopwatch.transport import collector_stub
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import envelope_pb2
-from tests.collector.collector_helpers import NOW, Node, S, expected_totals
+from tests.nodes import NOW, Node, S, expected_totals
 from tests.paths import TAMPER
 
 STEP_COUNT = 12

@@ -26,8 +26,8 @@ from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from tests.collector.collector_helpers import NOW
 from tests.collector.webhook_receiver import Receiver, serve_receiver
+from tests.nodes import NOW
 
 POSTGRES_URL = os.environ.get(
     "FLOPWATCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -12,7 +12,7 @@ from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
-from tests.collector.collector_helpers import Node, S
+from tests.nodes import Node, S
 
 
 def past_node(node_id: str = "node-a", **kw) -> Node:

@@ -19,7 +19,8 @@ from flopwatch.collector.enrollment import (
 from flopwatch.collector.store.factory import open_store
 from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError
 from flopwatch.keys import public_pem
-from tests.collector.collector_helpers import NOW, Node, S, statuses
+from tests.collector.collector_helpers import statuses
+from tests.nodes import NOW, Node, S
 
 HOUR = 3600
 

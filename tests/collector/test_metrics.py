@@ -11,7 +11,7 @@ from flopwatch.collector.alerts.webhook import WebhookStats
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
-from tests.collector.collector_helpers import Node, expected_totals
+from tests.nodes import Node, expected_totals
 
 
 def test_metrics_show_totals_thresholds_counters_and_missing(store, make_ingestor):

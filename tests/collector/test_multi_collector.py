@@ -22,14 +22,8 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import SigningKey
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
-from tests.collector.collector_helpers import (
-    Node,
-    RecordingSink,
-    S,
-    expected_totals,
-    run,
-    statuses,
-)
+from tests.collector.collector_helpers import RecordingSink, run, statuses
+from tests.nodes import Node, S, expected_totals
 
 pytestmark = pytest.mark.postgres
 

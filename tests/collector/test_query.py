@@ -13,8 +13,9 @@ from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc
-from tests.collector.collector_helpers import NOW, Node, expected_totals, run
+from tests.collector.collector_helpers import run
 from tests.collector.server_helpers import config, enroll, past_node, submit
+from tests.nodes import NOW, Node, expected_totals
 
 
 def test_tokens_round_trip_and_foreign_ones_are_refused():

@@ -15,8 +15,9 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc
-from tests.collector.collector_helpers import expected_totals, make_pki, run
+from tests.collector.collector_helpers import make_pki, run
 from tests.collector.server_helpers import config, enroll, past_node, submit
+from tests.nodes import expected_totals
 
 ACCEPTED = cpb.ACK_STATUS_ACCEPTED
 

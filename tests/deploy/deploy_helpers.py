@@ -25,7 +25,7 @@ from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.transport import collector_stub
 from flopwatch.v1 import collector_pb2, envelope_pb2
-from tests.collector.collector_helpers import Node, S
+from tests.nodes import Node, S
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -38,7 +38,6 @@ from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc
-from tests.collector.collector_helpers import Node, expected_totals
 from tests.hostile.hostile_helpers import (
     HOSTILE,
     NOW,
@@ -54,6 +53,7 @@ from tests.hostile.hostile_helpers import (
     signed,
     verifier,
 )
+from tests.nodes import Node, expected_totals
 
 SUBMIT = "/flopwatch.v1.Collector/Submit"
 T = TypeVar("T")

@@ -18,8 +18,8 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import SigningKey
 from flopwatch.statements import SignedTreeHead
 from flopwatch.verify import BundleVerifier, VerifiedReport
+from tests.nodes import NOW, Node
 from tests.verify.bundle_builder import BundleBuilder
-from tests.verify.nodes import NOW, Node
 
 COLLECTOR = SigningKey.generate()
 

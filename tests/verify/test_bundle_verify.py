@@ -25,8 +25,8 @@ from flopwatch.statements import SignedTreeHead, TreeHead
 from flopwatch.verify import RecordVerifier
 from flopwatch.verify.bundle import STEPS, BundleVerifier
 from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, NodeKey
+from tests.nodes import NOW, Node, expected_totals
 from tests.verify.bundle_builder import BundleBuilder, claim_of
-from tests.verify.nodes import NOW, Node, expected_totals
 
 COLLECTOR = SigningKey.generate()
 

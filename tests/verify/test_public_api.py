@@ -30,9 +30,9 @@ from flopwatch.verify import (
     is_key_id,
     parse_collector_key,
 )
+from tests.nodes import NOW, Node
 from tests.paths import REPO, TAMPER
 from tests.verify.bundle_builder import BundleBuilder
-from tests.verify.nodes import NOW, Node
 
 PEM = (TAMPER / "collector-key.pub.pem").read_bytes()
 KEPT = (TAMPER / "kept-tree-head.th").read_bytes()

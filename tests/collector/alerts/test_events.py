@@ -19,14 +19,8 @@ from flopwatch.collector.config import DEFAULT_THRESHOLDS, CollectorConfig
 from flopwatch.collector.store.base import AlertEvent, JobTotal, Projection
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError, FlopwatchError
-from tests.collector.collector_helpers import (
-    NOW,
-    Node,
-    RecordingSink,
-    S,
-    expected_totals,
-    statuses,
-)
+from tests.collector.collector_helpers import RecordingSink, statuses
+from tests.nodes import NOW, Node, S, expected_totals
 
 
 def total(estimate: int, upper: int, span_s: int = 100, crossed=()) -> JobTotal:

@@ -16,8 +16,9 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.factory import open_store
-from tests.collector.collector_helpers import NOW, Node, RecordingSink, S, run
+from tests.collector.collector_helpers import RecordingSink, run
 from tests.collector.server_helpers import config, enroll
+from tests.nodes import NOW, Node, S
 
 SILENT_AFTER = 300
 

@@ -20,8 +20,8 @@ from flopwatch.collector.alerts.webhook import (
 from flopwatch.collector.config import WebhookConfig
 from flopwatch.collector.store.base import AlertEvent, Projection
 from flopwatch.errors import ConfigError
-from tests.collector.collector_helpers import NOW, S
 from tests.collector.webhook_receiver import DEADLINE_S
+from tests.nodes import NOW, S
 
 SECRET = b"a-shared-secret-of-some-length"
 

@@ -14,13 +14,8 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
 from flopwatch.limits import Limits
 from flopwatch.v1 import attestation_pb2 as pb
-from tests.collector.collector_helpers import (
-    IngestorFactory,
-    Node,
-    expected_totals,
-    statuses,
-    totals_of,
-)
+from tests.collector.collector_helpers import IngestorFactory, statuses, totals_of
+from tests.nodes import Node, expected_totals
 
 
 def test_accepts_records_and_totals_them(store: SQLiteStore, make_ingestor: IngestorFactory):

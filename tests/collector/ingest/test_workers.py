@@ -32,7 +32,8 @@ from flopwatch.dsse import pae
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import NOW, T0, Node, statuses, totals_of
+from tests.collector.collector_helpers import statuses, totals_of
+from tests.nodes import NOW, T0, Node
 
 
 def inline(node: Node, data: bytes):

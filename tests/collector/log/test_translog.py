@@ -18,7 +18,8 @@ from flopwatch.errors import LogRangeError, StoreError
 from flopwatch.keys import SigningKey
 from flopwatch.statements import SignedTreeHead
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import NOW, Node, statuses
+from tests.collector.collector_helpers import statuses
+from tests.nodes import NOW, Node
 
 
 def leaf_hashes(n: int) -> list[bytes]:

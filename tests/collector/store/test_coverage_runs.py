@@ -20,7 +20,7 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.intervals import Merge, merge
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import NOW, T0, Node
+from tests.nodes import NOW, T0, Node
 
 S = 10**9
 SLOTS = 12

@@ -15,14 +15,8 @@ from flopwatch.collector.store.postgres import schema as postgres_schema
 from flopwatch.collector.store.postgres import writes as postgres_writes
 from flopwatch.collector.store.postgres.store import PostgresStore
 from flopwatch.errors import StoreError
-from tests.collector.collector_helpers import (
-    NOW,
-    Node,
-    RecordingSink,
-    expected_totals,
-    statuses,
-    totals_of,
-)
+from tests.collector.collector_helpers import RecordingSink, statuses, totals_of
+from tests.nodes import NOW, Node, expected_totals
 
 
 def _protocol_methods() -> dict[str, inspect.Signature]:

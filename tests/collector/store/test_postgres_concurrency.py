@@ -18,14 +18,8 @@ import pytest
 from flopwatch.collector.ingest.ingestor import MAX_COMMIT_ATTEMPTS
 from flopwatch.collector.store.postgres.store import PostgresStore
 from flopwatch.errors import StoreConflictError
-from tests.collector.collector_helpers import (
-    NOW,
-    Node,
-    RecordingSink,
-    expected_totals,
-    statuses,
-    totals_of,
-)
+from tests.collector.collector_helpers import RecordingSink, statuses, totals_of
+from tests.nodes import NOW, Node, expected_totals
 
 pytestmark = pytest.mark.postgres
 

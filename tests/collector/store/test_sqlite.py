@@ -11,14 +11,8 @@ from flopwatch.collector.store.sqlite import schema as sqlite_schema
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import KeyFileError, StoreError
 from flopwatch.verify import RecordVerifier
-from tests.collector.collector_helpers import (
-    NOW,
-    Node,
-    RecordingSink,
-    expected_totals,
-    statuses,
-    totals_of,
-)
+from tests.collector.collector_helpers import RecordingSink, statuses, totals_of
+from tests.nodes import NOW, Node, expected_totals
 
 
 def test_restart_keeps_totals_alerts_and_chains(db_path, make_ingestor):
