@@ -194,6 +194,7 @@ def test_run_collector_serves_until_stopped(db_path):
         ({"db": "sqlite:"}, "use sqlite:PATH"),
         ({"insecure": False}, "mTLS needs --tls-cert, --tls-key and --tls-ca"),
         ({"metrics_listen": "nonsense"}, "HOST:PORT"),
+        ({"health_listen": "nonsense:port"}, "cannot listen on nonsense:port"),
         ({"alert_basis": "median"}, "alert basis"),
     ],
 )

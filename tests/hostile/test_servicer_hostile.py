@@ -5,7 +5,8 @@ loop thread; the tests talk to it with a plain grpc client that sends raw frames
 also sees bytes that are not a SubmitRequest at all. Throughout: the server never goes down,
 every hostile envelope is refused with the expected reason (or acked as a duplicate when it is a
 replay of a held record), the rejection counters count exactly those refusals, and the job
-totals stay exactly what the valid records carried.
+totals stay exactly what the valid records carried. The campaign goes to IngestService; the
+gRPC-layer tests go to it and to the deprecated Collector service, which serves the same method.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ from tests.hostile.hostile_helpers import (
 )
 from tests.nodes import Node, expected_totals
 
-SUBMIT = "/flopwatch.v1.Collector/Submit"
+SUBMIT = "/flopwatch.v1.IngestService/Submit"
+LEGACY_SUBMIT = "/flopwatch.v1.Collector/Submit"  # deprecated, answered for one release
+BOTH_SUBMITS = pytest.mark.parametrize("method", [SUBMIT, LEGACY_SUBMIT], ids=["ingest", "legacy"])
 T = TypeVar("T")
 SKEW = DEFAULT_LIMITS.max_clock_skew_ns
 
@@ -79,7 +82,7 @@ class RunningCollector:
         self.port, metrics_port = self._call(self._service.start())
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self._stub = collector_pb2_grpc.CollectorStub(self.channel)
+        self._stub = collector_pb2_grpc.QueryServiceStub(self.channel)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
@@ -101,10 +104,13 @@ class RunningCollector:
             store.close()
 
     def submit(
-        self, frames: Sequence[bytes], metadata: Sequence[tuple[str, str]] = ()
+        self,
+        frames: Sequence[bytes],
+        metadata: Sequence[tuple[str, str]] = (),
+        method: str = SUBMIT,
     ) -> tuple[list[cpb.Ack], grpc.StatusCode | None]:
         """Send raw frames on one Submit stream; return the acks and the error code, if any."""
-        call = self.channel.stream_stream(SUBMIT)  # no serializers: frames go out as they are
+        call = self.channel.stream_stream(method)  # no serializers: frames go out as they are
         acks: list[cpb.Ack] = []
         try:
             for raw in call(iter(frames), metadata=tuple(metadata), timeout=60):
@@ -457,31 +463,35 @@ def test_collector_survives_a_hostile_campaign(
 
 
 # -- the gRPC layer: frames that are not SubmitRequests, and frames above the size limit --------
+@BOTH_SUBMITS
 def test_undecodable_frame_ends_the_call_after_acking_what_came_before(
-    collector: RunningCollector,
+    collector: RunningCollector, method: str
 ) -> None:
     node = honest_node()
     collector.enroll(node)
     good = node.envelope()
-    acks, code = collector.submit([frame(good), b"\xff\xff\xff", frame(node.envelope())])
+    acks, code = collector.submit(
+        [frame(good), b"\xff\xff\xff", frame(node.envelope())], method=method
+    )
     assert [a.status for a in acks] == [cpb.ACK_STATUS_ACCEPTED]
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert collector.totals() == expected_totals([node], [good])
 
 
+@BOTH_SUBMITS
 @pytest.mark.parametrize(
     "size", [DEFAULT_LIMITS.max_grpc_message_bytes + 1, 4 << 20, 64 << 20], ids=str
 )
 def test_message_above_the_receive_limit_is_refused_and_the_server_stays_up(
-    collector: RunningCollector, size: int
+    collector: RunningCollector, size: int, method: str
 ) -> None:
     node = honest_node()
     collector.enroll(node)
     huge = frame(b"\x00" * size)
-    acks, code = collector.submit([huge])
+    acks, code = collector.submit([huge], method=method)
     assert (acks, code) == ([], grpc.StatusCode.RESOURCE_EXHAUSTED)
     good = node.envelope()
-    acks, code = collector.submit([frame(good)])
+    acks, code = collector.submit([frame(good)], method=method)
     assert ([a.status for a in acks], code) == ([cpb.ACK_STATUS_ACCEPTED], None)
     assert collector.totals() == expected_totals([node], [good])
 
@@ -500,9 +510,12 @@ def test_envelope_above_its_limit_but_within_the_grpc_limit_is_rejected_oversize
     assert collector.totals() == {}
 
 
-def test_many_hostile_frames_on_one_stream_are_each_acked(collector: RunningCollector) -> None:
+@BOTH_SUBMITS
+def test_many_hostile_frames_on_one_stream_are_each_acked(
+    collector: RunningCollector, method: str
+) -> None:
     n = 3 * DEFAULT_LIMITS.max_commit_batch + 7  # several batches
-    acks, code = collector.submit([frame(b"")] * n)
+    acks, code = collector.submit([frame(b"")] * n, method=method)
     assert code is None
     assert [(a.status, a.reason) for a in acks] == [(cpb.ACK_STATUS_REJECTED, "unsigned")] * n
     assert collector.rejected_counts() == Counter({"unsigned": n})
