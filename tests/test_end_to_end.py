@@ -22,7 +22,7 @@ from flopwatch.cli.main import main
 from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.server import CollectorService
 from flopwatch.jobs_file import load_jobs
-from flopwatch.transport import collector_stub
+from flopwatch.transport import query_stub
 from flopwatch.v1 import collector_pb2
 from tests.paths import H100_TRACE
 
@@ -181,7 +181,7 @@ def list_jobs_without_client_cert(ca_pem: Path, port: int) -> grpc.StatusCode:
     creds = grpc.ssl_channel_credentials(root_certificates=ca_pem.read_bytes())
     with grpc.secure_channel(f"localhost:{port}", creds) as channel:
         try:
-            collector_stub(channel).ListJobs(collector_pb2.ListJobsRequest(), timeout=10)
+            query_stub(channel).ListJobs(collector_pb2.ListJobsRequest(), timeout=10)
         except grpc.RpcError as e:
             return e.code()
     return grpc.StatusCode.OK

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _fetch_proof(args: argparse.Namespace, old_size: int, new_size: int) -> list[bytes]:
     import grpc
 
-    from flopwatch.transport import collector_stub, sync_channel
+    from flopwatch.transport import log_stub, sync_channel
     from flopwatch.v1 import collector_pb2
 
     host_port(args.collector)
@@ -70,7 +70,7 @@ def _fetch_proof(args: argparse.Namespace, old_size: int, new_size: int) -> list
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
         try:
-            resp = collector_stub(channel).GetConsistencyProof(request, timeout=args.timeout)
+            resp = log_stub(channel).GetConsistencyProof(request, timeout=args.timeout)
         except grpc.RpcError as e:
             raise TransportError(
                 f"collector {args.collector}: {e.code().name}: {e.details()}"

@@ -17,7 +17,7 @@ from typing import Any
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK
 from flopwatch.cli.jobs_cmd import table
 from flopwatch.errors import ConfigError, FlopwatchError
-from flopwatch.transport import collector_stub
+from flopwatch.transport import query_stub
 from flopwatch.v1 import collector_pb2
 
 HELP = "run a collector and an agent replaying a recorded H100 trace, and watch FLOPs per job"
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     seen_alerts: set[tuple[str, str]] = set()
     with grpc.insecure_channel(target) as channel:
-        stub = collector_stub(channel)
+        stub = query_stub(channel)
         while True:
             done = not agent.is_alive()
             resp: collector_pb2.ListJobsResponse = stub.ListJobs(

@@ -16,7 +16,7 @@ from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.errors import ConfigError, TransportError
 from flopwatch.keys import short_key_id
 from flopwatch.model.figures import LEGEND
-from flopwatch.transport import collector_stub, sync_channel
+from flopwatch.transport import query_stub, sync_channel
 from flopwatch.v1 import collector_pb2, collector_pb2_grpc
 
 HELP = (
@@ -80,7 +80,7 @@ def call(collector: str, method: Callable[..., R], request: object, timeout: flo
 
 
 def fetch_jobs(
-    stub: collector_pb2_grpc.CollectorStub,
+    stub: collector_pb2_grpc.QueryServiceStub,
     collector: str,
     prefix: str,
     page_size: int = 0,
@@ -102,7 +102,7 @@ def fetch_jobs(
 
 
 def fetch_job(
-    stub: collector_pb2_grpc.CollectorStub,
+    stub: collector_pb2_grpc.QueryServiceStub,
     collector: str,
     job_id: str,
     page_size: int = 0,
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     with sync_channel(
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
-        stub = collector_stub(channel)
+        stub = query_stub(channel)
         if args.job is not None:
             one = fetch_job(stub, args.collector, args.job, args.page_size, args.timeout)
             out, text = job_as_json(one), job_table(one)

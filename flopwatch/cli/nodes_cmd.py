@@ -225,7 +225,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _from_collector(args: argparse.Namespace) -> tuple[list[NodeSummary], float]:
     from flopwatch.collector.rpc.query import node_summary
-    from flopwatch.transport import collector_stub, sync_channel
+    from flopwatch.transport import query_stub, sync_channel
     from flopwatch.v1 import collector_pb2
 
     host_port(args.collector)
@@ -234,7 +234,7 @@ def _from_collector(args: argparse.Namespace) -> tuple[list[NodeSummary], float]
     with sync_channel(
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
-        stub = collector_stub(channel)
+        stub = query_stub(channel)
         while True:
             request = collector_pb2.ListNodesRequest(page_token=token)
             page: collector_pb2.ListNodesResponse = call(

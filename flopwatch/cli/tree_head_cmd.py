@@ -54,7 +54,7 @@ def fetch(args: argparse.Namespace) -> SignedTreeHead:
     import grpc
 
     from flopwatch.dsse import Envelope
-    from flopwatch.transport import collector_stub, sync_channel
+    from flopwatch.transport import log_stub, sync_channel
     from flopwatch.v1 import collector_pb2
 
     host_port(args.collector)
@@ -62,7 +62,7 @@ def fetch(args: argparse.Namespace) -> SignedTreeHead:
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
         try:
-            resp = collector_stub(channel).GetTreeHead(
+            resp = log_stub(channel).GetTreeHead(
                 collector_pb2.GetTreeHeadRequest(), timeout=args.timeout
             )
         except grpc.RpcError as e:

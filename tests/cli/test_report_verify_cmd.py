@@ -24,7 +24,7 @@ from flopwatch.dsse import Envelope
 from flopwatch.keys import public_pem
 from flopwatch.merkle import leaf_hash, verify_inclusion
 from flopwatch.statements import SignedTreeHead
-from flopwatch.transport import collector_stub
+from flopwatch.transport import ingest_stub, log_stub
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import envelope_pb2
 from tests.nodes import NOW, Node, S, expected_totals
@@ -188,13 +188,13 @@ async def submit(channel: grpc.aio.Channel, envelopes: Sequence[bytes]) -> None:
         for data in envelopes:
             yield cpb.SubmitRequest(envelope=envelope_pb2.Envelope.FromString(data))
 
-    async for response in collector_stub(channel).Submit(requests()):
+    async for response in ingest_stub(channel).Submit(requests()):
         assert {a.status for a in response.acks} == {cpb.ACK_STATUS_ACCEPTED}
 
 
 async def head_of_size(channel: grpc.aio.Channel, size: int) -> SignedTreeHead:
     """Poll GetTreeHead until the collector has signed a head of `size` (10 s deadline)."""
-    stub = collector_stub(channel)
+    stub = log_stub(channel)
     deadline = time.monotonic() + 10
     while True:
         resp = await stub.GetTreeHead(cpb.GetTreeHeadRequest())
@@ -240,7 +240,7 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
                     await asyncio.to_thread(main, ["log", "tree-head", *cli, "--out", str(new_th)])
                     == 0
                 )
-                stub = collector_stub(channel)
+                stub = log_stub(channel)
                 by_record = cpb.GetInclusionProofRequest(
                     record=cpb.RecordRef(key_id=node.key_id, sequence=5)
                 )

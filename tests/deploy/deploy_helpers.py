@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
-from flopwatch.transport import collector_stub
+from flopwatch.transport import ingest_stub
 from flopwatch.v1 import collector_pb2, envelope_pb2
 from tests.nodes import Node, S
 
@@ -127,7 +127,7 @@ class LiveCollector:
             for data in envelopes
         )
         with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
-            responses = collector_stub(channel).Submit(requests, timeout=60)
+            responses = ingest_stub(channel).Submit(requests, timeout=60)
             return [ack for response in responses for ack in response.acks]
 
     def metrics_text(self) -> str:

@@ -19,7 +19,7 @@ from typing import IO
 
 import grpc
 
-from flopwatch.transport import collector_stub
+from flopwatch.transport import query_stub
 from flopwatch.v1 import collector_pb2
 from tests.faults.fleet import SimNode, Totals
 from tests.faults.waits import wait_until
@@ -198,7 +198,7 @@ class Progress:
                 ("grpc.max_reconnect_backoff_ms", 250),
             ],
         )
-        self._stub = collector_stub(self._channel)
+        self._stub = query_stub(self._channel)
 
     def __call__(self) -> int | None:
         try:
