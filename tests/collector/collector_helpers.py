@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flopwatch.collector.ingest.ingestor import Ingestor
-from flopwatch.collector.store.base import AlertEvent, JobTotal
+from flopwatch.collector.store.records import AlertEvent, JobTotal
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 
 T = TypeVar("T")

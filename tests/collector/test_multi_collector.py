@@ -16,8 +16,8 @@ from flopwatch import merkle
 from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.server import CollectorService
-from flopwatch.collector.store.base import AlertEvent
 from flopwatch.collector.store.postgres.store import PostgresStore
+from flopwatch.collector.store.records import AlertEvent
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.keys import SigningKey
 from flopwatch.v1 import collector_pb2 as cpb

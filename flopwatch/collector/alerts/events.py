@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from flopwatch.collector.store.base import AlertBasis, AlertEvent, JobTotal, Projection
+from flopwatch.collector.store.records import AlertBasis, AlertEvent, JobTotal, Projection
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.keys import short_key_id
 from flopwatch.model import MODEL_VERSION

@@ -19,7 +19,7 @@ from flopwatch.collector.config import QueryLimits
 from flopwatch.collector.query import NodeSummary, Query, SummaryStatus
 from flopwatch.collector.rpc.paging import decode_token, fill, page_size
 from flopwatch.collector.rpc.store_thread import Codes, on_store_thread
-from flopwatch.collector.store.base import JobGpu, JobTotal
+from flopwatch.collector.store.records import JobGpu, JobTotal
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.model import MODEL_VERSION
 from flopwatch.v1 import collector_pb2 as pb

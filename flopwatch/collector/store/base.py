@@ -26,46 +26,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
 from flopwatch.collector.store.records import (
-    AlertBasis,
     AlertEvent,
     ChainState,
     GpuTotal,
-    JobDelta,
     JobEvidence,
     JobGpu,
     JobTotal,
-    LogEntry,
     NodeRecord,
     NodeStatus,
     PendingKey,
-    Projection,
-    aggregate,
 )
 from flopwatch.verify.record import VerifiedRecord
-
-__all__ = [  # the records are re-exported: callers may import them from here
-    "AlertBasis",
-    "AlertEvent",
-    "ChainState",
-    "ChainStore",
-    "EnrollmentStore",
-    "GpuTotal",
-    "JobDelta",
-    "JobEvidence",
-    "JobGpu",
-    "JobTotal",
-    "LogEntry",
-    "LogStore",
-    "NodeKeyStore",
-    "NodeRecord",
-    "NodeStatus",
-    "PageStore",
-    "PendingKey",
-    "Projection",
-    "Store",
-    "TotalsStore",
-    "aggregate",
-]
 
 
 class NodeKeyStore(Protocol):

@@ -16,7 +16,7 @@ from flopwatch.collector.alerts.events import (
     describe,
 )
 from flopwatch.collector.config import DEFAULT_THRESHOLDS, CollectorConfig
-from flopwatch.collector.store.base import AlertEvent, JobTotal, Projection
+from flopwatch.collector.store.records import AlertEvent, JobTotal, Projection
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError, FlopwatchError
 from tests.collector.collector_helpers import RecordingSink, statuses

@@ -18,7 +18,7 @@ from flopwatch.collector.alerts.webhook import (
     verify_signature,
 )
 from flopwatch.collector.config import WebhookConfig
-from flopwatch.collector.store.base import AlertEvent, Projection
+from flopwatch.collector.store.records import AlertEvent, Projection
 from flopwatch.errors import ConfigError
 from tests.collector.webhook_receiver import DEADLINE_S
 from tests.nodes import NOW, S
