@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.trust_args import (
@@ -20,9 +19,10 @@ from flopwatch.cli.trust_args import (
 from flopwatch.errors import ConfigError, TransportError, VerificationError
 from flopwatch.statements import SignedTreeHead
 
+NAME = "consistency"
 HELP = "check that the log of a newer tree head extends an older one (nothing rewritten)"
 
-_EPILOG = """\
+EPILOG = """\
 OLD and NEW are tree heads you kept (`flopwatch log tree-head --out`). Both signatures are
 checked and must be by the same collector key (and by --collector-key, if given). The RFC 6962
 consistency proof is fetched from the collector and checked here: the collector cannot make one
@@ -30,18 +30,6 @@ that passes unless the log at NEW's size starts with exactly the leaves of OLD. 
 when consistent, 1 when not. Offline, a bundle made with `flopwatch report --kept-tree-head OLD`
 carries the same proof (`flopwatch verify --kept-tree-head OLD`).
 """
-
-
-def add_parser(sub: Any) -> None:
-    """`consistency` under `flopwatch log`."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "consistency",
-        help=HELP,
-        description=HELP + ".",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,23 +23,22 @@ def add_parser(sub: Any) -> None:
         "log",
         help=HELP,
         description=HELP + ".",
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=__doc__.split("\n\n")[-1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tree_head_cmd.add_parser(actions)
-    consistency_cmd.add_parser(actions)
+    for cmd in (tree_head_cmd, consistency_cmd):
+        action: argparse.ArgumentParser = actions.add_parser(
+            cmd.NAME,
+            help=cmd.HELP,
+            description=cmd.HELP + ".",
+            epilog=cmd.EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.add_arguments(action)
 
 
 def add_deprecated_parsers(sub: Any) -> None:
     """The top-level spellings before `log` grouped them; gone in the next release."""
-    add_deprecated_command(
-        sub, "tree-head", "log tree-head", tree_head_cmd.add_arguments, tree_head_cmd.run
-    )
-    add_deprecated_command(
-        sub,
-        "verify-consistency",
-        "log consistency",
-        consistency_cmd.add_arguments,
-        consistency_cmd.run,
-    )
+    for old, cmd in (("tree-head", tree_head_cmd), ("verify-consistency", consistency_cmd)):
+        add_deprecated_command(sub, old, f"log {cmd.NAME}", cmd.add_arguments, cmd.run)

@@ -8,33 +8,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.trust_args import add_collector_key_argument, collector_key_id, describe
 from flopwatch.errors import ConfigError, TransportError, VerificationError
 from flopwatch.statements import SignedTreeHead
 
+NAME = "tree-head"
 HELP = "fetch the collector's latest signed tree head (or a bundle's) and save it to check later"
 
-_EPILOG = """\
+EPILOG = """\
 A regulator keeps tree heads: a later report made with `--kept-tree-head` that head (checked
 by `flopwatch verify --kept-tree-head`), or `flopwatch log consistency OLD NEW --collector ...`,
 then shows the log only grew since (no record was removed or changed). The signature is checked
 before anything is saved.
 """
-
-
-def add_parser(sub: Any) -> None:
-    """`tree-head` under `flopwatch log`."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "tree-head",
-        help=HELP,
-        description=HELP + ".",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,8 +1,9 @@
-"""Rows the stores read, as the records `flopwatch.collector.store.records` defines: one mapping
-for both stores.
+"""Rows the stores write and read back, mapped once for both stores: records in, the records
+`flopwatch.collector.store.records` defines out.
 
 FLOP figures come back as TEXT (SQLite) or NUMERIC(40, 0) (PostgreSQL, an integral Decimal);
-`int()` of either is exact. The SELECTs list columns in the order these functions read them.
+`int()` of either is exact. The SELECTs list columns in the order these functions read them; the
+write rows list columns in the order of the tables' INSERT (records, gaps, chains).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flopwatch.collector.store.records import AlertEvent, JobGpu, NodeRecord, Projection
+from flopwatch.verify.record import VerifiedRecord
 
 # Rows for `node_record`: append the WHERE / ORDER BY clause.
 SELECT_NODES = (
@@ -50,3 +52,37 @@ def alert_event(r: Sequence[Any]) -> AlertEvent:
 def alerts_in_order(rows: Sequence[Sequence[Any]]) -> list[AlertEvent]:
     """Fired alerts, oldest first (ties by job and threshold)."""
     return sorted(map(alert_event, rows), key=lambda a: (a.at_ns, a.job_id, a.threshold))
+
+
+def record_row(
+    r: VerifiedRecord, received_at_ns: int
+) -> tuple[str, int, bytes, bytes, str, bytes, int]:
+    """(key_id, sequence, digest, previous_digest, node_id, envelope, received_at_ns)."""
+    return (
+        r.key_id,
+        r.sequence,
+        r.digest,
+        r.previous_digest,
+        r.node_id,
+        r.envelope.to_bytes(),
+        received_at_ns,
+    )
+
+
+def gap_rows(records: Sequence[VerifiedRecord]) -> list[tuple[str, int, str, int, int, str, str]]:
+    """(key_id, sequence, gpu_uuid, start_ns, end_ns, reason, detail) of every declared gap."""
+    return [
+        (r.key_id, r.sequence, g.gpu_uuid, g.start_ns, g.end_ns, g.reason, g.detail)
+        for r in records
+        for g in r.gaps
+    ]
+
+
+def chain_rows(records: Sequence[VerifiedRecord]) -> list[tuple[str, int, int]]:
+    """(key_id, held, highest) per key: how many of the records it signed and its highest
+    sequence, to add to what the chains table holds. Sorted by key (lock order)."""
+    chains: dict[str, tuple[int, int]] = {}
+    for r in records:
+        held, highest = chains.get(r.key_id, (0, 0))
+        chains[r.key_id] = (held + 1, max(highest, r.sequence))
+    return [(k, held, highest) for k, (held, highest) in sorted(chains.items())]

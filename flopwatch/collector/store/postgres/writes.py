@@ -33,6 +33,7 @@ from flopwatch.collector.store.postgres import nodes, tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.postgres.sums import add_sums
 from flopwatch.collector.store.records import AlertEvent, aggregate, job_gpu_sums, spans_by_device
+from flopwatch.collector.store.rows import chain_rows, gap_rows, record_row
 from flopwatch.errors import StoreConflictError
 from flopwatch.intervals import Clash, merge
 from flopwatch.keys import short_key_id
@@ -121,37 +122,19 @@ def insert_records(cur: Cur, records: Sequence[VerifiedRecord], received_at_ns: 
         "received_at_ns) FROM STDIN"
     ) as copy:
         for r in records:
-            copy.write_row(
-                (
-                    r.key_id,
-                    r.sequence,
-                    r.digest,
-                    r.previous_digest,
-                    r.node_id,
-                    r.envelope.to_bytes(),
-                    received_at_ns,
-                )
-            )
-    gaps = [
-        (r.key_id, r.sequence, g.gpu_uuid, g.start_ns, g.end_ns, g.reason, g.detail)
-        for r in records
-        for g in r.gaps
-    ]
+            copy.write_row(record_row(r, received_at_ns))
+    gaps = gap_rows(records)
     if gaps:
         with cur.copy(
             "COPY gaps (key_id, sequence, gpu_uuid, start_ns, end_ns, reason, detail) FROM STDIN"
         ) as copy:
             for row in gaps:
                 copy.write_row(row)
-    chains: dict[str, tuple[int, int]] = {}
-    for r in records:
-        held, highest = chains.get(r.key_id, (0, 0))
-        chains[r.key_id] = (held + 1, max(highest, r.sequence))
     cur.executemany(
         "INSERT INTO chains AS c (key_id, held, highest) VALUES (%s, %s, %s) "
         "ON CONFLICT (key_id) DO UPDATE SET held = c.held + excluded.held, "
         "highest = greatest(c.highest, excluded.highest)",
-        [(k, held, highest) for k, (held, highest) in sorted(chains.items())],
+        chain_rows(records),
     )
 
 

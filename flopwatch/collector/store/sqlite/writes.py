@@ -18,6 +18,7 @@ from flopwatch.collector.store.records import (
     job_gpu_sums,
     spans_by_device,
 )
+from flopwatch.collector.store.rows import chain_rows, gap_rows, record_row
 from flopwatch.collector.store.sqlite import nodes, tlog
 from flopwatch.errors import StoreError
 from flopwatch.intervals import Clash, Interval, merge
@@ -48,35 +49,16 @@ def insert_records(
 ) -> None:
     """The envelopes (record i is log leaf first_leaf + i), their gaps, and each key's held
     count and highest sequence."""
-    chains: dict[str, tuple[int, int]] = {}
-    for n, r in enumerate(records):
-        db.execute(
-            "INSERT INTO records (key_id, sequence, digest, previous_digest, node_id, envelope, "
-            "received_at_ns, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.key_id,
-                r.sequence,
-                r.digest,
-                r.previous_digest,
-                r.node_id,
-                r.envelope.to_bytes(),
-                received_at_ns,
-                first_leaf + n,
-            ),
-        )
-        held, highest = chains.get(r.key_id, (0, 0))
-        chains[r.key_id] = (held + 1, max(highest, r.sequence))
-        db.executemany(
-            "INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.key_id, r.sequence, g.gpu_uuid, g.start_ns, g.end_ns, g.reason, g.detail)
-                for g in r.gaps
-            ],
-        )
+    db.executemany(
+        "INSERT INTO records (key_id, sequence, digest, previous_digest, node_id, envelope, "
+        "received_at_ns, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*record_row(r, received_at_ns), first_leaf + n) for n, r in enumerate(records)],
+    )
+    db.executemany("INSERT INTO gaps VALUES (?, ?, ?, ?, ?, ?, ?)", gap_rows(records))
     db.executemany(
         "INSERT INTO chains VALUES (?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
         "held = held + excluded.held, highest = max(highest, excluded.highest)",
-        [(k, held, highest) for k, (held, highest) in chains.items()],
+        chain_rows(records),
     )
 
 
