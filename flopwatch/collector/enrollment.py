@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from flopwatch.collector.store.base import EnrollmentStore, NodeKeyStore, Store
+from flopwatch.collector.store.base import EnrollmentStore, NodeKeyStore, NodeTrustStore
 from flopwatch.dsse import Envelope
 from flopwatch.errors import (
     ConfigError,
@@ -81,7 +81,7 @@ def enroll_key_file(store: NodeKeyStore, node_id: str, path: Path) -> str:
     return store.enroll(public_raw(load_public_pem(data)), node_id)
 
 
-def approve_pending(store: Store, key_id: str, node_id: str | None) -> str:
+def approve_pending(store: NodeTrustStore, key_id: str, node_id: str | None) -> str:
     """Enroll a key that presented itself (`Store.pending_keys`); `node_id`, when given, must be
     the node its record claimed."""
     pending = {p.key_id: p for p in store.pending_keys()}.get(key_id)
@@ -113,7 +113,7 @@ class TokenRedeemer:
     """The collector's side of enrollment: redeems tokens and notes keys awaiting approval.
     Runs on the ingest thread (it uses the store)."""
 
-    def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, store: NodeTrustStore, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self._store = store
         self._limits = limits
         self._noted: set[str] = set()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flopwatch.collector.alerts.events import AlertSink, NodeSilent, notify
-from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.base import NodeTrustStore
 from flopwatch.collector.store.records import NodeRecord
 from flopwatch.errors import ConfigError
 
@@ -49,7 +49,7 @@ class LivenessMonitor:
 
     def __init__(
         self,
-        store: Store,
+        store: NodeTrustStore,
         sinks: Sequence[AlertSink],
         *,
         silent_after_s: float,

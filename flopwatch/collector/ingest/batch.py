@@ -7,17 +7,23 @@ cannot fork a chain or double-count a GPU-second between them.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from flopwatch.chain import Neighbours
-from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.base import ChainStore, NodeKeyStore
 from flopwatch.collector.store.records import NodeRecord
 from flopwatch.intervals import IntervalSet
 from flopwatch.verify.record import VerifiedRecord
 
 
+class JudgingStore(NodeKeyStore, ChainStore, Protocol):
+    """What a batch judges records against: node keys, chains and measured time."""
+
+
 class PendingBatch:
     """The store's view plus what this batch accepted but has not committed yet."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: JudgingStore) -> None:
         self._store = store
         self.records: list[VerifiedRecord] = []
         self._chain: dict[tuple[str, int], tuple[bytes, bytes]] = {}

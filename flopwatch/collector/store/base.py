@@ -7,6 +7,8 @@
   TotalsStore      job, per-GPU and per-device sums, fired alerts, and the one write (`commit`)
   LogStore         the transparency log, job evidence and signed tree heads
 
+  NodeTrustStore   NodeKeyStore and EnrollmentStore together (enrollment, liveness)
+
 `Store` combines them: what a collector opens (`flopwatch.collector.store.factory`). Code that
 needs one concern takes the narrow interface, so a fake for its tests implements only that.
 `flopwatch.collector.store.sqlite.store` (one collector, embedded) and
@@ -213,6 +215,11 @@ class LogStore(Protocol):
     def latest_tree_head(self) -> bytes | None:
         """The signed tree head of the largest size held (envelope bytes), or None."""
         ...
+
+
+class NodeTrustStore(NodeKeyStore, EnrollmentStore, Protocol):
+    """Node keys with the enrollment around them: what approving, token enrollment and the
+    liveness monitor use."""
 
 
 class Store(NodeKeyStore, EnrollmentStore, PageStore, ChainStore, TotalsStore, LogStore, Protocol):
