@@ -56,9 +56,7 @@ def enrolled_for(
     if status == "revoked":
         raise error(f"key {short_key_id(key_id)} was revoked; revocation is permanent")
     if held_node != node_id:
-        # An operator's `enroll` (StoreError) says "already"; a token's redemption does not.
-        already = "already " if error is StoreError else ""
-        raise error(f"key {short_key_id(key_id)} is {already}enrolled for node {held_node!r}")
+        raise error(f"key {short_key_id(key_id)} is already enrolled for node {held_node!r}")
     return True
 
 
