@@ -119,7 +119,7 @@ class SignedTreeHead:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedTreeHead:
-        """A tree head file as `flopwatch tree-head --out` writes it (a serialized Envelope)."""
+        """A tree head file as `flopwatch log tree-head --out` writes it (a serialized Envelope)."""
         if len(data) > MAX_TREE_HEAD_BYTES:
             raise VerificationError(BAD_TREE_HEAD, f"{len(data)} bytes is too large")
         try:

@@ -1,4 +1,4 @@
-"""What a regulator brings to `flopwatch verify`, `verify-consistency` and `tree-head`: the
+"""What a regulator brings to `flopwatch verify`, `log consistency` and `log tree-head`: the
 collector key to trust (by key id or PEM public key) and tree heads kept from earlier.
 
 This layer reads the files and names the option in its errors (ConfigError); parsing what is
@@ -43,7 +43,7 @@ def collector_key_id(text: str) -> str:
 
 
 def read_tree_head(path: Path) -> SignedTreeHead:
-    """A tree head file (`flopwatch tree-head --out`), shape checked, signature not yet."""
+    """A tree head file (`flopwatch log tree-head --out`), shape checked, signature not yet."""
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -10,8 +10,8 @@ you got from somewhere other than the bundle, passed as keyword arguments:
 - `collector_key_id`: the collector key you trust, by key id. `parse_collector_key` takes it as
   the operator publishes it: 64 hex digits (str) or the collector's PEM public key (bytes).
 - `trusted_tree_head`: a `SignedTreeHead` you kept from an earlier check
-  (`SignedTreeHead.from_bytes`, the file `flopwatch tree-head --out` writes). It pins the key that
-  signed it, and the bundle must prove its log extends the one you kept.
+  (`SignedTreeHead.from_bytes`, the file `flopwatch log tree-head --out` writes). It pins the
+  key that signed it, and the bundle must prove its log extends the one you kept.
 
 Give one or both; with neither, `BundleVerifier` raises ConfigError. `verify(data)` runs the
 numbered checks of `STEPS` in order and either returns a `VerifiedReport` (the job's FLOPs,

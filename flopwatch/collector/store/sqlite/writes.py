@@ -182,14 +182,10 @@ def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, Interval]) -> No
     deletes: list[tuple[str, int]] = []
     inserts: list[tuple[str, int, int]] = []
     for gpu, prev_start, prev_end, next_start, next_end in neighbours:
-        held = [
-            (s, e) for s, e in ((prev_start, prev_end), (next_start, next_end)) if s is not None
-        ]
-        merged = merge(held, [runs[gpu]])
-        if isinstance(merged, Clash):
-            raise _overlap(gpu, merged)
-        deletes += [(gpu, s) for s, _ in merged.removed]
-        inserts += [(gpu, *r) for r in merged.added]
+        held = [r for r in ((prev_start, prev_end), (next_start, next_end)) if r[0] is not None]
+        drop, add = _join(gpu, held, runs[gpu])
+        deletes += drop
+        inserts += add
     db.executemany("DELETE FROM coverage WHERE gpu = ? AND start_ns = ?", deletes)
     db.executemany("INSERT INTO coverage VALUES (?, ?, ?)", inserts)
 
