@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent bench-collector soak fuzz clean
+.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent bench-collector soak fuzz gpu-check clean
 
 all: test
 
@@ -73,6 +73,15 @@ soak: $(STAMP)
 
 ## Every benchmark above (about 15 minutes, most of it the soak).
 bench: bench-agent bench-collector soak
+
+## GPU check, on a machine with an NVIDIA GPU only (never in CI): the agent on real NVML beside
+## matrix products whose operation count is exact; prints estimate and upper bound against the
+## exact count, the agent's CPU and RSS, and the workload's slowdown (bench/gpu_check.py, about
+## 2 minutes). GPU_PYTHON must import torch with CUDA and flopwatch's dependencies.
+GPU_PYTHON ?= $(BIN)/python
+GPU_CHECK_SECONDS ?= 15
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py --seconds $(GPU_CHECK_SECONDS) --kinds bf16,tf32,fp64,fp32
 
 ## Coverage-guided fuzzing (atheris) of the envelope parser and record verifier; not part of
 ## `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.
