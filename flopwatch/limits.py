@@ -22,6 +22,9 @@ each one named below exists):
     flopwatch.agent.attribution.podresources.MAX_RESPONSE_BYTES  the kubelet's answer
     flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
     flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew
+    flopwatch.agent.backends.nvml.gpm.MIN_INTERVAL_S  GPM sample spacing (the NVML --interval)
+    flopwatch.agent.backends.nvml.gpm.GPM_UNSUPPORTED_STRIKES  GPM failures before a fallback
+    flopwatch.agent.backends.nvml.processes.PID_MAX_LIMIT  a pid NVML reports
     flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  intervals signed in one record
     flopwatch.statements.MAX_TREE_HEAD_BYTES          a signed tree head
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)

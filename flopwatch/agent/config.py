@@ -16,7 +16,7 @@ class AgentConfig:
     state_dir: Path = Path("/var/lib/flopwatch-agent")  # node key (0600) and spool
     node_id: str = field(default_factory=socket.gethostname)
     cluster: str = "default"
-    interval_s: float = 1.0
+    interval_s: float = 1.0  # more than 0.1 s with the NVML backend (the CLI refuses less)
     # Sampling rounds signed together in one record (fewer signatures; later visibility).
     intervals_per_record: int = 1
     jobs_file: Path | None = None  # JOBS.json windows (replay and manual use)

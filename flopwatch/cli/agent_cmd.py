@@ -66,7 +66,11 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         "h100-mig (one device per MIG instance), unknown (unknown-rate))",
     )
     g.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds per sample (default: 1)"
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="seconds per sample (default: 1); more than 0.1 with the NVML backend, which needs "
+        "GPM samples more than 100 ms apart",
     )
     g.add_argument(
         "--intervals-per-record",
@@ -206,11 +210,23 @@ def _off(text: str) -> str | None:
     return None if text == "off" else text
 
 
+def _check_interval(backend: str, interval_s: float) -> None:
+    """NVML wants GPM samples more than MIN_INTERVAL_S apart: refuse a shorter --interval."""
+    from flopwatch.agent.backends.nvml.gpm import MIN_INTERVAL_S
+
+    if backend == "nvml" and not interval_s > MIN_INTERVAL_S:
+        raise ConfigError(
+            f"--interval must be more than {MIN_INTERVAL_S:g} s with the NVML backend (NVML "
+            f"needs GPM samples more than {MIN_INTERVAL_S * 1000:.0f} ms apart), got {interval_s:g}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from flopwatch.agent.config import AgentConfig
     from flopwatch.agent.service import run_agent
 
     host_port(args.collector)
+    _check_interval(args.backend, args.interval)
     if not args.node_id:
         raise ConfigError("--node-id must not be empty")
     metrics = _off(args.metrics_listen)

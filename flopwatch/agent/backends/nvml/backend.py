@@ -1,15 +1,19 @@
 """The real GPU backend: NVML GPM pipe utilization, an integrated SM clock, energy and processes.
 
-Each measured device is a whole GPU, or one MIG instance of a GPU in MIG mode (nvml_mig.py).
+Each measured device is a whole GPU, or one MIG instance of a GPU in MIG mode (mig.py).
 Per interval and device:
-- GPM busy fractions per pipe (nvml_gpm.py) on Hopper and later;
-- without GPM (compute capability < 9.0, or NVML says unsupported), a bound on the kernel-busy
-  fraction from NVML's utilization samples (nvml_util.py); such a GPU's intervals end at its
-  newest sample, so they may end up to one sample period before the agent's boundary;
-- the SM clock polled at ~10 Hz and integrated (nvml_clock.py), energy as the difference of the
-  total-energy counter (whole GPUs), and the running processes with their SM-utilization shares.
+- GPM busy fractions per pipe (gpm.py) on Hopper and later;
+- without GPM (compute capability < 9.0, NVML says unsupported, or NVML says supported but has
+  never given a sample: vGPU guests), a bound on the kernel-busy fraction from NVML's
+  utilization samples (utilization.py); such a GPU's intervals end at its newest sample, so they
+  may end up to one sample period before the agent's boundary;
+- the SM clock polled at ~10 Hz and integrated (clock.py), energy as the difference of the
+  total-energy counter (whole GPUs), and the running processes with their SM-utilization shares
+  (processes.py drops pids no process can have).
 An NVML error in the essential readings yields a reading with `error` set (and its cause), which
 the agent signs as a gap; it never stops the sampling of the other devices or of the next one.
+No exception of an NVML call escapes the backend other than as a BackendError (or
+NvmlUnavailableError) from setup, after which NVML is shut down again.
 """
 
 from __future__ import annotations
@@ -29,10 +33,17 @@ from flopwatch.agent.backends.base import (
 )
 from flopwatch.agent.backends.nvml.cc import hardware_bindings
 from flopwatch.agent.backends.nvml.clock import DEFAULT_CLOCK_POLL_S, ClockPoller, integrate_clock
-from flopwatch.agent.backends.nvml.gpm import GpmSampler, ReadFailure
+from flopwatch.agent.backends.nvml.gpm import (
+    MIN_INTERVAL_S,
+    GpmSampler,
+    GpmSource,
+    ReadFailure,
+    gpm_metrics_for,
+)
 from flopwatch.agent.backends.nvml.ids import cores_per_sm
 from flopwatch.agent.backends.nvml.lib import LIBRARY_NOT_FOUND, Nvml, text
-from flopwatch.agent.backends.nvml.mig import mig_enabled, mig_instances
+from flopwatch.agent.backends.nvml.mig import mig_enabled, mig_gpm, mig_instances
+from flopwatch.agent.backends.nvml.processes import plausible_pids, read_pid_max, running_pids
 from flopwatch.agent.backends.nvml.utilization import (
     STALL_INTERVALS,
     BusySpan,
@@ -41,12 +52,13 @@ from flopwatch.agent.backends.nvml.utilization import (
 )
 from flopwatch.errors import BackendError
 
-__all__ = ["LIBRARY_NOT_FOUND", "NvmlBackend", "integrate_clock"]
+__all__ = ["LIBRARY_NOT_FOUND", "MIN_INTERVAL_S", "NvmlBackend", "integrate_clock"]
 
 log = logging.getLogger(__name__)
 
 GPM_MIN_CC = (9, 0)  # NVML GPM exists from Hopper on
 MIG_WITHOUT_GPM = "MIG instance of a GPU without GPM: NVML has no per-instance activity reading"
+MIG_GPM_NEVER_WORKS = "NVML could not give one GPM sample of this MIG instance: not measurable"
 
 
 @dataclass
@@ -56,7 +68,7 @@ class _Device:
     info: GpuInfo
     handle: Any  # this device's handle (a MIG device handle for an instance)
     gpu: int  # NVML index of its physical GPU: the SM clock it runs at
-    gpm: GpmSampler | None = None
+    gpm: GpmSource | None = None
     util: UtilizationWindow | None = None  # a whole GPU without GPM
     unmeasurable: str | None = None  # why every interval is a gap
     energy_mj: int | None = None
@@ -70,7 +82,8 @@ class NvmlBackend:
     `nvml` injects the module (tests pass a fake); None imports pynvml on first use. Time is
     injectable: `monotonic_ns` paces the schedule and stamps clock samples, `time_ns` gives the
     unix times readings carry, `sleep` waits for interval boundaries. With `clock_thread=False`
-    no poller thread runs and the caller drives `poll_clocks()` itself (tests).
+    no poller thread runs and the caller drives `poll_clocks()` itself (tests). `pid_max`:
+    pids at or above it are dropped (None: the kernel's, read on first use).
     """
 
     def __init__(
@@ -83,9 +96,16 @@ class NvmlBackend:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         time_ns: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
+        pid_max: int | None = None,
     ) -> None:
-        if interval_s <= 0 or clock_poll_s <= 0:
-            raise ValueError("interval_s and clock_poll_s must be positive")
+        if not interval_s > MIN_INTERVAL_S:
+            raise ValueError(
+                f"interval_s must be more than {MIN_INTERVAL_S} s: NVML needs GPM samples more "
+                f"than {MIN_INTERVAL_S * 1000:.0f} ms apart"
+            )
+        if clock_poll_s <= 0:
+            raise ValueError("clock_poll_s must be positive")
+        self._pid_max = pid_max
         self._interval_ns = round(interval_s * 1e9)
         self._nvml = Nvml(nvml)
         self._clock_poll_s = clock_poll_s
@@ -108,21 +128,27 @@ class NvmlBackend:
         if self._closed:
             raise BackendError("the NVML backend is closed")
         nv = self._nvml.lib
+        if self._pid_max is None:
+            self._pid_max = read_pid_max()
         self._nvml.init()
         self._physical = []
+        devices: list[_Device] = []
+        ready = False
         try:
-            devices: list[_Device] = []
             for i in range(nv.nvmlDeviceGetCount()):
                 devices += self._identify(i)
             for d in devices:
                 if d.gpm is not None:
                     d.gpm.alloc()
+            if not devices:
+                raise BackendError("NVML reports no GPU (and no MIG instance) to measure")
+            ready = True
         except self._nvml.error as e:
-            self._nvml.shutdown()
             raise BackendError(f"cannot set up the GPUs through NVML: {e}") from e
-        if not devices:
-            self._nvml.shutdown()
-            raise BackendError("NVML reports no GPU (and no MIG instance) to measure")
+        finally:
+            if not ready:  # whatever went wrong: free what was allocated, shut NVML down
+                self._free_gpm(devices)
+                self._nvml.shutdown()
         for d in devices:
             if d.util is not None:
                 log.warning(
@@ -157,12 +183,17 @@ class NvmlBackend:
         self._physical.append((gpu, h))
         support = nvml.optional(nv.nvmlGpmQueryDeviceSupport, h) if cc >= GPM_MIN_CC else None
         gpm = bool(support and support.isSupportedDevice)
+        metrics = gpm_metrics_for(cc)
         if not mig_enabled(nvml, h):
             if gpm:
-                return [_Device(gpu, h, index, gpm=GpmSampler(nvml, h))]
+                return [_Device(gpu, h, index, gpm=GpmSampler(nvml, h, metrics))]
             return [_Device(gpu, h, index, util=UtilizationWindow(start_ns=0))]
+        instances = mig_instances(nvml, h)
+        sources: list[GpmSource | None] = [None] * len(instances)
+        if gpm:
+            sources = list(mig_gpm(nvml, h, instances, metrics))
         out = []
-        for m in mig_instances(nvml, h):
+        for m, source in zip(instances, sources, strict=True):
             info = GpuInfo(
                 uuid=gpu.uuid,
                 name=m.name,
@@ -173,9 +204,8 @@ class NvmlBackend:
                 serial=gpu.serial,
                 mig_instance=m.uuid,
             )
-            sampler = GpmSampler(nvml, h, m.gpu_instance) if gpm else None
             reason = None if gpm else MIG_WITHOUT_GPM
-            out.append(_Device(info, m.handle, index, gpm=sampler, unmeasurable=reason))
+            out.append(_Device(info, m.handle, index, gpm=source, unmeasurable=reason))
         return out
 
     # -- intervals -------------------------------------------------------------------------------
@@ -208,12 +238,19 @@ class NvmlBackend:
         if delay > 0:
             self._sleep(delay / 1e9)
         (t0, w0), (t1, w1) = self._last, self._mark_boundary()
-        self._next_ns += self._interval_ns
-        if self._next_ns <= t1:
-            self._next_ns += ((t1 - self._next_ns) // self._interval_ns + 1) * self._interval_ns
+        self._next_ns = self._next_boundary(t1)
         readings = [r for d in devices if (r := self._finish(d, t0, t1, w0, w1)) is not None]
         self._trim_clocks(devices, t1, w1)
         return readings
+
+    def _next_boundary(self, t1: int) -> int:
+        """The first boundary of the schedule more than MIN_INTERVAL_S after `t1` (a late caller
+        skips the boundaries it missed; NVML needs GPM samples more than 100 ms apart)."""
+        nxt = self._next_ns + self._interval_ns
+        min_gap = round(MIN_INTERVAL_S * 1e9)
+        if nxt - t1 <= min_gap:
+            nxt += ((t1 + min_gap - nxt) // self._interval_ns + 1) * self._interval_ns
+        return nxt
 
     def _mark_boundary(self) -> tuple[int, int]:
         self.poll_clocks()
@@ -232,7 +269,7 @@ class NvmlBackend:
     def _start(self, d: _Device) -> None:
         """Take the first interval's starting readings of one device."""
         if d.gpm is not None:
-            d.gpm.start()
+            d.gpm.start(self._last[0])
         if d.util is not None:
             d.util.start_ns = self._last[1]
             samples = fetch_samples(self._nvml, d.handle, 0)
@@ -247,9 +284,13 @@ class NvmlBackend:
         if not d.info.mig_instance:  # NVML has no energy counter per MIG instance
             mj = nvml.optional(nv.nvmlDeviceGetTotalEnergyConsumption, d.handle)
             d.energy_mj = None if mj is None else int(mj)
-        procs = nvml.optional(nv.nvmlDeviceGetComputeRunningProcesses, d.handle)
-        d.running = sorted({int(p.pid) for p in procs or ()})
+        assert self._pid_max is not None
+        d.running = running_pids(nvml, d.handle, self._pid_max, self._where(d))
         return before
+
+    @staticmethod
+    def _where(d: _Device) -> str:
+        return f"GPU {d.info.index}" + (f" {d.info.mig_instance}" if d.info.mig_instance else "")
 
     def _busy_span(self, d: _Device, w1: int) -> BusySpan | str | None:
         """A no-GPM GPU's next interval and busy bound; None: not yet; str: a gap up to w1."""
@@ -271,7 +312,7 @@ class NvmlBackend:
         if d.unmeasurable is not None:
             failure = ReadFailure(d.unmeasurable)
         elif d.gpm is not None:
-            busy, failure = d.gpm.busy()
+            busy, failure = d.gpm.busy(t1)
         else:
             assert d.util is not None
             span = self._busy_span(d, w1)
@@ -289,6 +330,8 @@ class NvmlBackend:
         e0, before = self._carry(d)
         e1 = d.energy_mj  # None where unsupported; a counter that went back (driver reload) too
         error = failure.message if failure else clock_error
+        if d.gpm is not None and d.gpm.never_works:
+            self._give_up_gpm(d, w1)
         return GpuReading(
             gpu=d.info,
             start_ns=w0,
@@ -302,6 +345,26 @@ class NvmlBackend:
             error=error,
             cause=failure.cause if failure else GapCause.SAMPLING_ERROR,
         )
+
+    def _give_up_gpm(self, d: _Device, w1: int) -> None:
+        """NVML said the device has GPM but never gave a sample (vGPU guests): measure it from
+        utilization samples from `w1` (unix ns, the end of the gap just signed) on; a MIG
+        instance has no such fallback and is signed as a gap from then on."""
+        self._free_gpm([d])
+        d.gpm = None
+        if d.info.mig_instance:
+            d.unmeasurable = MIG_GPM_NEVER_WORKS
+            log.warning("%s: %s", self._where(d), MIG_GPM_NEVER_WORKS)
+            return
+        log.warning(
+            "%s (%s): NVML says it has GPM but could not give one GPM sample (a vGPU guest?): "
+            "FLOPs from utilization samples from now on (method nvml-utilization, wide bounds)",
+            self._where(d),
+            d.info.name,
+        )
+        d.util = UtilizationWindow(start_ns=w1)
+        samples = fetch_samples(self._nvml, d.handle, 0)
+        d.util.add(samples if isinstance(samples, list) else ())
 
     def _process_samples(self, d: _Device) -> list[tuple[int, float]]:
         """(pid, SM %) samples NVML took since the last call; empty where it has none."""
@@ -318,7 +381,9 @@ class NvmlBackend:
         fresh = [r for r in rows if int(r.timeStamp) > d.putil_ts]
         if fresh:
             d.putil_ts = max(int(r.timeStamp) for r in fresh)
-        return [(int(r.pid), float(r.smUtil)) for r in fresh]
+        assert self._pid_max is not None
+        ok = set(plausible_pids((r.pid for r in fresh), self._pid_max, self._where(d)))
+        return [(int(r.pid), float(r.smUtil)) for r in fresh if int(r.pid) in ok]
 
     # -- hardware binding and shutdown -----------------------------------------------------------
 
@@ -335,7 +400,11 @@ class NvmlBackend:
         devices, self._devices = self._devices, None
         if devices is None:
             return
+        self._free_gpm(devices)
+        self._nvml.shutdown()
+
+    @staticmethod
+    def _free_gpm(devices: Sequence[_Device]) -> None:
         for d in devices:
             for e in d.gpm.free() if d.gpm is not None else ():
                 log.warning("freeing a GPM sample failed: %s", e)
-        self._nvml.shutdown()

@@ -4,7 +4,9 @@ Where the node runs with confidential computing on (nvmlSystemGetConfComputeStat
 enabled), each GPU signs an attestation report over a 32-byte nonce
 (nvmlDeviceGetConfComputeGpuAttestationReport); the agent also takes the GPU's attestation
 certificate chain so that a verifier holding NVIDIA's root can check the report offline with
-NVIDIA's tools. Otherwise every GPU's answer says why there is no report.
+NVIDIA's tools. Otherwise every GPU's answer says why there is no report. A nonce that is not
+32 bytes is answered with BindingStatus.ERROR for every GPU, NVML untouched (pynvml would raise
+TypeError building its nonce array).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from flopwatch.agent.backends.base import BindingStatus, GpuInfo, HardwareBindin
 from flopwatch.agent.backends.nvml.lib import Nvml
 
 _UNSUPPORTED = ("NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND")
+# nvmlConfComputeGpuAttestationReport_t.nonce (NVML_CC_GPU_CEC_NONCE_SIZE)
+CC_NONCE_BYTES = 32
 
 
 def _bytes(array: Any, size: int) -> bytes:
@@ -62,7 +66,11 @@ def _report(nvml: Nvml, gpu: GpuInfo, handle: Any, nonce: bytes, mode: str) -> H
 def hardware_bindings(
     nvml: Nvml, gpus: Sequence[tuple[GpuInfo, Any]], nonce: bytes
 ) -> list[HardwareBinding]:
-    """One answer per physical GPU (identity, NVML handle) for `nonce`."""
+    """One answer per physical GPU (identity, NVML handle) for `nonce` (32 bytes)."""
+    if not isinstance(nonce, bytes) or len(nonce) != CC_NONCE_BYTES:
+        size = f"{len(nonce)} bytes" if isinstance(nonce, bytes) else type(nonce).__name__
+        bad = f"the attestation nonce must be {CC_NONCE_BYTES} bytes, got {size}"
+        return [HardwareBinding(g, BindingStatus.ERROR, bad) for g, _ in gpus]
     nv = nvml.lib
     try:
         state = nv.nvmlSystemGetConfComputeState()

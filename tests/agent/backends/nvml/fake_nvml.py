@@ -2,7 +2,9 @@
 
 Names and call signatures follow the installed nvidia-ml-py
 (tests/agent/backends/nvml/test_backend.py checks them against the real module). Handles: a whole
-GPU is its index (int); a MIG device is the tuple (GPU index, slot).
+GPU is its index (int); a MIG device is the tuple (GPU index, slot). Several FakeMigs with one
+`gpu_instance` are compute instances of one GPU instance; the GPU instance's GPM figure
+(nvmlGpmMigSampleGet) is their SM-weighted activity over the GPU instance's SMs (`gi_sms`).
 
 Time is fake: `FakeTime.sleep` advances a monotonic clock in 0.1 s steps and calls `on_tick`
 (the backend's clock poll) at each step, so every test is deterministic.
@@ -44,6 +46,11 @@ class FakeTime:
             self.on_tick()
 
 
+class FakeLibraryMismatchError(Exception):
+    """What nvidia-ml-py >= 12.575 raises from an unversioned wrapper whose symbol the driver
+    lacks: a plain Exception, not an NVMLError."""
+
+
 class FakeNVMLError(Exception):
     def __init__(self, value: int) -> None:
         super().__init__(value)
@@ -55,7 +62,8 @@ class FakeNVMLError(Exception):
 
 @dataclass
 class FakeMig:
-    """One MIG instance: GPU instance id, SMs, GPM percents per metric id at second t."""
+    """One MIG device (a compute instance): its GPU instance id, its SMs, its GPM percents per
+    metric id at second t."""
 
     gpu_instance: int
     sm_count: int
@@ -84,6 +92,11 @@ class FakeGpu:
     util_until_s: float | None = None  # the driver stops sampling after this second
     util_samples: bool = True  # False: nvmlDeviceGetSamples is NOT_SUPPORTED
     cc_report: bool = True  # False: the attestation report call is NOT_SUPPORTED
+    gpm_sample_error: int | None = None  # every GPM sample fails with this code (vGPU guests)
+    mig_device_gpm: bool = True  # False: nvmlGpmSampleGet(MIG device) is NOT_SUPPORTED
+    gi_sms: dict[int, int] = field(default_factory=dict)  # GPU instance -> SMs (default: sum)
+    failing_metrics: dict[int, int] = field(default_factory=dict)  # metric id -> nvmlReturn
+    procs_v3: bool = True  # False: a driver without nvmlDeviceGetComputeRunningProcesses_v3
 
 
 def fake_metrics_get() -> SimpleNamespace:
@@ -96,12 +109,16 @@ class FakeNvml:
     """The parts of pynvml NvmlBackend uses, over FakeGpus and FakeTime."""
 
     NVMLError = FakeNVMLError
+    NVMLLibraryMismatchError = FakeLibraryMismatchError
     NVML_SUCCESS = 0
+    NVML_ERROR_INVALID_ARGUMENT = 2
     NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_ERROR_NO_PERMISSION = 4
     NVML_ERROR_NOT_FOUND = 6
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     NVML_ERROR_FUNCTION_NOT_FOUND = 13
     NVML_ERROR_IN_USE = 19
+    NVML_ERROR_INSUFFICIENT_RESOURCES = 23
     NVML_ERROR_UNKNOWN = 999
     NVML_CLOCK_SM = 1
     NVML_GPM_METRICS_GET_VERSION = 1
@@ -121,6 +138,9 @@ class FakeNvml:
         self.fail_metrics: set[int] = set()  # GPM metrics calls (counted from 0) that fail
         self.sample_calls = 0
         self.metrics_calls = 0
+        self.requested: list[list[int]] = []  # metric ids of each nvmlGpmMetricsGet call
+        self.sampled: list[Any] = []  # what each successful GPM sample read (_take_sample)
+        self.sample_times: list[int] = []  # monotonic ns of each successful GPM sample
         self.gpm_queries = 0
         self.freed: list[Any] = []
         self.shutdowns = 0
@@ -210,14 +230,24 @@ class FakeNvml:
         self.freed.append(gpmSample)
 
     def _take_sample(self, who: Any, s: SimpleNamespace) -> SimpleNamespace:
+        """`who`: a GPU index, a MIG device handle (GPU index, slot), or ("gi", GPU, id)."""
         n, self.sample_calls = self.sample_calls, self.sample_calls + 1
         if n in self.fail_sample:
             raise FakeNVMLError(self.fail_sample[n])
+        code = self._gpu(who if not isinstance(who, tuple) else who[-2]).gpm_sample_error
+        if code is not None:
+            raise FakeNVMLError(code)
         s.gpu, s.t = who, self.now()
+        self.sampled.append(who)
+        self.sample_times.append(self.t.mono)
         return s
 
-    def nvmlGpmSampleGet(self, device: int, gpmSample: SimpleNamespace) -> SimpleNamespace:
-        assert self._gpu(device).migs is None, "a GPU in MIG mode is sampled per instance"
+    def nvmlGpmSampleGet(self, device: Any, gpmSample: SimpleNamespace) -> SimpleNamespace:
+        g = self._gpu(device)
+        if isinstance(device, int):
+            assert g.migs is None, "a GPU in MIG mode is sampled per instance"
+        elif not g.mig_device_gpm:
+            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         return self._take_sample(device, gpmSample)
 
     def nvmlGpmMigSampleGet(
@@ -227,9 +257,25 @@ class FakeNvml:
         gpmSample: SimpleNamespace,
     ) -> SimpleNamespace:
         assert isinstance(device, int), "MIG GPM samples take the GPU's handle"
-        migs = self._gpu(device).migs or []
-        slot = next(i for i, m in enumerate(migs) if m.gpu_instance == gpuInstanceId)
-        return self._take_sample((device, slot), gpmSample)
+        assert any(m.gpu_instance == gpuInstanceId for m in self._gpu(device).migs or [])
+        return self._take_sample(("gi", device, gpuInstanceId), gpmSample)
+
+    def gpu_instance_sms(self, gpu: int, gi: int) -> int:
+        migs = [m for m in self.gpus[gpu].migs or [] if m.gpu_instance == gi]
+        return self.gpus[gpu].gi_sms.get(gi, sum(m.sm_count for m in migs))
+
+    def gpm_percents(self, who: Any, t: float) -> dict[int, float]:
+        if isinstance(who, int):
+            return self.gpus[who].busy(t)
+        if who[0] != "gi":
+            return self._mig(who).busy(t)
+        _, gpu, gi = who
+        active: dict[int, float] = {}
+        for m in self.gpus[gpu].migs or []:
+            if m.gpu_instance == gi:
+                for metric, pct in m.busy(t).items():
+                    active[metric] = active.get(metric, 0.0) + pct * m.sm_count
+        return {k: v / self.gpu_instance_sms(gpu, gi) for k, v in active.items()}
 
     def nvmlGpmMetricsGet(self, metricsGet: SimpleNamespace) -> SimpleNamespace:
         mg = metricsGet
@@ -239,11 +285,12 @@ class FakeNvml:
         assert mg.version == self.NVML_GPM_METRICS_GET_VERSION
         assert mg.sample1.gpu == mg.sample2.gpu and mg.sample1.t < mg.sample2.t
         who = mg.sample1.gpu
-        source = self.gpus[who] if isinstance(who, int) else self._mig(who)
-        percents = source.busy(mg.sample1.t)
+        gpu = self._gpu(who if not isinstance(who, tuple) else who[-2])
+        percents = self.gpm_percents(who, mg.sample1.t)
+        self.requested.append([m.metricId for m in mg.metrics[: mg.numMetrics]])
         for m in mg.metrics[: mg.numMetrics]:
             m.value = percents.get(m.metricId, 0.0)
-            m.nvmlReturn = 0
+            m.nvmlReturn = gpu.failing_metrics.get(m.metricId, 0)
         return mg
 
     # -- clock, energy, utilization, processes --------------------------------------------------
@@ -284,6 +331,11 @@ class FakeNvml:
         return (self.NVML_VALUE_TYPE_UNSIGNED_INT, rows)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[SimpleNamespace]:
+        if not self._gpu(handle).procs_v3:
+            raise FakeLibraryMismatchError("Unversioned function called and the pyNVML version")
+        return self.nvmlDeviceGetComputeRunningProcesses_v2(handle)
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: Any) -> list[SimpleNamespace]:
         pids = self.gpus[handle].procs if isinstance(handle, int) else self._mig(handle).procs
         return [SimpleNamespace(pid=p, usedGpuMemory=1 << 30) for p in pids]
 
@@ -308,6 +360,8 @@ class FakeNvml:
         return self.cc_state
 
     def nvmlDeviceGetConfComputeGpuAttestationReport(self, device: int, c_nonce: bytes) -> Any:
+        if len(c_nonce) != 32:  # pynvml copies the nonce into a c_uint8 * 32 field
+            raise TypeError(f"incompatible types, c_ubyte_Array_{len(c_nonce)} instance")
         if not self.gpus[device].cc_report:
             raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
         self.nonces.append(bytes(c_nonce))

@@ -179,7 +179,7 @@ def test_counters_held_by_a_profiler_are_a_profiler_gap() -> None:
     first, second, third = (backend.next_readings() for _ in range(3))
     assert first is not None and second is not None and third is not None
     assert first[0].cause is GapCause.PROFILER_BUSY
-    assert first[0].error is not None and "held by another client" in first[0].error
+    assert first[0].error is not None and "in use by another client" in first[0].error
     # The retry (call 2) failed too, so the second interval has no baseline: still a gap.
     assert second[0].error is not None and third[0].error is None
 
