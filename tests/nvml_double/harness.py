@@ -11,6 +11,7 @@ the C code.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from flopwatch.agent.backends.nvml.ids import GPM_PIPE_KEYS
 from tests.paths import H100_TRACE, REPO
 
 SOURCE = Path(__file__).with_name("nvml_double.c")
@@ -45,6 +49,7 @@ NO_V3_DEFINE = "-DNVML_DOUBLE_NO_V3"
 # The served clock in tests: trace time t shows as unix time EPOCH + (t - first t0) / SPEED.
 EPOCH = 1_700_000_000.0
 PROBE_TIMEOUT_S = 60
+POLL_S = 0.1  # the backend probe polls the SM clock every 0.1 s of trace time
 
 
 def library_dir(no_v3: bool = False) -> Path:
@@ -192,3 +197,25 @@ class TraceReference:
             key=lambda i: sum(r["gpm"][key] for r in self.intervals[i : i + seconds]),
         )
         return float(self.intervals[best]["t0"])
+
+
+def expected_clock(ref: TraceReference, a: float, b: float) -> float:
+    """MHz x s over [a, b] from readings every POLL_S from a (trapezoid rule)."""
+    n = round((b - a) / POLL_S)
+    pts = [ref.clock(a + k * POLL_S) for k in range(n + 1)]
+    return sum((x + y) / 2 * POLL_S for x, y in itertools.pairwise(pts))
+
+
+def check_whole_gpu(
+    reading: dict[str, Any], scale: float = 1.0, ref: TraceReference | None = None
+) -> None:
+    """A whole GPU's (or a compute instance's, `scale`d) backend reading matches the trace."""
+    ref = ref or TraceReference.load()
+    a, b = reading["start"], reading["end"]
+    assert reading["error"] is None
+    busy = reading["pipe_busy"]
+    assert set(busy) == {p.value for p in GPM_PIPE_KEYS}
+    for pipe, key in GPM_PIPE_KEYS.items():
+        assert busy[pipe.value] == pytest.approx(scale * ref.mean(key, a, b) / 100, abs=1e-9)
+    assert reading["clock_mhz_s"] == pytest.approx(expected_clock(ref, a, b), rel=1e-9)
+    assert reading["clock_samples"] >= round((b - a) / POLL_S)

@@ -9,18 +9,21 @@ the mark must then go.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pytest
 
-from flopwatch.agent.backends.nvml.ids import GPM_PIPE_KEYS
-from tests.nvml_double.harness import TraceReference, double_env, run_probe
+from tests.nvml_double.harness import (
+    POLL_S,
+    TraceReference,
+    check_whole_gpu,
+    double_env,
+    run_probe,
+)
 
 REF = TraceReference.load()
 BUSY = REF.busiest()
 START = BUSY - 1.0  # one idle-to-busy edge, then busy intervals
-POLL_S = 0.1
 
 
 def run(intervals: int = 4, start: float = START, **switches: Any) -> dict[str, Any]:
@@ -35,24 +38,6 @@ def run(intervals: int = 4, start: float = START, **switches: Any) -> dict[str, 
         **params,
     )
     return got
-
-
-def expected_clock(a: float, b: float) -> float:
-    """MHz x s over [a, b] from readings every POLL_S from a (trapezoid rule)."""
-    n = round((b - a) / POLL_S)
-    pts = [REF.clock(a + k * POLL_S) for k in range(n + 1)]
-    return sum((x + y) / 2 * POLL_S for x, y in itertools.pairwise(pts))
-
-
-def check_whole_gpu(reading: dict[str, Any], scale: float = 1.0) -> None:
-    a, b = reading["start"], reading["end"]
-    assert reading["error"] is None
-    busy = reading["pipe_busy"]
-    assert set(busy) == {p.value for p in GPM_PIPE_KEYS}
-    for pipe, key in GPM_PIPE_KEYS.items():
-        assert busy[pipe.value] == pytest.approx(scale * REF.mean(key, a, b) / 100, abs=1e-9)
-    assert reading["clock_mhz_s"] == pytest.approx(expected_clock(a, b), rel=1e-9)
-    assert reading["clock_samples"] >= round((b - a) / POLL_S)
 
 
 def test_readings_match_the_trace_through_the_real_pynvml() -> None:
