@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all venv tools test lint typecheck pytest demo proto bench bench-agent bench-collector soak fuzz gpu-check clean
+.PHONY: all venv tools test lint typecheck pytest nvml-double demo proto bench bench-agent bench-collector soak fuzz gpu-check clean
 
 all: test
 
@@ -37,8 +37,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) nvml-double
 	$(BIN)/pytest
+
+## The NVML test double (tests/nvml_double/README.md): a C stand-in for libnvidia-ml.so.1 that
+## serves a recorded trace to the real pynvml. Needs a C compiler ($(CC), default cc). The same
+## command is in tests/nvml_double/harness.py, which builds it when plain pytest runs first.
+NVML_DOUBLE_SRC    := tests/nvml_double/nvml_double.c
+NVML_DOUBLE_CFLAGS := -std=c11 -O2 -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror
+NVML_DOUBLE_LIBS   := -lm -lpthread
+
+build/nvml-double/libnvidia-ml.so.1: $(NVML_DOUBLE_SRC)
+	mkdir -p $(@D)
+	$(CC) $(NVML_DOUBLE_CFLAGS) -o $@ $< $(NVML_DOUBLE_LIBS)
+
+## The same library without the *_v3 symbols: a driver older than pynvml expects.
+build/nvml-double-no-v3/libnvidia-ml.so.1: $(NVML_DOUBLE_SRC)
+	mkdir -p $(@D)
+	$(CC) $(NVML_DOUBLE_CFLAGS) -DNVML_DOUBLE_NO_V3 -o $@ $< $(NVML_DOUBLE_LIBS)
+
+nvml-double: build/nvml-double/libnvidia-ml.so.1 build/nvml-double-no-v3/libnvidia-ml.so.1
 
 ## The demo: embedded collector (SQLite) + agent replaying the bundled H100 trace.
 demo: $(STAMP)
