@@ -155,7 +155,7 @@ typedef struct {
 
 /* ---- bounds ----------------------------------------------------------------------------------- */
 
-#define MAX_GPUS 64
+#define MAX_GPUS 8 /* served pids stay below 32768 (PID_STRIDE_GPU) */
 #define MIG_SLICES 7          /* an H100 holds at most 7 GPU-instance slices */
 #define MAX_LINE (4u << 20)   /* one trace line */
 #define MAX_INTERVALS 1000000 /* trace lines */
@@ -165,9 +165,12 @@ typedef struct {
 #define UTIL_PERIOD_S (1.0 / 6.0)
 #define UTIL_MAX_SAMPLES 100  /* utilization samples the "driver" keeps */
 #define GPM_MIN_GAP_S 0.1     /* GPM samples closer than this (served time) give no metrics */
-#define PID_LIMIT (1u << 22)            /* Linux pid_max at most: trace pids are below it */
-#define PID_STRIDE_GI PID_LIMIT         /* pid offset of GPU instance g (MIG): g x 2^22 */
-#define PID_STRIDE_GPU (8u * PID_LIMIT) /* pid offset of GPU i: i x 2^25 */
+/* Served pids stay plausible (below the smallest pid_max a kernel runs with, 32768) so that the
+ * backend's filter of impossible pids keeps them: GPU i serves pid + i x 2048, GPU instance g
+ * pid + g x 256. Distinct as long as a trace's pids lie below 2048 and span less than 256. */
+#define PID_LIMIT 2048u
+#define PID_STRIDE_GI 256u
+#define PID_STRIDE_GPU 2048u
 #define GI_ID_BASE 7u /* GPU instance ids 7, 8, ...: never equal to an index */
 #define N_GPM 13      /* metric ids 1..13 come from the trace */
 
@@ -531,7 +534,7 @@ static int load_interval(const jv *o, long line) {
             if (!j_num(j_get(&procs->a[i], "pid"), &pid) || pid < 0 || pid >= PID_LIMIT) {
                 free(iv.clock);
                 free(iv.procs);
-                return fail("trace line %ld: a process pid is missing or not below 2^22", line);
+                return fail("trace line %ld: a process pid is missing or not below 2048", line);
             }
             j_num(j_get(&procs->a[i], "mem"), &mem);
             iv.procs[i].pid = (unsigned int)pid;
@@ -546,7 +549,7 @@ static int load_interval(const jv *o, long line) {
             pid >= PID_LIMIT || ts <= 0) {
             free(iv.clock);
             free(iv.procs);
-            return fail("trace line %ld: a proc_util entry lacks pid (below 2^22) or ts", line);
+            return fail("trace line %ld: a proc_util entry lacks pid (below 2048) or ts", line);
         }
         j_num(j_get(&pu->a[i], "sm"), &sm);
         j_num(j_get(&pu->a[i], "mem"), &mem);

@@ -99,7 +99,7 @@ def test_several_gpus_have_their_own_identity_and_processes() -> None:
     t = BUSY + 0.5
     pids = [run_probe("at_times", env, gpu=i, times=[t])[0]["procs"] for i in (0, 2)]
     assert [p[0] for p in pids[0]] == REF.pids(t)
-    assert [p[0] for p in pids[1]] == [pid + 2 * 2**25 for pid in REF.pids(t)]
+    assert [p[0] for p in pids[1]] == [pid + 2 * 2048 for pid in REF.pids(t)]
     busy = run_probe("gpm", env, gpu=2, windows=[[BUSY, BUSY + 1]], ids=[7])
     assert busy[0][0][2] == pytest.approx(REF.mean("hmma_tensor", BUSY, BUSY + 1))
 
@@ -273,11 +273,11 @@ def test_mig_switch_serves_compute_instances_that_sum_to_their_gpu_instance() ->
         [[p, 7, 0] for p in pids],
         [],
         [],
-        [[p + 2**22, 8, 0] for p in pids],
+        [[p + 256, 8, 0] for p in pids],
         [],
         [],
     ]
-    assert got["parent_procs"] == [[p, 7, 0] for p in pids] + [[p + 2**22, 8, 0] for p in pids]
+    assert got["parent_procs"] == [[p, 7, 0] for p in pids] + [[p + 256, 8, 0] for p in pids]
     assert got["whole_gpu_sample"]["value"] == NOT_SUPPORTED
     assert got["putil"]["value"] == NOT_SUPPORTED
 
