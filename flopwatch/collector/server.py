@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -35,7 +36,7 @@ from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
 from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.ingest.workers import VerifyWorkers
-from flopwatch.collector.log.key import default_key_path, load_collector_key
+from flopwatch.collector.log.key import default_key_path, open_log_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.query import Query
@@ -46,7 +47,8 @@ from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_servi
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import Database, open_store, parse_db
-from flopwatch.errors import ConfigError, StoreError
+from flopwatch.errors import ConfigError, KeyFileError, StoreError
+from flopwatch.keys import SigningKey
 from flopwatch.transport import host_port, read_file
 from flopwatch.verify.record import VerifiedRecord
 
@@ -98,10 +100,14 @@ class CollectorService:
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
 
-    def _open(self, db: Database, policy: ThresholdPolicy) -> Ingestor:
-        """Runs on the ingest thread: the store's connection belongs to it."""
+    def _open(
+        self, db: Database, policy: ThresholdPolicy, key_path: Path
+    ) -> tuple[Ingestor, SigningKey]:
+        """Runs on the ingest thread: the store's connection belongs to it. The collector key
+        must be the log's own (`open_log_key`); a wrong one stops the start here."""
         store = open_store(db, now_ns=self._now_ns)
         try:
+            log_key = open_log_key(key_path, store)
             ingestor = Ingestor(
                 store,
                 policy,
@@ -110,11 +116,11 @@ class CollectorService:
                 now_ns=self._now_ns,
                 enroll_on_first_use=self.config.enroll_on_first_use,
             )
-        except StoreError:
+        except (StoreError, KeyFileError):
             store.close()
             raise
         self._store = store
-        return ingestor
+        return ingestor, log_key
 
     async def start(self) -> tuple[int, int | None]:
         """Open the store and serve; return (gRPC port, metrics port or None)."""
@@ -128,7 +134,7 @@ class CollectorService:
             secret = None if secret_file is None else load_secret(secret_file)
             self._webhook = WebhookSink(cfg.webhook, secret=secret)
             self._sinks.append(self._webhook)
-        log_key = load_collector_key(cfg.log_key or default_key_path(cfg.db), create=True)
+        key_path = cfg.log_key or default_key_path(cfg.db)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flopwatch-ingest")
         loop = asyncio.get_running_loop()
         try:
@@ -137,7 +143,9 @@ class CollectorService:
                     VerifyWorkers, cfg.verify_workers, cfg.limits
                 )
                 log.info("verifying records in %d worker processes", cfg.verify_workers)
-            ingestor = await loop.run_in_executor(self._executor, self._open, db, policy)
+            ingestor, log_key = await loop.run_in_executor(
+                self._executor, self._open, db, policy, key_path
+            )
             assert self._store is not None
             self._log = TransparencyLog(self._store, log_key, now_ns=self._now_ns)
             query = Query(self._store, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns)
