@@ -115,6 +115,7 @@ class CollectorService:
                 limits=self.config.limits,
                 now_ns=self._now_ns,
                 enroll_on_first_use=self.config.enroll_on_first_use,
+                pending_keys=self.config.pending_keys,
             )
         except (StoreError, KeyFileError):
             store.close()
