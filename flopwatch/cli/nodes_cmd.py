@@ -83,7 +83,12 @@ def add_parser(sub: Any) -> None:
         "running collector with --collector.",
     )
     _add_db(ls)
-    ls.add_argument("--collector", metavar="HOST:PORT", help="ask this collector instead of --db")
+    ls.add_argument(
+        "--collector",
+        metavar="HOST:PORT",
+        help="ask this collector instead of --db; with mTLS, present a reader certificate "
+        "(flopwatch certs issue --client --role reader)",
+    )
     ls.add_argument(
         "--silent-after",
         default="5m",
@@ -93,7 +98,7 @@ def add_parser(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="print JSON for scripts")
     ls.add_argument("--timeout", type=float, default=10.0, help="with --collector: seconds")
-    add_tls_arguments(ls, "client")
+    add_tls_arguments(ls, "reader")  # a reader certificate: certs issue --role reader
 
     enroll = actions.add_parser(
         "enroll",

@@ -7,7 +7,9 @@ With `health_listen`, a second, plaintext gRPC server carries Health alone, for 
 cannot present a client certificate.
 
 Transport is mTLS (client certificates required) unless the config says insecure, which logs a
-warning. Port 0 in `listen`, `metrics_listen` or `health_listen` binds a free port; `start()`
+warning. With mTLS, each RPC needs the client role its certificate marks
+(`flopwatch.collector.rpc.roles`: agents ingest, readers query, both read the log). Port 0 in
+`listen`, `metrics_listen` or `health_listen` binds a free port; `start()`
 reports the ports actually bound (`health_port` the health port's). The store (`--db`: SQLite,
 or PostgreSQL shared by several collectors; see `flopwatch.collector.store.factory`) is opened,
 used and closed on the one ingest thread. Alerts go to the log and, when configured, a webhook
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -43,6 +46,7 @@ from flopwatch.collector.query import Query
 from flopwatch.collector.rpc.health import Health
 from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.collector.rpc.query import QueryServicer
+from flopwatch.collector.rpc.roles import RoleInterceptor
 from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_services
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
@@ -99,6 +103,7 @@ class CollectorService:
         self.health_port: int | None = None  # bound by start() when health_listen is set
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
+        self.roles = RoleInterceptor()  # refuses RPCs a client's role does not allow (mTLS)
 
     def _open(
         self, db: Database, policy: ThresholdPolicy, key_path: Path
@@ -209,7 +214,11 @@ class CollectorService:
     ) -> int:
         assert self._executor is not None and self._log is not None
         limits = self.config.limits
-        self._server = _grpc_server(limits.max_grpc_message_bytes)
+        # With mTLS, each RPC needs its client role (flopwatch.collector.rpc.roles).
+        self._server = _grpc_server(
+            limits.max_grpc_message_bytes,
+            interceptors=() if credentials is None else (self.roles,),
+        )
         self._ingest = IngestServicer(
             ingestor,
             self._executor,
@@ -303,12 +312,15 @@ class CollectorService:
             self._webhook = None
 
 
-def _grpc_server(max_message_bytes: int) -> grpc.aio.Server:
+def _grpc_server(
+    max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+) -> grpc.aio.Server:
     return grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
-        ]
+        ],
     )
 
 
