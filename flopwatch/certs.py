@@ -4,6 +4,12 @@ Keys are ECDSA P-256, signatures ECDSA with SHA-256. The CA may sign leaf certif
 (path length 0). A leaf is either a server (EKU serverAuth, SANs the names agents dial) or a
 client (EKU clientAuth); it never outlives its CA.
 
+A client certificate carries its role as a SAN URI, `flopwatch:role/agent` (streams records:
+IngestService) or `flopwatch:role/reader` (dashboards, operators, regulators: QueryService);
+both may read the transparency log (LogService), whose tree heads and proofs are public
+evidence. A client certificate without a role mark (issued before roles) is an agent's
+(`client_roles`), so deployed agents keep ingesting and gain no read access to job listings.
+
 Building certificates does no I/O. On disk, a certificate is PEM with mode 0644 and a private
 key is PEM (PKCS#8, unencrypted) created with mode 0600 and O_EXCL, so an existing file is never
 overwritten; a key file readable by group or others is refused on load, as in `flopwatch.keys`.
@@ -45,6 +51,11 @@ DEFAULT_SERVER_IPS: tuple[IpAddress, ...] = (
     ipaddress.IPv4Address("127.0.0.1"),
     ipaddress.IPv6Address("::1"),
 )
+# Client roles, marked in the certificate as the SAN URI ROLE_URI_PREFIX + role.
+ROLE_URI_PREFIX = "flopwatch:role/"
+AGENT_ROLE = "agent"
+READER_ROLE = "reader"
+CLIENT_ROLES = (AGENT_ROLE, READER_ROLE)
 
 CERT_MODE = 0o644
 KEY_MODE = 0o600
@@ -64,6 +75,7 @@ class CertSummary:
     common_name: str
     issuer_common_name: str
     role: str  # "ca", "server" or "client"
+    client_roles: tuple[str, ...]  # a client's: "agent" and/or "reader" (`client_roles`)
     dns_names: tuple[str, ...]
     ip_addresses: tuple[str, ...]
     not_after: dt.datetime
@@ -106,11 +118,12 @@ def issue(
     ip_addresses: Sequence[str | IpAddress] = (),
     valid_days: int = DEFAULT_LEAF_DAYS,
     now: dt.datetime | None = None,
+    role: str = AGENT_ROLE,
 ) -> CertifiedKey:
     """A new key and a certificate for it signed by the CA, for a server or a client.
 
     A server certificate with neither DNS names nor IP addresses is issued for localhost,
-    127.0.0.1 and ::1.
+    127.0.0.1 and ::1. A client certificate is marked with its `role` (CLIENT_ROLES).
     """
     # 1. The CA is a CA, its key is the one its certificate names, and it outlives the leaf.
     name = _name(common_name)
@@ -128,6 +141,9 @@ def issue(
     ips = tuple(_ip_address(a) for a in ip_addresses)
     if server and not dns and not ips:
         dns, ips = DEFAULT_SERVER_DNS, DEFAULT_SERVER_IPS
+    if role not in CLIENT_ROLES:
+        raise ConfigError(f"role {role!r}: use one of {', '.join(CLIENT_ROLES)}")
+    uris = () if server else (ROLE_URI_PREFIX + role,)
     # 3. Leaf extensions: not a CA, signing only, one purpose, linked to the CA's key id.
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
@@ -149,9 +165,10 @@ def issue(
             critical=False,
         )
     )
-    if dns or ips:
+    if dns or ips or uris:
         general: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
         general += [x509.IPAddress(a) for a in ips]
+        general += [x509.UniformResourceIdentifier(u) for u in uris]
         builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
     return CertifiedKey(builder.sign(ca_key, hashes.SHA256()), key)
 
@@ -168,11 +185,26 @@ def summarize(cert: x509.Certificate) -> CertSummary:
         common_name=_common_name(cert.subject),
         issuer_common_name=_common_name(cert.issuer),
         role=_role(cert),
+        client_roles=tuple(sorted(client_roles(cert))) if _role(cert) == "client" else (),
         dns_names=dns,
         ip_addresses=ips,
         not_after=cert.not_valid_after_utc,
         sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
     )
+
+
+def client_roles(cert: x509.Certificate) -> frozenset[str]:
+    """The roles a client certificate's SAN URIs mark (CLIENT_ROLES); a certificate with no
+    role mark is an agent's (issued before roles existed). Unknown marks grant nothing."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    marks = [u.removeprefix(ROLE_URI_PREFIX) for u in uris if u.startswith(ROLE_URI_PREFIX)]
+    if not marks:
+        return frozenset({AGENT_ROLE})
+    return frozenset(m for m in marks if m in CLIENT_ROLES)
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ each one named below exists):
     flopwatch.verify.bundle_format.BundleLimits       a report bundle: bytes, entries, keys
     flopwatch.collector.config.QueryLimits            query pages, message sizes
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
+    flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
     flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token

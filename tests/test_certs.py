@@ -115,6 +115,35 @@ def test_client_cert_has_client_auth_only() -> None:
     assert (summary.role, summary.common_name, summary.dns_names) == ("client", "node-1", ())
 
 
+def test_client_certs_carry_their_role_and_unmarked_ones_are_agents() -> None:
+    ca = certs.create_ca("test CA", CA_DAYS)
+    agent = certs.issue(ca.cert, ca.key, "node-1", server=False)
+    reader = certs.issue(ca.cert, ca.key, "dashboard", server=False, role="reader")
+    san = ext(reader.cert, x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["flopwatch:role/reader"]
+    assert certs.client_roles(agent.cert) == {"agent"}
+    assert certs.client_roles(reader.cert) == {"reader"}
+    assert certs.summarize(reader.cert).client_roles == ("reader",)
+    # Issued before roles: no role mark, an agent's. A mark nobody knows grants nothing.
+    legacy = certs.issue(ca.cert, ca.key, "old", server=True).cert  # any cert without a mark
+    assert certs.client_roles(legacy) == {"agent"}
+    with pytest.raises(ConfigError, match="role 'admin'"):
+        certs.issue(ca.cert, ca.key, "x", server=False, role="admin")
+
+
+def test_issue_a_reader_certificate_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli("ca", "--out", str(tmp_path)) == 0
+    issue = ["issue", "--ca-dir", str(tmp_path), "--out", str(tmp_path), "--name"]
+    assert run_cli(*issue, "dash", "--client", "--role", "reader") == 0
+    assert "role:     client (reader)" in capsys.readouterr().out
+    cert = certs.load_certificate(tmp_path / "dash.pem")
+    assert certs.client_roles(cert) == {"reader"}
+    with pytest.raises(ConfigError, match="--role is for --client"):
+        run_cli(*issue, "srv", "--server", "--role", "reader")
+
+
 def test_serials_are_random() -> None:
     ca = certs.create_ca("test CA", CA_DAYS)
     serials = {certs.issue(ca.cert, ca.key, "n", server=False).cert.serial_number for _ in "abc"}

@@ -194,6 +194,8 @@ def test_mtls_agent_to_collector_and_refusal_without_client_cert(
     write_pair(*pair_paths(tmp_path, "ca"), ca)
     for name, server in (("collector", True), ("agent", False)):
         write_pair(*pair_paths(tmp_path, name), issue(ca.cert, ca.key, name, server=server))
+    reader = issue(ca.cert, ca.key, "dashboard", server=False, role="reader")
+    write_pair(*pair_paths(tmp_path, "dashboard"), reader)
     ca_pem = tmp_path / "ca.pem"
 
     async def scenario() -> tuple[int, dict[str, object]]:
@@ -220,21 +222,17 @@ def test_mtls_agent_to_collector_and_refusal_without_client_cert(
             assert await asyncio.to_thread(list_jobs_without_client_cert, ca_pem, port) == (
                 grpc.StatusCode.UNAVAILABLE
             )
-            tls = ["--tls-ca", str(ca_pem), "--tls-cert", str(tmp_path / "agent.pem")]
+
+            def jobs(client: str) -> int:
+                tls = ["--tls-ca", str(ca_pem), "--tls-cert", str(tmp_path / f"{client}.pem")]
+                tls += ["--tls-key", str(tmp_path / f"{client}.key")]
+                return main(["jobs", "--collector", f"localhost:{port}", *tls, "--json"])
+
+            # The agent's certificate streams records but may not list jobs; a reader's may.
             capsys.readouterr()
-            ok = await asyncio.to_thread(
-                main,
-                [
-                    "jobs",
-                    "--collector",
-                    f"localhost:{port}",
-                    *tls,
-                    "--tls-key",
-                    str(tmp_path / "agent.key"),
-                    "--json",
-                ],
-            )
-            assert ok == 0
+            assert await asyncio.to_thread(jobs, "agent") != 0
+            assert "PERMISSION_DENIED" in capsys.readouterr().err
+            assert await asyncio.to_thread(jobs, "dashboard") == 0
             return code, json.loads(capsys.readouterr().out)["jobs"]
         finally:
             await service.stop()

@@ -29,7 +29,8 @@ from flopwatch.agent.control.server import ControlServer
 from flopwatch.agent.metrics import AgentSnapshot, AgentStats, MetricsServer
 from flopwatch.agent.records import ChainHead, RecordBuilder, batch_devices
 from flopwatch.agent.sender import Sender, read_enroll_token
-from flopwatch.agent.spool.store import RecoveryReport, Spool, SpoolLoss
+from flopwatch.agent.spool.rekey import open_key_spool
+from flopwatch.agent.spool.store import RecoveryReport, SpoolLoss
 from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
@@ -163,8 +164,10 @@ class Agent:
         key, created = SigningKey.load_or_create(config.key_path)
         if created:
             log.info("created node key %s", key.key_id)
-        self._spool = Spool(
+        # The spool holds this key's chain; another key's (a re-keyed node) is set aside.
+        self._spool, old_chain_end_ns = open_key_spool(
             config.spool_dir,
+            key.key_id,
             max_bytes=config.spool_max_bytes,
             segment_bytes=config.spool_segment_bytes,
             span_of=envelope_span,
@@ -194,6 +197,7 @@ class Agent:
         self.started = threading.Event()  # set once the control socket and metrics serve
         self.metrics_port: int | None = None
         recovered = self._spool.recovery.head  # its end: where the restart gap begins
+        restart_ns = recovered.end_ns if recovered else old_chain_end_ns
         self._builder = RecordBuilder(
             node_id=config.node_id,
             cluster=config.cluster,
@@ -201,7 +205,7 @@ class Agent:
             head=head,
             now_ns=now_ns,
             hardware=self._backend if isinstance(self._backend, HardwareBinder) else None,
-            resumed_after_ns=recovered.end_ns if recovered else None,
+            resumed_after_ns=restart_ns,
             unattributed_id=unattributed_job_id(config.cluster, config.node_id),
         )
         self.sender = Sender(

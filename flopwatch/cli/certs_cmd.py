@@ -14,7 +14,10 @@ from flopwatch.errors import ConfigError
 HELP = "create a private CA and issue the mTLS certificates of the collector and the agents"
 
 _CA_HELP = "create a new CA: writes OUT/ca.pem (give to every side) and OUT/ca.key (secret)"
-_ISSUE_HELP = "issue a server (collector) or client (agent) certificate: OUT/NAME.pem and .key"
+_ISSUE_HELP = (
+    "issue a server (collector) or client (agent, or reader with --role reader) certificate: "
+    "OUT/NAME.pem and .key"
+)
 
 # A certificate's --name becomes its file stem, so it may not hold path separators.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -25,13 +28,18 @@ how the files map to the TLS flags (every side trusts the same ca.pem):
   flopwatch certs ca     --out pki
   flopwatch certs issue  --ca-dir pki --out pki --name collector --server --dns collector.example
   flopwatch certs issue  --ca-dir pki --out pki --name node-1 --client
+  flopwatch certs issue  --ca-dir pki --out pki --name dashboard --client --role reader
 
   side       --tls-ca       --tls-cert           --tls-key
   collector  pki/ca.pem     pki/collector.pem    pki/collector.key   (flopwatch collector)
-  agent      pki/ca.pem     pki/node-1.pem       pki/node-1.key      (flopwatch agent, jobs)
+  agent      pki/ca.pem     pki/node-1.pem       pki/node-1.key      (flopwatch agent, job)
+  reader     pki/ca.pem     pki/dashboard.pem    pki/dashboard.key   (flopwatch jobs, nodes list)
 
-The collector accepts any client whose certificate this CA signed, and agents accept a
-collector whose certificate names (--dns/--ip) the host they dial. Keep ca.key off the
+The collector accepts clients whose certificate this CA signed, each for its role: an agent's
+certificate streams records (and reads tree heads and proofs), a reader's lists jobs and nodes
+(and reads tree heads and proofs); neither does the other's. A client certificate without a
+role (issued before roles) counts as an agent's. Agents accept a collector whose certificate
+names (--dns/--ip) the host they dial. Keep ca.key off the
 collector and the nodes: only `certs issue` needs it. Keys are written 0600, certificates
 0644, and no existing file is ever overwritten.
 """
@@ -76,7 +84,7 @@ def add_parser(sub: Any) -> None:
     )
     role = issue.add_mutually_exclusive_group(required=True)
     role.add_argument("--server", action="store_true", help="for the collector (serverAuth)")
-    role.add_argument("--client", action="store_true", help="for an agent or CLI (clientAuth)")
+    role.add_argument("--client", action="store_true", help="for an agent or a reader (clientAuth)")
     issue.add_argument(
         "--dns",
         action="extend",
@@ -90,6 +98,12 @@ def add_parser(sub: Any) -> None:
         nargs="+",
         metavar="ADDR",
         help="server only: IP addresses agents dial (default with no --dns: 127.0.0.1, ::1)",
+    )
+    issue.add_argument(
+        "--role",
+        choices=certs.CLIENT_ROLES,
+        help="client only: agent (default: streams records) or reader (dashboards, operators, "
+        "regulators: lists jobs and nodes); both read the transparency log",
     )
     issue.add_argument(
         "--days", type=int, default=certs.DEFAULT_LEAF_DAYS, help="validity (%(default)s days)"
@@ -122,6 +136,8 @@ def _run_issue(args: argparse.Namespace) -> int:
     ips: list[str] = args.ip or []
     if args.client and (dns or ips):
         raise ConfigError("--dns and --ip are for --server certificates")
+    if args.server and args.role is not None:
+        raise ConfigError("--role is for --client certificates")
     ca = certs.load_ca(args.ca_dir)
     pair = certs.issue(
         ca.cert,
@@ -131,6 +147,7 @@ def _run_issue(args: argparse.Namespace) -> int:
         dns_names=dns,
         ip_addresses=ips,
         valid_days=args.days,
+        role=args.role or certs.AGENT_ROLE,
     )
     cert_path, key_path = certs.pair_paths(args.out, name)
     certs.write_pair(cert_path, key_path, pair)
@@ -143,7 +160,7 @@ def _report(cert_path: Path, key_path: Path, pair: certs.CertifiedKey) -> None:
     names = [*s.dns_names, *s.ip_addresses]
     print(f"wrote {cert_path} (certificate, 0644)")
     print(f"wrote {key_path} (private key, 0600)")
-    print(f"  role:     {s.role}")
+    print(f"  role:     {s.role}" + (f" ({', '.join(s.client_roles)})" if s.client_roles else ""))
     print(f"  subject:  CN={s.common_name}")
     print(f"  issuer:   CN={s.issuer_common_name}")
     if names:

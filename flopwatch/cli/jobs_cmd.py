@@ -41,7 +41,13 @@ def add_parser(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--collector", required=True, metavar="HOST:PORT")
+    p.add_argument(
+        "--collector",
+        required=True,
+        metavar="HOST:PORT",
+        help="the collector to ask; with mTLS, present a reader certificate "
+        "(flopwatch certs issue --client --role reader): an agent's may not list jobs",
+    )
     p.add_argument("--prefix", default="", help="only jobs whose id starts with this")
     p.add_argument(
         "--job",
@@ -62,7 +68,7 @@ def add_parser(sub: Any) -> None:
         help="rows per request (default: the collector's; it caps this)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
-    add_tls_arguments(p, "client")
+    add_tls_arguments(p, "reader")  # a reader certificate: certs issue --role reader
     p.set_defaults(run=run)
 
 

@@ -1,4 +1,4 @@
-"""`flopwatch nodes list|enroll|revoke|token`: which node keys a collector trusts.
+"""`flopwatch nodes list|enroll|reject|revoke|token`: which node keys a collector trusts.
 
 The trust commands open the collector's database directly (`--db`, the same URL the collector
 runs with), not an RPC: changing trust then needs what the database needs (file access for
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from flopwatch.collector.query import NodeSummary
     from flopwatch.collector.store.base import Store
 
-HELP = "list, enroll and revoke the node keys a collector accepts records from"
+HELP = "list, enroll, reject and revoke the node keys a collector accepts records from"
 _KEY_ID = re.compile(r"[0-9a-f]{8,64}")
 
 _EPILOG = """\
@@ -45,6 +45,10 @@ enrolling a node, either way:
   flopwatch nodes enroll --db sqlite:flopwatch.db --key-id 3fa1b2c3d4e5f6a7
   flopwatch nodes enroll --db sqlite:flopwatch.db --node gpu-017 --public-key gpu-017.pub.pem
     (on the node: openssl pkey -in /var/lib/flopwatch-agent/node.key -pubout > gpu-017.pub.pem)
+
+  # forget keys awaiting approval that are not yours (one, or all a node name claims)
+  flopwatch nodes reject --db sqlite:flopwatch.db 3fa1b2c3d4e5f6a7
+  flopwatch nodes reject --db sqlite:flopwatch.db --node gpu-017
 
   # revoking is permanent and takes effect with the collector's next batch
   flopwatch nodes revoke --db sqlite:flopwatch.db 3fa1b2c3d4e5f6a7
@@ -79,7 +83,12 @@ def add_parser(sub: Any) -> None:
         "running collector with --collector.",
     )
     _add_db(ls)
-    ls.add_argument("--collector", metavar="HOST:PORT", help="ask this collector instead of --db")
+    ls.add_argument(
+        "--collector",
+        metavar="HOST:PORT",
+        help="ask this collector instead of --db; with mTLS, present a reader certificate "
+        "(flopwatch certs issue --client --role reader)",
+    )
     ls.add_argument(
         "--silent-after",
         default="5m",
@@ -89,7 +98,7 @@ def add_parser(sub: Any) -> None:
     )
     ls.add_argument("--json", action="store_true", help="print JSON for scripts")
     ls.add_argument("--timeout", type=float, default=10.0, help="with --collector: seconds")
-    add_tls_arguments(ls, "client")
+    add_tls_arguments(ls, "reader")  # a reader certificate: certs issue --role reader
 
     enroll = actions.add_parser(
         "enroll",
@@ -107,6 +116,23 @@ def add_parser(sub: Any) -> None:
     which.add_argument(
         "--key-id", metavar="KEY_ID", help="a pending key from `nodes list` (or a prefix)"
     )
+
+    reject = actions.add_parser(
+        "reject",
+        help="forget keys awaiting approval (pending): by key id, or every one of a node",
+        description="Remove keys that presented themselves and await approval from the list, "
+        "so they take no room under the collector's pending-key limits. Enrolled and revoked "
+        "keys are not touched. A key that presents itself again is listed again (within the "
+        "limits); to refuse a node for good, revoke its enrolled key.",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
+    _add_db(reject)
+    rejected = reject.add_mutually_exclusive_group(required=True)
+    rejected.add_argument(
+        "key_ids", nargs="*", default=[], metavar="KEY_ID", help="pending key ids (or prefixes)"
+    )
+    rejected.add_argument("--node", help="every pending key that claims this node id")
 
     revoke = actions.add_parser(
         "revoke",
@@ -179,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             node = store.node(key_id)
             print(f"enrolled key {key_id} for node {node.node_id if node else args.node}")
+        elif action == "reject":
+            _reject(store, args)
         elif action == "revoke":
             key_id = _resolve(store, args.key_id)
             store.revoke(key_id)
@@ -198,6 +226,26 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK
+
+
+def _reject(store: Store, args: argparse.Namespace) -> None:
+    pending = store.pending_keys()
+    if args.node is not None:
+        key_ids = [p.key_id for p in pending if p.node_id == args.node]
+        if not key_ids:
+            raise ConfigError(f"no key awaits approval for node {args.node!r}")
+    else:
+        pending_ids = {p.key_id for p in pending}
+        key_ids = [_resolve(store, k, pending=True) for k in args.key_ids]
+        if not_pending := [k for k in key_ids if k not in pending_ids]:
+            raise ConfigError(
+                f"key {short_key_id(not_pending[0])} does not await approval (it is "
+                "enrolled or revoked); `nodes revoke` refuses an enrolled key"
+            )
+    removed = store.remove_pending_keys(key_ids)
+    for key_id in key_ids:
+        print(f"rejected pending key {key_id}")
+    print(f"{removed} key(s) no longer awaiting approval", file=sys.stderr)
 
 
 # -- list ----------------------------------------------------------------------------------------

@@ -132,6 +132,20 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class PendingKeyLimits:
+    """Keys that presented themselves and await approval (`flopwatch nodes list`, `nodes enroll
+    --key-id`, `nodes reject`). Any client certificate can present a new key with every record,
+    so they are bounded: per claimed node id, in all, and in keys first seen per minute (all
+    counted in the store, so they hold across restarts and for collectors sharing a database).
+    A key past a bound is not noted; its records are answered "retry" (the agent keeps them)
+    until an operator approves or rejects pending keys, or the node enrolls with a token."""
+
+    max_per_node: int = 4
+    max_total: int = 1000
+    max_new_per_minute: int = 60
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     listen: str = "127.0.0.1:7443"  # HOST:PORT for gRPC; port 0 picks a free one
     db: str = (
@@ -164,3 +178,4 @@ class CollectorConfig:
     verify_workers: int = 0
     limits: Limits = DEFAULT_LIMITS
     query: QueryLimits = field(default_factory=QueryLimits)
+    pending_keys: PendingKeyLimits = field(default_factory=PendingKeyLimits)

@@ -11,18 +11,27 @@ transaction. A refused token ends the stream with PERMISSION_DENIED and a reason
 Keys awaiting approval: when a record arrives signed by a key that is not enrolled and the agent
 presented that public key, the collector notes the key and the node its record claims
 (`Store.note_pending_key`), so `flopwatch nodes list` shows it and `flopwatch nodes enroll
---key-id` approves it without copying key files around. Noting is best-effort.
+--key-id` approves it without copying key files around (`flopwatch nodes reject` forgets it).
+Noting is best-effort and bounded (`PendingKeyLimits`: per node, in all, new keys per minute):
+a key past a bound is not noted, and its records are answered "retry" like those of a noted key,
+so a node is never lost to a flood of fake keys; refusals are counted and logged at most once
+per `REFUSED_LOG_EVERY_S`. A key is noted again (its last-seen time refreshed, or noted anew
+after an operator rejected it) at most every `NOTE_AGAIN_S`.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.base import EnrollmentStore, NodeKeyStore, NodeTrustStore
 from flopwatch.dsse import Envelope
 from flopwatch.errors import (
@@ -43,7 +52,9 @@ TOKEN_PREFIX = "fwe1_"  # noqa: S105 (names the token format)
 DEFAULT_TOKEN_TTL_S = 86400.0
 MAX_TOKEN_TTL_S = 30 * 86400.0
 _TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
-_NOTED_MAX = 10_000  # keys noted as pending in this process, to write each only once
+_NOTED_MAX = 10_000  # keys remembered as noted (or refused) in this process
+NOTE_AGAIN_S = 60.0  # a key presenting itself is written to the store at most this often
+REFUSED_LOG_EVERY_S = 60.0  # one summary line of keys refused as pending per this many seconds
 
 
 def new_token() -> str:
@@ -107,16 +118,36 @@ def approve_pending(store: NodeTrustStore, key_id: str, node_id: str | None) -> 
 class EnrollmentStats:
     token_enrolled: int = 0
     token_refused: int = 0
+    pending_refused: int = 0  # records of keys not noted as pending: a PendingKeyLimits bound
+
+
+class Presented(enum.Enum):
+    """What became of a record signed by a key that is not enrolled but was presented."""
+
+    UNSOUND = "unsound"  # it does not verify under the presented key: refuse it
+    AWAITS = "awaits"  # the key is noted as awaiting approval: send the record again later
+    FULL = "full"  # sound, but the key could not be noted (a bound): send it again later
 
 
 class TokenRedeemer:
     """The collector's side of enrollment: redeems tokens and notes keys awaiting approval.
     Runs on the ingest thread (it uses the store)."""
 
-    def __init__(self, store: NodeTrustStore, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        store: NodeTrustStore,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        pending: PendingKeyLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._limits = limits
-        self._noted: set[str] = set()
+        self._pending = pending or PendingKeyLimits()
+        self._clock = clock
+        self._noted: dict[str, tuple[float, Presented]] = {}  # key id -> (when, outcome)
+        self._refused_logged_at: float | None = None
+        self._refused_unlogged = 0
         self.stats = EnrollmentStats()
 
     def redeem(self, token: str, presented: bytes) -> str:
@@ -136,9 +167,9 @@ class TokenRedeemer:
             log.warning("enrolled key %s with a one-time enrollment token", key_id)
         return key_id
 
-    def note_unknown(self, envelope: Envelope, presented: bytes) -> bool:
-        """Note a key awaiting approval if `envelope` verifies under the presented key; say
-        whether it does (then the record is sound but for its key's approval)."""
+    def note_unknown(self, envelope: Envelope, presented: bytes) -> Presented:
+        """Note a key awaiting approval if `envelope` verifies under the presented key, within
+        the `PendingKeyLimits`; say what became of it."""
         key_id = hashlib.sha256(presented).hexdigest()
         try:
             verifier = RecordVerifier(
@@ -147,22 +178,46 @@ class TokenRedeemer:
             record = verifier.verify(envelope)
         except (VerificationError, KeyFileError) as e:
             log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
-            return False
-        if key_id in self._noted:
-            return True
+            return Presented.UNSOUND
+        now = self._clock()
+        seen = self._noted.get(key_id)
+        if seen is not None and now - seen[0] < NOTE_AGAIN_S:
+            return self._outcome(seen[1])
         try:
-            self._store.note_pending_key(presented, record.node_id)
+            noted = self._store.note_pending_key(presented, record.node_id, self._pending)
         except StoreError as e:
             log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
-            return True
+            return Presented.AWAITS
+        outcome = Presented.AWAITS if noted else Presented.FULL
         if len(self._noted) >= _NOTED_MAX:
             self._noted.clear()
-        self._noted.add(key_id)
-        log.warning(
-            "key %s of node %s is not enrolled; approve it with "
-            "`flopwatch nodes enroll --key-id %s` or give the agent an enrollment token",
-            key_id,
-            record.node_id,
-            key_id,
-        )
-        return True
+        self._noted[key_id] = (now, outcome)
+        if noted and seen is None:
+            log.warning(
+                "key %s of node %s is not enrolled; approve it with "
+                "`flopwatch nodes enroll --key-id %s` or give the agent an enrollment token",
+                key_id,
+                record.node_id,
+                key_id,
+            )
+        return self._outcome(outcome)
+
+    def _outcome(self, outcome: Presented) -> Presented:
+        """Count a refusal, and log a summary of them at most every REFUSED_LOG_EVERY_S."""
+        if outcome is Presented.FULL:
+            self.stats.pending_refused += 1
+            self._refused_unlogged += 1
+            now = self._clock()
+            last = self._refused_logged_at
+            if last is None or now - last >= REFUSED_LOG_EVERY_S:
+                log.warning(
+                    "%d record(s) of keys not noted as awaiting approval: keys pending are at a "
+                    "limit (%d per node, %d in all, %d new per minute); approve or reject them "
+                    "(flopwatch nodes enroll / reject) or enroll nodes with a token",
+                    self._refused_unlogged,
+                    self._pending.max_per_node,
+                    self._pending.max_total,
+                    self._pending.max_new_per_minute,
+                )
+                self._refused_logged_at, self._refused_unlogged = now, 0
+        return outcome

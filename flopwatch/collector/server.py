@@ -7,7 +7,9 @@ With `health_listen`, a second, plaintext gRPC server carries Health alone, for 
 cannot present a client certificate.
 
 Transport is mTLS (client certificates required) unless the config says insecure, which logs a
-warning. Port 0 in `listen`, `metrics_listen` or `health_listen` binds a free port; `start()`
+warning. With mTLS, each RPC needs the client role its certificate marks
+(`flopwatch.collector.rpc.roles`: agents ingest, readers query, both read the log). Port 0 in
+`listen`, `metrics_listen` or `health_listen` binds a free port; `start()`
 reports the ports actually bound (`health_port` the health port's). The store (`--db`: SQLite,
 or PostgreSQL shared by several collectors; see `flopwatch.collector.store.factory`) is opened,
 used and closed on the one ingest thread. Alerts go to the log and, when configured, a webhook
@@ -22,7 +24,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from threading import Thread
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -35,18 +39,20 @@ from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
 from flopwatch.collector.config import CollectorConfig
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.ingest.workers import VerifyWorkers
-from flopwatch.collector.log.key import default_key_path, load_collector_key
+from flopwatch.collector.log.key import default_key_path, open_log_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.query import Query
 from flopwatch.collector.rpc.health import Health
 from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.collector.rpc.query import QueryServicer
+from flopwatch.collector.rpc.roles import RoleInterceptor
 from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_services
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import Database, open_store, parse_db
-from flopwatch.errors import ConfigError, StoreError
+from flopwatch.errors import ConfigError, KeyFileError, StoreError
+from flopwatch.keys import SigningKey
 from flopwatch.transport import host_port, read_file
 from flopwatch.verify.record import VerifiedRecord
 
@@ -97,11 +103,16 @@ class CollectorService:
         self.health_port: int | None = None  # bound by start() when health_listen is set
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
+        self.roles = RoleInterceptor()  # refuses RPCs a client's role does not allow (mTLS)
 
-    def _open(self, db: Database, policy: ThresholdPolicy) -> Ingestor:
-        """Runs on the ingest thread: the store's connection belongs to it."""
+    def _open(
+        self, db: Database, policy: ThresholdPolicy, key_path: Path
+    ) -> tuple[Ingestor, SigningKey]:
+        """Runs on the ingest thread: the store's connection belongs to it. The collector key
+        must be the log's own (`open_log_key`); a wrong one stops the start here."""
         store = open_store(db, now_ns=self._now_ns)
         try:
+            log_key = open_log_key(key_path, store)
             ingestor = Ingestor(
                 store,
                 policy,
@@ -109,12 +120,13 @@ class CollectorService:
                 limits=self.config.limits,
                 now_ns=self._now_ns,
                 enroll_on_first_use=self.config.enroll_on_first_use,
+                pending_keys=self.config.pending_keys,
             )
-        except StoreError:
+        except (StoreError, KeyFileError):
             store.close()
             raise
         self._store = store
-        return ingestor
+        return ingestor, log_key
 
     async def start(self) -> tuple[int, int | None]:
         """Open the store and serve; return (gRPC port, metrics port or None)."""
@@ -128,7 +140,7 @@ class CollectorService:
             secret = None if secret_file is None else load_secret(secret_file)
             self._webhook = WebhookSink(cfg.webhook, secret=secret)
             self._sinks.append(self._webhook)
-        log_key = load_collector_key(cfg.log_key or default_key_path(cfg.db), create=True)
+        key_path = cfg.log_key or default_key_path(cfg.db)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flopwatch-ingest")
         loop = asyncio.get_running_loop()
         try:
@@ -137,7 +149,9 @@ class CollectorService:
                     VerifyWorkers, cfg.verify_workers, cfg.limits
                 )
                 log.info("verifying records in %d worker processes", cfg.verify_workers)
-            ingestor = await loop.run_in_executor(self._executor, self._open, db, policy)
+            ingestor, log_key = await loop.run_in_executor(
+                self._executor, self._open, db, policy, key_path
+            )
             assert self._store is not None
             self._log = TransparencyLog(self._store, log_key, now_ns=self._now_ns)
             query = Query(self._store, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns)
@@ -200,7 +214,11 @@ class CollectorService:
     ) -> int:
         assert self._executor is not None and self._log is not None
         limits = self.config.limits
-        self._server = _grpc_server(limits.max_grpc_message_bytes)
+        # With mTLS, each RPC needs its client role (flopwatch.collector.rpc.roles).
+        self._server = _grpc_server(
+            limits.max_grpc_message_bytes,
+            interceptors=() if credentials is None else (self.roles,),
+        )
         self._ingest = IngestServicer(
             ingestor,
             self._executor,
@@ -294,12 +312,15 @@ class CollectorService:
             self._webhook = None
 
 
-def _grpc_server(max_message_bytes: int) -> grpc.aio.Server:
+def _grpc_server(
+    max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+) -> grpc.aio.Server:
     return grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
-        ]
+        ],
     )
 
 

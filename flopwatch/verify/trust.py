@@ -33,6 +33,11 @@ def parse_collector_key(key: str | bytes) -> str:
         if not is_key_id(key):
             raise ConfigError(f"{key[:80]!r} is not a key id (64 hex digits)")
         return key.lower()
+    if b"PRIVATE KEY" in key:
+        raise ConfigError(
+            "this is a private key, never a trust anchor (and it must not leave the collector); "
+            "ask the operator for the public key: `flopwatch log key --public`"
+        )
     try:
         return key_id_of(load_public_pem(key))
     except KeyFileError as e:

@@ -139,3 +139,29 @@ def test_list_from_a_running_collector(db, capsys):
     remote = run(scenario())
     assert remote["silent_after_seconds"] == 300.0
     assert {n["node"]: n for n in remote["nodes"]} == from_db
+
+
+def test_reject_pending_keys_by_id_or_by_node(db, capsys):
+    store = SQLiteStore(db)
+    enrolled, one, two, three = Node("gpu-5"), Node("gpu-5"), Node("gpu-5"), Node("gpu-6")
+    store.enroll(enrolled.public_raw, "gpu-5")
+    ingestor = Ingestor(store, ThresholdPolicy([10**30]), [])
+    for n in (one, two, three):
+        ingestor.ingest([n.envelope()], presented_key=n.public_raw)
+    store.close()
+
+    assert main(nodes(db, "reject", three.key_id[:12])) == 0
+    assert f"rejected pending key {three.key_id}" in capsys.readouterr().out
+    assert main(nodes(db, "reject", enrolled.key_id)) == 2  # not pending: refused, unchanged
+    assert "does not await approval" in capsys.readouterr().err
+    assert main(nodes(db, "reject", "--node", "gpu-5")) == 0
+    assert "2 key(s) no longer awaiting approval" in capsys.readouterr().err
+    assert main(nodes(db, "reject", "--node", "gpu-5")) == 2
+    after = {n["key_id"]: n["status"] for n in json.loads(_json_listing(db, capsys))["nodes"]}
+    assert after == {enrolled.key_id: "enrolled"}
+
+
+def _json_listing(db, capsys) -> str:
+    capsys.readouterr()
+    assert main(nodes(db, "list", "--json")) == 0
+    return capsys.readouterr().out

@@ -36,11 +36,13 @@ def segment_name(first: int) -> str:
 
 @dataclass(frozen=True)
 class ChainRef:
-    """A record the chain continues from: its sequence, DSSE digest and end time if known."""
+    """A record the chain continues from: its sequence, DSSE digest, end time if known, and
+    the id of the key that signed it (None in ack states written before it was kept)."""
 
     sequence: int
     digest: bytes
     end_ns: int | None = None
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ class AckState:
             settled=Runs((int(x), int(y)) for x, y in state["settled"]),
             base=None
             if b is None
-            else ChainRef(b["sequence"], bytes.fromhex(b["digest"]), b["end_ns"]),
+            else ChainRef(b["sequence"], bytes.fromhex(b["digest"]), b["end_ns"], b.get("key_id")),
             unreported=[SpoolLoss(**x) for x in state.get("unreported", [])],
             reporting={
                 int(s): [SpoolLoss(**x) for x in xs] for s, xs in state.get("reporting", [])

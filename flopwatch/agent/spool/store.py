@@ -27,8 +27,11 @@ Recovery on open:
     check out. A cut always counts as at least one lost record.
  3. Lost ranges are written to the ack state as settled, so a later open reports them again
     (the ack state's highest sequence stays above the chain head) instead of forgetting them.
- 4. The chain head is the last valid record (its DSSE digest); if no segment holds a record,
-    the ack state's `base`, the last record of the newest deleted segment.
+ 4. The chain head is the last valid record (its DSSE digest and signing key); if no segment
+    holds a record, the ack state's `base`, the last record of the newest deleted segment.
+
+A spool holds the chain of one node key. The agent opens it through `open_key_spool`
+(flopwatch/agent/spool/rekey.py), which sets aside a spool another key wrote.
 """
 
 from __future__ import annotations
@@ -249,11 +252,12 @@ class Spool:
     def _ref(self, seg: _Segment) -> ChainRef:
         data = self._read(seg, *seg.last_at)
         try:
-            digest = Envelope.from_bytes(data).digest
+            envelope = Envelope.from_bytes(data)
         except VerificationError as e:
             raise SpoolError(f"record {seg.last} in {seg.path} is not an envelope: {e}") from e
         span = self._span_of(data) if self._span_of else None
-        return ChainRef(seg.last, digest, span[1] if span else None)
+        key_id = envelope.signatures[0][0] if envelope.signatures else None
+        return ChainRef(seg.last, envelope.digest, span[1] if span else None, key_id)
 
     def _create(self, first: int) -> _Segment:
         path = self._dir / segment_name(first)

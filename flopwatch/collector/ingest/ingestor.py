@@ -28,7 +28,8 @@ commit (`_crossed_meanwhile`).
 
 Trust on first use enrolls a key (its own transaction) once a record signed by it verifies and
 judges sound; if the batch's commit then fails, the key stays enrolled and the records come back.
-A key that is not enrolled but was presented by the agent is noted as awaiting approval, and its
+A key that is not enrolled but was presented by the agent is noted as awaiting approval (within
+the bounds of `PendingKeyLimits`; a key past them is not noted), and its
 records that verify under it are answered RETRY (reason "unknown_key"), not REJECTED: the agent
 keeps them and sends them again, so a node's work before an operator approves it is not lost.
 An envelope from an unknown key nobody presented is REJECTED. An enrollment token is redeemed
@@ -57,7 +58,8 @@ from flopwatch.attestation import parse_payload
 from flopwatch.chain import Verdict, judge
 from flopwatch.collector.alerts.events import AlertSink, Event, ThresholdPolicy, notify
 from flopwatch.collector.alerts.forks import ForkTracker
-from flopwatch.collector.enrollment import TokenRedeemer
+from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
@@ -140,6 +142,17 @@ class Submission(NamedTuple):
     verified: VerifiedRecord | None = None
 
 
+def _awaiting(presented: bytes, noted: Presented) -> str:
+    """The detail of a "retry" ack for a record of a key that awaits approval."""
+    key = short_key_id(key_id_of_raw(presented))
+    if noted is Presented.FULL:
+        return (
+            f"key {key} is not enrolled, and keys awaiting approval are at their limit; "
+            "enroll it with a token or ask the operator to make room; send this record again later"
+        )
+    return f"key {key} awaits approval (flopwatch nodes enroll); send this record again later"
+
+
 class Ingestor:
     """Verifies, deduplicates and commits batches of envelopes; see the module docstring."""
 
@@ -152,6 +165,7 @@ class Ingestor:
         limits: Limits = DEFAULT_LIMITS,
         now_ns: Callable[[], int] = time.time_ns,
         enroll_on_first_use: bool = False,
+        pending_keys: PendingKeyLimits | None = None,
     ) -> None:
         self._store = store
         self.policy = policy
@@ -169,7 +183,7 @@ class Ingestor:
         self._ahead_in_batch = 0  # of the batch being judged
         self._rejected: dict[str, int] = {}
         self._forks = ForkTracker()
-        self.enrollment = TokenRedeemer(store, limits=limits)
+        self.enrollment = TokenRedeemer(store, limits=limits, pending=pending_keys)
         if enroll_on_first_use:
             log.warning("trust on first use is on: any node key that presents itself is enrolled")
 
@@ -292,19 +306,12 @@ class Ingestor:
                 )
                 record = verifier.verify(claim.envelope)
         except VerificationError as e:
-            if (
-                e.reason == "unknown_key"
-                and presented is not None
-                and self.enrollment.note_unknown(claim.envelope, presented)
-            ):
-                # Sound but for approval: the agent keeps the record and sends it again, so
-                # the time a node runs before an operator approves it is not lost.
-                return claim.ack(
-                    "retry",
-                    "unknown_key",
-                    f"key {short_key_id(key_id_of_raw(presented))} awaits approval "
-                    "(flopwatch nodes enroll); send this record again later",
-                )
+            if e.reason == "unknown_key" and presented is not None:
+                noted = self.enrollment.note_unknown(claim.envelope, presented)
+                if noted is not Presented.UNSOUND:
+                    # Sound but for approval: the agent keeps the record and sends it again,
+                    # so the time a node runs before an operator approves it is not lost.
+                    return claim.ack("retry", "unknown_key", _awaiting(presented, noted))
             return self._reject(claim, e.reason, e.message)
         node = batch.node(record.key_id)
         if node is not None and node.node_id != record.node_id:

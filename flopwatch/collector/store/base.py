@@ -27,6 +27,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
@@ -92,10 +93,21 @@ class EnrollmentStore(Protocol):
         """
         ...
 
-    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+    def note_pending_key(self, public_raw: bytes, node_id: str, limits: PendingKeyLimits) -> bool:
         """Remember a key that is not enrolled but presented itself with a record it signed
         for `node_id`, so an operator can approve it by key id; updates its last-seen time
-        (store's clock) and claimed node if already noted. Idempotent otherwise."""
+        (store's clock) and claimed node if already noted. Idempotent otherwise.
+
+        Within `limits`, counted over the keys pending now: a key not yet noted is refused
+        when `max_total` keys are pending, or `max_new_per_minute` were first seen in the last
+        minute; a key is refused when `max_per_node` other keys are pending for `node_id`.
+        Returns False, changing nothing, when refused; True when noted."""
+        ...
+
+    def remove_pending_keys(self, key_ids: Collection[str]) -> int:
+        """Forget keys awaiting approval (an operator rejected them); returns how many were
+        pending. Enrolled and revoked keys are not touched. A key that presents itself again
+        is noted again, within the limits."""
         ...
 
     def pending_keys(self) -> list[PendingKey]:

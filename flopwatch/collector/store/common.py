@@ -13,6 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
     JobEvidence,
     JobTotal,
@@ -58,6 +59,29 @@ def enrolled_for(
     if held_node != node_id:
         raise error(f"key {short_key_id(key_id)} is already enrolled for node {held_node!r}")
     return True
+
+
+# -- keys awaiting approval ------------------------------------------------------------------
+# Counts over the keys pending now (not in the node table): (all, of one node other than the
+# key itself, first seen since a time), each backend's SQL fills the placeholders.
+PENDING_COUNTS = (
+    "SELECT count(*), "
+    "coalesce(sum(CASE WHEN node_id = {p} AND key_id <> {p} THEN 1 ELSE 0 END), 0), "
+    "coalesce(sum(CASE WHEN first_seen_ns > {p} THEN 1 ELSE 0 END), 0) "
+    "FROM pending_keys WHERE key_id NOT IN (SELECT key_id FROM nodes)"
+)
+MINUTE_NS = 60 * 10**9
+
+
+def pending_room(
+    held: Sequence[Any] | None, node_id: str, counts: Sequence[Any], limits: PendingKeyLimits
+) -> bool:
+    """Whether a key may be noted as pending for `node_id`, given the (node_id,) row held for
+    it (None: not noted yet) and the `PENDING_COUNTS` row. See `Store.note_pending_key`."""
+    total, of_node, recent = (int(c) for c in counts)
+    if held is None and (total >= limits.max_total or recent >= limits.max_new_per_minute):
+        return False
+    return (held is not None and held[0] == node_id) or of_node < limits.max_per_node
 
 
 # -- enrollment tokens ---------------------------------------------------------------------------

@@ -7,6 +7,9 @@ so two deployments in two schemas of one database never wait for each other. A w
   2. row locks, through its upserts, in sorted key order (job totals, per-GPU sums, alerts);
   3. last, the transparency log's lock (`lock_log`), which is global to the schema.
 
+Noting a key awaiting approval takes one lock of its own (`lock_pending`) in a transaction that
+takes no other.
+
 Every writer takes them in this order and none waits for a lower one while holding a higher one,
 so no two writers deadlock; two writers of one key, device or job take turns.
 """
@@ -46,3 +49,9 @@ def lock_keys_and_devices(
 def lock_log(cur: Cur, scope: str) -> None:
     """Step 3: the transparency log's lock (appends must be serialized: indices are dense)."""
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(scope, "log", ""),))
+
+
+def lock_pending(cur: Cur, scope: str) -> None:
+    """The keys-awaiting-approval lock: collectors noting keys take turns, so the bounds they
+    count (`PendingKeyLimits`) hold for all of them together."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(scope, "pending", ""),))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
-from flopwatch.collector.store.postgres.locks import Cur
+from flopwatch.collector.store.postgres.locks import Cur, lock_pending
 from flopwatch.collector.store.postgres.sums import add_sums
 from flopwatch.collector.store.records import GpuTotal, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
@@ -98,8 +99,17 @@ def redeem_token(cur: Cur, token_hash: str, public_raw: bytes, now_ns: int) -> s
     return key_id
 
 
-def note_pending(cur: Cur, public_raw: bytes, node_id: str, now_ns: int) -> None:
+def note_pending(
+    cur: Cur, scope: str, public_raw: bytes, node_id: str, *, now_ns: int, limits: PendingKeyLimits
+) -> bool:
+    """Collectors noting keys take turns (`lock_pending`), so the limits hold for all of them."""
     key_id = common.key_id_to_enroll(public_raw)
+    lock_pending(cur, scope)
+    cur.execute("SELECT node_id FROM pending_keys WHERE key_id = %s", (key_id,))
+    held = cur.fetchone()
+    cur.execute(common.PENDING_COUNTS.format(p="%s"), (node_id, key_id, now_ns - common.MINUTE_NS))
+    if not common.pending_room(held, node_id, cur.fetchone() or (0, 0, 0), limits):
+        return False
     cur.execute(
         "INSERT INTO pending_keys AS p (key_id, node_id, public_key, first_seen_ns, "
         "last_seen_ns) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO UPDATE SET "
@@ -107,6 +117,16 @@ def note_pending(cur: Cur, public_raw: bytes, node_id: str, now_ns: int) -> None
         "last_seen_ns = greatest(p.last_seen_ns, excluded.last_seen_ns)",
         (key_id, node_id, public_raw, now_ns, now_ns),
     )
+    return True
+
+
+def remove_pending(cur: Cur, key_ids: Collection[str]) -> int:
+    cur.execute(
+        "DELETE FROM pending_keys p WHERE key_id = ANY(%s) "
+        "AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.key_id = p.key_id)",
+        (sorted(key_ids),),
+    )
+    return cur.rowcount
 
 
 def pending_keys(cur: Cur) -> list[PendingKey]:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import errors as pg_errors
 
 from flopwatch.chain import Neighbours
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
 from flopwatch.collector.store.postgres import nodes as trust
@@ -210,9 +211,15 @@ class PostgresStore:
         with self._tx("redeem enrollment token") as cur:
             return trust.redeem_token(cur, token_hash, public_raw, self._now_ns())
 
-    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+    def note_pending_key(self, public_raw: bytes, node_id: str, limits: PendingKeyLimits) -> bool:
         with self._tx("note key awaiting approval") as cur:
-            trust.note_pending(cur, public_raw, node_id, self._now_ns())
+            return trust.note_pending(
+                cur, self.scope, public_raw, node_id, now_ns=self._now_ns(), limits=limits
+            )
+
+    def remove_pending_keys(self, key_ids: Collection[str]) -> int:
+        with self._tx("remove keys awaiting approval") as cur:
+            return trust.remove_pending(cur, key_ids)
 
     def pending_keys(self) -> list[PendingKey]:
         with self._tx("list keys awaiting approval") as cur:

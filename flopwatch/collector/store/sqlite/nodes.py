@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.records import GpuTotal, JobDelta, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
@@ -113,13 +114,37 @@ def redeem_token(db: sqlite3.Connection, token_hash: str, public_raw: bytes, now
     return key_id
 
 
-def note_pending(db: sqlite3.Connection, public_raw: bytes, node_id: str, now_ns: int) -> None:
+def note_pending(
+    db: sqlite3.Connection,
+    public_raw: bytes,
+    node_id: str,
+    now_ns: int,
+    limits: PendingKeyLimits,
+) -> bool:
     key_id = common.key_id_to_enroll(public_raw)
+    held = db.execute("SELECT node_id FROM pending_keys WHERE key_id = ?", (key_id,)).fetchone()
+    counts = db.execute(
+        common.PENDING_COUNTS.format(p="?"), (node_id, key_id, now_ns - common.MINUTE_NS)
+    ).fetchone()
+    if not common.pending_room(held, node_id, counts, limits):
+        return False
     db.execute(
         "INSERT INTO pending_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET "
         "node_id = excluded.node_id, last_seen_ns = excluded.last_seen_ns",
         (key_id, node_id, public_raw, now_ns, now_ns),
     )
+    return True
+
+
+def remove_pending(db: sqlite3.Connection, key_ids: Collection[str]) -> int:
+    removed = 0
+    for key_id in sorted(set(key_ids)):
+        removed += db.execute(
+            "DELETE FROM pending_keys WHERE key_id = ? "
+            "AND key_id NOT IN (SELECT key_id FROM nodes)",
+            (key_id,),
+        ).rowcount
+    return removed
 
 
 def pending_keys(db: sqlite3.Connection) -> list[PendingKey]:

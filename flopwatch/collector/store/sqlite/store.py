@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -178,9 +179,13 @@ class SQLiteStore:
         with self._tx("redeem enrollment token"):
             return trust.redeem_token(self._db, token_hash, public_raw, self._now_ns())
 
-    def note_pending_key(self, public_raw: bytes, node_id: str) -> None:
+    def note_pending_key(self, public_raw: bytes, node_id: str, limits: PendingKeyLimits) -> bool:
         with self._tx("note key awaiting approval"):
-            trust.note_pending(self._db, public_raw, node_id, self._now_ns())
+            return trust.note_pending(self._db, public_raw, node_id, self._now_ns(), limits)
+
+    def remove_pending_keys(self, key_ids: Collection[str]) -> int:
+        with self._tx("remove keys awaiting approval"):
+            return trust.remove_pending(self._db, key_ids)
 
     def pending_keys(self) -> list[PendingKey]:
         with self._errors("list keys awaiting approval"):
