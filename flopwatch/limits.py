@@ -45,7 +45,10 @@ class Limits:
     max_intervals_per_attestation: int = 4096
     max_jobs_per_interval: int = 64
     max_gaps_per_attestation: int = 4096
+    # Free text (a gap's detail, a GPU's name) and identifiers (node, cluster, GPU, job ids:
+    # flopwatch.identifiers says what else an identifier must be).
     max_string_chars: int = 256
+    max_identifier_chars: int = 256
     # Longest interval one GpuInterval may cover, and how far in the future its end may lie.
     max_interval_ns: int = 3600 * 10**9
     max_clock_skew_ns: int = 300 * 10**9

@@ -31,6 +31,7 @@ from flopwatch.binding import (
 )
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
+from flopwatch.identifiers import identifier_problem, text_problem
 from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import MODEL_VERSION, Pipe
@@ -107,11 +108,20 @@ def _in_order(att: pb.Attestation) -> list[pb.GpuInterval]:
     return sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns))
 
 
-def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
-    if required and not value:
-        raise VerificationError("malformed", f"{what} is empty")
-    if len(value) > limits.max_string_chars:
-        raise VerificationError("malformed", f"{what} is longer than {limits.max_string_chars}")
+def _identifier(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
+    """The one identifier rule (`flopwatch.identifiers`); an optional one may be empty."""
+    if not required and not value:
+        return
+    problem = identifier_problem(value, limits.max_identifier_chars)
+    if problem is not None:
+        raise VerificationError("malformed", f"{what} {problem}")
+
+
+def _text(value: str, what: str, limits: Limits) -> None:
+    """Free text: bounded, no control characters but line breaks and tabs."""
+    problem = text_problem(value, limits.max_string_chars)
+    if problem is not None:
+        raise VerificationError("malformed", f"{what} {problem}")
 
 
 @dataclass
@@ -125,6 +135,7 @@ class _Scope:
     uuids: list[str]
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)  # job sources checked already
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -165,9 +176,9 @@ class RecordVerifier:
                 "unknown_model",
                 f"FLOP model version {att.flop_model_version[:32]!r} is not supported",
             )
-        _text(att.node_id, "node_id", lim)
-        _text(att.cluster, "cluster", lim, required=False)
-        _text(att.agent_version, "agent_version", lim, required=False)
+        _identifier(att.node_id, "node_id", lim)
+        _identifier(att.cluster, "cluster", lim, required=False)
+        _identifier(att.agent_version, "agent_version", lim, required=False)
         # 4. Sequence numbers start at 1; only the first record has no predecessor.
         if att.sequence < 1:
             raise VerificationError("bad_sequence", "sequence numbers start at 1")
@@ -226,9 +237,10 @@ class RecordVerifier:
 
     def _check_gpu(self, g: pb.GpuIdentity) -> None:
         lim = self._limits
-        _text(g.uuid, "GPU uuid", lim)
-        for value, what in ((g.serial, "serial"), (g.name, "name"), (g.mig_instance, "mig")):
-            _text(value, f"GPU {what}", lim, required=False)
+        _identifier(g.uuid, "GPU uuid", lim)
+        _identifier(g.serial, "GPU serial", lim, required=False)
+        _identifier(g.mig_instance, "GPU MIG instance", lim, required=False)
+        _text(g.name, "GPU name", lim)
         if not 0 < g.sm_count <= _MAX_SMS:
             raise VerificationError("implausible", f"GPU {g.uuid} claims {g.sm_count} SMs")
         if not 0 < g.max_sm_clock_mhz <= _MAX_CLOCK_MHZ:
@@ -245,7 +257,7 @@ class RecordVerifier:
             raise VerificationError("future", "interval ends in the future")
 
     def _check_job_id(self, job_id: str, cluster: str) -> None:
-        _text(job_id, "job_id", self._limits)
+        _identifier(job_id, "job_id", self._limits)
         job_cluster = cluster_of(job_id)
         if job_cluster is not None and job_cluster != cluster:
             raise VerificationError(
@@ -286,8 +298,9 @@ class RecordVerifier:
                 job_id = j.job_id
                 self._check_job_id(job_id, att.cluster)
                 job_ids[job_id] = job_id
-            if len(j.source) > lim.max_string_chars:
-                _text(j.source, "job source", lim, required=False)  # raises, saying why
+            if j.source not in scope.sources:
+                _identifier(j.source, "job source", lim, required=False)
+                scope.sources.add(j.source)
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
@@ -344,7 +357,7 @@ class RecordVerifier:
             raise VerificationError("malformed", f"gap names GPU #{g.gpu}, not in record")
         # A gap claims no work, so it may be long: an agent can be down for days.
         self._check_times(g.start_unix_ns, g.end_unix_ns, latest_end_ns, bounded=False)
-        _text(g.detail, "gap detail", self._limits, required=False)
+        _text(g.detail, "gap detail", self._limits)
         reason = pb.GapReason.Name(g.reason) if g.reason in pb.GapReason.values() else "UNKNOWN"
         return GapInfo(
             gpu_uuid=att.gpus[g.gpu].uuid,
@@ -357,7 +370,7 @@ class RecordVerifier:
     def _check_binding(self, att: pb.Attestation, b: pb.GpuBinding) -> None:
         if b.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"binding names GPU #{b.gpu}, not in record")
-        _text(b.detail, "binding detail", self._limits, required=False)
+        _text(b.detail, "binding detail", self._limits)
         data = (b.nonce, b.report, b.cec_report, b.cert_chain)
         if b.status != pb.BINDING_STATUS_REPORT:
             if any(data):
