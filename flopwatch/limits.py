@@ -27,6 +27,9 @@ each one named below exists):
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
     flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity
     flopwatch.merkle.MAX_TREE_SIZE                    the transparency log
+    flopwatch.reads.MAX_SMALL_FILE_BYTES              a key, certificate, token or config file
+    flopwatch.reads.MAX_JOBS_FILE_BYTES               a JOBS.json file
+    flopwatch.reads.MAX_TRACE_BYTES                   a recorded GPU trace
 """
 
 from __future__ import annotations

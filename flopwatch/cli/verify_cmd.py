@@ -19,6 +19,11 @@ from flopwatch.cli.trust_args import (
 )
 from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
 from flopwatch.identifiers import shown
+from flopwatch.reads import read_at_most
+from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, BundleLimits
+
+# What `verify` reads of a bundle and checks it against (a test narrows it).
+BUNDLE_LIMITS: BundleLimits = DEFAULT_BUNDLE_LIMITS
 
 HELP = "verify a job report bundle offline and recompute the job's FLOPs from raw counters"
 
@@ -83,13 +88,14 @@ def _no_anchor(data: bytes) -> ConfigError:
 def run(args: argparse.Namespace) -> int:
     from flopwatch.verify.bundle import STEPS, BundleVerifier
 
-    try:
-        data = args.bundle.read_bytes()
+    try:  # read no more than the verifier's step 1 would refuse: /dev/zero ends there
+        data = read_at_most(args.bundle, BUNDLE_LIMITS.max_bundle_bytes)
     except OSError as e:
         raise ConfigError(f"cannot read {args.bundle}: {e.strerror}") from e
     if args.collector_key is None and args.kept_tree_head is None:
         raise _no_anchor(data)
     verifier = BundleVerifier(
+        limits=BUNDLE_LIMITS,
         collector_key_id=None
         if args.collector_key is None
         else collector_key_id(args.collector_key),

@@ -232,7 +232,7 @@ class Bundle:
     def from_bytes(cls, data: bytes, limits: BundleLimits = DEFAULT_BUNDLE_LIMITS) -> Bundle:
         """Parse a bundle file; raise VerificationError("malformed_bundle") on a bad shape."""
         if len(data) > limits.max_bundle_bytes:
-            raise _fail(MALFORMED_BUNDLE, f"{len(data)} bytes, limit {limits.max_bundle_bytes}")
+            raise _fail(MALFORMED_BUNDLE, f"more than the limit, {limits.max_bundle_bytes} bytes")
         m = parse_message(bundle_pb2.Bundle(), data, MALFORMED_BUNDLE, "the bundle")
         if m.media_type != BUNDLE_MEDIA_TYPE:
             raise _fail(
