@@ -52,9 +52,12 @@ class Limits:
     # flopwatch.identifiers says what else an identifier must be).
     max_string_chars: int = 256
     max_identifier_chars: int = 256
-    # Longest interval one GpuInterval may cover, and how far in the future its end may lie.
+    # Longest interval one GpuInterval may cover, how far after the verifier's clock a record's
+    # time may end (further: "future", answered retry by the collector), and how long before it
+    # (further: "too_old", refused). Checked only where a verifier has a clock (the collector).
     max_interval_ns: int = 3600 * 10**9
     max_clock_skew_ns: int = 300 * 10**9
+    max_record_age_ns: int = 400 * 86400 * 10**9
     # Slack on the physical-peak check: the SM clock integral may exceed max clock x time by
     # this fraction (clock readings and interval edges are not perfectly aligned).
     clock_tolerance: float = 0.05
