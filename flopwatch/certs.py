@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from flopwatch.errors import ConfigError, KeyFileError
 from flopwatch.keys import load_owner_only_pem_key
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -260,7 +261,7 @@ def write_certificate(path: Path, cert: x509.Certificate) -> None:
 
 def load_certificate(path: Path) -> x509.Certificate:
     try:
-        data = path.read_bytes()
+        data = read_limited(path, MAX_SMALL_FILE_BYTES, "certificate")
     except OSError as e:
         raise ConfigError(f"cannot read certificate {path}: {e.strerror}") from e
     try:

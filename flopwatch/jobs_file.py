@@ -13,6 +13,7 @@ from typing import Any
 from flopwatch.attribution import JobWindow
 from flopwatch.errors import ConfigError
 from flopwatch.model import Precision
+from flopwatch.reads import MAX_JOBS_FILE_BYTES, read_limited
 
 
 def _window(i: int, item: Any, source: str) -> JobWindow:
@@ -50,7 +51,7 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
 
 def load_jobs(path: Path, source: str = "manual") -> list[JobWindow]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_limited(path, MAX_JOBS_FILE_BYTES, "jobs file"))
     except OSError as e:
         raise ConfigError(f"cannot read jobs file {path}: {e.strerror}") from e
     except json.JSONDecodeError as e:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from flopwatch.errors import KeyFileError
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_at_most
 
 # Hex digits of a key id shown to people (logs, errors, tables): 64 bits, enough to tell keys
 # apart by eye; machine-readable output always carries the whole id.
@@ -76,7 +77,8 @@ def load_owner_only_pem_key(path: Path) -> PrivateKeyTypes:
             "it must be readable by its owner only (chmod 600)"
         )
     try:
-        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = read_at_most(path, MAX_SMALL_FILE_BYTES)  # more than the limit: not a PEM key
+        return serialization.load_pem_private_key(data, password=None)
     except (OSError, ValueError, TypeError) as e:
         raise KeyFileError(f"cannot load key file {path}: {e}") from e
 

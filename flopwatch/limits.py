@@ -31,6 +31,9 @@ each one named below exists):
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
     flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity
     flopwatch.merkle.MAX_TREE_SIZE                    the transparency log
+    flopwatch.reads.MAX_SMALL_FILE_BYTES              a key, certificate, token or config file
+    flopwatch.reads.MAX_JOBS_FILE_BYTES               a JOBS.json file
+    flopwatch.reads.MAX_TRACE_BYTES                   a recorded GPU trace
 """
 
 from __future__ import annotations
@@ -49,10 +52,16 @@ class Limits:
     max_intervals_per_attestation: int = 4096
     max_jobs_per_interval: int = 64
     max_gaps_per_attestation: int = 4096
+    # Free text (a gap's detail, a GPU's name) and identifiers (node, cluster, GPU, job ids:
+    # flopwatch.identifiers says what else an identifier must be).
     max_string_chars: int = 256
-    # Longest interval one GpuInterval may cover, and how far in the future its end may lie.
+    max_identifier_chars: int = 256
+    # Longest interval one GpuInterval may cover, how far after the verifier's clock a record's
+    # time may end (further: "future", answered retry by the collector), and how long before it
+    # (further: "too_old", refused). Checked only where a verifier has a clock (the collector).
     max_interval_ns: int = 3600 * 10**9
     max_clock_skew_ns: int = 300 * 10**9
+    max_record_age_ns: int = 400 * 86400 * 10**9
     # Slack on the physical-peak check: the SM clock integral may exceed max clock x time by
     # this fraction (clock readings and interval edges are not perfectly aligned).
     clock_tolerance: float = 0.05

@@ -9,6 +9,7 @@ import grpc
 
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 from flopwatch.v1 import collector_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def host_port(text: str) -> tuple[str, int]:
 def read_file(path: Path, what: str) -> bytes:
     """Read a TLS file; a missing or unreadable one is a configuration error."""
     try:
-        return path.read_bytes()
+        return read_limited(path, MAX_SMALL_FILE_BYTES, what)
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
 

@@ -25,6 +25,7 @@ from flopwatch.attestation import make_interval
 from flopwatch.attribution import UNATTRIBUTED, Attribution, JobWindow, attribute
 from flopwatch.binding import binding_nonce
 from flopwatch.dsse import Envelope, Signer
+from flopwatch.identifiers import as_text
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.model import MODEL_VERSION
 from flopwatch.model.figures import method_for
@@ -110,7 +111,7 @@ def binding_message(b: HardwareBinding, slot: int, nonce: bytes) -> pb.GpuBindin
         report=b.report if report else b"",
         cec_report=b.cec_report if report else b"",
         cert_chain=b.cert_chain if report else b"",
-        detail=b.detail[:_DETAIL_CHARS],
+        detail=as_text(b.detail, _DETAIL_CHARS),
     )
 
 
@@ -214,7 +215,7 @@ class RecordBuilder:
                         start_unix_ns=r.start_ns,
                         end_unix_ns=r.end_ns,
                         reason=GAP_REASON[r.cause],
-                        detail=r.error[:_DETAIL_CHARS],
+                        detail=as_text(r.error, _DETAIL_CHARS),
                     )
                 )
                 continue

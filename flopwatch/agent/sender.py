@@ -36,6 +36,7 @@ from flopwatch.agent.spool.store import Spool
 from flopwatch.errors import ConfigError, SpoolError, TransportError
 from flopwatch.keys import short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 from flopwatch.v1 import collector_pb2, envelope_pb2
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,8 @@ def read_enroll_token(path: Path | None) -> str | None:
         return None
     try:
         mode = path.stat().st_mode
-        token = path.read_text("ascii").strip()
+        token = read_limited(path, MAX_SMALL_FILE_BYTES, "enrollment token").decode("ascii")
+        token = token.strip()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read enrollment token {path}: {e}") from e
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -34,6 +34,7 @@ from flopwatch.agent.spool.store import RecoveryReport, SpoolLoss
 from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
+from flopwatch.identifiers import as_text
 from flopwatch.job_ids import check_cluster, unattributed_job_id
 from flopwatch.keys import SigningKey, public_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS
@@ -140,7 +141,7 @@ def loss_gaps(losses: Sequence[SpoolLoss], readings: Sequence[GpuReading]) -> li
                     start_unix_ns=start,
                     end_unix_ns=end,
                     reason=_GAP_REASONS[loss.reason],
-                    detail=loss.detail[:200],
+                    detail=as_text(loss.detail, 200),
                     lost_sequence_first=loss.first,
                     lost_sequence_last=loss.last,
                 )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flopwatch.identifiers import shown
 from flopwatch.transport import host_port
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_RUNTIME", "host_port"]
@@ -37,12 +38,24 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _TextFormatter(logging.Formatter):
+    """One line per message: whatever a message quotes from outside (a job or node id, a
+    peer's detail) has its unprintable characters escaped (`flopwatch.identifiers.shown`), so
+    no log line is forged with a newline and no escape sequence reaches a terminal. A
+    traceback, appended after the message, is kept as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
+
+
 def setup_logging(level: str, *, json_lines: bool = False) -> None:
+    """Log to stderr: text lines, escaped (`_TextFormatter`), or one JSON object per line
+    (JSON escapes control characters itself)."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flopwatch.errors import ConfigError
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -143,11 +144,10 @@ class ConfigSpec:
 
 def load_toml(path: Path, known: set[str]) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(read_limited(path, MAX_SMALL_FILE_BYTES, "config file").decode())
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     unknown = sorted(set(data) - known)
     if unknown:

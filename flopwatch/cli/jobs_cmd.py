@@ -14,6 +14,7 @@ import grpc
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.errors import ConfigError, TransportError
+from flopwatch.identifiers import shown
 from flopwatch.keys import short_key_id
 from flopwatch.model.figures import LEGEND
 from flopwatch.transport import query_stub, sync_channel
@@ -141,6 +142,9 @@ def utc(ns: int) -> str:
 
 
 def render(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as aligned columns; every cell escaped for the terminal (`shown`): ids come from
+    records and a database, and must not move the cursor or start a row of their own."""
+    rows = [[shown(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -187,7 +191,7 @@ def job_table(resp: collector_pb2.ListJobGpusResponse) -> str:
     j = resp.job
     crossed = ", ".join(f"{int(t):.0e}" for t in j.thresholds_crossed) or "none"
     head = [
-        f"job {j.job_id}",
+        f"job {shown(j.job_id)}",
         f"  FLOPs (estimate):     {int(j.flops_estimate):.4e}  ({j.flops_estimate})",
         f"  FLOPs (upper bound):  {int(j.flops_upper):.4e}  ({j.flops_upper})",
         f"  measured:             {utc(j.first_start_unix_ns)} to {utc(j.last_end_unix_ns)} "

@@ -28,6 +28,7 @@ from flopwatch.cli import (
 )
 from flopwatch.cli.common import EXIT_CONFIG, EXIT_RUNTIME, setup_logging
 from flopwatch.errors import ConfigError, FlopwatchError
+from flopwatch.identifiers import shown
 
 # In the order of the help, by who runs them (see _EPILOG).
 COMMANDS = (
@@ -88,11 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ConfigError as e:
-        print(f"flopwatch {args.command}: {e}", file=sys.stderr)
+        print(f"flopwatch {args.command}: {shown(str(e))}", file=sys.stderr)
         return EXIT_CONFIG
     except FlopwatchError as e:
         log.debug("failure", exc_info=True)
-        print(f"flopwatch {args.command}: {e}", file=sys.stderr)
+        print(f"flopwatch {args.command}: {shown(str(e))}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130

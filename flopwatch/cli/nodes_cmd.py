@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.jobs_cmd import call, render, utc
 from flopwatch.errors import ConfigError
+from flopwatch.identifiers import shown
 from flopwatch.keys import short_key_id
 from flopwatch.model import MODEL_VERSION
 from flopwatch.model.figures import LEGEND
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
                     store, _resolve(store, args.key_id, pending=True), args.node
                 )
             node = store.node(key_id)
-            print(f"enrolled key {key_id} for node {node.node_id if node else args.node}")
+            print(f"enrolled key {key_id} for node {shown(node.node_id if node else args.node)}")
         elif action == "reject":
             _reject(store, args)
         elif action == "revoke":
@@ -212,17 +213,17 @@ def run(args: argparse.Namespace) -> int:
             store.revoke(key_id)
             node = store.node(key_id)
             print(
-                f"revoked key {key_id} (node {node.node_id if node else '?'}): the collector "
-                "refuses its records from its next batch on"
+                f"revoked key {key_id} (node {shown(node.node_id) if node else '?'}): the "
+                "collector refuses its records from its next batch on"
             )
         else:
             ttl = parse_duration(args.ttl)
             token, expires = enrollment.issue_token(store, args.node, ttl, time.time_ns())
             print(token)
             print(
-                f"one-time enrollment token for node {args.node}, valid until {utc(expires)} "
-                "UTC; shown only now (the database keeps its hash). Give it to that node's "
-                "agent: --enroll-token-file FILE.",
+                f"one-time enrollment token for node {shown(args.node)}, valid until "
+                f"{utc(expires)} UTC; shown only now (the database keeps its hash). Give it to "
+                "that node's agent: --enroll-token-file FILE.",
                 file=sys.stderr,
             )
     return EXIT_OK

@@ -12,6 +12,7 @@ from pathlib import Path
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.trust_args import add_collector_key_argument, collector_key_id, describe
 from flopwatch.errors import ConfigError, TransportError, VerificationError
+from flopwatch.reads import read_at_most
 from flopwatch.statements import SignedTreeHead
 
 NAME = "tree-head"
@@ -61,10 +62,11 @@ def fetch(args: argparse.Namespace) -> SignedTreeHead:
 
 
 def _from_bundle(path: Path) -> SignedTreeHead:
-    from flopwatch.verify.bundle_format import Bundle
+    from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, Bundle
 
-    try:
-        return Bundle.from_bytes(path.read_bytes()).tree_head
+    try:  # from_bytes refuses what is larger than the limit
+        data = read_at_most(path, DEFAULT_BUNDLE_LIMITS.max_bundle_bytes)
+        return Bundle.from_bytes(data).tree_head
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
 

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flopwatch.errors import ConfigError, VerificationError
-from flopwatch.statements import SignedTreeHead, TreeHead
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_at_most, read_limited
+from flopwatch.statements import MAX_TREE_HEAD_BYTES, SignedTreeHead, TreeHead
 from flopwatch.verify.trust import is_key_id, parse_collector_key
 
 COLLECTOR_KEY_HELP = (
@@ -30,7 +31,7 @@ def collector_key_id(text: str) -> str:
         return parse_collector_key(text)
     path = Path(text)
     try:
-        data = path.read_bytes()
+        data = read_limited(path, MAX_SMALL_FILE_BYTES, "--collector-key file")
     except OSError as e:
         raise ConfigError(
             f"--collector-key {text!r} is neither a 64-hex key id nor a readable file "
@@ -45,7 +46,7 @@ def collector_key_id(text: str) -> str:
 def read_tree_head(path: Path) -> SignedTreeHead:
     """A tree head file (`flopwatch log tree-head --out`), shape checked, signature not yet."""
     try:
-        data = path.read_bytes()
+        data = read_at_most(path, MAX_TREE_HEAD_BYTES)  # from_bytes refuses one byte more
     except OSError as e:
         raise ConfigError(f"cannot read tree head {path}: {e.strerror}") from e
     try:

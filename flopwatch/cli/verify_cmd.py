@@ -18,6 +18,12 @@ from flopwatch.cli.trust_args import (
     read_tree_head,
 )
 from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
+from flopwatch.identifiers import shown
+from flopwatch.reads import read_at_most
+from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, BundleLimits
+
+# What `verify` reads of a bundle and checks it against (a test narrows it).
+BUNDLE_LIMITS: BundleLimits = DEFAULT_BUNDLE_LIMITS
 
 HELP = "verify a job report bundle offline and recompute the job's FLOPs from raw counters"
 
@@ -82,13 +88,14 @@ def _no_anchor(data: bytes) -> ConfigError:
 def run(args: argparse.Namespace) -> int:
     from flopwatch.verify.bundle import STEPS, BundleVerifier
 
-    try:
-        data = args.bundle.read_bytes()
+    try:  # read no more than the verifier's step 1 would refuse: /dev/zero ends there
+        data = read_at_most(args.bundle, BUNDLE_LIMITS.max_bundle_bytes)
     except OSError as e:
         raise ConfigError(f"cannot read {args.bundle}: {e.strerror}") from e
     if args.collector_key is None and args.kept_tree_head is None:
         raise _no_anchor(data)
     verifier = BundleVerifier(
+        limits=BUNDLE_LIMITS,
         collector_key_id=None
         if args.collector_key is None
         else collector_key_id(args.collector_key),
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(step: int, detail: str) -> None:
         if not args.json:
-            print(f"[ok]   {step:2d}. {STEPS[step - 1]}\n              {detail}", file=out)
+            print(f"[ok]   {step:2d}. {STEPS[step - 1]}\n              {shown(detail)}", file=out)
 
     try:
         report = verifier.verify(data, progress)
@@ -110,17 +117,18 @@ def run(args: argparse.Namespace) -> int:
             json.dump(failed, out, indent=2)
             out.write("\n")
             return EXIT_FAILED
-        print(f"[FAIL] {e.step:2d}. {STEPS[e.step - 1]}\n              {e.reason}: {e.message}")
+        why = shown(f"{e.reason}: {e.message}")  # a bundle is outside input: so is what it says
+        print(f"[FAIL] {e.step:2d}. {STEPS[e.step - 1]}\n              {why}")
         for n in range(e.step + 1, len(STEPS) + 1):
             print(f"[--]   {n:2d}. {STEPS[n - 1]} (not checked)")
-        print(f"\nFAILED at step {e.step} ({e.reason}): do not rely on this bundle.")
+        print(f"\nFAILED at step {e.step} ({shown(e.reason)}): do not rely on this bundle.")
         return EXIT_FAILED
     if args.json:
         json.dump(report.to_json(), out, indent=2)
         out.write("\n")
         return EXIT_OK
     for w in report.warnings:
-        print(f"WARNING: {w}")
+        print(f"WARNING: {shown(w)}")
     print(
         f"\nVERIFIED: job {report.job_id!r} performed {report.flops_estimate:.4e} FLOPs "
         f"(estimate; exactly {report.flops_estimate}) and at most {report.flops_upper:.4e} "

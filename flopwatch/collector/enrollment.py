@@ -43,6 +43,7 @@ from flopwatch.errors import (
 )
 from flopwatch.keys import load_public_pem, public_from_raw, public_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 from flopwatch.verify.record import RecordVerifier
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def issue_token(store: EnrollmentStore, node_id: str, ttl_s: float, now_ns: int)
 def enroll_key_file(store: NodeKeyStore, node_id: str, path: Path) -> str:
     """Enroll the Ed25519 public key in a PEM file for `node_id`; return its key id."""
     try:
-        data = path.read_bytes()
+        data = read_limited(path, MAX_SMALL_FILE_BYTES, "public key")
     except OSError as e:
         raise ConfigError(f"cannot read public key {path}: {e.strerror}") from e
     if b"PRIVATE KEY" in data:

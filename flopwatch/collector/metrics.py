@@ -115,9 +115,35 @@ class FlopwatchMetrics(Collector):
         for (key_id, node), n in sorted(counts.items()):
             forks.add_metric([key_id, node], n)
         yield forks
+        yield from self._clocks(s)
         yield from self._gpus(s)
         yield from self._nodes()
         yield from self._alerting()
+
+    @staticmethod
+    def _clocks(s: IngestSnapshot) -> Iterator[Metric]:
+        future = CounterMetricFamily(
+            "flopwatch_records_future",
+            "Records answered retry because their time ends after the collector's clock plus "
+            "the allowed skew (the node's clock runs ahead; since this collector started); 0 "
+            "for every key with records.",
+            labels=["key_id", "node"],
+        )
+        counts = {(c.key_id, c.node_id): 0 for c in s.chains} | dict(s.future)
+        for (key_id, node), n in sorted(counts.items()):
+            future.add_metric([key_id, node], n)
+        yield future
+        ahead = GaugeMetricFamily(
+            "flopwatch_node_clock_ahead_seconds",
+            "How far after the collector's clock the latest record of a node key ends, while "
+            "its records are answered retry for it (the key is unhealthy); 0 once a record of "
+            "the key is accepted again.",
+            labels=["key_id", "node"],
+        )
+        seconds = {(c.key_id, c.node_id): 0.0 for c in s.chains} | dict(s.clock_ahead)
+        for (key_id, node), value in sorted(seconds.items()):
+            ahead.add_metric([key_id, node], value)
+        yield ahead
 
     def _gpus(self, s: IngestSnapshot) -> Iterator[Metric]:
         estimate = CounterMetricFamily(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import VerificationError
+from flopwatch.identifiers import identifier_problem
 from flopwatch.keys import short_key_id
 from flopwatch.merkle import HASH_SIZE
 from flopwatch.statements import JOB_CLAIM_TYPE, SignedTreeHead, parse_message
@@ -54,8 +55,11 @@ def _hashes(values: list[bytes] | tuple[bytes, ...], limit: int, what: str) -> t
 
 
 def _text(value: str, what: str, limits: BundleLimits) -> str:
-    if len(value) > limits.max_string_chars:
-        raise _fail(MALFORMED_CLAIM, f"{what} is longer than {limits.max_string_chars}")
+    """An identifier the bundle names (`flopwatch.identifiers`); empty passes, to be judged
+    by the step that needs it."""
+    problem = identifier_problem(value, limits.max_string_chars) if value else None
+    if problem is not None:
+        raise _fail(MALFORMED_CLAIM, f"{what} {problem}")
     return value
 
 
@@ -228,7 +232,7 @@ class Bundle:
     def from_bytes(cls, data: bytes, limits: BundleLimits = DEFAULT_BUNDLE_LIMITS) -> Bundle:
         """Parse a bundle file; raise VerificationError("malformed_bundle") on a bad shape."""
         if len(data) > limits.max_bundle_bytes:
-            raise _fail(MALFORMED_BUNDLE, f"{len(data)} bytes, limit {limits.max_bundle_bytes}")
+            raise _fail(MALFORMED_BUNDLE, f"more than the limit, {limits.max_bundle_bytes} bytes")
         m = parse_message(bundle_pb2.Bundle(), data, MALFORMED_BUNDLE, "the bundle")
         if m.media_type != BUNDLE_MEDIA_TYPE:
             raise _fail(

@@ -31,6 +31,7 @@ from flopwatch.binding import (
 )
 from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
+from flopwatch.identifiers import identifier_problem, text_problem
 from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import MODEL_VERSION, Pipe
@@ -107,11 +108,20 @@ def _in_order(att: pb.Attestation) -> list[pb.GpuInterval]:
     return sorted(att.intervals, key=lambda i: (i.gpu, i.start_unix_ns))
 
 
-def _text(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
-    if required and not value:
-        raise VerificationError("malformed", f"{what} is empty")
-    if len(value) > limits.max_string_chars:
-        raise VerificationError("malformed", f"{what} is longer than {limits.max_string_chars}")
+def _identifier(value: str, what: str, limits: Limits, *, required: bool = True) -> None:
+    """The one identifier rule (`flopwatch.identifiers`); an optional one may be empty."""
+    if not required and not value:
+        return
+    problem = identifier_problem(value, limits.max_identifier_chars)
+    if problem is not None:
+        raise VerificationError("malformed", f"{what} {problem}")
+
+
+def _text(value: str, what: str, limits: Limits) -> None:
+    """Free text: bounded, no control characters but line breaks and tabs."""
+    problem = text_problem(value, limits.max_string_chars)
+    if problem is not None:
+        raise VerificationError("malformed", f"{what} {problem}")
 
 
 @dataclass
@@ -119,12 +129,12 @@ class _Scope:
     """What checking one record's intervals shares."""
 
     attestation: pb.Attestation
-    latest_end_ns: int | None  # no interval may end later (None: no clock check)
     # Each GPU uuid and job id of the record as ONE string object, however often it recurs: a
     # record of many rounds names the same few again and again (and each job id is checked once).
     uuids: list[str]
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)  # job sources checked already
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -165,9 +175,9 @@ class RecordVerifier:
                 "unknown_model",
                 f"FLOP model version {att.flop_model_version[:32]!r} is not supported",
             )
-        _text(att.node_id, "node_id", lim)
-        _text(att.cluster, "cluster", lim, required=False)
-        _text(att.agent_version, "agent_version", lim, required=False)
+        _identifier(att.node_id, "node_id", lim)
+        _identifier(att.cluster, "cluster", lim, required=False)
+        _identifier(att.agent_version, "agent_version", lim, required=False)
         # 4. Sequence numbers start at 1; only the first record has no predecessor.
         if att.sequence < 1:
             raise VerificationError("bad_sequence", "sequence numbers start at 1")
@@ -184,12 +194,8 @@ class RecordVerifier:
             twice = next(d for i, d in enumerate(devices) if d in devices[:i])
             raise VerificationError("malformed", f"GPU {twice!r} is listed twice")
         # 6. Every interval is well-formed, physically possible and its figures recompute.
-        latest_end_ns = None
-        if self._now_ns is not None:
-            latest_end_ns = self._now_ns() + lim.max_clock_skew_ns
         scope = _Scope(
             att,
-            latest_end_ns,
             uuids=[g.uuid for g in att.gpus],
             models=[
                 device_model((g.cc_major, g.cc_minor), g.sm_count, g.max_sm_clock_mhz)
@@ -206,11 +212,16 @@ class RecordVerifier:
             last_end[iv.gpu] = end
             sums.add_interval(devices[iv.gpu], (iv.flops_estimate, iv.flops_upper, start, end, 1))
         # 7. Gaps name a GPU of the record and a proper time range.
-        gaps = tuple(self._check_gap(att, g, latest_end_ns) for g in att.gaps)
+        gaps = tuple(self._check_gap(att, g) for g in att.gaps)
         # 8. Hardware bindings name a GPU of the record, and a GPU report was requested over
         #    this record's nonce (the report's signature chain is NVIDIA's tools' to check).
         for b in att.bindings:
             self._check_binding(att, b)
+        # 9. With a clock: every interval and gap ends within [now - max age, now + skew]. Last,
+        #    so that "future" (answered "retry": the record may be sound, its time not yet
+        #    come) is said only of a record that passes every other check.
+        if self._now_ns is not None:
+            self._check_clock(att, self._now_ns())
         return VerifiedRecord(
             key_id=key_id,
             node_id=att.node_id,
@@ -226,26 +237,44 @@ class RecordVerifier:
 
     def _check_gpu(self, g: pb.GpuIdentity) -> None:
         lim = self._limits
-        _text(g.uuid, "GPU uuid", lim)
-        for value, what in ((g.serial, "serial"), (g.name, "name"), (g.mig_instance, "mig")):
-            _text(value, f"GPU {what}", lim, required=False)
+        _identifier(g.uuid, "GPU uuid", lim)
+        _identifier(g.serial, "GPU serial", lim, required=False)
+        _identifier(g.mig_instance, "GPU MIG instance", lim, required=False)
+        _text(g.name, "GPU name", lim)
         if not 0 < g.sm_count <= _MAX_SMS:
             raise VerificationError("implausible", f"GPU {g.uuid} claims {g.sm_count} SMs")
         if not 0 < g.max_sm_clock_mhz <= _MAX_CLOCK_MHZ:
             raise VerificationError("implausible", f"GPU {g.uuid} max clock {g.max_sm_clock_mhz}")
 
-    def _check_times(
-        self, start_ns: int, end_ns: int, latest_end_ns: int | None, *, bounded: bool = True
-    ) -> None:
+    def _check_times(self, start_ns: int, end_ns: int, *, bounded: bool = True) -> None:
         if start_ns <= 0 or end_ns <= start_ns:
             raise VerificationError("bad_interval", "interval must have start < end, after 1970")
         if bounded and end_ns - start_ns > self._limits.max_interval_ns:
             raise VerificationError("bad_interval", "interval is longer than the limit")
-        if latest_end_ns is not None and end_ns > latest_end_ns:
-            raise VerificationError("future", "interval ends in the future")
+
+    def _check_clock(self, att: pb.Attestation, now_ns: int) -> None:
+        ends = [iv.end_unix_ns for iv in att.intervals] + [g.end_unix_ns for g in att.gaps]
+        if not ends:
+            return
+        lim = self._limits
+        earliest, latest = min(ends), max(ends)
+        if earliest < now_ns - lim.max_record_age_ns:
+            raise VerificationError(
+                "too_old",
+                f"the record holds time that ended {(now_ns - earliest) / 86400e9:.0f} days "
+                f"before the verifier's clock; at most {lim.max_record_age_ns / 86400e9:g} days "
+                "are accepted",
+            )
+        if latest > now_ns + lim.max_clock_skew_ns:
+            raise VerificationError(
+                "future",
+                f"the record holds time that ends {(latest - now_ns) / 1e9:.0f} s after the "
+                f"verifier's clock, more than the allowed skew of "
+                f"{lim.max_clock_skew_ns / 1e9:g} s: the node's clock runs ahead",
+            )
 
     def _check_job_id(self, job_id: str, cluster: str) -> None:
-        _text(job_id, "job_id", self._limits)
+        _identifier(job_id, "job_id", self._limits)
         job_cluster = cluster_of(job_id)
         if job_cluster is not None and job_cluster != cluster:
             raise VerificationError(
@@ -261,7 +290,7 @@ class RecordVerifier:
         model = scope.models[iv.gpu]
         uuid = scope.uuids[iv.gpu]
         start_ns, end_ns = iv.start_unix_ns, iv.end_unix_ns
-        self._check_times(start_ns, end_ns, scope.latest_end_ns)
+        self._check_times(start_ns, end_ns)
         duration, elapsed, active = end_ns - start_ns, iv.elapsed_sm_cycles, active_of(iv)
         method = METHOD_FROM_PROTO.get(iv.method)
         if method is None:
@@ -286,8 +315,9 @@ class RecordVerifier:
                 job_id = j.job_id
                 self._check_job_id(job_id, att.cluster)
                 job_ids[job_id] = job_id
-            if len(j.source) > lim.max_string_chars:
-                _text(j.source, "job source", lim, required=False)  # raises, saying why
+            if j.source not in scope.sources:
+                _identifier(j.source, "job source", lim, required=False)
+                scope.sources.add(j.source)
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
@@ -339,12 +369,12 @@ class RecordVerifier:
         if method is not Method.NVML_UTILIZATION and utilization:
             raise VerificationError("bad_method", "utilization given with counter-based method")
 
-    def _check_gap(self, att: pb.Attestation, g: pb.Gap, latest_end_ns: int | None) -> GapInfo:
+    def _check_gap(self, att: pb.Attestation, g: pb.Gap) -> GapInfo:
         if g.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"gap names GPU #{g.gpu}, not in record")
         # A gap claims no work, so it may be long: an agent can be down for days.
-        self._check_times(g.start_unix_ns, g.end_unix_ns, latest_end_ns, bounded=False)
-        _text(g.detail, "gap detail", self._limits, required=False)
+        self._check_times(g.start_unix_ns, g.end_unix_ns, bounded=False)
+        _text(g.detail, "gap detail", self._limits)
         reason = pb.GapReason.Name(g.reason) if g.reason in pb.GapReason.values() else "UNKNOWN"
         return GapInfo(
             gpu_uuid=att.gpus[g.gpu].uuid,
@@ -357,7 +387,7 @@ class RecordVerifier:
     def _check_binding(self, att: pb.Attestation, b: pb.GpuBinding) -> None:
         if b.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"binding names GPU #{b.gpu}, not in record")
-        _text(b.detail, "binding detail", self._limits, required=False)
+        _text(b.detail, "binding detail", self._limits)
         data = (b.nonce, b.report, b.cec_report, b.cert_chain)
         if b.status != pb.BINDING_STATUS_REPORT:
             if any(data):

@@ -9,7 +9,8 @@ Each input's first byte (mod 3) picks what the rest is:
   1: an attestation payload that the trusted node key signs, so the signature passes and the
      content checks (counters, figures, shares, times, limits) see every input.
   2: a recipe of field edits to an honest attestation (which field, what value: counters up to
-     uint64 max, times, shares, figures, GPU identity, enums, chain, text), optionally with the
+     uint64 max, times, shares, figures, GPU identity, enums, chain, text with control and
+     format characters spliced in), optionally with the
      figures recomputed from the edited counters, then signed by the trusted key. Byte-level
      mutation rarely yields such records; this mode reaches the checks behind the parser.
 Any exception other than VerificationError is a crash: libFuzzer stops and writes the input to
@@ -34,6 +35,7 @@ with atheris.instrument_imports(include=["flopwatch"]):
     from flopwatch.attestation import counters_of
     from flopwatch.dsse import Envelope
     from flopwatch.errors import VerificationError
+    from flopwatch.identifiers import identifier_problem
     from flopwatch.limits import DEFAULT_LIMITS
     from flopwatch.model.flops import physical_peak
     from flopwatch.verify import RecordVerifier, VerifiedRecord
@@ -58,10 +60,18 @@ VERIFIER = RecordVerifier(trusted_keys={NODE_KEY.key_id: NODE_KEY.public_key}, n
 def check(record: VerifiedRecord) -> None:
     """What every record that verifies must satisfy."""
     assert record.key_id == NODE_KEY.key_id
+    lim = DEFAULT_LIMITS
     for c in record.contributions:
         assert c.flops_estimate <= c.flops_upper, f"estimate above the upper bound: {c}"
-        assert 0 < c.start_ns < c.end_ns <= NOW + DEFAULT_LIMITS.max_clock_skew_ns, c
+        assert 0 < c.start_ns < c.end_ns <= NOW + lim.max_clock_skew_ns, c
+        assert c.end_ns >= NOW - lim.max_record_age_ns, c
     att = record.attestation
+    # Every identifier a verified record names obeys the one rule (flopwatch.identifiers).
+    ids = [att.node_id, *(j.job_id for iv in att.intervals for j in iv.jobs)]
+    ids += [g.uuid for g in att.gpus]
+    ids += [v for v in (att.cluster, *(g.mig_instance for g in att.gpus)) if v]
+    for value in ids:
+        assert identifier_problem(value, lim.max_identifier_chars) is None, repr(value)
     measured: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for iv in att.intervals:
         gpu = att.gpus[iv.gpu]
@@ -87,8 +97,17 @@ def number(fdp: Fdp, current: int, lo: int, hi: int) -> int:
     return int(fdp.ConsumeIntInRange(lo, hi))
 
 
+# Characters an identifier must not hold, spliced into text now and then so that the rule is
+# reached far more often than random Unicode would (NUL, ESC sequences, line breaks, bidi).
+HOSTILE_CHARS = ("\x00", "\x1b[2J", "\n", "\r", "\x7f", "\x9b", "\u200d", "\u202e", "\u2028")
+
+
 def text(fdp: Fdp) -> str:
-    return str(fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 300)))
+    value = str(fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 300)))
+    if value and fdp.ConsumeBool():
+        at = fdp.ConsumeIntInRange(0, len(value))
+        value = value[:at] + HOSTILE_CHARS[fdp.ConsumeIntInRange(0, 8)] + value[at:]
+    return value
 
 
 def edit_counter(a: pb.Attestation, fdp: Fdp) -> None:

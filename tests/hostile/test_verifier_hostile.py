@@ -580,3 +580,31 @@ def test_mig_instances_of_one_gpu_are_distinct_devices() -> None:
         a.intervals.append(interval(HONEST, gpu=1, start=a.intervals[0].start_unix_ns))
 
     verifier().verify(lying(two_instances))
+
+
+IDENTIFIER_FIELDS = sorted(set(TEXT_FIELDS) - {"name", "detail"})
+UNPRINTABLE = ["\x00", "\x1b[2J", "\n", "\r", "\x7f", "\x9b", "\u200d", "\u202e", "\u2028", "\xa0"]
+
+
+@settings(HOSTILE, max_examples=60)
+@given(st.sampled_from(IDENTIFIER_FIELDS), st.sampled_from(UNPRINTABLE), st.integers(0, 20))
+def test_identifiers_holding_an_unprintable_character(field: str, bad: str, at: int) -> None:
+    """NUL once cut SQLite's json_each look-ups, ESC and newlines reached terminals and logs:
+    every identifier a record names must be printable, in every field."""
+
+    def poison(a: pb.Attestation) -> None:
+        holder = TEXT_FIELDS[field](a)
+        value = getattr(holder, field) or "x"
+        setattr(holder, field, value[:at] + bad + value[at:])
+
+    assert rejection(lying(poison)) == "malformed"
+
+
+@pytest.mark.parametrize("field", ["name", "detail"])
+def test_free_text_may_break_lines_but_not_hold_escape_sequences(field: str) -> None:
+    def text(value: str) -> Callable[[pb.Attestation], None]:
+        return lambda a: setattr(TEXT_FIELDS[field](a), field, value)
+
+    assert rejection(lying(text("\x1b[2Jcleared"))) == "malformed"
+    assert rejection(lying(text("nul\x00"))) == "malformed"
+    verifier().verify(lying(text("an error:\n\tdetails")))

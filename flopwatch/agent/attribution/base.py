@@ -4,7 +4,9 @@ A source turns what it knows about the node (a scheduler's process environment, 
 device assignments, jobs registered by hand) into job windows (flopwatch.attribution). The
 attributor asks every source once per batch of readings; flopwatch.attribution.attribute then
 splits each GPU interval by the windows' precedence. A source that fails (the kubelet is not
-answering) is logged and skipped for that batch: its work is still counted, unattributed.
+answering) is logged and skipped for that batch: its work is still counted, unattributed. So is
+a window whose job id is not an identifier (`flopwatch.identifiers`): a record naming it would
+be refused whole by the collector.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Protocol
 
 from flopwatch.agent.backends.base import GpuReading
 from flopwatch.attribution import JobWindow
-from flopwatch.errors import FlopwatchError
+from flopwatch.errors import ConfigError, FlopwatchError
+from flopwatch.identifiers import identifier_problem, shown
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.model import Precision
 
 log = logging.getLogger(__name__)
 
 WARN_EVERY = 60  # while a source keeps failing, log one warning per this many failures
+_ID_CHARS = DEFAULT_LIMITS.max_identifier_chars
 
 
 class AttributionSource(Protocol):
@@ -68,10 +73,15 @@ class Attributor:
             except FlopwatchError as e:
                 self._failed(source.name, e)
                 continue
-            if self._streak.pop(source.name, 0):
+            named = [w for w in found if identifier_problem(w.job_id, _ID_CHARS) is None]
+            if len(named) < len(found):  # the collector would refuse the record they are in
+                bad = next(w.job_id for w in found if w not in named)
+                why = identifier_problem(bad, _ID_CHARS)
+                self._failed(source.name, ConfigError(f"job id {shown(bad)!r} {why}"))
+            elif self._streak.pop(source.name, 0):
                 log.info("attribution source %s answers again", source.name)
             # windows that ended before the batch cannot claim any of it
-            out.extend(w for w in found if w.end_ns is None or w.end_ns > first_ns)
+            out.extend(w for w in named if w.end_ns is None or w.end_ns > first_ns)
         declared = self._declared()
         if not declared:
             return out

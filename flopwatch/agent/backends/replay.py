@@ -22,6 +22,7 @@ from flopwatch.agent.backends.base import (
 )
 from flopwatch.agent.backends.nvml.ids import GPM_PIPE_KEYS, cores_per_sm
 from flopwatch.errors import BackendError
+from flopwatch.reads import MAX_TRACE_BYTES, read_at_most
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,15 @@ def _reading(gpu: GpuInfo, rec: dict[str, Any], running_before: Sequence[int]) -
 def load_trace(path: Path) -> Trace:
     """Parse a trace file; raise BackendError naming the line on any malformed input."""
     try:
-        lines = path.read_text().splitlines()
+        data = read_at_most(path, MAX_TRACE_BYTES)
     except OSError as e:
         raise BackendError(f"cannot read trace {path}: {e.strerror}") from e
+    if len(data) > MAX_TRACE_BYTES:
+        raise BackendError(f"trace {path} is larger than {MAX_TRACE_BYTES} bytes")
+    try:
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError as e:
+        raise BackendError(f"trace {path} is not UTF-8 text: {e}") from e
     gpu: GpuInfo | None = None
     interval_s = 1.0
     readings: list[GpuReading] = []

@@ -6,11 +6,13 @@ reached it and the store holds no alert for that (job, threshold) yet; the store
 the total before the commit, decides, a threshold added to the configuration after a job passed
 it still fires on the job's next commit: no crossing is missed.
 
-Three kinds of event reach the sinks: `AlertEvent` (a job crossed a FLOP threshold, after the commit
+Four kinds of event reach the sinks: `AlertEvent` (a job crossed a FLOP threshold, after the commit
 that recorded it), `NodeSilent` (an enrolled key sent nothing for longer than the configured
-timeout, once per silence episode; `flopwatch.collector.alerts.liveness`) and `ChainFork` (a key
-signed two different records for one place in its chain; `flopwatch.collector.ingest.ingestor`). A
-sink failure loses that notification, never the alert record (`Store.fired_alerts`).
+timeout, once per silence episode; `flopwatch.collector.alerts.liveness`), `ChainFork` (a key
+signed two different records for one place in its chain; `flopwatch.collector.ingest.ingestor`)
+and `ClockAhead` (a key's records end beyond the collector's clock plus the allowed skew, once
+per episode; `flopwatch.collector.alerts.clocks`). A sink failure loses that notification, never
+the alert record (`Store.fired_alerts`).
 
 `describe` turns any event into one flat JSON-ready dict (FLOP figures as exact decimal
 strings, each named for what it is); the log line and the webhook body are both made from it.
@@ -24,6 +26,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from flopwatch.collector.alerts.clocks import ClockAhead
 from flopwatch.collector.store.records import AlertBasis, AlertEvent, JobTotal, Projection
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.keys import short_key_id
@@ -106,7 +109,7 @@ class ChainFork:
     at_ns: int
 
 
-Event = AlertEvent | NodeSilent | ChainFork
+Event = AlertEvent | NodeSilent | ChainFork | ClockAhead
 
 
 def _iso(ns: int) -> str:
@@ -155,6 +158,19 @@ def describe(event: Event) -> dict[str, object]:
             "summary": f"node {event.node_id} (key {short_key_id(event.key_id)}) {what} "
             f"{silent_s:.0f} s ago (alerting after {event.silent_after_s:g} s)",
         }
+    if isinstance(event, ClockAhead):
+        return {
+            "kind": "clock_ahead",
+            "key_id": event.key_id,
+            "node": event.node_id,
+            "ahead_seconds": round(event.ahead_s, 1),
+            "allowed_skew_seconds": event.allowed_s,
+            "at": _iso(event.at_ns),
+            "summary": f"node {event.node_id} (key {short_key_id(event.key_id)}) signs time "
+            f"{event.ahead_s:.0f} s ahead of the collector's clock (allowed: "
+            f"{event.allowed_s:g} s); its records are answered retry and wait in its spool "
+            "until its clock is corrected (NTP) or their time comes",
+        }
     return {
         "kind": "chain_fork",
         "key_id": event.key_id,
@@ -194,7 +210,9 @@ class LogSink:
     def emit(self, event: Event) -> None:
         if not isinstance(event, AlertEvent):
             about = describe(event)
-            title = "node silent" if isinstance(event, NodeSilent) else "chain fork"
+            title = {NodeSilent: "node silent", ChainFork: "chain fork"}.get(
+                type(event), "node clock ahead"
+            )
             self._log.warning("%s: %s", title, about["summary"], extra={**about, "fields": about})
             return
         figure = FIGURE_NAMES[event.basis]

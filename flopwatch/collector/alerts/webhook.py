@@ -44,6 +44,7 @@ from typing import Any
 from flopwatch.collector.alerts.events import Event, describe
 from flopwatch.collector.config import WebhookConfig
 from flopwatch.errors import ConfigError
+from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def load_secret(path: Path) -> bytes:
     group or others can read, or a secret shorter than 16 bytes."""
     try:
         mode = path.stat().st_mode
-        data = path.read_bytes().strip()
+        data = read_limited(path, MAX_SMALL_FILE_BYTES, "webhook secret").strip()
     except OSError as e:
         raise ConfigError(f"cannot read webhook secret {path}: {e.strerror}") from e
     if mode & (stat.S_IRWXG | stat.S_IRWXO):

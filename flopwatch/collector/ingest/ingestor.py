@@ -37,6 +37,12 @@ before a stream's first record (`flopwatch.collector.enrollment`).
 
 A chain fork is refused, logged, counted and alerted (`flopwatch.collector.alerts.forks`).
 
+Time: a record whose time ends later than the collector's clock plus the allowed skew is answered
+RETRY (reason "future"), not refused: it passed every other check, and its time may yet come (a
+node whose clock runs ahead). The agent keeps it and sends it again; the collector counts such
+records per node and alerts once per episode (`flopwatch.collector.alerts.clocks`). A record
+holding time older than `Limits.max_record_age_ns` is REJECTED ("too_old").
+
 Threads: an Ingestor and its store are used from one thread (the collector's ingest thread).
 Only `snapshot()` may be called from others (the metrics scrape); it reads a copy kept under a
 lock, never the store. The counters are in memory and start at zero on restart, as Prometheus
@@ -56,6 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.attestation import parse_payload
 from flopwatch.chain import Verdict, judge
+from flopwatch.collector.alerts.clocks import ClockTracker
 from flopwatch.collector.alerts.events import AlertSink, Event, ThresholdPolicy, notify
 from flopwatch.collector.alerts.forks import ForkTracker
 from flopwatch.collector.config import PendingKeyLimits
@@ -117,6 +124,10 @@ class IngestSnapshot:
     gpus: tuple[GpuTotal, ...] = ()  # whole-device sums per (key, GPU)
     forks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (key_id, node) -> n
     verified_ahead: int = 0  # records a verify worker verified, taken as they were
+    # (key_id, node) -> records answered retry because their time is ahead of the clock, and
+    # how far ahead (seconds) the latest was, for keys still ahead.
+    future: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    clock_ahead: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,7 @@ class Ingestor:
         self._ahead_in_batch = 0  # of the batch being judged
         self._rejected: dict[str, int] = {}
         self._forks = ForkTracker()
+        self._clocks = ClockTracker(limits.max_clock_skew_ns)
         self.enrollment = TokenRedeemer(store, limits=limits, pending=pending_keys)
         if enroll_on_first_use:
             log.warning("trust on first use is on: any node key that presents itself is enrolled")
@@ -224,12 +236,15 @@ class Ingestor:
                 rejected=dict(self._rejected),
                 gpus=tuple(self._gpus.values()),
                 forks=self._forks.counts(),
+                future=self._clocks.counts(),
+                clock_ahead=self._clocks.ahead(),
             )
 
     # -- one batch -------------------------------------------------------------------------
     def _ingest_batch(self, items: Sequence[Submission]) -> list[Ack]:
         claims = [self._claim(s) for s in items]
         self._forks.start_batch()
+        self._clocks.start_batch()
         try:
             acks, batch, fired = self._judge_and_commit(claims, items)
         except StoreError as e:
@@ -241,8 +256,10 @@ class Ingestor:
         with self._lock:
             self._verified_ahead += self._ahead_in_batch
         totals = self._refresh_view(batch.records)
-        forks = self._forks.settle(self._now_ns())
-        self._emit([*fired, *self._crossed_meanwhile(totals), *forks])
+        now = self._now_ns()
+        forks = self._forks.settle(now)
+        clocks = self._clocks.settle({r.key_id for r in batch.records}, now)
+        self._emit([*fired, *self._crossed_meanwhile(totals), *forks, *clocks])
         return acks
 
     def _judge_and_commit(
@@ -295,6 +312,7 @@ class Ingestor:
         if claim.envelope is None or claim.error is not None:
             err = claim.error or VerificationError("malformed", "unreadable envelope")
             return self._reject(claim, err.reason, err.message)
+        trusted: dict[str, Ed25519PublicKey] = {}
         try:
             trusted, first_use = self._trusted(claim.envelope, batch, presented)
             if verified is not None and trusted.keys() == {verified.key_id}:
@@ -306,6 +324,8 @@ class Ingestor:
                 )
                 record = verifier.verify(claim.envelope)
         except VerificationError as e:
+            if e.reason == "future" and trusted:
+                return self._not_yet(claim, claim.envelope, next(iter(trusted)), batch, e)
             if e.reason == "unknown_key" and presented is not None:
                 noted = self.enrollment.note_unknown(claim.envelope, presented)
                 if noted is not Presented.UNSOUND:
@@ -354,6 +374,28 @@ class Ingestor:
             )
         batch.add(record)
         return claim.ack("accepted")
+
+    def _not_yet(
+        self,
+        claim: _Claim,
+        envelope: Envelope,
+        key_id: str,
+        batch: PendingBatch,
+        error: VerificationError,
+    ) -> Ack:
+        """Answer retry for a sound record whose time is ahead of the clock; note its node."""
+        att = parse_payload(envelope.payload, self._limits)  # verified but for its time
+        ends = [iv.end_unix_ns for iv in att.intervals] + [g.end_unix_ns for g in att.gaps]
+        node = batch.node(key_id)
+        self._clocks.found(
+            key_id,
+            node.node_id if node is not None else att.node_id,
+            claim.sequence,
+            (max(ends) - self._now_ns()) / 1e9,
+        )
+        return claim.ack(
+            "retry", "future", f"{error.message}; keep the record and send it again later"
+        )
 
     def _trusted(
         self, envelope: Envelope, batch: PendingBatch, presented: bytes | None

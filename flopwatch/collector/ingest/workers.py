@@ -82,7 +82,9 @@ class VerifyJob(NamedTuple):
 
     envelope: bytes
     presented_key: bytes | None
-    now_ns: int | None  # the clock when the batch was taken: a later check is never stricter
+    # The clock when the batch was taken: a later check would allow a few more milliseconds
+    # ahead ("future") and as many fewer behind ("too_old", 400 days by default): no matter.
+    now_ns: int | None
 
 
 def verify_presented(

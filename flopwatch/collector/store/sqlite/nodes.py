@@ -7,13 +7,13 @@ opens it); nothing here commits. FLOP sums are decimal TEXT, added as Python int
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.records import GpuTotal, JobDelta, PendingKey, device_sums
+from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.verify.record import VerifiedRecord
 
@@ -34,11 +34,11 @@ def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -
     sums = device_sums(records)
     held = {
         (row[0], row[1]): JobDelta(int(row[2]), int(row[3]), row[4], row[5], row[6])
-        for row in db.execute(
+        for row in select_matching(
+            db,
             "SELECT key_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-            "gpu_intervals FROM gpu_totals WHERE (key_id, gpu) IN "
-            "(SELECT value ->> 0, value ->> 1 FROM json_each(?))",
-            (json.dumps(sorted(sums)),),
+            "gpu_intervals FROM gpu_totals WHERE (key_id, gpu) IN ({rows})",
+            sorted(sums),
         )
     }
     rows = []
@@ -66,8 +66,8 @@ def gpu_totals(db: sqlite3.Connection, key_ids: Collection[str] | None) -> list[
     if key_ids is None:
         rows = db.execute(sql + " ORDER BY key_id, gpu").fetchall()
     else:  # a separate statement: "? IS NULL OR ..." would scan the whole table every batch
-        sql += " WHERE key_id IN (SELECT value FROM json_each(?)) ORDER BY key_id, gpu"
-        rows = db.execute(sql, (json.dumps(sorted(key_ids)),)).fetchall()
+        sql += " WHERE key_id IN ({rows}) ORDER BY key_id, gpu"
+        rows = select_matching(db, sql, keyed(key_ids))
     return [
         GpuTotal(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]))
         for r in rows

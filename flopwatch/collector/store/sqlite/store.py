@@ -15,7 +15,6 @@ the transaction (`flopwatch.collector.store.sqlite.writes`). The schema is versi
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -49,15 +48,10 @@ from flopwatch.collector.store.rows import (
 )
 from flopwatch.collector.store.sqlite import nodes as trust
 from flopwatch.collector.store.sqlite import schema, tlog, writes
+from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
-
-
-def _json_list(items: Collection[str]) -> str:
-    """A JSON array parameter, matched with "IN (SELECT value FROM json_each(?))"."""
-    return json.dumps(sorted(items))
-
 
 # Page cache (KiB): the per-GPU sums, runs of measured time and chain heads of a large fleet
 # stay in memory while records stream past them (the default, 2 MiB, does not hold 8,000 GPUs).
@@ -225,8 +219,8 @@ class SQLiteStore:
             if key_ids is None:
                 rows = self._db.execute(sql).fetchall()
             else:
-                sql += " WHERE c.key_id IN (SELECT value FROM json_each(?))"
-                rows = self._db.execute(sql, (_json_list(key_ids),)).fetchall()
+                sql += " WHERE c.key_id IN ({rows})"
+                rows = select_matching(self._db, sql, keyed(key_ids))
         states = [ChainState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
         return sorted(states, key=lambda c: c.key_id)
 
@@ -251,8 +245,8 @@ class SQLiteStore:
         if job_ids is None:
             rows = self._db.execute(sql).fetchall()
         else:
-            sql += " WHERE job_id IN (SELECT value FROM json_each(?))"
-            rows = self._db.execute(sql, (_json_list(job_ids),)).fetchall()
+            sql += " WHERE job_id IN ({rows})"
+            rows = select_matching(self._db, sql, keyed(job_ids))
         out: dict[str, list[int]] = {}
         for job_id, threshold in rows:
             out.setdefault(job_id, []).append(int(threshold))
@@ -267,10 +261,11 @@ class SQLiteStore:
     def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
         with self._errors("read job totals"):
             crossed = self._thresholds(job_ids)
-            rows = self._db.execute(
+            rows = select_matching(
+                self._db,
                 "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-                "gpu_intervals FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
-                (_json_list(job_ids),),
+                "gpu_intervals FROM job_totals WHERE job_id IN ({rows})",
+                keyed(job_ids),
             )
             return {r[0]: self._total(r, crossed) for r in rows}
 

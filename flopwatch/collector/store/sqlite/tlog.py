@@ -13,7 +13,6 @@ tree_heads keeps signed heads; log_revocations the log size at each revocation.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from flopwatch.attestation import parse_payload
 from flopwatch.collector.log import translog
 from flopwatch.collector.store import common
 from flopwatch.collector.store.records import JobEvidence, JobTotal, NodeRecord
+from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
 from flopwatch.merkle import leaf_hash
@@ -153,11 +153,9 @@ def log_nodes(
 ) -> dict[tuple[int, int], bytes]:
     if not nodes:
         return {}
-    rows = db.execute(
-        "SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN "
-        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-        (json.dumps(sorted(nodes)),),
-    ).fetchall()
+    rows = select_matching(
+        db, "SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN ({rows})", sorted(nodes)
+    )
     return common.all_log_nodes(nodes, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
 
 
@@ -186,10 +184,10 @@ def job_evidence(
     ).fetchall()
 
     def revocations(key_ids: list[str]) -> list[Any]:
-        return db.execute(
-            "SELECT key_id, log_size FROM log_revocations WHERE key_id IN "
-            "(SELECT value FROM json_each(?))",
-            (json.dumps(key_ids),),
-        ).fetchall()
+        return select_matching(
+            db,
+            "SELECT key_id, log_size FROM log_revocations WHERE key_id IN ({rows})",
+            keyed(key_ids),
+        )
 
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))

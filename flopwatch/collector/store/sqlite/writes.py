@@ -7,7 +7,6 @@ rolls the whole batch back.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ from flopwatch.collector.store.records import (
 )
 from flopwatch.collector.store.rows import chain_rows, gap_rows, record_row
 from flopwatch.collector.store.sqlite import nodes, tlog
+from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.intervals import Clash, Interval, merge
 from flopwatch.verify.record import VerifiedRecord
@@ -78,12 +78,13 @@ def _text(d: JobDelta) -> tuple[str, str, int, int, int]:
 
 def add_job_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
     deltas = aggregate(records)
-    rows = db.execute(
+    rows = select_matching(
+        db,
         "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
-        "FROM job_totals WHERE job_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(sorted(deltas)),),
+        "FROM job_totals WHERE job_id IN ({rows})",
+        keyed(deltas),
     )
-    for row in rows.fetchall():
+    for row in rows:
         deltas[row[0]] = deltas[row[0]].plus(_delta(row[1:]))
     db.executemany(
         "INSERT OR REPLACE INTO job_totals VALUES (?, ?, ?, ?, ?, ?)",
@@ -96,11 +97,12 @@ def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
     sums = job_gpu_sums(records)
     held = {
         (row[0], row[1], row[2]): _delta(row[3:])
-        for row in db.execute(
+        for row in select_matching(
+            db,
             "SELECT job_id, key_id, gpu_uuid, flops_estimate, flops_upper, first_start_ns, "
             "last_end_ns, gpu_intervals FROM job_gpus WHERE (job_id, key_id, gpu_uuid) IN "
-            "(SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))",
-            (json.dumps(sorted(sums)),),
+            "({rows})",
+            sorted(sums),
         )
     }
     db.executemany(
@@ -166,19 +168,20 @@ def _insert_single_runs(db: sqlite3.Connection, runs: dict[str, Interval]) -> No
     the runs cannot meet each other, so each merges only with what the table holds."""
     if not runs:
         return
-    neighbours = db.execute(
-        "SELECT value ->> 0, "
-        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+    neighbours = select_matching(
+        db,
+        "WITH w (gpu, start) AS ({rows}) SELECT w.gpu, "
+        "(SELECT start_ns FROM coverage WHERE gpu = w.gpu AND start_ns <= w.start "
         "ORDER BY start_ns DESC LIMIT 1), "
-        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns <= value ->> 1 "
+        "(SELECT end_ns FROM coverage WHERE gpu = w.gpu AND start_ns <= w.start "
         "ORDER BY start_ns DESC LIMIT 1), "
-        "(SELECT start_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "(SELECT start_ns FROM coverage WHERE gpu = w.gpu AND start_ns > w.start "
         "ORDER BY start_ns LIMIT 1), "
-        "(SELECT end_ns FROM coverage WHERE gpu = value ->> 0 AND start_ns > value ->> 1 "
+        "(SELECT end_ns FROM coverage WHERE gpu = w.gpu AND start_ns > w.start "
         "ORDER BY start_ns LIMIT 1) "
-        "FROM json_each(?)",
-        (json.dumps([[gpu, start] for gpu, (start, _) in sorted(runs.items())]),),
-    ).fetchall()
+        "FROM w",
+        [(gpu, start) for gpu, (start, _) in sorted(runs.items())],
+    )
     deletes: list[tuple[str, int]] = []
     inserts: list[tuple[str, int, int]] = []
     for gpu, prev_start, prev_end, next_start, next_end in neighbours:
