@@ -13,6 +13,7 @@ from flopwatch.cli.common import setup_logging
 from flopwatch.cli.jobs_cmd import job_table, table
 from flopwatch.cli.main import main
 from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
@@ -41,7 +42,9 @@ def test_nodes_list_escapes_node_ids_of_enrolled_and_pending_keys(tmp_path, caps
     db = tmp_path / "c.db"
     with closing(SQLiteStore(db)) as store:  # written directly: as an old database holds them
         store.enroll(public_raw(SigningKey.generate().public_key), HOSTILE)
-        store.note_pending_key(public_raw(SigningKey.generate().public_key), HOSTILE + "p")
+        store.note_pending_key(
+            public_raw(SigningKey.generate().public_key), HOSTILE + "p", PendingKeyLimits()
+        )
     capsys.readouterr()
 
     assert main(["nodes", "list", "--db", f"sqlite:{db}"]) == 0
