@@ -318,6 +318,7 @@ class CollectorService:
                 await asyncio.wait([task])
         if self._summaries is not None:
             self.rejections.flush(everything=True)
+            self.connections.flush(everything=True)
         self._watch = self._signing = self._summaries = None
         if self._server is not None:
             await self._server.stop(grace)

@@ -68,10 +68,11 @@ class ConnectionStats:
         with self._lock:
             return max(0, self.accepted_total - self.used_total)
 
-    def flush(self) -> None:
-        """Log how many connections carried no call since the last line, once per period."""
+    def flush(self, *, everything: bool = False) -> None:
+        """Log how many connections carried no call since the last line, once per period
+        (`everything`: now, as the collector stops)."""
         now = self._clock()
-        if now - self._logged_at < self._interval:
+        if now - self._logged_at < self._interval and not everything:
             return
         unused = self.unused()
         new = unused - self._logged_unused

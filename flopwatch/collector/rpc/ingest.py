@@ -139,7 +139,7 @@ class _Reader:
                 if done:
                     return read.result()
                 if self.in_flight == 0:
-                    raise IdleStreamError(f"no record for {self._idle_s:.0f} s")
+                    raise IdleStreamError(f"no record for {self._idle_s:g} s")
         finally:
             read.cancel()
 
