@@ -27,6 +27,7 @@ import grpc
 
 log = logging.getLogger(__name__)
 
+_Handler = grpc.RpcMethodHandler[Any, Any]
 MAX_TRACKED_PEERS = 65_536  # connections remembered as having carried a call
 
 
@@ -102,9 +103,9 @@ class CallPeers(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> _Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -112,8 +113,8 @@ class CallPeers(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind, None)
             if behavior is not None:
-                wrapped = _streaming(behavior, note) if _is_stream(behavior) else _unary(
-                    behavior, note
+                wrapped = (
+                    _streaming(behavior, note) if _is_stream(behavior) else _unary(behavior, note)
                 )
                 replace: Any = handler._replace  # type: ignore[attr-defined]
                 return replace(**{kind: wrapped})  # type: ignore[no-any-return]
