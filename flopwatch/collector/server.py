@@ -106,6 +106,10 @@ def grpc_options(limits: ServerLimits, max_message_bytes: int) -> list[tuple[str
         ("grpc.keepalive_timeout_ms", ms(limits.keepalive_timeout_s)),
         # Keepalive pings go on while an agent's stream is open and quiet.
         ("grpc.http2.max_pings_without_data", 0),
+        # No bandwidth-delay probing: it grows each stream's receive window to megabytes, which
+        # gRPC then buffers for a stream that waits on its byte budget (bench/flood.py: 620
+        # MiB with it under 32 flooding streams).
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
