@@ -146,7 +146,9 @@ class TokenRedeemer:
             )
             record = verifier.verify(envelope)
         except (VerificationError, KeyFileError) as e:
-            log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
+            # Debug: the record is rejected, and rejections are logged once per peer per period
+            # (flopwatch.collector.ingest.rejections); a line here would double each of them.
+            log.debug("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
             return False
         if key_id in self._noted:
             return True
