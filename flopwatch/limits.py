@@ -10,6 +10,11 @@ each one named below exists):
 
     flopwatch.verify.bundle_format.BundleLimits       a report bundle: bytes, entries, keys
     flopwatch.collector.config.QueryLimits            query pages, message sizes
+    flopwatch.collector.config.ServerLimits           connections, streams per address and
+                                                      certificate, bytes in flight, idle and
+                                                      handshake timeouts, keepalive, rejection
+                                                      log period, metric label values
+    flopwatch.collector.rpc.connections.MAX_TRACKED_PEERS  connections remembered as used
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
     flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers

@@ -9,6 +9,10 @@ comes for `ack_timeout_s` while envelopes are in flight (a half-open connection 
 partition looks like that), the sender backs off (exponential, jittered, capped), reconnects and
 resends everything still pending; the collector ignores what it already holds.
 
+A failure to connect that is the TLS handshake's (the collector refused our certificate, ours
+refused its, one side speaks no TLS) is logged with what to check (`explain_connect_failure`):
+gRPC itself only says "Socket closed".
+
 The stream goes to the collector's IngestService. A collector older than that service answers
 UNIMPLEMENTED (asked on each connection, before the stream opens); the sender then streams to
 the deprecated `Collector` service instead, and logs that once.
@@ -158,10 +162,11 @@ class Sender:
                     log.warning("collector %s closed the stream", self._target)
                 except grpc.aio.AioRpcError as e:
                     log.warning(
-                        "stream to collector %s failed: %s: %s",
+                        "stream to collector %s failed: %s: %s%s",
                         self._target,
                         e.code().name,
                         e.details(),
+                        explain_connect_failure(e.code(), e.details() or "", self._insecure),
                     )
                 except TransportError as e:
                     log.warning("stream to collector %s given up: %s", self._target, e)
@@ -338,6 +343,34 @@ class Sender:
             s.retry_due = asyncio.get_running_loop().time() + self._jitter(s.retry_delay)
             s.retry_delay = min(s.retry_delay * 2, self._backoff[1])
         s.retry.add(seq)
+
+
+def explain_connect_failure(code: grpc.StatusCode, details: str, insecure: bool) -> str:
+    """What to check when a connection failed in its TLS handshake ("" when it did not look
+    like that). gRPC tells the client no more than "Socket closed" when the collector refuses
+    its certificate, so that case is named as the likely one, not a certainty."""
+    if code != grpc.StatusCode.UNAVAILABLE or "failed to connect" not in details:
+        return ""
+    lowered = details.lower()
+    if "wrong_version_number" in lowered:
+        return (
+            " -- the collector does not speak TLS on this port (started with --insecure?), "
+            "or the agent was started without --insecure against a plaintext collector"
+        )
+    if "handshake failed" in lowered and not insecure:
+        return (
+            " -- we refused the collector's certificate: it must be issued by the CA in this "
+            "agent's --tls-ca, be in date, and name the host or address in --collector"
+        )
+    if "socket closed" in lowered or "connection reset" in lowered:
+        if insecure:
+            return " -- the collector closed the connection: does it expect TLS (no --insecure)?"
+        return (
+            " -- the collector closed the connection in the TLS handshake: most likely it "
+            "refused our client certificate (--tls-cert and --tls-key must be issued by the CA "
+            "the collector's --tls-ca names, and be in date); or it is at its connection cap"
+        )
+    return ""
 
 
 def read_enroll_token(path: Path | None) -> str | None:

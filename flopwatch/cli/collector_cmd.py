@@ -14,7 +14,7 @@ from flopwatch.cli.config_file import add_config_file
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flopwatch.collector.config import WebhookConfig
+    from flopwatch.collector.config import ServerLimits, WebhookConfig
 
 HELP = "run the collector: verify signed records, total FLOPs per job, alert, serve metrics"
 
@@ -138,7 +138,109 @@ def add_parser(sub: Any) -> None:
         "verifies on the ingest thread (default: %(default)s)",
     )
     add_tls_arguments(p, "collector")
+    _add_limits(p)
     add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)
+
+
+# (flag, ServerLimits field, help): whole numbers; 0 turns a stream cap off.
+_COUNTS = (
+    ("--max-connections", "max_connections", "TCP connections on the gRPC port at once"),
+    ("--max-streams", "max_streams", "RPCs in progress at once, all clients together"),
+    ("--max-streams-per-connection", "max_streams_per_connection", "streams on one connection"),
+    (
+        "--max-streams-per-address",
+        "max_streams_per_address",
+        "Submit streams at once from one client IP address (raise it when agents reach the "
+        "collector through one NAT or proxy address; 0: no cap)",
+    ),
+    (
+        "--max-streams-per-certificate",
+        "max_streams_per_certificate",
+        "Submit streams at once with one client certificate (with one certificate per node, "
+        "4 is plenty; a certificate shared by all agents needs the node count; 0: no cap)",
+    ),
+    (
+        "--max-inflight-bytes",
+        "max_inflight_bytes",
+        "bytes of envelopes read and not yet acked, all streams together; a stream finding no "
+        "room waits before it reads on",
+    ),
+    (
+        "--max-inflight-bytes-per-peer",
+        "max_inflight_bytes_per_peer",
+        "the same for one peer (client address and certificate), so a flooding peer waits on "
+        "its own share",
+    ),
+    ("--max-commit-batch-bytes", "max_commit_batch_bytes", "bytes of envelopes in one batch"),
+    (
+        "--max-label-values",
+        "max_label_values",
+        "distinct nodes (and peers) in the rejection metrics; more count as 'other'",
+    ),
+)
+_DURATIONS = (
+    (
+        "--stream-idle-timeout",
+        "stream_idle_timeout_s",
+        "end a Submit stream that has nothing in flight and sends nothing this long (the agent "
+        "reconnects when it has a record)",
+    ),
+    (
+        "--handshake-timeout",
+        "handshake_timeout_s",
+        "a connection's TLS handshake must end within this time",
+    ),
+    ("--connection-idle-timeout", "connection_idle_timeout_s", "close a connection with no call"),
+    ("--keepalive-time", "keepalive_time_s", "ping a connection quiet this long"),
+    (
+        "--keepalive-timeout",
+        "keepalive_timeout_s",
+        "close it if the ping is not answered in this time",
+    ),
+    (
+        "--rejection-log-interval",
+        "rejection_log_interval_s",
+        "log rejected records once per peer per period: the first at once, then a summary",
+    ),
+)
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    from flopwatch.collector.config import ServerLimits
+
+    defaults = ServerLimits()
+    g = p.add_argument_group(
+        "resource limits (what clients may make the collector spend; docs/operator-guide.md)"
+    )
+    for flag, name, text in _COUNTS:
+        g.add_argument(
+            flag,
+            type=int,
+            default=getattr(defaults, name),
+            metavar="N",
+            help=f"{text} (default: %(default)s)",
+        )
+    for flag, name, text in _DURATIONS:
+        g.add_argument(
+            flag,
+            default=f"{getattr(defaults, name):g}s",
+            metavar="DURATION",
+            help=f"{text} (default: %(default)s)",
+        )
+
+
+def _server_limits(args: argparse.Namespace) -> ServerLimits:
+    from flopwatch.collector.config import ServerLimits, parse_duration
+
+    values: dict[str, Any] = {}
+    for flag, name, _ in _COUNTS:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value < 0 or (value == 0 and not name.startswith("max_streams_per_")):
+            raise ConfigError(f"{flag} must be positive, got {value}")
+        values[name] = value
+    for flag, name, _ in _DURATIONS:
+        values[name] = parse_duration(getattr(args, flag.removeprefix("--").replace("-", "_")))
+    return ServerLimits(**values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         log_key=args.key,
         tree_head_interval_s=parse_duration(args.tree_head_interval),
         verify_workers=parse_verify_workers(args.verify_workers),
+        server=_server_limits(args),
     )
 
     async def main() -> None:

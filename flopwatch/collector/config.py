@@ -1,7 +1,9 @@
 """Collector configuration: one frozen object, filled from the command line.
 
 Bounds the collector enforces on queries and notifications are named here (`QueryLimits`,
-`WebhookConfig`), next to the thresholds and timeouts an operator sets.
+`WebhookConfig`), and what any client may make it spend (`ServerLimits`: connections, streams,
+bytes in flight, idle and handshake timeouts, keepalive, rejection log lines), next to the
+thresholds and timeouts an operator sets.
 """
 
 from __future__ import annotations
@@ -116,6 +118,49 @@ class QueryLimits:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What clients may hold of a collector, each and together (`flopwatch.collector.server`,
+    `flopwatch.collector.rpc.admission`, `flopwatch.collector.ingest.budget`).
+
+    A client is told RESOURCE_EXHAUSTED when a stream cap is reached; a stream over its byte
+    budget waits (gRPC flow control then holds its sender back). 0 turns a stream cap off.
+    """
+
+    # TCP connections on one listening port (gRPC refuses more before the TLS handshake).
+    max_connections: int = 10_000
+    # RPCs in progress on the server at once (each agent holds one Submit stream).
+    max_streams: int = 20_000
+    # Streams one HTTP/2 connection may carry at once (an agent uses one).
+    max_streams_per_connection: int = 16
+    # Submit streams at once from one client address, and from one client certificate. A
+    # shared agent certificate (docs/operator-guide.md) needs the per-certificate cap as high
+    # as the node count; with one certificate per node, 4 is plenty.
+    max_streams_per_address: int = 32
+    max_streams_per_certificate: int = 20_000
+    # Bytes of envelopes read but not yet acked, over all streams, and from one peer (client
+    # address and certificate); a stream over either waits before it reads on.
+    max_inflight_bytes: int = 256 << 20
+    max_inflight_bytes_per_peer: int = 16 << 20
+    # Bytes of envelopes judged in one commit batch (next to Limits.max_commit_batch).
+    max_commit_batch_bytes: int = 8 << 20
+    # A Submit stream with nothing in flight that sends no record for this long is ended
+    # (UNAVAILABLE; the agent reconnects when it has something to send).
+    stream_idle_timeout_s: float = 600.0
+    # A connection must finish its TLS handshake within this; one with no call this long is
+    # closed.
+    handshake_timeout_s: float = 10.0
+    connection_idle_timeout_s: float = 300.0
+    # The server pings a connection quiet this long, and closes it when no answer comes in
+    # keepalive_timeout_s (a peer gone without a word).
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    # Rejected records: one log line per peer per period, and distinct node and peer label
+    # values in the rejection metrics (the rest count as "other").
+    rejection_log_interval_s: float = 60.0
+    max_label_values: int = 1000
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """HTTP POST of every alert as JSON, from a background thread
     (`flopwatch.collector.alerts.webhook`)."""
@@ -179,3 +224,4 @@ class CollectorConfig:
     limits: Limits = DEFAULT_LIMITS
     query: QueryLimits = field(default_factory=QueryLimits)
     pending_keys: PendingKeyLimits = field(default_factory=PendingKeyLimits)
+    server: ServerLimits = field(default_factory=ServerLimits)

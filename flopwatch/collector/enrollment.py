@@ -178,7 +178,9 @@ class TokenRedeemer:
             )
             record = verifier.verify(envelope)
         except (VerificationError, KeyFileError) as e:
-            log.info("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
+            # Debug: the record is rejected, and rejections are logged once per peer per period
+            # (flopwatch.collector.ingest.rejections); a line here would double each of them.
+            log.debug("key %s not noted as awaiting approval: %s", short_key_id(key_id), e)
             return Presented.UNSOUND
         now = self._clock()
         seen = self._noted.get(key_id)

@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from flopwatch.collector.alerts.liveness import NodeLiveness
 from flopwatch.collector.alerts.webhook import WebhookStats
 from flopwatch.collector.ingest.ingestor import IngestSnapshot
+from flopwatch.collector.ingest.rejections import RejectionCounts
+from flopwatch.collector.rpc.ingest import StreamStats
 from flopwatch.model import MODEL_VERSION
 
 
@@ -31,11 +33,17 @@ class FlopwatchMetrics(Collector):
         *,
         liveness: Callable[[], Sequence[NodeLiveness]] | None = None,
         webhook: Callable[[], WebhookStats] | None = None,
+        streams: Callable[[], StreamStats] | None = None,
+        rejections: Callable[[], RejectionCounts] | None = None,
+        connections: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._thresholds = tuple(thresholds)
         self._liveness = liveness
         self._webhook = webhook
+        self._streams = streams
+        self._rejections = rejections
+        self._connections = connections
 
     def collect(self) -> Iterable[Metric]:
         s = self._snapshot()
@@ -119,6 +127,91 @@ class FlopwatchMetrics(Collector):
         yield from self._gpus(s)
         yield from self._nodes()
         yield from self._alerting()
+        yield from self._rejected_by_source()
+        yield from self._limits()
+
+    def _rejected_by_source(self) -> Iterator[Metric]:
+        if self._rejections is None:
+            return
+        r = self._rejections()
+        node = CounterMetricFamily(
+            "flopwatch_node_records_rejected",
+            "Records refused, by the node their signing key is enrolled for and reason (keys "
+            "nobody enrolled count only per peer); past max_label_values nodes, 'other'.",
+            labels=["node", "reason"],
+        )
+        for (name, reason), n in sorted(r.by_node.items()):
+            node.add_metric([name, reason], n)
+        yield node
+        peer = CounterMetricFamily(
+            "flopwatch_peer_records_rejected",
+            "Records refused, by the client that sent them (address, and certificate "
+            "fingerprint under mTLS) and reason; past max_label_values peers, 'other'.",
+            labels=["peer", "reason"],
+        )
+        for (name, reason), n in sorted(r.by_peer.items()):
+            peer.add_metric([name, reason], n)
+        yield peer
+        yield CounterMetricFamily(
+            "flopwatch_rejection_log_lines",
+            "Log lines written about rejected records (one per peer per period at most).",
+            value=r.log_lines,
+        )
+
+    def _limits(self) -> Iterator[Metric]:
+        if self._streams is not None:
+            st = self._streams()
+            yield GaugeMetricFamily(
+                "flopwatch_submit_streams", "Submit streams open now.", value=st.open_streams
+            )
+            refused = CounterMetricFamily(
+                "flopwatch_submit_streams_refused",
+                "Submit streams refused RESOURCE_EXHAUSTED, by the cap that refused them.",
+                labels=["cap"],
+            )
+            for cap in ("max_streams_per_address", "max_streams_per_certificate"):
+                refused.add_metric([cap], st.refused.get(cap, 0))
+            yield refused
+            yield CounterMetricFamily(
+                "flopwatch_submit_streams_idle_closed",
+                "Submit streams ended for sending nothing for stream_idle_timeout_s.",
+                value=st.idle_closed,
+            )
+            yield GaugeMetricFamily(
+                "flopwatch_inflight_bytes",
+                "Bytes of envelopes read and not yet acked (bounded by max_inflight_bytes).",
+                value=st.inflight_bytes,
+            )
+            yield GaugeMetricFamily(
+                "flopwatch_inflight_bytes_peak",
+                "The most bytes of envelopes ever held between read and ack at once.",
+                value=st.inflight_bytes_peak,
+            )
+            yield CounterMetricFamily(
+                "flopwatch_inflight_budget_waits",
+                "Envelopes whose stream waited for room in the byte budget (its own peer's "
+                "share, or the whole) before reading on.",
+                value=st.budget_waits,
+            )
+            yield GaugeMetricFamily(
+                "flopwatch_ingest_queued",
+                "Envelopes waiting for an ingest batch.",
+                value=st.queued,
+            )
+        if self._connections is not None:
+            accepted, used = self._connections()
+            yield CounterMetricFamily(
+                "flopwatch_tls_connections",
+                "TLS connections accepted on the mTLS port (each one handshake begun).",
+                value=accepted,
+            )
+            yield CounterMetricFamily(
+                "flopwatch_tls_connections_used",
+                "TLS connections that carried at least one call. Accepted minus used: "
+                "handshakes refused (a client certificate from another CA, or none), connection "
+                "cap or handshake timeout, probes.",
+                value=used,
+            )
 
     @staticmethod
     def _clocks(s: IngestSnapshot) -> Iterator[Metric]:
@@ -229,8 +322,19 @@ def register_metrics(
     *,
     liveness: Callable[[], Sequence[NodeLiveness]] | None = None,
     webhook: Callable[[], WebhookStats] | None = None,
+    streams: Callable[[], StreamStats] | None = None,
+    rejections: Callable[[], RejectionCounts] | None = None,
+    connections: Callable[[], tuple[int, int]] | None = None,
 ) -> FlopwatchMetrics:
     """Register the flopwatch collector on `registry` (a fresh one per collector or test)."""
-    metrics = FlopwatchMetrics(snapshot, thresholds, liveness=liveness, webhook=webhook)
+    metrics = FlopwatchMetrics(
+        snapshot,
+        thresholds,
+        liveness=liveness,
+        webhook=webhook,
+        streams=streams,
+        rejections=rejections,
+        connections=connections,
+    )
     registry.register(metrics)
     return metrics

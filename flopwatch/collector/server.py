@@ -15,6 +15,14 @@ or PostgreSQL shared by several collectors; see `flopwatch.collector.store.facto
 used and closed on the one ingest thread. Alerts go to the log and, when configured, a webhook
 (`flopwatch.collector.alerts.webhook`); silent nodes are looked for every `liveness_check_s` on
 the ingest thread (`flopwatch.collector.alerts.liveness`).
+
+Resource limits (`CollectorConfig.server`, `ServerLimits`): gRPC itself caps connections per
+port, streams per connection and RPCs in all, and enforces the TLS handshake timeout, the idle
+connection timeout and keepalive (`grpc_options`); the IngestService caps streams per client
+address and certificate, bytes in flight and idle streams (`flopwatch.collector.rpc.ingest`).
+Rejected records are logged once per peer per period (`flopwatch.collector.ingest.rejections`)
+and TLS connections that never carried a call are counted and logged the same way
+(`flopwatch.collector.rpc.connections`: gRPC hides refused handshakes from Python).
 """
 
 from __future__ import annotations
@@ -36,13 +44,15 @@ from prometheus_client.registry import CollectorRegistry
 from flopwatch.collector.alerts.events import AlertSink, LogSink, ThresholdPolicy
 from flopwatch.collector.alerts.liveness import LivenessMonitor
 from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
-from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.config import CollectorConfig, ServerLimits
 from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.ingest.workers import VerifyWorkers
 from flopwatch.collector.log.key import default_key_path, open_log_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.query import Query
+from flopwatch.collector.rpc.connections import CallPeers, ConnectionStats
 from flopwatch.collector.rpc.health import Health
 from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.collector.rpc.query import QueryServicer
@@ -62,18 +72,50 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 5.0
 
 
-def server_credentials(config: CollectorConfig) -> grpc.ServerCredentials | None:
-    """mTLS credentials, or None for plaintext (--insecure, with a warning)."""
+def server_credentials(
+    config: CollectorConfig, connections: ConnectionStats | None = None
+) -> grpc.ServerCredentials | None:
+    """mTLS credentials, or None for plaintext (--insecure, with a warning). With
+    `connections`, every connection accepted is counted (the certificates never change)."""
     if config.insecure:
         log.warning("plaintext gRPC: --insecure; the transport authenticates no one")
         return None
     if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
         raise ConfigError("mTLS needs --tls-cert, --tls-key and --tls-ca; or pass --insecure")
-    return grpc.ssl_server_credentials(
-        [(read_file(config.tls_key, "TLS key"), read_file(config.tls_cert, "TLS certificate"))],
-        root_certificates=read_file(config.tls_ca, "CA certificate"),
-        require_client_auth=True,
+    pair = (read_file(config.tls_key, "TLS key"), read_file(config.tls_cert, "TLS certificate"))
+    ca = read_file(config.tls_ca, "CA certificate")
+    if connections is None:
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)
+    return grpc.dynamic_ssl_server_credentials(
+        grpc.ssl_server_certificate_configuration([pair], root_certificates=ca),
+        connections.fetcher,
+        require_client_authentication=True,
     )
+
+
+def grpc_options(limits: ServerLimits, max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC core's own limits (names: grpc/include/grpc/impl/channel_arg_names.h)."""
+
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
+        # Refused before the TLS handshake, so they cost no crypto.
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", ms(limits.handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(limits.connection_idle_timeout_s)),
+        ("grpc.keepalive_time_ms", ms(limits.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(limits.keepalive_timeout_s)),
+        # Keepalive pings go on while an agent's stream is open and quiet.
+        ("grpc.http2.max_pings_without_data", 0),
+        # No bandwidth-delay probing: it grows each stream's receive window to megabytes, which
+        # gRPC then buffers for a stream that waits on its byte budget (bench/flood.py: 620
+        # MiB with it under 32 flooding streams).
+        ("grpc.http2.bdp_probe", 0),
+    ]
 
 
 class CollectorService:
@@ -104,6 +146,12 @@ class CollectorService:
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
         self.roles = RoleInterceptor()  # refuses RPCs a client's role does not allow (mTLS)
+        limits = config.server
+        self.rejections = Rejections(
+            interval_s=limits.rejection_log_interval_s, max_label_values=limits.max_label_values
+        )
+        self.connections = ConnectionStats(interval_s=limits.rejection_log_interval_s)
+        self._summaries: asyncio.Task[None] | None = None
 
     def _open(
         self, db: Database, policy: ThresholdPolicy, key_path: Path
@@ -121,6 +169,7 @@ class CollectorService:
                 now_ns=self._now_ns,
                 enroll_on_first_use=self.config.enroll_on_first_use,
                 pending_keys=self.config.pending_keys,
+                rejections=self.rejections,
             )
         except (StoreError, KeyFileError):
             store.close()
@@ -133,7 +182,7 @@ class CollectorService:
         cfg = self.config
         policy = ThresholdPolicy(cfg.thresholds, cfg.alert_basis)
         db = parse_db(cfg.db)
-        credentials = server_credentials(cfg)
+        credentials = server_credentials(cfg, self.connections)
         metrics_addr = host_port(cfg.metrics_listen) if cfg.metrics_listen else None
         if cfg.webhook is not None:
             secret_file = cfg.webhook.secret_file
@@ -165,16 +214,21 @@ class CollectorService:
             await self._health.serving()
             metrics_port = None
             if metrics_addr is not None:
+                assert self._ingest is not None
                 register_metrics(
                     self.registry,
                     ingestor.snapshot,
                     policy.thresholds,
                     liveness=liveness.snapshot,
                     webhook=None if self._webhook is None else self._webhook.stats,
+                    streams=self._ingest.stats,
+                    rejections=self.rejections.counts,
+                    connections=self.connections.counts,
                 )
                 metrics_port = self._start_metrics(*metrics_addr)
             self._watch = asyncio.create_task(self._watch_liveness(liveness))
             self._signing = asyncio.create_task(self._sign_tree_heads())
+            self._summaries = asyncio.create_task(self._log_summaries())
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -198,6 +252,14 @@ class CollectorService:
                 log.error("cannot check for silent nodes: %s", e)
             await asyncio.sleep(min(self.config.liveness_check_s, self.config.silent_after_s / 2))
 
+    async def _log_summaries(self) -> None:
+        """Write the rate-limited summaries of rejected records and unused connections."""
+        period = self.config.server.rejection_log_interval_s
+        while True:
+            await asyncio.sleep(min(period, 10.0))
+            self.rejections.flush()
+            self.connections.flush()
+
     async def _sign_tree_heads(self) -> None:
         """Sign a tree head of the log now and every tree_head_interval_s, if it grew."""
         assert self._executor is not None and self._log is not None
@@ -215,15 +277,16 @@ class CollectorService:
         assert self._executor is not None and self._log is not None
         limits = self.config.limits
         # With mTLS, each RPC needs its client role (flopwatch.collector.rpc.roles).
+        roles = () if credentials is None else (self.roles,)
         self._server = _grpc_server(
-            limits.max_grpc_message_bytes,
-            interceptors=() if credentials is None else (self.roles,),
+            self.config.server, limits.max_grpc_message_bytes, CallPeers(self.connections), *roles
         )
         self._ingest = IngestServicer(
             ingestor,
             self._executor,
             limits=limits,
             verify=self._verify_ahead if self._workers is not None else None,
+            server=self.config.server,
         )
         add_services(
             self._server,
@@ -242,7 +305,9 @@ class CollectorService:
     async def _start_health_port(self, listen: str) -> int:
         """A plaintext server of Health alone: it tells whether the collector serves, no more."""
         assert self._health is not None
-        self._health_server = _grpc_server(self.config.limits.max_grpc_message_bytes)
+        self._health_server = _grpc_server(
+            self.config.server, self.config.limits.max_grpc_message_bytes
+        )
         self._health.add_to(self._health_server)
         port = _bind(self._health_server, listen, None)
         await self._health_server.start()
@@ -266,14 +331,14 @@ class CollectorService:
         store."""
         if self._health is not None:
             await self._health.shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.wait([self._watch])
-            self._watch = None
-        if self._signing is not None:
-            self._signing.cancel()
-            await asyncio.wait([self._signing])
-            self._signing = None
+        for task in (self._watch, self._signing, self._summaries):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+        if self._summaries is not None:
+            self.rejections.flush(everything=True)
+            self.connections.flush(everything=True)
+        self._watch = self._signing = self._summaries = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -313,14 +378,14 @@ class CollectorService:
 
 
 def _grpc_server(
-    max_message_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+    limits: ServerLimits,
+    max_message_bytes: int,
+    *interceptors: grpc.aio.ServerInterceptor[Any, Any],
 ) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a second collector on the same port must fail
-        ],
+        options=grpc_options(limits, max_message_bytes),
+        maximum_concurrent_rpcs=limits.max_streams,
     )
 
 

@@ -68,6 +68,7 @@ from flopwatch.collector.alerts.forks import ForkTracker
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
+from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -138,6 +139,7 @@ class _Claim:
     sequence: int
     envelope: Envelope | None
     error: VerificationError | None = None
+    peer: str = ""
 
     def ack(self, status: AckStatus, reason: str = "", detail: str = "") -> Ack:
         return Ack(self.key_id, self.sequence, status, reason, detail)
@@ -151,6 +153,8 @@ class Submission(NamedTuple):
     # The record, verified in advance against the presented key
     # (`flopwatch.collector.ingest.workers`).
     verified: VerifiedRecord | None = None
+    # Who sent it (`flopwatch.collector.rpc.admission.Peer.key`), for the rejection log.
+    peer: str = ""
 
 
 def _awaiting(presented: bytes, noted: Presented) -> str:
@@ -177,8 +181,11 @@ class Ingestor:
         now_ns: Callable[[], int] = time.time_ns,
         enroll_on_first_use: bool = False,
         pending_keys: PendingKeyLimits | None = None,
+        rejections: Rejections | None = None,
     ) -> None:
         self._store = store
+        # Rejected records are counted and logged there, one line per peer per period.
+        self.rejections = rejections or Rejections()
         self.policy = policy
         self._sinks = tuple(sinks)
         self._limits = limits
@@ -253,6 +260,7 @@ class Ingestor:
             self._count(acks)
             return acks
         self._count(acks)
+        self._note_rejections(claims, acks, batch)
         with self._lock:
             self._verified_ahead += self._ahead_in_batch
         totals = self._refresh_view(batch.records)
@@ -290,17 +298,17 @@ class Ingestor:
     def _claim(self, item: Submission) -> _Claim:
         if item.verified is not None:  # parsed already
             r = item.verified
-            return _Claim(r.key_id[:_ID_CHARS], r.sequence, r.envelope)
+            return _Claim(r.key_id[:_ID_CHARS], r.sequence, r.envelope, peer=item.peer)
         try:
             env = Envelope.from_bytes(item.envelope, self._limits)
         except VerificationError as e:
-            return _Claim("", 0, None, e)
+            return _Claim("", 0, None, e, peer=item.peer)
         try:
             att = parse_payload(env.payload, self._limits)
         except VerificationError:  # the verifier reports it with its reason
-            return _Claim(env.signatures[0][0][:_ID_CHARS], 0, env)
+            return _Claim(env.signatures[0][0][:_ID_CHARS], 0, env, peer=item.peer)
         # Unverified: echoed in the ack, so cut to size.
-        return _Claim(att.key_id[:_ID_CHARS], att.sequence, env)
+        return _Claim(att.key_id[:_ID_CHARS], att.sequence, env, peer=item.peer)
 
     def _judge(
         self,
@@ -428,14 +436,29 @@ class Ingestor:
         return key
 
     def _reject(self, claim: _Claim, reason: str, detail: str) -> Ack:
-        log.warning(
-            "rejected record: key %r sequence %d: %s: %s",  # key id: unverified, so %r
-            short_key_id(claim.key_id) or "?",
-            claim.sequence,
-            reason,
-            detail,
-        )
-        return claim.ack("rejected", reason, detail)
+        return claim.ack("rejected", reason, detail)  # logged and counted by _note_rejections
+
+    def _note_rejections(
+        self, claims: Sequence[_Claim], acks: Sequence[Ack], batch: PendingBatch
+    ) -> None:
+        """Count and log (rate-limited) the batch's rejected records, each under the node its
+        signing key is enrolled for, if any."""
+        for claim, ack in zip(claims, acks, strict=True):
+            if ack.status != "rejected":
+                continue
+            node = None
+            for kid, _ in claim.envelope.signatures if claim.envelope is not None else ():
+                if (found := batch.node(kid)) is not None:
+                    node = found.node_id
+                    break
+            self.rejections.note(
+                claim.peer,
+                node,
+                ack.reason,
+                ack.detail,
+                key_id=claim.key_id,
+                sequence=claim.sequence,
+            )
 
     def _commit(self, batch: PendingBatch) -> list[AlertEvent]:
         """Decide alerts from the totals after the batch; commit all of it; return new alerts."""

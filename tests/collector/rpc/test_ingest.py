@@ -48,6 +48,12 @@ class FakeContext:
     def invocation_metadata(self):
         return self._metadata
 
+    def peer(self):
+        return "ipv4:127.0.0.1:50000"
+
+    def auth_context(self):
+        return {}
+
 
 def request(i: int) -> cpb.SubmitRequest:
     return cpb.SubmitRequest(envelope=envelope_pb2.Envelope(payload=str(i).encode()))
@@ -188,7 +194,7 @@ def test_streams_share_a_commit_and_each_gets_its_own_acks_in_order():
     keys_by_number = {
         int(envelope_pb2.Envelope.FromString(data).payload): key
         for batch in ingestor.items
-        for data, key, _ in batch
+        for data, key, *_ in batch
     }
     assert keys_by_number == {
         0: b"\x00" * 32,
