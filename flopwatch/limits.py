@@ -23,6 +23,7 @@ each one named below exists):
     flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
     flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew
     flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  intervals signed in one record
+    flopwatch.cli.config_file.MAX_CONFIG_FILE_BYTES   a TOML config file read
     flopwatch.statements.MAX_TREE_HEAD_BYTES          a signed tree head
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
     flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity
