@@ -16,36 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.cli.test_config_file import KUBERNETES_SERVICE_LINKS
 from tests.deploy.deploy_helpers import DEPLOY
-from tests.faults.processes import ChildProcess, CollectorProcess
+from tests.faults.processes import CliAgent, CollectorProcess
 from tests.faults.waits import wait_until
-
-
-class CliAgent(ChildProcess):
-    """`flopwatch agent` itself (its command line and environment handling), on the simulator."""
-
-    def start(self, collector: str, state_dir: Path) -> None:
-        self._spawn(
-            [
-                "-m",
-                "flopwatch",
-                "agent",
-                "--collector",
-                collector,
-                "--backend",
-                "sim:1",
-                "--interval",
-                "0.05",
-                "--node-id",
-                "k8s-node",
-                "--state-dir",
-                str(state_dir),
-                "--control-socket",
-                "off",
-                "--metrics-listen",
-                "off",
-                "--insecure",
-            ]
-        )
 
 
 def test_both_programs_start_with_kubernetes_service_variables_set(
@@ -61,7 +33,7 @@ def test_both_programs_start_with_kubernetes_service_variables_set(
             health = health_pb2_grpc.HealthStub(channel)
             answer = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
-        agent.start(collector.address, tmp_path / "agent-state")
+        agent.start(collector.address, tmp_path / "agent-state", "k8s-node")
         accepted = re.compile(r"trust on first use: enrolled key \w+ for node k8s-node")
 
         def record_accepted() -> bool:

@@ -143,6 +143,13 @@ class ChainStore(Protocol):
         """
         ...
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        """(key_id, node_id) of the key that first measured time of one device (`gpu_key`)
+        within [start_ns, end_ns), by the span of its per-device sums (`GpuTotal`): the key
+        whose span meets it and starts earliest. None if no key's span meets it (records
+        held from before those sums). What an overlap rejection names; not a hot path."""
+        ...
+
 
 class TotalsStore(Protocol):
     """Sums per job, per (job, key, GPU) and per device, fired alerts, and the one write."""

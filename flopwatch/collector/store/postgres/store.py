@@ -269,6 +269,15 @@ class PostgresStore:
         )
         return [(int(r[0]), int(r[1])) for r in rows]
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        rows = self._rows(
+            "read GPU totals",
+            "SELECT key_id, node_id FROM gpu_totals WHERE gpu = %s AND first_start_ns < %s "
+            "AND last_end_ns > %s ORDER BY first_start_ns, key_id LIMIT 1",
+            (gpu, end_ns, start_ns),
+        )
+        return None if not rows else (rows[0][0], rows[0][1])
+
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
         "SELECT t.job_id, t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, "

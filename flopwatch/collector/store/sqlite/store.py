@@ -235,6 +235,17 @@ class SQLiteStore:
             )
             return [(int(r[0]), int(r[1])) for r in rows]
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        with self._errors("read GPU totals"):
+            row = self._one(
+                "SELECT key_id, node_id FROM gpu_totals WHERE gpu = ? AND first_start_ns < ? "
+                "AND last_end_ns > ? ORDER BY first_start_ns, key_id LIMIT 1",
+                gpu,
+                end_ns,
+                start_ns,
+            )
+        return None if row is None else (row[0], row[1])
+
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
         "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
