@@ -27,6 +27,7 @@ from flopwatch.cli import (
     jobs_cmd,
     log_cmd,
     nodes_cmd,
+    records_cmd,
     replay_cmd,
     report_cmd,
     verify_cmd,
@@ -42,6 +43,7 @@ COMMANDS = (
     nodes_cmd,
     jobs_cmd,
     report_cmd,
+    records_cmd,
     verify_cmd,
     log_cmd,
     replay_cmd,
@@ -53,7 +55,7 @@ _EPILOG = """\
 who runs what:
   on each GPU node     agent (the node agent), job (register a job with this node's agent)
   the operator         collector, nodes (node keys), jobs (totals a collector holds),
-                       report (a job's evidence bundle)
+                       report (a job's evidence bundle), records (archive, prune)
   a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew)
   anyone               replay (FLOPs of a recorded trace), certs (mTLS), demo
 

@@ -35,7 +35,7 @@ from flopwatch.chain import Neighbours
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
 from flopwatch.collector.store.postgres import nodes as trust
-from flopwatch.collector.store.postgres import schema, tlog, writes
+from flopwatch.collector.store.postgres import retention, schema, tlog, writes
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -44,9 +44,11 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LogEntry,
     NodeRecord,
     NodeStatus,
     PendingKey,
+    PruneCandidate,
 )
 from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
@@ -368,6 +370,17 @@ class PostgresStore:
     def latest_tree_head(self) -> bytes | None:
         with self._tx("read tree head") as cur:
             return tlog.latest_tree_head(cur)
+
+    # -- retention (retention.py) ----------------------------------------------------------
+    def archivable(
+        self, before_ns: int, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        with self._tx("read archivable records") as cur:
+            return retention.archivable(cur, before_ns, after_leaf, below_leaf, limit)
+
+    def prune_envelopes(self, candidates: Sequence[PruneCandidate], before_ns: int) -> list[int]:
+        with self._tx("prune archived envelopes") as cur:
+            return retention.prune(cur, candidates, before_ns)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(
