@@ -32,6 +32,10 @@ each one named below exists):
     flopwatch.agent.backends.nvml.gpm.GPM_UNSUPPORTED_STRIKES  GPM failures before a fallback
     flopwatch.agent.backends.nvml.processes.PID_MAX_LIMIT  a pid NVML reports
     flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  intervals signed in one record
+    flopwatch.collector.retention.MIN_ARCHIVE_AGE_S   how recent a retention cut-off may be
+    flopwatch.collector.retention.RETENTION_PAGE      records archived or pruned at a time
+    flopwatch.collector.archive_file.MAX_ARCHIVE_ENTRY_BYTES   one entry of a records archive
+    flopwatch.collector.archive_file.MAX_ARCHIVE_HEADER_BYTES  a records archive's header
     flopwatch.statements.MAX_TREE_HEAD_BYTES          a signed tree head
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
     flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity

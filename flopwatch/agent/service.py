@@ -70,7 +70,11 @@ def make_backend(config: AgentConfig) -> GpuBackend:
             )
         try:
             return SimBackend(
-                int(count), interval_s=config.interval_s, realtime=True, profile=profile
+                int(count),
+                interval_s=config.interval_s,
+                realtime=True,
+                profile=profile,
+                node_id=config.node_id,  # GPU UUIDs unique per node
             )
         except ValueError as e:
             raise ConfigError(f"backend {config.backend!r}: {e}") from e

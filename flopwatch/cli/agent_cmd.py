@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flopwatch.cli.common import add_tls_arguments, host_port
-from flopwatch.cli.config_file import add_config_file
+from flopwatch.cli.config_file import add_config_file, toml_accepts
 from flopwatch.errors import ConfigError
 from flopwatch.identifiers import identifier_problem, shown
 from flopwatch.limits import DEFAULT_LIMITS
@@ -99,7 +99,7 @@ def _add_attribution(p: argparse.ArgumentParser) -> None:
         default="default",
         help="cluster name that namespaces job ids, e.g. slurm:CLUSTER/123 (default: %(default)s)",
     )
-    g.add_argument(
+    attribution = g.add_argument(
         "--attribution",
         default="auto",
         metavar="auto|none|slurm,kubernetes",
@@ -107,6 +107,7 @@ def _add_attribution(p: argparse.ArgumentParser) -> None:
         "Kubernetes where the PodResources socket exists; NVML backend only), none, or a list "
         "(default: %(default)s)",
     )
+    toml_accepts(attribution, list)  # attribution = ["slurm", "kubernetes"]
     g.add_argument(
         "--jobs",
         type=Path,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
-from flopwatch.cli.config_file import add_config_file
+from flopwatch.cli.config_file import add_config_file, toml_accepts
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -74,12 +74,14 @@ def add_parser(sub: Any) -> None:
         "(Kubernetes grpc probes); it tells whether the collector serves, nothing else. Health "
         "is always served on --listen too. 'off' disables (default: %(default)s)",
     )
-    p.add_argument(
+    thresholds = p.add_argument(
         "--thresholds",
         default="1e23,1e24,1e25,1e26",
-        help="comma-separated FLOP thresholds; each raises an alert once per job, with the "
-        "projected time to the next one at the job's average rate (default: %(default)s)",
+        help="comma-separated FLOP thresholds (in the config file also a list: thresholds = "
+        "[1e23, 1e24]); each raises an alert once per job, with the projected time to the next "
+        "one at the job's average rate (default: %(default)s)",
     )
+    toml_accepts(thresholds, list, int, float)
     p.add_argument(
         "--alert-basis",
         "--alert-on",
@@ -88,13 +90,14 @@ def add_parser(sub: Any) -> None:
         default="upper",
         help="which figure alerts compare with a threshold (default upper: no crossing missed)",
     )
-    p.add_argument(
+    silent_after = p.add_argument(
         "--silent-after",
         default="5m",
         metavar="DURATION",
         help="report an enrolled node that sent no record for this long (flopwatch_node_silent, "
         "one alert per silence), e.g. 90s, 5m, 1h (default: %(default)s)",
     )
+    toml_accepts(silent_after, int, float)  # seconds
     p.add_argument(
         "--webhook-url",
         metavar="URL",
@@ -117,19 +120,20 @@ def add_parser(sub: Any) -> None:
         "database (flopwatch.db -> flopwatch-collector-key.pem), created on first start; "
         "required with PostgreSQL (every collector sharing the database uses the same key)",
     )
-    p.add_argument(
+    tree_head_interval = p.add_argument(
         "--tree-head-interval",
         default="10s",
         metavar="DURATION",
         help="sign a tree head of the transparency log this often when it grew, e.g. 10s, 1m "
         "(default: %(default)s)",
     )
+    toml_accepts(tree_head_interval, int, float)  # seconds
     p.add_argument(
         "--enroll-on-first-use",
         action="store_true",
         help="trust any new node key on first contact (labs and demos only; logged as a warning)",
     )
-    p.add_argument(
+    workers = p.add_argument(
         "--verify-workers",
         default="auto",
         metavar="N",
@@ -137,6 +141,7 @@ def add_parser(sub: Any) -> None:
         "thread commits the batch before: 'auto' is one per CPU, at most 4, none on one CPU; 0 "
         "verifies on the ingest thread (default: %(default)s)",
     )
+    toml_accepts(workers, int)
     add_tls_arguments(p, "collector")
     _add_limits(p)
     add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)

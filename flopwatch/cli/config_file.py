@@ -6,9 +6,15 @@ Every long option of a command that uses this (`flopwatch agent`, `flopwatch col
   - an environment variable: the command's prefix and the key in capitals
     (FLOPWATCH_AGENT_SPOOL_MAX_BYTES=268435456); PREFIX + CONFIG names the file.
 Precedence: command line > environment > file > default. File values keep their TOML types
-(a number for a number, true/false for a switch); environment values are text, read like the
-command line's (switches take 1/true/yes/on or 0/false/no/off). An unknown key or variable,
-or a value of the wrong type, is a ConfigError naming the key and where it came from.
+(a number for a number, true/false for a switch, a list for a comma-separated option marked
+with `toml_accepts`); environment values are text, read like the command line's (switches take
+1/true/yes/on or 0/false/no/off). An unknown key or variable, or a value of the wrong type, is a
+ConfigError naming the key and where it came from; so is a file that is not TOML text (binary,
+not UTF-8, larger than flopwatch.reads.MAX_SMALL_FILE_BYTES).
+
+Kubernetes injects variables for every Service of a namespace into its pods
+(`flopwatch.cli.service_links`); those that share the prefix (FLOPWATCH_COLLECTOR_SERVICE_HOST,
+FLOPWATCH_AGENT_METRICS_PORT_9465_TCP, ...) are ignored, not refused as unknown.
 
 How: `add_config_file` makes each option's action note on the parsed namespace that it ran,
 i.e. that the option was given on the command line (parse results stay plain values); `resolve`
@@ -26,14 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flopwatch.cli.service_links import is_service_link
 from flopwatch.errors import ConfigError
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 GIVEN = "_given_on_command_line"  # namespace attribute: dests of the options given
+_TOML_TYPES = "_flopwatch_toml_types"  # action attribute: what `toml_accepts` allowed
 _TRACKED: dict[type[argparse.Action], type[argparse.Action]] = {}
 
 
@@ -67,6 +76,11 @@ class _Option:
     def is_switch(self) -> bool:
         return self.action.nargs == 0 and isinstance(self.action.const, bool)
 
+    @property
+    def toml_types(self) -> tuple[type, ...]:
+        kinds: tuple[type, ...] = getattr(self.action, _TOML_TYPES, ())
+        return kinds
+
     def expected(self) -> str:
         kind = self.action.type
         if self.is_switch:
@@ -76,8 +90,25 @@ class _Option:
         if kind is float:
             return "a number"
         if kind is None or kind is Path:
-            return "a string"
+            extra = self.toml_types
+            words = ["a string"]
+            if float in extra:
+                words.append("a number")
+            elif int in extra:
+                words.append("an integer")
+            if list in extra:
+                words.append("a list")
+            return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
         return "a string or a number"
+
+
+def toml_accepts(action: argparse.Action, *kinds: type) -> argparse.Action:
+    """Let a text option's TOML key also take TOML numbers (int, float) or a list (list: its
+    items, strings or numbers, are joined with ',' as the command line writes them). The value
+    is then read as the command line's text would be: `verify_workers = 2`, `thresholds = [1e23,
+    1e24]`. Returns `action`."""
+    setattr(action, _TOML_TYPES, kinds)
+    return action
 
 
 def epilog(prefix: str, example: str) -> str:
@@ -133,6 +164,8 @@ class ConfigSpec:
             if not name.startswith(self._prefix):
                 continue
             key = name.removeprefix(self._prefix).lower()
+            if key != "config" and key not in self._options and is_service_link(name, value):
+                continue  # Kubernetes' variables for a Service (enableServiceLinks)
             if key != "config" and key not in self._options:
                 raise ConfigError(
                     f"unknown environment variable {name}; known: {self._prefix}CONFIG, "
@@ -144,10 +177,17 @@ class ConfigSpec:
 
 def load_toml(path: Path, known: set[str]) -> dict[str, Any]:
     try:
-        data = tomllib.loads(read_limited(path, MAX_SMALL_FILE_BYTES, "config file").decode())
+        raw = read_limited(path, MAX_SMALL_FILE_BYTES, "config file")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not TOML text (byte {e.start} is not UTF-8): is it the "
+            "right file?"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     unknown = sorted(set(data) - known)
     if unknown:
@@ -179,6 +219,10 @@ def _from_text(opt: _Option, text: str, where: str) -> Any:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _from_file(opt: _Option, value: Any, where: str) -> Any:
     kind = opt.action.type
     if opt.is_switch:
@@ -187,12 +231,19 @@ def _from_file(opt: _Option, value: Any, where: str) -> Any:
         return value == opt.action.const
     if isinstance(value, str):
         return _from_text(opt, value, where)
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    extra = opt.toml_types
+    if isinstance(value, list) and list in extra:
+        if not value or not all(isinstance(v, str) or _is_number(v) for v in value):
+            raise ConfigError(
+                f"{where}: expected a non-empty list of strings or numbers, got {value!r}"
+            )
+        return _from_text(opt, ",".join(map(str, value)), where)
+    numeric = _is_number(value)
     if numeric and kind is float:
         return float(value)
     if numeric and kind is int and isinstance(value, int):
         return value
-    if numeric and kind not in (None, Path, int):
+    if numeric and (kind not in (None, Path, int) or type(value) in extra):
         return _from_text(opt, str(value), where)  # e.g. a number for "a number or 'max'"
     raise ConfigError(f"{where}: expected {opt.expected()}, got {value!r}")
 

@@ -2,13 +2,18 @@
 
 Errors from anywhere below arrive here as FlopwatchError and leave as an exit code and one line
 on stderr: 0 success, 1 a check failed (verification, not everything delivered), 2 bad usage or
-configuration, 3 a runtime failure (GPU backend, network, database).
+configuration, 3 a runtime failure (GPU backend, network, database). A reader that goes away
+(`flopwatch verify --json FILE | head`) ends any command quietly with 141 (128 + SIGPIPE), as
+for a tool the shell runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +27,7 @@ from flopwatch.cli import (
     jobs_cmd,
     log_cmd,
     nodes_cmd,
+    records_cmd,
     replay_cmd,
     report_cmd,
     verify_cmd,
@@ -38,6 +44,7 @@ COMMANDS = (
     nodes_cmd,
     jobs_cmd,
     report_cmd,
+    records_cmd,
     verify_cmd,
     log_cmd,
     replay_cmd,
@@ -49,7 +56,7 @@ _EPILOG = """\
 who runs what:
   on each GPU node     agent (the node agent), job (register a job with this node's agent)
   the operator         collector, nodes (node keys), jobs (totals a collector holds),
-                       report (a job's evidence bundle)
+                       report (a job's evidence bundle), records (archive, prune)
   a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew)
   anyone               replay (FLOPs of a recorded trace), certs (mTLS), demo
 
@@ -81,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, json_lines=args.log_json)
@@ -97,6 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe: stop quietly. What is still buffered for it goes to
+    /dev/null, so the interpreter's flush at exit raises nothing either."""
+    with contextlib.suppress(OSError, ValueError):  # stdout is no file (tests): nothing to do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

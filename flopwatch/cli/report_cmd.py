@@ -57,6 +57,13 @@ def add_parser(sub: Any) -> None:
         help="a tree head the regulator kept (`flopwatch log tree-head --out`); the bundle then "
         "carries a proof that the log grew from it without being rewritten. Repeatable",
     )
+    p.add_argument(
+        "--archive",
+        type=Path,
+        metavar="ARCHIVE",
+        help="an archive from `flopwatch records archive`: the job's envelopes pruned from the "
+        "database are taken from it (each checked against the log's leaf hash)",
+    )
     add_deprecated_option(
         p,
         "--consistency-from",
@@ -85,6 +92,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flopwatch.collector.archive_file import envelopes_from
     from flopwatch.collector.job_report import build_report
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
@@ -94,7 +102,20 @@ def run(args: argparse.Namespace) -> int:
     key = load_collector_key(args.key or default_key_path(args.db), create=False)
     store = open_store(args.db)
     try:
-        bundle = build_report(store, TransparencyLog(store, key), args.job, consistency_from=kept)
+        archived = None
+        if args.archive is not None:
+            path = args.archive
+
+            def archived(leaves: list[int]) -> dict[int, bytes]:
+                return envelopes_from(path, leaves, collector_key_id=key.key_id)
+
+        bundle = build_report(
+            store,
+            TransparencyLog(store, key),
+            args.job,
+            consistency_from=kept,
+            archived=archived,
+        )
     finally:
         store.close()
     data = bundle.to_bytes()

@@ -109,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"[ok]   {step:2d}. {STEPS[step - 1]}\n              {shown(detail)}", file=out)
 
+    def skipped(step: int, why: str) -> None:
+        if not args.json:
+            print(f"[skip] {step:2d}. {STEPS[step - 1]}\n              {why}", file=out)
+
     try:
-        report = verifier.verify(data, progress)
+        report = verifier.verify(data, progress, skipped=skipped)
     except BundleVerificationError as e:
         if args.json:
             failed = {"verified": False, "step": e.step, "reason": e.reason, "message": e.message}

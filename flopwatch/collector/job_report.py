@@ -8,11 +8,13 @@ need not be running; the report needs its key, because the claim is the collecto
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log.translog import TransparencyLog
+from flopwatch.collector.retention import fill_archived
 from flopwatch.collector.store.base import LogStore
 from flopwatch.collector.store.records import JobEvidence, NodeRecord
 from flopwatch.dsse import Envelope
@@ -61,12 +63,31 @@ def build_report(
     job_id: str,
     *,
     consistency_from: Sequence[SignedTreeHead] = (),
+    archived: Callable[[list[int]], dict[int, bytes]] | None = None,
     now_ns: Callable[[], int] = time.time_ns,
 ) -> Bundle:
-    """The bundle for `job_id`; ConfigError if the store holds no record of it."""
+    """The bundle for `job_id`; ConfigError if the store holds no record of it.
+
+    Envelopes pruned from the store (`flopwatch.collector.retention`) come from `archived`
+    (leaf indices -> the bytes an archive holds), each checked against the log's leaf hash;
+    without it, a job with pruned envelopes is a ConfigError that gives its totals."""
     evidence = store.job_evidence(job_id)
     if evidence is None:
         raise ConfigError(f"the collector holds no record of job {job_id!r}")
+    gone = sum(e.archived for e in evidence.entries)
+    if gone and archived is None:
+        t = evidence.total
+        raise ConfigError(
+            f"{gone} of the {len(evidence.entries)} envelopes of job {job_id!r} were archived "
+            "and pruned from the database (flopwatch records prune); its totals are still "
+            f"held: {t.flops_estimate:.4e} FLOPs (estimate), {t.flops_upper:.4e} FLOPs (sound "
+            f"upper bound), {t.gpu_intervals} GPU intervals. Give --archive FILE (the archive "
+            "that holds them) for a bundle that verifies"
+        )
+    if gone and archived is not None:
+        evidence = dataclasses.replace(
+            evidence, entries=fill_archived(store, evidence.entries, archived)
+        )
     signed = log.sign()
     size = signed.head.size
     if size < evidence.log_size:

@@ -98,3 +98,17 @@ class Bundle(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[LoggedEnvelope]
     consistency: _containers.RepeatedCompositeFieldContainer[ConsistencyProof]
     def __init__(self, media_type: _Optional[str] = ..., tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., claim: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[LoggedEnvelope, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[ConsistencyProof, _Mapping]]] = ...) -> None: ...
+
+class ArchiveHeader(_message.Message):
+    __slots__ = ("media_type", "tree_head", "nodes", "before_unix_ns", "entries")
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TREE_HEAD_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    media_type: str
+    tree_head: _envelope_pb2.Envelope
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeKey]
+    before_unix_ns: int
+    entries: int
+    def __init__(self, media_type: _Optional[str] = ..., tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., before_unix_ns: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...

@@ -45,7 +45,9 @@ what was wrong to a person. With trust inputs set up (files as in tests/fixtures
 ...     print(f"step {e.step} ({STEPS[e.step - 1]}): {e.reason}")
 step 11 (claimed totals equal the totals recomputed from the raw counters): totals_mismatch
 
-`verify(data, progress)` also calls `progress(step, detail)` after each check that passes.
+`verify(data, progress, skipped=...)` also calls `progress(step, detail)` after each check that
+passes and `skipped(step, why)` for a check that had nothing to check (step 12 without a kept
+tree head); `VerifiedReport.skipped_steps` lists those too.
 
 Reason codes by step (docs/regulators.md, "The steps", says what each means):
  1 malformed_bundle;
@@ -67,7 +69,7 @@ checks single signed records against node keys you trust, as the collector does 
 
 from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
 from flopwatch.statements import SignedTreeHead, TreeHead
-from flopwatch.verify.bundle import STEPS, BundleVerifier, Progress
+from flopwatch.verify.bundle import STEPS, BundleVerifier, Progress, Skipped
 from flopwatch.verify.bundle_format import (
     BUNDLE_MEDIA_TYPE,
     DEFAULT_BUNDLE_LIMITS,
@@ -99,6 +101,7 @@ __all__ = [
     "Progress",
     "RecordVerifier",
     "SignedTreeHead",
+    "Skipped",
     "TreeHead",
     "VerificationError",
     "VerifiedRecord",

@@ -52,6 +52,8 @@ STEPS: tuple[str, ...] = (
 )
 
 Progress = Callable[[int, str], None]  # (step number, what it established) after each pass
+# (step number, why) for a step that checked nothing: step 12 without a tree head you kept.
+Skipped = Callable[[int, str], None]
 
 
 def _short(key_id: str) -> str:
@@ -61,12 +63,15 @@ def _short(key_id: str) -> str:
 @dataclass
 class _Note:
     text: str = ""
+    skipped: str | None = None  # why the step checked nothing
 
 
 @dataclass
 class _Steps:
     progress: Progress | None
+    on_skip: Skipped | None
     warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
 
     @contextmanager
     def step(self, n: int) -> Iterator[_Note]:
@@ -77,7 +82,13 @@ class _Steps:
             raise
         except VerificationError as e:
             raise BundleVerificationError(e.reason, e.message, n) from e
-        if self.progress is not None:
+        if note.skipped is not None:
+            self.skipped.append((n, note.skipped))
+            if self.on_skip is not None:
+                self.on_skip(n, note.skipped)
+            elif self.progress is not None:
+                self.progress(n, f"skipped: {note.skipped}")
+        elif self.progress is not None:
             self.progress(n, note.text)
 
 
@@ -102,9 +113,15 @@ class BundleVerifier:
         self._limits = limits
         self._record_limits = record_limits
 
-    def verify(self, data: bytes, progress: Progress | None = None) -> VerifiedReport:
-        """Verify a serialized bundle; raise BundleVerificationError at the first failed step."""
-        steps = _Steps(progress)
+    def verify(
+        self, data: bytes, progress: Progress | None = None, *, skipped: Skipped | None = None
+    ) -> VerifiedReport:
+        """Verify a serialized bundle; raise BundleVerificationError at the first failed step.
+
+        `progress(step, detail)` follows each step that passed; `skipped(step, why)` each step
+        that checked nothing (without a `skipped` callback, `progress` gets "skipped: why").
+        Skipped steps are listed in the report (`VerifiedReport.skipped_steps`) either way."""
+        steps = _Steps(progress, skipped)
         # 1. The file parses as a flopwatch bundle, within the size and count limits.
         with steps.step(1) as note:
             bundle = Bundle.from_bytes(data, self._limits)
@@ -155,7 +172,10 @@ class BundleVerifier:
             )
         # 12. The regulator's kept tree head is a prefix of this one (the log was not rewritten).
         with steps.step(12) as note:
-            note.text = self._check_consistency(bundle)
+            if self._kept is None:
+                note.skipped = "no tree head of yours given (--kept-tree-head)"
+            else:
+                note.text = self._check_consistency(bundle, self._kept)
         return VerifiedReport(
             job_id=claim.job_id,
             flop_model_version=claim.flop_model_version,
@@ -170,6 +190,7 @@ class BundleVerifier:
             nodes=chains,
             warnings=tuple(steps.warnings),
             consistent_with=None if self._kept is None else self._kept.head,
+            skipped_steps=tuple(steps.skipped),
         )
 
     # -- steps -----------------------------------------------------------------------------
@@ -297,11 +318,9 @@ class BundleVerifier:
             chains.append(chain)
         return tuple(chains)
 
-    def _check_consistency(self, bundle: Bundle) -> str:
-        if self._kept is None:
-            return "skipped: no tree head of yours given (--kept-tree-head)"
+    def _check_consistency(self, bundle: Bundle, kept_head: SignedTreeHead) -> str:
         r = "bad_consistency_proof"
-        kept, head = self._kept.head, bundle.tree_head.head
+        kept, head = kept_head.head, bundle.tree_head.head
         if kept.size > head.size:
             raise VerificationError(
                 "no_consistency_proof",

@@ -50,6 +50,9 @@ class VerifiedReport:
     nodes: tuple[NodeChain, ...]
     warnings: tuple[str, ...]
     consistent_with: TreeHead | None  # the tree head you kept, if one was checked
+    # Steps that checked nothing, and why: (step number, reason), e.g. step 12 without a kept
+    # tree head. A skipped step is not a pass.
+    skipped_steps: tuple[tuple[int, str], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """A small summary for `flopwatch verify --json` (decimal FLOPs as JSON integers)."""
@@ -84,6 +87,7 @@ class VerifiedReport:
                 for n in self.nodes
             ],
             "warnings": list(self.warnings),
+            "skipped_steps": [{"step": n, "reason": why} for n, why in self.skipped_steps],
         }
 
 

@@ -188,3 +188,145 @@ def test_collector_reads_its_own_file_and_environment(
     f.write_text('alert_basis = "median"\n')
     err = errors(["collector", "--config", str(f)], capsys)
     assert "key 'alert_basis': 'median' is not one of upper, estimate" in err
+
+
+def collector_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, *args: str) -> Any:
+    seen: list[Any] = []
+
+    async def fake_run(config: Any, **kw: Any) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(flopwatch.collector.server, "run_collector", fake_run)
+    f = tmp_path / "collector.toml"
+    f.write_text(text)
+    assert main(["collector", "--config", str(f), "--insecure", *args]) == 0
+    return seen[-1]
+
+
+def test_toml_numbers_and_lists_where_the_setting_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_config: list[Any]
+) -> None:
+    c = collector_config(
+        tmp_path,
+        monkeypatch,
+        "verify_workers = 2\nthresholds = [1e23, 1e24, 100000000000000000000000]\n"
+        "silent_after = 90\ntree_head_interval = 2.5\nmetrics_listen = 'off'\n",
+    )
+    assert c.verify_workers == 2
+    assert c.thresholds == (10**23, 10**24)  # 1e23 is exactly 10**23, not the float near it
+    assert (c.silent_after_s, c.tree_head_interval_s) == (90.0, 2.5)
+    c = collector_config(tmp_path, monkeypatch, "thresholds = 1e25\nmetrics_listen = 'off'\n")
+    assert c.thresholds == (10**25,)
+    # strings are read as before
+    c = collector_config(tmp_path, monkeypatch, 'verify_workers = "3"\nthresholds = "1e20,1e21"\n')
+    assert (c.verify_workers, c.thresholds) == (3, (10**20, 10**21))
+    a = agent_run(
+        ["--config", str(toml(tmp_path, 'collector = "c:1"\nattribution = ["slurm"]\n'))],
+        agent_config,
+    )
+    assert a.attribution == "slurm"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "verify_workers = 2.5\n",
+            "key 'verify_workers': expected a string or an integer, got 2.5",
+        ),
+        ("verify_workers = 99\n", "--verify-workers takes 'auto' or 0 to 64"),
+        ("verify_workers = true\n", "key 'verify_workers': expected a string or an integer"),
+        ("thresholds = []\n", "key 'thresholds': expected a non-empty list"),
+        ("thresholds = [1e23, true]\n", "key 'thresholds': expected a non-empty list"),
+        ("thresholds = [[1]]\n", "key 'thresholds': expected a non-empty list"),
+        ("thresholds = [-1]\n", "threshold '-1' must be a positive whole number"),
+        ("listen = ['a', 'b']\n", "key 'listen': expected a string, got ['a', 'b']"),
+        ("silent_after = -5\n", "expected a positive duration"),
+    ],
+)
+def test_wrong_toml_types_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    f = tmp_path / "collector.toml"
+    f.write_text(text)
+    err = errors(["collector", "--config", str(f), "--insecure"], capsys)
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe", "is not TOML text (byte 9 is not UTF-8)"),
+        (b"\x00\x01\x02binary", "is not valid TOML"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "larger than 1048576 bytes"),
+    ],
+)
+def test_a_binary_or_huge_config_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes, message: str
+) -> None:
+    f = tmp_path / "flopwatch"
+    f.write_bytes(data)
+    for cmd in (["agent"], ["collector", "--insecure"]):
+        err = errors([*cmd, "--config", str(f)], capsys)
+        assert message in err and str(f) in err
+        assert "Traceback" not in err
+
+
+def test_a_device_as_config_file_is_read_no_further_than_the_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = errors(["agent", "--config", "/dev/zero"], capsys)
+    assert "larger than 1048576 bytes" in err
+
+
+KUBERNETES_SERVICE_LINKS = {
+    # Service flopwatch-collector, port grpc 7443/TCP
+    "FLOPWATCH_COLLECTOR_SERVICE_HOST": "10.0.0.1",
+    "FLOPWATCH_COLLECTOR_SERVICE_PORT": "7443",
+    "FLOPWATCH_COLLECTOR_SERVICE_PORT_GRPC": "7443",
+    "FLOPWATCH_COLLECTOR_PORT": "tcp://10.0.0.1:7443",
+    "FLOPWATCH_COLLECTOR_PORT_7443_TCP": "tcp://10.0.0.1:7443",
+    "FLOPWATCH_COLLECTOR_PORT_7443_TCP_PROTO": "tcp",
+    "FLOPWATCH_COLLECTOR_PORT_7443_TCP_PORT": "7443",
+    "FLOPWATCH_COLLECTOR_PORT_7443_TCP_ADDR": "10.0.0.1",
+    # Service flopwatch-collector-metrics (IPv6 cluster), and flopwatch-agent-metrics
+    "FLOPWATCH_COLLECTOR_METRICS_SERVICE_HOST": "fd00::1",
+    "FLOPWATCH_COLLECTOR_METRICS_PORT": "tcp://[fd00::1]:9464",
+    "FLOPWATCH_COLLECTOR_METRICS_PORT_9464_TCP_ADDR": "fd00::1",
+    "FLOPWATCH_AGENT_METRICS_SERVICE_HOST": "10.0.0.2",
+    "FLOPWATCH_AGENT_METRICS_SERVICE_PORT_METRICS": "9465",
+    "FLOPWATCH_AGENT_METRICS_PORT": "tcp://10.0.0.2:9465",
+    "FLOPWATCH_AGENT_METRICS_PORT_9465_TCP": "tcp://10.0.0.2:9465",
+    "FLOPWATCH_AGENT_METRICS_PORT_9465_TCP_PROTO": "tcp",
+    "FLOPWATCH_AGENT_METRICS_PORT_9465_TCP_PORT": "9465",
+    "FLOPWATCH_AGENT_METRICS_PORT_9465_TCP_ADDR": "10.0.0.2",
+}
+
+
+def test_kubernetes_service_variables_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_config: list[Any]
+) -> None:
+    for name, value in KUBERNETES_SERVICE_LINKS.items():
+        monkeypatch.setenv(name, value)
+    a = agent_run(["--collector", "c:1"], agent_config)
+    assert a.collector == "c:1"
+    c = collector_config(tmp_path, monkeypatch, "metrics_listen = 'off'\n")
+    assert c.listen == "127.0.0.1:7443"  # the defaults: none of them was taken for a setting
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FLOPWATCH_AGENT_COLECTOR", "10.0.0.1:7443"),  # a typo stays an error
+        ("FLOPWATCH_AGENT_METRICS_PORT", "9465"),  # a setting guessed, not a Service's variable
+        ("FLOPWATCH_AGENT_SERVICE_HOST", "two words"),
+        ("FLOPWATCH_AGENT_X_PORT_7443_TCP_PROTO", "http"),
+    ],
+)
+def test_a_mistyped_setting_that_looks_like_a_service_variable_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    err = errors(["agent", "--collector", "c:1"], capsys)
+    assert f"unknown environment variable {name}" in err

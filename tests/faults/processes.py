@@ -184,6 +184,35 @@ class AgentProcess(ChildProcess):
         self._spawn(argv if resume else [*argv, "--start-ns", str(n.start_ns)])
 
 
+class CliAgent(ChildProcess):
+    """`flopwatch agent` itself (its command line and environment handling) on the simulator,
+    plaintext, without control socket or metrics."""
+
+    def start(self, collector: str, state_dir: Path, node_id: str, gpus: int = 1) -> None:
+        self._spawn(
+            [
+                "-m",
+                "flopwatch",
+                "agent",
+                "--collector",
+                collector,
+                "--backend",
+                f"sim:{gpus}",
+                "--interval",
+                "0.05",
+                "--node-id",
+                node_id,
+                "--state-dir",
+                str(state_dir),
+                "--control-socket",
+                "off",
+                "--metrics-listen",
+                "off",
+                "--insecure",
+            ]
+        )
+
+
 class Progress:
     """How far the collector has got, from its public API (ListJobs): GPU-interval
     contributions committed, summed over jobs; None while it does not answer."""

@@ -5,6 +5,12 @@ tensor (HMMA) busy fraction, some FP32 work, an SM clock between the profile's b
 and one process (pid 10000 + device number) that owns the whole device. The same seed gives the
 same readings, whatever the pacing and whatever faults are injected.
 
+GPU identities: given a node id, each GPU's UUID (and MIG instance id, and serial) is a stable
+hash of the node id and the device's number, in NVIDIA's format (GPU-xxxxxxxx-xxxx-xxxx-xxxx-
+xxxxxxxxxxxx), so simulated nodes that share a collector never claim the same GPU, and a node
+restarted with the same id measures the same GPUs. Without a node id (tests) they are named after
+the seed: GPU-sim-SEED-i.
+
 The GPU model is part of the profile: H100-like by default (GPM), A100-like (no GPM: readings
 carry a kernel-busy fraction instead of pipe activity), a GPU the rate table does not know, or
 an H100 split into MIG instances (one device per instance). `fail_next` makes a device's next
@@ -14,6 +20,7 @@ counters, so the agent's gap path can be tested.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -94,20 +101,33 @@ PROFILES = {
 }
 
 
+def node_uuid(kind: str, node_id: str, *device: int) -> str:
+    """A stable NVIDIA-format id (KIND-8-4-4-4-12 hex digits) for a device of a simulated node."""
+    h = hashlib.sha256(
+        "/".join(["flopwatch-sim", kind, node_id, *map(str, device)]).encode()
+    ).hexdigest()
+    return f"{kind}-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
 def _devices(
-    model: SimGpuModel, n_gpus: int, seed: int
+    model: SimGpuModel, n_gpus: int, seed: int, node_id: str | None
 ) -> tuple[tuple[GpuInfo, ...], tuple[GpuInfo, ...]]:
     """(the physical GPUs, the measured devices: the GPUs or their MIG instances)."""
     physical, out = [], []
     for i in range(n_gpus):
+        if node_id is None:
+            uuid, serial = f"GPU-sim-{seed}-{i}", f"sim-{seed}-{i}"
+        else:
+            uuid = node_uuid("GPU", node_id, i)
+            serial = f"{int(uuid[4:12], 16) % 10**13:013d}"  # 13 digits, as NVIDIA's are
         whole = GpuInfo(
-            uuid=f"GPU-sim-{seed}-{i}",
+            uuid=uuid,
             name=model.name,
             sm_count=model.sm_count,
             cc=model.cc,
             max_sm_clock_mhz=model.max_sm_clock_mhz,
             index=i,
-            serial=f"sim-{seed}-{i}",
+            serial=serial,
         )
         physical.append(whole)
         if not model.mig_sm_counts:
@@ -122,7 +142,11 @@ def _devices(
                     max_sm_clock_mhz=model.max_sm_clock_mhz,
                     index=i,
                     serial=whole.serial,
-                    mig_instance=f"MIG-sim-{seed}-{i}-{j}",
+                    mig_instance=(
+                        f"MIG-sim-{seed}-{i}-{j}"
+                        if node_id is None
+                        else node_uuid("MIG", node_id, i, j)
+                    ),
                 )
             )
     return tuple(physical), tuple(out)
@@ -136,6 +160,7 @@ class SimBackend:
     now rounded down to the second. With `realtime=False` next_readings returns at once; with
     `realtime=True` it sleeps until each interval's end on a monotonic schedule (no busy wait).
     After `limit` intervals (None: never) next_readings returns None, as does a closed backend.
+    `node_id` names the GPUs after the node (see the module docstring).
     """
 
     def __init__(
@@ -151,6 +176,7 @@ class SimBackend:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         time_ns: Callable[[], int] = time.time_ns,
+        node_id: str | None = None,
     ) -> None:
         if n_gpus < 1:
             raise ValueError("n_gpus must be at least 1")
@@ -170,7 +196,7 @@ class SimBackend:
         self._closed = False
         self._lock = threading.Lock()
         self._faults: dict[int, list[tuple[str, GapCause]]] = {}
-        self._physical, self._gpus = _devices(profile.gpu, n_gpus, seed)
+        self._physical, self._gpus = _devices(profile.gpu, n_gpus, seed, node_id)
         # One generator per device, so one device's workload does not depend on how many
         # others exist.
         self._rngs = [random.Random(f"flopwatch-sim/{seed}/{i}") for i in range(len(self._gpus))]  # noqa: S311

@@ -12,7 +12,8 @@ from typing import Protocol
 from flopwatch.chain import Neighbours
 from flopwatch.collector.store.base import ChainStore, NodeKeyStore
 from flopwatch.collector.store.records import NodeRecord
-from flopwatch.intervals import IntervalSet
+from flopwatch.intervals import IntervalSet, overlaps
+from flopwatch.keys import short_key_id
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -41,14 +42,31 @@ class PendingBatch:
         return self._store.neighbours(key_id, sequence).or_else(pending)
 
     def overlap(self, record: VerifiedRecord) -> str | None:
-        """Describe the first interval that overlaps measured time, or None."""
+        """Describe the first interval that overlaps measured time, and which key measured
+        that time first; None if none overlaps."""
         for gpu, intervals in record.sums.spans.items():
             lo, hi = min(s for s, _ in intervals), max(e for _, e in intervals)
             held = IntervalSet(self._store.coverage(gpu, lo, hi))
             pending = self._coverage.get(gpu, IntervalSet())
             for start, end in intervals:
-                if held.overlaps(start, end) or pending.overlaps(start, end):
-                    return f"GPU {gpu}: [{start}, {end}) overlaps time already measured"
+                if held.overlaps(start, end):
+                    first = self._store.measured_by(gpu, start, end)
+                elif pending.overlaps(start, end):
+                    first = self._pending_measured_by(gpu, start, end)
+                else:
+                    continue
+                by = (
+                    ""
+                    if first is None
+                    else f" by key {short_key_id(first[0])} of node {first[1]!r}"
+                )
+                return f"GPU {gpu}: [{start}, {end}) overlaps time already measured{by}"
+        return None
+
+    def _pending_measured_by(self, gpu: str, start: int, end: int) -> tuple[str, str] | None:
+        for r in self.records:
+            if any(overlaps((s, e), (start, end)) for s, e in r.sums.spans.get(gpu, ())):
+                return r.key_id, r.node_id
         return None
 
     def add(self, record: VerifiedRecord) -> None:

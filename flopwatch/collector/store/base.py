@@ -6,6 +6,7 @@
   ChainStore       each key's hash chain and each device's measured time
   TotalsStore      job, per-GPU and per-device sums, fired alerts, and the one write (`commit`)
   LogStore         the transparency log, job evidence and signed tree heads
+  RetentionStore   old envelopes out to an archive: what may go, and dropping their bytes
 
   NodeTrustStore   NodeKeyStore and EnrollmentStore together (enrollment, liveness)
 
@@ -35,9 +36,11 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LogEntry,
     NodeRecord,
     NodeStatus,
     PendingKey,
+    PruneCandidate,
 )
 from flopwatch.verify.record import VerifiedRecord
 
@@ -155,6 +158,13 @@ class ChainStore(Protocol):
         """
         ...
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        """(key_id, node_id) of the key that first measured time of one device (`gpu_key`)
+        within [start_ns, end_ns), by the span of its per-device sums (`GpuTotal`): the key
+        whose span meets it and starts earliest. None if no key's span meets it (records
+        held from before those sums). What an overlap rejection names; not a hot path."""
+        ...
+
 
 class TotalsStore(Protocol):
     """Sums per job, per (job, key, GPU) and per device, fired alerts, and the one write."""
@@ -229,12 +239,47 @@ class LogStore(Protocol):
         ...
 
 
+class RetentionStore(Protocol):
+    """Archiving and pruning old envelopes (`flopwatch.collector.retention`).
+
+    Pruning drops a record's envelope bytes and nothing else: its chain row (sequence, digest,
+    previous digest), the log's leaf hash and subtree hashes, its leaf's job index, the totals,
+    per-GPU sums, gaps and measured time all stay, so the log's tree heads and proofs, the
+    chains and every total are unchanged. `job_evidence` then returns the record's entry with
+    empty envelope bytes (`LogEntry.archived`)."""
+
+    def archivable(
+        self, before_ns: int, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        """Up to `limit` logged records whose envelope is still held, received before
+        `before_ns`, at leaves after_leaf < leaf < below_leaf, ascending by leaf. (Whether
+        their jobs ended is the caller's to judge, from the payloads and `totals_for`.)"""
+        ...
+
+    def prune_envelopes(self, candidates: Sequence[PruneCandidate], before_ns: int) -> list[int]:
+        """In one write transaction, drop the envelope bytes of each candidate whose record is
+        held with its envelope, whose stored leaf hash equals `leaf_hash` (the archived copy is
+        exactly the logged one), and whose every job measured nothing at or after `before_ns`
+        (totals' last end earlier). Returns the leaves pruned, ascending; the others are left
+        as they are."""
+        ...
+
+
 class NodeTrustStore(NodeKeyStore, EnrollmentStore, Protocol):
     """Node keys with the enrollment around them: what approving, token enrollment and the
     liveness monitor use."""
 
 
-class Store(NodeKeyStore, EnrollmentStore, PageStore, ChainStore, TotalsStore, LogStore, Protocol):
+class Store(
+    NodeKeyStore,
+    EnrollmentStore,
+    PageStore,
+    ChainStore,
+    TotalsStore,
+    LogStore,
+    RetentionStore,
+    Protocol,
+):
     """The collector's durable state: every concern, on one database connection."""
 
     def close(self) -> None: ...

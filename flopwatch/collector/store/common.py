@@ -7,7 +7,7 @@ a job's evidence, the transparency log's nodes and the schema migration loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,6 +20,7 @@ from flopwatch.collector.store.records import (
     LogEntry,
     NodeRecord,
     NodeStatus,
+    PruneCandidate,
 )
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
@@ -143,6 +144,34 @@ def job_evidence(
         revoked_at_log_size=revoked,
         log_size=log_size(),
     )
+
+
+# -- retention -----------------------------------------------------------------------------------
+# A node's bucket for work no job claims (`flopwatch.job_ids.unattributed_job_id`) never ends
+# while the node runs; its records go by their own time only (the caller checks that).
+UNATTRIBUTED_PREFIX = "unattributed:"
+
+
+def prunable(
+    candidates: Iterable[PruneCandidate],
+    held: Mapping[int, bytes],
+    job_ends: Mapping[str, int],
+    before_ns: int,
+) -> list[int]:
+    """The candidates' leaves whose envelope may be dropped: `held` maps each leaf whose
+    envelope the store still holds to its stored leaf hash, `job_ends` each job to the end of
+    its last measured interval. A leaf goes only if the archived copy hashes to the logged leaf
+    and none of its jobs (but a node's unattributed bucket) measured anything at or after
+    `before_ns`."""
+    out = []
+    for c in candidates:
+        if held.get(c.leaf_index) != c.leaf_hash:
+            continue  # not held, pruned already, or the archive's bytes are not the logged ones
+        jobs = [j for j in c.jobs if not j.startswith(UNATTRIBUTED_PREFIX)]
+        if any(job_ends.get(job, before_ns) >= before_ns for job in jobs):
+            continue  # a job of it is still measuring (or unknown): keep
+        out.append(c.leaf_index)
+    return sorted(out)
 
 
 # -- schema --------------------------------------------------------------------------------------

@@ -219,9 +219,25 @@ class LogEntry:
     """One leaf of the transparency log: an accepted record's envelope, as stored."""
 
     leaf_index: int
-    envelope: bytes  # the leaf data: the exact envelope bytes the store holds
+    # The leaf data: the exact envelope bytes the store holds; b"" once they were archived
+    # and pruned (`RetentionStore`): the leaf hash stays in the log, the bytes are in the archive.
+    envelope: bytes
     key_id: str
     sequence: int
+
+    @property
+    def archived(self) -> bool:
+        return not self.envelope
+
+
+@dataclass(frozen=True)
+class PruneCandidate:
+    """A logged record whose envelope an archive holds: its leaf, the leaf hash of the archived
+    bytes, and the jobs the record counts for (from its payload)."""
+
+    leaf_index: int
+    leaf_hash: bytes
+    jobs: frozenset[str]
 
 
 @dataclass(frozen=True)

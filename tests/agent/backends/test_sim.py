@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flopwatch.agent.backends.base import BindingStatus, GapCause, GpuReading, ProcessShare
@@ -19,6 +21,21 @@ def take(backend: SimBackend, n: int) -> list[list[GpuReading]]:
         assert readings is not None
         out.append(readings)
     return out
+
+
+def test_gpu_ids_derive_from_the_node_id_in_nvidia_format() -> None:
+    a = SimBackend(2, start_ns=START, node_id="gpu-017").gpus()
+    again = SimBackend(2, seed=9, start_ns=START, node_id="gpu-017").gpus()
+    b = SimBackend(2, start_ns=START, node_id="gpu-018").gpus()
+    uuid = re.compile(r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    assert all(uuid.fullmatch(g.uuid) for g in (*a, *b))
+    assert [g.uuid for g in a] == [g.uuid for g in again]  # stable: restarts measure the same GPUs
+    assert len({g.uuid for g in (*a, *b)}) == 4  # unique per node and per device
+    assert len({g.serial for g in (*a, *b)}) == 4 and all(len(g.serial) == 13 for g in a)
+    mig = SimBackend(1, start_ns=START, profile=PROFILES["h100-mig"], node_id="gpu-017").gpus()
+    assert {g.uuid for g in mig} == {a[0].uuid}
+    assert len({g.mig_instance for g in mig}) == 3
+    assert all(g.mig_instance.startswith("MIG-") and len(g.mig_instance) == 40 for g in mig)
 
 
 def test_gpus_are_h100_like() -> None:

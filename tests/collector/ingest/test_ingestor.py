@@ -12,6 +12,7 @@ import pytest
 from flopwatch.collector.store.sqlite import writes as sqlite_writes
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
+from flopwatch.keys import short_key_id
 from flopwatch.limits import Limits
 from flopwatch.v1 import attestation_pb2 as pb
 from tests.collector.collector_helpers import IngestorFactory, statuses, totals_of
@@ -220,10 +221,13 @@ def test_same_gpu_time_counted_once_across_keys(store: SQLiteStore, make_ingesto
     assert statuses(ingestor.ingest([env_a])) == ["accepted"]
     [ack] = ingestor.ingest([env_b])
     assert (ack.status, ack.reason) == ("rejected", "overlap")
+    # The reason names the key that measured that time first, and its node.
+    assert f"already measured by key {short_key_id(a.key_id)} of node 'node-a'" in ack.detail
     # Within one batch as well.
     env_a2 = a.envelope()
     [ok, bad] = ingestor.ingest([env_a2, b.envelope(start_ns=a.t - 10**9)])
     assert (ok.status, bad.reason) == ("accepted", "overlap")
+    assert f"by key {short_key_id(a.key_id)} of node 'node-a'" in bad.detail
     assert totals_of(store) == expected_totals([a], [env_a, env_a2])
 
 

@@ -36,7 +36,7 @@ from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
 from flopwatch.collector.store.postgres import nodes as trust
-from flopwatch.collector.store.postgres import schema, tlog, writes
+from flopwatch.collector.store.postgres import retention, schema, tlog, writes
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -45,9 +45,11 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LogEntry,
     NodeRecord,
     NodeStatus,
     PendingKey,
+    PruneCandidate,
 )
 from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
@@ -276,6 +278,15 @@ class PostgresStore:
         )
         return [(int(r[0]), int(r[1])) for r in rows]
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        rows = self._rows(
+            "read GPU totals",
+            "SELECT key_id, node_id FROM gpu_totals WHERE gpu = %s AND first_start_ns < %s "
+            "AND last_end_ns > %s ORDER BY first_start_ns, key_id LIMIT 1",
+            (gpu, end_ns, start_ns),
+        )
+        return None if not rows else (rows[0][0], rows[0][1])
+
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
         "SELECT t.job_id, t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, "
@@ -366,6 +377,17 @@ class PostgresStore:
     def latest_tree_head(self) -> bytes | None:
         with self._tx("read tree head") as cur:
             return tlog.latest_tree_head(cur)
+
+    # -- retention (retention.py) ----------------------------------------------------------
+    def archivable(
+        self, before_ns: int, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        with self._tx("read archivable records") as cur:
+            return retention.archivable(cur, before_ns, after_leaf, below_leaf, limit)
+
+    def prune_envelopes(self, candidates: Sequence[PruneCandidate], before_ns: int) -> list[int]:
+        with self._tx("prune archived envelopes") as cur:
+            return retention.prune(cur, candidates, before_ns)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(

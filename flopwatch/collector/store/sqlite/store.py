@@ -34,9 +34,11 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LogEntry,
     NodeRecord,
     NodeStatus,
     PendingKey,
+    PruneCandidate,
 )
 from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
@@ -47,7 +49,7 @@ from flopwatch.collector.store.rows import (
     node_record,
 )
 from flopwatch.collector.store.sqlite import nodes as trust
-from flopwatch.collector.store.sqlite import schema, tlog, writes
+from flopwatch.collector.store.sqlite import retention, schema, tlog, writes
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
@@ -234,6 +236,17 @@ class SQLiteStore:
             )
             return [(int(r[0]), int(r[1])) for r in rows]
 
+    def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+        with self._errors("read GPU totals"):
+            row = self._one(
+                "SELECT key_id, node_id FROM gpu_totals WHERE gpu = ? AND first_start_ns < ? "
+                "AND last_end_ns > ? ORDER BY first_start_ns, key_id LIMIT 1",
+                gpu,
+                end_ns,
+                start_ns,
+            )
+        return None if row is None else (row[0], row[1])
+
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
         "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
@@ -335,6 +348,17 @@ class SQLiteStore:
     def latest_tree_head(self) -> bytes | None:
         with self._errors("read tree head"):
             return tlog.latest_tree_head(self._db)
+
+    # -- retention (retention.py) ----------------------------------------------------------
+    def archivable(
+        self, before_ns: int, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        with self._errors("read archivable records"):
+            return retention.archivable(self._db, before_ns, after_leaf, below_leaf, limit)
+
+    def prune_envelopes(self, candidates: Sequence[PruneCandidate], before_ns: int) -> list[int]:
+        with self._tx("prune archived envelopes"):
+            return retention.prune(self._db, candidates, before_ns)
 
     # -- the one write path ----------------------------------------------------------------
     def commit(
