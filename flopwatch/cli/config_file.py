@@ -36,7 +36,6 @@ from flopwatch.cli.service_links import is_service_link
 from flopwatch.errors import ConfigError
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 
-
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
