@@ -100,7 +100,7 @@ class CollectorService:
 
     def _open(self, db: Database, policy: ThresholdPolicy) -> Ingestor:
         """Runs on the ingest thread: the store's connection belongs to it."""
-        store = open_store(db, now_ns=self._now_ns)
+        store = open_store(db, now_ns=self._now_ns, create=True, exclusive=True)
         try:
             ingestor = Ingestor(
                 store,
