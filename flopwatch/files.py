@@ -25,6 +25,7 @@ Refusals raise ConfigError (the CLI's exit code 2) with a message that names the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -99,15 +100,23 @@ def to_stdout(data: bytes) -> None:
     _check_not_terminal()
     out = sys.stdout
     try:
-        out.flush()
-        out.buffer.write(data)
-        out.buffer.flush()
+        out.flush()  # text printed before goes first
+        try:
+            fd = out.fileno()
+        except (OSError, ValueError):  # stdout replaced by an object without a descriptor
+            out.buffer.write(data)
+            out.buffer.flush()
+            return
+        view = memoryview(data)
+        while view:  # a pipe may take part of a write
+            view = view[os.write(fd, view) :]
     except BrokenPipeError:
         # The reader went away. Point stdout at /dev/null so the interpreter's last flush at
         # exit does not fail a second time, and say that not everything arrived.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
-        os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
         raise ConfigError(
             f"standard output was closed before all {len(data)} bytes were written"
         ) from None
