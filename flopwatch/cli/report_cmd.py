@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
         "--db",
         default="sqlite:flopwatch.db",
         metavar="URL",
-        help="the collector's database: sqlite:PATH or postgresql://... (default: %(default)s)",
+        help="the collector's database: sqlite:PATH or postgresql://...; it must exist "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--out",
