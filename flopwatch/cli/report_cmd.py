@@ -83,13 +83,13 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _protected(db: str, key: Path) -> list[Path]:
+def _protected(db: str, key: Path, kept: list[Path]) -> list[Path]:
     """What --out must never name: the database this command reads (and SQLite's files beside
-    it) and the collector key."""
+    it), the collector key and the kept tree heads."""
     from flopwatch.collector.store.factory import parse_db
 
     parsed = parse_db(db)
-    paths = [key]
+    paths = [key, *kept]
     if parsed.kind == "sqlite":
         paths += [Path(parsed.target + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
     return paths
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
-    protect = _protected(args.db, key_path)
+    protect = _protected(args.db, key_path, args.kept_tree_head)
     check_output(args.out, force=args.force, protect=protect)  # before any work
     key = load_collector_key(key_path, create=False)
     store = open_store(args.db)

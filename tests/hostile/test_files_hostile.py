@@ -189,6 +189,11 @@ def test_tree_head_out_follows_the_same_rules(tmp_path, node, db, capfdbinary):
     capfdbinary.readouterr()
     assert main([*tree_head, "-"]) == 0
     assert capfdbinary.readouterr().out == kept.read_bytes()
+    # A report never writes over the tree head it was asked to prove the log grew from.
+    before = kept.read_bytes()
+    assert report(node, db, kept, "--kept-tree-head", str(kept), "--force") == 2
+    assert b"which this command reads" in capfdbinary.readouterr().err
+    assert kept.read_bytes() == before
 
 
 # -- databases: never created by a command that does not own them, one collector per file -----
