@@ -56,7 +56,7 @@ def drop_schema(schema: str) -> None:
 
 def ingest(url: str, fleet: list[Node], envs: list[bytes], batch: int) -> float:
     """Seconds for an Ingestor to ack every envelope accepted."""
-    store = open_store(url, now_ns=lambda: NOW)
+    store = open_store(url, now_ns=lambda: NOW, create=True)
     for n in fleet:
         store.enroll(n.public_raw, n.node_id)
     ingestor = Ingestor(store, ThresholdPolicy((10**25,)), [], now_ns=lambda: NOW)
@@ -73,7 +73,7 @@ def commit(url: str, fleet: list[Node], envs: list[bytes], batch: int) -> float:
     """Seconds for Store.commit alone, the records verified beforehand."""
     verifier = RecordVerifier(trusted_keys={n.key_id: n.key.public_key for n in fleet})
     records = [verifier.verify_bytes(e) for e in envs]
-    store = open_store(url, now_ns=lambda: NOW)
+    store = open_store(url, now_ns=lambda: NOW, create=True)
     for n in fleet:
         store.enroll(n.public_raw, n.node_id)
     start = time.perf_counter()

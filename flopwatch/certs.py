@@ -11,8 +11,9 @@ evidence. A client certificate without a role mark (issued before roles) is an a
 (`client_roles`), so deployed agents keep ingesting and gain no read access to job listings.
 
 Building certificates does no I/O. On disk, a certificate is PEM with mode 0644 and a private
-key is PEM (PKCS#8, unencrypted) created with mode 0600 and O_EXCL, so an existing file is never
-overwritten; a key file readable by group or others is refused on load, as in `flopwatch.keys`.
+key is PEM (PKCS#8, unencrypted) created with mode 0600 by `flopwatch.files`, so an existing file
+is never overwritten; a key file readable by group or others is refused on load, as in
+`flopwatch.keys`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from flopwatch.errors import ConfigError, KeyFileError
+from flopwatch.files import write_file
 from flopwatch.keys import load_owner_only_pem_key
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 
@@ -222,9 +224,9 @@ def write_pair(cert_path: Path, key_path: Path, pair: CertifiedKey) -> None:
     Both paths are checked first; if the certificate cannot be written after the key was, the
     new key is removed again, so a failure leaves no half pair behind.
     """
-    if key_path.exists():
+    if os.path.lexists(key_path):
         raise KeyFileError(f"key file {key_path} already exists; not overwriting it")
-    if cert_path.exists():
+    if os.path.lexists(cert_path):
         raise ConfigError(f"certificate {cert_path} already exists; not overwriting it")
     write_private_key(key_path, pair.key)
     try:
@@ -243,20 +245,13 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
     try:
         _write_new(path, pem, KEY_MODE)
-    except FileExistsError as e:
-        raise KeyFileError(f"key file {path} already exists; not overwriting it") from e
-    except OSError as e:
-        raise KeyFileError(f"cannot write key file {path}: {e.strerror}") from e
+    except ConfigError as e:
+        raise KeyFileError(str(e)) from e
 
 
 def write_certificate(path: Path, cert: x509.Certificate) -> None:
     """Write the certificate as PEM to a new file with mode 0644; refuse to overwrite."""
-    try:
-        _write_new(path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
-    except FileExistsError as e:
-        raise ConfigError(f"certificate {path} already exists; not overwriting it") from e
-    except OSError as e:
-        raise ConfigError(f"cannot write certificate {path}: {e.strerror}") from e
+    _write_new(path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -381,14 +376,5 @@ def _role(cert: x509.Certificate) -> str:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # exact mode whatever the umask
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)  # the file is ours (O_EXCL): leave no truncated copy
-        raise
+    """A new file, atomically, with exactly `mode`; never over an existing one."""
+    write_file(path, data, mode=mode, force_hint="not overwriting it")

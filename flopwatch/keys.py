@@ -1,14 +1,14 @@
 """Ed25519 node and collector keys on disk.
 
-A private key file is created with mode 0600 (O_EXCL, so an existing file is never overwritten)
-and refused on load when group or others can read it. Key material is never logged; a key is
-named by its key id, the hex SHA-256 of the raw 32-byte public key.
+A private key file is created with mode 0600 by `flopwatch.files` (atomically, never over an
+existing file, never in a directory that does not exist yet) and refused on load when group or
+others can read it. Key material is never logged; a key is named by its key id, the hex
+SHA-256 of the raw 32-byte public key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from flopwatch.errors import KeyFileError
+from flopwatch.errors import ConfigError, KeyFileError
+from flopwatch.files import write_file
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_at_most
 
 # Hex digits of a key id shown to people (logs, errors, tables): 64 bits, enough to tell keys
@@ -115,21 +116,17 @@ class SigningKey:
         return cls(key)
 
     def save(self, path: Path) -> None:
-        """Write the key to a new file with mode 0600; refuse to overwrite."""
+        """Write the key to a new file with mode 0600 (`flopwatch.files`); never overwrite one,
+        and never create its directory."""
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError as e:
-            raise KeyFileError(f"key file {path} already exists; not overwriting it") from e
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
+            write_file(path, pem, mode=0o600, force_hint="a key file is never overwritten")
+        except ConfigError as e:
+            raise KeyFileError(str(e)) from e
 
     @classmethod
     def load_or_create(cls, path: Path) -> tuple[SigningKey, bool]:

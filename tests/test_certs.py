@@ -221,6 +221,27 @@ def test_existing_cert_leaves_no_half_pair(tmp_path: Path) -> None:
     assert not (tmp_path / "node.key").exists()
 
 
+def test_a_symlinked_key_or_cert_is_never_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    (tmp_path / "node.key").symlink_to(victim)
+    with pytest.raises(KeyFileError, match="already exists"):
+        certs.write_pair(tmp_path / "node.pem", tmp_path / "node.key", certs.create_ca("c", 1))
+    with pytest.raises(KeyFileError, match="symbolic link"):
+        certs.write_private_key(tmp_path / "node.key", certs.create_ca("c", 1).key)
+    assert not victim.exists()
+
+
+def test_cli_creates_the_out_directory_but_not_its_parents(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"directory .*/missing does not exist"):
+        run_cli("ca", "--out", str(tmp_path / "missing" / "pki"))
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        run_cli("ca", "--out", str(tmp_path / "file"))
+    assert run_cli("ca", "--out", str(tmp_path / "pki")) == 0
+    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == ["ca.key", "ca.pem"]
+
+
 def test_group_readable_ca_key_is_refused(tmp_path: Path) -> None:
     certs.write_pair(tmp_path / "ca.pem", tmp_path / "ca.key", certs.create_ca("test CA", 1))
     (tmp_path / "ca.key").chmod(0o640)

@@ -9,7 +9,7 @@ from flopwatch.keys import SigningKey, key_id_of, short_key_id
 
 
 def test_created_key_is_owner_only_and_reloads(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "node.key"
+    path = tmp_path / "node.key"
     key, created = SigningKey.load_or_create(path)
     assert created
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -33,6 +33,20 @@ def test_existing_key_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="already exists"):
         SigningKey.generate().save(path)
     assert path.read_bytes() == before
+
+
+def test_a_key_is_never_written_into_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match=r"directory .*missing does not exist"):
+        SigningKey.load_or_create(tmp_path / "missing" / "node.key")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_key_is_never_written_through_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    (tmp_path / "node.key").symlink_to(target)
+    with pytest.raises(KeyFileError, match="symbolic link"):
+        SigningKey.generate().save(tmp_path / "node.key")
+    assert not target.exists()
 
 
 def test_garbage_key_file_is_a_clear_error(tmp_path: Path) -> None:

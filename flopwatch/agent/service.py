@@ -31,6 +31,7 @@ from flopwatch.agent.records import ChainHead, RecordBuilder, batch_devices
 from flopwatch.agent.sender import Sender, read_enroll_token
 from flopwatch.agent.spool.rekey import open_key_spool
 from flopwatch.agent.spool.store import RecoveryReport, SpoolLoss
+from flopwatch.agent.state_dir import hold_state_dir, prepare_state_dir
 from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, VerificationError
@@ -166,6 +167,7 @@ class Agent:
         self._config = config
         credentials = channel_credentials(config)
         check_cluster(config.cluster)
+        prepare_state_dir(config.state_dir)
         key, created = SigningKey.load_or_create(config.key_path)
         if created:
             log.info("created node key %s", key.key_id)
@@ -389,6 +391,8 @@ class Agent:
 def run_agent(config: AgentConfig, *, stop: threading.Event | None = None) -> int:
     """Run the agent; return its exit code: 0 done or stopped, 1 records left unacknowledged
     or rejected. Errors (ConfigError, KeyFileError, SpoolError, BackendError) propagate for
-    the CLI to report. `stop` ends it; it is set when the agent returns.
+    the CLI to report; a state directory another agent holds is a ConfigError, before anything
+    in it is touched. `stop` ends it; it is set when the agent returns.
     """
-    return Agent(config).run(stop)
+    with hold_state_dir(config.state_dir):  # held until the agent exits
+        return Agent(config).run(stop)

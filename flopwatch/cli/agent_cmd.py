@@ -141,7 +141,8 @@ def _add_delivery(p: argparse.ArgumentParser) -> None:
         "--state-dir",
         type=Path,
         default=Path("/var/lib/flopwatch-agent"),
-        help="node key (created on first start, mode 0600), spool and registered jobs "
+        help="node key (created on first start, mode 0600), spool and registered jobs; created "
+        "if missing (0700) and locked by this agent while it runs: a second agent on it exits "
         "(default: %(default)s)",
     )
     g.add_argument(

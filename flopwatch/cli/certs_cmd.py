@@ -41,7 +41,8 @@ certificate streams records (and reads tree heads and proofs), a reader's lists 
 role (issued before roles) counts as an agent's. Agents accept a collector whose certificate
 names (--dns/--ip) the host they dial. Keep ca.key off the
 collector and the nodes: only `certs issue` needs it. Keys are written 0600, certificates
-0644, and no existing file is ever overwritten.
+0644, and no existing file is ever overwritten. OUT is created if it is missing, but not its
+parent directories.
 """
 
 
@@ -117,8 +118,25 @@ def run(args: argparse.Namespace) -> int:
     return _run_issue(args)
 
 
+def _out_dir(out: Path) -> Path:
+    """The --out directory, created (0755) if it is missing, but not its parents: a mistyped
+    path is an error, not a new directory tree."""
+    try:
+        out.mkdir(mode=0o755)
+    except FileExistsError:
+        if not out.is_dir():
+            raise ConfigError(f"--out {out} is not a directory") from None
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--out {out}: directory {out.parent} does not exist (create it first)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"--out {out}: {e.strerror}") from e
+    return out
+
+
 def _run_ca(args: argparse.Namespace) -> int:
-    out: Path = args.out
+    out = _out_dir(args.out)
     pair = certs.create_ca(args.cn, args.days)
     cert_path, key_path = out / certs.CA_CERT_FILE, out / certs.CA_KEY_FILE
     certs.write_pair(cert_path, key_path, pair)
@@ -149,7 +167,7 @@ def _run_issue(args: argparse.Namespace) -> int:
         valid_days=args.days,
         role=args.role or certs.AGENT_ROLE,
     )
-    cert_path, key_path = certs.pair_paths(args.out, name)
+    cert_path, key_path = certs.pair_paths(_out_dir(args.out), name)
     certs.write_pair(cert_path, key_path, pair)
     _report(cert_path, key_path, pair)
     return EXIT_OK

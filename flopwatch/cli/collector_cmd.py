@@ -55,7 +55,8 @@ def add_parser(sub: Any) -> None:
         "--db",
         default="sqlite:flopwatch.db",
         metavar="URL",
-        help="where totals, chains and alerts are kept: sqlite:PATH (embedded, one collector) or "
+        help="where totals, chains and alerts are kept: sqlite:PATH (embedded, one collector: "
+        "created on first start, and locked while it runs, PATH-collector.lock) or "
         "postgresql://USER@HOST:PORT/DATABASE (several collectors may share it; needs "
         "pip install 'flopwatch[postgres]') (default: %(default)s)",
     )

@@ -63,7 +63,8 @@ def _add_db(p: argparse.ArgumentParser) -> None:
         "--db",
         default="sqlite:flopwatch.db",
         metavar="URL",
-        help="the collector's database, as given to `flopwatch collector --db` "
+        help="the collector's database, as given to `flopwatch collector --db`; it must exist "
+        "(only the collector creates it), and the collector may be running "
         "(default: %(default)s)",
     )
 

@@ -1,16 +1,19 @@
-"""`flopwatch report JOB --db URL --out FILE`: a self-contained evidence bundle for a regulator."""
+"""`flopwatch report JOB --db URL --out FILE`: a self-contained evidence bundle for a regulator.
+
+The bundle is written by `flopwatch.files` (atomic; never over a database, a key, a link or a
+device; an existing file only with --force; `-` is standard output).
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
 from flopwatch.cli.common import EXIT_OK, add_deprecated_option
 from flopwatch.cli.trust_args import read_tree_head
-from flopwatch.errors import ConfigError
+from flopwatch.files import check_output, is_stdout, write_output
 
 HELP = "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim)"
 
@@ -21,7 +24,8 @@ signed tree head of the collector's transparency log, and the collector's signed
 totals in FLOPs (estimate and sound upper bound) under the FLOP model version the envelopes use.
 A regulator checks it offline with `flopwatch verify FILE --collector-key KEY_ID`.
 
-Reads the database directly: the collector need not be running. Needs the collector key (the
+Reads the database directly: the collector need not be running (it may be), and the database
+must exist (a mistyped --db is an error, never a new database). Needs the collector key (the
 claim and any new tree head are signed with it). See docs/regulators.md.
 """
 
@@ -39,9 +43,20 @@ def add_parser(sub: Any) -> None:
         "--db",
         default="sqlite:flopwatch.db",
         metavar="URL",
-        help="the collector's database: sqlite:PATH or postgresql://... (default: %(default)s)",
+        help="the collector's database: sqlite:PATH or postgresql://...; it must exist "
+        "(default: %(default)s)",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="bundle to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="bundle to write, '-' for standard output. Never replaces an existing file "
+        "without --force, nor, even with it, anything but a regular file (a symbolic link, a "
+        "device, a directory), a database or a key; the directory must exist",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace FILE if it is an existing regular file"
+    )
     p.add_argument(
         "--key",
         type=Path,
@@ -75,20 +90,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically: a reader never sees half a bundle."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # evidence to hand over, not a secret
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {e.strerror}") from e
+def _protected(db: str, key: Path, kept: list[Path]) -> list[Path]:
+    """What --out must never name: the database this command reads (and SQLite's files beside
+    it), the collector key and the kept tree heads."""
+    from flopwatch.collector.store.factory import parse_db
+
+    parsed = parse_db(db)
+    paths = [key, *kept]
+    if parsed.kind == "sqlite":
+        paths += [Path(parsed.target + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.store.factory import open_store
 
     kept = [read_tree_head(p) for p in args.kept_tree_head]
-    key = load_collector_key(args.key or default_key_path(args.db), create=False)
+    key_path = args.key or default_key_path(args.db)
+    protect = _protected(args.db, key_path, args.kept_tree_head)
+    check_output(args.out, force=args.force, protect=protect)  # before any work
+    key = load_collector_key(key_path, create=False)
     store = open_store(args.db)
     try:
         archived = None
@@ -119,15 +133,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     data = bundle.to_bytes()
-    _write(args.out, data)
+    write_output(args.out, data, force=args.force, protect=protect)
     claim = bundle.unverified_claim()
     head = bundle.tree_head.head
+    name = "the bundle" if is_stdout(args.out) else args.out
     print(
-        f"wrote {args.out} ({len(data)} bytes): job {claim.job_id!r}, "
+        f"wrote {name} ({len(data)} bytes): job {claim.job_id!r}, "
         f"{len(bundle.entries)} envelopes from {len(claim.nodes)} node key(s), "
         f"against tree size {head.size}\n"
         f"claimed: {claim.flops_estimate:.4e} FLOPs (estimate), {claim.flops_upper:.4e} FLOPs "
         f"(sound upper bound), FLOP model v{claim.flop_model_version}\n"
-        f"verify with: flopwatch verify {args.out} --collector-key {head.log_id}"
+        f"verify with: flopwatch verify {'FILE' if is_stdout(args.out) else args.out} "
+        f"--collector-key {head.log_id}",
+        file=sys.stderr if is_stdout(args.out) else sys.stdout,  # stdout carries the bundle
     )
     return EXIT_OK

@@ -12,6 +12,7 @@ from pathlib import Path
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.trust_args import add_collector_key_argument, collector_key_id, describe
 from flopwatch.errors import ConfigError, TransportError, VerificationError
+from flopwatch.files import check_output, is_stdout, write_output
 from flopwatch.reads import read_at_most
 from flopwatch.statements import SignedTreeHead
 
@@ -22,7 +23,9 @@ EPILOG = """\
 A regulator keeps tree heads: a later report made with `--kept-tree-head` that head (checked
 by `flopwatch verify --kept-tree-head`), or `flopwatch log consistency OLD NEW --collector ...`,
 then shows the log only grew since (no record was removed or changed). The signature is checked
-before anything is saved.
+before anything is saved, and --out writes like every flopwatch command that writes a file
+(atomically; an existing file only with --force; never over a link, a device, a database or a
+key; `-` for standard output).
 """
 
 
@@ -31,7 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument("--collector", metavar="HOST:PORT", help="ask a running collector")
     source.add_argument("--bundle", type=Path, metavar="FILE", help="take a report's tree head")
     p.add_argument(
-        "--out", type=Path, metavar="TREE_HEAD_FILE", help="save the signed tree head here"
+        "--out",
+        metavar="TREE_HEAD_FILE",
+        help="save the signed tree head here, '-' for standard output. Never replaces an "
+        "existing file without --force, nor, even with it, anything but a regular file (a "
+        "symbolic link, a device, a directory), a database or a key; the directory must exist",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace TREE_HEAD_FILE if it is a regular file"
     )
     add_collector_key_argument(p)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
@@ -72,6 +82,9 @@ def _from_bundle(path: Path) -> SignedTreeHead:
 
 
 def run(args: argparse.Namespace) -> int:
+    protect = [] if args.bundle is None else [args.bundle]
+    if args.out is not None:
+        check_output(args.out, force=args.force, protect=protect)  # before asking anyone
     signed = fetch(args) if args.collector else _from_bundle(args.bundle)
     pinned = None if args.collector_key is None else collector_key_id(args.collector_key)
     try:
@@ -84,11 +97,10 @@ def run(args: argparse.Namespace) -> int:
     except VerificationError as e:
         print(f"NOT SAVED ({e.reason}): {e.message}", file=sys.stderr)
         return EXIT_FAILED
-    print(describe(signed.head))
+    to_stdout = args.out is not None and is_stdout(args.out)
+    text = sys.stderr if to_stdout else sys.stdout  # stdout carries the tree head
+    print(describe(signed.head), file=text)
     if args.out is not None:
-        try:
-            args.out.write_bytes(signed.to_bytes())
-        except OSError as e:
-            raise ConfigError(f"cannot write {args.out}: {e.strerror}") from e
-        print(f"saved to {args.out}")
+        write_output(args.out, signed.to_bytes(), force=args.force, protect=protect)
+        print(f"saved to {'standard output' if to_stdout else args.out}", file=text)
     return EXIT_OK

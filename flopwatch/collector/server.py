@@ -158,7 +158,7 @@ class CollectorService:
     ) -> tuple[Ingestor, SigningKey]:
         """Runs on the ingest thread: the store's connection belongs to it. The collector key
         must be the log's own (`open_log_key`); a wrong one stops the start here."""
-        store = open_store(db, now_ns=self._now_ns)
+        store = open_store(db, now_ns=self._now_ns, create=True, exclusive=True)
         try:
             log_key = open_log_key(key_path, store)
             ingestor = Ingestor(

@@ -96,7 +96,7 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url, now_ns=lambda: NOW)
+    s = open_store(store_url, now_ns=lambda: NOW, create=True)
     yield s
     s.close()
 

@@ -41,7 +41,7 @@ def clock() -> Clock:
 @pytest.fixture
 def cstore(store_url, clock):
     """A store on the backend under test whose clock the test moves."""
-    s = open_store(store_url, now_ns=clock)
+    s = open_store(store_url, now_ns=clock, create=True)
     yield s
     s.close()
 
@@ -116,7 +116,7 @@ def test_issue_token_checks_its_input(cstore):
 @pytest.mark.sqlite_only
 def test_only_the_hash_of_a_token_is_stored(tmp_path):
     path = tmp_path / "c.db"
-    store = open_store(f"sqlite:{path}", now_ns=lambda: NOW)
+    store = open_store(f"sqlite:{path}", now_ns=lambda: NOW, create=True)
     token, _ = issue_token(store, "node-a", HOUR, NOW)
     store.close()
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # db, WAL and all

@@ -1,6 +1,7 @@
 """The collector's store, opened from a database URL: the one reading of every `--db` option.
 
-  sqlite:PATH, sqlite:///ABSOLUTE/PATH, or a bare PATH  -> SQLiteStore (one collector)
+  sqlite:PATH, sqlite:///ABSOLUTE/PATH, or a bare PATH  -> SQLiteStore (one collector, which
+                                                          alone creates the file)
   postgresql://USER@HOST:PORT/DATABASE (or postgres://) -> PostgresStore (one or more collectors)
 
 A PostgreSQL URL is handed to libpq as written, so its query parameters work (sslmode,
@@ -67,13 +68,32 @@ def sqlite_path(db: str) -> Path:
     return Path(parsed.target)
 
 
-def open_store(db: str | Database, *, now_ns: Callable[[], int] = time.time_ns) -> Store:
-    """Open (and migrate) the store `db` names. StoreError if it cannot be opened."""
+def open_store(
+    db: str | Database,
+    *,
+    now_ns: Callable[[], int] = time.time_ns,
+    create: bool = False,
+    exclusive: bool = False,
+) -> Store:
+    """Open (and migrate) the store `db` names. StoreError if it cannot be opened.
+
+    A SQLite database must exist unless `create` (only the collector creates one): a mistyped
+    path in `flopwatch nodes` or `report` is "no such database", never a new empty one.
+    `exclusive` (the collector) holds the database for this store's lifetime so that a second
+    collector on the same SQLite file refuses to start; other commands still read and write it.
+    PostgreSQL ignores both: the database must exist, and collectors may share it.
+    """
     parsed = parse_db(db) if isinstance(db, str) else db
     if parsed.kind == "sqlite":
         from flopwatch.collector.store.sqlite.store import SQLiteStore  # noqa: PLC0415
 
-        return SQLiteStore(Path(parsed.target), now_ns=now_ns)
+        path = Path(parsed.target)
+        if not create and not path.exists():
+            raise ConfigError(
+                f"no such database {path}: check --db (the collector creates its database on "
+                "first start; other commands never do)"
+            )
+        return SQLiteStore(path, now_ns=now_ns, create=create, exclusive=exclusive)
     try:
         from flopwatch.collector.store.postgres.store import PostgresStore  # noqa: PLC0415
     except ImportError as e:

@@ -35,7 +35,7 @@ class Clock:
 
 
 def parts(store_url, clock):
-    store = open_store(store_url, now_ns=clock)
+    store = open_store(store_url, now_ns=clock, create=True)
     sink = RecordingSink()
     ingestor = Ingestor(store, ThresholdPolicy([10**30]), [], now_ns=clock)
     monitor = LivenessMonitor(store, [sink], silent_after_s=SILENT_AFTER, now_ns=clock)

@@ -56,7 +56,7 @@ def test_password_never_shown():
 
 
 def test_sqlite_url_opens_a_sqlite_store(tmp_path):
-    store = open_store(f"sqlite:{tmp_path / 'c.db'}")
+    store = open_store(f"sqlite:{tmp_path / 'c.db'}", create=True)
     assert isinstance(store, SQLiteStore)
     store.close()
     assert (tmp_path / "c.db").exists()

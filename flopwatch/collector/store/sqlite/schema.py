@@ -109,6 +109,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def has_schema(db: sqlite3.Connection) -> bool:
+    """Whether the database holds flopwatch's tables (any version)."""
+    row = db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    return bool(row[0])
+
+
 def current_version(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT max(version) FROM schema_version").fetchone()
     return int(row[0] or 0)

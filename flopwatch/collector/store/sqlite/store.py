@@ -11,6 +11,14 @@ database is waited on for `busy_timeout_s`.
 Exact totals: FLOP sums are kept as decimal TEXT (they pass 2^63) and added as Python ints inside
 the transaction (`flopwatch.collector.store.sqlite.writes`). The schema is versioned
 (`flopwatch.collector.store.sqlite.schema`).
+
+One collector per file: the collector opens its store `exclusive`, holding an flock on the
+sidecar file PATH-collector.lock (`hold_collector_lock`) until it closes the store, and a second
+collector on the same file refuses to start. Commands (`flopwatch nodes`, `report`) do not take
+it, so they work while the collector runs. Why a sidecar file and not SQLite's own locks:
+locking_mode=EXCLUSIVE would shut those commands out too, and a lock on the database file
+itself is unsafe, because closing any other descriptor of that file in the process drops the
+POSIX locks SQLite holds on it (and NFS turns flock into such locks).
 """
 
 from __future__ import annotations
@@ -53,11 +61,27 @@ from flopwatch.collector.store.sqlite import retention, schema, tlog, writes
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
+from flopwatch.lockfile import HeldLock, hold
 from flopwatch.verify.record import VerifiedRecord
 
 # Page cache (KiB): the per-GPU sums, runs of measured time and chain heads of a large fleet
 # stay in memory while records stream past them (the default, 2 MiB, does not hold 8,000 GPUs).
 CACHE_KIB = 64 * 1024
+
+
+LOCK_SUFFIX = "-collector.lock"
+
+
+def hold_collector_lock(path: Path) -> HeldLock:
+    """The one-collector lock of the database at `path` (its real path: the same file under
+    another name is the same database)."""
+    real = path.resolve()
+    return hold(
+        real.with_name(real.name + LOCK_SUFFIX),
+        f"database {path}",
+        hint="another collector serves it; stop that one first (several collectors share a "
+        "PostgreSQL database, never a SQLite file)",
+    )
 
 
 class SQLiteStore:
@@ -69,14 +93,24 @@ class SQLiteStore:
         *,
         now_ns: Callable[[], int] = time.time_ns,
         busy_timeout_s: float = 10.0,
+        create: bool = True,
+        exclusive: bool = False,
     ) -> None:
         self._now_ns = now_ns
+        self._lock = hold_collector_lock(path) if exclusive else None
+        # Without `create`, SQLite's mode=rw opens an existing file and never makes one.
+        target = str(path) if create else f"{path.absolute().as_uri()}?mode=rw"
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s)
+            self._db = sqlite3.connect(
+                target, isolation_level=None, timeout=busy_timeout_s, uri=not create
+            )
         except sqlite3.Error as e:
+            self._release()
             raise StoreError(f"cannot open database {path}: {e}") from e
         try:
             with self._errors(f"open {path}"):
+                if not create and not schema.has_schema(self._db):
+                    raise StoreError(f"{path} is not a flopwatch database (no flopwatch tables)")
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise StoreError(f"database {path} cannot use WAL journaling (got {mode})")
@@ -88,6 +122,7 @@ class SQLiteStore:
                 tlog.backfill(self._db)  # records held before the log existed
         except StoreError:
             self._db.close()
+            self._release()
             raise
 
     # -- plumbing --------------------------------------------------------------------------
@@ -119,8 +154,16 @@ class SQLiteStore:
             return schema.current_version(self._db)
 
     def close(self) -> None:
-        with self._errors("close database"):
-            self._db.close()
+        try:
+            with self._errors("close database"):
+                self._db.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- node keys -------------------------------------------------------------------------
     def enroll(self, public_raw: bytes, node_id: str) -> str:
