@@ -33,7 +33,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def timed_store(store_url, clock):
-    s = open_store(store_url, now_ns=clock)
+    s = open_store(store_url, now_ns=clock, create=True)
     yield s
     s.close()
 

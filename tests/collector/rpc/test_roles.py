@@ -33,6 +33,7 @@ def pki(tmp_path):
     ca = certs.CertifiedKey(certs.load_certificate(files["ca_cert"]), ca_key)
     for role in certs.CLIENT_ROLES:
         pair = certs.issue(ca.cert, ca.key, f"{role}-1", server=False, role=role, valid_days=1)
+        (tmp_path / role).mkdir()
         cert_path, key_path = certs.pair_paths(tmp_path / role, f"{role}-1")
         certs.write_pair(cert_path, key_path, pair)
         files[f"{role}_cert"], files[f"{role}_key"] = cert_path, key_path
