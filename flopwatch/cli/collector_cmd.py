@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.config_file import add_config_file
+from flopwatch.cli.tlog_args import add_tlog_arguments, tlog_config
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ def add_parser(sub: Any) -> None:
         "thread commits the batch before: 'auto' is one per CPU, at most 4, none on one CPU; 0 "
         "verifies on the ingest thread (default: %(default)s)",
     )
+    add_tlog_arguments(p)
     add_tls_arguments(p, "collector")
     add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)
 
@@ -169,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         log_key=args.key,
         tree_head_interval_s=parse_duration(args.tree_head_interval),
         verify_workers=parse_verify_workers(args.verify_workers),
+        tlog=tlog_config(args),
     )
 
     async def main() -> None:
