@@ -7,18 +7,21 @@ import base64
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from flopwatch.errors import VerificationError
 from flopwatch.keys import SigningKey
 from flopwatch.merkle import EMPTY_ROOT
 from flopwatch.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
-from flopwatch.tlog.cosignature import Cosigner, CosignatureVerifier, cosignature_timestamp
+from flopwatch.tlog.cosignature import CosignatureVerifier, Cosigner, cosignature_timestamp
 from flopwatch.tlog.note import Ed25519NoteSigner, Note, open_note, parse_note, parse_vkey
 
 # c2sp.org/tlog-cosignature: the example checkpoint with its log signature and a cosignature.
 SPEC_COSIGNED = (
-    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
-    "\u2014 example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhc"
+    "example.com/behind-the-sofa\n20852163\n"
+    "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n"
+    "\u2014 example.com/behind-the-sofa "
+    "Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhc"
     "yv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
     "\u2014 witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJs"
     "X3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==\n"
@@ -64,8 +67,6 @@ def test_sigstore_python_parses_and_verifies_our_checkpoints():
     sigstore_checkpoint = pytest.importorskip("sigstore._internal.rekor.checkpoint")
     trust = pytest.importorskip("sigstore._internal.trust")
     common = pytest.importorskip("sigstore_models.common.v1")
-    from cryptography.hazmat.primitives import serialization
-
     data = sign_checkpoint(Checkpoint(ORIGIN, 7, ROOT), LOG).to_bytes()
     parsed = sigstore_checkpoint.SignedCheckpoint.from_text(data.decode())
     assert parsed.checkpoint.origin == ORIGIN

@@ -41,7 +41,8 @@ GO_NOTE = (
 # c2sp.org/signed-note's first example: the text holds a blank line of its own.
 QUASIMODO = (
     "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned è subito sera.\n\n"
-    "\u2014 quasimodo.example/salvatore NnugSzTjtVAewIS+Z/iJhUPeFDkO/5QQ2i5ddnGITLlC+EhfLW9oJKONrMou"
+    "\u2014 quasimodo.example/salvatore "
+    "NnugSzTjtVAewIS+Z/iJhUPeFDkO/5QQ2i5ddnGITLlC+EhfLW9oJKONrMou"
     "FSQU0xMcXxj99ihAQwaqP3ZekRwNtIc=\n"
 ).encode()
 
