@@ -38,7 +38,7 @@ each one named below exists):
     flopwatch.tlog.witness.MAX_RESPONSE_BYTES         a witness's answer
     flopwatch.tlog.policy.MAX_POLICY_ITEMS            logs, witnesses and groups of a policy
     flopwatch.tlog.policy.MAX_POLICY_BYTES            a witness policy file
-    flopwatch.httpserve.HttpLimits                    tiles and witness HTTP: connections, timeout, body
+    flopwatch.httpserve.HttpLimits                    tiles and witness HTTP: connections, timeouts
     flopwatch.collector.log.tiles_dir.MAX_TILES_PER_WRITE  tiles written per round
     flopwatch.collector.log.witnessing.DEFAULT_WITNESS_TIMEOUT_S  one add-checkpoint request
 """
