@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flopwatch.cli.common import host_port
+from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
     from flopwatch.collector.log.tlog_config import TlogConfig
@@ -70,6 +71,11 @@ def tlog_config(args: argparse.Namespace) -> TlogConfig | None:
     from flopwatch.collector.log.tlog_config import TlogConfig
 
     if args.tiles_listen is None and args.tiles_dir is None and args.witness_policy is None:
+        if args.log_origin is not None or args.tiles_token_file is not None:
+            raise ConfigError(
+                "--log-origin and --tiles-token-file need --tiles-listen, --tiles-dir or "
+                "--witness-policy"
+            )
         return None
     if args.tiles_listen is not None:
         host_port(args.tiles_listen)

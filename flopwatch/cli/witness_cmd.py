@@ -4,7 +4,7 @@
             consistency proof), keep the new size durably, answer a cosignature/v1 line;
             refuse rollbacks and inconsistent checkpoints
     vkey    print the verifier key of a key file: the witness's (for the collector's
-            --witness-policy) or, with --log-key, a collector's (for a witness's --log)
+            --witness-policy) or, with --log-key, a collector's (for a witness's --log-vkey)
 
 Example:
     flopwatch witness vkey --key w1.pem --name witness.example/w1 --create
@@ -12,7 +12,7 @@ Example:
         --log-key
     flopwatch witness serve --name witness.example/w1 --key w1.pem --state w1.db \\
         --listen 0.0.0.0:7380 --tls-cert w1.crt --tls-key w1.key \\
-        --log 'collector.example/log+1a2b3c4d+AX...'
+        --log-vkey 'collector.example/log+1a2b3c4d+AX...'
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
     )
     serve.add_argument("--listen", default="127.0.0.1:7380", metavar="HOST:PORT")
     serve.add_argument(
-        "--log",
+        "--log-vkey",
         action="append",
         default=[],
         metavar="VKEY",
@@ -94,14 +94,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from flopwatch.witness.state import WitnessState
 
     host_port(args.listen)
-    if not args.log:
-        raise ConfigError("give at least one --log VKEY: the logs this witness follows")
+    if not args.log_vkey:
+        raise ConfigError("give at least one --log-vkey VKEY: the logs this witness follows")
     logs: dict[str, list[Ed25519Verifier]] = {}
-    for text in args.log:
+    for text in args.log_vkey:
         try:
             vkey = parse_vkey(text)
         except VerificationError as e:
-            raise ConfigError(f"--log {text[:80]!r}: {e.message}") from e
+            raise ConfigError(f"--log-vkey {text[:80]!r}: {e.message}") from e
         logs.setdefault(vkey.name, []).append(Ed25519Verifier(vkey.name, vkey.public_key))
     try:
         cosigner = Cosigner(args.name, SigningKey.load(args.key).private_key)
