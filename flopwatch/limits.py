@@ -43,6 +43,17 @@ each one named below exists):
     flopwatch.reads.MAX_SMALL_FILE_BYTES              a key, certificate, token or config file
     flopwatch.reads.MAX_JOBS_FILE_BYTES               a JOBS.json file
     flopwatch.reads.MAX_TRACE_BYTES                   a recorded GPU trace
+    flopwatch.tlog.note.MAX_NOTE_BYTES                a signed note (checkpoint) read from outside
+    flopwatch.tlog.note.MAX_NOTE_SIGNATURES           signature lines of one note
+    flopwatch.tlog.checkpoint.MAX_EXTENSION_LINES     a checkpoint's extension lines
+    flopwatch.tlog.tiles.MAX_ENTRY_BYTES              a log entry (tlog-tiles: 65,535 bytes)
+    flopwatch.tlog.witness.MAX_REQUEST_BYTES          an add-checkpoint request
+    flopwatch.tlog.witness.MAX_RESPONSE_BYTES         a witness's answer
+    flopwatch.tlog.policy.MAX_POLICY_ITEMS            logs, witnesses and groups of a policy
+    flopwatch.tlog.policy.MAX_POLICY_BYTES            a witness policy file
+    flopwatch.httpserve.HttpLimits                    tiles and witness HTTP: connections, timeouts
+    flopwatch.collector.log.tiles_dir.MAX_TILES_PER_WRITE  tiles written per round
+    flopwatch.collector.log.witnessing.DEFAULT_WITNESS_TIMEOUT_S  one add-checkpoint request
 """
 
 from __future__ import annotations

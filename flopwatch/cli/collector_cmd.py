@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.config_file import add_config_file, toml_accepts
+from flopwatch.cli.tlog_args import add_tlog_arguments, tlog_config
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ def add_parser(sub: Any) -> None:
         "verifies on the ingest thread (default: %(default)s)",
     )
     toml_accepts(workers, int)
+    add_tlog_arguments(p)
     add_tls_arguments(p, "collector")
     _add_limits(p)
     add_config_file(p, env_prefix="FLOPWATCH_COLLECTOR_", run=run)
@@ -278,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         tree_head_interval_s=parse_duration(args.tree_head_interval),
         verify_workers=parse_verify_workers(args.verify_workers),
         server=_server_limits(args),
+        tlog=tlog_config(args),
     )
 
     async def main() -> None:

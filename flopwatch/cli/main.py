@@ -31,6 +31,7 @@ from flopwatch.cli import (
     replay_cmd,
     report_cmd,
     verify_cmd,
+    witness_cmd,
 )
 from flopwatch.cli.common import EXIT_CONFIG, EXIT_RUNTIME, setup_logging
 from flopwatch.errors import ConfigError, FlopwatchError
@@ -49,6 +50,7 @@ COMMANDS = (
     log_cmd,
     replay_cmd,
     certs_cmd,
+    witness_cmd,
     demo_cmd,
 )
 
@@ -58,7 +60,8 @@ who runs what:
   the operator         collector, nodes (node keys), jobs (totals a collector holds),
                        report (a job's evidence bundle), records (archive, prune)
   a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew)
-  anyone               replay (FLOPs of a recorded trace), certs (mTLS), demo
+  anyone               replay (FLOPs of a recorded trace), certs (mTLS), witness (cosign
+                       collectors' log checkpoints), demo
 
 `flopwatch COMMAND --help` explains each. Every figure is FLOPs, an estimate and a sound upper
 bound, under the FLOP model version it names.

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flopwatch.collector.log.tlog_config import TlogConfig
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 
@@ -218,6 +219,9 @@ class CollectorConfig:
     # signed.
     log_key: Path | None = None
     tree_head_interval_s: float = 10.0
+    # The log as C2SP checkpoints and tlog-tiles, witnessed (flopwatch.collector.log.tlog_service);
+    # None: off.
+    tlog: TlogConfig | None = None
     # Processes that verify records ahead of the ingest thread (flopwatch.collector.ingest.workers);
     # 0 verifies on the ingest thread.
     verify_workers: int = 0

@@ -49,6 +49,7 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.ingest.workers import VerifyWorkers
 from flopwatch.collector.log.key import default_key_path, open_log_key
+from flopwatch.collector.log.tlog_service import TlogService, start_tlog
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.query import Query
@@ -61,7 +62,7 @@ from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_servi
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import Database, open_store, parse_db
-from flopwatch.errors import ConfigError, KeyFileError, StoreError
+from flopwatch.errors import ConfigError, FlopwatchError, KeyFileError, StoreError
 from flopwatch.keys import SigningKey
 from flopwatch.transport import host_port, read_file
 from flopwatch.verify.record import VerifiedRecord
@@ -135,6 +136,8 @@ class CollectorService:
         self._watch: asyncio.Task[None] | None = None
         self._log: TransparencyLog | None = None  # the transparency log, on the store's thread
         self._signing: asyncio.Task[None] | None = None
+        self.tlog: TlogService | None = None  # checkpoints, tiles, witnesses (config.tlog)
+        self._publishing: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._workers: VerifyWorkers | None = None
         self._ingest: IngestServicer | None = None
@@ -229,6 +232,9 @@ class CollectorService:
             self._watch = asyncio.create_task(self._watch_liveness(liveness))
             self._signing = asyncio.create_task(self._sign_tree_heads())
             self._summaries = asyncio.create_task(self._log_summaries())
+            if cfg.tlog is not None:
+                self.tlog = start_tlog(cfg, self._store, log_key, self._executor)
+                self._publishing = asyncio.create_task(self._publish_checkpoints(self.tlog))
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -270,6 +276,25 @@ class CollectorService:
             except StoreError as e:  # the next round tries again
                 log.error("cannot sign a tree head: %s", e)
             await asyncio.sleep(self.config.tree_head_interval_s)
+
+    async def _publish_checkpoints(self, tlog: TlogService) -> None:
+        """Checkpoint, witness and publish the log now and every checkpoint_interval_s."""
+        assert self.config.tlog is not None
+        while True:
+            try:
+                await asyncio.to_thread(tlog.publish)
+            except FlopwatchError as e:  # the next round tries again
+                log.error("cannot publish a checkpoint: %s", e)
+            await asyncio.sleep(self.config.tlog.checkpoint_interval_s)
+
+    async def _stop_tlog(self) -> None:
+        if self._publishing is not None:
+            self._publishing.cancel()
+            await asyncio.wait([self._publishing])
+            self._publishing = None
+        if self.tlog is not None:
+            await asyncio.to_thread(self.tlog.close)
+            self.tlog = None
 
     async def _start_grpc(
         self, ingestor: Ingestor, credentials: grpc.ServerCredentials | None, query: Query
@@ -339,6 +364,7 @@ class CollectorService:
             self.rejections.flush(everything=True)
             self.connections.flush(everything=True)
         self._watch = self._signing = self._summaries = None
+        await self._stop_tlog()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -217,6 +217,12 @@ class LogStore(Protocol):
         not. Nodes are written once by `commit` and never change."""
         ...
 
+    def log_entries(self, start: int, end: int) -> list[bytes]:
+        """The data of leaves [start, end): each the stored envelope bytes whose RFC 6962 leaf
+        hash is node (0, index). The caller keeps 0 <= start <= end <= log_size() and asks for
+        at most a tile's worth (256); StoreError if a leaf in the range is missing."""
+        ...
+
     def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
         """Index of the leaf holding the record (key_id, sequence), or None if not held. (Not
         by leaf hash: an index on hashes takes random writes, and the commit must not slow down

@@ -119,6 +119,14 @@ def all_log_nodes(
     return found
 
 
+def dense_entries(start: int, end: int, rows: Sequence[tuple[int, bytes]]) -> list[bytes]:
+    """The data of leaves [start, end) from (index, data) rows in order; StoreError if one of
+    them is missing (the log is damaged)."""
+    if [i for i, _ in rows] != list(range(start, end)):
+        raise StoreError(f"transparency log leaves of [{start}, {end}) are missing")
+    return [data for _, data in rows]
+
+
 def job_evidence(
     total: JobTotal,
     entries: Iterable[Sequence[Any]],

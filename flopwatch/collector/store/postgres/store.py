@@ -361,6 +361,10 @@ class PostgresStore:
         with self._tx("read log nodes") as cur:
             return tlog.log_nodes(cur, nodes)
 
+    def log_entries(self, start: int, end: int) -> list[bytes]:
+        with self._tx("read log entries") as cur:
+            return tlog.log_entries(cur, start, end)
+
     def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
         with self._tx("find log leaf") as cur:
             return tlog.leaf_index(cur, key_id, sequence)

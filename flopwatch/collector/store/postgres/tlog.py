@@ -83,6 +83,16 @@ def log_nodes(cur: Cur, nodes: Collection[tuple[int, int]]) -> dict[tuple[int, i
     )
 
 
+def log_entries(cur: Cur, start: int, end: int) -> list[bytes]:
+    cur.execute(
+        "SELECT l.leaf_index, r.envelope FROM log_leaves l "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE l.leaf_index >= %s AND l.leaf_index < %s ORDER BY l.leaf_index",
+        (start, end),
+    )
+    return common.dense_entries(start, end, [(int(r[0]), bytes(r[1])) for r in cur.fetchall()])
+
+
 def leaf_index(cur: Cur, key_id: str, sequence: int) -> int | None:
     cur.execute(
         "SELECT leaf_index FROM log_leaves WHERE key_id = %s AND sequence = %s", (key_id, sequence)

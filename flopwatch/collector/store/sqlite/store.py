@@ -375,6 +375,10 @@ class SQLiteStore:
         with self._errors("read log nodes"):
             return tlog.log_nodes(self._db, nodes)
 
+    def log_entries(self, start: int, end: int) -> list[bytes]:
+        with self._errors("read log entries"):
+            return tlog.log_entries(self._db, start, end)
+
     def log_leaf_index(self, key_id: str, sequence: int) -> int | None:
         with self._errors("find log leaf"):
             return tlog.leaf_index(self._db, key_id, sequence)

@@ -159,6 +159,16 @@ def log_nodes(
     return common.all_log_nodes(nodes, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
 
 
+def log_entries(db: sqlite3.Connection, start: int, end: int) -> list[bytes]:
+    rows = db.execute(
+        "SELECT l.leaf_index, r.envelope FROM log_leaves l "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE l.leaf_index >= ? AND l.leaf_index < ? ORDER BY l.leaf_index",
+        (start, end),
+    ).fetchall()
+    return common.dense_entries(start, end, [(int(r[0]), bytes(r[1])) for r in rows])
+
+
 def leaf_index(db: sqlite3.Connection, key_id: str, sequence: int) -> int | None:
     row = db.execute(
         "SELECT leaf_index FROM records WHERE key_id = ? AND sequence = ?", (key_id, sequence)

@@ -1,0 +1,121 @@
+"""Honest inputs of the C2SP log parsers, for the hostile tests and the fuzz harness to mutate: a
+signed checkpoint, a cosigned one, an add-checkpoint request, a policy, a bundle, a tile path."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from flopwatch import merkle
+from flopwatch.errors import VerificationError
+from flopwatch.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
+from flopwatch.tlog.cosignature import Cosigner
+from flopwatch.tlog.note import (
+    Ed25519NoteSigner,
+    Note,
+    decode_note_bytes,
+    parse_signature_lines,
+    parse_vkey,
+)
+from flopwatch.tlog.policy import parse_policy
+from flopwatch.tlog.tiles import decode_bundle, decode_tile, encode_bundle, parse_tile_path
+from flopwatch.tlog.witness import (
+    TreeState,
+    encode_request,
+    judge,
+    parse_conflict_size,
+    parse_request,
+)
+
+ORIGIN = "collector.example/log"
+LOG = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(b"\x01" * 32))
+WITNESS = Cosigner("witness.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x02" * 32))
+LEAVES = [merkle.leaf_hash(f"entry {i}".encode()) for i in range(20)]
+
+
+def checkpoint_bytes(size: int) -> bytes:
+    cp = Checkpoint(ORIGIN, size, merkle.root_hash(LEAVES[:size]))
+    return sign_checkpoint(cp, LOG).to_bytes()
+
+
+def cosigned_bytes(size: int) -> bytes:
+    cp = Checkpoint(ORIGIN, size, merkle.root_hash(LEAVES[:size]))
+    body = cp.body()
+    return Note(body, (LOG.sign(body), WITNESS.cosign(body, 1_700_000_000))).to_bytes()
+
+
+SEEDS: dict[str, bytes] = {
+    "checkpoint": cosigned_bytes(12),
+    "request": encode_request(7, merkle.consistency_proof(LEAVES[:12], 7), checkpoint_bytes(12)),
+    "policy": (
+        f"log {LOG.verifier.vkey()} https://log.example/\n"
+        f"witness W1 {WITNESS.verifier.vkey()} https://w1.example/\n"
+        "group g 1 W1\nquorum g\n"
+    ).encode(),
+    "bundle": encode_bundle([b"", b"one", b"x" * 300]),
+    "tile_path": b"tile/entries/x001/x234/067.p/17",
+    "vkey": LOG.verifier.vkey().encode(),
+    "conflict": b"12\n",
+    "answer": WITNESS.cosign(Checkpoint(ORIGIN, 3, LEAVES[0]).body(), 5).line().encode(),
+}
+
+KNOWN = {ORIGIN: [LOG.verifier]}
+PARSE_REASONS = {
+    "malformed_note",
+    "malformed_checkpoint",
+    "bad_note_signature",
+    "no_trusted_signature",
+    "wrong_checkpoint_origin",
+    "malformed_vkey",
+    "malformed_policy",
+    "bad_tile_path",
+    "malformed_tile",
+    "malformed_entry_bundle",
+    "bad_add_checkpoint",
+    "unknown_log",
+    "old_size_mismatch",
+    "bad_empty_root",
+    "root_mismatch",
+    "bad_consistency_proof",
+    "bad_cosignature",
+}
+
+
+def exercise(kind: str, data: bytes) -> str:
+    """Feed `data` to the parser of `kind`: "ok" or the refusal's reason. Anything other than a
+    VerificationError escapes (the caller's test or fuzzer reports it as a crash)."""
+    try:
+        if kind == "checkpoint":
+            checkpoint, note = parse_checkpoint(data)
+            open_checkpoint(data, [LOG.verifier])
+            assert Checkpoint.from_body(checkpoint.body()) == checkpoint
+            for sig in note.signatures:
+                if (sig.name, sig.key_id) == (WITNESS.name, WITNESS.verifier.key_id):
+                    WITNESS.verifier.timestamp(note.text.encode(), sig.sig)
+        elif kind == "request":
+            request = parse_request(data)
+            judge(request, KNOWN, {ORIGIN: _held()}.get)
+        elif kind == "policy":
+            parse_policy(data).satisfied({"W1"})
+        elif kind == "bundle":
+            if data and len(data) % 32 == 0:
+                decode_tile(data, len(data) // 32)
+            decode_bundle(data, 3)
+        elif kind == "tile_path":
+            ref = parse_tile_path(data.decode("utf-8", "replace"))
+            assert parse_tile_path(ref.path()) == ref
+        elif kind == "vkey":
+            parse_vkey(data.decode("utf-8", "replace"), sig_types=(1, 4))
+        elif kind == "conflict":
+            parse_conflict_size(data)
+        elif kind == "answer":
+            parse_signature_lines(decode_note_bytes(data, 16 * 1024))
+        else:
+            raise ValueError(kind)
+    except VerificationError as e:
+        assert e.reason in PARSE_REASONS, e.reason
+        return e.reason
+    return "ok"
+
+
+def _held() -> TreeState:  # the witness's state for the request seed: it cosigned size 7
+    return TreeState(7, merkle.root_hash(LEAVES[:7]))
