@@ -242,7 +242,7 @@ def test_declared_precision_from_the_registry_applies_to_other_sources_windows(
     reg.start("ml/p", "kubernetes", [], Precision.FP8)  # declares only: claims no GPU
     pod = JobWindow("k8s:cluster-a/ml/p", pid=None, start_ns=0, gpu="GPU-0", source="kubernetes")
     other = JobWindow("k8s:cluster-a/ml/q", pid=None, start_ns=0, gpu="GPU-1", source="kubernetes")
-    attributor = Attributor([reg, FixedSource([pod, other])], declared=reg.declared_precision)
+    attributor = Attributor([reg, FixedSource([pod, other])], declared=reg.declared)
     reading = GpuReading(
         gpu=GPUS[0],
         start_ns=0,
