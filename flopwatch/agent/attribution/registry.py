@@ -151,7 +151,7 @@ def check_labels(run: str, account: str) -> None:
         ("account", account, account_refusal(account) if account else None),
     ):
         if why is not None:
-            raise JobRegistryError("invalid", f"{what} {shown(value)[:300]!r} {why}")
+            raise JobRegistryError("invalid", f"{what} '{shown(value)[:300]}' {why}")
 
 
 def resolve_gpus(specs: Iterable[str], gpus: Sequence[GpuInfo]) -> tuple[str, ...]:
