@@ -34,7 +34,7 @@ import dataclasses
 import enum
 import itertools
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from flopwatch.model import Precision
@@ -74,6 +74,7 @@ class JobWindow:
     account: str = ""
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
     run_source: str = ""
+    _labels: Labels = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.pid is None) == (self.gpu is None):
@@ -82,6 +83,12 @@ class JobWindow:
             raise ValueError(f"window of {self.job_id!r}: only a pid claim can be weak")
         if self.end_ns is not None and self.end_ns < self.start_ns:
             raise ValueError(f"window of {self.job_id!r} ends before it starts")
+        # A run equal to the job id is the job's own run, written empty (and without a source).
+        if not self.run or self.run == self.job_id:
+            labels = Labels("", self.account, self.workload_class, "")
+        else:
+            labels = Labels(self.run, self.account, self.workload_class, self.run_source)
+        object.__setattr__(self, "_labels", labels)  # asked for per piece of every interval
 
     @property
     def claim(self) -> Claim:
@@ -97,9 +104,7 @@ class JobWindow:
     def labels(self) -> Labels:
         """The job's run, account, class and run source; a run equal to the job id is the
         job's own run, written empty (and without a source)."""
-        if not self.run or self.run == self.job_id:
-            return Labels("", self.account, self.workload_class, "")
-        return Labels(self.run, self.account, self.workload_class, self.run_source)
+        return self._labels
 
 
 class Labels(NamedTuple):
@@ -155,6 +160,9 @@ _Key = tuple[str, Precision, str, Labels]
 def settle(windows: Sequence[JobWindow]) -> list[JobWindow]:
     """The windows, each job's with one set of labels: those of its first window in the order
     the module says (declared run, claim, start, labels as text)."""
+    first: dict[str, Labels] = {}
+    if all(first.setdefault(w.job_id, w.labels) == w.labels for w in windows):
+        return list(windows)  # no job's windows disagree: the common case, on every interval
     best: dict[str, tuple[tuple[object, ...], Labels]] = {}
     for w in windows:
         labels = w.labels
