@@ -20,6 +20,7 @@ from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import Counters, Pipe, Precision
 from flopwatch.model.device import device_model
 from flopwatch.model.figures import Method
+from flopwatch.runs import WorkloadClass
 from flopwatch.v1 import attestation_pb2 as pb
 
 PRECISION_TO_PROTO = {
@@ -32,6 +33,16 @@ PRECISION_TO_PROTO = {
     Precision.FP64: pb.PRECISION_FP64,
 }
 PRECISION_FROM_PROTO = {v: k for k, v in PRECISION_TO_PROTO.items()}
+WORKLOAD_CLASS_TO_PROTO = {
+    WorkloadClass.UNKNOWN: pb.WORKLOAD_CLASS_UNSPECIFIED,
+    WorkloadClass.PRETRAINING: pb.WORKLOAD_CLASS_PRETRAINING,
+    WorkloadClass.FINE_TUNING: pb.WORKLOAD_CLASS_FINE_TUNING,
+    WorkloadClass.REINFORCEMENT_LEARNING: pb.WORKLOAD_CLASS_REINFORCEMENT_LEARNING,
+    WorkloadClass.SYNTHETIC_DATA: pb.WORKLOAD_CLASS_SYNTHETIC_DATA,
+    WorkloadClass.EVALUATION: pb.WORKLOAD_CLASS_EVALUATION,
+    WorkloadClass.INFERENCE: pb.WORKLOAD_CLASS_INFERENCE,
+}
+WORKLOAD_CLASS_FROM_PROTO = {v: k for k, v in WORKLOAD_CLASS_TO_PROTO.items()}
 METHOD_TO_PROTO = {
     Method.GPM: pb.METHOD_GPM,
     Method.NVML_UTILIZATION: pb.METHOD_NVML_UTILIZATION,
@@ -89,6 +100,10 @@ def make_interval(
             source=a.source,
             flops_estimate=f.flops_estimate,
             flops_upper=f.flops_upper,
+            run=a.run,
+            account=a.account,
+            workload_class=WORKLOAD_CLASS_TO_PROTO[a.workload_class],
+            run_source=a.run_source,
         )
         for a, f in zip(attributions, figures.jobs, strict=True)
     ]
@@ -147,8 +162,8 @@ class MeasuredInterval(NamedTuple):
 
 
 class JobContribution(NamedTuple):
-    """One job's figures from one GPU interval of a verified record. A tuple: the collector
-    makes one for every job of every GPU interval it verifies."""
+    """One job's figures from one GPU interval of a verified record, with the job's run (its
+    own id where the record declares none), account (empty: none known) and class."""
 
     job_id: str
     gpu_uuid: str
@@ -156,6 +171,9 @@ class JobContribution(NamedTuple):
     end_ns: int
     flops_estimate: int
     flops_upper: int
+    run: str = ""
+    account: str = ""
+    workload_class: WorkloadClass = WorkloadClass.UNKNOWN
 
 
 @dataclass(frozen=True)

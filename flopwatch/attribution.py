@@ -19,17 +19,27 @@ the interval is cut where windows start or end; in each piece the strongest clai
 it equally between the distinct jobs making them. Whatever no claim covers goes to the node's
 unattributed job, so nothing measured is dropped. Shares are integers in parts per million that
 always sum to exactly 1,000,000.
+
+Each window also names the job's run, account and workload class (flopwatch/runs.py). A job
+belongs to one run and one account: where its windows disagree (two processes of one Slurm job
+declaring different runs), `settle` gives every window of the job the labels of one of them,
+the first in this order: a window that declares a run before one that does not, then the
+strongest claim, the earliest start, and the smallest (run, account, class, run source) as
+text. So the choice depends on the windows only, never on their order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from flopwatch.model import Precision
 from flopwatch.model.flops import PPM
+from flopwatch.runs import WorkloadClass
 
 UNATTRIBUTED = "unattributed"
 ALL_GPUS = "*"
@@ -48,7 +58,8 @@ class JobWindow:
     """A job's claim over [start_ns, end_ns) (end_ns None while it runs).
 
     Give `pid` for the work of a process (`weak=True`: known only by its container), or `gpu`
-    (a GPU or MIG UUID, or ALL_GPUS) for all work on a GPU.
+    (a GPU or MIG UUID, or ALL_GPUS) for all work on a GPU. `run` empty: the job is a run of its
+    own; `account` empty: none known; `run_source` says where a declared run came from.
     """
 
     job_id: str
@@ -59,6 +70,11 @@ class JobWindow:
     source: str = "manual"
     gpu: str | None = None
     weak: bool = False
+    run: str = ""
+    account: str = ""
+    workload_class: WorkloadClass = WorkloadClass.UNKNOWN
+    run_source: str = ""
+    _labels: Labels = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.pid is None) == (self.gpu is None):
@@ -67,6 +83,12 @@ class JobWindow:
             raise ValueError(f"window of {self.job_id!r}: only a pid claim can be weak")
         if self.end_ns is not None and self.end_ns < self.start_ns:
             raise ValueError(f"window of {self.job_id!r} ends before it starts")
+        # A run equal to the job id is the job's own run, written empty (and without a source).
+        if not self.run or self.run == self.job_id:
+            labels = Labels("", self.account, self.workload_class, "")
+        else:
+            labels = Labels(self.run, self.account, self.workload_class, self.run_source)
+        object.__setattr__(self, "_labels", labels)  # asked for per piece of every interval
 
     @property
     def claim(self) -> Claim:
@@ -78,6 +100,28 @@ class JobWindow:
         """Whether the window holds all of [start_ns, end_ns)."""
         return self.start_ns <= start_ns and (self.end_ns is None or self.end_ns >= end_ns)
 
+    @property
+    def labels(self) -> Labels:
+        """The job's run, account, class and run source; a run equal to the job id is the
+        job's own run, written empty (and without a source)."""
+        return self._labels
+
+
+class Labels(NamedTuple):
+    """What a window says about its job's place above the job (flopwatch/runs.py)."""
+
+    run: str  # empty: the job is a run of its own
+    account: str  # empty: no account known
+    workload_class: WorkloadClass
+    run_source: str  # empty with an empty run
+
+    def order(self) -> tuple[bool, str, str, str, str]:
+        """Sort key: a declared run first, then the values as text."""
+        return (not self.run, self.run, self.account, self.workload_class.value, self.run_source)
+
+
+NO_LABELS = Labels("", "", WorkloadClass.UNKNOWN, "")
+
 
 @dataclass(frozen=True)
 class Attribution:
@@ -85,6 +129,15 @@ class Attribution:
     share_ppm: int
     precision: Precision
     source: str
+    run: str = ""  # empty: the job is a run of its own (`run_id`)
+    account: str = ""  # empty: no account known
+    workload_class: WorkloadClass = WorkloadClass.UNKNOWN
+    run_source: str = ""
+
+    @property
+    def run_id(self) -> str:
+        """The run the work belongs to: the declared run, else the job itself."""
+        return self.run or self.job_id
 
 
 def to_ppm(weights: Sequence[float]) -> list[int]:
@@ -101,7 +154,27 @@ def to_ppm(weights: Sequence[float]) -> list[int]:
     return floors
 
 
-_Key = tuple[str, Precision, str]
+_Key = tuple[str, Precision, str, Labels]
+
+
+def settle(windows: Sequence[JobWindow]) -> list[JobWindow]:
+    """The windows, each job's with one set of labels: those of its first window in the order
+    the module says (declared run, claim, start, labels as text)."""
+    first: dict[str, Labels] = {}
+    if all(first.setdefault(w.job_id, w.labels) == w.labels for w in windows):
+        return list(windows)  # no job's windows disagree: the common case, on every interval
+    best: dict[str, tuple[tuple[object, ...], Labels]] = {}
+    for w in windows:
+        labels = w.labels
+        rank = (not labels.run, w.claim, w.start_ns, labels.order())
+        held = best.get(w.job_id)
+        if held is None or rank < held[0]:
+            best[w.job_id] = (rank, labels)
+    out = []
+    for w in windows:
+        chosen = best[w.job_id][1]
+        out.append(w if w.labels == chosen else dataclasses.replace(w, **chosen._asdict()))
+    return out
 
 
 def _pieces(
@@ -119,12 +192,12 @@ def _pieces(
             yield b - a, []
             continue
         strongest = min(w.claim for w in active)
-        keys = {(w.job_id, w.precision, w.source) for w in active if w.claim == strongest}
+        keys = {(w.job_id, w.precision, w.source, w.labels) for w in active if w.claim == strongest}
         yield b - a, sorted(keys, key=_order)
 
 
-def _order(key: _Key) -> tuple[str, str, str]:
-    return key[0], key[1].value, key[2]
+def _order(key: _Key) -> tuple[str, str, str, tuple[bool, str, str, str, str]]:
+    return key[0], key[1].value, key[2], key[3].order()
 
 
 def attribute(
@@ -135,16 +208,19 @@ def attribute(
     *,
     gpu_ids: Collection[str] = (),
     unattributed_id: str = UNATTRIBUTED,
+    unattributed_account: str = "",
 ) -> list[Attribution]:
     """Split one GPU's interval among jobs.
 
     `processes` are (pid, share) with shares summing to ~1; with none, the whole interval is
     work of no known process. `gpu_ids` name the GPU (UUID and MIG instance UUID) that GPU
-    claims are matched against.
+    claims are matched against. Work no window claims goes to `unattributed_id`, a run of its
+    own, with `unattributed_account` (the node's default account; empty: none).
     """
     duration = end_ns - start_ns
     if duration <= 0:
         raise ValueError("interval must have a positive duration")
+    windows = settle(windows)
     ids = frozenset(gpu_ids)
     gpu_claims = [w for w in windows if w.gpu is not None and (w.gpu == ALL_GPUS or w.gpu in ids)]
     by_pid: dict[int, list[JobWindow]] = {}
@@ -156,7 +232,12 @@ def attribute(
         work = [(None, 1.0)]
 
     weight: dict[_Key, float] = {}
-    nobody: _Key = (unattributed_id, Precision.UNSPECIFIED, UNATTRIBUTED)
+    nobody: _Key = (
+        unattributed_id,
+        Precision.UNSPECIFIED,
+        UNATTRIBUTED,
+        NO_LABELS._replace(account=unattributed_account),
+    )
     for pid, share in work:
         claims = (by_pid.get(pid, []) if pid is not None else []) + gpu_claims
         for length, keys in _pieces(claims, start_ns, end_ns):
@@ -166,7 +247,5 @@ def attribute(
     keys = sorted(weight, key=_order)
     ppm = to_ppm([weight[k] for k in keys])
     return [
-        Attribution(job_id=k[0], share_ppm=p, precision=k[1], source=k[2])
-        for k, p in zip(keys, ppm, strict=True)
-        if p > 0
+        Attribution(k[0], p, k[1], k[2], *k[3]) for k, p in zip(keys, ppm, strict=True) if p > 0
     ]

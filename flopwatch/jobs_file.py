@@ -1,7 +1,11 @@
 """JOBS.json: jobs given by hand for replay and calibration.
 
-A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": str?}.
-A job gets the GPU work of its pid inside its window.
+A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": str?,
+"run": str?, "account": str?, "class": str?}. A job gets the GPU work of its pid inside its
+window. "run" names the run the job adds to (default: the job is a run of its own), "account"
+who is accountable for it (default: none), "class" what the run does (flopwatch/runs.py); run
+and account follow the identifier rule, and a run may not take a job id's form. Entries of one
+job that disagree on them are settled as flopwatch/attribution.py says.
 """
 
 from __future__ import annotations
@@ -12,14 +16,39 @@ from typing import Any
 
 from flopwatch.attribution import JobWindow
 from flopwatch.errors import ConfigError
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.model import Precision
 from flopwatch.reads import MAX_JOBS_FILE_BYTES, read_limited
+from flopwatch.runs import RUN_FROM_JOBS_FILE, WorkloadClass, declared_run_problem, label_problem
+
+_FIELDS = {"job", "pid", "start", "end", "precision", "run", "account", "class"}
+
+
+def _labels(i: int, item: dict[str, Any]) -> tuple[str, str, WorkloadClass]:
+    run, account = item.get("run", ""), item.get("account", "")
+    chars = DEFAULT_LIMITS.max_identifier_chars
+    for name, value, check in (
+        ("run", run, declared_run_problem),
+        ("account", account, label_problem),
+    ):
+        if not isinstance(value, str):
+            raise ConfigError(f"jobs[{i}]: {name!r} must be a string")
+        problem = check(value, chars)
+        if problem is not None:
+            raise ConfigError(f"jobs[{i}]: {name!r} {problem}")
+    workload_class = item.get("class")
+    if workload_class is not None and not isinstance(workload_class, str):
+        raise ConfigError(f"jobs[{i}]: 'class' must be a string")
+    try:
+        return run, account, WorkloadClass.parse(workload_class)
+    except ValueError as e:
+        raise ConfigError(f"jobs[{i}]: {e}") from None
 
 
 def _window(i: int, item: Any, source: str) -> JobWindow:
     if not isinstance(item, dict):
         raise ConfigError(f"jobs[{i}]: expected an object, got {type(item).__name__}")
-    unknown = set(item) - {"job", "pid", "start", "end", "precision"}
+    unknown = set(item) - _FIELDS
     if unknown:
         raise ConfigError(f"jobs[{i}]: unknown field(s) {sorted(unknown)}")
     try:
@@ -39,6 +68,7 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         precision = Precision.parse(item.get("precision"))
     except ValueError as e:
         raise ConfigError(f"jobs[{i}]: {e}") from None
+    run, account, workload_class = _labels(i, item)
     return JobWindow(
         job_id=job,
         pid=pid,
@@ -46,6 +76,10 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         end_ns=round(end * 1e9),
         precision=precision,
         source=source,
+        run=run,
+        account=account,
+        workload_class=workload_class,
+        run_source=RUN_FROM_JOBS_FILE if run else "",
     )
 
 

@@ -25,6 +25,13 @@ each one named below exists):
     flopwatch.agent.attribution.registry.MAX_REGISTERED_JOBS  jobs registered on a node
     flopwatch.agent.attribution.registry.MAX_GPUS_PER_JOB     GPUs one registration claims
     flopwatch.agent.attribution.procfs.MAX_PROC_FILE_BYTES    a /proc file read
+    flopwatch.agent.attribution.scontrol.MAX_CACHED_JOBS      Slurm jobs' scontrol answers kept
+    flopwatch.agent.attribution.scontrol.MAX_SCONTROL_OUTPUT_BYTES  one scontrol answer
+    flopwatch.agent.attribution.scontrol.DEFAULT_TIMEOUT_S    one scontrol call (--scontrol-timeout)
+    flopwatch.agent.attribution.scontrol.DEFAULT_RETRY_S      scontrol retries after a failure
+    flopwatch.agent.attribution.labels.WARN_PERIOD_S          warnings about refused runs/accounts
+    flopwatch.agent.attribution.labels.MAX_REMEMBERED_REFUSALS  refused values remembered
+    flopwatch.agent.attribution.labels.MAX_ACCOUNT_MAP_ENTRIES  entries of --account-map
     flopwatch.agent.attribution.podresources.MAX_RESPONSE_BYTES  the kubelet's answer
     flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
     flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew

@@ -9,10 +9,12 @@ from flopwatch.attribution import (
     Claim,
     JobWindow,
     attribute,
+    settle,
     to_ppm,
 )
 from flopwatch.model import Precision
 from flopwatch.model.flops import PPM
+from flopwatch.runs import WorkloadClass
 
 S = 10**9
 GPU = "GPU-aaaa"
@@ -201,3 +203,65 @@ def test_work_is_never_dropped_nor_given_to_a_window_outside_the_interval(
         if w.gpu in (GPU, ALL_GPUS) and w.start_ns < 2 * S and (w.end_ns is None or w.end_ns > S)
     }
     assert {a.job_id for a in out} - {UNATTRIBUTED} <= eligible
+
+
+# -- runs, accounts and classes ------------------------------------------------------------------
+
+
+def labelled(job: str, pid: int, run: str = "", account: str = "", **kw: object) -> JobWindow:
+    return JobWindow(job, pid=pid, start_ns=0, run=run, account=account, **kw)  # type: ignore[arg-type]
+
+
+def test_attributions_carry_the_jobs_run_account_and_class() -> None:
+    w = [
+        labelled(
+            "j", 1, "llama", "acme", workload_class=WorkloadClass.PRETRAINING, run_source="env"
+        )
+    ]
+    out = attribute(S, 2 * S, [(1, 0.5), (2, 0.5)], w, unattributed_account="lab")
+    by_job = {a.job_id: a for a in out}
+    j, idle = by_job["j"], by_job[UNATTRIBUTED]
+    assert (j.run, j.run_id, j.account, j.workload_class, j.run_source) == (
+        "llama",
+        "llama",
+        "acme",
+        WorkloadClass.PRETRAINING,
+        "env",
+    )
+    # Unclaimed work: a run of its own, in the node's default account, class unknown.
+    assert (idle.run, idle.run_id, idle.account, idle.workload_class) == (
+        "",
+        UNATTRIBUTED,
+        "lab",
+        WorkloadClass.UNKNOWN,
+    )
+
+
+def test_a_job_whose_windows_disagree_takes_one_set_of_labels() -> None:
+    """Two processes of one job declare different runs: the job is in one run, whichever order
+    the windows come in, and its work is one attribution."""
+    a = labelled("j", 1, "run-b", "acme")
+    b = labelled("j", 2, "run-a", "acme")
+    undeclared = labelled("j", 3)
+    for windows in ([a, b, undeclared], [undeclared, b, a]):
+        out = attribute(S, 2 * S, [(1, 0.3), (2, 0.3), (3, 0.4)], windows)
+        assert [(x.job_id, x.run, x.share_ppm) for x in out] == [("j", "run-a", PPM)]
+
+
+def test_settle_prefers_a_declared_run_then_the_strongest_claim_then_the_earliest_start() -> None:
+    gpu = JobWindow("j", pid=None, start_ns=0, gpu=GPU, run="from-gpu", account="x")
+    proc = JobWindow("j", pid=1, start_ns=5, run="from-process", account="y")
+    early = JobWindow("j", pid=2, start_ns=1, run="zzz-early", account="y")
+    undeclared = JobWindow("j", pid=3, start_ns=0, account="w")
+    settled = settle([gpu, proc, early, undeclared])
+    assert {(w.run, w.account) for w in settled} == {("zzz-early", "y")}
+    assert [w.pid for w in settled] == [None, 1, 2, 3]  # only the labels change
+    # Other jobs keep their own labels.
+    other = JobWindow("k", pid=9, start_ns=0, run="k-run")
+    assert settle([other, proc])[0] is other
+
+
+def test_a_run_equal_to_the_job_id_is_the_jobs_own_run() -> None:
+    w = [JobWindow("j", pid=1, start_ns=0, run="j", run_source="array-job")]
+    [a] = attribute(S, 2 * S, [(1, 1.0)], w)
+    assert (a.run, a.run_source, a.run_id) == ("", "", "j")

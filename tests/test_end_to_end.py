@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -309,3 +310,56 @@ def test_rounds_signed_together_give_the_same_totals(
     accepted, totals = asyncio.run(scenario())
     assert accepted == 24
     assert totals == expected_totals()
+
+
+def test_runs_accounts_and_classes_are_signed_sent_verified_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two jobs of one run, declared in JOBS.json, on a node with a default account: the
+    records carry run, account and class under the node's signature, the collector verifies
+    and accepts every one (totals unchanged), and the job's report bundle, verified offline,
+    says which run, account and class its work was signed with."""
+    entries = json.loads(JOBS.read_text())
+    for entry in entries:
+        if entry["job"] in ("a1", "a2"):
+            entry |= {"run": "llama-7b", "account": "acme", "class": "pretraining"}
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps(entries))
+    db = tmp_path / "c.db"
+
+    async def scenario() -> tuple[float, float, dict[str, object]]:
+        service = CollectorService(collector_config(db))
+        port, _ = await service.start()
+        try:
+            cfg = replace(agent_config(tmp_path / "a", port), jobs_file=jobs, default_account="lab")
+            assert await asyncio.to_thread(Agent(cfg).run) == 0
+            value = service.registry.get_sample_value
+            accepted = value("flopwatch_records_accepted_total") or 0
+            rejected = sum(
+                s.value
+                for m in service.registry.collect()
+                if m.name == "flopwatch_records_rejected"
+                for s in m.samples
+            )
+            return accepted, rejected, await asyncio.to_thread(jobs_json, port, capsys)
+        finally:
+            await service.stop()
+
+    accepted, rejected, totals = asyncio.run(scenario())
+    assert accepted > 0 and rejected == 0
+    assert totals == expected_totals()
+
+    def verified(job: str) -> list[dict[str, object]]:
+        bundle = tmp_path / f"{job}.bundle"
+        capsys.readouterr()
+        assert main(["report", job, "--db", f"sqlite:{db}", "--out", str(bundle)]) == 0
+        key = re.search(r"--collector-key (\S+)", capsys.readouterr().out)
+        assert key is not None
+        assert main(["verify", str(bundle), "--collector-key", key.group(1), "--json"]) == 0
+        runs: list[dict[str, object]] = json.loads(capsys.readouterr().out)["runs"]
+        return runs
+
+    declared = {"run": "llama-7b", "account": "acme", "class": "pretraining"}
+    assert verified("a1") == verified("a2") == [declared]
+    # Undeclared: the job is a run of its own, in the node's default account.
+    assert verified("a3") == [{"run": "a3", "account": "lab", "class": "unknown"}]

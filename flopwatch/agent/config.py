@@ -5,6 +5,7 @@ and no metrics endpoint unless asked; the command line turns both on by default.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,19 @@ class AgentConfig:
     proc_root: Path = Path("/proc")  # where the Slurm and Kubernetes sources read /proc/PID
     podresources_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
     podresources_refresh_s: float = 5.0  # how often the kubelet is asked which pod holds a GPU
+    # Runs and accounts (docs/agent.md "Runs, accounts and workload class"). The Slurm source
+    # takes a job's run from `slurm_run_from`: "environment" (the variable `slurm_run_variable`
+    # in its processes), "comment" or "wckey" (the job's, from scontrol); its class from
+    # `slurm_class_variable`; its account from `scontrol` (a path; "off": never asked).
+    slurm_run_from: str = "environment"
+    slurm_run_variable: str = "FLOPWATCH_RUN"
+    slurm_class_variable: str = "FLOPWATCH_RUN_CLASS"
+    scontrol: str = "scontrol"
+    scontrol_timeout_s: float = 2.0
+    # Scheduler account (Slurm account; later a Kubernetes namespace) -> accountable party.
+    account_map: Mapping[str, str] = field(default_factory=dict)
+    # The account of work no source finds one for, the node's unattributed work included.
+    default_account: str = ""
     control_socket: Path | None = None  # `flopwatch job start|end` unix socket; None: off
     metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     replay_speed: float | None = 1.0  # replay pacing; None = as fast as possible

@@ -68,6 +68,7 @@ class AgentSnapshot:
     records_rejected: int = 0
     last_ack_unix_s: float | None = None
     attribution_errors: Mapping[str, int] = field(default_factory=dict)  # source -> failures
+    labels_refused: Mapping[str, int] = field(default_factory=dict)  # run/account/class -> count
 
 
 def _reason(code: int) -> str:
@@ -194,6 +195,16 @@ class AgentMetrics(Collector):
         for source, n in sorted(s.attribution_errors.items()):
             failures.add_metric([source], n)
         yield failures
+        refused = CounterMetricFamily(
+            "flopwatch_agent_labels_refused",
+            "Declared runs, accounts and classes refused for failing their rule (each distinct "
+            "value once; the reason is in the log). The work stayed measured: in the job's own "
+            "run, with no account (the node's default) or an unknown class.",
+            labels=["field"],
+        )
+        for name in ("run", "account", "class"):
+            refused.add_metric([name], s.labels_refused.get(name, 0))
+        yield refused
 
     def _gpu_families(self, s: AgentSnapshot) -> Iterable[Metric]:
         labels = ["uuid", "index", "name"]

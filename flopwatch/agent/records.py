@@ -83,7 +83,10 @@ def gpu_identity(g: GpuInfo) -> pb.GpuIdentity:
 
 
 def reading_attributions(
-    reading: GpuReading, windows: Sequence[JobWindow], unattributed_id: str = UNATTRIBUTED
+    reading: GpuReading,
+    windows: Sequence[JobWindow],
+    unattributed_id: str = UNATTRIBUTED,
+    unattributed_account: str = "",
 ) -> list[Attribution]:
     """Split a reading among jobs; GPU claims match the GPU's uuid or its MIG instance's."""
     return attribute(
@@ -93,6 +96,7 @@ def reading_attributions(
         windows,
         gpu_ids=[i for i in device_key(reading.gpu) if i],
         unattributed_id=unattributed_id,
+        unattributed_account=unattributed_account,
     )
 
 
@@ -149,7 +153,8 @@ class RecordBuilder:
     its answers, or says "not supported" for every GPU where there is no `hardware`.
     `resumed_after_ns` is the end of the last record spooled before this start (None on a first
     start, or where it is unknown): each device's first interval after it comes with a signed
-    AGENT_RESTART gap covering the time in between.
+    AGENT_RESTART gap covering the time in between. Work no job claims goes to
+    `unattributed_id`, with `unattributed_account` (the node's default account, if any).
     """
 
     def __init__(
@@ -163,6 +168,7 @@ class RecordBuilder:
         hardware: HardwareBinder | None = None,
         resumed_after_ns: int | None = None,
         unattributed_id: str = UNATTRIBUTED,
+        unattributed_account: str = "",
     ) -> None:
         self._node_id = node_id
         self._cluster = cluster
@@ -175,6 +181,7 @@ class RecordBuilder:
         self._bound = False  # the bindings went into a record already
         self._resumed_after_ns = resumed_after_ns
         self._unattributed_id = unattributed_id  # the node's job for work no job claims
+        self._unattributed_account = unattributed_account
         self._seen: set[tuple[str, str]] = set()  # devices that had their restart gap
 
     @property
@@ -227,7 +234,9 @@ class RecordBuilder:
                     method=method_for(r.gpu.cc, has_gpm),
                     start_ns=r.start_ns,
                     end_ns=r.end_ns,
-                    attributions=reading_attributions(r, windows, self._unattributed_id),
+                    attributions=reading_attributions(
+                        r, windows, self._unattributed_id, self._unattributed_account
+                    ),
                     energy_mj=r.energy_mj or 0,
                     clock_samples=r.clock_samples,
                     utilization_centipercent=0

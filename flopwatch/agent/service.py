@@ -214,6 +214,7 @@ class Agent:
             hardware=self._backend if isinstance(self._backend, HardwareBinder) else None,
             resumed_after_ns=restart_ns,
             unattributed_id=unattributed_job_id(config.cluster, config.node_id),
+            unattributed_account=config.default_account,
         )
         self.sender = Sender(
             config.collector,
@@ -257,6 +258,7 @@ class Agent:
             records_rejected=sender.rejected,
             last_ack_unix_s=sender.last_success_unix,
             attribution_errors=dict(self._attributor.errors),
+            labels_refused=self._attributor.refusals.snapshot(),
         )
 
     async def _main(self, stop: threading.Event) -> int:

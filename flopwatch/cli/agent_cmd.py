@@ -92,6 +92,71 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _account_map(text: str) -> dict[str, str]:
+    from flopwatch.agent.attribution.labels import parse_account_map
+
+    return parse_account_map(text)
+
+
+def _add_runs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "runs and accounts (see docs/agent.md, 'Runs, accounts and workload class')"
+    )
+    g.add_argument(
+        "--slurm-run-from",
+        choices=["environment", "comment", "wckey"],
+        default="environment",
+        help="where a Slurm job declares its run: a variable in its processes' environment "
+        "(--slurm-run-variable), or the job's comment or WCKey as slurmctld knows them; "
+        "undeclared, an array task's run is its array job, else the job is a run of its own "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--slurm-run-variable",
+        default="FLOPWATCH_RUN",
+        metavar="NAME",
+        help="environment variable naming a Slurm job's run (default: %(default)s)",
+    )
+    g.add_argument(
+        "--slurm-class-variable",
+        default="FLOPWATCH_RUN_CLASS",
+        metavar="NAME",
+        help="environment variable naming the run's class: pretraining, fine-tuning, "
+        "reinforcement-learning, synthetic-data, evaluation, inference (default: %(default)s)",
+    )
+    g.add_argument(
+        "--scontrol",
+        default="scontrol",
+        metavar="PATH|off",
+        help="scontrol, asked once per Slurm job (cached) for its account, comment, WCKey and "
+        "array job; 'off': never (accounts then come from --default-account only) "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--scontrol-timeout",
+        type=_positive,
+        default=2.0,
+        help="seconds one scontrol call may take (default: %(default)s)",
+    )
+    account_map = g.add_argument(
+        "--account-map",
+        type=_account_map,
+        metavar="NAME=ACCOUNT,...",
+        help="who is accountable for a scheduler's account: a Slurm account -> the customer or "
+        "developer to count it under (in the config file, a table: [account_map] physics = "
+        '"acme"); unmapped accounts count as themselves',
+    )
+    toml_accepts(account_map, dict)
+    g.add_argument(
+        "--default-account",
+        default="",
+        metavar="ACCOUNT",
+        help="the account of work on this node that no scheduler or registration gives one "
+        "(its unattributed work included), e.g. the customer a node is leased to (default: "
+        "none)",
+    )
+
+
 def _add_attribution(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("jobs (attribution; see docs/agent.md)")
     g.add_argument(
@@ -197,6 +262,7 @@ def add_parser(sub: Any) -> None:
     )
     _add_sampling(p)
     _add_attribution(p)
+    _add_runs(p)
     _add_delivery(p)
     add_tls_arguments(p, "agent")
     p.add_argument(
@@ -225,6 +291,21 @@ def _check_interval(backend: str, interval_s: float) -> None:
         )
 
 
+def _check_runs(args: argparse.Namespace) -> None:
+    """The run and account options, checked before anything starts."""
+    from flopwatch.agent.attribution.labels import AccountMap
+    from flopwatch.agent.attribution.slurm import SlurmSettings
+
+    AccountMap(args.account_map or {}, args.default_account)
+    SlurmSettings(
+        run_from=args.slurm_run_from,
+        run_variable=args.slurm_run_variable,
+        class_variable=args.slurm_class_variable,
+        scontrol=args.scontrol,
+        scontrol_timeout_s=args.scontrol_timeout,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from flopwatch.agent.config import AgentConfig
     from flopwatch.agent.service import run_agent
@@ -238,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         host_port(metrics)
     control = _off(args.control_socket)
+    _check_runs(args)
     config = AgentConfig(
         collector=args.collector,
         backend=args.backend,
@@ -250,6 +332,13 @@ def run(args: argparse.Namespace) -> int:
         attribution=args.attribution,
         proc_root=args.proc_root,
         podresources_socket=args.podresources_socket,
+        slurm_run_from=args.slurm_run_from,
+        slurm_run_variable=args.slurm_run_variable,
+        slurm_class_variable=args.slurm_class_variable,
+        scontrol=args.scontrol,
+        scontrol_timeout_s=args.scontrol_timeout,
+        account_map=args.account_map or {},
+        default_account=args.default_account,
         control_socket=Path(control) if control is not None else None,
         metrics_listen=metrics,
         replay_speed=args.replay_speed,

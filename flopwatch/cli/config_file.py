@@ -7,7 +7,8 @@ Every long option of a command that uses this (`flopwatch agent`, `flopwatch col
     (FLOPWATCH_AGENT_SPOOL_MAX_BYTES=268435456); PREFIX + CONFIG names the file.
 Precedence: command line > environment > file > default. File values keep their TOML types
 (a number for a number, true/false for a switch, a list for a comma-separated option marked
-with `toml_accepts`); environment values are text, read like the command line's (switches take
+with `toml_accepts`, a table of strings for a NAME=VALUE,... option marked so, e.g.
+`[account_map]`); environment values are text, read like the command line's (switches take
 1/true/yes/on or 0/false/no/off). An unknown key or variable, or a value of the wrong type, is a
 ConfigError naming the key and where it came from; so is a file that is not TOML text (binary,
 not UTF-8, larger than flopwatch.reads.MAX_SMALL_FILE_BYTES).
@@ -97,6 +98,8 @@ class _Option:
                 words.append("an integer")
             if list in extra:
                 words.append("a list")
+            if dict in extra:
+                words.append("a table of strings")
             return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
         return "a string or a number"
 
@@ -105,7 +108,8 @@ def toml_accepts(action: argparse.Action, *kinds: type) -> argparse.Action:
     """Let a text option's TOML key also take TOML numbers (int, float) or a list (list: its
     items, strings or numbers, are joined with ',' as the command line writes them). The value
     is then read as the command line's text would be: `verify_workers = 2`, `thresholds = [1e23,
-    1e24]`. Returns `action`."""
+    1e24]`. dict: a table of string values, given to the option as a dict of str -> str (the
+    option's own type reads NAME=VALUE,... text into the same). Returns `action`."""
     setattr(action, _TOML_TYPES, kinds)
     return action
 
@@ -231,6 +235,10 @@ def _from_file(opt: _Option, value: Any, where: str) -> Any:
     if isinstance(value, str):
         return _from_text(opt, value, where)
     extra = opt.toml_types
+    if isinstance(value, dict) and dict in extra:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
+        return dict(value)
     if isinstance(value, list) and list in extra:
         if not value or not all(isinstance(v, str) or _is_number(v) for v in value):
             raise ConfigError(

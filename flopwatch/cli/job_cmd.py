@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flopwatch.cli.common import EXIT_OK
 from flopwatch.errors import ConfigError
 from flopwatch.model import Precision
+from flopwatch.runs import WorkloadClass
 
 if TYPE_CHECKING:
     from flopwatch.v1.agent_control_pb2 import RegisteredJob
@@ -28,6 +29,7 @@ DEFAULT_SOCKET = Path("/run/flopwatch/agent.sock")
 # The agent reads its --control-socket from this variable too, so one setting serves both.
 SOCKET_VARIABLE = "FLOPWATCH_AGENT_CONTROL_SOCKET"
 PRECISIONS = [p.value for p in Precision if p is not Precision.UNSPECIFIED]
+CLASSES = [c.value for c in WorkloadClass]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -84,6 +86,30 @@ def add_parser(sub: Any) -> None:
         help="declared precision of the job's matrix work: the FLOPs estimate uses it (bf16 "
         "if not declared); the upper bound never depends on it",
     )
+    start.add_argument(
+        "--run",
+        dest="run_name",
+        default="",
+        metavar="RUN",
+        help="the run (training run or other workload) whose compute the job adds to, e.g. "
+        "llama-405b-pretrain; overrides what the job's processes declare. Default: what other "
+        "sources find, else the job is a run of its own",
+    )
+    start.add_argument(
+        "--class",
+        dest="workload_class",
+        choices=CLASSES,
+        help="what the run does; overrides what the job's processes declare (default: theirs, "
+        "else unknown)",
+    )
+    start.add_argument(
+        "--account",
+        default="",
+        help="who is accountable for the job (a customer, a developer): the operator's word, "
+        "which is why only the control socket's users (the agent's group) can give it. "
+        "Default: the scheduler's account (mapped by the agent's --account-map), else the "
+        "agent's --default-account",
+    )
     start.set_defaults(run=run_start)
 
     end = actions.add_parser(
@@ -101,6 +127,13 @@ def add_parser(sub: Any) -> None:
     listing.set_defaults(run=run_list)
 
 
+def _class(job: RegisteredJob) -> str:
+    from flopwatch.attestation import WORKLOAD_CLASS_FROM_PROTO
+
+    found = WORKLOAD_CLASS_FROM_PROTO.get(job.workload_class, WorkloadClass.UNKNOWN)
+    return found.value
+
+
 def _describe(job: RegisteredJob) -> dict[str, object]:
     from flopwatch.attestation import PRECISION_FROM_PROTO
 
@@ -109,6 +142,9 @@ def _describe(job: RegisteredJob) -> dict[str, object]:
         "source": job.source,
         "gpus": list(job.gpu_uuids),
         "precision": PRECISION_FROM_PROTO[job.precision].value,
+        "run": job.run or None,
+        "account": job.account or None,
+        "class": _class(job),
         "start_unix_s": job.start_unix_ns / 1e9,
         "end_unix_s": job.end_unix_ns / 1e9 if job.end_unix_ns else None,
     }
@@ -116,11 +152,17 @@ def _describe(job: RegisteredJob) -> dict[str, object]:
 
 def _line(job: RegisteredJob) -> str:
     from flopwatch.attestation import PRECISION_FROM_PROTO
+    from flopwatch.identifiers import shown
+    from flopwatch.runs import shown_account
 
-    gpus = ",".join(job.gpu_uuids) or "none (declares precision only)"
+    gpus = ",".join(job.gpu_uuids) or "none (declares only)"
     state = "ended" if job.end_unix_ns else "running"
     precision = PRECISION_FROM_PROTO[job.precision].value
-    return f"{job.job_id}  {state}  GPUs: {gpus}  precision: {precision}"
+    run = shown(job.run) if job.run else "(not declared)"
+    return (
+        f"{shown(job.job_id)}  {state}  GPUs: {gpus}  precision: {precision}  run: {run}  "
+        f"account: {shown_account(job.account)}  class: {_class(job)}"
+    )
 
 
 def _print(jobs: list[RegisteredJob], as_json: bool, single: bool) -> None:
@@ -140,7 +182,15 @@ def run_start(args: argparse.Namespace) -> int:
     if not args.job.strip():
         raise ConfigError("--job must not be empty")
     with ControlClient(args.socket) as client:
-        job = client.start(args.job, source=args.source, gpus=gpus, precision=precision)
+        job = client.start(
+            args.job,
+            source=args.source,
+            gpus=gpus,
+            precision=precision,
+            run=args.run_name,
+            account=args.account,
+            workload_class=WorkloadClass.parse(args.workload_class),
+        )
     _print([job], args.json, single=True)
     return EXIT_OK
 

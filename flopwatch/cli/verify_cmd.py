@@ -20,6 +20,7 @@ from flopwatch.cli.trust_args import (
 from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
 from flopwatch.identifiers import shown
 from flopwatch.reads import read_at_most
+from flopwatch.runs import shown_account
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, BundleLimits
 
 # What `verify` reads of a bundle and checks it against (a test narrows it).
@@ -143,4 +144,9 @@ def run(args: argparse.Namespace) -> int:
         "This shows what the nodes signed and the collector logged; it cannot show work a "
         "node did not report (docs/regulators.md)."
     )
+    for run, account, workload_class in report.runs:
+        print(
+            f"The nodes signed its work as run {shown(run)!r}, account "
+            f"{shown_account(account)}, class {workload_class}."
+        )
     return EXIT_OK

@@ -24,6 +24,16 @@ class Precision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRECISION_FP32: _ClassVar[Precision]
     PRECISION_FP64: _ClassVar[Precision]
 
+class WorkloadClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKLOAD_CLASS_UNSPECIFIED: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_PRETRAINING: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_FINE_TUNING: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_REINFORCEMENT_LEARNING: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_SYNTHETIC_DATA: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_EVALUATION: _ClassVar[WorkloadClass]
+    WORKLOAD_CLASS_INFERENCE: _ClassVar[WorkloadClass]
+
 class GapReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     GAP_REASON_UNSPECIFIED: _ClassVar[GapReason]
@@ -51,6 +61,13 @@ PRECISION_TF32: Precision
 PRECISION_FP8: Precision
 PRECISION_FP32: Precision
 PRECISION_FP64: Precision
+WORKLOAD_CLASS_UNSPECIFIED: WorkloadClass
+WORKLOAD_CLASS_PRETRAINING: WorkloadClass
+WORKLOAD_CLASS_FINE_TUNING: WorkloadClass
+WORKLOAD_CLASS_REINFORCEMENT_LEARNING: WorkloadClass
+WORKLOAD_CLASS_SYNTHETIC_DATA: WorkloadClass
+WORKLOAD_CLASS_EVALUATION: WorkloadClass
+WORKLOAD_CLASS_INFERENCE: WorkloadClass
 GAP_REASON_UNSPECIFIED: GapReason
 GAP_REASON_SAMPLING_ERROR: GapReason
 GAP_REASON_PROFILER_BUSY: GapReason
@@ -102,20 +119,28 @@ class PipeCycles(_message.Message):
     def __init__(self, hmma: _Optional[int] = ..., imma: _Optional[int] = ..., dfma_tensor: _Optional[int] = ..., fp64: _Optional[int] = ..., fp32: _Optional[int] = ..., fp16: _Optional[int] = ...) -> None: ...
 
 class JobShare(_message.Message):
-    __slots__ = ("job_id", "share_ppm", "declared_precision", "source", "flops_estimate", "flops_upper")
+    __slots__ = ("job_id", "share_ppm", "declared_precision", "source", "flops_estimate", "flops_upper", "run", "account", "workload_class", "run_source")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SHARE_PPM_FIELD_NUMBER: _ClassVar[int]
     DECLARED_PRECISION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_CLASS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SOURCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     share_ppm: int
     declared_precision: Precision
     source: str
     flops_estimate: int
     flops_upper: int
-    def __init__(self, job_id: _Optional[str] = ..., share_ppm: _Optional[int] = ..., declared_precision: _Optional[_Union[Precision, str]] = ..., source: _Optional[str] = ..., flops_estimate: _Optional[int] = ..., flops_upper: _Optional[int] = ...) -> None: ...
+    run: str
+    account: str
+    workload_class: WorkloadClass
+    run_source: str
+    def __init__(self, job_id: _Optional[str] = ..., share_ppm: _Optional[int] = ..., declared_precision: _Optional[_Union[Precision, str]] = ..., source: _Optional[str] = ..., flops_estimate: _Optional[int] = ..., flops_upper: _Optional[int] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., run_source: _Optional[str] = ...) -> None: ...
 
 class GpuInterval(_message.Message):
     __slots__ = ("gpu", "start_unix_ns", "end_unix_ns", "active_sm_cycles", "elapsed_sm_cycles", "energy_mj", "jobs", "flops_estimate", "flops_upper", "method", "clock_samples", "utilization_centipercent")

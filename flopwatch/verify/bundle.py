@@ -191,6 +191,7 @@ class BundleVerifier:
             warnings=tuple(steps.warnings),
             consistent_with=None if self._kept is None else self._kept.head,
             skipped_steps=tuple(steps.skipped),
+            runs=totals.runs,
         )
 
     # -- steps -----------------------------------------------------------------------------

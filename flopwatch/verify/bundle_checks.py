@@ -7,7 +7,7 @@ Chains and double counting rest on the rules the collector applies (`flopwatch.c
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flopwatch.chain import Link, Verdict, judge_after
 from flopwatch.errors import VerificationError
@@ -107,6 +107,8 @@ class Totals:
     intervals: int
     first_start_ns: int
     last_end_ns: int
+    # Each distinct (run, account, class) the job's work was signed with; not compared.
+    runs: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
 
 
 def check_totals(records: list[tuple[int, VerifiedRecord]], claim: JobClaim) -> Totals:
@@ -117,6 +119,7 @@ def check_totals(records: list[tuple[int, VerifiedRecord]], claim: JobClaim) -> 
         )
     estimate = upper = intervals = 0
     first, last = None, None
+    runs: set[tuple[str, str, str]] = set()
     for leaf, r in records:
         if r.attestation.flop_model_version != claim.flop_model_version:
             raise VerificationError(
@@ -135,7 +138,8 @@ def check_totals(records: list[tuple[int, VerifiedRecord]], claim: JobClaim) -> 
             intervals += 1
             first = c.start_ns if first is None else min(first, c.start_ns)
             last = c.end_ns if last is None else max(last, c.end_ns)
-    got = Totals(estimate, upper, intervals, first or 0, last or 0)
+            runs.add((c.run, c.account, c.workload_class.value))
+    got = Totals(estimate, upper, intervals, first or 0, last or 0, tuple(sorted(runs)))
     want = Totals(
         claim.flops_estimate,
         claim.flops_upper,

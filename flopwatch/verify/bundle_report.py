@@ -53,6 +53,10 @@ class VerifiedReport:
     # Steps that checked nothing, and why: (step number, reason), e.g. step 12 without a kept
     # tree head. A skipped step is not a pass.
     skipped_steps: tuple[tuple[int, str], ...] = ()
+    # The run, account and class the job's work was signed with: (run, account, class), each
+    # distinct triple once. The run is the job's own id where the records declare none (records
+    # from before runs existed too); an empty account means none was known.
+    runs: tuple[tuple[str, str, str], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """A small summary for `flopwatch verify --json` (decimal FLOPs as JSON integers)."""
@@ -88,6 +92,10 @@ class VerifiedReport:
             ],
             "warnings": list(self.warnings),
             "skipped_steps": [{"step": n, "reason": why} for n, why in self.skipped_steps],
+            "runs": [
+                {"run": run, "account": account or None, "class": workload_class}
+                for run, account, workload_class in self.runs
+            ],
         }
 
 

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flopwatch.attestation import (
     METHOD_FROM_PROTO,
     PRECISION_FROM_PROTO,
+    WORKLOAD_CLASS_FROM_PROTO,
     GapInfo,
     JobContribution,
     MeasuredInterval,
@@ -38,6 +39,7 @@ from flopwatch.model import MODEL_VERSION, Pipe
 from flopwatch.model.device import DeviceModel, device_model
 from flopwatch.model.figures import Method, method_for
 from flopwatch.model.flops import PPM
+from flopwatch.runs import label_problem, run_of
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.verify.sums import RecordSums, SumsBuilder
 
@@ -68,7 +70,8 @@ class VerifiedRecord:
 
     @cached_property
     def contributions(self) -> tuple[JobContribution, ...]:
-        """Each job's figures from each GPU interval, by GPU, then start."""
+        """Each job's figures from each GPU interval, by GPU, then start; a record without a
+        run for a job (older records, undeclared runs) gives the job's own id as its run."""
         gpus = self.attestation.gpus
         return tuple(
             JobContribution(
@@ -78,6 +81,9 @@ class VerifiedRecord:
                 iv.end_unix_ns,
                 j.flops_estimate,
                 j.flops_upper,
+                run_of(j.job_id, j.run),
+                j.account,
+                WORKLOAD_CLASS_FROM_PROTO[j.workload_class],
             )
             for iv in _in_order(self.attestation)
             for j in iv.jobs
@@ -135,6 +141,7 @@ class _Scope:
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)  # job sources checked already
+    labels: set[tuple[str, str, str]] = field(default_factory=set)  # (run, account, run source)
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -282,6 +289,24 @@ class RecordVerifier:
                 f"job {job_id!r} names cluster {job_cluster!r}, record is from {cluster!r}",
             )
 
+    def _check_labels(self, j: pb.JobShare, cluster: str) -> None:
+        """A job's run, account and run source: the identifier rule where set; a run in a job
+        id's form names the record's cluster; the class is one this code knows."""
+        lim = self._limits
+        for value, what in ((j.run, "run"), (j.account, "account"), (j.run_source, "run source")):
+            problem = label_problem(value, lim.max_identifier_chars)
+            if problem is not None:
+                raise VerificationError("malformed", f"job {j.job_id!r}: {what} {problem}")
+        if j.run_source and not j.run:
+            raise VerificationError("malformed", f"job {j.job_id!r}: a run source without a run")
+        run_cluster = cluster_of(j.run)
+        if run_cluster is not None and run_cluster != cluster:
+            raise VerificationError(
+                "cluster_mismatch",
+                f"job {j.job_id!r}: run {j.run!r} names cluster {run_cluster!r}, record is from "
+                f"{cluster!r}",
+            )
+
     def _check_interval(self, scope: _Scope, iv: pb.GpuInterval) -> None:
         lim = self._limits
         att, job_ids = scope.attestation, scope.job_ids
@@ -318,6 +343,14 @@ class RecordVerifier:
             if j.source not in scope.sources:
                 _identifier(j.source, "job source", lim, required=False)
                 scope.sources.add(j.source)
+            labels = (j.run, j.account, j.run_source)
+            if labels not in scope.labels:  # each set of labels is checked once per record
+                self._check_labels(j, att.cluster)
+                scope.labels.add(labels)
+            if j.workload_class not in WORKLOAD_CLASS_FROM_PROTO:
+                raise VerificationError(
+                    "malformed", f"job {j.job_id!r}: unknown workload class {j.workload_class}"
+                )
             precision = PRECISION_FROM_PROTO.get(j.declared_precision)
             if precision is None:
                 raise VerificationError("malformed", f"unknown precision {j.declared_precision}")

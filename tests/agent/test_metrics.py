@@ -49,6 +49,7 @@ def snapshot() -> AgentSnapshot:
         records_rejected=1,
         last_ack_unix_s=1_700_000_000.5,
         attribution_errors={"kubernetes": 5},
+        labels_refused={"run": 3},
     )
 
 
@@ -74,6 +75,8 @@ def test_families_come_from_the_snapshot() -> None:
     assert value("flopwatch_agent_sampling_errors_total") == 2
     assert value("flopwatch_agent_gaps_total", {"reason": "agent_restart"}) == 1
     assert value("flopwatch_agent_attribution_errors_total", {"source": "kubernetes"}) == 5
+    assert value("flopwatch_agent_labels_refused_total", {"field": "run"}) == 3
+    assert value("flopwatch_agent_labels_refused_total", {"field": "account"}) == 0
     info = {"node": "n1", "cluster": "c"}
     assert any(
         s.labels.items() >= info.items()

@@ -330,3 +330,54 @@ def test_a_mistyped_setting_that_looks_like_a_service_variable_is_refused(
     monkeypatch.setenv(name, value)
     err = errors(["agent", "--collector", "c:1"], capsys)
     assert f"unknown environment variable {name}" in err
+
+
+def test_runs_and_accounts_from_the_file_a_table_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_config: list[Any]
+) -> None:
+    f = toml(
+        tmp_path,
+        """
+collector = "c:1"
+slurm_run_from = "comment"
+slurm_run_variable = "MY_RUN"
+scontrol = "/opt/slurm/bin/scontrol"
+scontrol_timeout = 1
+default_account = "lab"
+
+[account_map]
+physics = "acme"
+"chem lab" = "acme"
+""",
+    )
+    c = agent_run(["--config", str(f)], agent_config)
+    assert (c.slurm_run_from, c.slurm_run_variable, c.slurm_class_variable) == (
+        "comment",
+        "MY_RUN",
+        "FLOPWATCH_RUN_CLASS",
+    )
+    assert (c.scontrol, c.scontrol_timeout_s) == ("/opt/slurm/bin/scontrol", 1.0)
+    assert c.account_map == {"physics": "acme", "chem lab": "acme"}
+    assert c.default_account == "lab"
+    monkeypatch.setenv("FLOPWATCH_AGENT_ACCOUNT_MAP", "bio=beta")
+    assert agent_run(["--config", str(f)], agent_config).account_map == {"bio": "beta"}
+    monkeypatch.delenv("FLOPWATCH_AGENT_ACCOUNT_MAP")
+    assert agent_run(["--collector", "c:1"], agent_config).account_map == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[account_map]\nphysics = 5\n", "key 'account_map': expected a table of strings"),
+        ('[account_map]\nphysics = ""\n', "--account-map account '' is empty"),
+        ('default_account = "a\\u0000"\n', "--default-account"),
+        ('slurm_run_variable = "MY-RUN"\n', "is not an environment variable name"),
+    ],
+)
+def test_bad_run_and_account_settings_stop_the_agent_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    f = toml(tmp_path, 'collector = "c:1"\n' + text)
+    err = errors(["agent", "--config", str(f)], capsys)
+    assert message in err
+    assert "Traceback" not in err

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from flopwatch.agent.attribution.base import AttributionSource, Attributor
 from flopwatch.agent.attribution.jobs_file import JobsFileSource
 from flopwatch.agent.attribution.kubernetes import KubernetesSource
+from flopwatch.agent.attribution.labels import AccountMap, Refusals
 from flopwatch.agent.attribution.podresources import PodResourcesClient
 from flopwatch.agent.attribution.procfs import ProcFs
 from flopwatch.agent.attribution.registry import JobRegistry
-from flopwatch.agent.attribution.slurm import SlurmSource
+from flopwatch.agent.attribution.slurm import SlurmSettings, SlurmSource
 from flopwatch.agent.backends.base import GpuInfo
 from flopwatch.agent.config import AgentConfig
 from flopwatch.errors import ConfigError
@@ -58,11 +59,22 @@ def build_attributor(
 ) -> Attributor:
     names = chosen_sources(config)
     proc = ProcFs(config.proc_root)
+    accounts = AccountMap(config.account_map, config.default_account)
+    refusals = Refusals()
     sources: list[AttributionSource] = [registry]
     if config.jobs_file is not None:
         sources.append(JobsFileSource(config.jobs_file))
     if "slurm" in names:
-        sources.append(SlurmSource(config.cluster, proc))
+        settings = SlurmSettings(
+            run_from=config.slurm_run_from,
+            run_variable=config.slurm_run_variable,
+            class_variable=config.slurm_class_variable,
+            scontrol=config.scontrol,
+            scontrol_timeout_s=config.scontrol_timeout_s,
+        )
+        sources.append(
+            SlurmSource(config.cluster, proc, settings, accounts=accounts, refusals=refusals)
+        )
     if "kubernetes" in names:
         client = PodResourcesClient(config.podresources_socket)
         sources.append(
@@ -71,4 +83,9 @@ def build_attributor(
             )
         )
     log.info("attribution sources: %s", ", ".join(s.name for s in sources))
-    return Attributor(sources, declared=registry.declared_precision)
+    return Attributor(
+        sources,
+        declared=registry.declared,
+        refusals=refusals,
+        default_account=accounts.default,
+    )

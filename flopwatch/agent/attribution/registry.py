@@ -1,8 +1,11 @@
 """Jobs registered by hand or by a scheduler's hooks (`flopwatch job start|end`), persisted.
 
 Each registration is a window [start, end) of a cluster-namespaced job id that claims whole GPUs
-(GPU claims, flopwatch.attribution), or no GPU at all: then it only declares the job's precision
-for work other sources attribute to it (a Slurm job's processes, a Kubernetes pod).
+(GPU claims, flopwatch.attribution), or no GPU at all: then it only declares the job's precision,
+run, account and class for work other sources attribute to it (a Slurm job's processes, a
+Kubernetes pod). Registrations come over the operator-only control socket, so the account given
+is the operator's word; run and account are checked like job ids, and a value that fails is
+refused with the reason (nothing is registered).
 
 The registry lives in STATE_DIR/jobs.json, replaced atomically (tmp, fsync, rename, fsync dir)
 before a start or end is answered, so an agent restarted in the middle of a job keeps
@@ -24,11 +27,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from flopwatch.agent.attribution.base import Declared
+from flopwatch.agent.attribution.labels import account_refusal, run_refusal
 from flopwatch.agent.backends.base import GpuInfo
 from flopwatch.attribution import ALL_GPUS, JobWindow
 from flopwatch.errors import ConfigError, JobRegistryError
+from flopwatch.identifiers import shown
 from flopwatch.job_ids import check_job_text, k8s_job_id, manual_job_id, slurm_job_id
 from flopwatch.model import Precision
+from flopwatch.runs import RUN_FROM_MANUAL, WorkloadClass
 
 SOURCES = ("manual", "slurm", "kubernetes")
 MAX_REGISTERED_JOBS = 4096
@@ -47,6 +54,13 @@ class RegisteredJob:
     precision: Precision
     start_ns: int
     end_ns: int | None = None
+    run: str = ""  # empty: not declared here
+    account: str = ""  # empty: not given here (the sources' or the node's default)
+    workload_class: WorkloadClass = WorkloadClass.UNKNOWN
+
+    @property
+    def declared(self) -> Declared:
+        return Declared(self.precision, self.run, self.account, self.workload_class)
 
     def windows(self) -> list[JobWindow]:
         return [
@@ -58,12 +72,16 @@ class RegisteredJob:
                 precision=self.precision,
                 source=self.source,
                 gpu=gpu,
+                run=self.run,
+                account=self.account,
+                workload_class=self.workload_class,
+                run_source=RUN_FROM_MANUAL if self.run else "",
             )
             for gpu in self.gpus
         ]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "job_id": self.job_id,
             "source": self.source,
             "gpus": list(self.gpus),
@@ -71,6 +89,13 @@ class RegisteredJob:
             "start_unix_ns": self.start_ns,
             "end_unix_ns": self.end_ns,
         }
+        if self.run:
+            out["run"] = self.run
+        if self.account:
+            out["account"] = self.account
+        if self.workload_class is not WorkloadClass.UNKNOWN:
+            out["class"] = self.workload_class.value
+        return out
 
     @classmethod
     def from_json(cls, item: Any) -> RegisteredJob:
@@ -84,7 +109,20 @@ class RegisteredJob:
             raise ValueError("gpus must be a list of strings")
         if not isinstance(start, int) or not (end is None or isinstance(end, int)):
             raise ValueError("start_unix_ns and end_unix_ns must be integers")
-        return cls(job_id, source, tuple(gpus), Precision.parse(item.get("precision")), start, end)
+        run, account = item.get("run", ""), item.get("account", "")
+        if not isinstance(run, str) or not isinstance(account, str):
+            raise ValueError("run and account must be strings")
+        return cls(
+            job_id,
+            source,
+            tuple(gpus),
+            Precision.parse(item.get("precision")),
+            start,
+            end,
+            run,
+            account,
+            WorkloadClass.parse(item.get("class")),
+        )
 
 
 def namespaced_job_id(cluster: str, source: str, job: str) -> str:
@@ -104,6 +142,16 @@ def namespaced_job_id(cluster: str, source: str, job: str) -> str:
     except ConfigError as e:
         raise JobRegistryError("invalid", str(e)) from None
     raise JobRegistryError("invalid", f"source {source!r} must be one of {', '.join(SOURCES)}")
+
+
+def check_labels(run: str, account: str) -> None:
+    """Refuse a registration's run or account that fails its rule (flopwatch/runs.py)."""
+    for what, value, why in (
+        ("run", run, run_refusal(run, RUN_FROM_MANUAL) if run else None),
+        ("account", account, account_refusal(account) if account else None),
+    ):
+        if why is not None:
+            raise JobRegistryError("invalid", f"{what} '{shown(value)[:300]}' {why}")
 
 
 def resolve_gpus(specs: Iterable[str], gpus: Sequence[GpuInfo]) -> tuple[str, ...]:
@@ -194,19 +242,37 @@ class JobRegistry:
         return next((j for j in self._jobs if j.job_id == job_id and j.end_ns is None), None)
 
     def start(
-        self, job: str, source: str, gpus: Iterable[str], precision: Precision
+        self,
+        job: str,
+        source: str,
+        gpus: Iterable[str],
+        precision: Precision,
+        *,
+        run: str = "",
+        account: str = "",
+        workload_class: WorkloadClass = WorkloadClass.UNKNOWN,
     ) -> RegisteredJob:
         job_id = namespaced_job_id(self._cluster, source or "manual", job)
         claimed = resolve_gpus(gpus, self._gpus)
+        check_labels(run, account)
         with self._lock:
             running = self._running(job_id)
             if running is not None:
-                if (running.gpus, running.precision) == (claimed, precision):
+                same = (claimed, precision, run, account, workload_class)
+                if (
+                    running.gpus,
+                    running.precision,
+                    running.run,
+                    running.account,
+                    running.workload_class,
+                ) == same:
                     return running  # a hook retried
                 raise JobRegistryError(
                     "conflict",
-                    f"job {job_id} is already running with GPUs {list(running.gpus)} and "
-                    f"precision {running.precision.value}; end it first",
+                    f"job {job_id} is already running with GPUs {list(running.gpus)}, "
+                    f"precision {running.precision.value}, run {running.run or '(its own)'!r}, "
+                    f"account {running.account or '(none)'!r} and class "
+                    f"{running.workload_class.value}; end it first",
                 )
             now = self._now_ns()
             kept = tuple(
@@ -214,7 +280,16 @@ class JobRegistry:
             )
             if len(kept) >= self._max_jobs:
                 raise JobRegistryError("full", f"{len(kept)} jobs registered; end some first")
-            new = RegisteredJob(job_id, source or "manual", claimed, precision, now)
+            new = RegisteredJob(
+                job_id,
+                source or "manual",
+                claimed,
+                precision,
+                now,
+                run=run,
+                account=account,
+                workload_class=workload_class,
+            )
             self._save((*kept, new))
             return new
 
@@ -237,11 +312,10 @@ class JobRegistry:
     def windows(self, pids: Collection[int], now_ns: int) -> list[JobWindow]:
         return [w for j in self._jobs for w in j.windows()]
 
-    def declared_precision(self) -> dict[str, Precision]:
-        """Job id -> precision registered for it (running or recently ended jobs)."""
-        return {
-            j.job_id: j.precision for j in self._jobs if j.precision is not Precision.UNSPECIFIED
-        }
+    def declared(self) -> dict[str, Declared]:
+        """Job id -> what was registered for it (running or recently ended jobs), for jobs
+        registered with a precision, run, account or class."""
+        return {j.job_id: j.declared for j in self._jobs if j.declared != Declared()}
 
     def close(self) -> None:
         pass

@@ -7,9 +7,10 @@ from pathlib import Path
 import grpc
 
 from flopwatch.agent.control.server import REASON_OF_STATUS
-from flopwatch.attestation import PRECISION_TO_PROTO
+from flopwatch.attestation import PRECISION_TO_PROTO, WORKLOAD_CLASS_TO_PROTO
 from flopwatch.errors import ConfigError, FlopwatchError, JobRegistryError, TransportError
 from flopwatch.model import Precision
+from flopwatch.runs import WorkloadClass
 from flopwatch.v1 import agent_control_pb2 as cpb
 from flopwatch.v1 import agent_control_pb2_grpc
 
@@ -46,10 +47,24 @@ class ControlClient:
         self._channel.close()
 
     def start(
-        self, job: str, *, source: str, gpus: list[str], precision: Precision
+        self,
+        job: str,
+        *,
+        source: str,
+        gpus: list[str],
+        precision: Precision,
+        run: str = "",
+        account: str = "",
+        workload_class: WorkloadClass = WorkloadClass.UNKNOWN,
     ) -> cpb.RegisteredJob:
         request = cpb.StartJobRequest(
-            job=job, source=source, gpus=gpus, precision=PRECISION_TO_PROTO[precision]
+            job=job,
+            source=source,
+            gpus=gpus,
+            precision=PRECISION_TO_PROTO[precision],
+            run=run,
+            account=account,
+            workload_class=WORKLOAD_CLASS_TO_PROTO[workload_class],
         )
         try:
             response: cpb.StartJobResponse = self._stub.StartJob(request, timeout=self._timeout_s)

@@ -5,13 +5,18 @@ framework, schema discipline and error model as the collector link, generated cl
 CLI, and status codes that say what went wrong. The servicer is thin: it translates between proto
 and the job registry (flopwatch/agent/attribution/registry.py) and maps registry errors to status
 codes. Access control is the socket's file mode, 0660: the agent's user and group (put the
-operators, or the Slurm hooks' user, in that group); nobody else can connect.
+operators, or the Slurm hooks' user, in that group); nobody else can connect. Its directory is
+created 0755 and the socket file is chmod-ed to 0660 before the agent says it serves, so a
+workload on the node (another user, not in the group) cannot register jobs: what a registration
+says, its account above all, is the operator's word (docs/agent.md "Runs, accounts and
+workload class").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,8 +27,15 @@ import grpc
 import grpc.aio
 
 from flopwatch.agent.attribution.registry import JobRegistry, RegisteredJob
-from flopwatch.attestation import PRECISION_FROM_PROTO, PRECISION_TO_PROTO
+from flopwatch.attestation import (
+    PRECISION_FROM_PROTO,
+    PRECISION_TO_PROTO,
+    WORKLOAD_CLASS_FROM_PROTO,
+    WORKLOAD_CLASS_TO_PROTO,
+)
 from flopwatch.errors import ConfigError, JobRegistryError
+from flopwatch.identifiers import shown
+from flopwatch.runs import shown_account
 from flopwatch.v1 import agent_control_pb2 as cpb
 from flopwatch.v1 import agent_control_pb2_grpc
 
@@ -50,6 +62,9 @@ def job_to_proto(job: RegisteredJob) -> cpb.RegisteredJob:
         precision=PRECISION_TO_PROTO[job.precision],
         start_unix_ns=job.start_ns,
         end_unix_ns=job.end_ns or 0,
+        run=job.run,
+        account=job.account,
+        workload_class=WORKLOAD_CLASS_TO_PROTO[job.workload_class],
     )
 
 
@@ -65,17 +80,32 @@ class AgentControlServicer(agent_control_pb2_grpc.AgentControlServicer):
         precision = PRECISION_FROM_PROTO.get(request.precision)
         if precision is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown precision")
+        workload_class = WORKLOAD_CLASS_FROM_PROTO.get(request.workload_class)
+        if workload_class is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown workload class")
         try:
             job = await asyncio.to_thread(
-                self._registry.start, request.job, request.source, list(request.gpus), precision
+                functools.partial(
+                    self._registry.start,
+                    request.job,
+                    request.source,
+                    list(request.gpus),
+                    precision,
+                    run=request.run,
+                    account=request.account,
+                    workload_class=workload_class,
+                )
             )
         except JobRegistryError as e:
             await context.abort(_STATUS.get(e.reason, grpc.StatusCode.UNKNOWN), e.message)
         log.info(
-            "job %s started: GPUs %s, precision %s",
+            "job %s started: GPUs %s, precision %s, run %s, account %s, class %s",
             job.job_id,
-            ",".join(job.gpus) or "none (declares precision only)",
+            ",".join(job.gpus) or "none (declares only)",
             job.precision.value,
+            shown(job.run) or "(not declared)",
+            shown_account(job.account),
+            job.workload_class.value,
         )
         return cpb.StartJobResponse(job=job_to_proto(job))
 

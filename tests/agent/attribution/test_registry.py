@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from flopwatch.agent.attribution.base import Attributor
+from flopwatch.agent.attribution.labels import Refusals
 from flopwatch.agent.attribution.registry import JobRegistry, resolve_gpus
 from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from flopwatch.attribution import ALL_GPUS, JobWindow, attribute
 from flopwatch.errors import ConfigError, JobRegistryError
 from flopwatch.model import Precision
+from flopwatch.runs import WorkloadClass
 
 S = 10**9
 GPUS = [
@@ -242,7 +244,7 @@ def test_declared_precision_from_the_registry_applies_to_other_sources_windows(
     reg.start("ml/p", "kubernetes", [], Precision.FP8)  # declares only: claims no GPU
     pod = JobWindow("k8s:cluster-a/ml/p", pid=None, start_ns=0, gpu="GPU-0", source="kubernetes")
     other = JobWindow("k8s:cluster-a/ml/q", pid=None, start_ns=0, gpu="GPU-1", source="kubernetes")
-    attributor = Attributor([reg, FixedSource([pod, other])], declared=reg.declared_precision)
+    attributor = Attributor([reg, FixedSource([pod, other])], declared=reg.declared)
     reading = GpuReading(
         gpu=GPUS[0],
         start_ns=0,
@@ -276,3 +278,132 @@ def test_windows_that_ended_before_the_batch_are_left_out(tmp_path: Path) -> Non
     )
     windows = Attributor([reg]).windows([reading])
     assert [w.job_id for w in windows] == ["manual:cluster-a/live"]
+
+
+# -- runs, accounts and classes ------------------------------------------------------------------
+
+
+def reading_on(gpu: GpuInfo, pid: int = 1) -> GpuReading:
+    return GpuReading(
+        gpu=gpu,
+        start_ns=0,
+        end_ns=S,
+        pipe_busy=None,
+        sm_clock_mhz_s=1.0,
+        clock_samples=1,
+        processes=(ProcessShare(pid, 1.0),),
+    )
+
+
+def test_a_registration_declares_run_account_and_class_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    job = registry(tmp_path).start(
+        "j",
+        "manual",
+        ["0"],
+        Precision.BF16,
+        run="llama-7b",
+        account="acme",
+        workload_class=WorkloadClass.PRETRAINING,
+    )
+    assert (job.run, job.account, job.workload_class) == (
+        "llama-7b",
+        "acme",
+        WorkloadClass.PRETRAINING,
+    )
+    [w] = registry(tmp_path).windows(set(), 0)  # read back from the file
+    assert (w.run, w.run_source, w.account, w.workload_class) == (
+        "llama-7b",
+        "manual",
+        "acme",
+        WorkloadClass.PRETRAINING,
+    )
+
+
+def test_a_registry_file_from_before_runs_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "jobs.json"
+    path.parent.mkdir()
+    old = {
+        "job_id": "manual:cluster-a/j",
+        "source": "manual",
+        "gpus": ["GPU-0"],
+        "precision": "fp16",
+        "start_unix_ns": 5,
+        "end_unix_ns": None,
+    }
+    path.write_text(json.dumps({"format": 1, "jobs": [old]}))
+    [job] = registry(tmp_path).jobs()
+    assert (job.run, job.account, job.workload_class) == ("", "", WorkloadClass.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    ("kw", "words"),
+    [
+        ({"run": "bad\nrun"}, r"run 'bad\\nrun' holds the unprintable"),
+        ({"run": "slurm:cluster-a/9"}, "form of a job id"),
+        ({"account": "a" * 300}, "longer than 256"),
+    ],
+)
+def test_a_bad_run_or_account_refuses_the_registration(
+    tmp_path: Path, kw: dict[str, str], words: str
+) -> None:
+    reg = registry(tmp_path)
+    with pytest.raises(JobRegistryError, match=words) as e:
+        reg.start("j", "manual", ["0"], Precision.UNSPECIFIED, **kw)  # type: ignore[arg-type]
+    assert e.value.reason == "invalid" and reg.jobs() == []
+
+
+def test_restarting_a_job_with_another_run_is_a_conflict(tmp_path: Path) -> None:
+    reg = registry(tmp_path)
+    reg.start("j", "manual", ["0"], Precision.UNSPECIFIED, run="a")
+    assert reg.start("j", "manual", ["0"], Precision.UNSPECIFIED, run="a").run == "a"
+    with pytest.raises(JobRegistryError, match="run 'a'") as e:
+        reg.start("j", "manual", ["0"], Precision.UNSPECIFIED, run="b")
+    assert e.value.reason == "conflict"
+
+
+def test_what_a_registration_declares_overrides_the_sources_and_the_default_account_fills_in(
+    tmp_path: Path,
+) -> None:
+    """The operator's word (a prolog's `flopwatch job start --run --account`) beats what the
+    job's processes declare; the node's default account goes to windows without one."""
+    reg = registry(tmp_path)
+    reg.start(
+        "42",
+        "slurm",
+        [],
+        Precision.UNSPECIFIED,
+        run="operator-run",
+        account="acme",
+        workload_class=WorkloadClass.EVALUATION,
+    )
+    declared = JobWindow(
+        "slurm:cluster-a/42", pid=1, start_ns=0, source="slurm", run="workload-run"
+    )
+    other = JobWindow(
+        "slurm:cluster-a/43", pid=2, start_ns=0, source="slurm", run="x", run_source="environment"
+    )
+    attributor = Attributor(
+        [reg, FixedSource([declared, other])], declared=reg.declared, default_account="lab"
+    )
+    windows = {w.job_id: w for w in attributor.windows([reading_on(GPUS[0])])}
+    mine, theirs = windows["slurm:cluster-a/42"], windows["slurm:cluster-a/43"]
+    assert (mine.run, mine.run_source, mine.account, mine.workload_class) == (
+        "operator-run",
+        "manual",
+        "acme",
+        WorkloadClass.EVALUATION,
+    )
+    assert (theirs.run, theirs.account) == ("x", "lab")
+
+
+def test_a_bad_account_from_a_source_is_refused_and_the_default_applies(
+    tmp_path: Path,
+) -> None:
+    w = JobWindow("j", pid=1, start_ns=0, account="acme\x1b[31m")
+    refusals = Refusals()
+    attributor = Attributor([FixedSource([w])], refusals=refusals, default_account="lab")
+    [got] = attributor.windows([reading_on(GPUS[0])])
+    assert got.account == "lab"
+    assert refusals.snapshot() == {"account": 1}

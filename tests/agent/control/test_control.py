@@ -106,6 +106,41 @@ def test_refusals_carry_clear_messages_and_exit_codes(
     serve(tmp_path, body)
 
 
+def test_start_declares_run_class_and_account_over_the_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def body(sock: Path) -> None:
+        s = ["--socket", str(sock)]
+        labels = ["--run", "llama-7b", "--class", "fine-tuning", "--account", "acme"]
+        code, out, _ = job(["start", "--job", "j", "--gpus", "0", *labels, "--json", *s], capsys)
+        assert code == 0
+        started = json.loads(out)
+        assert (started["run"], started["class"], started["account"]) == (
+            "llama-7b",
+            "fine-tuning",
+            "acme",
+        )
+        code, out, _ = job(["list", *s], capsys)
+        assert "run: llama-7b  account: acme  class: fine-tuning" in out
+        # Not declared: shown as such, and no account invented.
+        code, out, _ = job(["start", "--job", "k", "--json", *s], capsys)
+        assert json.loads(out) | {"start_unix_s": 0} == json.loads(out) | {
+            "run": None,
+            "account": None,
+            "class": "unknown",
+            "start_unix_s": 0,
+        }
+        # A bad run is refused, with the reason, and nothing is registered.
+        code, _, err = job(["start", "--job", "m", "--run", "slurm:c1/5", *s], capsys)
+        assert code == 2 and "form of a job id" in err
+        code, _, err = job(["start", "--job", "m", "--account", "a\x1b[2J", *s], capsys)
+        assert code == 2 and "account" in err
+        code, out, _ = job(["list", "--json", *s], capsys)
+        assert [j["job_id"] for j in json.loads(out)["jobs"]] == ["manual:c1/j", "manual:c1/k"]
+
+    serve(tmp_path, body)
+
+
 def test_the_agent_setting_for_the_socket_is_the_cli_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
