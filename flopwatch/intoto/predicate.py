@@ -28,7 +28,7 @@ MAX_JSON_INT = (1 << 53) - 1  # the largest integer every JSON reader holds exac
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,59}")  # FLOPs, exact; 60 digits is far past 1e26
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -52,6 +52,7 @@ INTOTO_STEPS: tuple[str, ...] = (
 )
 
 Progress = Callable[[int, str], None]  # (step number, what it established) after each pass
+_SHOWN = 160  # characters of a value shown in a message
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ def _step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
 
 
 def _mismatch(what: str, stated: object, verified: object) -> VerificationError:
+    # Values from the statement are outside input: bounded and escaped (repr) in the message.
     return VerificationError(
-        "statement_mismatch", f"the statement says {what} {stated!r}, the bundle {verified!r}"
+        "statement_mismatch",
+        f"the statement says {what} {repr(stated)[:_SHOWN]}, the bundle {repr(verified)[:_SHOWN]}",
     )
 
 
