@@ -102,8 +102,8 @@ gpu-check:
 	$(GPU_PYTHON) bench/gpu_check.py --seconds $(GPU_CHECK_SECONDS) --kinds bf16,tf32,fp64,fp32
 
 ## Coverage-guided fuzzing (atheris) of the envelope parser and record verifier, then of the
-## C2SP log parsers (notes, checkpoints, witness requests, policies, tiles); not part of
-## `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.
+## C2SP log parsers (notes, checkpoints, witness requests, policies, tiles), then of in-toto
+## statements; not part of `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.
 FUZZ_RUNS ?= 200000
 FUZZ_OUT  ?= /tmp/flopwatch-fuzz
 fuzz: $(STAMP)
@@ -111,6 +111,8 @@ fuzz: $(STAMP)
 	$(BIN)/python tests/hostile/fuzz_envelope.py -atheris_runs=$(FUZZ_RUNS) \
 		-artifact_prefix=$(FUZZ_OUT)/
 	$(BIN)/python tests/hostile/fuzz_tlog.py -atheris_runs=$(FUZZ_RUNS) \
+		-artifact_prefix=$(FUZZ_OUT)/
+	$(BIN)/python tests/hostile/fuzz_intoto.py -atheris_runs=$(FUZZ_RUNS) \
 		-artifact_prefix=$(FUZZ_OUT)/
 
 clean:

@@ -49,6 +49,15 @@ class BundleVerificationError(VerificationError):
         self.step = step
 
 
+class StatementVerificationError(VerificationError):
+    """An in-toto statement failed verification at numbered step `step`
+    (flopwatch.verify.intoto)."""
+
+    def __init__(self, reason: str, message: str, step: int) -> None:
+        super().__init__(reason, message)
+        self.step = step
+
+
 class StoreError(FlopwatchError):
     """The collector's database failed or holds something inconsistent."""
 

@@ -44,6 +44,9 @@ each one named below exists):
     flopwatch.collector.archive_file.MAX_ARCHIVE_ENTRY_BYTES   one entry of a records archive
     flopwatch.collector.archive_file.MAX_ARCHIVE_HEADER_BYTES  a records archive's header
     flopwatch.statements.MAX_TREE_HEAD_BYTES          a signed tree head
+    flopwatch.intoto.statement.StatementLimits        an in-toto statement: bytes, subjects,
+                                                      lineage, names
+    flopwatch.intoto.dsse_json.MAX_ENVELOPE_SIGNATURES  signatures of a JSON DSSE envelope
     flopwatch.binding.MAX_REPORT_BYTES                a GPU attestation report (and its kin)
     flopwatch.certs.MAX_VALID_DAYS                    a certificate's validity
     flopwatch.merkle.MAX_TREE_SIZE                    the transparency log

@@ -7,7 +7,7 @@ collector code: verifier tests must not need the collector to make their records
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
@@ -100,9 +100,11 @@ class Node:
         job: str | None = None,
         builder: RecordBuilder | None = None,
         start_ns: int | None = None,
+        labels: Mapping[str, Any] | None = None,
     ) -> Envelope:
+        """`labels`: run, account, workload_class, run_source of the job's window."""
         start = self.t if start_ns is None else start_ns
-        windows = [JobWindow(job or self.job, PID, 0, None, Precision.BF16)]
+        windows = [JobWindow(job or self.job, PID, 0, None, Precision.BF16, **(labels or {}))]
         env = (builder or self.builder).build(self.readings(start, seconds, busy), windows)
         if start_ns is None:
             self.t = start + round(seconds * S)

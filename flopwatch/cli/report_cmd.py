@@ -1,6 +1,8 @@
 """`flopwatch report JOB --db URL --out FILE`: a self-contained evidence bundle for a regulator.
 
-The bundle is written by `flopwatch.files` (atomic; never over a database, a key, a link or a
+With `--format in-toto`, also a signed in-toto statement of the job's compute about the bundle
+(or about the artifacts `--subject` names), written beside it (flopwatch.collector.job_statement).
+Files are written by `flopwatch.files` (atomic; never over a database, a key, a link or a
 device; an existing file only with --force; `-` is standard output).
 """
 
@@ -9,11 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_deprecated_option
 from flopwatch.cli.trust_args import read_tree_head
+from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.files import check_output, is_stdout, write_output
+from flopwatch.intoto.statement import parse_subject
+from flopwatch.tlog.note import check_key_name
+
+FORMAT_BUNDLE = "bundle"
+FORMAT_INTOTO = "in-toto"
+INTOTO_SUFFIX = ".intoto.json"
+
+if TYPE_CHECKING:
+    from flopwatch.verify.bundle_format import Bundle
 
 HELP = "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim)"
 
@@ -23,6 +35,15 @@ them (with enrollment and revocation), an RFC 6962 inclusion proof of each envel
 signed tree head of the collector's transparency log, and the collector's signed claim: the job's
 totals in FLOPs (estimate and sound upper bound) under the FLOP model version the envelopes use.
 A regulator checks it offline with `flopwatch verify FILE --collector-key KEY_ID`.
+
+--format in-toto also writes an in-toto Statement v1 (a DSSE envelope in JSON, payload type
+application/vnd.in-toto+json, signed with the collector key) whose predicate, of type
+https://flopwatch.dev/compute-usage/v1 (docs/compute-usage-predicate.md), states the job's
+operations (estimate and sound upper bound), methods, FLOP model version, window, run, account
+and class, a C2SP checkpoint of the collector's log at the bundle's tree size, and the bundle's
+SHA-256 (the bundle holds every record's inclusion proof). Its subject is the bundle, or each
+--subject given (e.g. a model-weights manifest). Check it with
+`flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`.
 
 Reads the database directly: the collector need not be running (it may be), and the database
 must exist (a mistyped --db is an error, never a new database). Needs the collector key (the
@@ -79,6 +100,34 @@ def add_parser(sub: Any) -> None:
         help="an archive from `flopwatch records archive`: the job's envelopes pruned from the "
         "database are taken from it (each checked against the log's leaf hash)",
     )
+    g = p.add_argument_group("in-toto statement (--format in-toto)")
+    g.add_argument(
+        "--format",
+        choices=(FORMAT_BUNDLE, FORMAT_INTOTO),
+        default=FORMAT_BUNDLE,
+        help="bundle: the bundle only (default); in-toto: also a signed in-toto statement",
+    )
+    g.add_argument(
+        "--in-toto-out",
+        metavar="FILE",
+        help="where the statement goes (default: FILE given to --out, plus .intoto.json; "
+        "required when --out is '-'). Same rules as --out",
+    )
+    g.add_argument(
+        "--subject",
+        action="append",
+        default=[],
+        metavar="NAME=sha256:HEX",
+        help="an artifact the statement is about instead of the bundle, e.g. a model-weights "
+        "manifest and its SHA-256. Repeatable. The collector signs that the job's compute is "
+        "attributed to it; it cannot check what was trained on what",
+    )
+    g.add_argument(
+        "--log-origin",
+        metavar="NAME",
+        help="the log's checkpoint origin, as the collector's --log-origin (default: "
+        "flopwatch.invalid/log-<collector key id>, the collector's default)",
+    )
     add_deprecated_option(
         p,
         "--consistency-from",
@@ -102,9 +151,62 @@ def _protected(db: str, key: Path, kept: list[Path]) -> list[Path]:
     return paths
 
 
+def _statement_target(args: argparse.Namespace) -> str | None:
+    """Where the in-toto statement goes, or None without --format in-toto."""
+    if args.format != FORMAT_INTOTO:
+        if args.in_toto_out is not None or args.subject or args.log_origin is not None:
+            raise ConfigError("--in-toto-out, --subject and --log-origin need --format in-toto")
+        return None
+    if args.in_toto_out is not None:
+        target: str = args.in_toto_out
+    elif is_stdout(args.out):
+        raise ConfigError("with --out -, give --in-toto-out FILE for the statement")
+    else:
+        target = args.out + INTOTO_SUFFIX
+    if not is_stdout(args.out) and Path(target).absolute() == Path(args.out).absolute():
+        raise ConfigError("--in-toto-out names the bundle's own file")
+    if is_stdout(target) and is_stdout(args.out):
+        raise ConfigError("the bundle and the statement cannot both go to standard output")
+    return target
+
+
+def _check_origin(origin: str) -> None:
+    try:
+        check_key_name(origin)
+    except VerificationError as e:
+        raise ConfigError(f"--log-origin: {e.message}") from e
+
+
+def _print_summary(
+    args: argparse.Namespace, bundle: Bundle, size: int, statement_out: str | None, origin: str
+) -> None:
+    claim = bundle.unverified_claim()
+    head = bundle.tree_head.head
+    name = "the bundle" if is_stdout(args.out) else args.out
+    file = "FILE" if is_stdout(args.out) else args.out
+    name += f" ({size} bytes)"
+    with_statement = ""
+    if statement_out is not None:
+        shown_out = "the statement" if is_stdout(statement_out) else statement_out
+        with_statement = f" --in-toto {'STATEMENT' if is_stdout(statement_out) else statement_out}"
+        name += f" and {shown_out} (in-toto, log {origin})"
+    print(
+        f"wrote {name}: job {claim.job_id!r}, "
+        f"{len(bundle.entries)} envelopes from {len(claim.nodes)} node key(s), "
+        f"against tree size {head.size}\n"
+        f"claimed: {claim.flops_estimate:.4e} FLOPs (estimate), {claim.flops_upper:.4e} FLOPs "
+        f"(sound upper bound), FLOP model v{claim.flop_model_version}\n"
+        f"verify with: flopwatch verify {file} --collector-key {head.log_id}{with_statement}",
+        # standard output may carry the bundle or the statement
+        file=sys.stderr if is_stdout(args.out) or is_stdout(statement_out or "") else sys.stdout,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.archive_file import envelopes_from
     from flopwatch.collector.job_report import build_report
+    from flopwatch.collector.job_statement import build_statement
+    from flopwatch.collector.log.checkpoints import default_origin
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.store.factory import open_store
@@ -112,8 +214,14 @@ def run(args: argparse.Namespace) -> int:
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
     protect = _protected(args.db, key_path, args.kept_tree_head)
+    statement_out = _statement_target(args)
+    subjects = [parse_subject(text) for text in args.subject]
     check_output(args.out, force=args.force, protect=protect)  # before any work
+    if statement_out is not None:
+        check_output(statement_out, force=args.force, protect=protect)
     key = load_collector_key(key_path, create=False)
+    origin = args.log_origin or default_origin(key)
+    _check_origin(origin)
     store = open_store(args.db)
     try:
         archived = None
@@ -133,18 +241,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     data = bundle.to_bytes()
+    statement = None
+    if statement_out is not None:
+        name = "bundle" if is_stdout(args.out) else Path(args.out).name
+        statement = build_statement(
+            bundle, data, key, origin=origin, bundle_name=name, subjects=subjects
+        )
     write_output(args.out, data, force=args.force, protect=protect)
-    claim = bundle.unverified_claim()
-    head = bundle.tree_head.head
-    name = "the bundle" if is_stdout(args.out) else args.out
-    print(
-        f"wrote {name} ({len(data)} bytes): job {claim.job_id!r}, "
-        f"{len(bundle.entries)} envelopes from {len(claim.nodes)} node key(s), "
-        f"against tree size {head.size}\n"
-        f"claimed: {claim.flops_estimate:.4e} FLOPs (estimate), {claim.flops_upper:.4e} FLOPs "
-        f"(sound upper bound), FLOP model v{claim.flop_model_version}\n"
-        f"verify with: flopwatch verify {'FILE' if is_stdout(args.out) else args.out} "
-        f"--collector-key {head.log_id}",
-        file=sys.stderr if is_stdout(args.out) else sys.stdout,  # stdout carries the bundle
-    )
+    if statement_out is not None and statement is not None:
+        bundle_file = [] if is_stdout(args.out) else [Path(args.out)]
+        write_output(statement_out, statement, force=args.force, protect=[*protect, *bundle_file])
+    _print_summary(args, bundle, len(data), statement_out, origin)
     return EXIT_OK

@@ -8,7 +8,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK, add_deprecated_option
 from flopwatch.cli.trust_args import (
@@ -17,14 +17,25 @@ from flopwatch.cli.trust_args import (
     describe,
     read_tree_head,
 )
-from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
+from flopwatch.errors import (
+    BundleVerificationError,
+    ConfigError,
+    StatementVerificationError,
+    VerificationError,
+)
 from flopwatch.identifiers import shown
+from flopwatch.intoto.statement import DEFAULT_STATEMENT_LIMITS, StatementLimits
 from flopwatch.reads import read_at_most
 from flopwatch.runs import shown_account
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, BundleLimits
 
-# What `verify` reads of a bundle and checks it against (a test narrows it).
+if TYPE_CHECKING:
+    from flopwatch.verify.bundle_report import VerifiedReport
+    from flopwatch.verify.intoto import VerifiedStatement
+
+# What `verify` reads of a bundle and a statement and checks them against (a test narrows it).
 BUNDLE_LIMITS: BundleLimits = DEFAULT_BUNDLE_LIMITS
+STATEMENT_LIMITS: StatementLimits = DEFAULT_STATEMENT_LIMITS
 
 HELP = "verify a job report bundle offline and recompute the job's FLOPs from raw counters"
 
@@ -35,8 +46,11 @@ claimed log leaves; every envelope's node signature and its figures (recomputed 
 counters); per-node sequence numbers and hash chains (missing sequence numbers are listed as
 warnings, they do not fail); every inclusion proof; revocations; that no GPU time is counted
 twice; that the claimed totals equal the recomputed ones; and, with --kept-tree-head, that the
-log only grew since the tree head you kept. Exit status 0 only when every step passes, 1 when
-one fails, 2 for bad usage. What a pass proves and what it does not: docs/regulators.md.
+log only grew since the tree head you kept. With --in-toto, then the in-toto statement written
+beside the bundle (`flopwatch report --format in-toto`): its signature by the same collector
+key, its checkpoint against the bundle's tree head, and every figure against the verified ones.
+Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
+proves and what it does not: docs/regulators.md.
 """
 
 
@@ -59,6 +73,13 @@ def add_parser(sub: Any) -> None:
     )
     add_deprecated_option(
         p, "--trusted-tree-head", new="--kept-tree-head", dest="kept_tree_head", type=Path
+    )
+    p.add_argument(
+        "--in-toto",
+        type=Path,
+        metavar="STATEMENT",
+        help="also check this in-toto statement about the bundle (a JSON DSSE envelope from "
+        "`flopwatch report --format in-toto`)",
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON summary instead of the steps"
@@ -128,8 +149,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"[--]   {n:2d}. {STEPS[n - 1]} (not checked)")
         print(f"\nFAILED at step {e.step} ({shown(e.reason)}): do not rely on this bundle.")
         return EXIT_FAILED
+    statement = None
+    if args.in_toto is not None:
+        try:
+            statement = _verify_statement(args, data, report)
+        except StatementVerificationError as e:
+            return _statement_failed(args, e)
     if args.json:
-        json.dump(report.to_json(), out, indent=2)
+        summary = report.to_json()
+        if statement is not None:
+            summary["in_toto"] = _statement_json(statement)
+        json.dump(summary, out, indent=2)
         out.write("\n")
         return EXIT_OK
     for w in report.warnings:
@@ -149,4 +179,63 @@ def run(args: argparse.Namespace) -> int:
             f"The nodes signed its work as run {shown(run)!r}, account "
             f"{shown_account(account)}, class {workload_class}."
         )
+    if statement is not None:
+        about = ", ".join(f"{shown(s.name)} (sha256:{s.sha256})" for s in statement.subjects)
+        print(
+            f"The in-toto statement states the same figures, signed by the same collector key, "
+            f"against a checkpoint of log {shown(statement.origin)!r}; it is about: {about}"
+            + ("" if statement.bundle_is_subject else " (named by the operator: not checked)")
+        )
     return EXIT_OK
+
+
+def _verify_statement(
+    args: argparse.Namespace, data: bytes, report: VerifiedReport
+) -> VerifiedStatement:
+    from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier
+
+    try:
+        statement = read_at_most(args.in_toto, STATEMENT_LIMITS.max_envelope_bytes)
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.in_toto}: {e.strerror}") from e
+
+    def progress(step: int, detail: str) -> None:
+        if not args.json:
+            print(f"[ok]   in-toto {step}. {INTOTO_STEPS[step - 1]}\n              {shown(detail)}")
+
+    verifier = StatementVerifier(limits=STATEMENT_LIMITS, bundle_limits=BUNDLE_LIMITS)
+    return verifier.verify(statement, bundle_data=data, report=report, progress=progress)
+
+
+def _statement_failed(args: argparse.Namespace, e: StatementVerificationError) -> int:
+    from flopwatch.verify.intoto import INTOTO_STEPS
+
+    if args.json:
+        failed = {
+            "verified": False,
+            "in_toto_step": e.step,
+            "reason": e.reason,
+            "message": e.message,
+        }
+        json.dump(failed, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_FAILED
+    print(
+        f"[FAIL] in-toto {e.step}. {INTOTO_STEPS[e.step - 1]}\n"
+        f"              {shown(f'{e.reason}: {e.message}')}"
+    )
+    print(
+        f"\nThe bundle verified; the in-toto statement FAILED at step {e.step} "
+        f"({shown(e.reason)}): do not rely on the statement."
+    )
+    return EXIT_FAILED
+
+
+def _statement_json(statement: VerifiedStatement) -> dict[str, object]:
+    return {
+        "verified": True,
+        "subjects": [{"name": s.name, "sha256": s.sha256} for s in statement.subjects],
+        "bundle_is_subject": statement.bundle_is_subject,
+        "log_origin": statement.origin,
+        "predicate": statement.usage.to_json(),
+    }

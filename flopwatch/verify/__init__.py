@@ -65,9 +65,21 @@ Reason codes by step (docs/regulators.md, "The steps", says what each means):
 
 `Bundle.from_bytes` parses a bundle without checking it (to look inside); `RecordVerifier`
 checks single signed records against node keys you trust, as the collector does on ingest.
+
+An in-toto statement about a bundle (`flopwatch report --format in-toto`) is checked after the
+bundle: `StatementVerifier().verify(statement, bundle_data=data, report=report)` runs the steps
+of `INTOTO_STEPS` (signature by the bundle's collector key, the compute-usage predicate, the
+bundle's digest, the checkpoint against the tree head, every figure against the recomputed
+ones) and returns a `VerifiedStatement` or raises `StatementVerificationError` (`.step`,
+`.reason`). docs/compute-usage-predicate.md defines the predicate.
 """
 
-from flopwatch.errors import BundleVerificationError, ConfigError, VerificationError
+from flopwatch.errors import (
+    BundleVerificationError,
+    ConfigError,
+    StatementVerificationError,
+    VerificationError,
+)
 from flopwatch.statements import SignedTreeHead, TreeHead
 from flopwatch.verify.bundle import STEPS, BundleVerifier, Progress, Skipped
 from flopwatch.verify.bundle_format import (
@@ -81,12 +93,14 @@ from flopwatch.verify.bundle_format import (
     NodeKey,
 )
 from flopwatch.verify.bundle_report import NodeChain, VerifiedReport
+from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier, VerifiedStatement
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
 from flopwatch.verify.trust import is_key_id, parse_collector_key
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "DEFAULT_BUNDLE_LIMITS",
+    "INTOTO_STEPS",
     "STEPS",
     "Bundle",
     "BundleLimits",
@@ -102,10 +116,13 @@ __all__ = [
     "RecordVerifier",
     "SignedTreeHead",
     "Skipped",
+    "StatementVerificationError",
+    "StatementVerifier",
     "TreeHead",
     "VerificationError",
     "VerifiedRecord",
     "VerifiedReport",
+    "VerifiedStatement",
     "is_key_id",
     "parse_collector_key",
 ]

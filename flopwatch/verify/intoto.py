@@ -1,0 +1,196 @@
+"""Verify an in-toto compute-usage statement against a verified job report bundle. Pure.
+
+`flopwatch report --format in-toto` writes a signed in-toto Statement beside a bundle
+(flopwatch.intoto). A `StatementVerifier` checks it only after the bundle itself verified: the
+bundle's verification is what establishes the collector key and the job's figures (recomputed
+from raw counters); the statement must be signed by that key and state exactly those figures.
+`verify` runs the numbered steps of `INTOTO_STEPS` and returns a `VerifiedStatement` or raises
+`StatementVerificationError` naming the step and a stable reason code.
+
+What a pass adds to the bundle's: the statement is the collector's word, in a format in-toto
+tooling reads, about the same job; its checkpoint is one a log follower (witness, monitor) can
+hold the log to. A customer-supplied subject (a model's weights) is the collector's signed
+statement that this compute is attributed to that artifact: nothing here can check what was
+trained on what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flopwatch.attestation import parse_payload
+from flopwatch.dsse import Envelope
+from flopwatch.errors import StatementVerificationError, VerificationError
+from flopwatch.intoto.dsse_json import envelope_from_json
+from flopwatch.intoto.facts import JobFacts, job_facts
+from flopwatch.intoto.predicate import ComputeUsage, rfc3339
+from flopwatch.intoto.statement import (
+    DEFAULT_STATEMENT_LIMITS,
+    INTOTO_PAYLOAD_TYPE,
+    StatementLimits,
+    Subject,
+    parse_statement,
+)
+from flopwatch.keys import public_from_raw
+from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.statements import check_signed
+from flopwatch.tlog.checkpoint import open_checkpoint, parse_checkpoint
+from flopwatch.tlog.note import Ed25519Verifier
+from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, Bundle, BundleLimits
+from flopwatch.verify.bundle_report import VerifiedReport
+
+INTOTO_STEPS: tuple[str, ...] = (
+    "envelope is DSSE JSON within limits",
+    "statement is signed by the collector key of the verified bundle",
+    "statement is an in-toto Statement v1 with the compute-usage predicate",
+    "predicate names this bundle (sha256) and its collector key",
+    "checkpoint is signed by the collector key and is the bundle's tree head",
+    "figures, window, run and account equal the verified bundle's",
+)
+
+Progress = Callable[[int, str], None]  # (step number, what it established) after each pass
+_SHOWN = 160  # characters of a value shown in a message
+
+
+@dataclass(frozen=True)
+class VerifiedStatement:
+    """A statement that checked out, and what it is about."""
+
+    subjects: tuple[Subject, ...]
+    usage: ComputeUsage
+    origin: str  # the log's name in the checkpoint
+    bundle_is_subject: bool  # whether one subject is the bundle itself
+
+
+@contextmanager
+def _step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
+    note.clear()
+    try:
+        yield
+    except VerificationError as e:
+        raise StatementVerificationError(e.reason, e.message, n) from e
+    if progress is not None:
+        progress(n, note[0] if note else "")
+
+
+def _mismatch(what: str, stated: object, verified: object) -> VerificationError:
+    # Values from the statement are outside input: bounded and escaped (repr) in the message.
+    return VerificationError(
+        "statement_mismatch",
+        f"the statement says {what} {repr(stated)[:_SHOWN]}, the bundle {repr(verified)[:_SHOWN]}",
+    )
+
+
+class StatementVerifier:
+    """Checks statements against bundles that `BundleVerifier` verified; see the module doc."""
+
+    def __init__(
+        self,
+        *,
+        limits: StatementLimits = DEFAULT_STATEMENT_LIMITS,
+        bundle_limits: BundleLimits = DEFAULT_BUNDLE_LIMITS,
+        record_limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._limits = limits
+        self._bundle_limits = bundle_limits
+        self._record_limits = record_limits
+
+    def verify(
+        self,
+        data: bytes,
+        *,
+        bundle_data: bytes,
+        report: VerifiedReport,
+        progress: Progress | None = None,
+    ) -> VerifiedStatement:
+        """Verify the statement `data` (a JSON DSSE envelope) against `bundle_data`, the bundle
+        whose verification returned `report`. Raise StatementVerificationError at the first
+        failed step."""
+        note: list[str] = []
+        # 1. The envelope parses, within the size and count limits.
+        with _step(1, progress, note):
+            envelope = envelope_from_json(data, self._limits.max_envelope_bytes)
+            note.append(f"{len(data)} bytes, payload type {envelope.payload_type[:80]!r}")
+        # 2. The key that signed the bundle's tree head (the key the regulator trusts) signed
+        #    PAE(application/vnd.in-toto+json, payload) over the exact payload bytes.
+        with _step(2, progress, note):
+            key = public_from_raw(report.tree_head.public_key)
+            check_signed(envelope, INTOTO_PAYLOAD_TYPE, key, "bad_statement_signature")
+            note.append(f"collector key {report.collector_key_id}")
+        # 3. The payload is a Statement v1 whose predicate is a well-formed compute-usage one.
+        with _step(3, progress, note):
+            subjects, usage = parse_statement(envelope.payload, self._limits)
+            note.append(f"{len(subjects)} subject(s)")
+        # 4. The predicate points at this bundle by its digest, and names the same key.
+        digest = hashlib.sha256(bundle_data).hexdigest()
+        with _step(4, progress, note):
+            if usage.bundle.sha256 != digest:
+                raise VerificationError(
+                    "wrong_bundle", f"the statement is about bundle sha256:{usage.bundle.sha256}"
+                )
+            if usage.collector_key_id != report.collector_key_id:
+                raise _mismatch("collector key", usage.collector_key_id, report.collector_key_id)
+            note.append(f"bundle sha256:{digest}")
+        # 5. The checkpoint is the collector's: a note signed by its key under the origin it
+        #    names, of the very tree the bundle's inclusion proofs lead to.
+        with _step(5, progress, note):
+            origin = self._check_checkpoint(usage.checkpoint, report)
+            note.append(f"log {origin!r}, tree size {report.tree_head.size}")
+        # 6. Every figure is the one the bundle's verification recomputed.
+        with _step(6, progress, note):
+            bundle = Bundle.from_bytes(bundle_data, self._bundle_limits)
+            self._check_figures(usage, report, bundle)
+            note.append(
+                f"job {usage.job!r}: {usage.operations_estimate} FLOPs (estimate), "
+                f"{usage.operations_upper} (sound upper bound)"
+            )
+        return VerifiedStatement(subjects, usage, origin, any(s.sha256 == digest for s in subjects))
+
+    def _check_checkpoint(self, text: str, report: VerifiedReport) -> str:
+        data = text.encode("utf-8")
+        checkpoint, _ = parse_checkpoint(data)
+        key = Ed25519Verifier(checkpoint.origin, public_from_raw(report.tree_head.public_key))
+        signed = open_checkpoint(data, [key], origin=checkpoint.origin).checkpoint
+        head = report.tree_head
+        if (signed.size, signed.root) != (head.size, head.root):
+            raise VerificationError(
+                "checkpoint_mismatch",
+                f"the checkpoint is of tree size {signed.size}, root {signed.root.hex()[:16]}; "
+                f"the bundle's tree head of size {head.size}, root {head.root.hex()[:16]}",
+            )
+        return checkpoint.origin
+
+    def _facts(self, bundle: Bundle, job_id: str) -> JobFacts:
+        attestations = (
+            parse_payload(Envelope.from_bytes(e.envelope, self._record_limits).payload)
+            for e in bundle.entries
+        )
+        return job_facts(attestations, job_id)
+
+    def _check_figures(self, usage: ComputeUsage, report: VerifiedReport, bundle: Bundle) -> None:
+        claim = bundle.unverified_claim(self._bundle_limits)  # its signature verified (step 4)
+        facts = self._facts(bundle, report.job_id)
+        expected: list[tuple[str, object, object]] = [
+            ("job", usage.job, report.job_id),
+            ("FLOP model version", usage.flop_model_version, report.flop_model_version),
+            ("operations (estimate)", usage.operations_estimate, report.flops_estimate),
+            ("operations (upper bound)", usage.operations_upper, report.flops_upper),
+            ("GPU intervals", usage.gpu_intervals, report.gpu_intervals),
+            ("window start", rfc3339(usage.window_start_ns), rfc3339(report.first_start_ns)),
+            ("window end", rfc3339(usage.window_end_ns), rfc3339(report.last_end_ns)),
+            ("records", usage.records, report.envelopes),
+            ("reported at", rfc3339(usage.reported_ns), rfc3339(claim.created_ns)),
+            ("methods", list(usage.methods), list(facts.methods)),
+            (
+                "run, account and class",
+                [(usage.run, usage.account, usage.workload_class)],
+                [(x.run, x.account, x.workload_class) for x in facts.labels],
+            ),
+            ("lineage", list(usage.lineage), []),  # bundles record none yet
+        ]
+        for what, stated, verified in expected:
+            if stated != verified:
+                raise _mismatch(what, stated, verified)
