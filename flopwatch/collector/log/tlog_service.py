@@ -30,7 +30,7 @@ from flopwatch.errors import ConfigError, LogRangeError, VerificationError
 from flopwatch.httpserve import HttpService, server_tls
 from flopwatch.keys import SigningKey
 from flopwatch.tlog.policy import parse_policy
-from flopwatch.tlog.tiles import TileRef, new_tiles
+from flopwatch.tlog.tiles import ENTRY_TOO_LARGE, TileRef, new_tiles
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,17 @@ class TlogService:
         assert self._dir is not None
         tiles = new_tiles(min(self._dir_size, size), size)
 
-        def read(ref: TileRef) -> bytes:
-            out: bytes = self._on_store(self._tile_log.read, ref, size)
+        def read(ref: TileRef) -> bytes | None:
+            try:
+                out: bytes = self._on_store(self._tile_log.read, ref, size)
+            except VerificationError as e:
+                if e.reason != ENTRY_TOO_LARGE:
+                    raise
+                # Only a log that accepted such entries before the collector refused them
+                # (--max-envelope-bytes above 65535, tiles off) holds one; its bundle cannot
+                # exist, the hashes' tile does.
+                log.error("entry bundle %s not written: %s", ref.path(), e.message)
+                return None
             return out
 
         for start in range(0, len(tiles), MAX_TILES_PER_WRITE):
