@@ -9,15 +9,19 @@ Size: a signed envelope is at most `max_record_bytes` (`MAX_RECORD_BYTES`, 60 Ki
 65,535 bytes a tlog-tiles log entry may hold, `flopwatch.tlog.tiles.MAX_ENTRY_BYTES`). A batch
 that does not fit is signed as several consecutive records of the chain, each holding whole
 GPU-intervals and gaps in the order they were measured (and within the verifier's counts of
-GPUs, intervals and gaps per record), so nothing changes but the number of signatures. One
-GPU-interval always fits: an interval whose jobs would make it too large (or more than
-`Limits.max_jobs_per_interval` of them) keeps its largest shares and hands the rest to the node's
-unattributed job (`fold_jobs`; the device's figures are unchanged, only those jobs' attribution is
-lost, and the agent logs it). Worst case, with every identifier at its 256-character limit in
-4-byte characters: about 2,100 bytes per job, 64 jobs about 135 KiB; with the agent's own job
-ids (Slurm, Kubernetes, manual: ASCII, at most about 200 characters) 64 jobs are about 16 KiB,
-so folding is for pathological inputs only. Hardware bindings that do not fit beside a record's
-first item wait for the next record, each reported over that record's own nonce.
+GPUs, intervals and gaps per record), so nothing changes but the number of signatures.
+
+One GPU-interval always fits: an interval whose jobs would make it too large (or more than
+`Limits.max_jobs_per_interval` of them) keeps its largest shares and hands the rest to the
+node's unattributed job (`fold_jobs`, logged): the device's upper bound is unchanged, the
+folded shares are estimated at the default precision, and those jobs' attribution is lost.
+Worst case, job ids at the verifier's 256 characters in 4-byte UTF-8 (JOBS.json ids; sources
+are the agent's own short names): about 1,070 bytes per job, 64 jobs about 67 KiB. The ids the
+agent makes (Slurm, Kubernetes, manual) are ASCII, under about 200 characters: 64 jobs are
+about 16 KiB, so folding is for pathological inputs only.
+
+Hardware bindings that do not fit beside a record's first item wait for the next record, each
+reported over that record's own nonce.
 """
 
 from __future__ import annotations
