@@ -38,7 +38,13 @@ each one named below exists):
     flopwatch.agent.backends.nvml.gpm.MIN_INTERVAL_S  GPM sample spacing (the NVML --interval)
     flopwatch.agent.backends.nvml.gpm.GPM_UNSUPPORTED_STRIKES  GPM failures before a fallback
     flopwatch.agent.backends.nvml.processes.PID_MAX_LIMIT  a pid NVML reports
-    flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  intervals signed in one record
+    flopwatch.cli.agent_cmd.MAX_INTERVALS_PER_RECORD  sampling rounds signed together
+    flopwatch.agent.records.MAX_RECORD_BYTES     a record the agent signs (60 KiB: a batch
+                                                 larger is split into consecutive records)
+    flopwatch.agent.records.MIN_RECORD_BYTES     the least max_record_bytes may be
+    flopwatch.collector.config.CollectorConfig   max_envelope_bytes: an envelope the collector
+                                                 accepts (default and least: a log entry's
+                                                 65,535 bytes; at most max_envelope_bytes here)
     flopwatch.collector.retention.MIN_ARCHIVE_AGE_S   how recent a retention cut-off may be
     flopwatch.collector.retention.RETENTION_PAGE      records archived or pruned at a time
     flopwatch.collector.archive_file.MAX_ARCHIVE_ENTRY_BYTES   one entry of a records archive

@@ -18,8 +18,12 @@ class AgentConfig:
     node_id: str = field(default_factory=socket.gethostname)
     cluster: str = "default"
     interval_s: float = 1.0  # more than 0.1 s with the NVML backend (the CLI refuses less)
-    # Sampling rounds signed together in one record (fewer signatures; later visibility).
+    # Sampling rounds signed together (fewer signatures; later visibility): one record, or
+    # several consecutive ones where they would not fit in `max_record_bytes`.
     intervals_per_record: int = 1
+    # A signed record's bytes, at most (flopwatch.agent.records.MAX_RECORD_BYTES: 60 KiB, under
+    # the 65,535 bytes of a tlog-tiles log entry; no less than MIN_RECORD_BYTES).
+    max_record_bytes: int = 60 * 1024
     jobs_file: Path | None = None  # JOBS.json windows (replay and manual use)
     # Attribution sources besides the job registry: "auto" (Slurm and, where its socket exists,
     # Kubernetes, with the NVML backend only), "none", or a comma list of slurm,kubernetes.

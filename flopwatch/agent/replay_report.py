@@ -70,15 +70,18 @@ def replay(trace: Path, windows: Sequence[JobWindow]) -> ReplayResult:
     start_ns = end_ns = 0
     while (readings := backend.next_readings()) is not None:
         readings_end = max(r.end_ns for r in readings)
-        record = verifier.verify(builder.build(readings, windows))
-        intervals += len(record.attestation.intervals)
-        methods.update(METHOD_FROM_PROTO[iv.method].value for iv in record.attestation.intervals)
-        gaps += len(record.gaps)
-        for c in record.contributions:
-            f = jobs.setdefault(c.job_id, JobFigures())
-            f.flops += c.flops_estimate
-            f.flops_upper += c.flops_upper
-            f.gpu_intervals += 1
+        for env in builder.build_records([(readings, windows)]):
+            record = verifier.verify(env)
+            intervals += len(record.attestation.intervals)
+            methods.update(
+                METHOD_FROM_PROTO[iv.method].value for iv in record.attestation.intervals
+            )
+            gaps += len(record.gaps)
+            for c in record.contributions:
+                f = jobs.setdefault(c.job_id, JobFigures())
+                f.flops += c.flops_estimate
+                f.flops_upper += c.flops_upper
+                f.gpu_intervals += 1
         start_ns = start_ns or min(r.start_ns for r in readings)
         end_ns = readings_end
     return ReplayResult(

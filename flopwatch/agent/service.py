@@ -38,7 +38,6 @@ from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.identifiers import as_text
 from flopwatch.job_ids import check_cluster, unattributed_job_id
 from flopwatch.keys import SigningKey, public_raw, short_key_id
-from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.transport import client_credentials
 from flopwatch.v1 import attestation_pb2 as pb
 
@@ -187,13 +186,6 @@ class Agent:
             raise
         try:  # jobs registered with `flopwatch job start` survive restarts in the state dir
             gpus = self._backend.gpus()
-            per_record = config.intervals_per_record * max(1, len(gpus))
-            if per_record > DEFAULT_LIMITS.max_intervals_per_attestation:
-                raise ConfigError(
-                    f"--intervals-per-record {config.intervals_per_record} x {len(gpus)} "
-                    f"devices = {per_record} intervals per record, above the collector's "
-                    f"{DEFAULT_LIMITS.max_intervals_per_attestation}"
-                )
             self.registry = JobRegistry(config.registry_path, cluster=config.cluster, gpus=gpus)
             self._attributor = build_attributor(config, gpus, self.registry)
         except BaseException:
@@ -205,17 +197,24 @@ class Agent:
         self.metrics_port: int | None = None
         recovered = self._spool.recovery.head  # its end: where the restart gap begins
         restart_ns = recovered.end_ns if recovered else old_chain_end_ns
-        self._builder = RecordBuilder(
-            node_id=config.node_id,
-            cluster=config.cluster,
-            signer=key,
-            head=head,
-            now_ns=now_ns,
-            hardware=self._backend if isinstance(self._backend, HardwareBinder) else None,
-            resumed_after_ns=restart_ns,
-            unattributed_id=unattributed_job_id(config.cluster, config.node_id),
-            unattributed_account=config.default_account,
-        )
+        try:
+            self._builder = RecordBuilder(
+                node_id=config.node_id,
+                cluster=config.cluster,
+                signer=key,
+                head=head,
+                now_ns=now_ns,
+                hardware=self._backend if isinstance(self._backend, HardwareBinder) else None,
+                resumed_after_ns=restart_ns,
+                unattributed_id=unattributed_job_id(config.cluster, config.node_id),
+                unattributed_account=config.default_account,
+                max_record_bytes=config.max_record_bytes,
+            )
+        except BaseException:
+            self._attributor.close()
+            self._backend.close()
+            self._spool.close()
+            raise
         self.sender = Sender(
             config.collector,
             self._spool,
@@ -360,34 +359,42 @@ class Agent:
     def _record(self, rounds: Sequence[tuple[list[GpuReading], Sequence[JobWindow]]]) -> None:
         readings = [r for round_readings, _ in rounds for r in round_readings]
         gaps = loss_gaps(self._losses, readings)
-        env = self._builder.build_rounds(rounds, gaps)
-        seq = self._builder.head.sequence
-        self._losses = self._spool.append(seq, env.to_bytes())  # records dropped to make room
-        self._signed += 1
-        att = pb.Attestation.FromString(env.payload)
-        self.stats.observe(readings, att)
+        # One record, or several consecutive ones when the batch is larger than a record may be.
+        envelopes = self._builder.build_records(rounds, gaps)
+        self._losses = []
+        for n, env in enumerate(envelopes):
+            att = pb.Attestation.FromString(env.payload)
+            # Records dropped to make room: reported in the next batch's first record.
+            self._losses += self._spool.append(att.sequence, env.to_bytes())
+            self._signed += 1
+            self.stats.observe(readings if n == 0 else (), att)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "signed #%d: %d GPU(s), %d interval(s), %d gap(s), %d bytes, "
+                    "FLOPs estimate %d, upper %d",
+                    att.sequence,
+                    len(att.gpus),
+                    len(att.intervals),
+                    len(att.gaps),
+                    len(env.to_bytes()),
+                    sum(i.flops_estimate for i in att.intervals),
+                    sum(i.flops_upper for i in att.intervals),
+                )
+            if self._signed % SUMMARY_EVERY == 0:
+                self._summary()
         self.sender.notify()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "signed #%d: %d GPU(s), %d interval(s), %d gap(s), FLOPs estimate %d, upper %d",
-                seq,
-                len(att.gpus),
-                len(att.intervals),
-                len(att.gaps),
-                sum(i.flops_estimate for i in att.intervals),
-                sum(i.flops_upper for i in att.intervals),
-            )
-        if self._signed % SUMMARY_EVERY == 0:
-            stats = self.sender.stats
-            log.info(
-                "signed %d record(s); spool %d pending, %d bytes; sent %d, acked %d, rejected %d",
-                self._signed,
-                self._spool.depth(),
-                self._spool.bytes(),
-                stats.sent,
-                stats.acked,
-                stats.rejected,
-            )
+
+    def _summary(self) -> None:
+        stats = self.sender.stats
+        log.info(
+            "signed %d record(s); spool %d pending, %d bytes; sent %d, acked %d, rejected %d",
+            self._signed,
+            self._spool.depth(),
+            self._spool.bytes(),
+            stats.sent,
+            stats.acked,
+            stats.rejected,
+        )
 
 
 def run_agent(config: AgentConfig, *, stop: threading.Event | None = None) -> int:

@@ -18,8 +18,9 @@ from flopwatch.limits import DEFAULT_LIMITS
 HELP = "run the node agent: sample GPU counters, attribute to jobs, sign and send to a collector"
 ENV_PREFIX = "FLOPWATCH_AGENT_"
 DEFAULT_CONTROL_SOCKET = "/run/flopwatch/agent.sock"
-# One minute of 1 s rounds; 60 rounds of 64 devices (8 GPUs of 7 MIG instances and more) stay
-# within the collector's 4,096 intervals per record.
+# One minute of 1 s rounds, held unsigned at most. Records are kept under 60 KiB whatever the
+# setting (a batch larger is signed as several records), so more rounds would save no further
+# signatures on a node of 8 GPUs, only delay them.
 MAX_INTERVALS_PER_RECORD = 60
 # Loopback by default: node-local scrapers and operators can read it, nothing off the node can.
 DEFAULT_METRICS = "127.0.0.1:9465"
@@ -79,10 +80,11 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         type=_rounds,
         default=1,
         metavar="N",
-        help="sampling rounds signed together in one record (default: 1). More rounds per "
-        "record cost fewer signatures, sends and commits (agent and collector CPU) and make "
-        "each record visible at the collector N intervals later; every interval keeps its own "
-        "counters and its own attribution",
+        help="sampling rounds signed together (default: 1). More rounds per record cost "
+        "fewer signatures, sends and commits (agent and collector CPU) and make each record "
+        "visible at the collector N intervals later; every interval keeps its own counters and "
+        "its own attribution. Rounds that would make a record over 60 KiB (about 250 "
+        "GPU-intervals) are signed as several consecutive records",
     )
     g.add_argument(
         "--replay-speed",

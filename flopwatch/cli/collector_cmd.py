@@ -13,6 +13,7 @@ from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.config_file import add_config_file, toml_accepts
 from flopwatch.cli.tlog_args import add_tlog_arguments, tlog_config
 from flopwatch.errors import ConfigError
+from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 if TYPE_CHECKING:
     from flopwatch.collector.config import ServerLimits, WebhookConfig
@@ -235,6 +236,17 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
             metavar="DURATION",
             help=f"{text} (default: %(default)s)",
         )
+    g.add_argument(
+        "--max-envelope-bytes",
+        type=int,
+        default=MAX_ENTRY_BYTES,
+        metavar="N",
+        help="refuse a record (envelope) larger than this, with the reason 'oversized'. The "
+        "default, 65535, is the most a tlog-tiles log entry holds, and agents never sign "
+        "larger records; without --tiles-listen/--tiles-dir it may be raised (up to 1048576) "
+        "for large records agents of earlier versions left in their spools (default: "
+        "%(default)s)",
+    )
 
 
 def _server_limits(args: argparse.Namespace) -> ServerLimits:
@@ -281,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
         verify_workers=parse_verify_workers(args.verify_workers),
         server=_server_limits(args),
         tlog=tlog_config(args),
+        max_envelope_bytes=args.max_envelope_bytes,
     )
 
     async def main() -> None:

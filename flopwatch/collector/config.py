@@ -8,6 +8,7 @@ thresholds and timeouts an operator sets.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from flopwatch.collector.log.tlog_config import TlogConfig
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 DEFAULT_THRESHOLDS = (10**23, 10**24, 10**25, 10**26)  # FLOPs
 DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
@@ -225,7 +227,28 @@ class CollectorConfig:
     # Processes that verify records ahead of the ingest thread (flopwatch.collector.ingest.workers);
     # 0 verifies on the ingest thread.
     verify_workers: int = 0
+    # Bytes of the largest envelope accepted; larger ones are refused ("oversized", the limit
+    # named). Default and least: the 65,535 bytes a tlog-tiles log entry holds, which an agent's
+    # records never exceed (flopwatch.agent.records.MAX_RECORD_BYTES). Up to
+    # `limits.max_envelope_bytes` (1 MiB) without tiles, for records older agents spooled.
+    max_envelope_bytes: int = MAX_ENTRY_BYTES
     limits: Limits = DEFAULT_LIMITS
     query: QueryLimits = field(default_factory=QueryLimits)
     pending_keys: PendingKeyLimits = field(default_factory=PendingKeyLimits)
     server: ServerLimits = field(default_factory=ServerLimits)
+
+    def __post_init__(self) -> None:
+        most = self.limits.max_envelope_bytes if self.tlog is None else MAX_ENTRY_BYTES
+        if not MAX_ENTRY_BYTES <= self.max_envelope_bytes <= most:
+            tiles = (
+                " with the log's tiles on (a tile entry holds 65,535 bytes)" if self.tlog else ""
+            )
+            raise ConfigError(
+                f"--max-envelope-bytes must be {MAX_ENTRY_BYTES} to {most}{tiles}, "
+                f"got {self.max_envelope_bytes}"
+            )
+
+    @property
+    def ingest_limits(self) -> Limits:
+        """The record limits applied to what agents send: `limits`, with `max_envelope_bytes`."""
+        return dataclasses.replace(self.limits, max_envelope_bytes=self.max_envelope_bytes)

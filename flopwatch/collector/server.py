@@ -168,7 +168,7 @@ class CollectorService:
                 store,
                 policy,
                 self._sinks,
-                limits=self.config.limits,
+                limits=self.config.ingest_limits,
                 now_ns=self._now_ns,
                 enroll_on_first_use=self.config.enroll_on_first_use,
                 pending_keys=self.config.pending_keys,
@@ -198,7 +198,7 @@ class CollectorService:
         try:
             if cfg.verify_workers > 0:
                 self._workers = await asyncio.to_thread(
-                    VerifyWorkers, cfg.verify_workers, cfg.limits
+                    VerifyWorkers, cfg.verify_workers, cfg.ingest_limits
                 )
                 log.info("verifying records in %d worker processes", cfg.verify_workers)
             ingestor, log_key = await loop.run_in_executor(

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from flopwatch.agent import records
 from flopwatch.agent.backends.base import BindingStatus, GpuReading, HardwareBinding
 from flopwatch.agent.backends.sim import PROFILES, SimBackend, SimGpuModel, SimProfile
 from flopwatch.agent.records import (
@@ -216,20 +215,6 @@ def test_report_data_without_a_report_status_is_malformed() -> None:
     att.bindings[0].report = b"smuggled"
     with pytest.raises(VerificationError, match="report data"):
         verify(key, Envelope.sign(att.SerializeToString(deterministic=True), key))
-
-
-def test_reports_past_the_record_budget_are_left_out_and_say_so(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    key = SigningKey.generate()
-    batch = readings("h100", 3)
-    monkeypatch.setattr(records, "BINDING_BYTES_BUDGET", 100)  # room for two 39-byte reports
-    rec = verify(key, builder(key, hardware=FakeBinder(batch)).build(batch, []))
-    assert [(x.status, x.detail) for x in rec.attestation.bindings] == [
-        (pb.BINDING_STATUS_REPORT, ""),
-        (pb.BINDING_STATUS_REPORT, ""),
-        (pb.BINDING_STATUS_ERROR, "report left out: record full"),
-    ]
 
 
 def test_rounds_signed_together_keep_each_rounds_attribution() -> None:

@@ -12,7 +12,9 @@ import pytest
 
 from flopwatch.agent.backends.base import GpuReading
 from flopwatch.agent.backends.replay import ReplayBackend
+from flopwatch.agent.backends.sim import SimBackend
 from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.records import MAX_RECORD_BYTES
 from flopwatch.agent.service import Agent, make_backend, resume_head, run_agent
 from flopwatch.agent.spool.store import ChainRef, RecoveryReport, Spool, SpoolLoss
 from flopwatch.errors import ConfigError
@@ -184,9 +186,8 @@ def test_bad_backend_and_tls_settings_are_config_errors(tmp_path: Path) -> None:
         run_agent(config_for(tmp_path, 1, backend="sim:zero"))
     with pytest.raises(ConfigError, match="unknown simulator profile 'b200'; use one of a100,"):
         make_backend(config_for(tmp_path, 1, backend="sim:2:b200"))
-    # 64 devices x 65 rounds would not fit the collector's intervals per record.
-    with pytest.raises(ConfigError, match="65 x 64 devices = 4160 intervals per record"):
-        Agent(config_for(tmp_path, 1, backend="sim:64", intervals_per_record=65))
+    with pytest.raises(ConfigError, match="max_record_bytes must be 32768 to"):
+        Agent(config_for(tmp_path, 1, max_record_bytes=1024))
 
 
 @pytest.mark.parametrize(
@@ -225,3 +226,20 @@ def test_resume_head_rules() -> None:
     h, losses = resume_head(RecoveryReport(head=head, losses=(middle, tail)))
     assert (h.sequence, h.digest) == (13, b"d" * 32)  # next record: 14
     assert [(x.first, x.last) for x in losses] == [(3, 4), (10, 13)]
+
+
+def test_a_large_batch_is_sent_as_several_records_within_the_size_limit(
+    tmp_path: Path, collector: tuple[FakeCollector, int]
+) -> None:
+    """8 GPUs x 100 rounds per record: about 200 KB of intervals, signed as consecutive records
+    of at most MAX_RECORD_BYTES, every one of them sent and held."""
+    fake, port = collector
+    backend = SimBackend(8, start_ns=T0 * 10**9, limit=100)
+    config = config_for(tmp_path, port, backend="sim:8", intervals_per_record=100)
+    assert config.max_record_bytes == MAX_RECORD_BYTES
+    assert Agent(config, backend=backend).run() == 0
+    records = held_records(fake, SigningKey.load(config.key_path))
+    assert len(records) > 1
+    assert [r.sequence for r in records] == list(range(1, len(records) + 1))
+    assert max(len(fake.held[r.sequence]) for r in records) <= MAX_RECORD_BYTES
+    assert sum(len(r.attestation.intervals) for r in records) == 800

@@ -11,6 +11,7 @@ import pytest
 import flopwatch.collector.server
 from flopwatch.cli.main import main
 from flopwatch.collector.config import ServerLimits
+from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 
 @pytest.fixture
@@ -27,6 +28,22 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_defaults_are_the_config_objects(seen: list[Any]) -> None:
     assert main(["collector", "--insecure", "--metrics-listen", "off"]) == 0
     assert seen[0].server == ServerLimits()
+    assert seen[0].max_envelope_bytes == MAX_ENTRY_BYTES == 65_535
+    assert seen[0].ingest_limits.max_envelope_bytes == MAX_ENTRY_BYTES
+
+
+def test_the_envelope_limit_may_be_raised_only_without_tiles(
+    seen: list[Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["collector", "--insecure", "--max-envelope-bytes", "1048576"]) == 0
+    assert seen[0].ingest_limits.max_envelope_bytes == 1 << 20
+    tiles = ["--tiles-dir", str(tmp_path / "tiles")]
+    assert main(["collector", "--insecure", *tiles, "--max-envelope-bytes", "70000"]) != 0
+    err = capsys.readouterr().err
+    assert "--max-envelope-bytes must be 65535 to 65535 with the log's tiles on" in err
+    assert main(["collector", "--insecure", "--max-envelope-bytes", "60000"]) != 0
+    assert "--max-envelope-bytes must be 65535 to 1048576, got 60000" in capsys.readouterr().err
+    assert len(seen) == 1
 
 
 def test_flags_file_and_environment_set_limits(

@@ -7,20 +7,24 @@ collector key as an Ed25519 note key named after the origin; Ed25519 is determin
 checkpoint of a size is the same bytes whenever it is signed and none needs storing.
 
 A tile is read from the stored subtree hashes (node (8L, N*256 + i) is hash i of tile L/N); an
-entry bundle from the stored envelopes. Use on the store's thread.
+entry bundle from the stored envelopes. The checkpoint last published (with its witnesses'
+cosignatures, which cannot be made again) is kept in the store. Use on the store's thread.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.store.base import LogStore
-from flopwatch.errors import LogRangeError
+from flopwatch.errors import LogRangeError, VerificationError
 from flopwatch.keys import SigningKey, short_key_id
-from flopwatch.tlog.checkpoint import Checkpoint, sign_checkpoint
+from flopwatch.tlog.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, sign_checkpoint
 from flopwatch.tlog.note import Ed25519NoteSigner, Note
 from flopwatch.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, TileRef, encode_bundle, encode_tile
+
+log = logging.getLogger(__name__)
 
 
 def default_origin(key: SigningKey) -> str:
@@ -54,6 +58,33 @@ class TileLog:
         size = self._store.log_size() if size is None else size
         checkpoint = Checkpoint(self.origin, size, self._log.root(size))
         return checkpoint, sign_checkpoint(checkpoint, self.signer)
+
+    def keep_published(self, size: int, note: bytes) -> None:
+        """Keep the checkpoint of `size` just published, to serve again after a restart."""
+        self._store.add_published_checkpoint(self.origin, size, note)
+
+    def published(self) -> tuple[SignedCheckpoint, bytes] | None:
+        """The checkpoint kept for this origin and its bytes, if it still holds: signed by this
+        log's key, of a tree this store holds, with that tree's root. None (logged) if none is
+        kept or it does not hold (a database restored from an older backup, another key)."""
+        data = self._store.published_checkpoint(self.origin)
+        if data is None:
+            return None
+        try:
+            signed = open_checkpoint(data, [self.signer.verifier], origin=self.origin)
+        except VerificationError as e:
+            log.warning("the checkpoint kept in the store is not this log's: %s", e)
+            return None
+        size = signed.checkpoint.size
+        if size > self._store.log_size() or self._log.root(size) != signed.checkpoint.root:
+            log.warning(
+                "the checkpoint of size %d kept in the store does not match the log it holds "
+                "(%d entries); it is not served",
+                size,
+                self._store.log_size(),
+            )
+            return None
+        return signed, data
 
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
         return self._log.consistency_proof(old_size, new_size)

@@ -51,11 +51,17 @@ class TileDirectory:
         os.replace(tmp, path)
 
     def write(
-        self, tiles: list[TileRef], read: Callable[[TileRef], bytes], checkpoint: bytes | None
+        self,
+        tiles: list[TileRef],
+        read: Callable[[TileRef], bytes | None],
+        checkpoint: bytes | None,
     ) -> None:
-        """Write `tiles` (bytes from `read`), then `checkpoint` if given; sync the directory."""
+        """Write `tiles` (bytes from `read`; None: that one is left out), then `checkpoint` if
+        given; sync the directory."""
         for ref in tiles:
-            self._write(ref.path(), read(ref))
+            data = read(ref)
+            if data is not None:
+                self._write(ref.path(), data)
         if checkpoint is not None:
             self._write("checkpoint", checkpoint)
         fd = os.open(self.root, os.O_RDONLY)

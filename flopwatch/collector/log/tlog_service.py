@@ -2,10 +2,12 @@
 in a directory (`TlogConfig`).
 
 Every `checkpoint_interval_s`, if the log grew: sign a checkpoint of it (store thread), have the
-policy's witnesses cosign it (`witnessing`), and once the quorum did, publish it: write the new
-tiles and then the checkpoint to the directory, and serve it. Until then the previous checkpoint
-stays published, and nothing beyond it is served. Store reads go through `on_store`, which runs
-a function on the store's own thread (the collector's ingest thread).
+policy's witnesses cosign it (`witnessing`), and once the quorum did, publish it: keep it in the
+store, write the new tiles and then the checkpoint to the directory, and serve it. Until then the
+previous checkpoint stays published, and nothing beyond it is served. After a restart the
+checkpoint kept in the store is served at once (if it is this log's, matches the tree held and
+meets the witness policy), and the directory is brought up to it. Store reads go through
+`on_store`, which runs a function on the store's own thread (the collector's ingest thread).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from flopwatch.errors import ConfigError, LogRangeError, VerificationError
 from flopwatch.httpserve import HttpService, server_tls
 from flopwatch.keys import SigningKey
 from flopwatch.tlog.policy import parse_policy
-from flopwatch.tlog.tiles import TileRef, new_tiles
+from flopwatch.tlog.tiles import ENTRY_TOO_LARGE, TileRef, new_tiles
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class TlogService:
         self._witnessing = load_witnessing(config)
         self._dir = None if config.tiles_dir is None else TileDirectory(config.tiles_dir)
         self._dir_size = 0 if self._dir is None else self._dir.written_size()
+        self._resume()
         self._http: HttpService | None = None
         if config.tiles_listen is not None:
             token = None if config.token_file is None else load_token(config.token_file)
@@ -136,6 +139,25 @@ class TlogService:
         if self._witnessing is not None:
             self._witnessing.close()
 
+    def _resume(self) -> None:
+        """Serve the checkpoint published before a restart, if it still holds."""
+        kept = self._on_store(self._tile_log.published)
+        if kept is None:
+            return
+        signed, data = kept
+        size = signed.checkpoint.size
+        if self._witnessing is not None and not self._witnessing.resume(
+            signed.checkpoint, signed.note
+        ):
+            log.warning(
+                "the checkpoint %d kept from before the restart lacks the cosignatures the "
+                "witness policy asks for; nothing is served until a new one is witnessed",
+                size,
+            )
+            return
+        self._published = (size, data)
+        log.info("serving checkpoint %d, published before the restart", size)
+
     # -- TileSource ---------------------------------------------------------------------------
     def checkpoint(self) -> bytes | None:
         with self._lock:
@@ -156,8 +178,11 @@ class TlogService:
         Blocking (HTTP to witnesses, file writes): run it off the event loop."""
         checkpoint, note = self._on_store(self._tile_log.checkpoint)
         with self._lock:
-            if self._published is not None and self._published[0] == checkpoint.size:
-                return False
+            published = self._published
+        if published is not None and published[0] == checkpoint.size:
+            if self._dir is not None and self._dir_size < published[0]:
+                self._write_dir(*published)  # the directory was behind what is served
+            return False
         if self._witnessing is not None:
 
             def proof(old: int) -> tuple[bytes, ...]:
@@ -175,6 +200,7 @@ class TlogService:
                 return False
             note = cosigned
         data = note.to_bytes()
+        self._on_store(self._tile_log.keep_published, checkpoint.size, data)
         if self._dir is not None:
             self._write_dir(checkpoint.size, data)
         with self._lock:
@@ -186,8 +212,17 @@ class TlogService:
         assert self._dir is not None
         tiles = new_tiles(min(self._dir_size, size), size)
 
-        def read(ref: TileRef) -> bytes:
-            out: bytes = self._on_store(self._tile_log.read, ref, size)
+        def read(ref: TileRef) -> bytes | None:
+            try:
+                out: bytes = self._on_store(self._tile_log.read, ref, size)
+            except VerificationError as e:
+                if e.reason != ENTRY_TOO_LARGE:
+                    raise
+                # Only a log that accepted such entries before the collector refused them
+                # (--max-envelope-bytes above 65535, tiles off) holds one; its bundle cannot
+                # exist, the hashes' tile does.
+                log.error("entry bundle %s not written: %s", ref.path(), e.message)
+                return None
             return out
 
         for start in range(0, len(tiles), MAX_TILES_PER_WRITE):

@@ -111,15 +111,24 @@ class WitnessClient:
             lines = parse_signature_lines(decode_note_bytes(answer, MAX_RESPONSE_BYTES))
         except VerificationError as e:
             return WitnessOutcome(self.name, status, detail=f"bad answer: {e.message}")
+        sig = self.cosignature_in(checkpoint, lines)
+        if sig is not None:
+            self.known_size = checkpoint.size
+            return WitnessOutcome(self.name, status, cosignature=sig)
+        return WitnessOutcome(self.name, status, detail="no valid cosignature by its key")
+
+    def cosignature_in(
+        self, checkpoint: Checkpoint, signatures: Sequence[Signature]
+    ) -> Signature | None:
+        """This witness's valid cosignature of `checkpoint` among `signatures`, if any."""
         verifier = self.witness.verifier
         body = checkpoint.body().encode("utf-8")
-        for sig in lines:
+        for sig in signatures:
             if (sig.name, sig.key_id) == (verifier.name, verifier.key_id) and verifier.verify(
                 body, sig.sig
             ):
-                self.known_size = checkpoint.size
-                return WitnessOutcome(self.name, status, cosignature=sig)
-        return WitnessOutcome(self.name, status, detail="no valid cosignature by its key")
+                return sig
+        return None
 
 
 class Witnessing:
@@ -137,6 +146,15 @@ class Witnessing:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def resume(self, checkpoint: Checkpoint, note: Note) -> bool:
+        """Take up a checkpoint published before a restart: whether its cosignatures meet the
+        policy. The witnesses that cosigned it are known to hold its size (no 409 round next
+        time)."""
+        cosigned = [c for c in self.clients if c.cosignature_in(checkpoint, note.signatures)]
+        for c in cosigned:
+            c.known_size = checkpoint.size
+        return self.policy.satisfied({c.name for c in cosigned})
 
     def cosign(
         self, checkpoint: Checkpoint, note: Note, proof: ProofSource

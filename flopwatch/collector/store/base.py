@@ -244,6 +244,17 @@ class LogStore(Protocol):
         """The signed tree head of the largest size held (envelope bytes), or None."""
         ...
 
+    def add_published_checkpoint(self, origin: str, tree_size: int, note: bytes) -> None:
+        """Keep `note`, a checkpoint of `tree_size` that the log of `origin` published (signed
+        by the log and cosigned by its witnesses), to serve again after a restart. One per
+        origin: a checkpoint smaller than the one held is ignored (collectors sharing a
+        database may publish in any order); one of the same size replaces it."""
+        ...
+
+    def published_checkpoint(self, origin: str) -> bytes | None:
+        """The checkpoint last kept for `origin` (`add_published_checkpoint`), or None."""
+        ...
+
 
 class RetentionStore(Protocol):
     """Archiving and pruning old envelopes (`flopwatch.collector.retention`).

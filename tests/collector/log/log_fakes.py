@@ -16,6 +16,7 @@ class MemoryLog:
         self.leaves: list[bytes] = []
         self.nodes: dict[tuple[int, int], bytes] = {}
         self.heads: dict[int, bytes] = {}
+        self.published: dict[str, tuple[int, bytes]] = {}
         self.entry_reads = 0
 
     def add(self, *entries: bytes) -> None:
@@ -45,3 +46,12 @@ class MemoryLog:
 
     def latest_tree_head(self) -> bytes | None:
         return self.heads[max(self.heads)] if self.heads else None
+
+    def add_published_checkpoint(self, origin: str, tree_size: int, note: bytes) -> None:
+        held = self.published.get(origin)
+        if held is None or tree_size >= held[0]:
+            self.published[origin] = (tree_size, note)
+
+    def published_checkpoint(self, origin: str) -> bytes | None:
+        held = self.published.get(origin)
+        return None if held is None else held[1]

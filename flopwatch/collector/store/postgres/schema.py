@@ -103,6 +103,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE log_revocations (
             key_id TEXT COLLATE "C" PRIMARY KEY, log_size BIGINT NOT NULL)""",
     ),
+    # The log's last published checkpoint per origin (a C2SP signed note with its witnesses'
+    # cosignatures), served again after a restart (flopwatch.collector.log.tlog_service).
+    (
+        """CREATE TABLE published_checkpoints (
+            origin TEXT COLLATE "C" PRIMARY KEY, tree_size BIGINT NOT NULL,
+            note BYTEA NOT NULL, published_at_ns BIGINT NOT NULL)""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -382,6 +382,14 @@ class PostgresStore:
         with self._tx("read tree head") as cur:
             return tlog.latest_tree_head(cur)
 
+    def add_published_checkpoint(self, origin: str, tree_size: int, note: bytes) -> None:
+        with self._tx("store published checkpoint") as cur:
+            tlog.add_published_checkpoint(cur, origin, tree_size, note, self._now_ns())
+
+    def published_checkpoint(self, origin: str) -> bytes | None:
+        with self._tx("read published checkpoint") as cur:
+            return tlog.published_checkpoint(cur, origin)
+
     # -- retention (retention.py) ----------------------------------------------------------
     def archivable(
         self, before_ns: int, after_leaf: int, below_leaf: int, limit: int

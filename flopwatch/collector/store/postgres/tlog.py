@@ -107,6 +107,25 @@ def latest_tree_head(cur: Cur) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+def add_published_checkpoint(
+    cur: Cur, origin: str, tree_size: int, note: bytes, now_ns: int
+) -> None:
+    cur.execute(
+        "INSERT INTO published_checkpoints (origin, tree_size, note, published_at_ns) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (origin) DO UPDATE "
+        "SET tree_size = excluded.tree_size, note = excluded.note, "
+        "published_at_ns = excluded.published_at_ns "
+        "WHERE excluded.tree_size >= published_checkpoints.tree_size",
+        (origin, tree_size, note, now_ns),
+    )
+
+
+def published_checkpoint(cur: Cur, origin: str) -> bytes | None:
+    cur.execute("SELECT note FROM published_checkpoints WHERE origin = %s", (origin,))
+    row = cur.fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def job_evidence(
     cur: Cur, total: JobTotal, node: Callable[[str], NodeRecord | None]
 ) -> JobEvidence:

@@ -105,6 +105,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                               WHERE r.received_at_ns <= n.revoked_at_ns)
             FROM nodes n WHERE n.status = 'revoked'""",
     ),
+    # The log's last published checkpoint per origin (a C2SP signed note with its witnesses'
+    # cosignatures), served again after a restart (flopwatch.collector.log.tlog_service).
+    (
+        """CREATE TABLE published_checkpoints (
+            origin TEXT PRIMARY KEY, tree_size INTEGER NOT NULL, note BLOB NOT NULL,
+            published_at_ns INTEGER NOT NULL) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

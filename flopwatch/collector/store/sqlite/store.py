@@ -396,6 +396,14 @@ class SQLiteStore:
         with self._errors("read tree head"):
             return tlog.latest_tree_head(self._db)
 
+    def add_published_checkpoint(self, origin: str, tree_size: int, note: bytes) -> None:
+        with self._tx("store published checkpoint"):
+            tlog.add_published_checkpoint(self._db, origin, tree_size, note, self._now_ns())
+
+    def published_checkpoint(self, origin: str) -> bytes | None:
+        with self._errors("read published checkpoint"):
+            return tlog.published_checkpoint(self._db, origin)
+
     # -- retention (retention.py) ----------------------------------------------------------
     def archivable(
         self, before_ns: int, after_leaf: int, below_leaf: int, limit: int

@@ -181,6 +181,25 @@ def latest_tree_head(db: sqlite3.Connection) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+def add_published_checkpoint(
+    db: sqlite3.Connection, origin: str, tree_size: int, note: bytes, now_ns: int
+) -> None:
+    db.execute(
+        "INSERT INTO published_checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE "
+        "SET tree_size = excluded.tree_size, note = excluded.note, "
+        "published_at_ns = excluded.published_at_ns "
+        "WHERE excluded.tree_size >= published_checkpoints.tree_size",
+        (origin, tree_size, note, now_ns),
+    )
+
+
+def published_checkpoint(db: sqlite3.Connection, origin: str) -> bytes | None:
+    row = db.execute(
+        "SELECT note FROM published_checkpoints WHERE origin = ?", (origin,)
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def job_evidence(
     db: sqlite3.Connection, total: JobTotal, node: Callable[[str], NodeRecord | None]
 ) -> JobEvidence:
