@@ -41,6 +41,7 @@ from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
+    ClockNote,
     GpuTotal,
     JobEvidence,
     JobGpu,
@@ -226,6 +227,10 @@ class PostgresStore:
     def pending_keys(self) -> list[PendingKey]:
         with self._tx("list keys awaiting approval") as cur:
             return trust.pending_keys(cur)
+
+    def note_clock_ahead(self, notes: Collection[ClockNote]) -> None:
+        with self._tx("note clock ahead") as cur:
+            trust.note_clock_ahead(cur, notes)
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
         with self._tx("claim silence alert") as cur:

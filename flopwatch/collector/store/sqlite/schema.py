@@ -105,6 +105,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                               WHERE r.received_at_ns <= n.revoked_at_ns)
             FROM nodes n WHERE n.status = 'revoked'""",
     ),
+    # Clock health (issue 17): the latest record of a key answered retry because its time ends
+    # ahead of the collector's clock (how far, when noted), so `nodes list` shows the node
+    # unhealthy until one of its records is committed again.
+    (
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_ns INTEGER",
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_at_ns INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
