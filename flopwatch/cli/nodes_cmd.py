@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
+from flopwatch.cli.common import EXIT_OK, add_tls_arguments, check_identifier, host_port
 from flopwatch.cli.jobs_cmd import call, render, utc
 from flopwatch.errors import ConfigError
 from flopwatch.identifiers import shown
@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector import enrollment
     from flopwatch.collector.config import parse_duration
 
+    if getattr(args, "node", None) is not None:  # enroll, reject, token: before the database
+        check_identifier("--node", args.node)
     with _store(args.db) as store:
         if action == "enroll":
             if args.public_key is not None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli.common import EXIT_OK, add_deprecated_option
+from flopwatch.cli.common import EXIT_OK, add_deprecated_option, check_identifier
 from flopwatch.cli.trust_args import read_tree_head
 from flopwatch.files import check_output, is_stdout, write_output
 
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.store.factory import open_store
 
+    check_identifier("JOB", args.job)
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
     protect = _protected(args.db, key_path, args.kept_tree_head)
