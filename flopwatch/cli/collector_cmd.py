@@ -14,7 +14,7 @@ from flopwatch.cli.config_file import add_config_file, toml_accepts
 from flopwatch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flopwatch.collector.config import ServerLimits, WebhookConfig
+    from flopwatch.collector.config import PendingKeyLimits, ServerLimits, WebhookConfig
 
 HELP = "run the collector: verify signed records, total FLOPs per job, alert, serve metrics"
 
@@ -210,9 +210,24 @@ _DURATIONS = (
     ),
 )
 
+# (flag, PendingKeyLimits field, help): whole numbers; 0 notes no key.
+_PENDING = (
+    (
+        "--max-pending-keys-per-node",
+        "max_per_node",
+        "keys awaiting approval that claim one node id; another key claiming it is not listed",
+    ),
+    ("--max-pending-keys", "max_total", "keys awaiting approval in all"),
+    (
+        "--max-new-pending-keys-per-minute",
+        "max_new_per_minute",
+        "keys first seen (noted as awaiting approval) per minute",
+    ),
+)
+
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    from flopwatch.collector.config import ServerLimits
+    from flopwatch.collector.config import PendingKeyLimits, ServerLimits
 
     defaults = ServerLimits()
     g = p.add_argument_group(
@@ -233,6 +248,21 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
             metavar="DURATION",
             help=f"{text} (default: %(default)s)",
         )
+    pending = PendingKeyLimits()
+    k = p.add_argument_group(
+        "keys awaiting approval (a key that presents itself with a signed record is listed by "
+        "`flopwatch nodes list` for an operator to approve; records of a key past these bounds "
+        "are answered retry and counted in flopwatch_pending_key_records_refused; 0: list none, "
+        "enroll only with tokens or key files)"
+    )
+    for flag, name, text in _PENDING:
+        k.add_argument(
+            flag,
+            type=int,
+            default=getattr(pending, name),
+            metavar="N",
+            help=f"{text} (default: %(default)s)",
+        )
 
 
 def _server_limits(args: argparse.Namespace) -> ServerLimits:
@@ -247,6 +277,18 @@ def _server_limits(args: argparse.Namespace) -> ServerLimits:
     for flag, name, _ in _DURATIONS:
         values[name] = parse_duration(getattr(args, flag.removeprefix("--").replace("-", "_")))
     return ServerLimits(**values)
+
+
+def _pending_limits(args: argparse.Namespace) -> PendingKeyLimits:
+    from flopwatch.collector.config import PendingKeyLimits
+
+    values: dict[str, int] = {}
+    for flag, name, _ in _PENDING:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value < 0:
+            raise ConfigError(f"{flag} must be 0 or positive, got {value}")
+        values[name] = value
+    return PendingKeyLimits(**values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -278,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
         tree_head_interval_s=parse_duration(args.tree_head_interval),
         verify_workers=parse_verify_workers(args.verify_workers),
         server=_server_limits(args),
+        pending_keys=_pending_limits(args),
     )
 
     async def main() -> None:

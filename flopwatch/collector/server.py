@@ -56,7 +56,7 @@ from flopwatch.collector.rpc.connections import CallPeers, ConnectionStats
 from flopwatch.collector.rpc.health import Health
 from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.collector.rpc.query import QueryServicer
-from flopwatch.collector.rpc.roles import RoleInterceptor
+from flopwatch.collector.rpc.roles import DenialStats, RoleInterceptor
 from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_services
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
@@ -145,8 +145,9 @@ class CollectorService:
         self.health_port: int | None = None  # bound by start() when health_listen is set
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
-        self.roles = RoleInterceptor()  # refuses RPCs a client's role does not allow (mTLS)
         limits = config.server
+        # Refuses RPCs a client's role does not allow (mTLS).
+        self.roles = RoleInterceptor(DenialStats(max_label_values=limits.max_label_values))
         self.rejections = Rejections(
             interval_s=limits.rejection_log_interval_s, max_label_values=limits.max_label_values
         )
@@ -170,6 +171,7 @@ class CollectorService:
                 enroll_on_first_use=self.config.enroll_on_first_use,
                 pending_keys=self.config.pending_keys,
                 rejections=self.rejections,
+                max_label_values=self.config.server.max_label_values,
             )
         except (StoreError, KeyFileError):
             store.close()
@@ -224,6 +226,8 @@ class CollectorService:
                     streams=self._ingest.stats,
                     rejections=self.rejections.counts,
                     connections=self.connections.counts,
+                    enrollment=ingestor.enrollment.counts,
+                    roles=self.roles.stats.counts,
                 )
                 metrics_port = self._start_metrics(*metrics_addr)
             self._watch = asyncio.create_task(self._watch_liveness(liveness))

@@ -183,6 +183,7 @@ class Ingestor:
         enroll_on_first_use: bool = False,
         pending_keys: PendingKeyLimits | None = None,
         rejections: Rejections | None = None,
+        max_label_values: int = 1000,
     ) -> None:
         self._store = store
         # Rejected records are counted and logged there, one line per peer per period.
@@ -203,7 +204,9 @@ class Ingestor:
         self._rejected: dict[str, int] = {}
         self._forks = ForkTracker()
         self._clocks = ClockTracker(limits.max_clock_skew_ns)
-        self.enrollment = TokenRedeemer(store, limits=limits, pending=pending_keys)
+        self.enrollment = TokenRedeemer(
+            store, limits=limits, pending=pending_keys, max_label_values=max_label_values
+        )
         if enroll_on_first_use:
             log.warning("trust on first use is on: any node key that presents itself is enrolled")
 
