@@ -67,6 +67,19 @@ def check_identifier(option: str, value: str) -> str:
     return value
 
 
+def read_paths(db: str, *others: Path) -> list[Path]:
+    """What a command's --out must never name: the database it reads (SQLite: the file and
+    SQLite's files beside it) and the other files it reads (the collector key, kept tree
+    heads); `flopwatch.files` refuses to replace them, under any name."""
+    from flopwatch.collector.store.factory import parse_db
+
+    parsed = parse_db(db)
+    paths = list(others)
+    if parsed.kind == "sqlite":
+        paths += [Path(parsed.target + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return paths
+
+
 def setup_logging(level: str, *, json_lines: bool = False) -> None:
     """Log to stderr: text lines, escaped (`_TextFormatter`), or one JSON object per line
     (JSON escapes control characters itself)."""
