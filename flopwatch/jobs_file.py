@@ -1,7 +1,8 @@
 """JOBS.json: jobs given by hand for replay and calibration.
 
 A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": str?}.
-A job gets the GPU work of its pid inside its window.
+A job gets the GPU work of its pid inside its window. The job id is an identifier (the rule
+every record's ids obey, `flopwatch.identifiers`); times are finite, from 0 to `MAX_UNIX_S`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ from typing import Any
 
 from flopwatch.attribution import JobWindow
 from flopwatch.errors import ConfigError
+from flopwatch.identifiers import identifier_problem, shown
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.model import Precision
 from flopwatch.reads import MAX_JOBS_FILE_BYTES, read_limited
+
+# The latest time a window may name: int64 nanoseconds end in April 2262.
+MAX_UNIX_S = (2**63 - 1) // 10**9
+
+
+def _ns(unix_s: float) -> int:
+    """Unix seconds to nanoseconds: exact for whole seconds, rounded for fractions."""
+    return unix_s * 10**9 if isinstance(unix_s, int) else round(unix_s * 1e9)
 
 
 def _window(i: int, item: Any, source: str) -> JobWindow:
@@ -28,11 +39,17 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         raise ConfigError(f"jobs[{i}]: missing field {e.args[0]!r}") from None
     if not isinstance(job, str) or not job:
         raise ConfigError(f"jobs[{i}]: 'job' must be a non-empty string")
+    problem = identifier_problem(job, DEFAULT_LIMITS.max_identifier_chars)
+    if problem is not None:
+        raise ConfigError(f"jobs[{i}]: 'job' '{shown(job[:80])}' {problem}")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
         raise ConfigError(f"jobs[{i}]: 'pid' must be a non-negative integer")
     for name, v in (("start", start), ("end", end)):
         if not isinstance(v, int | float) or isinstance(v, bool):
             raise ConfigError(f"jobs[{i}]: {name!r} must be a number (unix seconds)")
+        # NaN, infinities and times past 2262 have no int64 nanoseconds.
+        if not 0 <= v < MAX_UNIX_S:
+            raise ConfigError(f"jobs[{i}]: {name!r} must be unix seconds from 0 to {MAX_UNIX_S}")
     if end <= start:
         raise ConfigError(f"jobs[{i}]: 'end' must be after 'start'")
     try:
@@ -42,8 +59,8 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
     return JobWindow(
         job_id=job,
         pid=pid,
-        start_ns=round(start * 1e9),
-        end_ns=round(end * 1e9),
+        start_ns=_ns(start),
+        end_ns=_ns(end),
         precision=precision,
         source=source,
     )
@@ -51,11 +68,17 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
 
 def load_jobs(path: Path, source: str = "manual") -> list[JobWindow]:
     try:
-        data = json.loads(read_limited(path, MAX_JOBS_FILE_BYTES, "jobs file"))
+        raw = read_limited(path, MAX_JOBS_FILE_BYTES, "jobs file")
     except OSError as e:
         raise ConfigError(f"cannot read jobs file {path}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"jobs file {path} is not JSON: {e}") from e
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"jobs file {path} is not JSON text (byte {e.start} is not UTF-8)"
+        ) from None
+    except (ValueError, RecursionError) as e:  # also numbers past int's digits, deep nesting
+        raise ConfigError(f"jobs file {path} is not JSON: {e}") from None
     if not isinstance(data, list):
         raise ConfigError(f"jobs file {path}: expected a JSON list of jobs")
     return [_window(i, item, source) for i, item in enumerate(data)]

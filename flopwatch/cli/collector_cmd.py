@@ -20,15 +20,23 @@ HELP = "run the collector: verify signed records, total FLOPs per job, alert, se
 
 
 def parse_thresholds(text: str) -> tuple[int, ...]:
-    """'1e25,1e26' -> (10**25, 10**26), exact."""
+    """'1e25,1e26' -> (10**25, 10**26), exact; each at most MAX_THRESHOLD_FLOPS."""
+    from flopwatch.collector.config import MAX_THRESHOLD_FLOPS
+
     out = []
     for part in text.split(","):
+        shown = part.strip()[:40]
         try:
             value = Decimal(part.strip())
         except InvalidOperation:
-            raise ConfigError(f"threshold {part!r} is not a number") from None
+            raise ConfigError(f"threshold {shown!r} is not a number") from None
+        if not value.is_finite():  # NaN, Infinity (TOML's nan, inf, 1e999)
+            raise ConfigError(f"threshold {shown!r} is not a number of FLOPs")
+        # Checked on the exponent first: 1e2000000 is never turned into an integer.
+        if value.adjusted() >= len(str(MAX_THRESHOLD_FLOPS)) or value > MAX_THRESHOLD_FLOPS:
+            raise ConfigError(f"threshold {shown!r} must be below 10^40 FLOPs")
         if value <= 0 or value != value.to_integral_value():
-            raise ConfigError(f"threshold {part!r} must be a positive whole number of FLOPs")
+            raise ConfigError(f"threshold {shown!r} must be a positive whole number of FLOPs")
         out.append(int(value))
     return tuple(sorted(set(out)))
 
@@ -265,6 +273,12 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
         )
 
 
+# The largest count a limit takes: gRPC's channel arguments are C ints. Byte budgets may be
+# larger (they are Python ints), up to 2^53 (8 PiB).
+_MAX_COUNT = 2**31 - 1
+_MAX_BYTES = 2**53
+
+
 def _server_limits(args: argparse.Namespace) -> ServerLimits:
     from flopwatch.collector.config import ServerLimits, parse_duration
 
@@ -273,6 +287,9 @@ def _server_limits(args: argparse.Namespace) -> ServerLimits:
         value = getattr(args, flag.removeprefix("--").replace("-", "_"))
         if value < 0 or (value == 0 and not name.startswith("max_streams_per_")):
             raise ConfigError(f"{flag} must be positive, got {value}")
+        top = _MAX_BYTES if "_bytes" in name else _MAX_COUNT
+        if value > top:
+            raise ConfigError(f"{flag} must be at most {top}, got {value}")
         values[name] = value
     for flag, name, _ in _DURATIONS:
         values[name] = parse_duration(getattr(args, flag.removeprefix("--").replace("-", "_")))
@@ -285,8 +302,8 @@ def _pending_limits(args: argparse.Namespace) -> PendingKeyLimits:
     values: dict[str, int] = {}
     for flag, name, _ in _PENDING:
         value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value < 0:
-            raise ConfigError(f"{flag} must be 0 or positive, got {value}")
+        if not 0 <= value <= _MAX_COUNT:
+            raise ConfigError(f"{flag} must be from 0 to {_MAX_COUNT}, got {value}")
         values[name] = value
     return PendingKeyLimits(**values)
 

@@ -97,7 +97,8 @@ def grpc_options(limits: ServerLimits, max_message_bytes: int) -> list[tuple[str
     """gRPC core's own limits (names: grpc/include/grpc/impl/channel_arg_names.h)."""
 
     def ms(seconds: float) -> int:
-        return max(1, round(seconds * 1000))
+        # gRPC's arguments are C ints: a timeout beyond 24.8 days is as good as none.
+        return min(2**31 - 1, max(1, round(seconds * 1000)))
 
     return [
         ("grpc.max_receive_message_length", max_message_bytes),

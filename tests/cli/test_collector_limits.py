@@ -83,10 +83,10 @@ def test_pending_key_limits_from_flags_file_and_environment(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--max-pending-keys", "-1"], "--max-pending-keys must be 0 or positive"),
+        (["--max-pending-keys", "-1"], "--max-pending-keys must be from 0 to 2147483647"),
         (
             ["--max-new-pending-keys-per-minute", "-3"],
-            "--max-new-pending-keys-per-minute must be 0 or positive, got -3",
+            "--max-new-pending-keys-per-minute must be from 0 to 2147483647, got -3",
         ),
     ],
 )
@@ -105,4 +105,21 @@ def test_a_pending_key_limit_of_the_wrong_type_in_the_file_names_the_key(
     f.write_text('max_pending_keys = "lots"\n')
     assert main(["collector", "--insecure", "--config", str(f)]) == 2
     assert "max_pending_keys" in capsys.readouterr().err
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-streams", "2147483648"], "--max-streams must be at most 2147483647"),
+        (["--max-inflight-bytes", str(2**53 + 1)], "--max-inflight-bytes must be at most"),
+        (["--silent-after", "9" * 400 + "d"], "is longer than 100 years"),
+        (["--keepalive-time", "36501d"], "is longer than 100 years"),
+    ],
+)
+def test_values_past_what_the_collector_can_hold_are_refused(
+    seen: list[Any], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["collector", "--insecure", *argv]) == 2
+    assert message in capsys.readouterr().err
     assert seen == []
