@@ -102,10 +102,15 @@ gpu-check:
 	$(GPU_PYTHON) bench/gpu_check.py --seconds $(GPU_CHECK_SECONDS) --kinds bf16,tf32,fp64,fp32
 
 ## Coverage-guided fuzzing (atheris) of the envelope parser and record verifier, then of the
-## C2SP log parsers (notes, checkpoints, witness requests, policies, tiles), then of in-toto
-## statements; not part of `make test`. FUZZ_RUNS inputs; a crashing input is written to $(FUZZ_OUT)/crash-<sha1>.
+## C2SP log parsers (notes, checkpoints, witness requests, policies, tiles), of in-toto
+## statements and of the files an operator hands over (collector config, JOBS.json, records
+## archive); not part of `make test` (tests/hostile/test_fuzz_*.py runs each briefly).
+## FUZZ_RUNS inputs per target (FUZZ_FILE_RUNS for the file targets); a crashing input goes
+## to $(FUZZ_OUT)/crash-<sha1> ($(FUZZ_OUT)/<target>-crash-<sha1> for the file targets).
 FUZZ_RUNS ?= 200000
+FUZZ_FILE_RUNS ?= 100000
 FUZZ_OUT  ?= /tmp/flopwatch-fuzz
+FUZZ_FILE_TARGETS := config jobs_file archive
 fuzz: $(STAMP)
 	mkdir -p $(FUZZ_OUT)
 	$(BIN)/python tests/hostile/fuzz_envelope.py -atheris_runs=$(FUZZ_RUNS) \
@@ -114,6 +119,10 @@ fuzz: $(STAMP)
 		-artifact_prefix=$(FUZZ_OUT)/
 	$(BIN)/python tests/hostile/fuzz_intoto.py -atheris_runs=$(FUZZ_RUNS) \
 		-artifact_prefix=$(FUZZ_OUT)/
+	for t in $(FUZZ_FILE_TARGETS); do \
+		$(BIN)/python tests/hostile/fuzz_$$t.py -atheris_runs=$(FUZZ_FILE_RUNS) \
+			-artifact_prefix=$(FUZZ_OUT)/$$t- $(FUZZ_OUT)/corpus-$$t || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -101,7 +101,7 @@ def main() -> None:
     if args.mode == "shared":
         schema, url = new_schema()
         try:
-            open_store(url).close()  # migrate once, before the race
+            open_store(url, create=True).close()  # migrate once, before the race
             out: mp.Queue = mp.Queue()
             go = mp.Barrier(args.collectors)
             procs = [

@@ -1,7 +1,8 @@
 """Writing the files that commands produce: one place, one set of rules.
 
-Every command that writes a file (`flopwatch report --out`, `log tree-head --out`, `certs`, the
-node and collector keys) goes through `write_file` or `write_output`:
+Every command that writes a file (`flopwatch report --out`, `log tree-head --out`, `records
+archive --out`, `certs`, the node and collector keys) goes through `write_file`, `write_output`
+or, for data written in pieces (a large archive, in bounded memory), `open_output`:
 
 1. The directory must already exist: a mistyped path is an error, not a new directory tree.
 2. An existing file is replaced only with `force` (the command's `--force`); key and certificate
@@ -17,7 +18,8 @@ node and collector keys) goes through `write_file` or `write_output`:
    file or the whole new one, and a failure leaves nothing behind.
 6. The file gets exactly `mode` (0600 for keys), whatever the umask.
 
-`write_output` also takes `-`: the data goes to standard output (never to a terminal).
+`write_output` and `open_output` also take `-`: the data goes to standard output (never to a
+terminal), every byte of it or a ConfigError.
 `check_output` runs the same checks before a command starts its work, so a refusal costs
 nothing and changes nothing.
 Refusals raise ConfigError (the CLI's exit code 2) with a message that names the path.
@@ -27,14 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from flopwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 STDOUT = "-"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -97,29 +104,98 @@ def _check_not_terminal() -> None:
 
 def to_stdout(data: bytes) -> None:
     """Binary data to standard output, all of it, unless standard output is a terminal."""
+    with _stdout() as out:
+        out.write(data)
+
+
+class _StdoutRaw(io.RawIOBase):
+    """Standard output's descriptor, written in full: a pipe may take part of a write, and a
+    reader that goes away is a ConfigError, not a traceback nor a silently short output."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._attempted = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: ReadableBuffer, /) -> int:
+        view = memoryview(b).cast("B")
+        size = len(view)
+        self._attempted += size
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except BrokenPipeError:
+            # Point stdout at /dev/null so the interpreter's last flush at exit does not fail a
+            # second time, and say that not everything arrived.
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._fd)
+                os.close(devnull)
+            raise ConfigError(
+                f"standard output was closed before all {self._attempted} bytes were written"
+            ) from None
+        return size
+
+
+@contextlib.contextmanager
+def _stdout() -> Iterator[BinaryIO]:
+    """Standard output as a binary file, unless it is a terminal; flushed at the end."""
     _check_not_terminal()
     out = sys.stdout
+    out.flush()  # text printed before goes first
     try:
-        out.flush()  # text printed before goes first
+        fd = out.fileno()
+    except (OSError, ValueError):  # stdout replaced by an object without a descriptor
+        yield out.buffer
+        out.buffer.flush()
+        return
+    with io.BufferedWriter(_StdoutRaw(fd)) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_output(
+    target: str | Path,
+    *,
+    force: bool = False,
+    mode: int = 0o644,
+    protect: Iterable[Path] = (),
+    force_hint: str = _FORCE_HINT,
+) -> Iterator[BinaryIO]:
+    """A file to write `target`'s data into, in pieces, by the rules in the module docstring
+    (`-`: standard output). The checks run before it is opened; the data goes to a temporary
+    file beside `target`, which, when the block ends, is fsynced and takes the name, and the
+    directory is fsynced. If the block raises, nothing is left behind and `target` is as it
+    was. An OSError while writing is a ConfigError naming `target`.
+    """
+    if is_stdout(target):
+        with _stdout() as out:
+            yield out
+        return
+    path = Path(target)
+    directory = path.parent
+    _check_directory(path, directory)
+    existing = _lstat(path)
+    if existing is not None:
+        _check_replaceable(path, existing, protect)
+        if not force:
+            raise ConfigError(f"{path} already exists; {force_hint}")
+    tmp, f = _open_temporary(path, mode)
+    try:
         try:
-            fd = out.fileno()
-        except (OSError, ValueError):  # stdout replaced by an object without a descriptor
-            out.buffer.write(data)
-            out.buffer.flush()
-            return
-        view = memoryview(data)
-        while view:  # a pipe may take part of a write
-            view = view[os.write(fd, view) :]
-    except BrokenPipeError:
-        # The reader went away. Point stdout at /dev/null so the interpreter's last flush at
-        # exit does not fail a second time, and say that not everything arrived.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, out.fileno())
-            os.close(devnull)
-        raise ConfigError(
-            f"standard output was closed before all {len(data)} bytes were written"
-        ) from None
+            with f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            _publish(tmp, path, replace=existing is not None, force_hint=force_hint)
+            _fsync_directory(directory)
+        except OSError as e:
+            raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_file(
@@ -136,24 +212,8 @@ def write_file(
     `force_hint` ends the message when `path` exists and `force` is off (say how to replace it,
     or that it is never replaced).
     """
-    directory = path.parent
-    _check_directory(path, directory)
-    existing = _lstat(path)
-    if existing is not None:
-        _check_replaceable(path, existing, protect)
-        if not force:
-            raise ConfigError(f"{path} already exists; {force_hint}")
-    tmp = _write_temporary(path, data, mode)
-    try:
-        if existing is None:
-            _link_new(tmp, path, force_hint)
-        else:
-            os.replace(tmp, path)
-        _fsync_directory(directory)
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open_output(path, force=force, mode=mode, protect=protect, force_hint=force_hint) as f:
+        f.write(data)
 
 
 def _check_directory(path: Path, directory: Path) -> None:
@@ -217,25 +277,29 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def _write_temporary(path: Path, data: bytes, mode: int) -> Path:
-    """The data, durably, in a new file beside `path` with exactly `mode`."""
+def _open_temporary(path: Path, mode: int) -> tuple[Path, BinaryIO]:
+    """A new file beside `path` with exactly `mode`, open for writing."""
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e.strerror}") from e
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException as e:
+        os.fchmod(fd, mode)
+        return tmp, os.fdopen(fd, "wb")
+    except OSError as e:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
-        raise
-    return tmp
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _publish(tmp: Path, path: Path, *, replace: bool, force_hint: str) -> None:
+    """Give the finished file its name: in place of the file there (`replace`, with force), or
+    only if the name is still free."""
+    if replace:
+        os.replace(tmp, path)
+    else:
+        _link_new(tmp, path, force_hint)
 
 
 def _link_new(tmp: Path, path: Path, force_hint: str) -> None:

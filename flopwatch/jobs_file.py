@@ -5,7 +5,9 @@ A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": 
 window. "run" names the run the job adds to (default: the job is a run of its own), "account"
 who is accountable for it (default: none), "class" what the run does (flopwatch/runs.py); run
 and account follow the identifier rule, and a run may not take a job id's form. Entries of one
-job that disagree on them are settled as flopwatch/attribution.py says.
+job that disagree on them are settled as flopwatch/attribution.py says. The job id is an
+identifier (the rule every record's ids obey, `flopwatch.identifiers`); times are finite, from 0
+to `MAX_UNIX_S`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from flopwatch.attribution import JobWindow
 from flopwatch.errors import ConfigError
+from flopwatch.identifiers import identifier_problem, shown
 from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.model import Precision
 from flopwatch.reads import MAX_JOBS_FILE_BYTES, read_limited
@@ -45,6 +48,15 @@ def _labels(i: int, item: dict[str, Any]) -> tuple[str, str, WorkloadClass]:
         raise ConfigError(f"jobs[{i}]: {e}") from None
 
 
+# The latest time a window may name: int64 nanoseconds end in April 2262.
+MAX_UNIX_S = (2**63 - 1) // 10**9
+
+
+def _ns(unix_s: float) -> int:
+    """Unix seconds to nanoseconds: exact for whole seconds, rounded for fractions."""
+    return unix_s * 10**9 if isinstance(unix_s, int) else round(unix_s * 1e9)
+
+
 def _window(i: int, item: Any, source: str) -> JobWindow:
     if not isinstance(item, dict):
         raise ConfigError(f"jobs[{i}]: expected an object, got {type(item).__name__}")
@@ -57,11 +69,17 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         raise ConfigError(f"jobs[{i}]: missing field {e.args[0]!r}") from None
     if not isinstance(job, str) or not job:
         raise ConfigError(f"jobs[{i}]: 'job' must be a non-empty string")
+    problem = identifier_problem(job, DEFAULT_LIMITS.max_identifier_chars)
+    if problem is not None:
+        raise ConfigError(f"jobs[{i}]: 'job' '{shown(job[:80])}' {problem}")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
         raise ConfigError(f"jobs[{i}]: 'pid' must be a non-negative integer")
     for name, v in (("start", start), ("end", end)):
         if not isinstance(v, int | float) or isinstance(v, bool):
             raise ConfigError(f"jobs[{i}]: {name!r} must be a number (unix seconds)")
+        # NaN, infinities and times past 2262 have no int64 nanoseconds.
+        if not 0 <= v < MAX_UNIX_S:
+            raise ConfigError(f"jobs[{i}]: {name!r} must be unix seconds from 0 to {MAX_UNIX_S}")
     if end <= start:
         raise ConfigError(f"jobs[{i}]: 'end' must be after 'start'")
     try:
@@ -72,8 +90,8 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
     return JobWindow(
         job_id=job,
         pid=pid,
-        start_ns=round(start * 1e9),
-        end_ns=round(end * 1e9),
+        start_ns=_ns(start),
+        end_ns=_ns(end),
         precision=precision,
         source=source,
         run=run,
@@ -85,11 +103,17 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
 
 def load_jobs(path: Path, source: str = "manual") -> list[JobWindow]:
     try:
-        data = json.loads(read_limited(path, MAX_JOBS_FILE_BYTES, "jobs file"))
+        raw = read_limited(path, MAX_JOBS_FILE_BYTES, "jobs file")
     except OSError as e:
         raise ConfigError(f"cannot read jobs file {path}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"jobs file {path} is not JSON: {e}") from e
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"jobs file {path} is not JSON text (byte {e.start} is not UTF-8)"
+        ) from None
+    except (ValueError, RecursionError) as e:  # also numbers past int's digits, deep nesting
+        raise ConfigError(f"jobs file {path} is not JSON: {e}") from None
     if not isinstance(data, list):
         raise ConfigError(f"jobs file {path}: expected a JSON list of jobs")
     return [_window(i, item, source) for i, item in enumerate(data)]

@@ -17,9 +17,12 @@ each one named below exists):
     flopwatch.collector.rpc.connections.MAX_TRACKED_PEERS  connections remembered as used
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
     flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)
+    flopwatch.collector.config.MAX_THRESHOLD_FLOPS    an alert threshold
+    flopwatch.collector.config.MAX_DURATION_S         a duration option (--silent-after, ...)
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
     flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token
+    flopwatch.collector.alerts.clocks.NOTE_EVERY_S    store writes of a node clock running ahead
     flopwatch.collector.rpc.paging._MAX_TOKEN_CHARS   a page token
     flopwatch.agent.sender.ACK_WINDOW                 envelopes in flight without an ack
     flopwatch.agent.attribution.registry.MAX_REGISTERED_JOBS  jobs registered on a node

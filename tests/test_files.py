@@ -7,6 +7,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -157,14 +158,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
 
 def test_a_file_created_during_the_write_is_not_clobbered(tmp_path, monkeypatch):
     path = tmp_path / "out"
-    write_temporary = files._write_temporary
+    publish = files._publish
 
-    def racing(target: Path, data: bytes, mode: int) -> Path:
-        tmp = write_temporary(target, data, mode)
+    def racing(tmp: Path, target: Path, **kw: object) -> None:
         target.write_bytes(OLD)  # someone else creates the file after the checks
-        return tmp
+        publish(tmp, target, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(files, "_write_temporary", racing)
+    monkeypatch.setattr(files, "_publish", racing)
     with pytest.raises(ConfigError, match="already exists"):
         write_file(path, DATA)
     assert path.read_bytes() == OLD
@@ -206,4 +206,70 @@ def test_a_reader_that_goes_away_is_a_message_not_a_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 2
     assert "standard output was closed before all 8388608 bytes were written" in err
+    assert "Traceback" not in err
+
+
+def test_open_output_writes_in_pieces_in_bounded_memory(tmp_path):
+    """The streaming writer (records archive): 32 MiB in 1 MiB pieces; Python memory stays
+    near one piece, the file is whole, and it takes its name only at the end."""
+    path = tmp_path / "big"
+    piece = b"x" * (1 << 20)
+    tracemalloc.start()
+    try:
+        with files.open_output(path) as f:
+            for _ in range(32):
+                f.write(piece)
+                assert not path.exists()  # not under its name before it is whole
+            peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size == 32 << 20
+    assert peak < 4 << 20
+    assert leftovers(tmp_path) == []
+
+
+def test_open_output_leaves_nothing_when_the_block_fails(tmp_path):
+    path = tmp_path / "out"
+    path.write_bytes(OLD)
+    with (
+        pytest.raises(RuntimeError, match="the producer failed"),
+        files.open_output(path, force=True) as f,
+    ):
+        f.write(DATA)
+        raise RuntimeError("the producer failed")
+    with pytest.raises(ConfigError, match="already exists"), files.open_output(path):
+        pass
+    assert path.read_bytes() == OLD
+    assert leftovers(tmp_path) == []
+
+
+def test_open_output_dash_streams_to_standard_output(capfdbinary):
+    with files.open_output("-") as f:
+        for i in range(3):
+            f.write(b"piece %d\n" % i)
+    assert capfdbinary.readouterr().out == b"piece 0\npiece 1\npiece 2\n"
+
+
+def test_a_reader_that_goes_away_mid_stream_is_a_message_not_a_traceback():
+    program = (
+        "import sys\n"
+        "from flopwatch.errors import ConfigError\n"
+        "from flopwatch.files import open_output\n"
+        "try:\n"
+        "    with open_output('-') as f:\n"
+        "        for _ in range(64):\n"
+        "            f.write(b'x' * (1 << 20))\n"
+        "except ConfigError as e:\n"
+        "    print(e, file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(1) == b"x"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 2
+    assert "standard output was closed before all" in err and "bytes were written" in err
     assert "Traceback" not in err

@@ -9,11 +9,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli.common import add_tls_arguments, host_port
+from flopwatch.cli.common import add_tls_arguments, check_identifier, host_port
 from flopwatch.cli.config_file import add_config_file, toml_accepts
 from flopwatch.errors import ConfigError
-from flopwatch.identifiers import identifier_problem, shown
-from flopwatch.limits import DEFAULT_LIMITS
 
 HELP = "run the node agent: sample GPU counters, attribute to jobs, sign and send to a collector"
 ENV_PREFIX = "FLOPWATCH_AGENT_"
@@ -314,9 +312,8 @@ def run(args: argparse.Namespace) -> int:
 
     host_port(args.collector)
     _check_interval(args.backend, args.interval)
-    problem = identifier_problem(args.node_id, DEFAULT_LIMITS.max_identifier_chars)
-    if problem is not None:
-        raise ConfigError(f"--node-id {shown(args.node_id)!r} {problem}")
+    check_identifier("--node-id", args.node_id)
+    check_identifier("--cluster", args.cluster)
     metrics = _off(args.metrics_listen)
     if metrics is not None:
         host_port(metrics)

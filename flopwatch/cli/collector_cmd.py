@@ -16,21 +16,29 @@ from flopwatch.errors import ConfigError
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 if TYPE_CHECKING:
-    from flopwatch.collector.config import ServerLimits, WebhookConfig
+    from flopwatch.collector.config import PendingKeyLimits, ServerLimits, WebhookConfig
 
 HELP = "run the collector: verify signed records, total FLOPs per job, alert, serve metrics"
 
 
 def parse_thresholds(text: str) -> tuple[int, ...]:
-    """'1e25,1e26' -> (10**25, 10**26), exact."""
+    """'1e25,1e26' -> (10**25, 10**26), exact; each at most MAX_THRESHOLD_FLOPS."""
+    from flopwatch.collector.config import MAX_THRESHOLD_FLOPS
+
     out = []
     for part in text.split(","):
+        shown = part.strip()[:40]
         try:
             value = Decimal(part.strip())
         except InvalidOperation:
-            raise ConfigError(f"threshold {part!r} is not a number") from None
+            raise ConfigError(f"threshold {shown!r} is not a number") from None
+        if not value.is_finite():  # NaN, Infinity (TOML's nan, inf, 1e999)
+            raise ConfigError(f"threshold {shown!r} is not a number of FLOPs")
+        # Checked on the exponent first: 1e2000000 is never turned into an integer.
+        if value.adjusted() >= len(str(MAX_THRESHOLD_FLOPS)) or value > MAX_THRESHOLD_FLOPS:
+            raise ConfigError(f"threshold {shown!r} must be below 10^40 FLOPs")
         if value <= 0 or value != value.to_integral_value():
-            raise ConfigError(f"threshold {part!r} must be a positive whole number of FLOPs")
+            raise ConfigError(f"threshold {shown!r} must be a positive whole number of FLOPs")
         out.append(int(value))
     return tuple(sorted(set(out)))
 
@@ -213,9 +221,24 @@ _DURATIONS = (
     ),
 )
 
+# (flag, PendingKeyLimits field, help): whole numbers; 0 notes no key.
+_PENDING = (
+    (
+        "--max-pending-keys-per-node",
+        "max_per_node",
+        "keys awaiting approval that claim one node id; another key claiming it is not listed",
+    ),
+    ("--max-pending-keys", "max_total", "keys awaiting approval in all"),
+    (
+        "--max-new-pending-keys-per-minute",
+        "max_new_per_minute",
+        "keys first seen (noted as awaiting approval) per minute",
+    ),
+)
+
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    from flopwatch.collector.config import ServerLimits
+    from flopwatch.collector.config import PendingKeyLimits, ServerLimits
 
     defaults = ServerLimits()
     g = p.add_argument_group(
@@ -247,6 +270,27 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
         "for large records agents of earlier versions left in their spools (default: "
         "%(default)s)",
     )
+    pending = PendingKeyLimits()
+    k = p.add_argument_group(
+        "keys awaiting approval (a key that presents itself with a signed record is listed by "
+        "`flopwatch nodes list` for an operator to approve; records of a key past these bounds "
+        "are answered retry and counted in flopwatch_pending_key_records_refused; 0: list none, "
+        "enroll only with tokens or key files)"
+    )
+    for flag, name, text in _PENDING:
+        k.add_argument(
+            flag,
+            type=int,
+            default=getattr(pending, name),
+            metavar="N",
+            help=f"{text} (default: %(default)s)",
+        )
+
+
+# The largest count a limit takes: gRPC's channel arguments are C ints. Byte budgets may be
+# larger (they are Python ints), up to 2^53 (8 PiB).
+_MAX_COUNT = 2**31 - 1
+_MAX_BYTES = 2**53
 
 
 def _server_limits(args: argparse.Namespace) -> ServerLimits:
@@ -257,10 +301,25 @@ def _server_limits(args: argparse.Namespace) -> ServerLimits:
         value = getattr(args, flag.removeprefix("--").replace("-", "_"))
         if value < 0 or (value == 0 and not name.startswith("max_streams_per_")):
             raise ConfigError(f"{flag} must be positive, got {value}")
+        top = _MAX_BYTES if "_bytes" in name else _MAX_COUNT
+        if value > top:
+            raise ConfigError(f"{flag} must be at most {top}, got {value}")
         values[name] = value
     for flag, name, _ in _DURATIONS:
         values[name] = parse_duration(getattr(args, flag.removeprefix("--").replace("-", "_")))
     return ServerLimits(**values)
+
+
+def _pending_limits(args: argparse.Namespace) -> PendingKeyLimits:
+    from flopwatch.collector.config import PendingKeyLimits
+
+    values: dict[str, int] = {}
+    for flag, name, _ in _PENDING:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if not 0 <= value <= _MAX_COUNT:
+            raise ConfigError(f"{flag} must be from 0 to {_MAX_COUNT}, got {value}")
+        values[name] = value
+    return PendingKeyLimits(**values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -294,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
         server=_server_limits(args),
         tlog=tlog_config(args),
         max_envelope_bytes=args.max_envelope_bytes,
+        pending_keys=_pending_limits(args),
     )
 
     async def main() -> None:

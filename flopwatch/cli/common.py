@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flopwatch.identifiers import shown
+from flopwatch.errors import ConfigError
+from flopwatch.identifiers import identifier_problem, shown
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.transport import host_port
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "EXIT_RUNTIME", "host_port"]
@@ -46,6 +48,36 @@ class _TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return shown(super().formatMessage(record))
+
+
+def check_identifier(option: str, value: str) -> str:
+    """`value`, if it is an identifier by the one rule the verifier applies to every id a record
+    carries (`flopwatch.identifiers.identifier_problem`); ConfigError naming `option` if not.
+
+    For ids an operator types (a node, a job, a cluster): a node id the verifier would refuse
+    is caught when the token is issued or the key enrolled, not when every record of that node
+    is refused."""
+    problem = identifier_problem(value, DEFAULT_LIMITS.max_identifier_chars)
+    if problem is not None:
+        raise ConfigError(
+            f"{option} '{shown(value)}' {problem}; an identifier is 1 to "
+            f"{DEFAULT_LIMITS.max_identifier_chars} printable characters (no control or format "
+            "characters, no space but U+0020)"
+        )
+    return value
+
+
+def read_paths(db: str, *others: Path) -> list[Path]:
+    """What a command's --out must never name: the database it reads (SQLite: the file and
+    SQLite's files beside it) and the other files it reads (the collector key, kept tree
+    heads); `flopwatch.files` refuses to replace them, under any name."""
+    from flopwatch.collector.store.factory import parse_db
+
+    parsed = parse_db(db)
+    paths = list(others)
+    if parsed.kind == "sqlite":
+        paths += [Path(parsed.target + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return paths
 
 
 def setup_logging(level: str, *, json_lines: bool = False) -> None:

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flopwatch.cli.common import EXIT_OK
-from flopwatch.errors import ConfigError
+from flopwatch.cli.common import EXIT_OK, check_identifier
 from flopwatch.model import Precision
 from flopwatch.runs import WorkloadClass
 
@@ -179,8 +178,7 @@ def run_start(args: argparse.Namespace) -> int:
 
     precision = Precision.parse(args.precision)
     gpus = [g for g in args.gpus.split(",") if g.strip()]
-    if not args.job.strip():
-        raise ConfigError("--job must not be empty")
+    check_identifier("--job", args.job)
     with ControlClient(args.socket) as client:
         job = client.start(
             args.job,
@@ -198,6 +196,7 @@ def run_start(args: argparse.Namespace) -> int:
 def run_end(args: argparse.Namespace) -> int:
     from flopwatch.agent.control.client import ControlClient
 
+    check_identifier("--job", args.job)
     with ControlClient(args.socket) as client:
         job = client.end(args.job, source=args.source)
     _print([job], args.json, single=True)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
+from flopwatch.cli.common import EXIT_OK, add_tls_arguments, check_identifier, host_port
 from flopwatch.errors import ConfigError, TransportError
 from flopwatch.identifiers import shown
 from flopwatch.keys import short_key_id
@@ -287,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
     host_port(args.collector)
     if args.page_size < 0:
         raise ConfigError("--page-size must be 0 (the collector's default) or positive")
+    if args.job is not None:
+        check_identifier("--job", args.job)
     with sync_channel(
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:

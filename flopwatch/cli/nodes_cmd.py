@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
+from flopwatch.cli.common import EXIT_OK, add_tls_arguments, check_identifier, host_port
 from flopwatch.cli.jobs_cmd import call, render, utc
 from flopwatch.errors import ConfigError
 from flopwatch.identifiers import shown
@@ -78,9 +78,11 @@ def add_parser(sub: Any) -> None:
 
     ls = actions.add_parser(
         "list",
-        help="node keys: status, last record, silence, FLOPs their GPUs measured",
+        help="node keys: status, health (silent, clock ahead), last record, FLOPs measured",
         description="List node keys (enrolled, revoked, and pending: presented itself, awaits "
-        "approval) with their last record time, whether they are silent, and the FLOPs "
+        "approval) with their last record time, whether they are unhealthy (SILENT: no record "
+        "for --silent-after; CLOCK AHEAD: its latest record's time ran ahead of the collector's "
+        "clock beyond the allowed skew, so its records wait in its spool), and the FLOPs "
         "(estimate and upper bound) their GPUs measured over all jobs. Reads --db, or asks a "
         "running collector with --collector.",
     )
@@ -195,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector import enrollment
     from flopwatch.collector.config import parse_duration
 
+    if getattr(args, "node", None) is not None:  # enroll, reject, token: before the database
+        check_identifier("--node", args.node)
     with _store(args.db) as store:
         if action == "enroll":
             if args.public_key is not None:
@@ -297,9 +301,13 @@ def _from_collector(args: argparse.Namespace) -> tuple[list[NodeSummary], float]
 
 
 def _status(n: NodeSummary) -> str:
+    """The status, with what makes an enrolled key unhealthy in capitals."""
+    marks: list[str] = [n.status]
     if n.status == "enrolled" and n.silent:
-        return "enrolled, SILENT"
-    return n.status
+        marks.append("SILENT")
+    if n.clock_ahead:
+        marks.append(f"CLOCK AHEAD {n.clock_ahead_s or 0:.0f} s")
+    return ", ".join(marks)
 
 
 def _table(nodes: list[NodeSummary], silent_after_s: float) -> str:
@@ -330,10 +338,17 @@ def _table(nodes: list[NodeSummary], silent_after_s: float) -> str:
             )
         )
     pending = sum(n.status == "pending" for n in nodes)
+    ahead = sum(n.clock_ahead for n in nodes)
     notes = [
         f"FLOPs: whole-GPU sums over every interval the key's GPUs measured, all jobs (FLOP "
         f"model v{MODEL_VERSION}); times in UTC; SILENT: no record for over {silent_after_s:g} s.",
     ]
+    if ahead:
+        notes.append(
+            f"{ahead} key(s) with CLOCK AHEAD: their latest record ended that far after the "
+            "collector's clock, beyond the allowed skew; the agent keeps such records and sends "
+            "them again, and they count once their time comes. Fix the node's clock (NTP)."
+        )
     if pending:
         notes.append(
             f"{pending} key(s) pending: presented itself, not trusted; approve with "
@@ -350,6 +365,10 @@ def _as_json(nodes: list[NodeSummary], silent_after_s: float) -> dict[str, objec
                 "node": n.node_id,
                 "status": n.status,
                 "silent": n.silent,
+                "clock_ahead": n.clock_ahead,
+                "clock_ahead_seconds": n.clock_ahead_s,
+                "clock_ahead_at_unix_ns": n.clock_ahead_at_ns,
+                "healthy": n.healthy,
                 "enrolled_at_unix_ns": n.enrolled_at_ns,
                 "revoked_at_unix_ns": n.revoked_at_ns,
                 "last_record_unix_ns": n.last_record_ns,

@@ -12,14 +12,14 @@ chains, measured time, alerts, and the transparency log's hashes and tree heads
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli.common import EXIT_OK
+from flopwatch.cli.common import EXIT_OK, read_paths
 from flopwatch.errors import ConfigError
+from flopwatch.files import check_output, is_stdout, open_output
 
 HELP = "archive old records' envelopes to a file, then prune them from the database"
 
@@ -51,11 +51,26 @@ def add_parser(sub: Any) -> None:
     archive = cmds.add_parser(
         "archive",
         help="write the envelopes of jobs that ended before DATE to a new archive file",
-        description="Write the envelopes of jobs that ended before DATE to a new file (never "
-        "over an existing one), each with its inclusion proof against a tree head signed now.",
+        description="Write the envelopes of jobs that ended before DATE to a file, each with "
+        "its inclusion proof against a tree head signed now. The file is written whole or not "
+        "at all (a temporary file beside it, then its name), in bounded memory.",
     )
     _common(archive)
-    archive.add_argument("--out", type=Path, required=True, metavar="FILE", help="new archive")
+    archive.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the archive to write, '-' for standard output. An archive is evidence: an "
+        "existing file is never replaced without --force, nor, even with it, anything but a "
+        "regular file (a symbolic link, a device, a directory), a database or a key; the "
+        "directory must exist",
+    )
+    archive.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE if it is an existing regular file (keep the archive it replaces "
+        "if records were pruned with it)",
+    )
     archive.add_argument(
         "--key",
         type=Path,
@@ -97,26 +112,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _new_file(path: Path) -> tuple[Any, Path]:
-    """A temporary file beside `path`, for `_publish` to give its name."""
-    if path.exists() or path.is_symlink():
-        raise ConfigError(f"{path} exists; archives are never overwritten: choose a new name")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path.parent} is not a directory")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    return os.fdopen(fd, "wb"), Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished file its name, unless something took that name meanwhile."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise ConfigError(f"{path} appeared while archiving; nothing was overwritten") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def run_archive(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
@@ -124,26 +119,27 @@ def run_archive(args: argparse.Namespace) -> int:
     from flopwatch.collector.store.factory import open_store
 
     before = parse_before(args.before, time.time_ns())
-    key = load_collector_key(args.key or default_key_path(args.db), create=False)
+    key_path = args.key or default_key_path(args.db)
+    protect = read_paths(args.db, key_path)
+    check_output(args.out, force=args.force, protect=protect)  # before any work
+    key = load_collector_key(key_path, create=False)
     store = open_store(args.db)
     try:
-        f, tmp = _new_file(args.out)
-        try:
-            with f:
-                result = archive_records(store, TransparencyLog(store, key), before, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # evidence, not a secret
-            _publish(tmp, args.out)
-        except OSError as e:
-            raise ConfigError(f"cannot write {args.out}: {e.strerror}") from e
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Evidence, not a secret: 0644. Streamed: an archive may be far larger than memory.
+        with open_output(args.out, force=args.force, protect=protect) as f:
+            result = archive_records(store, TransparencyLog(store, key), before, f)
     finally:
         store.close()
+    what = (
+        f"{result.entries} envelopes from {result.nodes} node key(s), proven against tree size "
+        f"{result.tree_size}"
+    )
+    if is_stdout(args.out):
+        print(f"wrote the archive to standard output: {what}", file=sys.stderr)
+        return EXIT_OK
+    size = Path(args.out).stat().st_size
     print(
-        f"wrote {args.out} ({args.out.stat().st_size} bytes): {result.entries} envelopes from "
-        f"{result.nodes} node key(s), proven against tree size {result.tree_size}\n"
+        f"wrote {args.out} ({size} bytes): {what}\n"
         "keep it safe, then: flopwatch records prune "
         f"--db {args.db} --before {args.before} --archived {args.out}"
     )

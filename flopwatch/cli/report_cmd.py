@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flopwatch.cli.common import EXIT_OK, add_deprecated_option
+from flopwatch.cli.common import EXIT_OK, add_deprecated_option, check_identifier, read_paths
 from flopwatch.cli.trust_args import read_tree_head
 from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.files import check_output, is_stdout, write_output
@@ -139,18 +139,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _protected(db: str, key: Path, kept: list[Path]) -> list[Path]:
-    """What --out must never name: the database this command reads (and SQLite's files beside
-    it), the collector key and the kept tree heads."""
-    from flopwatch.collector.store.factory import parse_db
-
-    parsed = parse_db(db)
-    paths = [key, *kept]
-    if parsed.kind == "sqlite":
-        paths += [Path(parsed.target + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-    return paths
-
-
 def _statement_target(args: argparse.Namespace) -> str | None:
     """Where the in-toto statement goes, or None without --format in-toto."""
     if args.format != FORMAT_INTOTO:
@@ -211,9 +199,10 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.store.factory import open_store
 
+    check_identifier("JOB", args.job)
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
-    protect = _protected(args.db, key_path, args.kept_tree_head)
+    protect = read_paths(args.db, key_path, *args.kept_tree_head)
     statement_out = _statement_target(args)
     subjects = [parse_subject(text) for text in args.subject]
     check_output(args.out, force=args.force, protect=protect)  # before any work

@@ -21,6 +21,11 @@ from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 DEFAULT_THRESHOLDS = (10**23, 10**24, 10**25, 10**26)  # FLOPs
+# The largest FLOP threshold: PostgreSQL keeps thresholds as NUMERIC(40, 0), and a threshold
+# written as 1e2000000 would otherwise cost minutes to turn into an integer.
+MAX_THRESHOLD_FLOPS = 10**40 - 1
+# The longest duration an option takes (100 years): its nanoseconds still fit in an int64.
+MAX_DURATION_S = 100 * 365 * 86400.0
 DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
 DEFAULT_LIVENESS_CHECK_S = 15.0  # how often silence is looked for
 
@@ -33,7 +38,10 @@ def parse_duration(text: str) -> float:
     m = _DURATION.fullmatch(text.strip().lower())
     if m is None or float(m.group(1)) <= 0:
         raise ConfigError(f"expected a positive duration such as 90s, 5m, 24h or 7d, got {text!r}")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if not seconds <= MAX_DURATION_S:  # also infinity, from a number of 309 digits
+        raise ConfigError(f"duration {text[:40]!r} is longer than 100 years")
+    return seconds
 
 
 MAX_VERIFY_WORKERS = 64

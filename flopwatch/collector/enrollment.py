@@ -14,9 +14,10 @@ presented that public key, the collector notes the key and the node its record c
 --key-id` approves it without copying key files around (`flopwatch nodes reject` forgets it).
 Noting is best-effort and bounded (`PendingKeyLimits`: per node, in all, new keys per minute):
 a key past a bound is not noted, and its records are answered "retry" like those of a noted key,
-so a node is never lost to a flood of fake keys; refusals are counted and logged at most once
-per `REFUSED_LOG_EVERY_S`. A key is noted again (its last-seen time refreshed, or noted anew
-after an operator rejected it) at most every `NOTE_AGAIN_S`.
+so a node is never lost to a flood of fake keys; refusals are counted (by the node id the record
+claims, past `max_label_values` node ids as "other": flopwatch_pending_key_records_refused) and
+logged at most once per `REFUSED_LOG_EVERY_S`. A key is noted again (its last-seen time
+refreshed, or noted anew after an operator rejected it) at most every `NOTE_AGAIN_S`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import hashlib
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.labels import BoundedLabels
 from flopwatch.collector.store.base import EnrollmentStore, NodeKeyStore, NodeTrustStore
 from flopwatch.dsse import Envelope
 from flopwatch.errors import (
@@ -120,6 +123,8 @@ class EnrollmentStats:
     token_enrolled: int = 0
     token_refused: int = 0
     pending_refused: int = 0  # records of keys not noted as pending: a PendingKeyLimits bound
+    # The same, by the node id their record claims (bounded labels).
+    pending_refused_by_node: dict[str, int] = field(default_factory=dict)
 
 
 class Presented(enum.Enum):
@@ -141,11 +146,14 @@ class TokenRedeemer:
         limits: Limits = DEFAULT_LIMITS,
         pending: PendingKeyLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_label_values: int = 1000,
     ) -> None:
         self._store = store
         self._limits = limits
         self._pending = pending or PendingKeyLimits()
         self._clock = clock
+        self._node_label = BoundedLabels(max_label_values)
+        self._stats_lock = threading.Lock()  # stats are read by the metrics scrape
         self._noted: dict[str, tuple[float, Presented]] = {}  # key id -> (when, outcome)
         self._refused_logged_at: float | None = None
         self._refused_unlogged = 0
@@ -160,11 +168,13 @@ class TokenRedeemer:
         try:
             self._store.redeem_enroll_token(token_hash(token), presented)
         except EnrollmentError as e:
-            self.stats.token_refused += 1
+            with self._stats_lock:
+                self.stats.token_refused += 1
             log.warning("enrollment token refused for key %s: %s", short_key_id(key_id), e)
             raise
         if not known:
-            self.stats.token_enrolled += 1
+            with self._stats_lock:
+                self.stats.token_enrolled += 1
             log.warning("enrolled key %s with a one-time enrollment token", key_id)
         return key_id
 
@@ -185,7 +195,7 @@ class TokenRedeemer:
         now = self._clock()
         seen = self._noted.get(key_id)
         if seen is not None and now - seen[0] < NOTE_AGAIN_S:
-            return self._outcome(seen[1])
+            return self._outcome(seen[1], record.node_id)
         try:
             noted = self._store.note_pending_key(presented, record.node_id, self._pending)
         except StoreError as e:
@@ -203,12 +213,23 @@ class TokenRedeemer:
                 record.node_id,
                 key_id,
             )
-        return self._outcome(outcome)
+        return self._outcome(outcome, record.node_id)
 
-    def _outcome(self, outcome: Presented) -> Presented:
+    def counts(self) -> EnrollmentStats:
+        """A copy of the counters, safe to read from any thread (the metrics scrape)."""
+        with self._stats_lock:
+            return replace(
+                self.stats, pending_refused_by_node=dict(self.stats.pending_refused_by_node)
+            )
+
+    def _outcome(self, outcome: Presented, node_id: str) -> Presented:
         """Count a refusal, and log a summary of them at most every REFUSED_LOG_EVERY_S."""
         if outcome is Presented.FULL:
-            self.stats.pending_refused += 1
+            with self._stats_lock:
+                self.stats.pending_refused += 1
+                by_node = self.stats.pending_refused_by_node
+                label = self._node_label(node_id)
+                by_node[label] = by_node.get(label, 0) + 1
             self._refused_unlogged += 1
             now = self._clock()
             last = self._refused_logged_at

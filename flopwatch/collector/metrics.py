@@ -2,7 +2,9 @@
 
 Values come from `Ingestor.snapshot()`, a copy the ingest thread refreshes after each commit,
 and from `LivenessMonitor.snapshot()`, refreshed by every liveness check, so a scrape never
-touches the database (whose connection belongs to the ingest thread).
+touches the database (whose connection belongs to the ingest thread); the other counters
+(streams, rejections, enrollment, role refusals) are copied under their own locks. Label values
+clients choose (peers, node ids a record claims) are bounded by `ServerLimits.max_label_values`.
 
 FLOP totals are exact integers in the store and in ListJobs; Prometheus samples are float64, so
 here they carry about 16 significant digits. Use ListJobs or a report bundle for exact figures.
@@ -10,13 +12,14 @@ here they carry about 16 significant digits. Use ListJobs or a report bundle for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from flopwatch.collector.alerts.liveness import NodeLiveness
 from flopwatch.collector.alerts.webhook import WebhookStats
+from flopwatch.collector.enrollment import EnrollmentStats
 from flopwatch.collector.ingest.ingestor import IngestSnapshot
 from flopwatch.collector.ingest.rejections import RejectionCounts
 from flopwatch.collector.rpc.ingest import StreamStats
@@ -36,8 +39,12 @@ class FlopwatchMetrics(Collector):
         streams: Callable[[], StreamStats] | None = None,
         rejections: Callable[[], RejectionCounts] | None = None,
         connections: Callable[[], tuple[int, int]] | None = None,
+        enrollment: Callable[[], EnrollmentStats] | None = None,
+        roles: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self._enrollment = enrollment
+        self._roles = roles
         self._thresholds = tuple(thresholds)
         self._liveness = liveness
         self._webhook = webhook
@@ -129,6 +136,54 @@ class FlopwatchMetrics(Collector):
         yield from self._alerting()
         yield from self._rejected_by_source()
         yield from self._limits()
+        yield from self._trust()
+
+    def _trust(self) -> Iterator[Metric]:
+        """Keys awaiting approval that could not be noted, enrollment tokens, calls refused
+        for want of a client role."""
+        if self._enrollment is not None:
+            e = self._enrollment()
+            refused = CounterMetricFamily(
+                "flopwatch_pending_key_records_refused",
+                "Records signed by a key not enrolled that presented itself, answered retry "
+                "without noting the key as awaiting approval because keys pending were at a "
+                "limit (--max-pending-keys, --max-pending-keys-per-node, "
+                "--max-new-pending-keys-per-minute); by the node id the record claims, past "
+                "max_label_values node ids 'other'.",
+                labels=["node"],
+            )
+            for node, n in sorted(e.pending_refused_by_node.items()):
+                refused.add_metric([node], n)
+            yield refused
+            tokens = CounterMetricFamily(
+                "flopwatch_enrollment_tokens",
+                "Enrollment tokens presented by agents: enrolled (a new key enrolled) or refused "
+                "(unknown, spent, expired, or for a key revoked or enrolled elsewhere).",
+                labels=["result"],
+            )
+            tokens.add_metric(["enrolled"], e.token_enrolled)
+            tokens.add_metric(["refused"], e.token_refused)
+            yield tokens
+        if self._roles is not None:
+            by_method, by_peer = self._roles()
+            method = CounterMetricFamily(
+                "flopwatch_role_denied_calls",
+                "Calls refused PERMISSION_DENIED because the client certificate lacks the role "
+                "the method needs (agent, reader), by method.",
+                labels=["method"],
+            )
+            for name, n in sorted(by_method.items()):
+                method.add_metric([name], n)
+            yield method
+            peer = CounterMetricFamily(
+                "flopwatch_peer_role_denied_calls",
+                "The same, by the client (address and certificate fingerprint); past "
+                "max_label_values peers, 'other'.",
+                labels=["peer"],
+            )
+            for name, n in sorted(by_peer.items()):
+                peer.add_metric([name], n)
+            yield peer
 
     def _rejected_by_source(self) -> Iterator[Metric]:
         if self._rejections is None:
@@ -325,6 +380,8 @@ def register_metrics(
     streams: Callable[[], StreamStats] | None = None,
     rejections: Callable[[], RejectionCounts] | None = None,
     connections: Callable[[], tuple[int, int]] | None = None,
+    enrollment: Callable[[], EnrollmentStats] | None = None,
+    roles: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None,
 ) -> FlopwatchMetrics:
     """Register the flopwatch collector on `registry` (a fresh one per collector or test)."""
     metrics = FlopwatchMetrics(
@@ -335,6 +392,8 @@ def register_metrics(
         streams=streams,
         rejections=rejections,
         connections=connections,
+        enrollment=enrollment,
+        roles=roles,
     )
     registry.register(metrics)
     return metrics

@@ -35,6 +35,19 @@ class NodeSummary:
     flops_upper: int
     gpus: int
     gpu_intervals: int
+    # Enrolled, and its latest record was answered retry because its time ran ahead of the
+    # collector's clock, since the collector last committed one of its records: its records
+    # wait in its spool (`NodeRecord.clock_ahead`).
+    clock_ahead: bool = False
+    # The latest such record: how far ahead its time ended, and when it was noted (collector
+    # clock); kept after the clock is right again (None: never ahead).
+    clock_ahead_s: float | None = None
+    clock_ahead_at_ns: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Enrolled, not silent, clock not ahead."""
+        return self.status == "enrolled" and not self.silent and not self.clock_ahead
 
     @classmethod
     def of(cls, node: NodeRecord, gpus: list[GpuTotal], silent: bool) -> NodeSummary:
@@ -51,6 +64,9 @@ class NodeSummary:
             flops_upper=sum(g.flops_upper for g in gpus),
             gpus=len(gpus),
             gpu_intervals=sum(g.gpu_intervals for g in gpus),
+            clock_ahead=node.status == "enrolled" and node.clock_ahead,
+            clock_ahead_s=None if node.clock_ahead_ns is None else node.clock_ahead_ns / 1e9,
+            clock_ahead_at_ns=node.clock_ahead_at_ns,
         )
 
     @classmethod

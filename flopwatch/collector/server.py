@@ -57,7 +57,7 @@ from flopwatch.collector.rpc.connections import CallPeers, ConnectionStats
 from flopwatch.collector.rpc.health import Health
 from flopwatch.collector.rpc.ingest import IngestServicer
 from flopwatch.collector.rpc.query import QueryServicer
-from flopwatch.collector.rpc.roles import RoleInterceptor
+from flopwatch.collector.rpc.roles import DenialStats, RoleInterceptor
 from flopwatch.collector.rpc.servicer import LEGACY_SERVICE, SERVICES, add_services
 from flopwatch.collector.rpc.tlog import LogServicer
 from flopwatch.collector.store.base import Store
@@ -98,7 +98,8 @@ def grpc_options(limits: ServerLimits, max_message_bytes: int) -> list[tuple[str
     """gRPC core's own limits (names: grpc/include/grpc/impl/channel_arg_names.h)."""
 
     def ms(seconds: float) -> int:
-        return max(1, round(seconds * 1000))
+        # gRPC's arguments are C ints: a timeout beyond 24.8 days is as good as none.
+        return min(2**31 - 1, max(1, round(seconds * 1000)))
 
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -148,8 +149,9 @@ class CollectorService:
         self.health_port: int | None = None  # bound by start() when health_listen is set
         self._metrics: tuple[WSGIServer, Thread] | None = None
         self.registry = CollectorRegistry()
-        self.roles = RoleInterceptor()  # refuses RPCs a client's role does not allow (mTLS)
         limits = config.server
+        # Refuses RPCs a client's role does not allow (mTLS).
+        self.roles = RoleInterceptor(DenialStats(max_label_values=limits.max_label_values))
         self.rejections = Rejections(
             interval_s=limits.rejection_log_interval_s, max_label_values=limits.max_label_values
         )
@@ -173,6 +175,7 @@ class CollectorService:
                 enroll_on_first_use=self.config.enroll_on_first_use,
                 pending_keys=self.config.pending_keys,
                 rejections=self.rejections,
+                max_label_values=self.config.server.max_label_values,
             )
         except (StoreError, KeyFileError):
             store.close()
@@ -227,6 +230,8 @@ class CollectorService:
                     streams=self._ingest.stats,
                     rejections=self.rejections.counts,
                     connections=self.connections.counts,
+                    enrollment=ingestor.enrollment.counts,
+                    roles=self.roles.stats.counts,
                 )
                 metrics_port = self._start_metrics(*metrics_addr)
             self._watch = asyncio.create_task(self._watch_liveness(liveness))

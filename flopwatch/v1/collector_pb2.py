@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from flopwatch.v1 import envelope_pb2 as flopwatch_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66lopwatch/v1/collector.proto\x12\x0c\x66lopwatch.v1\x1a\x1b\x66lopwatch/v1/envelope.proto\"9\n\rSubmitRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.Envelope\"p\n\x03\x41\x63k\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.flopwatch.v1.AckStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"1\n\x0eSubmitResponse\x12\x1f\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x11.flopwatch.v1.Ack\"L\n\x0fListJobsRequest\x12\x12\n\njob_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb1\x01\n\x08JobTotal\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66lops_estimate\x18\x02 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\x03 \x01(\t\x12\x1b\n\x13\x66irst_start_unix_ns\x18\x04 \x01(\x03\x12\x18\n\x10last_end_unix_ns\x18\x05 \x01(\x03\x12\x15\n\rgpu_intervals\x18\x06 \x01(\x04\x12\x1a\n\x12thresholds_crossed\x18\x07 \x03(\t\"\x82\x01\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.flopwatch.v1.JobTotal\x12\x1a\n\x12\x66lop_model_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61lert_basis\x18\x03 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"\xb6\x01\n\x06JobGpu\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08gpu_uuid\x18\x03 \x01(\t\x12\x16\n\x0e\x66lops_estimate\x18\x04 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\x05 \x01(\t\x12\x1b\n\x13\x66irst_start_unix_ns\x18\x06 \x01(\x03\x12\x18\n\x10last_end_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rgpu_intervals\x18\x08 \x01(\x04\"K\n\x12ListJobGpusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xa8\x01\n\x13ListJobGpusResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.JobTotal\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.flopwatch.v1.JobGpu\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x1a\n\x12\x66lop_model_version\x18\x04 \x01(\t\x12\x13\n\x0b\x61lert_basis\x18\x05 \x01(\t\"\x94\x02\n\x0bNodeSummary\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x1b\n\x13\x65nrolled_at_unix_ns\x18\x04 \x01(\x03\x12\x1a\n\x12revoked_at_unix_ns\x18\x05 \x01(\x03\x12\x1b\n\x13last_record_unix_ns\x18\x06 \x01(\x03\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x12\x16\n\x0e\x66lops_estimate\x18\x08 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\t \x01(\t\x12\x0c\n\x04gpus\x18\n \x01(\r\x12\x15\n\rgpu_intervals\x18\x0b \x01(\x04\x12\x1c\n\x14pending_seen_unix_ns\x18\x0c \x01(\x03\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x90\x01\n\x11ListNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.flopwatch.v1.NodeSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1c\n\x14silent_after_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12\x66lop_model_version\x18\x04 \x01(\t\"\x14\n\x12GetTreeHeadRequest\"@\n\x13GetTreeHeadResponse\x12)\n\ttree_head\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.Envelope\"-\n\tRecordRef\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"v\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12)\n\x06record\x18\x02 \x01(\x0b\x32\x17.flopwatch.v1.RecordRefH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"R\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"Q\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c*\x89\x01\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x12\x14\n\x10\x41\x43K_STATUS_RETRY\x10\x04\x32X\n\rIngestService\x12G\n\x06Submit\x12\x1b.flopwatch.v1.SubmitRequest\x1a\x1c.flopwatch.v1.SubmitResponse(\x01\x30\x01\x32\xfb\x01\n\x0cQueryService\x12I\n\x08ListJobs\x12\x1d.flopwatch.v1.ListJobsRequest\x1a\x1e.flopwatch.v1.ListJobsResponse\x12R\n\x0bListJobGpus\x12 .flopwatch.v1.ListJobGpusRequest\x1a!.flopwatch.v1.ListJobGpusResponse\x12L\n\tListNodes\x12\x1e.flopwatch.v1.ListNodesRequest\x1a\x1f.flopwatch.v1.ListNodesResponse2\xb2\x02\n\nLogService\x12R\n\x0bGetTreeHead\x12 .flopwatch.v1.GetTreeHeadRequest\x1a!.flopwatch.v1.GetTreeHeadResponse\x12\x64\n\x11GetInclusionProof\x12&.flopwatch.v1.GetInclusionProofRequest\x1a\'.flopwatch.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.flopwatch.v1.GetConsistencyProofRequest\x1a).flopwatch.v1.GetConsistencyProofResponse2\xec\x04\n\tCollector\x12G\n\x06Submit\x12\x1b.flopwatch.v1.SubmitRequest\x1a\x1c.flopwatch.v1.SubmitResponse(\x01\x30\x01\x12I\n\x08ListJobs\x12\x1d.flopwatch.v1.ListJobsRequest\x1a\x1e.flopwatch.v1.ListJobsResponse\x12R\n\x0bListJobGpus\x12 .flopwatch.v1.ListJobGpusRequest\x1a!.flopwatch.v1.ListJobGpusResponse\x12L\n\tListNodes\x12\x1e.flopwatch.v1.ListNodesRequest\x1a\x1f.flopwatch.v1.ListNodesResponse\x12R\n\x0bGetTreeHead\x12 .flopwatch.v1.GetTreeHeadRequest\x1a!.flopwatch.v1.GetTreeHeadResponse\x12\x64\n\x11GetInclusionProof\x12&.flopwatch.v1.GetInclusionProofRequest\x1a\'.flopwatch.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.flopwatch.v1.GetConsistencyProofRequest\x1a).flopwatch.v1.GetConsistencyProofResponse\x1a\x03\x88\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66lopwatch/v1/collector.proto\x12\x0c\x66lopwatch.v1\x1a\x1b\x66lopwatch/v1/envelope.proto\"9\n\rSubmitRequest\x12(\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.Envelope\"p\n\x03\x41\x63k\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.flopwatch.v1.AckStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"1\n\x0eSubmitResponse\x12\x1f\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x11.flopwatch.v1.Ack\"L\n\x0fListJobsRequest\x12\x12\n\njob_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xb1\x01\n\x08JobTotal\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66lops_estimate\x18\x02 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\x03 \x01(\t\x12\x1b\n\x13\x66irst_start_unix_ns\x18\x04 \x01(\x03\x12\x18\n\x10last_end_unix_ns\x18\x05 \x01(\x03\x12\x15\n\rgpu_intervals\x18\x06 \x01(\x04\x12\x1a\n\x12thresholds_crossed\x18\x07 \x03(\t\"\x82\x01\n\x10ListJobsResponse\x12$\n\x04jobs\x18\x01 \x03(\x0b\x32\x16.flopwatch.v1.JobTotal\x12\x1a\n\x12\x66lop_model_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61lert_basis\x18\x03 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"\xb6\x01\n\x06JobGpu\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08gpu_uuid\x18\x03 \x01(\t\x12\x16\n\x0e\x66lops_estimate\x18\x04 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\x05 \x01(\t\x12\x1b\n\x13\x66irst_start_unix_ns\x18\x06 \x01(\x03\x12\x18\n\x10last_end_unix_ns\x18\x07 \x01(\x03\x12\x15\n\rgpu_intervals\x18\x08 \x01(\x04\"K\n\x12ListJobGpusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xa8\x01\n\x13ListJobGpusResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.JobTotal\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.flopwatch.v1.JobGpu\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x1a\n\x12\x66lop_model_version\x18\x04 \x01(\t\x12\x13\n\x0b\x61lert_basis\x18\x05 \x01(\t\"\xe6\x02\n\x0bNodeSummary\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x1b\n\x13\x65nrolled_at_unix_ns\x18\x04 \x01(\x03\x12\x1a\n\x12revoked_at_unix_ns\x18\x05 \x01(\x03\x12\x1b\n\x13last_record_unix_ns\x18\x06 \x01(\x03\x12\x0e\n\x06silent\x18\x07 \x01(\x08\x12\x16\n\x0e\x66lops_estimate\x18\x08 \x01(\t\x12\x13\n\x0b\x66lops_upper\x18\t \x01(\t\x12\x0c\n\x04gpus\x18\n \x01(\r\x12\x15\n\rgpu_intervals\x18\x0b \x01(\x04\x12\x1c\n\x14pending_seen_unix_ns\x18\x0c \x01(\x03\x12\x13\n\x0b\x63lock_ahead\x18\r \x01(\x08\x12\x1b\n\x13\x63lock_ahead_seconds\x18\x0e \x01(\x01\x12\x1e\n\x16\x63lock_ahead_at_unix_ns\x18\x0f \x01(\x03\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x90\x01\n\x11ListNodesResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.flopwatch.v1.NodeSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1c\n\x14silent_after_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12\x66lop_model_version\x18\x04 \x01(\t\"\x14\n\x12GetTreeHeadRequest\"@\n\x13GetTreeHeadResponse\x12)\n\ttree_head\x18\x01 \x01(\x0b\x32\x16.flopwatch.v1.Envelope\"-\n\tRecordRef\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"v\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12)\n\x06record\x18\x02 \x01(\x0b\x32\x17.flopwatch.v1.RecordRefH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"R\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"Q\n\x1bGetConsistencyProofResponse\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c*\x89\x01\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x12\x14\n\x10\x41\x43K_STATUS_RETRY\x10\x04\x32X\n\rIngestService\x12G\n\x06Submit\x12\x1b.flopwatch.v1.SubmitRequest\x1a\x1c.flopwatch.v1.SubmitResponse(\x01\x30\x01\x32\xfb\x01\n\x0cQueryService\x12I\n\x08ListJobs\x12\x1d.flopwatch.v1.ListJobsRequest\x1a\x1e.flopwatch.v1.ListJobsResponse\x12R\n\x0bListJobGpus\x12 .flopwatch.v1.ListJobGpusRequest\x1a!.flopwatch.v1.ListJobGpusResponse\x12L\n\tListNodes\x12\x1e.flopwatch.v1.ListNodesRequest\x1a\x1f.flopwatch.v1.ListNodesResponse2\xb2\x02\n\nLogService\x12R\n\x0bGetTreeHead\x12 .flopwatch.v1.GetTreeHeadRequest\x1a!.flopwatch.v1.GetTreeHeadResponse\x12\x64\n\x11GetInclusionProof\x12&.flopwatch.v1.GetInclusionProofRequest\x1a\'.flopwatch.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.flopwatch.v1.GetConsistencyProofRequest\x1a).flopwatch.v1.GetConsistencyProofResponse2\xec\x04\n\tCollector\x12G\n\x06Submit\x12\x1b.flopwatch.v1.SubmitRequest\x1a\x1c.flopwatch.v1.SubmitResponse(\x01\x30\x01\x12I\n\x08ListJobs\x12\x1d.flopwatch.v1.ListJobsRequest\x1a\x1e.flopwatch.v1.ListJobsResponse\x12R\n\x0bListJobGpus\x12 .flopwatch.v1.ListJobGpusRequest\x1a!.flopwatch.v1.ListJobGpusResponse\x12L\n\tListNodes\x12\x1e.flopwatch.v1.ListNodesRequest\x1a\x1f.flopwatch.v1.ListNodesResponse\x12R\n\x0bGetTreeHead\x12 .flopwatch.v1.GetTreeHeadRequest\x1a!.flopwatch.v1.GetTreeHeadResponse\x12\x64\n\x11GetInclusionProof\x12&.flopwatch.v1.GetInclusionProofRequest\x1a\'.flopwatch.v1.GetInclusionProofResponse\x12j\n\x13GetConsistencyProof\x12(.flopwatch.v1.GetConsistencyProofRequest\x1a).flopwatch.v1.GetConsistencyProofResponse\x1a\x03\x88\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COLLECTOR']._loaded_options = None
   _globals['_COLLECTOR']._serialized_options = b'\210\002\001'
-  _globals['_ACKSTATUS']._serialized_start=2097
-  _globals['_ACKSTATUS']._serialized_end=2234
+  _globals['_ACKSTATUS']._serialized_start=2179
+  _globals['_ACKSTATUS']._serialized_end=2316
   _globals['_SUBMITREQUEST']._serialized_start=75
   _globals['_SUBMITREQUEST']._serialized_end=132
   _globals['_ACK']._serialized_start=134
@@ -55,31 +55,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBGPUSRESPONSE']._serialized_start=953
   _globals['_LISTJOBGPUSRESPONSE']._serialized_end=1121
   _globals['_NODESUMMARY']._serialized_start=1124
-  _globals['_NODESUMMARY']._serialized_end=1400
-  _globals['_LISTNODESREQUEST']._serialized_start=1402
-  _globals['_LISTNODESREQUEST']._serialized_end=1459
-  _globals['_LISTNODESRESPONSE']._serialized_start=1462
-  _globals['_LISTNODESRESPONSE']._serialized_end=1606
-  _globals['_GETTREEHEADREQUEST']._serialized_start=1608
-  _globals['_GETTREEHEADREQUEST']._serialized_end=1628
-  _globals['_GETTREEHEADRESPONSE']._serialized_start=1630
-  _globals['_GETTREEHEADRESPONSE']._serialized_end=1694
-  _globals['_RECORDREF']._serialized_start=1696
-  _globals['_RECORDREF']._serialized_end=1741
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1743
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1861
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1863
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1945
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1947
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2011
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=2013
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=2094
-  _globals['_INGESTSERVICE']._serialized_start=2236
-  _globals['_INGESTSERVICE']._serialized_end=2324
-  _globals['_QUERYSERVICE']._serialized_start=2327
-  _globals['_QUERYSERVICE']._serialized_end=2578
-  _globals['_LOGSERVICE']._serialized_start=2581
-  _globals['_LOGSERVICE']._serialized_end=2887
-  _globals['_COLLECTOR']._serialized_start=2890
-  _globals['_COLLECTOR']._serialized_end=3510
+  _globals['_NODESUMMARY']._serialized_end=1482
+  _globals['_LISTNODESREQUEST']._serialized_start=1484
+  _globals['_LISTNODESREQUEST']._serialized_end=1541
+  _globals['_LISTNODESRESPONSE']._serialized_start=1544
+  _globals['_LISTNODESRESPONSE']._serialized_end=1688
+  _globals['_GETTREEHEADREQUEST']._serialized_start=1690
+  _globals['_GETTREEHEADREQUEST']._serialized_end=1710
+  _globals['_GETTREEHEADRESPONSE']._serialized_start=1712
+  _globals['_GETTREEHEADRESPONSE']._serialized_end=1776
+  _globals['_RECORDREF']._serialized_start=1778
+  _globals['_RECORDREF']._serialized_end=1823
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1825
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1943
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1945
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=2027
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=2029
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=2093
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=2095
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=2176
+  _globals['_INGESTSERVICE']._serialized_start=2318
+  _globals['_INGESTSERVICE']._serialized_end=2406
+  _globals['_QUERYSERVICE']._serialized_start=2409
+  _globals['_QUERYSERVICE']._serialized_end=2660
+  _globals['_LOGSERVICE']._serialized_start=2663
+  _globals['_LOGSERVICE']._serialized_end=2969
+  _globals['_COLLECTOR']._serialized_start=2972
+  _globals['_COLLECTOR']._serialized_end=3592
 # @@protoc_insertion_point(module_scope)

@@ -132,7 +132,7 @@ class ListJobGpusResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[JobTotal, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[JobGpu, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., alert_basis: _Optional[str] = ...) -> None: ...
 
 class NodeSummary(_message.Message):
-    __slots__ = ("key_id", "node_id", "status", "enrolled_at_unix_ns", "revoked_at_unix_ns", "last_record_unix_ns", "silent", "flops_estimate", "flops_upper", "gpus", "gpu_intervals", "pending_seen_unix_ns")
+    __slots__ = ("key_id", "node_id", "status", "enrolled_at_unix_ns", "revoked_at_unix_ns", "last_record_unix_ns", "silent", "flops_estimate", "flops_upper", "gpus", "gpu_intervals", "pending_seen_unix_ns", "clock_ahead", "clock_ahead_seconds", "clock_ahead_at_unix_ns")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +145,9 @@ class NodeSummary(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
     PENDING_SEEN_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_AHEAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_AHEAD_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     node_id: str
     status: str
@@ -157,7 +160,10 @@ class NodeSummary(_message.Message):
     gpus: int
     gpu_intervals: int
     pending_seen_unix_ns: int
-    def __init__(self, key_id: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., enrolled_at_unix_ns: _Optional[int] = ..., revoked_at_unix_ns: _Optional[int] = ..., last_record_unix_ns: _Optional[int] = ..., silent: _Optional[bool] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., pending_seen_unix_ns: _Optional[int] = ...) -> None: ...
+    clock_ahead: bool
+    clock_ahead_seconds: float
+    clock_ahead_at_unix_ns: int
+    def __init__(self, key_id: _Optional[str] = ..., node_id: _Optional[str] = ..., status: _Optional[str] = ..., enrolled_at_unix_ns: _Optional[int] = ..., revoked_at_unix_ns: _Optional[int] = ..., last_record_unix_ns: _Optional[int] = ..., silent: _Optional[bool] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., pending_seen_unix_ns: _Optional[int] = ..., clock_ahead: _Optional[bool] = ..., clock_ahead_seconds: _Optional[float] = ..., clock_ahead_at_unix_ns: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

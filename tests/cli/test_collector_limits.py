@@ -10,7 +10,7 @@ import pytest
 
 import flopwatch.collector.server
 from flopwatch.cli.main import main
-from flopwatch.collector.config import ServerLimits
+from flopwatch.collector.config import PendingKeyLimits, ServerLimits
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 
@@ -78,3 +78,65 @@ def test_bad_limits_are_refused(
 def test_zero_turns_a_stream_cap_off(seen: list[Any]) -> None:
     assert main(["collector", "--insecure", "--max-streams-per-address", "0"]) == 0
     assert seen[0].server.max_streams_per_address == 0
+
+
+def test_pending_key_limits_from_flags_file_and_environment(
+    seen: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["collector", "--insecure"]) == 0
+    assert seen[0].pending_keys == PendingKeyLimits()
+    f = tmp_path / "collector.toml"
+    f.write_text("max_pending_keys = 50\nmax_pending_keys_per_node = 2\n")
+    monkeypatch.setenv("FLOPWATCH_COLLECTOR_MAX_NEW_PENDING_KEYS_PER_MINUTE", "6")
+    argv = ["collector", "--insecure", "--config", str(f), "--max-pending-keys-per-node", "1"]
+    assert main(argv) == 0
+    assert seen[1].pending_keys == PendingKeyLimits(
+        max_per_node=1, max_total=50, max_new_per_minute=6
+    )
+    assert main(["collector", "--insecure", "--max-pending-keys", "0"]) == 0  # list none
+    assert seen[2].pending_keys.max_total == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-pending-keys", "-1"], "--max-pending-keys must be from 0 to 2147483647"),
+        (
+            ["--max-new-pending-keys-per-minute", "-3"],
+            "--max-new-pending-keys-per-minute must be from 0 to 2147483647, got -3",
+        ),
+    ],
+)
+def test_bad_pending_key_limits_are_refused(
+    seen: list[Any], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["collector", "--insecure", *argv]) != 0
+    assert message in capsys.readouterr().err
+    assert seen == []
+
+
+def test_a_pending_key_limit_of_the_wrong_type_in_the_file_names_the_key(
+    seen: list[Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "collector.toml"
+    f.write_text('max_pending_keys = "lots"\n')
+    assert main(["collector", "--insecure", "--config", str(f)]) == 2
+    assert "max_pending_keys" in capsys.readouterr().err
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-streams", "2147483648"], "--max-streams must be at most 2147483647"),
+        (["--max-inflight-bytes", str(2**53 + 1)], "--max-inflight-bytes must be at most"),
+        (["--silent-after", "9" * 400 + "d"], "is longer than 100 years"),
+        (["--keepalive-time", "36501d"], "is longer than 100 years"),
+    ],
+)
+def test_values_past_what_the_collector_can_hold_are_refused(
+    seen: list[Any], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["collector", "--insecure", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert seen == []

@@ -117,13 +117,42 @@ def test_approve_a_pending_key_and_list_everything(db, capsys):
     assert not any(n["silent"] for n in listing(db, capsys, "--silent-after", "2h").values())
 
 
-def test_list_from_a_running_collector(db, capsys):
-    node = past_node("n1")
+def _with_a_clock_ahead(db) -> None:
+    """n1 sends records in the past; fast's clock runs 10 minutes ahead of ours."""
+    node, fast = past_node("n1"), Node("fast", start_ns=time.time_ns() + 600 * S)
     store = SQLiteStore(db)
     store.enroll(node.public_raw, "n1")
-    Ingestor(store, ThresholdPolicy([10**30]), []).ingest(node.envelopes(2))
+    store.enroll(fast.public_raw, "fast")
+    acks = Ingestor(store, ThresholdPolicy([10**30]), []).ingest(
+        [*node.envelopes(2), fast.envelope()]
+    )
+    assert [a.status for a in acks] == ["accepted", "accepted", "retry"]
     store.close()
+
+
+def test_list_shows_a_node_whose_clock_runs_ahead_as_unhealthy(db, capsys):
+    _with_a_clock_ahead(db)
+    capsys.readouterr()
+    assert main(nodes(db, "list")) == 0
+    table = capsys.readouterr().out
+    [row] = [line for line in table.splitlines() if " fast " in line]
+    assert re.search(r"enrolled, CLOCK AHEAD 60\d s", row)
+    [other] = [line for line in table.splitlines() if " n1 " in line]
+    assert "CLOCK" not in other
+    assert "1 key(s) with CLOCK AHEAD" in table and "Fix the node's clock" in table
+
+    listed = listing(db, capsys)
+    assert (listed["fast"]["clock_ahead"], listed["fast"]["healthy"]) == (True, False)
+    assert 600 <= listed["fast"]["clock_ahead_seconds"] < 700
+    assert abs(listed["fast"]["clock_ahead_at_unix_ns"] - time.time_ns()) < 60 * S
+    assert (listed["n1"]["clock_ahead"], listed["n1"]["healthy"]) == (False, True)
+    assert listed["n1"]["clock_ahead_seconds"] is None
+
+
+def test_list_from_a_running_collector(db, capsys):
+    _with_a_clock_ahead(db)
     from_db = listing(db, capsys)
+    assert from_db["fast"]["clock_ahead"]
 
     async def scenario():
         service = CollectorService(config(db, metrics_listen=None))

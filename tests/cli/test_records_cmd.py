@@ -56,9 +56,9 @@ def test_archive_prune_and_report_from_the_archive(
     out = capsys.readouterr().out
     assert "3 envelopes from 1 node key(s)" in out and "flopwatch records prune" in out
     assert oct(archive.stat().st_mode & 0o777) == "0o644"
-    # never over an existing file
+    # never over an existing file without --force
     assert main(["records", "archive", "--db", db, "--before", before, "--out", str(archive)]) == 2
-    assert "never overwritten" in capsys.readouterr().err
+    assert "already exists; pass --force to replace it" in capsys.readouterr().err
 
     totals = totals_in(db)
     prune = ["records", "prune", "--db", db, "--before", before, "--archived", str(archive)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry
 
 from flopwatch.collector.enrollment import (
     TokenRedeemer,
@@ -16,6 +17,8 @@ from flopwatch.collector.enrollment import (
     new_token,
     token_hash,
 )
+from flopwatch.collector.ingest.ingestor import IngestSnapshot
+from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.store.factory import open_store
 from flopwatch.errors import ConfigError, EnrollmentError, FlopwatchError
 from flopwatch.keys import public_pem
@@ -62,6 +65,12 @@ def test_a_token_enrolls_one_key_for_its_node_once(cstore):
         redeemer.redeem(token, b.public_raw)
     assert cstore.node(b.key_id) is None
     assert (redeemer.stats.token_enrolled, redeemer.stats.token_refused) == (1, 1)
+    registry = CollectorRegistry()
+    empty = IngestSnapshot((), (), 0, 0, 0, {})
+    register_metrics(registry, lambda: empty, enrollment=redeemer.counts)
+    for result in ("enrolled", "refused"):
+        labels = {"result": result}
+        assert registry.get_sample_value("flopwatch_enrollment_tokens_total", labels) == 1
 
 
 def test_an_expired_token_enrolls_nothing(cstore, clock):

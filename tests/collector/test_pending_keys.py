@@ -7,9 +7,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import NOTE_AGAIN_S, Presented, TokenRedeemer
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.store.factory import open_store
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey, key_id_of_raw, public_raw
@@ -139,3 +143,32 @@ def test_a_key_is_written_again_only_after_a_while(timed_store, clock):
 
 def _env(node: Node) -> Envelope:
     return Envelope.from_bytes(node.envelope())
+
+
+def test_refusals_are_exported_by_claimed_node_with_bounded_labels(timed_store):
+    """flopwatch_pending_key_records_refused: per node id the records claim; node ids past
+    max_label_values count as 'other', so fake node names cannot grow the metrics."""
+    ingestor = Ingestor(
+        timed_store,
+        ThresholdPolicy([10**30]),
+        [],
+        now_ns=lambda: NOW,
+        pending_keys=PendingKeyLimits(max_per_node=1, max_total=100, max_new_per_minute=100),
+        max_label_values=2,
+    )
+    for node_id in ["a", "a", "b", "b", "b", "c", "c", "d"]:
+        n = Node(node_id)
+        [ack] = ingestor.ingest([n.envelope()], presented_key=n.public_raw)
+        assert (ack.status, ack.reason) == ("retry", "unknown_key")
+    registry = CollectorRegistry()
+    register_metrics(registry, ingestor.snapshot, enrollment=ingestor.enrollment.counts)
+
+    def refused(node: str) -> float | None:
+        name = "flopwatch_pending_key_records_refused_total"
+        return registry.get_sample_value(name, {"node": node})
+
+    assert (refused("a"), refused("b"), refused("other")) == (1, 2, 1)  # c past the cap
+    assert refused("c") is None and refused("d") is None  # d's one key was noted
+    assert ingestor.enrollment.counts().pending_refused == 4
+    sample = registry.get_sample_value
+    assert sample("flopwatch_enrollment_tokens_total", {"result": "enrolled"}) == 0

@@ -375,3 +375,9 @@ def test_limits_reach_grpc_as_its_own_options() -> None:
     assert options["grpc.server_handshake_timeout_ms"] == 2500
     assert options["grpc.max_allowed_incoming_connections"] == 10_000
     assert options["grpc.max_receive_message_length"] == 1000
+
+
+def test_a_timeout_past_what_grpc_holds_is_as_good_as_none() -> None:
+    """gRPC's channel arguments are C ints: 100 years of keepalive is 24.8 days, not a crash."""
+    years = replace(ServerLimits(), keepalive_time_s=100 * 365 * 86400.0)
+    assert dict(grpc_options(years, 1000))["grpc.keepalive_time_ms"] == 2**31 - 1

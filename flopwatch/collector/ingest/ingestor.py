@@ -40,7 +40,8 @@ A chain fork is refused, logged, counted and alerted (`flopwatch.collector.alert
 Time: a record whose time ends later than the collector's clock plus the allowed skew is answered
 RETRY (reason "future"), not refused: it passed every other check, and its time may yet come (a
 node whose clock runs ahead). The agent keeps it and sends it again; the collector counts such
-records per node and alerts once per episode (`flopwatch.collector.alerts.clocks`). A record
+records per node, alerts once per episode and notes the node's clock in the store, where
+`nodes list` shows it (`flopwatch.collector.alerts.clocks`). A record
 holding time older than `Limits.max_record_age_ns` is REJECTED ("too_old").
 
 Threads: an Ingestor and its store are used from one thread (the collector's ingest thread).
@@ -182,6 +183,7 @@ class Ingestor:
         enroll_on_first_use: bool = False,
         pending_keys: PendingKeyLimits | None = None,
         rejections: Rejections | None = None,
+        max_label_values: int = 1000,
     ) -> None:
         self._store = store
         # Rejected records are counted and logged there, one line per peer per period.
@@ -202,7 +204,9 @@ class Ingestor:
         self._rejected: dict[str, int] = {}
         self._forks = ForkTracker()
         self._clocks = ClockTracker(limits.max_clock_skew_ns)
-        self.enrollment = TokenRedeemer(store, limits=limits, pending=pending_keys)
+        self.enrollment = TokenRedeemer(
+            store, limits=limits, pending=pending_keys, max_label_values=max_label_values
+        )
         if enroll_on_first_use:
             log.warning("trust on first use is on: any node key that presents itself is enrolled")
 
@@ -267,8 +271,21 @@ class Ingestor:
         now = self._now_ns()
         forks = self._forks.settle(now)
         clocks = self._clocks.settle({r.key_id for r in batch.records}, now)
+        self._note_clocks()
         self._emit([*fired, *self._crossed_meanwhile(totals), *forks, *clocks])
         return acks
+
+    def _note_clocks(self) -> None:
+        """Keep the clocks found ahead in the store, for `nodes list`; a failure only delays
+        that (the next settle hands the notes out again)."""
+        notes = self._clocks.notes()
+        if not notes:
+            return
+        try:
+            self._store.note_clock_ahead(notes)
+        except StoreError as e:
+            log.error("cannot note %d node clock(s) running ahead: %s", len(notes), e)
+            self._clocks.unnoted(notes)
 
     def _judge_and_commit(
         self, claims: Sequence[_Claim], items: Sequence[Submission]

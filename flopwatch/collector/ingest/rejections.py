@@ -23,9 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from flopwatch.collector.labels import OTHER, BoundedLabels
+
+__all__ = ["NO_PEER", "OTHER", "RejectionCounts", "Rejections"]
+
 log = logging.getLogger(__name__)
 
-OTHER = "other"  # the label value of whatever is past max_label_values
 NO_PEER = "local"  # records ingested without a stream (tests, replay)
 
 
@@ -35,22 +38,6 @@ class RejectionCounts:
     by_peer: Mapping[tuple[str, str], int]  # (peer, reason) -> records
     log_lines: int  # lines written about rejections
     suppressed: int  # rejections counted in a summary instead of a line of their own
-
-
-class _Labels:
-    """Up to `cap` distinct values; later ones become OTHER."""
-
-    def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self._cap:
-            return OTHER
-        self._seen.add(value)
-        return value
 
 
 class Rejections:
@@ -64,8 +51,8 @@ class Rejections:
         self._interval = interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._node_label = _Labels(max_label_values)
-        self._peer_label = _Labels(max_label_values)
+        self._node_label = BoundedLabels(max_label_values)
+        self._peer_label = BoundedLabels(max_label_values)
         self._by_node: Counter[tuple[str, str]] = Counter()
         self._by_peer: Counter[tuple[str, str]] = Counter()
         self._last_line: dict[str, float] = {}  # peer -> when its last line was written

@@ -77,6 +77,9 @@ def node_message(n: NodeSummary) -> pb.NodeSummary:
         gpus=n.gpus,
         gpu_intervals=n.gpu_intervals,
         pending_seen_unix_ns=n.pending_seen_ns or 0,
+        clock_ahead=n.clock_ahead,
+        clock_ahead_seconds=n.clock_ahead_s or 0.0,
+        clock_ahead_at_unix_ns=n.clock_ahead_at_ns or 0,
     )
 
 
@@ -95,6 +98,9 @@ def node_summary(m: pb.NodeSummary) -> NodeSummary:
         flops_upper=int(m.flops_upper or 0),
         gpus=m.gpus,
         gpu_intervals=m.gpu_intervals,
+        clock_ahead=m.clock_ahead,
+        clock_ahead_s=m.clock_ahead_seconds if m.clock_ahead_at_unix_ns else None,
+        clock_ahead_at_ns=m.clock_ahead_at_unix_ns or None,
     )
 
 

@@ -14,7 +14,9 @@ in client certificates (`flopwatch.certs.client_roles`; unmarked: agent, as issu
 `RoleInterceptor` wraps the handlers of the RPCs above: before the servicer runs, it reads the
 peer certificate from the call's auth context and answers PERMISSION_DENIED, naming the role
 needed, to a peer without it. It is installed only with mTLS: a plaintext (--insecure) collector
-authenticates no one. Refusals are counted and logged at most once per `DENIED_LOG_EVERY_S`.
+authenticates no one. Refusals are counted by method and by peer (address and certificate
+fingerprint; past `max_label_values` peers, "other"), exported as flopwatch_role_denied_calls
+and flopwatch_peer_role_denied_calls, and logged at most once per `DENIED_LOG_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import grpc
 from cryptography import x509
 
 from flopwatch.certs import AGENT_ROLE, READER_ROLE, client_roles
+from flopwatch.collector.labels import BoundedLabels
+from flopwatch.collector.rpc.admission import peer_of
 from flopwatch.v1 import collector_pb2
 
 log = logging.getLogger(__name__)
@@ -74,18 +78,30 @@ def peer_roles(auth_context: Mapping[str, Any]) -> frozenset[str]:
 
 
 class DenialStats:
-    """Calls refused for want of a role, counted by method (read by metrics and tests)."""
+    """Calls refused for want of a role, counted by method and by peer (`counts`, for metrics
+    and tests). Methods are the few of `METHOD_ROLES`; peers are bounded by `max_label_values`."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, max_label_values: int = 1000
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self.by_method: dict[str, int] = {}
+        self.by_peer: dict[str, int] = {}
+        self._peer_label = BoundedLabels(max_label_values)
         self._logged_at: float | None = None
         self._unlogged = 0
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Refused calls by method, and by peer."""
+        with self._lock:
+            return dict(self.by_method), dict(self.by_peer)
 
     def denied(self, method: str, peer: str, needed: frozenset[str]) -> None:
         with self._lock:
             self.by_method[method] = self.by_method.get(method, 0) + 1
+            label = self._peer_label(peer)
+            self.by_peer[label] = self.by_peer.get(label, 0) + 1
             self._unlogged += 1
             now = self._clock()
             if self._logged_at is not None and now - self._logged_at < DENIED_LOG_EVERY_S:
@@ -124,7 +140,7 @@ class RoleInterceptor(_Interceptor):
     ) -> None:
         if peer_roles(context.auth_context()) & needed:
             return
-        self.stats.denied(method, context.peer(), needed)
+        self.stats.denied(method, peer_of(context).key, needed)
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
             f"{method} needs a client certificate of role {' or '.join(sorted(needed))} "

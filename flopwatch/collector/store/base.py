@@ -32,6 +32,7 @@ from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
+    ClockNote,
     GpuTotal,
     JobEvidence,
     JobGpu,
@@ -116,6 +117,14 @@ class EnrollmentStore(Protocol):
     def pending_keys(self) -> list[PendingKey]:
         """Keys noted by `note_pending_key` that are not in the node table (neither enrolled
         nor revoked), by key id."""
+        ...
+
+    def note_clock_ahead(self, notes: Collection[ClockNote]) -> None:
+        """Keep, per enrolled key, the latest record answered retry because its time ran ahead
+        of the collector's clock (`NodeRecord.clock_ahead_ns`, `clock_ahead_at_ns`). A note
+        older than the one held is ignored (collectors sharing the store); a key not enrolled
+        or revoked is skipped. The key counts as clock-ahead until a batch holding one of its
+        records is committed later (`NodeRecord.clock_ahead`)."""
         ...
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:

@@ -77,11 +77,13 @@ def open_store(
 ) -> Store:
     """Open (and migrate) the store `db` names. StoreError if it cannot be opened.
 
-    A SQLite database must exist unless `create` (only the collector creates one): a mistyped
-    path in `flopwatch nodes` or `report` is "no such database", never a new empty one.
-    `exclusive` (the collector) holds the database for this store's lifetime so that a second
-    collector on the same SQLite file refuses to start; other commands still read and write it.
-    PostgreSQL ignores both: the database must exist, and collectors may share it.
+    Only the collector (`create`) creates the store: without it, a SQLite database must exist
+    (a mistyped path in `flopwatch nodes` or `report` is "no such database", never a new empty
+    one) and hold flopwatch's tables, and a PostgreSQL database (which always exists: the
+    server makes no database on connect) must hold them in the schema the URL selects, or the
+    command refuses and creates nothing. `exclusive` (the collector) holds a SQLite database for
+    this store's lifetime so that a second collector on the same file refuses to start; other
+    commands still read and write it. PostgreSQL ignores it: collectors may share a database.
     """
     parsed = parse_db(db) if isinstance(db, str) else db
     if parsed.kind == "sqlite":
@@ -100,4 +102,4 @@ def open_store(
         raise ConfigError(
             f"PostgreSQL support needs psycopg ({e}): pip install 'flopwatch[postgres]'"
         ) from e
-    return PostgresStore(parsed.target, now_ns=now_ns)
+    return PostgresStore(parsed.target, now_ns=now_ns, create=create)

@@ -62,6 +62,28 @@ class NodeRecord:
     revoked_at_ns: int | None = None
     # Collector clock when a batch holding a record of this key was last committed (None: never).
     last_record_ns: int | None = None
+    # The latest record of this key answered retry because its time ended this far after the
+    # collector's clock (`ClockNote`), and when that was noted (None: never).
+    clock_ahead_ns: int | None = None
+    clock_ahead_at_ns: int | None = None
+
+    @property
+    def clock_ahead(self) -> bool:
+        """Whether the node's clock runs ahead now: a record of this key was answered retry
+        for its time since the collector last committed one of its records."""
+        if self.clock_ahead_at_ns is None:
+            return False
+        return self.last_record_ns is None or self.clock_ahead_at_ns >= self.last_record_ns
+
+
+@dataclass(frozen=True)
+class ClockNote:
+    """A record of `key_id` was answered retry because its time ends `ahead_ns` after the
+    collector's clock; noted at `at_ns` (collector clock). `EnrollmentStore.note_clock_ahead`."""
+
+    key_id: str
+    ahead_ns: int
+    at_ns: int
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from flopwatch.verify.record import VerifiedRecord
 # Rows for `node_record`: append the WHERE / ORDER BY clause.
 SELECT_NODES = (
     "SELECT key_id, node_id, public_key, status, enrolled_at_ns, revoked_at_ns, "
-    "last_record_ns FROM nodes"
+    "last_record_ns, clock_ahead_ns, clock_ahead_at_ns FROM nodes"
 )
 # Rows for `job_gpu`: append the WHERE clause (placeholders differ between the stores).
 SELECT_JOB_GPUS = (
@@ -31,7 +31,7 @@ SELECT_ALERTS = (
 
 
 def node_record(r: Sequence[Any]) -> NodeRecord:
-    return NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6])
+    return NodeRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
 
 
 def job_gpu(r: Sequence[Any]) -> JobGpu:

@@ -195,3 +195,19 @@ def test_forks_are_refused_counted_and_alerted_once_per_key(store, make_ingestor
     assert (event.key_id, event.node_id, event.sequence) == (node.key_id, node.node_id, 1)
     assert event.at_ns == NOW
     assert ingestor.snapshot().forks == {(node.key_id, node.node_id): 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nan", "is not a number of FLOPs"),
+        ("inf", "is not a number of FLOPs"),
+        ("1e40", "must be below 10\\^40 FLOPs"),
+        ("1e2000000", "must be below 10\\^40 FLOPs"),  # refused from its exponent, at once
+        ("1e-5", "must be a positive whole number"),
+    ],
+)
+def test_thresholds_are_finite_whole_numbers_below_numeric_40(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_thresholds(f"1e23,{text}")
+    assert parse_thresholds("9999999999999999999999999999999999999999") == (10**40 - 1,)

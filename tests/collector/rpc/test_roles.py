@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flopwatch import certs
-from flopwatch.collector.rpc.roles import METHOD_ROLES, peer_roles
+from flopwatch.collector.rpc.roles import METHOD_ROLES, DenialStats, peer_roles
 from flopwatch.collector.server import CollectorService
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc
@@ -33,7 +33,7 @@ def pki(tmp_path):
     ca = certs.CertifiedKey(certs.load_certificate(files["ca_cert"]), ca_key)
     for role in certs.CLIENT_ROLES:
         pair = certs.issue(ca.cert, ca.key, f"{role}-1", server=False, role=role, valid_days=1)
-        (tmp_path / role).mkdir()
+        (tmp_path / role).mkdir()  # key files are never written into a missing directory
         cert_path, key_path = certs.pair_paths(tmp_path / role, f"{role}-1")
         certs.write_pair(cert_path, key_path, pair)
         files[f"{role}_cert"], files[f"{role}_key"] = cert_path, key_path
@@ -95,11 +95,22 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
             }
             async with grpc.aio.secure_channel(target, credentials(pki, "agent")) as channel:
                 acks = await submit(channel, envelopes)
+            sample = service.registry.get_sample_value
+            exported = {
+                m: sample("flopwatch_role_denied_calls_total", {"method": m}) for m in METHOD_ROLES
+            }
+            by_peer = {
+                s.labels["peer"]: s.value
+                for metric in service.registry.collect()
+                if metric.name == "flopwatch_peer_role_denied_calls"
+                for s in metric.samples
+                if s.name.endswith("_total")
+            }
         finally:
             await service.stop()
-        return seen, acks, dict(service.roles.stats.by_method)
+        return seen, acks, dict(service.roles.stats.by_method), exported, by_peer
 
-    seen, acks, denied = run(main())
+    seen, acks, denied, exported, by_peer = run(main())
     agent = {
         "Submit": OK,
         "ListJobs": DENIED,
@@ -127,6 +138,10 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
         "/flopwatch.v1.Collector/ListJobs": 2,
         "/flopwatch.v1.Collector/Submit": 1,
     }
+    # Exported: by method, and by peer (address and certificate fingerprint).
+    assert {m: n for m, n in exported.items() if n is not None} == denied
+    assert sorted(by_peer.values()) == [1, 3, 3]  # reader: Submit; agent, unmarked: 3 each
+    assert all(p.startswith("127.0.0.1 cert ") for p in by_peer)
 
 
 def test_every_collector_rpc_has_a_role():
@@ -138,3 +153,17 @@ def test_every_collector_rpc_has_a_role():
 def test_a_call_without_a_peer_certificate_has_no_role():
     assert peer_roles({}) == frozenset()
     assert peer_roles({"x509_pem_cert": [b"not a certificate"]}) == frozenset()
+
+
+def test_denials_are_counted_by_method_and_by_a_bounded_number_of_peers():
+    stats = DenialStats(clock=lambda: 0.0, max_label_values=2)
+    reader, agent = frozenset({"reader"}), frozenset({"agent"})
+    for i in range(5):
+        stats.denied("/flopwatch.v1.QueryService/ListJobs", f"10.0.0.{i} cert ab", reader)
+    stats.denied("/flopwatch.v1.IngestService/Submit", "10.0.0.0 cert ab", agent)
+    by_method, by_peer = stats.counts()
+    assert by_method == {
+        "/flopwatch.v1.QueryService/ListJobs": 5,
+        "/flopwatch.v1.IngestService/Submit": 1,
+    }
+    assert by_peer == {"10.0.0.0 cert ab": 2, "10.0.0.1 cert ab": 1, "other": 3}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 
+import psycopg
 import pytest
 
-from flopwatch.cli.main import build_parser
+from flopwatch.cli.main import build_parser, main
 from flopwatch.collector.store.factory import Database, open_store, parse_db, redacted, sqlite_path
+from flopwatch.collector.store.postgres import schema as postgres_schema
 from flopwatch.collector.store.postgres.store import PostgresStore
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import ConfigError, StoreError
+from flopwatch.keys import SigningKey
 
 
 @pytest.mark.parametrize(
@@ -64,10 +67,78 @@ def test_sqlite_url_opens_a_sqlite_store(tmp_path):
 
 @pytest.mark.postgres
 def test_postgresql_url_opens_a_postgres_store(postgres_url):
-    store = open_store(postgres_url)
+    store = open_store(postgres_url, create=True)
     assert isinstance(store, PostgresStore)
     assert store.job_totals() == []
     store.close()
+    store = open_store(postgres_url)  # the tables exist now: commands open them
+    assert isinstance(store, PostgresStore) and store.nodes() == []
+    store.close()
+
+
+def _tables(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.postgres
+def test_only_the_collector_creates_the_postgresql_tables(postgres_url):
+    """A read-only command (`nodes list`, `report`, `records archive`...) pointed at an existing
+    but empty database refuses and creates nothing, as on SQLite."""
+    with pytest.raises(StoreError, match="holds no flopwatch tables") as err:
+        open_store(postgres_url)
+    assert "the collector creates them on first start" in str(err.value)
+    assert _tables(postgres_url) == []
+
+
+@pytest.mark.postgres
+def test_commands_on_an_empty_postgresql_database_create_nothing(postgres_url, tmp_path, capsys):
+    key = tmp_path / "collector.pem"
+    SigningKey.generate().save(key)
+    out = tmp_path / "job.bundle"
+    for argv in (
+        ["nodes", "list", "--db", postgres_url],
+        ["nodes", "token", "--db", postgres_url, "--node", "gpu-1"],
+        ["report", "slurm:c/1", "--db", postgres_url, "--key", str(key), "--out", str(out)],
+        [
+            "records",
+            "archive",
+            "--db",
+            postgres_url,
+            "--key",
+            str(key),
+            "--before",
+            "2020-01-01",
+            "--out",
+            str(tmp_path / "x.archive"),
+        ],
+    ):
+        assert main(argv) == 3, argv
+        assert "holds no flopwatch tables" in capsys.readouterr().err
+    assert _tables(postgres_url) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["collector.pem"]
+
+
+@pytest.mark.postgres
+def test_an_older_postgresql_schema_is_still_migrated_by_a_command(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for statement in postgres_schema.MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version (version) VALUES (1)")
+    store = open_store(postgres_url)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.schema_version() == postgres_schema.SCHEMA_VERSION
+    finally:
+        store.close()
 
 
 def test_unreachable_server_is_a_store_error_without_the_password():

@@ -142,7 +142,7 @@ def test_restart_keeps_totals_alerts_and_chains(postgres_url, make_ingestor):
 
 @pytest.mark.postgres
 def test_failed_write_acks_retry_and_applies_nothing(postgres_url, make_ingestor, monkeypatch):
-    store = open_store(postgres_url, now_ns=lambda: NOW)
+    store = open_store(postgres_url, now_ns=lambda: NOW, create=True)
     node = Node()
     store.enroll(node.public_raw, node.node_id)
     ingestor = make_ingestor(store, thresholds=(1,))

@@ -15,7 +15,7 @@ from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.postgres.locks import Cur, lock_pending
 from flopwatch.collector.store.postgres.sums import add_sums
-from flopwatch.collector.store.records import GpuTotal, PendingKey, device_sums
+from flopwatch.collector.store.records import ClockNote, GpuTotal, PendingKey, device_sums
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.verify.record import VerifiedRecord
 
@@ -135,6 +135,19 @@ def pending_keys(cur: Cur) -> list[PendingKey]:
         "WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.key_id = p.key_id) ORDER BY key_id"
     )
     return [PendingKey(r[0], r[1], bytes(r[2]), int(r[3]), int(r[4])) for r in cur.fetchall()]
+
+
+def note_clock_ahead(cur: Cur, notes: Collection[ClockNote]) -> None:
+    """In key order, like every other writer of node rows."""
+    cur.executemany(
+        "UPDATE nodes SET clock_ahead_ns = %(ahead)s, clock_ahead_at_ns = %(at)s "
+        "WHERE key_id = %(key)s AND status = 'enrolled' "
+        "AND coalesce(clock_ahead_at_ns, 0) <= %(at)s",
+        [
+            {"ahead": n.ahead_ns, "at": n.at_ns, "key": n.key_id}
+            for n in sorted(notes, key=lambda n: n.key_id)
+        ],
+    )
 
 
 def claim_silence(cur: Cur, key_id: str, since_ns: int) -> bool:

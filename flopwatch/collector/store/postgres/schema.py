@@ -110,6 +110,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             origin TEXT COLLATE "C" PRIMARY KEY, tree_size BIGINT NOT NULL,
             note BYTEA NOT NULL, published_at_ns BIGINT NOT NULL)""",
     ),
+    # Clock health (issue 17): the latest record of a key answered retry because its time ends
+    # ahead of the collector's clock (how far, when noted), so `nodes list` shows the node
+    # unhealthy until one of its records is committed again.
+    (
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_ns BIGINT",
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_at_ns BIGINT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -41,6 +41,7 @@ from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
+    ClockNote,
     GpuTotal,
     JobEvidence,
     JobGpu,
@@ -82,17 +83,33 @@ class PostgresStore:
         *,
         now_ns: Callable[[], int] = time.time_ns,
         connect_timeout_s: int = 10,
+        create: bool = True,
     ) -> None:
+        """`create`: make the tables in an empty schema (the collector); without it (read-only
+        commands, `nodes`), a schema without flopwatch's tables is a StoreError and nothing is
+        created. An existing schema of an older version is migrated either way."""
         self._url = url
         self._now_ns = now_ns
         self._timeout = connect_timeout_s
         self._db = self._connect()
         try:
+            if not create:
+                self._check_tables()
             with self._tx("schema migration") as cur:
                 schema.migrate(cur)
         except StoreError:
             self._db.close()
             raise
+
+    def _check_tables(self) -> None:
+        with self._errors("read schema version"), self._db.cursor() as cur:
+            found = schema.current_version(cur)
+        if found == 0:
+            raise StoreError(
+                f"database {redacted(self._url)} holds no flopwatch tables (schema "
+                f"{self.scope!r}): check --db (the collector creates them on first start; other "
+                "commands never do)"
+            )
 
     # -- plumbing --------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[Any]:
@@ -226,6 +243,10 @@ class PostgresStore:
     def pending_keys(self) -> list[PendingKey]:
         with self._tx("list keys awaiting approval") as cur:
             return trust.pending_keys(cur)
+
+    def note_clock_ahead(self, notes: Collection[ClockNote]) -> None:
+        with self._tx("note clock ahead") as cur:
+            trust.note_clock_ahead(cur, notes)
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
         with self._tx("claim silence alert") as cur:

@@ -12,7 +12,13 @@ from collections.abc import Collection, Sequence
 
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store import common
-from flopwatch.collector.store.records import GpuTotal, JobDelta, PendingKey, device_sums
+from flopwatch.collector.store.records import (
+    ClockNote,
+    GpuTotal,
+    JobDelta,
+    PendingKey,
+    device_sums,
+)
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import EnrollmentError, StoreError
 from flopwatch.verify.record import VerifiedRecord
@@ -153,6 +159,14 @@ def pending_keys(db: sqlite3.Connection) -> list[PendingKey]:
         "WHERE key_id NOT IN (SELECT key_id FROM nodes) ORDER BY key_id"
     )
     return [PendingKey(r[0], r[1], bytes(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+def note_clock_ahead(db: sqlite3.Connection, notes: Collection[ClockNote]) -> None:
+    db.executemany(
+        "UPDATE nodes SET clock_ahead_ns = ?, clock_ahead_at_ns = ? WHERE key_id = ? "
+        "AND status = 'enrolled' AND coalesce(clock_ahead_at_ns, 0) <= ?",
+        [(n.ahead_ns, n.at_ns, n.key_id, n.at_ns) for n in sorted(notes, key=lambda n: n.key_id)],
+    )
 
 
 def claim_silence(db: sqlite3.Connection, key_id: str, since_ns: int) -> bool:

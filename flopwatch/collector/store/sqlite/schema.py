@@ -112,6 +112,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             origin TEXT PRIMARY KEY, tree_size INTEGER NOT NULL, note BLOB NOT NULL,
             published_at_ns INTEGER NOT NULL) WITHOUT ROWID""",
     ),
+    # Clock health (issue 17): the latest record of a key answered retry because its time ends
+    # ahead of the collector's clock (how far, when noted), so `nodes list` shows the node
+    # unhealthy until one of its records is committed again.
+    (
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_ns INTEGER",
+        "ALTER TABLE nodes ADD COLUMN clock_ahead_at_ns INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -38,6 +38,7 @@ from flopwatch.collector.store import common
 from flopwatch.collector.store.records import (
     AlertEvent,
     ChainState,
+    ClockNote,
     GpuTotal,
     JobEvidence,
     JobGpu,
@@ -229,6 +230,10 @@ class SQLiteStore:
     def pending_keys(self) -> list[PendingKey]:
         with self._errors("list keys awaiting approval"):
             return trust.pending_keys(self._db)
+
+    def note_clock_ahead(self, notes: Collection[ClockNote]) -> None:
+        with self._tx("note clock ahead"):
+            trust.note_clock_ahead(self._db, notes)
 
     def claim_silence_alert(self, key_id: str, since_ns: int) -> bool:
         with self._tx("claim silence alert"):
