@@ -124,3 +124,16 @@ def test_the_excluded_release_misreads_every_process_after_the_first() -> None:
     pids = [p[0] for p in got["nvmlDeviceGetComputeRunningProcesses"]]
     truth = [p["pid"] for p in REF.at(TWO_PROCS)["procs"]]  # type: ignore[index]
     assert pids[0] == truth[0] and pids[1] != truth[1]
+
+
+def test_the_backend_drops_the_pids_the_excluded_release_misreads() -> None:
+    # 267.4-268.4 s of the recording: two processes run and NVML's per-process samples all read
+    # 0 % SM, so the backend splits the interval between the processes NVML lists. Under
+    # 12.535.77 the second of those is garbage (a memory figure); it must never get a share.
+    start = 1795426267.4
+    got = probe(BROKEN, "backend", start=start, intervals=1, trace_t0=REF.t0)
+    assert isinstance(got, dict) and "raised" not in got
+    ((reading,),) = got["intervals"]
+    truth = set(REF.pids(start)) | set(REF.pids(start + 1.0))
+    pids = {pid for pid, _ in reading["processes"]}
+    assert len(truth) == 2 and pids and pids <= truth
