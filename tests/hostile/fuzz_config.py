@@ -79,9 +79,6 @@ async def _started(config: CollectorConfig, **_: Any) -> None:
     seen.append(config)  # where the collector would open its database and serve
 
 
-flopwatch.collector.server.run_collector = _started  # type: ignore[assignment]
-
-
 def check(c: CollectorConfig) -> None:
     assert c.thresholds and all(isinstance(t, int) and 0 < t < 10**40 for t in c.thresholds), c
     assert c.alert_basis in ("upper", "estimate")
@@ -98,11 +95,17 @@ def test_one_input(data: bytes) -> None:
     PATH.write_bytes(data)
     seen.clear()
     args = PARSER.parse_args(["collector", "--insecure", "--config", str(PATH)])
+    # The collector stops where it would start serving; put back at once, so that the pytest
+    # process that imports this target (tests/hostile/test_fuzz_files.py) keeps the real one.
+    real = flopwatch.collector.server.run_collector
+    flopwatch.collector.server.run_collector = _started  # type: ignore[assignment]
     try:
         args.run(args)
     except ConfigError:
         assert seen == []  # refused before anything started
         return
+    finally:
+        flopwatch.collector.server.run_collector = real  # type: ignore[assignment]
     [config] = seen
     check(config)
 
