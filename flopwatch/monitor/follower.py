@@ -198,13 +198,17 @@ class LogFollower:
         return self._fetcher.fetch(ref)
 
     def _entries(self, kept: Kept, position: int, budget: int) -> int:
+        start = position
         start_requests = self.stats.requests
         try:
             tiles = self._tree(kept.size, kept.root)
         except VerificationError as e:
             self._problem(e.reason, f"tree {kept.size}", e.message)
             return position
-        while position < kept.size and self.stats.requests - start_requests < budget:
+        # At least one bundle per poll, whatever the budget: a poll always moves on.
+        while position < kept.size and (
+            position == start or self.stats.requests - start_requests < budget
+        ):
             index = position // TILE_WIDTH
             ref = tile_ref(kept.size, None, index)
             try:

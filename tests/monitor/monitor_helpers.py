@@ -5,6 +5,7 @@ log, and publish checkpoints with or without witness cosignatures."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def monitor(
         entities=entities or Entities(),
         limits=MonitorLimits(max_tiles_per_poll=max_tiles_per_poll),
     )
-    return Monitor(config, clock_ns=lambda: NOW * 10**9)
+    ticks = itertools.count(NOW * 10**9)  # a clock that moves: problems keep their order
+    return Monitor(config, clock_ns=lambda: next(ticks))
 
 
 def strip_cosignatures(checkpoint: bytes) -> bytes:
