@@ -134,7 +134,7 @@ class LogFollower:
         s.counted += batch.counted
         s.duplicates += batch.duplicates
         s.gpu_intervals += batch.gpu_intervals
-        for p in batch.problems:
+        for p in problems:  # recorded for the first time (each is reported once)
             s.problems[p.reason] = s.problems.get(p.reason, 0) + 1
         if position is not None:
             s.position = position

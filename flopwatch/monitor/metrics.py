@@ -49,7 +49,7 @@ class MonitorMetrics(Collector):
         )
         problems = CounterMetricFamily(
             "flopwatch_monitor_problems",
-            "Problems found since start, by reason (log_unreachable: failed polls)",
+            "Problems recorded since start, by reason (log_unreachable: failed polls)",
             labels=["log", "reason"],
         )
         for name, st in sorted(s.logs.items()):
