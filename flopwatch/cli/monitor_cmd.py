@@ -226,7 +226,7 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
             print(f"{kind:7} {key}: {f.flops_estimate:.4g} FLOPs (upper {f.flops_upper:.4g})")
         for p in problems:
             print(f"PROBLEM log {p.log}: {p.reason} ({p.subject}): {p.detail}")
-    unread = [f for f in monitor.followers if f.stats.last_error]
-    for f in unread:
-        print(f"UNREACHABLE log {f.name}: {f.stats.last_error}", file=sys.stderr)
+    unread = [fl for fl in monitor.followers if fl.stats.last_error]
+    for fl in unread:
+        print(f"UNREACHABLE log {fl.name}: {fl.stats.last_error}", file=sys.stderr)
     return EXIT_FAILED if problems or unread else EXIT_OK
