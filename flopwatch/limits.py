@@ -73,6 +73,14 @@ each one named below exists):
     flopwatch.httpserve.HttpLimits                    tiles and witness HTTP: connections, timeouts
     flopwatch.collector.log.tiles_dir.MAX_TILES_PER_WRITE  tiles written per round
     flopwatch.collector.log.witnessing.DEFAULT_WITNESS_TIMEOUT_S  one add-checkpoint request
+    flopwatch.monitor.config.MonitorLimits            the monitor: tile requests per log per
+                                                      poll, metric series per kind
+    flopwatch.monitor.fetch.FetchLimits               the monitor's HTTP: timeout, entry bytes
+    flopwatch.monitor.config.MAX_LOGS                 logs one monitor follows
+    flopwatch.monitor.config.MAX_NODE_KEYS_FILE_BYTES a node keys file
+    flopwatch.monitor.follower.MAX_SEQUENCE           a chain's sequence numbers (monitor)
+    flopwatch.monitor.totals.MAX_THRESHOLD_FLOPS      a regulator's threshold
+    flopwatch.monitor.webhook.WebhookLimits           the monitor's webhook: attempts, queue
 """
 
 from __future__ import annotations

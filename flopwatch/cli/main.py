@@ -26,6 +26,7 @@ from flopwatch.cli import (
     job_cmd,
     jobs_cmd,
     log_cmd,
+    monitor_cmd,
     nodes_cmd,
     records_cmd,
     replay_cmd,
@@ -48,6 +49,7 @@ COMMANDS = (
     records_cmd,
     verify_cmd,
     log_cmd,
+    monitor_cmd,
     replay_cmd,
     certs_cmd,
     witness_cmd,
@@ -59,7 +61,8 @@ who runs what:
   on each GPU node     agent (the node agent), job (register a job with this node's agent)
   the operator         collector, nodes (node keys), jobs (totals a collector holds),
                        report (a job's evidence bundle), records (archive, prune)
-  a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew)
+  a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew),
+                       monitor (follow collectors' logs: verify, total, alert)
   anyone               replay (FLOPs of a recorded trace), certs (mTLS), witness (cosign
                        collectors' log checkpoints), demo
 

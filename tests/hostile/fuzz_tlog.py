@@ -1,6 +1,7 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the C2SP log parsers: signed notes and
 checkpoints with cosignatures, add-checkpoint requests judged by a witness, witness policies,
-entry bundles and tiles, tile paths, vkeys, 409 bodies and witness answers.
+entry bundles and tiles, tile paths, vkeys, 409 bodies and witness answers; the monitor's
+checks of tiles against a checkpoint and of cosignatures against a policy.
 
     .venv/bin/python tests/hostile/fuzz_tlog.py -atheris_runs=200000 [CORPUS_DIR ...]
     make fuzz                       # the envelope harness, then this one, bounded by FUZZ_RUNS
@@ -21,7 +22,7 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-with atheris.instrument_imports(include=["flopwatch.tlog"]):
+with atheris.instrument_imports(include=["flopwatch.tlog", "flopwatch.monitor"]):
     from tests.hostile.tlog_seeds import SEEDS, exercise
 
 KINDS = sorted(SEEDS)

@@ -1,5 +1,6 @@
 """Honest inputs of the C2SP log parsers, for the hostile tests and the fuzz harness to mutate: a
-signed checkpoint, a cosigned one, an add-checkpoint request, a policy, a bundle, a tile path."""
+signed checkpoint, a cosigned one, an add-checkpoint request, a policy, a bundle, a tile path;
+and the monitor's checks of a tile against its checkpoint and of a checkpoint against a policy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flopwatch import merkle
 from flopwatch.errors import VerificationError
+from flopwatch.monitor.checkpoints import open_witnessed
+from flopwatch.monitor.tree_tiles import TreeTiles
 from flopwatch.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import (
@@ -56,7 +59,12 @@ SEEDS: dict[str, bytes] = {
     "vkey": LOG.verifier.vkey().encode(),
     "conflict": b"12\n",
     "answer": WITNESS.cosign(Checkpoint(ORIGIN, 3, LEAVES[0]).body(), 5).line().encode(),
+    # The monitor: a log's only tile, checked against its checkpoint; a cosigned checkpoint
+    # judged against a witness policy.
+    "tree_tiles": b"".join(LEAVES),
+    "witnessed": cosigned_bytes(12),
 }
+POLICY = parse_policy(SEEDS["policy"])
 
 KNOWN = {ORIGIN: [LOG.verifier]}
 PARSE_REASONS = {
@@ -77,6 +85,11 @@ PARSE_REASONS = {
     "root_mismatch",
     "bad_consistency_proof",
     "bad_cosignature",
+    "bad_checkpoint",
+    "missing_cosignatures",
+    "tiles_disagree_with_checkpoint",
+    "entry_not_in_tree",
+    "history_rewritten",
 }
 
 
@@ -109,6 +122,12 @@ def exercise(kind: str, data: bytes) -> str:
             parse_conflict_size(data)
         elif kind == "answer":
             parse_signature_lines(decode_note_bytes(data, 16 * 1024))
+        elif kind == "tree_tiles":
+            tiles = TreeTiles(len(LEAVES), merkle.root_hash(LEAVES), lambda ref: data)
+            tiles.check_consistent(7, merkle.root_hash(LEAVES[:7]))
+            tiles.check_bundle(0, [f"entry {i}".encode() for i in range(len(LEAVES))])
+        elif kind == "witnessed":
+            open_witnessed(data, LOG.verifier, ORIGIN, POLICY)
         else:
             raise ValueError(kind)
     except VerificationError as e:
