@@ -1,11 +1,11 @@
 """Which run, account and legal entity a job's compute counts for. Pure.
 
-`labels_of` is the one place that reads run and account from a record: records whose job shares
-carry `run` and `account` fields give them; a record without them counts each job as its own
-run and under the empty account. Accounts belong to an operator, so an account's key is
-"<log name>:<account>"; the regulator's entity mapping (`Entities`) ties such keys at several
-operators to one legal entity. Runs are keyed by name alone: a run of the same name at several
-sites is one run.
+`labels_of` is the one place that reads run and account from a record (JobShare's `run` and
+`account`): a share that names no run is a run of its own (flopwatch.runs.run_of), one that
+names no account counts under the empty account. Accounts belong to an operator, so an
+account's key is "<log name>:<account>"; the regulator's entity mapping (`Entities`) ties such
+keys at several operators to one legal entity. Runs are keyed by name alone: a run of the same
+name at several sites is one run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flopwatch.errors import ConfigError
+from flopwatch.runs import run_of
 from flopwatch.v1 import attestation_pb2 as pb
 
 
@@ -30,18 +31,10 @@ class Labels:
         ]
 
 
-def _field(share: pb.JobShare, name: str) -> str:
-    """A JobShare string field if this schema has it, else "" (run and account are added to
-    JobShare by another change; this reads them once they exist)."""
-    if name not in share.DESCRIPTOR.fields_by_name:
-        return ""
-    value = getattr(share, name)
-    return value if isinstance(value, str) else ""
-
-
 def run_and_account(share: pb.JobShare) -> tuple[str, str]:
-    """A job share's run (its job id when it names none) and account ("" when none)."""
-    return _field(share, "run") or share.job_id, _field(share, "account")
+    """A job share's run (its job id when it names none: flopwatch.runs.run_of) and account
+    ("" when none)."""
+    return run_of(share.job_id, share.run), share.account
 
 
 class Entities:

@@ -131,6 +131,38 @@ def test_totals_across_two_logs_by_run_account_and_entity(
         m.close()
 
 
+def test_a_declared_run_is_totalled_across_jobs_operators_and_accounts(
+    tmp_path: Path, log_a: ServedLog, log_b: ServedLog
+) -> None:
+    # One run, "llm-7b", as two jobs at two operators, each under the operator's own account.
+    n1, n2 = Node("n1", job="slurm:c/7"), Node("n2", job="k8s:c/ns/pod")
+    e1 = [n1.envelope(labels={"run": "llm-7b", "account": "acme"}) for _ in range(12)]
+    e2 = [n2.envelope(labels={"run": "llm-7b", "account": "acme-eu"}) for _ in range(8)]
+    log_a.add(e1)
+    log_b.add(e2)
+    log_a.publish()
+    log_b.publish()
+    entities = Entities({"a:acme": "Acme", "b:acme-eu": "Acme"})
+    m = monitor(
+        tmp_path,
+        [log_a.log_config("a", tmp_path, [n1]), log_b.log_config("b", tmp_path, [n2])],
+        entities=entities,
+    )
+    try:
+        m.catch_up()
+        totals = m.state.totals()
+        one = expected_totals([n1], e1)["slurm:c/7"]
+        two = expected_totals([n2], e2)["k8s:c/ns/pod"]
+        run = totals[("run", "llm-7b")]
+        assert [run.flops_estimate, run.flops_upper] == [one[0] + two[0], one[1] + two[1]]
+        assert totals[("account", "a:acme")].flops_upper == one[1]
+        assert totals[("account", "b:acme-eu")].flops_upper == two[1]
+        assert totals[("entity", "Acme")].flops_upper == one[1] + two[1]
+        assert ("run", "slurm:c/7") not in totals  # the job names its run: not a run of its own
+    finally:
+        m.close()
+
+
 def test_thresholds_fire_once_and_stay_fired_across_restarts(
     tmp_path: Path, log_a: ServedLog
 ) -> None:
