@@ -1,5 +1,6 @@
 """Kubernetes attribution against a real gRPC server speaking the kubelet's PodResources API v1
-on a unix socket, and pod UIDs from a fake /proc."""
+on a unix socket, pod UIDs from a fake /proc, and pods' runs and accounts from a loopback server
+shaped like the Kubernetes API (tests/agent/attribution/fake_kube_api.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,28 @@ import grpc
 import pytest
 
 from flopwatch.agent.attribution.base import Attributor
+from flopwatch.agent.attribution.kubeapi import ApiError, ApiSettings
+from flopwatch.agent.attribution.kubemeta import KubeDirectory, KubeSettings
 from flopwatch.agent.attribution.kubernetes import KubernetesSource, pod_uid_from_cgroups
+from flopwatch.agent.attribution.labels import AccountMap
 from flopwatch.agent.attribution.podresources import PodResourcesClient
 from flopwatch.agent.attribution.procfs import ProcFs
 from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
+from flopwatch.agent.backends.sim import SimBackend
+from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import Claim, attribute
 from flopwatch.errors import TransportError
+from flopwatch.keys import SigningKey
+from flopwatch.model import Precision
 from flopwatch.model.flops import PPM
+from flopwatch.runs import WorkloadClass
+from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.vendor.kubelet.podresources.v1 import api_pb2, api_pb2_grpc
+from flopwatch.verify import RecordVerifier
+from tests.agent.attribution.fake_kube_api import FakeKubeApi, serve, uid_of
+from tests.agent.attribution.fake_kube_api import namespace as fake_namespace
+from tests.agent.attribution.fake_kube_api import obj as fake_obj
+from tests.agent.attribution.fake_kube_api import pod as fake_pod
 from tests.agent.fake_proc import add_process
 
 S = 10**9
@@ -200,3 +215,206 @@ def test_an_absent_kubelet_is_a_transport_error_and_the_attributor_counts_it(
         assert attributor.windows([reading]) == []
     assert attributor.errors == {"kubernetes": 1}
     assert "attribution source kubernetes failed" in caplog.text
+
+
+# -- runs and accounts from the API server (a loopback server shaped like the real API) -----
+
+
+@pytest.fixture
+def kube_api() -> Iterator[tuple[FakeKubeApi, str]]:
+    api = FakeKubeApi()
+    with serve(api) as url:
+        yield api, url
+
+
+def kube_directory(url: str) -> KubeDirectory:
+    return KubeDirectory(ApiSettings(url, timeout_s=5), "cluster-a", KubeSettings(node="gpu-1"))
+
+
+def llama_cluster(api: FakeKubeApi) -> dict[str, dict[str, object]]:
+    """Namespace ml (account label "research"), a JobSet's pod on GPU-0, a bare pod on GPU-1,
+    and a pod holding no GPU whose process runs on one."""
+    jobset = fake_obj("jobset.x-k8s.io/v1alpha2", "JobSet", "llama")
+    job = fake_obj("batch/v1", "Job", "llama-workers-0", owner=jobset)
+    pods = {
+        "llama-0": fake_pod(
+            "llama-0",
+            owner=job,
+            labels={"flopwatch.dev/run-class": "pretraining"},
+            annotations={"flopwatch.dev/precision": "fp8"},
+        ),
+        "solo": fake_pod("solo"),
+        "stray": fake_pod("stray", labels={"flopwatch.dev/run": "side-quest"}),
+    }
+    api.add(
+        fake_namespace("ml", {"flopwatch.dev/account": "research"}), jobset, job, *pods.values()
+    )
+    return pods  # type: ignore[return-value]
+
+
+def labelled_source(path: Path, proc: Path, directory: KubeDirectory) -> KubernetesSource:
+    return KubernetesSource(
+        "cluster-a",
+        PodResourcesClient(path, timeout_s=5),
+        ProcFs(proc),
+        GPUS,
+        clock=Clock(),
+        directory=directory,
+        accounts=AccountMap({"research": "acme"}),
+    )
+
+
+def test_pods_carry_their_run_class_precision_and_their_namespaces_account(
+    kubelet: tuple[FakeKubelet, Path], kube_api: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    fake, path = kubelet
+    api, url = kube_api
+    pods = llama_cluster(api)
+    fake.pods = [
+        pod("ml", "llama-0", ("nvidia.com/gpu", ["GPU-0"])),
+        pod("ml", "solo", ("nvidia.com/gpu", ["GPU-1"])),
+    ]
+    proc = tmp_path / "proc"
+    stray_uid = uid_of(pods["stray"])
+    add_process(proc, 77, cgroups=[f"0::/kubepods/burstable/pod{stray_uid}/c1"])
+    directory = kube_directory(url)
+    directory.sync()
+    source = labelled_source(path, proc, directory)
+    windows = source.windows({77}, now_ns=S)
+    got = {
+        (w.job_id, w.claim): (
+            w.run,
+            w.run_source,
+            w.account,
+            w.workload_class,
+            w.precision,
+            w.source,
+        )
+        for w in windows
+    }
+    assert got == {
+        ("k8s:cluster-a/ml/llama-0", Claim.GPU): (
+            "k8s:cluster-a/ml/JobSet/llama", "controller", "acme", WorkloadClass.PRETRAINING,
+            Precision.FP8, "kubernetes",
+        ),
+        ("k8s:cluster-a/ml/solo", Claim.GPU): (
+            "", "", "acme", WorkloadClass.UNKNOWN, Precision.UNSPECIFIED, "kubernetes",
+        ),
+        # the cgroup's UID joined to the pod's name through the API server's pods
+        ("k8s:cluster-a/ml/stray", Claim.CONTAINER): (
+            "side-quest", "pod-label", "acme", WorkloadClass.UNKNOWN, Precision.UNSPECIFIED,
+            "kubernetes",
+        ),
+    }  # fmt: skip
+    assert source.fallback_windows == 0
+    # The attributor lets the derived run through (a job id's form, naming this cluster).
+    attributor = Attributor([source])
+    checked = attributor.windows([reading_on(GPUS[0], 77)])
+    assert {w.run for w in checked} == {"k8s:cluster-a/ml/JobSet/llama", "", "side-quest"}
+    assert attributor.refusals.snapshot() == {}
+    out = attribute(S, 2 * S, [(4242, 1.0)], checked, gpu_ids=["GPU-0"])
+    assert [(a.job_id, a.run_id, a.account) for a in out] == [
+        ("k8s:cluster-a/ml/llama-0", "k8s:cluster-a/ml/JobSet/llama", "acme")
+    ]
+    status = source.status()
+    assert status is not None and status.api_up and status.pods_cached == 3
+
+
+def test_without_the_api_servers_word_pods_fall_back_and_say_so(
+    kubelet: tuple[FakeKubelet, Path], kube_api: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    fake, path = kubelet
+    api, url = kube_api
+    pods = llama_cluster(api)
+    fake.pods = [pod("ml", "llama-0", ("nvidia.com/gpu", ["GPU-0"]))]
+    proc = tmp_path / "proc"
+    add_process(proc, 77, cgroups=[f"0::/kubepods/burstable/pod{uid_of(pods['stray'])}/c1"])
+    directory = kube_directory(url)
+    source = labelled_source(path, proc, directory)
+    api.refuse = True  # the API server is down from the start
+    with pytest.raises(ApiError):
+        directory.sync()
+    windows = source.windows({77}, now_ns=S)
+    assert sorted((w.job_id, w.run, w.account, w.source) for w in windows) == [
+        # run = the pod, account = its namespace (mapped), and the record says so
+        ("k8s:cluster-a/ml/llama-0", "", "ml", "kubernetes-fallback"),
+        (f"k8s:cluster-a/uid:{uid_of(pods['stray'])}", "", "", "kubernetes-fallback"),
+    ]
+    status = source.status()
+    assert status is not None
+    assert (status.api_up, status.fallback_windows, status.api_errors) == (False, 2, 1)
+    api.refuse = False  # back: the real values
+    directory.sync()
+    windows = source.windows({77}, now_ns=2 * S)
+    assert sorted((w.job_id, w.run, w.account, w.source) for w in windows) == [
+        ("k8s:cluster-a/ml/llama-0", "k8s:cluster-a/ml/JobSet/llama", "acme", "kubernetes"),
+        ("k8s:cluster-a/ml/stray", "side-quest", "acme", "kubernetes"),
+    ]
+    assert source.status().api_up  # type: ignore[union-attr]
+    assert source.fallback_windows == 2
+
+
+def test_without_the_api_pods_are_runs_of_their_own_in_their_namespaces_account(
+    kubelet: tuple[FakeKubelet, Path],
+) -> None:
+    fake, path = kubelet
+    fake.pods = [pod("team-b", "p", ("nvidia.com/gpu", ["GPU-0"]))]
+    source = KubernetesSource(
+        "cluster-a", PodResourcesClient(path), None, GPUS, accounts=AccountMap({"team-b": "b"})
+    )
+    [w] = source.windows(set(), S)
+    assert (w.run, w.account, w.source) == ("", "b", "kubernetes") and source.status() is None
+
+
+def reading_on(gpu: GpuInfo, pid: int) -> GpuReading:
+    return GpuReading(
+        gpu=gpu,
+        start_ns=S,
+        end_ns=2 * S,
+        pipe_busy=None,
+        sm_clock_mhz_s=1.0,
+        clock_samples=1,
+        processes=(ProcessShare(pid, 1.0),),
+    )
+
+
+def test_a_record_from_a_pod_carries_its_run_and_account_signed_and_verified(
+    kubelet: tuple[FakeKubelet, Path], kube_api: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    """End to end on the node: kubelet and API server doubles -> the Kubernetes source -> the
+    attributor -> a signed record -> the collector's verifier."""
+    fake, path = kubelet
+    api, url = kube_api
+    llama_cluster(api)
+    start = 1_700_000_000 * S
+    readings = SimBackend(1, seed=3, start_ns=start).next_readings()
+    assert readings is not None
+    gpu = readings[0].gpu
+    fake.pods = [pod("ml", "llama-0", ("nvidia.com/gpu", [gpu.uuid]))]
+    directory = kube_directory(url)
+    directory.sync()
+    source = KubernetesSource(
+        "cluster-a",
+        PodResourcesClient(path),
+        None,
+        [gpu],
+        directory=directory,
+        accounts=AccountMap({"research": "acme"}),
+    )
+    attributor = Attributor([source], default_account="lab")
+    key = SigningKey.generate()
+    builder = RecordBuilder(
+        node_id="gpu-1", cluster="cluster-a", signer=key, head=ChainHead(), now_ns=lambda: start
+    )
+    envelope = builder.build(readings, attributor.windows(readings))
+    verifier = RecordVerifier(trusted_keys={key.key_id: key.public_key})
+    record = verifier.verify_bytes(envelope.to_bytes())
+    [share] = [j for iv in record.attestation.intervals for j in iv.jobs]
+    assert (share.job_id, share.source) == ("k8s:cluster-a/ml/llama-0", "kubernetes")
+    assert (share.run, share.run_source, share.account) == (
+        "k8s:cluster-a/ml/JobSet/llama",
+        "controller",
+        "acme",
+    )
+    assert share.workload_class == pb.WORKLOAD_CLASS_PRETRAINING
+    assert share.declared_precision == pb.PRECISION_FP8
