@@ -5,12 +5,15 @@ shaped like the Kubernetes API (tests/agent/attribution/fake_kube_api.py)."""
 from __future__ import annotations
 
 import logging
+import threading
+import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flopwatch.agent.attribution.base import Attributor
 from flopwatch.agent.attribution.kubeapi import ApiError, ApiSettings
@@ -21,8 +24,11 @@ from flopwatch.agent.attribution.podresources import PodResourcesClient
 from flopwatch.agent.attribution.procfs import ProcFs
 from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from flopwatch.agent.backends.sim import SimBackend
+from flopwatch.agent.config import AgentConfig
 from flopwatch.agent.records import ChainHead, RecordBuilder
+from flopwatch.agent.service import Agent
 from flopwatch.attribution import Claim, attribute
+from flopwatch.dsse import Envelope
 from flopwatch.errors import TransportError
 from flopwatch.keys import SigningKey
 from flopwatch.model import Precision
@@ -31,10 +37,12 @@ from flopwatch.runs import WorkloadClass
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.vendor.kubelet.podresources.v1 import api_pb2, api_pb2_grpc
 from flopwatch.verify import RecordVerifier
+from tests.agent.agent_fakes import FakeCollector, start_sync
 from tests.agent.attribution.fake_kube_api import FakeKubeApi, serve, uid_of
 from tests.agent.attribution.fake_kube_api import namespace as fake_namespace
 from tests.agent.attribution.fake_kube_api import obj as fake_obj
 from tests.agent.attribution.fake_kube_api import pod as fake_pod
+from tests.agent.backends.tick_backend import TickBackend, wait_until
 from tests.agent.fake_proc import add_process
 
 S = 10**9
@@ -418,3 +426,70 @@ def test_a_record_from_a_pod_carries_its_run_and_account_signed_and_verified(
     )
     assert share.workload_class == pb.WORKLOAD_CLASS_PRETRAINING
     assert share.declared_precision == pb.PRECISION_FP8
+
+
+def test_a_running_agent_signs_a_pods_run_and_account_and_shows_the_api_in_its_metrics(
+    kubelet: tuple[FakeKubelet, Path], kube_api: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    """The agent as configured (`--attribution kubernetes --k8s-api URL`): its background
+    threads read the API server, the records it sends carry the pod's run and account, and
+    /metrics shows the API server's state."""
+    fake, path = kubelet
+    api, url = kube_api
+    api.hold_watches = True  # watches wait for events, as the real server's do
+    llama_cluster(api)
+    fake.pods = [pod("ml", "llama-0", ("nvidia.com/gpu", ["GPU-tick-0"]))]
+    collector = FakeCollector()
+    server, port = start_sync(collector)
+    config = AgentConfig(
+        collector=f"127.0.0.1:{port}",
+        backend="tick",
+        state_dir=tmp_path / "state",
+        node_id="gpu-1",
+        cluster="cluster-a",
+        insecure=True,
+        attribution="kubernetes",
+        proc_root=tmp_path / "no-proc",
+        podresources_socket=path,
+        k8s_api=url,
+        account_map={"research": "acme"},
+        metrics_listen="127.0.0.1:0",
+        backoff_initial_s=0.001,
+        backoff_max_s=0.01,
+    )
+    backend = TickBackend()
+    agent = Agent(config, backend=backend)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert agent.started.wait(30) and agent.metrics_port
+
+        def cached() -> bool:
+            k = agent.snapshot().kubernetes
+            return k is not None and k.pods_cached == 3 and k.api_up
+
+        wait_until(cached, "the agent's threads to read the API server")
+        backend.tick((ProcessShare(1, 1.0),))
+        wait_until(lambda: len(collector.held) == 1, "the record acknowledged")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics").read()
+    finally:
+        stop.set()
+        thread.join(30)
+        server.stop(None)
+    assert not thread.is_alive()
+    [envelope] = collector.held.values()
+    att = pb.Attestation.FromString(Envelope.from_bytes(envelope).payload)
+    shares = {j.job_id: j for iv in att.intervals for j in iv.jobs}
+    share = shares["k8s:cluster-a/ml/llama-0"]
+    assert (share.run, share.run_source, share.account, share.source) == (
+        "k8s:cluster-a/ml/JobSet/llama",
+        "controller",
+        "acme",
+        "kubernetes",
+    )
+    families = {f.name: f for f in text_string_to_metric_families(metrics.decode())}
+    assert families["flopwatch_agent_k8s_api_up"].samples[0].value == 1
+    assert families["flopwatch_agent_k8s_pods_cached"].samples[0].value == 3
+    assert families["flopwatch_agent_k8s_fallback_windows"].samples[0].value == 0
+    assert not any(t.name.startswith("flopwatch-k8s") for t in threading.enumerate())
