@@ -50,6 +50,7 @@ each one named below exists):
     flopwatch.agent.attribution.kubemeta.DEFAULT_BACKOFF_MAX_S  the wait after API failures
     flopwatch.agent.attribution.kubemeta.DELETED_KEEP_S   a deleted pod's metadata kept
     flopwatch.agent.attribution.kubemeta.MIN_WATCH_S      a watch shorter than this backs off
+    flopwatch.agent.attribution.kubemeta.FIRST_LIST_WAIT_S  the wait for the first lists at start
     flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
     flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew
     flopwatch.agent.backends.nvml.gpm.MIN_INTERVAL_S  GPM sample spacing (the NVML --interval)

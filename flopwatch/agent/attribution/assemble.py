@@ -131,6 +131,12 @@ def build_attributor(
         )
         if directory is not None:
             directory.start()
+            if not directory.wait_listed():
+                log.warning(
+                    "Kubernetes API %s has not answered yet: pods are attributed as unknown "
+                    "(their own run, their namespace's account) until it does",
+                    directory.pods.api.settings.url,
+                )
     log.info("attribution sources: %s", ", ".join(s.name for s in sources))
     return Attributor(
         sources,

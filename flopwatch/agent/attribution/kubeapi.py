@@ -240,7 +240,10 @@ class KubeApi:
                     raise ApiError(f"service account token {path}: {e}") from None
                 log.warning("service account token %s: %s; using the last one read", path, e)
             self._token_read_at = now
-        return self._token.strip()
+        token = self._token.strip()
+        if not (token.isascii() and token.isprintable()):
+            raise ApiError(f"service account token {path}: not printable ASCII")
+        return token
 
     def _url(self, path: str, params: Mapping[str, str]) -> str:
         query = urllib.parse.urlencode(sorted(params.items()))

@@ -12,7 +12,9 @@ A watch that says the version it started from is gone (an ERROR event with code 
 410) makes the informer list again. Any other failure is counted, logged (the first of a streak
 and every WARN_EVERY-th) and retried with exponential backoff, from `backoff_initial_s` to
 `backoff_max_s`; so is a watch that ends sooner than MIN_WATCH_S, so that a server closing
-every watch at once costs no more than one that is down.
+every watch at once costs no more than one that is down. At start the agent waits up to
+FIRST_LIST_WAIT_S for the first lists (`wait_listed`), so that its first records do not take
+known pods for unknown ones.
 
 What the cache holds per pod (`PodFacts`, by UID, with an index by namespace and name) is
 worked out on the informer's thread when the pod appears or changes, never on the sampling
@@ -81,6 +83,7 @@ DEFAULT_RETRY_S = 30.0  # controllers that could not be read are read again afte
 DEFAULT_BACKOFF_MAX_S = 60.0  # longest wait between attempts while the API server fails
 DELETED_KEEP_S = 300.0  # a deleted pod's metadata is kept this long
 MIN_WATCH_S = 1.0  # a watch that ends sooner without an error is waited after, like a failure
+FIRST_LIST_WAIT_S = 5.0  # at start, how long the agent waits for the first lists
 WARN_EVERY = 60  # while the API server keeps failing, one warning per this many failures
 _KEY_CHARS = 317  # a label key: a 253-character prefix, '/', a 63-character name
 
@@ -172,7 +175,9 @@ class Informer:
         self._streak = 0
         self._stream: WatchStream | None = None
 
-    def step(self, watch_timeout_s: Callable[[], float]) -> None:
+    def step(
+        self, watch_timeout_s: Callable[[], float], *, listed: Callable[[], None] = lambda: None
+    ) -> None:
         """List if there is no version to watch from, then watch until the watch ends (for
         `watch_timeout_s()` seconds, asked after the list). Raises ApiError when the server
         fails (after counting it)."""
@@ -183,6 +188,7 @@ class Informer:
                 self._on_list(items)
                 self.resource_version = version
                 self._answered()
+                listed()
             params = {**self._params, "resourceVersion": self.resource_version}
             self._stream = self.api.watch(self.path, params, timeout_s=watch_timeout_s())
             self._answered()
@@ -306,6 +312,7 @@ class KubeDirectory:
             )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._listed = threading.Event()  # set once every informer has listed
 
     # -- what attribution asks (the sampling thread) --------------------------------------
 
@@ -362,6 +369,11 @@ class KubeDirectory:
         for t in self._threads:
             t.start()
 
+    def wait_listed(self, timeout_s: float = FIRST_LIST_WAIT_S) -> bool:
+        """Wait (at most `timeout_s`) until every informer has listed once, so that the first
+        records after a start are not attributed as unknown; False if that did not happen."""
+        return self._listed.wait(timeout_s)
+
     def _thread(
         self, what: str, informer: Informer, before: Callable[[], None]
     ) -> threading.Thread:
@@ -373,7 +385,10 @@ class KubeDirectory:
                 try:
                     before()
                     pods = informer is self.pods
-                    informer.step(self._watch_timeout if pods else self._namespaces_timeout)
+                    informer.step(
+                        self._watch_timeout if pods else self._namespaces_timeout,
+                        listed=self._note_listed,
+                    )
                 except ApiError:
                     pass  # counted and logged by the informer
                 else:
@@ -393,6 +408,10 @@ class KubeDirectory:
         for t in self._threads:
             t.join(timeout=self.pods.api.settings.timeout_s + 1)
         self._threads.clear()
+
+    def _note_listed(self) -> None:
+        if all(i.relists for i in (self.pods, self.namespaces) if i is not None):
+            self._listed.set()
 
     def _namespaces_timeout(self) -> float:
         return self.settings.watch_timeout_s

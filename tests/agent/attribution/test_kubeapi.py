@@ -254,3 +254,16 @@ def test_a_server_that_is_down_is_an_api_error_without_status(
     with pytest.raises(ApiError) as e:
         client(url).get("/api/v1/namespaces/ml/pods/p")
     assert e.value.status is None
+
+
+def test_a_token_that_is_not_printable_ascii_is_refused_not_sent(
+    fake: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    _, url = fake
+    token = tmp_path / "token"
+    token.write_bytes(b"abc\r\nX-Injected: 1")
+    with pytest.raises(ApiError, match="not printable ASCII"):
+        client(url, token_file=token).get("/api/v1/namespaces/ml/pods/p")
+    token.write_bytes("t\u00e9".encode())
+    with pytest.raises(ApiError, match="not printable ASCII"):
+        client(url, token_file=token).get("/api/v1/namespaces/ml/pods/p")

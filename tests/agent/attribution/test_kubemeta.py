@@ -422,7 +422,8 @@ def test_the_threads_keep_the_cache_through_an_outage_and_catch_up_after(
     d = directory(url, backoff_initial_s=0.02, backoff_max_s=0.1)
     d.start()
     try:
-        wait_until(lambda: d.pod_named("ml", "a") is not None and d.api_up, "the first list")
+        assert d.wait_listed(15)  # what the agent waits for at start
+        assert d.pod_named("ml", "a") is not None and d.api_up
         api.add(pod("b"))
         wait_until(lambda: d.pod_named("ml", "b") is not None, "a watched pod")
         api.refuse = True  # the API server goes down, watches break
@@ -436,3 +437,18 @@ def test_the_threads_keep_the_cache_through_an_outage_and_catch_up_after(
     finally:
         d.close()
     assert all(not t.is_alive() for t in d._threads) or not d._threads
+
+
+def test_at_start_the_wait_for_the_first_lists_is_bounded(fake: tuple[FakeKubeApi, str]) -> None:
+    api, url = fake
+    api.refuse = True
+    d = directory(url, backoff_initial_s=0.02, backoff_max_s=0.05)
+    d.start()
+    try:
+        began = time.monotonic()
+        assert not d.wait_listed(0.3)
+        assert time.monotonic() - began < 2
+        api.refuse = False
+        assert d.wait_listed(15)
+    finally:
+        d.close()
