@@ -3,6 +3,8 @@
     slurm:{cluster}/{job}                 a Slurm job (SLURM_JOB_ID)
     k8s:{cluster}/{namespace}/{pod}       a Kubernetes pod
     k8s:{cluster}/uid:{pod_uid}           a pod known only by its UID (from /proc/PID/cgroup)
+    k8s:{cluster}/{namespace}/{kind}/{name}  a pod's top controller (a JobSet, a PyTorchJob):
+                                          the name of a run (flopwatch/runs.py), never a job
     manual:{cluster}/{job}                a job given to the agent by hand (`flopwatch job start`)
     unattributed:{cluster}/{node}         work on a node that no job claimed
 
@@ -46,6 +48,12 @@ def slurm_job_id(cluster: str, job: str) -> str:
 
 def k8s_job_id(cluster: str, namespace: str, pod: str) -> str:
     return f"k8s:{cluster}/{namespace}/{pod}"
+
+
+def k8s_controller_run(cluster: str, namespace: str, kind: str, name: str) -> str:
+    """The run of the pods under one controller. A pod's name holds no '/', so this never
+    reads as a pod's job id."""
+    return f"k8s:{cluster}/{namespace}/{kind}/{name}"
 
 
 def k8s_uid_job_id(cluster: str, pod_uid: str) -> str:

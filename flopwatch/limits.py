@@ -36,6 +36,24 @@ each one named below exists):
     flopwatch.agent.attribution.labels.MAX_REMEMBERED_REFUSALS  refused values remembered
     flopwatch.agent.attribution.labels.MAX_ACCOUNT_MAP_ENTRIES  entries of --account-map
     flopwatch.agent.attribution.podresources.MAX_RESPONSE_BYTES  the kubelet's answer
+    flopwatch.agent.attribution.kubeapi.MAX_RESPONSE_BYTES  a Kubernetes API answer (LIST page)
+    flopwatch.agent.attribution.kubeapi.MAX_EVENT_BYTES   one Kubernetes watch event
+    flopwatch.agent.attribution.kubeapi.MAX_ERROR_BYTES   an error answer, read for its message
+    flopwatch.agent.attribution.kubeapi.MAX_LIST_ITEMS    objects of one LIST, all pages
+    flopwatch.agent.attribution.kubeapi.LIST_PAGE         objects asked for per LIST page
+    flopwatch.agent.attribution.kubeapi.DEFAULT_TIMEOUT_S  one Kubernetes API request
+    flopwatch.agent.attribution.kubeapi.TOKEN_REREAD_S    the service account token re-read
+    flopwatch.agent.attribution.kubeowners.MAX_OWNER_DEPTH  controller references followed
+    flopwatch.agent.attribution.kubeowners.MAX_VALUE_CHARS  a pod label or annotation kept
+    flopwatch.agent.attribution.kubemeta.KubeSettings     watch timeout, retries, backoff, pods
+    flopwatch.agent.attribution.kubemeta.MAX_CACHED_PODS  pods' metadata kept
+    flopwatch.agent.attribution.kubemeta.MAX_CACHED_NAMESPACES  namespaces' account labels kept
+    flopwatch.agent.attribution.kubemeta.MAX_CACHED_OWNERS  controllers' metadata kept
+    flopwatch.agent.attribution.kubemeta.DEFAULT_WATCH_TIMEOUT_S  one watch (timeoutSeconds)
+    flopwatch.agent.attribution.kubemeta.DEFAULT_BACKOFF_MAX_S  the wait after API failures
+    flopwatch.agent.attribution.kubemeta.DELETED_KEEP_S   a deleted pod's metadata kept
+    flopwatch.agent.attribution.kubemeta.MIN_WATCH_S      a watch shorter than this backs off
+    flopwatch.agent.attribution.kubemeta.FIRST_LIST_WAIT_S  the wait for the first lists at start
     flopwatch.agent.control.server.MAX_SOCKET_PATH    the control socket's path
     flopwatch.agent.backends.nvml.utilization.MAX_SAMPLE_SKEW_NS  utilization sample skew
     flopwatch.agent.backends.nvml.gpm.MIN_INTERVAL_S  GPM sample spacing (the NVML --interval)

@@ -6,7 +6,9 @@ Every attribution of a record names, beside its job (flopwatch/job_ids.py):
             by the workload (an environment variable, a Slurm comment or WCKey where the site
             says so), by an operator (`flopwatch job start --run`), or derived (a Slurm array
             task's array job). Undeclared, the job is a run of its own: the run's id is then
-            the job id, and records leave the field empty (`run_of`). Run names are not
+            the job id, and records leave the field empty (`run_of`). A Kubernetes pod
+            declares it with a label or annotation; else its top controller is its run
+            ("k8s:CLUSTER/NAMESPACE/KIND/NAME", flopwatch/job_ids.py). Run names are not
             namespaced by cluster: one run spans jobs, nodes and clusters.
   account   who is accountable for the work (a customer, a developer), set by the operator,
             never by the workload: the scheduler's account (Slurm's, as slurmctld knows it, not
@@ -22,9 +24,10 @@ account and its name together: the same name under two accounts is two runs.
 
 Checks: run, account and the run's source follow the one identifier rule
 (flopwatch/identifiers.py) where they are set. A run in the form of a job id
-("SCHEME:CLUSTER/...") is one the agent derived from a job (a Slurm array job); a workload or a
-person cannot declare one (`declared_run_problem`), and a verifier checks that it names the
-record's cluster, as it does for job ids.
+("SCHEME:CLUSTER/...") is one the agent derived from the scheduler's objects (a Slurm array job,
+a pod's top controller: DERIVED_RUN_SOURCES); a workload or a person cannot declare one
+(`declared_run_problem`), and a verifier checks that it names the record's cluster, as it does
+for job ids.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ RUN_FROM_WCKEY = "wckey"  # the Slurm job's WCKey
 RUN_FROM_ARRAY_JOB = "array-job"  # a Slurm array task's array job
 RUN_FROM_MANUAL = "manual"  # `flopwatch job start --run`
 RUN_FROM_JOBS_FILE = "jobs-file"  # a JOBS.json entry (replay, demo)
+RUN_FROM_POD_LABEL = "pod-label"  # a Kubernetes pod's label (flopwatch.dev/run)
+RUN_FROM_POD_ANNOTATION = "pod-annotation"  # a Kubernetes pod's annotation (flopwatch.dev/run)
+RUN_FROM_CONTROLLER = "controller"  # a Kubernetes pod's top controller (a JobSet, a PyTorchJob)
+# Runs the agent derives from the scheduler's objects, named in a job id's form
+# ("SCHEME:CLUSTER/..."), which nobody can declare.
+DERIVED_RUN_SOURCES = frozenset({RUN_FROM_ARRAY_JOB, RUN_FROM_CONTROLLER})
 
 
 class WorkloadClass(enum.Enum):

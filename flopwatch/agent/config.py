@@ -40,7 +40,20 @@ class AgentConfig:
     slurm_class_variable: str = "FLOPWATCH_RUN_CLASS"
     scontrol: str = "scontrol"
     scontrol_timeout_s: float = 2.0
-    # Scheduler account (Slurm account; later a Kubernetes namespace) -> accountable party.
+    # Kubernetes pods' runs and accounts from the API server (flopwatch/agent/attribution/
+    # kubemeta.py): "auto" (in-cluster where the agent runs in a pod), "off", or a URL with an
+    # optional token and CA file; the node whose pods are watched ("": node_id); the pod label
+    # and annotation naming the run, the label or annotation naming its class, and the
+    # namespace label naming the account ("": the namespace is the account).
+    k8s_api: str = "auto"
+    k8s_node: str = ""
+    k8s_token_file: Path | None = None
+    k8s_ca_file: Path | None = None
+    k8s_run_label: str = "flopwatch.dev/run"
+    k8s_run_annotation: str = "flopwatch.dev/run"
+    k8s_class_key: str = "flopwatch.dev/run-class"
+    k8s_account_label: str = "flopwatch.dev/account"
+    # Scheduler account (Slurm account, Kubernetes namespace or its label) -> accountable party.
     account_map: Mapping[str, str] = field(default_factory=dict)
     # The account of work no source finds one for, the node's unattributed work included.
     default_account: str = ""

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import flopwatch
+from flopwatch.agent.attribution.kubemeta import KubeStatus
 from flopwatch.agent.backends.base import GpuReading
 from flopwatch.errors import ConfigError
 from flopwatch.model import MODEL_VERSION, Pipe
@@ -69,6 +70,7 @@ class AgentSnapshot:
     last_ack_unix_s: float | None = None
     attribution_errors: Mapping[str, int] = field(default_factory=dict)  # source -> failures
     labels_refused: Mapping[str, int] = field(default_factory=dict)  # run/account/class -> count
+    kubernetes: KubeStatus | None = None  # the Kubernetes API side; None: not asked
 
 
 def _reason(code: int) -> str:
@@ -205,6 +207,40 @@ class AgentMetrics(Collector):
         for name in ("run", "account", "class"):
             refused.add_metric([name], s.labels_refused.get(name, 0))
         yield refused
+        if s.kubernetes is not None:
+            yield from self._kubernetes_families(s.kubernetes)
+
+    def _kubernetes_families(self, k: KubeStatus) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "flopwatch_agent_k8s_api_up",
+            "1 when the last list or watch of this node's pods (and of namespaces, for the "
+            "account label) on the Kubernetes API server succeeded; 0 while it fails (pods it "
+            "has not described are attributed as unknown meanwhile).",
+            value=1 if k.api_up else 0,
+        )
+        yield GaugeMetricFamily(
+            "flopwatch_agent_k8s_pods_cached",
+            "Pods of this node whose metadata the agent holds from the API server.",
+            value=k.pods_cached,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_agent_k8s_fallback_windows",
+            "Pod windows (a pod's claim on a GPU or a process, per batch of readings) "
+            "attributed without the pod's metadata from the API server: the pod as its own run, "
+            "its namespace as account, source kubernetes-fallback in the record.",
+            value=k.fallback_windows,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_agent_k8s_api_errors",
+            "Requests to the Kubernetes API server that failed (retried with backoff).",
+            value=k.api_errors,
+        )
+        yield CounterMetricFamily(
+            "flopwatch_agent_k8s_relists",
+            "Lists of pods and namespaces: the first, and each after a watch's version was gone "
+            "(410) or the server failed.",
+            value=k.relists,
+        )
 
     def _gpu_families(self, s: AgentSnapshot) -> Iterable[Metric]:
         labels = ["uuid", "index", "name"]

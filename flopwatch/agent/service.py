@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from flopwatch.agent.attribution.assemble import build_attributor
+from flopwatch.agent.attribution.kubernetes import KubernetesSource
 from flopwatch.agent.attribution.registry import JobRegistry
 from flopwatch.agent.backends.base import GpuBackend, GpuReading, HardwareBinder
 from flopwatch.agent.backends.replay import ReplayBackend
@@ -258,6 +259,10 @@ class Agent:
             last_ack_unix_s=sender.last_success_unix,
             attribution_errors=dict(self._attributor.errors),
             labels_refused=self._attributor.refusals.snapshot(),
+            kubernetes=next(
+                (s.status() for s in self._attributor.sources if isinstance(s, KubernetesSource)),
+                None,
+            ),
         )
 
     async def _main(self, stop: threading.Event) -> int:

@@ -142,8 +142,9 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
         "--account-map",
         type=_account_map,
         metavar="NAME=ACCOUNT,...",
-        help="who is accountable for a scheduler's account: a Slurm account -> the customer or "
-        "developer to count it under (in the config file, a table: [account_map] physics = "
+        help="who is accountable for a scheduler's account: a Slurm account, a Kubernetes "
+        "namespace or its account label -> the customer or developer to count it under (in the "
+        "config file, a table: [account_map] physics = "
         '"acme"); unmapped accounts count as themselves',
     )
     toml_accepts(account_map, dict)
@@ -154,6 +155,68 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
         help="the account of work on this node that no scheduler or registration gives one "
         "(its unattributed work included), e.g. the customer a node is leased to (default: "
         "none)",
+    )
+
+
+def _add_kubernetes(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "Kubernetes API: pods' runs and accounts (see docs/agent.md, 'Runs, accounts and "
+        "workload class')"
+    )
+    g.add_argument(
+        "--k8s-api",
+        default="auto",
+        metavar="auto|off|URL",
+        help="the API server the Kubernetes source lists and watches this node's pods on: auto "
+        "(the cluster the agent runs in, with its service account; none outside a pod), off "
+        "(pods are runs of their own in their namespace's account), or an http(s) URL "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--k8s-node",
+        default="",
+        metavar="NODE",
+        help="this node's name in Kubernetes (spec.nodeName of its pods; default: --node-id)",
+    )
+    g.add_argument(
+        "--k8s-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token for a --k8s-api URL (read again every minute)",
+    )
+    g.add_argument(
+        "--k8s-ca-file",
+        type=Path,
+        metavar="FILE",
+        help="CA certificate of an https --k8s-api URL (default: the system's)",
+    )
+    g.add_argument(
+        "--k8s-run-label",
+        default="flopwatch.dev/run",
+        metavar="KEY",
+        help="pod label naming the pod's run; '' to ignore (default: %(default)s)",
+    )
+    g.add_argument(
+        "--k8s-run-annotation",
+        default="flopwatch.dev/run",
+        metavar="KEY",
+        help="pod annotation naming the run where the label does not; '' to ignore "
+        "(default: %(default)s); neither: the pod's top controller (JobSet, PyTorchJob, "
+        "TrainJob, LeaderWorkerSet, RayJob, Job ...) is its run",
+    )
+    g.add_argument(
+        "--k8s-class-key",
+        default="flopwatch.dev/run-class",
+        metavar="KEY",
+        help="pod label or annotation naming the run's class (default: %(default)s)",
+    )
+    g.add_argument(
+        "--k8s-account-label",
+        default="flopwatch.dev/account",
+        metavar="KEY",
+        help="namespace label, set by the cluster admin, naming the account of the "
+        "namespace's pods (through --account-map); unlabelled namespaces, or '', count as "
+        "themselves (default: %(default)s)",
     )
 
 
@@ -263,6 +326,7 @@ def add_parser(sub: Any) -> None:
     _add_sampling(p)
     _add_attribution(p)
     _add_runs(p)
+    _add_kubernetes(p)
     _add_delivery(p)
     add_tls_arguments(p, "agent")
     p.add_argument(
@@ -293,10 +357,21 @@ def _check_interval(backend: str, interval_s: float) -> None:
 
 def _check_runs(args: argparse.Namespace) -> None:
     """The run and account options, checked before anything starts."""
+    from flopwatch.agent.attribution.kubeapi import ApiSettings
+    from flopwatch.agent.attribution.kubemeta import KubeSettings
     from flopwatch.agent.attribution.labels import AccountMap
     from flopwatch.agent.attribution.slurm import SlurmSettings
 
     AccountMap(args.account_map or {}, args.default_account)
+    if args.k8s_api not in ("auto", "off"):
+        ApiSettings(args.k8s_api)
+    KubeSettings(
+        node=args.k8s_node or args.node_id,
+        run_label=args.k8s_run_label,
+        run_annotation=args.k8s_run_annotation,
+        class_key=args.k8s_class_key,
+        account_label=args.k8s_account_label,
+    )
     SlurmSettings(
         run_from=args.slurm_run_from,
         run_variable=args.slurm_run_variable,
@@ -338,6 +413,14 @@ def run(args: argparse.Namespace) -> int:
         scontrol_timeout_s=args.scontrol_timeout,
         account_map=args.account_map or {},
         default_account=args.default_account,
+        k8s_api=args.k8s_api,
+        k8s_node=args.k8s_node,
+        k8s_token_file=args.k8s_token_file,
+        k8s_ca_file=args.k8s_ca_file,
+        k8s_run_label=args.k8s_run_label,
+        k8s_run_annotation=args.k8s_run_annotation,
+        k8s_class_key=args.k8s_class_key,
+        k8s_account_label=args.k8s_account_label,
         control_socket=Path(control) if control is not None else None,
         metrics_listen=metrics,
         replay_speed=args.replay_speed,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
+from flopwatch.agent.attribution.kubemeta import KubeStatus
 from flopwatch.agent.backends.base import ProcessShare
 from flopwatch.agent.config import AgentConfig
 from flopwatch.agent.metrics import AgentSnapshot, AgentStats, GpuRate, register_agent_metrics
@@ -84,6 +86,21 @@ def test_families_come_from_the_snapshot() -> None:
         if m.name == "flopwatch_agent_info"
         for s in m.samples
     )
+
+
+def test_kubernetes_families_come_with_the_api_servers_status() -> None:
+    registry = CollectorRegistry()
+    status = KubeStatus(api_up=False, pods_cached=12, api_errors=4, relists=3, fallback_windows=9)
+    register_agent_metrics(registry, lambda: replace(snapshot(), kubernetes=status))
+    value = registry.get_sample_value
+    assert value("flopwatch_agent_k8s_api_up") == 0
+    assert value("flopwatch_agent_k8s_pods_cached") == 12
+    assert value("flopwatch_agent_k8s_fallback_windows_total") == 9
+    assert value("flopwatch_agent_k8s_api_errors_total") == 4
+    assert value("flopwatch_agent_k8s_relists_total") == 3
+    plain = CollectorRegistry()  # no Kubernetes API asked: no such families
+    register_agent_metrics(plain, snapshot)
+    assert plain.get_sample_value("flopwatch_agent_k8s_api_up") is None
 
 
 def test_help_says_what_the_rates_are() -> None:

@@ -381,3 +381,47 @@ def test_bad_run_and_account_settings_stop_the_agent_with_the_reason(
     err = errors(["agent", "--config", str(f)], capsys)
     assert message in err
     assert "Traceback" not in err
+
+
+def test_kubernetes_api_settings_from_the_file(tmp_path: Path, agent_config: list[Any]) -> None:
+    f = toml(
+        tmp_path,
+        """
+collector = "c:1"
+k8s_api = "https://10.96.0.1:443"
+k8s_node = "gpu-node-7"
+k8s_token_file = "/run/token"
+k8s_ca_file = "/run/ca.crt"
+k8s_run_label = "example.com/run"
+k8s_run_annotation = ""
+k8s_class_key = "example.com/class"
+k8s_account_label = "example.com/tenant"
+""",
+    )
+    c = agent_run(["--config", str(f)], agent_config)
+    assert (c.k8s_api, c.k8s_node) == ("https://10.96.0.1:443", "gpu-node-7")
+    assert (c.k8s_token_file, c.k8s_ca_file) == (Path("/run/token"), Path("/run/ca.crt"))
+    assert (c.k8s_run_label, c.k8s_run_annotation) == ("example.com/run", "")
+    assert (c.k8s_class_key, c.k8s_account_label) == ("example.com/class", "example.com/tenant")
+    plain = agent_run(["--collector", "c:1"], agent_config)
+    assert (plain.k8s_api, plain.k8s_run_label, plain.k8s_account_label) == (
+        "auto",
+        "flopwatch.dev/run",
+        "flopwatch.dev/account",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('k8s_api = "10.96.0.1:443"\n', "use an http(s)://HOST:PORT URL"),
+        ('k8s_run_label = "two words"\n', "--k8s-run-label 'two words' is not a label"),
+    ],
+)
+def test_bad_kubernetes_settings_stop_the_agent_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    f = toml(tmp_path, 'collector = "c:1"\n' + text)
+    err = errors(["agent", "--config", str(f)], capsys)
+    assert message in err
+    assert "Traceback" not in err

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from flopwatch.agent.attribution.kubeowners import KINDS
 from flopwatch.cli.main import build_parser
 from flopwatch.cli.main import main as flopwatch
 from tests.deploy.deploy_helpers import DEPLOY
@@ -27,6 +28,7 @@ SERVICEMONITOR_SCHEMA = KUBE / "schemas" / "servicemonitor_v1.json"
 # The oldest Kubernetes release still commonly run, and the newest the package knows.
 KUBERNETES_VERSIONS = ["1.28.0", kubernetes_validate.utils.latest_version()]
 PROMETHEUS_OPERATOR = "monitoring.coreos.com/v1"
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -64,6 +66,9 @@ def test_base_manifests_are_valid(version: str) -> None:
     docs = base_resources()
     assert {d["kind"] for d in docs} == {
         "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "DaemonSet",
         "Deployment",
         "Service",
@@ -98,7 +103,7 @@ def test_agent_daemonset_reaches_gpus_and_pod_resources_read_only() -> None:
     daemonset = by_kind(base_resources(), "DaemonSet", "flopwatch-agent")
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert pod["hostPID"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["hostPID"] is True
     [agent] = pod["containers"]
     env = {e["name"]: e.get("value") for e in agent["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
@@ -157,6 +162,45 @@ def test_collector_probes_ask_grpc_health_on_the_plaintext_health_port() -> None
     assert config["listen"] == f"0.0.0.0:{ports['grpc']}"
 
 
+def test_the_agent_reads_only_the_metadata_its_kubernetes_source_needs() -> None:
+    """The ClusterRole grants read verbs only: list and watch on pods and namespaces, get on
+    exactly the controller kinds the walk up from a pod reads (kubeowners.KINDS, read=True),
+    bound to the agent's own service account, which the DaemonSet runs as."""
+    docs = base_resources()
+    role = by_kind(docs, "ClusterRole", "flopwatch-agent")
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    read = {(k.group, k.plural) for k in KINDS.values() if k.read}
+    expected = {key: {"get"} for key in read}
+    expected[("", "pods")] = {"get", "list", "watch"}
+    expected[("", "namespaces")] = {"get", "list", "watch"}
+    assert granted == expected
+    binding = by_kind(docs, "ClusterRoleBinding", "flopwatch-agent")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    account = by_kind(docs, "ServiceAccount", "flopwatch-agent")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "flopwatch"}
+    ]
+    pod = by_kind(docs, "DaemonSet", "flopwatch-agent")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True  # the token the API server checks
+    [agent] = pod["containers"]
+    # The node whose pods it watches comes from the downward API.
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert "--k8s-node=$(NODE_NAME)" in agent["args"]
+    config = tomllib.loads((BASE / "agent.toml").read_text())
+    assert config["k8s_api"] == "auto"
+
+
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -176,7 +220,7 @@ def test_base_renders_with_kustomize_into_valid_objects() -> None:
     docs = kustomize(BASE)
     for doc in docs:
         validate(doc, KUBERNETES_VERSIONS[-1])
-        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "flopwatch"
+        assert doc["kind"] in CLUSTER_SCOPED or doc["metadata"]["namespace"] == "flopwatch"
     config = by_kind(docs, "ConfigMap", "flopwatch-agent-config")
     assert 'collector = "flopwatch-collector.flopwatch.svc:7443"' in config["data"]["agent.toml"]
     daemonset = by_kind(docs, "DaemonSet", "flopwatch-agent")

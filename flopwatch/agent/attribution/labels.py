@@ -9,9 +9,10 @@ WARN_PERIOD_S) and to the flopwatch_agent_labels_refused metric, and the work st
 it goes to the job's own run, or to no account (then the node's default account). Nothing
 measured is dropped, and a record is never refused by the collector for a label.
 
-Accounts are the operator's: `AccountMap` turns a scheduler's account (a Slurm account; later a
-Kubernetes namespace) into the accountable party the operator names (`--account-map`), and gives
-work no source finds an account for to the node's default account (`--default-account`).
+Accounts are the operator's: `AccountMap` turns a scheduler's account (a Slurm account, a
+Kubernetes namespace or its admin's account label) into the accountable party the operator
+names (`--account-map`), and gives work no source finds an account for to the node's default
+account (`--default-account`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from flopwatch.errors import ConfigError
 from flopwatch.identifiers import identifier_problem, shown
 from flopwatch.limits import DEFAULT_LIMITS
-from flopwatch.runs import RUN_FROM_ARRAY_JOB, declared_run_problem, label_problem
+from flopwatch.runs import DERIVED_RUN_SOURCES, declared_run_problem, label_problem
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,9 @@ def parse_account_map(text: str) -> dict[str, str]:
 
 
 def run_refusal(run: str, run_source: str) -> str | None:
-    """Why a run is refused, or None. Only a run the agent derived from a job (a Slurm array
-    task's array job) may take a job id's form."""
-    if run_source == RUN_FROM_ARRAY_JOB:
+    """Why a run is refused, or None. Only a run the agent derived from the scheduler's objects
+    (a Slurm array task's array job, a pod's top controller) may take a job id's form."""
+    if run_source in DERIVED_RUN_SOURCES:
         return label_problem(run, _CHARS)
     return declared_run_problem(run, _CHARS)
 

@@ -12,6 +12,7 @@ from flopwatch.agent.attribution.labels import (
     AccountMap,
     Refusals,
     parse_account_map,
+    run_refusal,
 )
 from flopwatch.errors import ConfigError
 
@@ -72,3 +73,12 @@ def test_account_map_text() -> None:
         parse_account_map("physics")
     with pytest.raises(ConfigError, match="maps 'a' twice"):
         parse_account_map("a=x,a=y")
+
+
+def test_only_runs_the_agent_derived_may_take_a_job_ids_form() -> None:
+    derived = "k8s:c1/ml/JobSet/llama"
+    assert run_refusal(derived, "controller") is None
+    assert run_refusal("slurm:c1/77", "array-job") is None
+    for source in ("pod-label", "pod-annotation", "environment", "manual"):
+        assert "job id" in (run_refusal(derived, source) or "")
+    assert "longer than" in (run_refusal("k8s:c1/ml/JobSet/" + "x" * 300, "controller") or "")
