@@ -349,3 +349,9 @@ def _path(nodes: Iterable[bytes], position: int, limits: SampledLimits) -> tuple
         return tuple(SumNode.from_bytes(n) for n in raw)
     except VerificationError as e:
         raise _fail(f"position {position}: {e.message}") from e
+
+
+def is_sampled_report(data: bytes) -> bool:
+    """Whether `data` begins as a sampled report does (its media type, field 1, first)."""
+    t = SAMPLED_MEDIA_TYPE.encode()
+    return data[: 2 + len(t)] == b"\x0a" + bytes([len(t)]) + t
