@@ -9,6 +9,9 @@ module constant, and listed here so a reviewer finds them all (tests/test_limits
 each one named below exists):
 
     flopwatch.verify.bundle_format.BundleLimits       a report bundle: bytes, entries, keys
+    flopwatch.verify.sampled_format.SampledLimits     a sampled report: bytes, samples, probes,
+                                                      sum-tree path nodes
+    flopwatch.verify.sampled_format.MAX_CHALLENGE_BYTES  a regulator's challenge
     flopwatch.collector.config.QueryLimits            query pages, message sizes
     flopwatch.collector.config.ServerLimits           connections, streams per address and
                                                       certificate, bytes in flight, idle and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,12 @@ from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.files import check_output, is_stdout, write_output
 from flopwatch.intoto.statement import parse_subject
 from flopwatch.tlog.note import check_key_name
+from flopwatch.verify.sampled_format import (
+    DEFAULT_PROBES,
+    DEFAULT_SAMPLES,
+    MAX_CHALLENGE_BYTES,
+    SampledLimits,
+)
 
 FORMAT_BUNDLE = "bundle"
 FORMAT_INTOTO = "in-toto"
@@ -44,6 +51,15 @@ and class, a C2SP checkpoint of the collector's log at the bundle's tree size, a
 SHA-256 (the bundle holds every record's inclusion proof). Its subject is the bundle, or each
 --subject given (e.g. a model-weights manifest). Check it with
 `flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`.
+
+--sampled writes a compact report instead, for jobs too large to carry every envelope: the
+collector signs the root of a Merkle sum tree over all the job's records (their figures added
+up), and the report opens only the records at positions drawn from that signed claim
+(--samples) and probes log positions in the job's window (--probes), each with its inclusion
+proof. Its size and verification time grow with the samples, not with the job: 3,000 samples
+find a fraction of 0.1 % misstated records with 95 % probability. Give --challenge with a value
+the regulator chose, so the collector cannot re-sign its claim until the draw suits it. What it
+proves and what it cannot: docs/regulators.md, "Compact reports for large jobs and runs".
 
 Reads the database directly: the collector need not be running (it may be), and the database
 must exist (a mistyped --db is an error, never a new database). Needs the collector key (the
@@ -100,6 +116,35 @@ def add_parser(sub: Any) -> None:
         help="an archive from `flopwatch records archive`: the job's envelopes pruned from the "
         "database are taken from it (each checked against the log's leaf hash)",
     )
+    sp = p.add_argument_group("sampled report (--sampled)")
+    sp.add_argument(
+        "--sampled",
+        action="store_true",
+        help="write a compact sampled report (a signed sum-tree root, sampled records and log "
+        "probes) instead of a bundle of every envelope",
+    )
+    sp.add_argument(
+        "--samples",
+        type=_count("--samples", SampledLimits().max_samples),
+        default=DEFAULT_SAMPLES,
+        metavar="K",
+        help="records opened, drawn from the signed claim (default: %(default)s: a fraction "
+        "of 0.1 %% misstated records is found with 95 %% probability)",
+    )
+    sp.add_argument(
+        "--probes",
+        type=_count("--probes", SampledLimits().max_probes),
+        default=DEFAULT_PROBES,
+        metavar="P",
+        help="log positions in the job's window probed for records of the job left out of "
+        "the totals (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--challenge",
+        metavar="HEX",
+        help=f"the regulator's challenge, up to {MAX_CHALLENGE_BYTES} bytes in hex: it enters "
+        "the signed claim and so the positions drawn",
+    )
     g = p.add_argument_group("in-toto statement (--format in-toto)")
     g.add_argument(
         "--format",
@@ -137,6 +182,31 @@ def add_parser(sub: Any) -> None:
         append=True,
     )
     p.set_defaults(run=run)
+
+
+def _count(option: str, most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: {text[:20]!r} is not a number") from None
+        if not 0 <= value <= most:
+            raise argparse.ArgumentTypeError(f"{option}: {value} is outside 0..{most}")
+        return value
+
+    return parse
+
+
+def _challenge(text: str | None) -> bytes:
+    if text is None:
+        return b""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError("--challenge: not hexadecimal") from None
+    if len(value) > MAX_CHALLENGE_BYTES:
+        raise ConfigError(f"--challenge: more than {MAX_CHALLENGE_BYTES} bytes")
+    return value
 
 
 def _statement_target(args: argparse.Namespace) -> str | None:
@@ -200,6 +270,10 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.store.factory import open_store
 
     check_identifier("JOB", args.job)
+    if args.sampled:
+        return _run_sampled(args)
+    if args.challenge is not None:
+        raise ConfigError("--challenge needs --sampled")
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
     protect = read_paths(args.db, key_path, *args.kept_tree_head)
@@ -241,4 +315,54 @@ def run(args: argparse.Namespace) -> int:
         bundle_file = [] if is_stdout(args.out) else [Path(args.out)]
         write_output(statement_out, statement, force=args.force, protect=[*protect, *bundle_file])
     _print_summary(args, bundle, len(data), statement_out, origin)
+    return EXIT_OK
+
+
+def _run_sampled(args: argparse.Namespace) -> int:
+    from flopwatch.collector.log.key import default_key_path, load_collector_key
+    from flopwatch.collector.log.translog import TransparencyLog
+    from flopwatch.collector.sampled_report import build_sampled_report
+    from flopwatch.collector.store.factory import open_store
+    from flopwatch.verify.sampled_format import detectable_fraction
+
+    if args.format != FORMAT_BUNDLE or args.archive is not None:
+        raise ConfigError("--sampled takes neither --format in-toto nor --archive")
+    if args.samples < 1:
+        raise ConfigError("--sampled needs at least one sample")
+    challenge = _challenge(args.challenge)
+    kept = [read_tree_head(p) for p in args.kept_tree_head]
+    key_path = args.key or default_key_path(args.db)
+    protect = read_paths(args.db, key_path, *args.kept_tree_head)
+    check_output(args.out, force=args.force, protect=protect)
+    key = load_collector_key(key_path, create=False)
+    store = open_store(args.db)
+    try:
+        report = build_sampled_report(
+            store,
+            TransparencyLog(store, key),
+            args.job,
+            samples=args.samples,
+            probes=args.probes,
+            challenge=challenge,
+            consistency_from=kept,
+        )
+    finally:
+        store.close()
+    data = report.to_bytes()
+    write_output(args.out, data, force=args.force, protect=protect)
+    claim = report.unverified_claim()
+    head = report.tree_head.head
+    file = "FILE" if is_stdout(args.out) else args.out
+    print(
+        f"wrote {'the report' if is_stdout(args.out) else args.out} ({len(data)} bytes): "
+        f"sampled report of job {claim.job_id!r}, {claim.records} records in log leaves "
+        f"{claim.root.lowest}..{claim.root.highest}; {len(report.openings)} opened "
+        f"({claim.samples} samples), {claim.probes} probes, against tree size {head.size}\n"
+        f"claimed: {claim.sums.estimate:.4e} FLOPs (estimate), {claim.sums.upper:.4e} FLOPs "
+        f"(sound upper bound), FLOP model v{claim.flop_model_version}; a fraction of "
+        f"{detectable_fraction(claim.samples):.3%} misstated records would be found with 95 %\n"
+        f"verify with: flopwatch verify {file} --collector-key {head.log_id}"
+        + (f" --challenge {challenge.hex()}" if challenge else ""),
+        file=sys.stderr if is_stdout(args.out) else sys.stdout,
+    )
     return EXIT_OK

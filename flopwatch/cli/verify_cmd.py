@@ -28,6 +28,13 @@ from flopwatch.intoto.statement import DEFAULT_STATEMENT_LIMITS, StatementLimits
 from flopwatch.reads import read_at_most
 from flopwatch.runs import shown_account
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, BundleLimits
+from flopwatch.verify.sampled_format import (
+    DEFAULT_PROBES,
+    DEFAULT_SAMPLED_LIMITS,
+    DEFAULT_SAMPLES,
+    SampledLimits,
+    is_sampled_report,
+)
 
 if TYPE_CHECKING:
     from flopwatch.verify.bundle_report import VerifiedReport
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
 # What `verify` reads of a bundle and a statement and checks them against (a test narrows it).
 BUNDLE_LIMITS: BundleLimits = DEFAULT_BUNDLE_LIMITS
 STATEMENT_LIMITS: StatementLimits = DEFAULT_STATEMENT_LIMITS
+SAMPLED_LIMITS: SampledLimits = DEFAULT_SAMPLED_LIMITS
 
 HELP = "verify a job report bundle offline and recompute the job's FLOPs from raw counters"
 
@@ -49,6 +57,11 @@ twice; that the claimed totals equal the recomputed ones; and, with --kept-tree-
 log only grew since the tree head you kept. With --in-toto, then the in-toto statement written
 beside the bundle (`flopwatch report --format in-toto`): its signature by the same collector
 key, its checkpoint against the bundle's tree head, and every figure against the verified ones.
+A sampled report (`flopwatch report --sampled`) is recognised and checked in its own steps:
+the signed claim (with your challenge, and at least --min-samples samples and --min-probes
+probes), the positions drawn from it, each opened envelope and its sum-tree path to the claimed
+totals, inclusion proofs, revocations, and the probes of the job's log window. It prints the
+fraction of misstated or withheld records it would have found with 95 % probability.
 Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
 proves and what it does not: docs/regulators.md.
 """
@@ -84,6 +97,26 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--json", action="store_true", help="print one JSON summary instead of the steps"
     )
+    sp = p.add_argument_group("sampled reports")
+    sp.add_argument(
+        "--min-samples",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        metavar="K",
+        help="refuse a sampled report that opens fewer records (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--min-probes",
+        type=int,
+        default=DEFAULT_PROBES,
+        metavar="P",
+        help="refuse a sampled report that probes fewer log positions (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--challenge",
+        metavar="HEX",
+        help="the challenge you gave the operator: the report's signed claim must carry it",
+    )
     p.set_defaults(run=run)
 
 
@@ -116,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read {args.bundle}: {e.strerror}") from e
     if args.collector_key is None and args.kept_tree_head is None:
         raise _no_anchor(data)
+    if is_sampled_report(data):
+        return _run_sampled(args, data)
+    if args.challenge is not None:
+        raise ConfigError("--challenge is for sampled reports; this is a bundle")
     verifier = BundleVerifier(
         limits=BUNDLE_LIMITS,
         collector_key_id=None
@@ -239,3 +276,75 @@ def _statement_json(statement: VerifiedStatement) -> dict[str, object]:
         "log_origin": statement.origin,
         "predicate": statement.usage.to_json(),
     }
+
+
+def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
+    from flopwatch.verify.sampled import SAMPLED_STEPS, SampledVerifier
+
+    if args.in_toto is not None:
+        raise ConfigError("--in-toto is for bundles; this is a sampled report")
+    try:
+        challenge = None if args.challenge is None else bytes.fromhex(args.challenge)
+    except ValueError:
+        raise ConfigError("--challenge: not hexadecimal") from None
+    verifier = SampledVerifier(
+        limits=SAMPLED_LIMITS,
+        collector_key_id=None
+        if args.collector_key is None
+        else collector_key_id(args.collector_key),
+        trusted_tree_head=(
+            None if args.kept_tree_head is None else read_tree_head(args.kept_tree_head)
+        ),
+        min_samples=args.min_samples,
+        min_probes=args.min_probes,
+        challenge=challenge,
+    )
+    out = sys.stdout
+
+    def progress(step: int, detail: str) -> None:
+        if not args.json:
+            print(f"[ok]   {step:2d}. {SAMPLED_STEPS[step - 1]}\n              {shown(detail)}")
+
+    def skipped(step: int, why: str) -> None:
+        if not args.json:
+            print(f"[skip] {step:2d}. {SAMPLED_STEPS[step - 1]}\n              {why}")
+
+    try:
+        r = verifier.verify(data, progress, skipped=skipped)
+    except BundleVerificationError as e:
+        if args.json:
+            failed = {"verified": False, "step": e.step, "reason": e.reason, "message": e.message}
+            json.dump(failed, out, indent=2)
+            out.write("\n")
+            return EXIT_FAILED
+        print(
+            f"[FAIL] {e.step:2d}. {SAMPLED_STEPS[e.step - 1]}\n"
+            f"              {shown(f'{e.reason}: {e.message}')}"
+        )
+        for n in range(e.step + 1, len(SAMPLED_STEPS) + 1):
+            print(f"[--]   {n:2d}. {SAMPLED_STEPS[n - 1]} (not checked)")
+        print(f"\nFAILED at step {e.step} ({shown(e.reason)}): do not rely on this report.")
+        return EXIT_FAILED
+    if args.json:
+        json.dump(r.to_json(), out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    print(
+        f"\nVERIFIED (sampled): the collector claims job {r.job_id!r} performed "
+        f"{r.flops_estimate:.4e} FLOPs (estimate; exactly {r.flops_estimate}) and at most "
+        f"{r.flops_upper:.4e} FLOPs (sound upper bound; exactly {r.flops_upper}) under FLOP "
+        f"model v{r.flop_model_version}, over {r.gpu_intervals} GPU intervals "
+        f"({r.gpu_ns / 3.6e12:.6g} GPU-hours) in {r.records} records, logged at "
+        f"{describe(r.tree_head)}.\n"
+        f"{r.opened} records opened ({r.samples} samples) recomputed exactly and add up to "
+        f"those totals. Had {r.misstated_fraction_95:.3%} or more of the records been "
+        f"misstated, duplicated or missing from the log, this check would have failed with "
+        f"probability at least 95 %; had {r.withheld_fraction_95:.3%} or more of the log "
+        f"positions in the job's window (leaves {r.window[0]}..{r.window[1]}) held records of "
+        f"the job left out of the totals, likewise ({r.probes} probes, "
+        f"{r.probes_in_job} on the job's records).\n"
+        "It cannot show work a node did not report, records never logged, or double counting "
+        "across records it did not open: the monitor's full recomputation does "
+        "(docs/regulators.md)."
+    )
+    return EXIT_OK

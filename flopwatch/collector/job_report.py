@@ -24,7 +24,7 @@ from flopwatch.statements import SignedTreeHead
 from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, JobClaim, NodeKey
 
 
-def _node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
+def node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
     if n.status != "revoked":
         return NodeKey(n.key_id, n.node_id, n.public_key, n.status, n.enrolled_at_ns)
     at = evidence.revoked_at_log_size.get(n.key_id)
@@ -43,7 +43,7 @@ def _node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
     )
 
 
-def _model_version(evidence: JobEvidence) -> str:
+def model_version(evidence: JobEvidence) -> str:
     """The FLOP model the job's records were computed under (one, or the claim cannot say)."""
     try:
         versions = {
@@ -105,14 +105,14 @@ def build_report(
     total = evidence.total
     claim = JobClaim(
         job_id=job_id,
-        flop_model_version=_model_version(evidence),
+        flop_model_version=model_version(evidence),
         flops_estimate=total.flops_estimate,
         flops_upper=total.flops_upper,
         gpu_intervals=total.gpu_intervals,
         first_start_ns=total.first_start_ns,
         last_end_ns=total.last_end_ns,
         leaf_indices=tuple(e.leaf_index for e in entries),
-        nodes=tuple(_node_key(n, evidence) for n in evidence.nodes),
+        nodes=tuple(node_key(n, evidence) for n in evidence.nodes),
         tree_size=size,
         root=signed.head.root,
         created_ns=now_ns(),

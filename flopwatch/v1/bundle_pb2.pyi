@@ -112,3 +112,79 @@ class ArchiveHeader(_message.Message):
     before_unix_ns: int
     entries: int
     def __init__(self, media_type: _Optional[str] = ..., tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., before_unix_ns: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
+
+class SampledClaim(_message.Message):
+    __slots__ = ("job_id", "flop_model_version", "flops_estimate", "flops_upper", "gpu_intervals", "gpu_ns", "records", "sum_root", "nodes", "tree_size", "root_hash", "created_unix_ns", "samples", "probes", "challenge")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    GPU_NS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SUM_ROOT_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    flop_model_version: str
+    flops_estimate: str
+    flops_upper: str
+    gpu_intervals: int
+    gpu_ns: int
+    records: int
+    sum_root: bytes
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeKey]
+    tree_size: int
+    root_hash: bytes
+    created_unix_ns: int
+    samples: int
+    probes: int
+    challenge: bytes
+    def __init__(self, job_id: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpu_intervals: _Optional[int] = ..., gpu_ns: _Optional[int] = ..., records: _Optional[int] = ..., sum_root: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., created_unix_ns: _Optional[int] = ..., samples: _Optional[int] = ..., probes: _Optional[int] = ..., challenge: _Optional[bytes] = ...) -> None: ...
+
+class SampledRecord(_message.Message):
+    __slots__ = ("position", "leaf_index", "envelope", "inclusion_proof", "leaf_sums", "sum_path")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    LEAF_SUMS_FIELD_NUMBER: _ClassVar[int]
+    SUM_PATH_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    leaf_index: int
+    envelope: bytes
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    leaf_sums: bytes
+    sum_path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, position: _Optional[int] = ..., leaf_index: _Optional[int] = ..., envelope: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., leaf_sums: _Optional[bytes] = ..., sum_path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LogProbe(_message.Message):
+    __slots__ = ("leaf_index", "envelope", "inclusion_proof")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    envelope: bytes
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, leaf_index: _Optional[int] = ..., envelope: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SampledReport(_message.Message):
+    __slots__ = ("media_type", "tree_head", "claim", "records", "probes", "consistency")
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TREE_HEAD_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    media_type: str
+    tree_head: _envelope_pb2.Envelope
+    claim: _envelope_pb2.Envelope
+    records: _containers.RepeatedCompositeFieldContainer[SampledRecord]
+    probes: _containers.RepeatedCompositeFieldContainer[LogProbe]
+    consistency: _containers.RepeatedCompositeFieldContainer[ConsistencyProof]
+    def __init__(self, media_type: _Optional[str] = ..., tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., claim: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., records: _Optional[_Iterable[_Union[SampledRecord, _Mapping]]] = ..., probes: _Optional[_Iterable[_Union[LogProbe, _Mapping]]] = ..., consistency: _Optional[_Iterable[_Union[ConsistencyProof, _Mapping]]] = ...) -> None: ...

@@ -36,6 +36,8 @@ from flopwatch.verify import (
     RecordVerifier,
     VerifiedRecord,
 )
+from flopwatch.verify.sampled_build import build_sampled
+from flopwatch.verify.sampled_format import SampledReport
 
 
 def claim_of(
@@ -142,3 +144,45 @@ class BundleBuilder:
             for kept in consistency_from
         )
         return Bundle(signed, claim.sign(self.collector), entries, consistency)
+
+    def sampled(
+        self,
+        job_id: str,
+        *,
+        samples: int,
+        probes: int,
+        challenge: bytes = b"",
+        consistency_from: Sequence[SignedTreeHead] = (),
+    ) -> SampledReport:
+        """The sampled report for `job_id`, against a tree head of the whole log: made by the
+        same pure maker `flopwatch report --sampled` calls."""
+        records = [(i, r) for i, r in enumerate(self._leaves) if job_id in r.sums.jobs]
+        signed = self.tree_head()
+        size = signed.head.size
+        [version] = {r.attestation.flop_model_version for _, r in records}
+        log, leaves = self.log, self._leaves
+
+        class View:
+            def entries(self, leaf_indices: Sequence[int]) -> dict[int, bytes]:
+                return {i: leaves[i].envelope.to_bytes() for i in leaf_indices}
+
+            def inclusion_proofs(self, leaf_indices: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
+                return {i: log.inclusion_proof(i, size) for i in leaf_indices}
+
+        return build_sampled(
+            job_id=job_id,
+            flop_model_version=version,
+            records=[(i, r.envelope.to_bytes()) for i, r in records],
+            log=View(),
+            tree_head=signed,
+            nodes=tuple(self._keys[k] for k in sorted({r.key_id for _, r in records})),
+            signer=self.collector,
+            created_ns=self.now_ns,
+            samples=samples,
+            probes=probes,
+            challenge=challenge,
+            consistency=tuple(
+                Consistency(kept.head.size, size, self.log.consistency_proof(kept.head.size, size))
+                for kept in consistency_from
+            ),
+        )

@@ -1,0 +1,97 @@
+"""Build a sampled job report from the store: what `flopwatch report JOB --sampled` writes.
+
+Reads the job's records in one snapshot (`LogStore.job_evidence`), signs a tree head covering
+them (or reuses the latest), and hands them to the pure maker
+(`flopwatch.verify.sampled_build.build_sampled`) with a view of the log for the inclusion proofs
+and for the envelopes at the probed positions. The sum tree is built here from every record of
+the job; only the opened records and probes go into the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from flopwatch.collector.job_report import model_version, node_key
+from flopwatch.collector.log.translog import TransparencyLog
+from flopwatch.collector.store.base import LogStore
+from flopwatch.errors import ConfigError, StoreError
+from flopwatch.statements import SignedTreeHead
+from flopwatch.verify.bundle_format import Consistency
+from flopwatch.verify.sampled_build import build_sampled
+from flopwatch.verify.sampled_format import SampledReport
+
+
+class _StoreLog:
+    """The log as the maker reads it, at tree size `size`."""
+
+    def __init__(self, store: LogStore, log: TransparencyLog, size: int) -> None:
+        self._store, self._log, self._size = store, log, size
+
+    def entries(self, leaf_indices: Sequence[int]) -> dict[int, bytes]:
+        out = {}
+        for i in leaf_indices:
+            [data] = self._store.log_entries(i, i + 1)
+            if not data:
+                raise ConfigError(
+                    f"log leaf {i}, probed by the report, was archived and pruned from the "
+                    "database (flopwatch records prune): make the full bundle with --archive"
+                )
+            out[i] = data
+        return out
+
+    def inclusion_proofs(self, leaf_indices: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
+        return self._log.inclusion_proofs(list(leaf_indices), self._size)
+
+
+def build_sampled_report(
+    store: LogStore,
+    log: TransparencyLog,
+    job_id: str,
+    *,
+    samples: int,
+    probes: int,
+    challenge: bytes = b"",
+    consistency_from: Sequence[SignedTreeHead] = (),
+    now_ns: Callable[[], int] = time.time_ns,
+) -> SampledReport:
+    """The sampled report of `job_id`; ConfigError if the store holds no record of it or the
+    job's envelopes were pruned."""
+    evidence = store.job_evidence(job_id)
+    if evidence is None:
+        raise ConfigError(f"the collector holds no record of job {job_id!r}")
+    if gone := sum(e.archived for e in evidence.entries):
+        raise ConfigError(
+            f"{gone} of the {len(evidence.entries)} envelopes of job {job_id!r} were archived "
+            "and pruned: a sampled report needs them all to build its sum tree"
+        )
+    signed = log.sign()
+    size = signed.head.size
+    if size < evidence.log_size:
+        raise StoreError(f"the log shrank from {evidence.log_size} to {size} leaves")
+    consistency = []
+    for kept in consistency_from:
+        if kept.head.size > size:
+            raise ConfigError(
+                f"tree head of size {kept.head.size} is larger than this log's ({size})"
+            )
+        consistency.append(
+            Consistency(kept.head.size, size, log.consistency_proof(kept.head.size, size))
+        )
+    try:
+        return build_sampled(
+            job_id=job_id,
+            flop_model_version=model_version(evidence),
+            records=[(e.leaf_index, e.envelope) for e in evidence.entries],
+            log=_StoreLog(store, log, size),
+            tree_head=signed,
+            nodes=tuple(node_key(n, evidence) for n in evidence.nodes),
+            signer=log.signer,
+            created_ns=now_ns(),
+            samples=samples,
+            probes=probes,
+            challenge=challenge,
+            consistency=tuple(consistency),
+        )
+    except ValueError as e:
+        raise StoreError(f"job {job_id!r}: {e}") from e
