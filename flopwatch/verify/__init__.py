@@ -72,6 +72,14 @@ of `INTOTO_STEPS` (signature by the bundle's collector key, the compute-usage pr
 bundle's digest, the checkpoint against the tree head, every figure against the recomputed
 ones) and returns a `VerifiedStatement` or raises `StatementVerificationError` (`.step`,
 `.reason`). docs/compute-usage-predicate.md defines the predicate.
+
+A sampled report (`flopwatch report --sampled`, for jobs too large for a bundle) is checked by
+`SampledVerifier`: the steps of `SAMPLED_STEPS` (the signed claim over a sum tree of the job's
+records, k records drawn from a seed the collector cannot choose and recomputed, their sum-tree
+paths and log inclusion proofs, probes of the job's log window for withheld records). It
+returns a `SampledResult`, whose figures hold with the detection probability it states, or
+raises `BundleVerificationError`. docs/regulators.md, "Compact reports for large jobs and runs",
+says what it proves and what it cannot.
 """
 
 from flopwatch.errors import (
@@ -95,12 +103,14 @@ from flopwatch.verify.bundle_format import (
 from flopwatch.verify.bundle_report import NodeChain, VerifiedReport
 from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier, VerifiedStatement
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
+from flopwatch.verify.sampled import SAMPLED_STEPS, SampledResult, SampledVerifier
 from flopwatch.verify.trust import is_key_id, parse_collector_key
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "DEFAULT_BUNDLE_LIMITS",
     "INTOTO_STEPS",
+    "SAMPLED_STEPS",
     "STEPS",
     "Bundle",
     "BundleLimits",
@@ -114,6 +124,8 @@ __all__ = [
     "NodeKey",
     "Progress",
     "RecordVerifier",
+    "SampledResult",
+    "SampledVerifier",
     "SignedTreeHead",
     "Skipped",
     "StatementVerificationError",
