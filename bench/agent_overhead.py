@@ -111,6 +111,26 @@ def flopwatch_cmd(*args: str, profile_to: Path | None = None) -> list[str]:
     return [*prefix, "-m", "flopwatch", *args]
 
 
+def start_collector(root: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A local collector on free ports (plain gRPC, SQLite in `root`, nodes enrolled on first
+    use), logging to `log`; `wait_for_ports(log, proc)` says where it listens."""
+    return subprocess.Popen(
+        flopwatch_cmd(
+            "collector",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--db",
+            f"sqlite:{root / 'collector.db'}",
+            "--insecure",
+            "--enroll-on-first-use",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
 def print_profile(path: Path, top: int = 25) -> None:
     import pstats  # noqa: PLC0415 (only with --profile)
 
@@ -158,21 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flopwatch-bench-") as tmp:
         root = Path(tmp)
         clog, alog = root / "collector.log", root / "agent.log"
-        collector = subprocess.Popen(
-            flopwatch_cmd(
-                "collector",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--db",
-                f"sqlite:{root / 'collector.db'}",
-                "--insecure",
-                "--enroll-on-first-use",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=clog.open("wb"),
-        )
+        collector = start_collector(root, clog)
         agent: subprocess.Popen[bytes] | None = None
         profile = root / "agent.prof" if args.profile else None
         try:

@@ -38,7 +38,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent_overhead import flopwatch_cmd, status_kb, stop, usage, wait_for_ports
+from agent_overhead import (
+    flopwatch_cmd,
+    start_collector,
+    status_kb,
+    stop,
+    usage,
+    wait_for_ports,
+)
 
 # kind: (matrix size n, precision declared to the agent)
 KINDS = {
@@ -253,21 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         clog, alog = root / "collector.log", root / "agent.log"
         socket = root / "agent.sock"
-        collector = subprocess.Popen(
-            flopwatch_cmd(
-                "collector",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--db",
-                f"sqlite:{root / 'collector.db'}",
-                "--insecure",
-                "--enroll-on-first-use",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=clog.open("wb"),
-        )
+        collector = start_collector(root, clog)
         agent: subprocess.Popen[bytes] | None = None
         try:
             grpc_port, _ = wait_for_ports(clog, collector)

@@ -101,7 +101,9 @@ each one named below exists):
     flopwatch.monitor.config.MAX_NODE_KEYS_FILE_BYTES a node keys file
     flopwatch.monitor.follower.MAX_SEQUENCE           a chain's sequence numbers (monitor)
     flopwatch.monitor.totals.MAX_THRESHOLD_FLOPS      a regulator's threshold
-    flopwatch.monitor.webhook.WebhookLimits           the monitor's webhook: attempts, queue
+    flopwatch.webhook_delivery.DeliveryLimits         webhook posts (the monitor's; the collector's
+                                                      from WebhookConfig): attempts, queue
+    flopwatch.webhook_delivery.MAX_RESPONSE_BYTES     a webhook receiver's answer read
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from flopwatch.collector.alerts.liveness import NodeLiveness
-from flopwatch.collector.alerts.webhook import WebhookStats
 from flopwatch.collector.enrollment import EnrollmentStats
 from flopwatch.collector.ingest.ingestor import IngestSnapshot
 from flopwatch.collector.ingest.rejections import RejectionCounts
 from flopwatch.collector.rpc.ingest import StreamStats
 from flopwatch.model import MODEL_VERSION
+from flopwatch.webhook_delivery import WebhookStats
 
 
 class FlopwatchMetrics(Collector):

@@ -133,7 +133,7 @@ class Monitor:
             },
             totals=totals,
             alerts_fired=fired,
-            webhook_failed=0 if self._webhook is None else self._webhook.failed,
+            webhook_failed=0 if self._webhook is None else self._webhook.stats().failed,
         )
 
     # -- following ---------------------------------------------------------------------------

@@ -16,18 +16,9 @@ import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from flopwatch.errors import VerificationError
-from flopwatch.keys import public_raw
-from flopwatch.tlog.note import (
-    BAD_VKEY,
-    TYPE_COSIGNATURE_V1,
-    Signature,
-    check_key_name,
-    format_vkey,
-    key_id,
-)
+from flopwatch.tlog.note import TYPE_COSIGNATURE_V1, NotePrivateKey, NotePublicKey, Signature
 
 MAX_TIMESTAMP = (1 << 63) - 1
 SIGNATURE_BYTES = 8 + 64
@@ -50,18 +41,10 @@ def cosignature_timestamp(sig: bytes) -> int:
 
 
 @dataclass(frozen=True)
-class CosignatureVerifier:
+class CosignatureVerifier(NotePublicKey):
     """A cosigner's Ed25519 key under its name; a `NoteVerifier` for cosignature lines."""
 
-    name: str
-    public_key: Ed25519PublicKey
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name, BAD_VKEY)
-
-    @property
-    def key_id(self) -> bytes:
-        return key_id(self.name, TYPE_COSIGNATURE_V1, public_raw(self.public_key))
+    KEY_TYPE = TYPE_COSIGNATURE_V1
 
     def timestamp(self, text: bytes, sig: bytes) -> int:
         """Check a cosignature of checkpoint text `text`; return its timestamp or raise."""
@@ -84,19 +67,10 @@ class CosignatureVerifier:
             return False
         return True
 
-    def vkey(self) -> str:
-        return format_vkey(self.name, TYPE_COSIGNATURE_V1, public_raw(self.public_key))
-
 
 @dataclass(frozen=True)
-class Cosigner:
+class Cosigner(NotePrivateKey):
     """Signs cosignature/v1 lines with an Ed25519 key under `name`."""
-
-    name: str
-    private_key: Ed25519PrivateKey
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name, BAD_VKEY)
 
     @property
     def verifier(self) -> CosignatureVerifier:
@@ -105,6 +79,3 @@ class Cosigner:
     def cosign(self, body: str, timestamp: int) -> Signature:
         sig = self.private_key.sign(signed_message(body, timestamp))
         return Signature(self.name, self.verifier.key_id, struct.pack(">Q", timestamp) + sig)
-
-    def __repr__(self) -> str:  # never print key material
-        return f"Cosigner(name={self.name!r})"

@@ -20,8 +20,8 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -174,9 +174,11 @@ class NoteVerifier(Protocol):
 
 
 @dataclass(frozen=True)
-class Ed25519Verifier:
-    """An Ed25519 note key (type 0x01): the signature is Ed25519 over the note text."""
+class NotePublicKey:
+    """An Ed25519 public key under a note key name (checked), for signature type `KEY_TYPE`:
+    its key id and vkey. Subclasses say how a signature line of that type verifies."""
 
+    KEY_TYPE: ClassVar[int]
     name: str
     public_key: Ed25519PublicKey
 
@@ -185,7 +187,28 @@ class Ed25519Verifier:
 
     @property
     def key_id(self) -> bytes:
-        return key_id(self.name, TYPE_ED25519, public_raw(self.public_key))
+        return key_id(self.name, self.KEY_TYPE, public_raw(self.public_key))
+
+    def vkey(self) -> str:
+        return format_vkey(self.name, self.KEY_TYPE, public_raw(self.public_key))
+
+
+@dataclass(frozen=True)
+class NotePrivateKey:
+    """An Ed25519 private key under a note key name (checked); its repr shows the name only."""
+
+    name: str
+    private_key: Ed25519PrivateKey = field(repr=False)  # never print key material
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name, BAD_VKEY)
+
+
+@dataclass(frozen=True)
+class Ed25519Verifier(NotePublicKey):
+    """An Ed25519 note key (type 0x01): the signature is Ed25519 over the note text."""
+
+    KEY_TYPE = TYPE_ED25519
 
     def verify(self, text: bytes, sig: bytes) -> bool:
         if len(sig) != 64:
@@ -196,19 +219,10 @@ class Ed25519Verifier:
             return False
         return True
 
-    def vkey(self) -> str:
-        return format_vkey(self.name, TYPE_ED25519, public_raw(self.public_key))
-
 
 @dataclass(frozen=True)
-class Ed25519NoteSigner:
+class Ed25519NoteSigner(NotePrivateKey):
     """Signs note texts with an Ed25519 key under `name` (type 0x01)."""
-
-    name: str
-    private_key: Ed25519PrivateKey
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name, BAD_VKEY)
 
     @property
     def verifier(self) -> Ed25519Verifier:
@@ -218,9 +232,6 @@ class Ed25519NoteSigner:
         _check_text(text)
         sig = self.private_key.sign(text.encode("utf-8"))
         return Signature(self.name, self.verifier.key_id, sig)
-
-    def __repr__(self) -> str:  # never print key material
-        return f"Ed25519NoteSigner(name={self.name!r})"
 
 
 def sign_note(text: str, signers: Iterable[Ed25519NoteSigner]) -> Note:

@@ -2,12 +2,14 @@
 
 The fake collector is a real gRPC server on 127.0.0.1:0 (grpc.aio for the sender tests, the
 thread-pool server where the agent runs its own event loop) around one `FakeCollector` that
-decides every ack and records what arrived.
+decides every ack and records what arrived. `running_agent` runs a whole agent in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
@@ -17,6 +19,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from flopwatch.agent.backends.base import GpuBackend
+from flopwatch.agent.config import AgentConfig
+from flopwatch.agent.service import Agent
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey
 from flopwatch.v1 import attestation_pb2 as pb
@@ -192,3 +197,20 @@ def start_sync(fake: FakeCollector) -> tuple[grpc.Server, int]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
+
+
+@contextlib.contextmanager
+def running_agent(config: AgentConfig, backend: GpuBackend) -> Iterator[Agent]:
+    """`config`'s agent on `backend`, started (within 30 s) in its own thread, stopped when the
+    block ends; on a clean exit the thread must have ended."""
+    agent = Agent(config, backend=backend)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert agent.started.wait(30)
+        yield agent
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -3,7 +3,6 @@ live endpoint of a running agent."""
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,9 +16,8 @@ from flopwatch.agent.attribution.kubemeta import KubeStatus
 from flopwatch.agent.backends.base import ProcessShare
 from flopwatch.agent.config import AgentConfig
 from flopwatch.agent.metrics import AgentSnapshot, AgentStats, GpuRate, register_agent_metrics
-from flopwatch.agent.service import Agent
 from flopwatch.v1 import attestation_pb2 as pb
-from tests.agent.agent_fakes import FakeCollector, start_sync
+from tests.agent.agent_fakes import FakeCollector, running_agent, start_sync
 from tests.agent.backends.tick_backend import TickBackend, wait_until
 
 GPU = ("GPU-0", "0", "NVIDIA H100 80GB HBM3")
@@ -190,20 +188,13 @@ def test_a_running_agent_serves_its_metrics(
         backoff_max_s=0.01,
     )
     backend = TickBackend()
-    agent = Agent(config, backend=backend)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        assert agent.started.wait(30) and agent.metrics_port
+    with running_agent(config, backend) as agent:
+        assert agent.metrics_port
         backend.tick((ProcessShare(1, 1.0),))
         backend.tick(error="NVML: GPU is lost")
         wait_until(lambda: len(fake.held) == 2, "two records acknowledged")
         wait_until(lambda: agent.snapshot().spool_records == 0, "the spool to empty")
         m = scrape(agent.metrics_port)
-    finally:
-        stop.set()
-        thread.join(30)
     gpu = {"uuid": "GPU-tick-0", "index": "0", "name": "NVIDIA H100 80GB HBM3"}
     estimate = m("flopwatch_agent_gpu_flops_per_second", **gpu)
     upper = m("flopwatch_agent_gpu_flops_per_second_upper", **gpu)

@@ -21,8 +21,22 @@ from cryptography.x509.oid import NameOID
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.store.records import AlertEvent, JobTotal
 from flopwatch.collector.store.sqlite.store import SQLiteStore
+from tests.nodes import NOW, S
 
 T = TypeVar("T")
+
+
+class Clock:
+    """A collector clock in ns that the test moves (`clock.ns = ...`, `clock.advance(s)`)."""
+
+    def __init__(self) -> None:
+        self.ns = NOW
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += int(seconds * S)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -26,6 +26,7 @@ from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.limits import DEFAULT_LIMITS, Limits
+from tests.collector.collector_helpers import Clock
 from tests.collector.webhook_receiver import Receiver, serve_receiver
 from tests.nodes import NOW
 
@@ -97,6 +98,19 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     s = open_store(store_url, now_ns=lambda: NOW, create=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clocked_store(store_url: str, clock: Clock) -> Iterator[Store]:
+    """A store on the backend under test whose clock the test moves."""
+    s = open_store(store_url, now_ns=clock, create=True)
     yield s
     s.close()
 

@@ -28,42 +28,21 @@ from tests.nodes import NOW, Node, S
 HOUR = 3600
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ns = NOW
-
-    def __call__(self) -> int:
-        return self.ns
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def cstore(store_url, clock):
-    """A store on the backend under test whose clock the test moves."""
-    s = open_store(store_url, now_ns=clock, create=True)
-    yield s
-    s.close()
-
-
-def test_a_token_enrolls_one_key_for_its_node_once(cstore):
-    token, expires = issue_token(cstore, "node-a", HOUR, NOW)
+def test_a_token_enrolls_one_key_for_its_node_once(clocked_store):
+    token, expires = issue_token(clocked_store, "node-a", HOUR, NOW)
     assert expires == NOW + HOUR * S
     a, b = Node("node-a"), Node("node-a")
-    redeemer = TokenRedeemer(cstore)
+    redeemer = TokenRedeemer(clocked_store)
 
     assert redeemer.redeem(token, a.public_raw) == a.key_id
-    node = cstore.node(a.key_id)
+    node = clocked_store.node(a.key_id)
     assert (node.node_id, node.status, node.public_key) == ("node-a", "enrolled", a.public_raw)
     # The same agent reconnecting with its token: already enrolled, nothing to spend.
     assert redeemer.redeem(token, a.public_raw) == a.key_id
     # Another key cannot use it again.
     with pytest.raises(EnrollmentError, match="already used"):
         redeemer.redeem(token, b.public_raw)
-    assert cstore.node(b.key_id) is None
+    assert clocked_store.node(b.key_id) is None
     assert (redeemer.stats.token_enrolled, redeemer.stats.token_refused) == (1, 1)
     registry = CollectorRegistry()
     empty = IngestSnapshot((), (), 0, 0, 0, {})
@@ -73,53 +52,53 @@ def test_a_token_enrolls_one_key_for_its_node_once(cstore):
         assert registry.get_sample_value("flopwatch_enrollment_tokens_total", labels) == 1
 
 
-def test_an_expired_token_enrolls_nothing(cstore, clock):
-    token, _ = issue_token(cstore, "node-a", HOUR, NOW)
+def test_an_expired_token_enrolls_nothing(clocked_store, clock):
+    token, _ = issue_token(clocked_store, "node-a", HOUR, NOW)
     clock.ns = NOW + HOUR * S  # expiry is exclusive
     with pytest.raises(EnrollmentError, match="expired"):
-        TokenRedeemer(cstore).redeem(token, Node().public_raw)
-    assert cstore.nodes() == []
+        TokenRedeemer(clocked_store).redeem(token, Node().public_raw)
+    assert clocked_store.nodes() == []
 
 
 @pytest.mark.parametrize(
     ("token", "match"),
     [(new_token(), "not known"), ("fwe1_short", "not an enrollment token"), ("", "not an")],
 )
-def test_unknown_or_malformed_tokens_are_refused(cstore, token, match):
-    issue_token(cstore, "node-a", HOUR, NOW)
+def test_unknown_or_malformed_tokens_are_refused(clocked_store, token, match):
+    issue_token(clocked_store, "node-a", HOUR, NOW)
     with pytest.raises(EnrollmentError, match=match):
-        TokenRedeemer(cstore).redeem(token, Node().public_raw)
-    assert cstore.nodes() == []
+        TokenRedeemer(clocked_store).redeem(token, Node().public_raw)
+    assert clocked_store.nodes() == []
 
 
-def test_a_token_cannot_revive_a_revoked_key_or_move_a_key(cstore):
+def test_a_token_cannot_revive_a_revoked_key_or_move_a_key(clocked_store):
     revoked, elsewhere = Node("node-a"), Node("node-b")
-    cstore.enroll(revoked.public_raw, "node-a")
-    cstore.revoke(revoked.key_id)
-    cstore.enroll(elsewhere.public_raw, "node-b")
-    token, _ = issue_token(cstore, "node-a", HOUR, NOW)
-    redeemer = TokenRedeemer(cstore)
+    clocked_store.enroll(revoked.public_raw, "node-a")
+    clocked_store.revoke(revoked.key_id)
+    clocked_store.enroll(elsewhere.public_raw, "node-b")
+    token, _ = issue_token(clocked_store, "node-a", HOUR, NOW)
+    redeemer = TokenRedeemer(clocked_store)
     with pytest.raises(EnrollmentError, match="revoked"):
         redeemer.redeem(token, revoked.public_raw)
     with pytest.raises(EnrollmentError, match="enrolled for node 'node-b'"):
         redeemer.redeem(token, elsewhere.public_raw)
-    assert cstore.node(revoked.key_id).status == "revoked"
+    assert clocked_store.node(revoked.key_id).status == "revoked"
     # Refusals spend nothing: the right key can still use the token.
     fresh = Node("node-a")
     assert redeemer.redeem(token, fresh.public_raw) == fresh.key_id
 
 
-def test_issue_token_checks_its_input(cstore):
+def test_issue_token_checks_its_input(clocked_store):
     with pytest.raises(ConfigError, match="lifetime"):
-        issue_token(cstore, "node-a", 0, NOW)
+        issue_token(clocked_store, "node-a", 0, NOW)
     with pytest.raises(ConfigError, match="lifetime"):
-        issue_token(cstore, "node-a", 31 * 86400, NOW)
+        issue_token(clocked_store, "node-a", 31 * 86400, NOW)
     with pytest.raises(ConfigError, match="--node"):
-        issue_token(cstore, "", HOUR, NOW)
+        issue_token(clocked_store, "", HOUR, NOW)
     token = new_token()
-    cstore.add_enroll_token(token_hash(token), "node-a", NOW + S)
+    clocked_store.add_enroll_token(token_hash(token), "node-a", NOW + S)
     with pytest.raises(FlopwatchError):
-        cstore.add_enroll_token(token_hash(token), "node-a", NOW + S)
+        clocked_store.add_enroll_token(token_hash(token), "node-a", NOW + S)
 
 
 @pytest.mark.sqlite_only

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from flopwatch.collector.alerts.events import ThresholdPolicy
@@ -14,32 +13,11 @@ from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import NOTE_AGAIN_S, Presented, TokenRedeemer
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.metrics import register_metrics
-from flopwatch.collector.store.factory import open_store
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey, key_id_of_raw, public_raw
 from tests.nodes import NOW, Node, S
 
 LIMITS = PendingKeyLimits(max_per_node=3, max_total=5, max_new_per_minute=4)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ns = NOW
-
-    def __call__(self) -> int:
-        return self.ns
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def timed_store(store_url, clock):
-    s = open_store(store_url, now_ns=clock, create=True)
-    yield s
-    s.close()
 
 
 def raw() -> bytes:
@@ -51,58 +29,58 @@ def note(store, node: str, limits: PendingKeyLimits = LIMITS) -> tuple[bytes, bo
     return key, store.note_pending_key(key, node, limits)
 
 
-def test_per_node_bound(timed_store, clock):
-    assert [note(timed_store, "gpu-1")[1] for _ in range(4)] == [True, True, True, False]
+def test_per_node_bound(clocked_store, clock):
+    assert [note(clocked_store, "gpu-1")[1] for _ in range(4)] == [True, True, True, False]
     clock.ns += 120 * S  # past the per-minute window: only the node's bound is in the way
-    assert note(timed_store, "gpu-1")[1] is False
-    assert note(timed_store, "gpu-2")[1] is True
-    assert sorted(p.node_id for p in timed_store.pending_keys()) == ["gpu-1"] * 3 + ["gpu-2"]
+    assert note(clocked_store, "gpu-1")[1] is False
+    assert note(clocked_store, "gpu-2")[1] is True
+    assert sorted(p.node_id for p in clocked_store.pending_keys()) == ["gpu-1"] * 3 + ["gpu-2"]
 
 
-def test_overall_bound_and_new_keys_per_minute(timed_store, clock):
+def test_overall_bound_and_new_keys_per_minute(clocked_store, clock):
     noted = []
     for i in range(5):
-        noted.append(note(timed_store, f"gpu-{i}")[1])
+        noted.append(note(clocked_store, f"gpu-{i}")[1])
     assert noted == [True] * 4 + [False]  # four new keys in one minute
     clock.ns += 61 * S
-    assert note(timed_store, "gpu-4")[1] is True  # the fifth, in the next minute
+    assert note(clocked_store, "gpu-4")[1] is True  # the fifth, in the next minute
     clock.ns += 61 * S
-    assert note(timed_store, "gpu-5")[1] is False  # five pending in all
-    assert len(timed_store.pending_keys()) == 5
+    assert note(clocked_store, "gpu-5")[1] is False  # five pending in all
+    assert len(clocked_store.pending_keys()) == 5
 
 
-def test_a_noted_key_is_refreshed_whatever_the_bounds(timed_store, clock):
-    keys = [note(timed_store, "gpu-1")[0] for _ in range(3)]
+def test_a_noted_key_is_refreshed_whatever_the_bounds(clocked_store, clock):
+    keys = [note(clocked_store, "gpu-1")[0] for _ in range(3)]
     clock.ns += 90 * S
     full = PendingKeyLimits(max_per_node=3, max_total=3, max_new_per_minute=0)
-    assert timed_store.note_pending_key(keys[0], "gpu-1", full) is True
-    seen = {p.public_key: p.last_seen_ns for p in timed_store.pending_keys()}
+    assert clocked_store.note_pending_key(keys[0], "gpu-1", full) is True
+    seen = {p.public_key: p.last_seen_ns for p in clocked_store.pending_keys()}
     assert seen[keys[0]] == NOW + 90 * S and seen[keys[1]] == NOW
     # ...but moving to a node that has no room is refused, and changes nothing.
     roomy = PendingKeyLimits(max_per_node=3, max_total=100, max_new_per_minute=100)
-    assert [note(timed_store, "gpu-2", roomy)[1] for _ in range(3)] == [True] * 3
-    assert timed_store.note_pending_key(keys[0], "gpu-2", roomy) is False
-    assert {p.public_key: p.node_id for p in timed_store.pending_keys()}[keys[0]] == "gpu-1"
+    assert [note(clocked_store, "gpu-2", roomy)[1] for _ in range(3)] == [True] * 3
+    assert clocked_store.note_pending_key(keys[0], "gpu-2", roomy) is False
+    assert {p.public_key: p.node_id for p in clocked_store.pending_keys()}[keys[0]] == "gpu-1"
 
 
-def test_removed_keys_make_room_and_enrolled_keys_are_not_removed(timed_store, clock):
-    keys = [note(timed_store, "gpu-1")[0] for _ in range(3)]
-    assert note(timed_store, "gpu-1")[1] is False
-    enrolled = timed_store.enroll(keys[0], "gpu-1")
+def test_removed_keys_make_room_and_enrolled_keys_are_not_removed(clocked_store, clock):
+    keys = [note(clocked_store, "gpu-1")[0] for _ in range(3)]
+    assert note(clocked_store, "gpu-1")[1] is False
+    enrolled = clocked_store.enroll(keys[0], "gpu-1")
     ids = [key_id_of_raw(k) for k in keys]
-    assert timed_store.remove_pending_keys([*ids, "0" * 64]) == 2  # not the enrolled one
-    assert timed_store.pending_keys() == []
-    assert timed_store.node(enrolled).status == "enrolled"
+    assert clocked_store.remove_pending_keys([*ids, "0" * 64]) == 2  # not the enrolled one
+    assert clocked_store.pending_keys() == []
+    assert clocked_store.node(enrolled).status == "enrolled"
     clock.ns += 61 * S
-    assert note(timed_store, "gpu-1")[1] is True
+    assert note(clocked_store, "gpu-1")[1] is True
 
 
-def test_a_flood_of_keys_under_one_node_name_stays_bounded(timed_store, make_ingestor):
+def test_a_flood_of_keys_under_one_node_name_stays_bounded(clocked_store, make_ingestor):
     """The reported attack, through the ingestor: records signed by 500 fresh keys, each
     presented. All are answered retry (a real node among them loses nothing); at most
     `max_per_node` keys are noted; the refusals are counted and logged once, not 500 times."""
-    ingestor = make_ingestor(timed_store)
-    ingestor.enrollment = TokenRedeemer(timed_store, pending=LIMITS, clock=lambda: 0.0)
+    ingestor = make_ingestor(clocked_store)
+    ingestor.enrollment = TokenRedeemer(clocked_store, pending=LIMITS, clock=lambda: 0.0)
     fakes = [Node("gpu-017") for _ in range(500)]
     acks = []
     logger = logging.getLogger("flopwatch.collector.enrollment")
@@ -117,27 +95,27 @@ def test_a_flood_of_keys_under_one_node_name_stays_bounded(timed_store, make_ing
         logger.removeHandler(handler)
     assert {(a.status, a.reason) for a in acks} == {("retry", "unknown_key")}
     assert "at their limit" in acks[-1].detail and "awaits approval" in acks[0].detail
-    assert len(timed_store.pending_keys()) == LIMITS.max_per_node
+    assert len(clocked_store.pending_keys()) == LIMITS.max_per_node
     assert ingestor.enrollment.stats.pending_refused == 500 - LIMITS.max_per_node
     refused_lines = [r for r in records if "not noted as awaiting approval" in r.getMessage()]
     assert len(refused_lines) == 1
     assert len(records) <= LIMITS.max_per_node + 1
 
 
-def test_a_key_is_written_again_only_after_a_while(timed_store, clock):
+def test_a_key_is_written_again_only_after_a_while(clocked_store, clock):
     """A presented key is noted once per NOTE_AGAIN_S, not per record; a key an operator
     rejected is listed again when it keeps presenting itself."""
     now = [0.0]
-    redeemer = TokenRedeemer(timed_store, pending=LIMITS, clock=lambda: now[0])
+    redeemer = TokenRedeemer(clocked_store, pending=LIMITS, clock=lambda: now[0])
     node = Node("gpu-3")
     assert redeemer.note_unknown(_env(node), node.public_raw) is Presented.AWAITS
-    timed_store.remove_pending_keys([node.key_id])
+    clocked_store.remove_pending_keys([node.key_id])
     assert redeemer.note_unknown(_env(node), node.public_raw) is Presented.AWAITS
-    assert timed_store.pending_keys() == []  # remembered: no store write
+    assert clocked_store.pending_keys() == []  # remembered: no store write
     now[0] += NOTE_AGAIN_S
     clock.ns += 10 * S
     assert redeemer.note_unknown(_env(node), node.public_raw) is Presented.AWAITS
-    [pending] = timed_store.pending_keys()
+    [pending] = clocked_store.pending_keys()
     assert pending.key_id == node.key_id and pending.last_seen_ns == NOW + 10 * S
 
 
@@ -145,11 +123,11 @@ def _env(node: Node) -> Envelope:
     return Envelope.from_bytes(node.envelope())
 
 
-def test_refusals_are_exported_by_claimed_node_with_bounded_labels(timed_store):
+def test_refusals_are_exported_by_claimed_node_with_bounded_labels(clocked_store):
     """flopwatch_pending_key_records_refused: per node id the records claim; node ids past
     max_label_values count as 'other', so fake node names cannot grow the metrics."""
     ingestor = Ingestor(
-        timed_store,
+        clocked_store,
         ThresholdPolicy([10**30]),
         [],
         now_ns=lambda: NOW,

@@ -2,14 +2,19 @@
 
   instrumented   wraps a target's imports: run as a script, the flopwatch modules it imports are
                  instrumented for coverage (atheris.instrument_imports); under pytest, nothing.
-  fuzz_main      the atheris (libFuzzer) entry: `python tests/hostile/fuzz_X.py -atheris_runs=N
-                 [CORPUS_DIR ...]`; the first corpus directory (a temporary one if none is given)
-                 is seeded with the target's honest inputs when empty. A crash (any exception
+  fuzz_main      the atheris (libFuzzer) entry of every harness here: `python
+                 tests/hostile/fuzz_X.py -atheris_runs=N [CORPUS_DIR ...]`; the first corpus
+                 directory (a temporary one if none is given) is seeded with the target's honest
+                 inputs when empty; a file instead replays that one input. A crash (any exception
                  the target lets through) stops it and writes crash-<sha1>.
   smoke_inputs   the same target as a plain pytest smoke, without atheris: a few hundred inputs
                  made from the seeds by a deterministic mutator (random.Random(seed)): byte
                  flips, insertions of the target's interesting tokens, deletions, duplications,
                  truncations, splices, and now and then plain random bytes.
+  short_session  what pytest runs of any atheris harness (these and fuzz_envelope.py,
+                 fuzz_tlog.py, fuzz_intoto.py), so `make fuzz` does not rot: a bounded session
+                 in a subprocess that must end cleanly with no crash file (skipped where
+                 atheris is not installed).
 
 A target is `test_one_input(data: bytes) -> None`, which raises only on a defect: it catches the
 refusals its input may earn (ConfigError) and checks what it accepted.
@@ -19,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +82,11 @@ def _mutate(
         data[rng.randrange(len(data))] = rng.choice((0, 0x7F, 0x80, 0xFF, 0x0A, 0x1B))
 
 
-def fuzz_main(test_one_input: Callable[[bytes], None], seeds: Sequence[bytes]) -> None:
-    """Run `test_one_input` under atheris with the command line's libFuzzer flags."""
+def fuzz_main(
+    test_one_input: Callable[[bytes], None], seeds: Sequence[bytes] | Mapping[str, bytes]
+) -> None:
+    """Run `test_one_input` under atheris with the command line's libFuzzer flags; an empty
+    first corpus gets the seeds (named `seed-<i>`, or by their keys)."""
     import atheris  # noqa: PLC0415 (only here: the pytest smoke runs without it)
 
     args = list(sys.argv)
@@ -88,7 +97,39 @@ def fuzz_main(test_one_input: Callable[[bytes], None], seeds: Sequence[bytes]) -
     if not corpora[0].is_file():  # a file: reproduce that one input (e.g. a crash-<sha1>)
         corpora[0].mkdir(parents=True, exist_ok=True)
         if not any(corpora[0].iterdir()):
-            for i, data in enumerate(seeds):
-                (corpora[0] / f"seed-{i}").write_bytes(data)
+            named = seeds if isinstance(seeds, Mapping) else _numbered(seeds)
+            for name, data in named.items():
+                (corpora[0] / name).write_bytes(data)
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
+
+
+def _numbered(seeds: Sequence[bytes]) -> dict[str, bytes]:
+    return {f"seed-{i}": data for i, data in enumerate(seeds)}
+
+
+def short_session(harness: Path, runs: int, tmp_path: Path) -> Path:
+    """Run `harness` for `runs` inputs in a subprocess and check it ended cleanly with no crash
+    file; returns its corpus directory (seeded by the harness). Skips without atheris."""
+    import pytest  # noqa: PLC0415 (only here: the harnesses run without pytest)
+
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(harness),
+            f"-atheris_runs={runs}",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Done {runs} in" in done.stderr
+    assert not list(tmp_path.glob("crash-*"))
+    return corpus

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -41,6 +40,7 @@ with atheris.instrument_imports(include=["flopwatch"]):
     from flopwatch.verify import RecordVerifier, VerifiedRecord
 
 from flopwatch.v1 import attestation_pb2 as pb
+from tests.hostile.fuzz_common import fuzz_main
 from tests.hostile.hostile_helpers import (
     INT64_MAX,
     INT64_MIN,
@@ -241,26 +241,12 @@ def test_one_input(data: bytes) -> None:
     check(record)
 
 
-def seed(corpus: Path) -> None:
-    """An honest record in each input form, for a corpus directory that is empty."""
-    corpus.mkdir(parents=True, exist_ok=True)
-    if not any(corpus.iterdir()):
-        (corpus / "envelope").write_bytes(b"\x00" + SEED.to_bytes())
-        (corpus / "payload").write_bytes(b"\x01" + SEED.payload)
-        (corpus / "recipe").write_bytes(b"\x02" + bytes(64))
-
-
-def main() -> None:
-    args = list(sys.argv)
-    corpora = [Path(a) for a in args[1:] if not a.startswith("-")]
-    if not corpora:
-        corpora = [Path(tempfile.mkdtemp(prefix="flopwatch-fuzz-corpus-"))]
-        args.append(str(corpora[0]))
-    if not corpora[0].is_file():  # a file: reproduce that one input (e.g. a crash-<sha1>)
-        seed(corpora[0])
-    atheris.Setup(args, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz_main(
+        test_one_input,
+        {
+            "envelope": b"\x00" + SEED.to_bytes(),
+            "payload": b"\x01" + SEED.payload,
+            "recipe": b"\x02" + bytes(64),
+        },
+    )

@@ -13,7 +13,6 @@ first CORPUS_DIR (a temporary one if none is given) is seeded, when empty, with 
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -24,6 +23,8 @@ with atheris.instrument_imports(include=["flopwatch.intoto", "flopwatch.verify.i
     from tests.hostile.test_intoto_hostile import CASE, PAYLOAD, outcome
     from tests.intoto.statements import COLLECTOR, sign_payload
 
+from tests.hostile.fuzz_common import fuzz_main
+
 
 def one_input(data: bytes) -> None:
     if not data:
@@ -32,19 +33,5 @@ def one_input(data: bytes) -> None:
     outcome(sign_payload(rest, COLLECTOR) if data[0] % 2 else rest)
 
 
-def seed_corpus(args: list[str]) -> list[str]:
-    dirs = [a for a in args[1:] if not a.startswith("-")]
-    if not dirs:
-        dirs = [tempfile.mkdtemp(prefix="flopwatch-fuzz-intoto-")]
-        args = [*args, dirs[0]]
-    corpus = Path(dirs[0])
-    corpus.mkdir(parents=True, exist_ok=True)
-    if not any(corpus.iterdir()):
-        (corpus / "statement").write_bytes(b"\x00" + CASE.statement)
-        (corpus / "payload").write_bytes(b"\x01" + PAYLOAD)
-    return args
-
-
 if __name__ == "__main__":
-    atheris.Setup(seed_corpus(sys.argv), one_input)
-    atheris.Fuzz()
+    fuzz_main(one_input, {"statement": b"\x00" + CASE.statement, "payload": b"\x01" + PAYLOAD})

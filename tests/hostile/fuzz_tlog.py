@@ -15,7 +15,6 @@ seeded, when empty, with each parser's honest input.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -24,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 with atheris.instrument_imports(include=["flopwatch.tlog", "flopwatch.monitor"]):
     from tests.hostile.tlog_seeds import SEEDS, exercise
+
+from tests.hostile.fuzz_common import fuzz_main
 
 KINDS = sorted(SEEDS)
 
@@ -34,19 +35,5 @@ def one_input(data: bytes) -> None:
     exercise(KINDS[data[0] % len(KINDS)], data[1:])
 
 
-def seed_corpus(args: list[str]) -> list[str]:
-    dirs = [a for a in args[1:] if not a.startswith("-")]
-    if not dirs:
-        dirs = [tempfile.mkdtemp(prefix="flopwatch-fuzz-tlog-")]
-        args = [*args, dirs[0]]
-    corpus = Path(dirs[0])
-    corpus.mkdir(parents=True, exist_ok=True)
-    if not any(corpus.iterdir()):
-        for i, kind in enumerate(KINDS):
-            (corpus / kind).write_bytes(bytes([i]) + SEEDS[kind])
-    return args
-
-
 if __name__ == "__main__":
-    atheris.Setup(seed_corpus(sys.argv), one_input)
-    atheris.Fuzz()
+    fuzz_main(one_input, {kind: bytes([i]) + SEEDS[kind] for i, kind in enumerate(KINDS)})

@@ -5,14 +5,12 @@ runs a short session, so `make fuzz` does not rot (skipped where atheris is not 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.hostile import fuzz_archive, fuzz_config, fuzz_jobs_file
-from tests.hostile.fuzz_common import smoke_inputs
+from tests.hostile.fuzz_common import short_session, smoke_inputs
 
 TARGETS = {
     "config": fuzz_config,
@@ -46,22 +44,4 @@ def test_the_seeds_are_accepted_inputs() -> None:
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_the_atheris_entry_runs_a_short_session(name: str, tmp_path: Path) -> None:
-    pytest.importorskip("atheris")
-    harness = Path(TARGETS[name].__file__)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(harness),
-            "-atheris_runs=500",
-            f"-artifact_prefix={tmp_path}/",
-            str(tmp_path / "corpus"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Done 500 in" in done.stderr
-    assert not list(tmp_path.glob("crash-*"))
+    short_session(Path(TARGETS[name].__file__), 500, tmp_path)

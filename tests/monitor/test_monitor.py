@@ -13,7 +13,7 @@ from flopwatch.keys import SigningKey
 from flopwatch.monitor import events
 from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.service import Monitor
-from flopwatch.monitor.totals import parse_threshold
+from flopwatch.monitor.totals import Figures, TotalKey, parse_threshold
 from flopwatch.monitor.tree_tiles import ENTRY_NOT_IN_TREE, HISTORY_REWRITTEN, TILES_DISAGREE
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import Note, Signature, parse_note
@@ -47,6 +47,23 @@ def job_totals(m: Monitor) -> dict[str, list[int]]:
 
 def reasons(m: Monitor) -> list[str]:
     return [p.reason for p in m.state.problems()]
+
+
+def totals_of_logs(
+    tmp_path: Path, entities: Entities, *logs: tuple[str, ServedLog, Node, list[bytes]]
+) -> dict[TotalKey, Figures]:
+    """Each log (name, served log, its node, envelopes) published with its node's envelopes,
+    then the totals of one monitor caught up on all of them."""
+    for _, log, _, envs in logs:
+        log.add(envs)
+        log.publish()
+    configs = [log.log_config(name, tmp_path, [node]) for name, log, node, _ in logs]
+    m = monitor(tmp_path, configs, entities=entities)
+    try:
+        m.catch_up()
+        return m.state.totals()
+    finally:
+        m.close()
 
 
 def test_catch_up_from_empty_counts_every_entry_once(tmp_path: Path, log_a: ServedLog) -> None:
@@ -107,28 +124,15 @@ def test_totals_across_two_logs_by_run_account_and_entity(
     # The same job name (a run, as long as records name no run) at two operators.
     n1, n2 = Node("n1", job="slurm:c/7"), Node("n2", job="slurm:c/7")
     e1, e2 = n1.envelopes(20), n2.envelopes(30)
-    log_a.add(e1)
-    log_b.add(e2)
-    log_a.publish()
-    log_b.publish()
     entities = Entities({"a:": "Acme", "b:": "Acme"})
-    m = monitor(
-        tmp_path,
-        [log_a.log_config("a", tmp_path, [n1]), log_b.log_config("b", tmp_path, [n2])],
-        entities=entities,
-    )
-    try:
-        m.catch_up()
-        totals = m.state.totals()
-        want = expected_totals([n1, n2], e1 + e2)["slurm:c/7"]
-        run = totals[("run", "slurm:c/7")]
-        assert [run.flops_estimate, run.flops_upper] == want
-        assert totals[("entity", "Acme")].flops_upper == want[1]
-        a = expected_totals([n1], e1)["slurm:c/7"][1]
-        assert totals[("account", "a:")].flops_upper == a
-        assert totals[("account", "b:")].flops_upper == want[1] - a
-    finally:
-        m.close()
+    totals = totals_of_logs(tmp_path, entities, ("a", log_a, n1, e1), ("b", log_b, n2, e2))
+    want = expected_totals([n1, n2], e1 + e2)["slurm:c/7"]
+    run = totals[("run", "slurm:c/7")]
+    assert [run.flops_estimate, run.flops_upper] == want
+    assert totals[("entity", "Acme")].flops_upper == want[1]
+    a = expected_totals([n1], e1)["slurm:c/7"][1]
+    assert totals[("account", "a:")].flops_upper == a
+    assert totals[("account", "b:")].flops_upper == want[1] - a
 
 
 def test_a_declared_run_is_totalled_across_jobs_operators_and_accounts(
@@ -138,29 +142,16 @@ def test_a_declared_run_is_totalled_across_jobs_operators_and_accounts(
     n1, n2 = Node("n1", job="slurm:c/7"), Node("n2", job="k8s:c/ns/pod")
     e1 = [n1.envelope(labels={"run": "llm-7b", "account": "acme"}) for _ in range(12)]
     e2 = [n2.envelope(labels={"run": "llm-7b", "account": "acme-eu"}) for _ in range(8)]
-    log_a.add(e1)
-    log_b.add(e2)
-    log_a.publish()
-    log_b.publish()
     entities = Entities({"a:acme": "Acme", "b:acme-eu": "Acme"})
-    m = monitor(
-        tmp_path,
-        [log_a.log_config("a", tmp_path, [n1]), log_b.log_config("b", tmp_path, [n2])],
-        entities=entities,
-    )
-    try:
-        m.catch_up()
-        totals = m.state.totals()
-        one = expected_totals([n1], e1)["slurm:c/7"]
-        two = expected_totals([n2], e2)["k8s:c/ns/pod"]
-        run = totals[("run", "llm-7b")]
-        assert [run.flops_estimate, run.flops_upper] == [one[0] + two[0], one[1] + two[1]]
-        assert totals[("account", "a:acme")].flops_upper == one[1]
-        assert totals[("account", "b:acme-eu")].flops_upper == two[1]
-        assert totals[("entity", "Acme")].flops_upper == one[1] + two[1]
-        assert ("run", "slurm:c/7") not in totals  # the job names its run: not a run of its own
-    finally:
-        m.close()
+    totals = totals_of_logs(tmp_path, entities, ("a", log_a, n1, e1), ("b", log_b, n2, e2))
+    one = expected_totals([n1], e1)["slurm:c/7"]
+    two = expected_totals([n2], e2)["k8s:c/ns/pod"]
+    run = totals[("run", "llm-7b")]
+    assert [run.flops_estimate, run.flops_upper] == [one[0] + two[0], one[1] + two[1]]
+    assert totals[("account", "a:acme")].flops_upper == one[1]
+    assert totals[("account", "b:acme-eu")].flops_upper == two[1]
+    assert totals[("entity", "Acme")].flops_upper == one[1] + two[1]
+    assert ("run", "slurm:c/7") not in totals  # the job names its run: not a run of its own
 
 
 def test_thresholds_fire_once_and_stay_fired_across_restarts(

@@ -13,7 +13,8 @@ from flopwatch.monitor.config import MonitorConfig
 from flopwatch.monitor.metrics import register
 from flopwatch.monitor.service import Monitor
 from flopwatch.monitor.totals import parse_threshold
-from flopwatch.monitor.webhook import MonitorWebhook, WebhookLimits
+from flopwatch.monitor.webhook import MonitorWebhook
+from flopwatch.webhook_delivery import DeliveryLimits
 from flopwatch.webhook_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.collector.webhook_receiver import serve_receiver
 from tests.monitor.monitor_helpers import ServedLog
@@ -30,7 +31,7 @@ def test_alerts_and_problems_are_posted_signed_and_counted_in_metrics(tmp_path: 
     log.publish()
     upper = expected_totals([node], envs)["slurm:c/1"][1]
     with serve_receiver() as (rx, url):
-        hook = MonitorWebhook(url, secret=SECRET, limits=WebhookLimits(backoff_s=0.01))
+        hook = MonitorWebhook(url, secret=SECRET, limits=DeliveryLimits(backoff_initial_s=0.01))
         config = MonitorConfig(
             logs=(log.log_config("a", tmp_path, [node]),),
             state=tmp_path / "m.db",

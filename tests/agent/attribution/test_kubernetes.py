@@ -26,7 +26,6 @@ from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from flopwatch.agent.backends.sim import SimBackend
 from flopwatch.agent.config import AgentConfig
 from flopwatch.agent.records import ChainHead, RecordBuilder
-from flopwatch.agent.service import Agent
 from flopwatch.attribution import Claim, attribute
 from flopwatch.dsse import Envelope
 from flopwatch.errors import TransportError
@@ -37,7 +36,7 @@ from flopwatch.runs import WorkloadClass
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.vendor.kubelet.podresources.v1 import api_pb2, api_pb2_grpc
 from flopwatch.verify import RecordVerifier
-from tests.agent.agent_fakes import FakeCollector, start_sync
+from tests.agent.agent_fakes import FakeCollector, running_agent, start_sync
 from tests.agent.attribution.fake_kube_api import FakeKubeApi, serve, uid_of
 from tests.agent.attribution.fake_kube_api import namespace as fake_namespace
 from tests.agent.attribution.fake_kube_api import obj as fake_obj
@@ -458,26 +457,21 @@ def test_a_running_agent_signs_a_pods_run_and_account_and_shows_the_api_in_its_m
         backoff_max_s=0.01,
     )
     backend = TickBackend()
-    agent = Agent(config, backend=backend)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        assert agent.started.wait(30) and agent.metrics_port
+        with running_agent(config, backend) as agent:
+            assert agent.metrics_port
 
-        def cached() -> bool:
-            k = agent.snapshot().kubernetes
-            return k is not None and k.pods_cached == 3 and k.api_up
+            def cached() -> bool:
+                k = agent.snapshot().kubernetes
+                return k is not None and k.pods_cached == 3 and k.api_up
 
-        wait_until(cached, "the agent's threads to read the API server")
-        backend.tick((ProcessShare(1, 1.0),))
-        wait_until(lambda: len(collector.held) == 1, "the record acknowledged")
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics").read()
+            wait_until(cached, "the agent's threads to read the API server")
+            backend.tick((ProcessShare(1, 1.0),))
+            wait_until(lambda: len(collector.held) == 1, "the record acknowledged")
+            metrics_url = f"http://127.0.0.1:{agent.metrics_port}/metrics"
+            metrics = urllib.request.urlopen(metrics_url).read()
     finally:
-        stop.set()
-        thread.join(30)
         server.stop(None)
-    assert not thread.is_alive()
     [envelope] = collector.held.values()
     att = pb.Attestation.FromString(Envelope.from_bytes(envelope).payload)
     shares = {j.job_id: j for iv in att.intervals for j in iv.jobs}

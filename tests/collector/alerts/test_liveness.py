@@ -16,22 +16,11 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.factory import open_store
-from tests.collector.collector_helpers import RecordingSink, run
+from tests.collector.collector_helpers import Clock, RecordingSink, run
 from tests.collector.server_helpers import config, enroll
 from tests.nodes import NOW, Node, S
 
 SILENT_AFTER = 300
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ns = NOW
-
-    def __call__(self) -> int:
-        return self.ns
-
-    def advance(self, seconds: float) -> None:
-        self.ns += int(seconds * S)
 
 
 def parts(store_url, clock):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,22 +18,19 @@ from flopwatch.collector.log.tlog_config import TlogConfig
 from flopwatch.collector.log.tlog_service import TlogService
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.factory import open_store
-from flopwatch.httpserve import HttpService
 from flopwatch.keys import SigningKey
 from flopwatch.tlog.checkpoint import open_checkpoint
 from flopwatch.tlog.cosignature import Cosigner
-from flopwatch.tlog.note import Ed25519NoteSigner, Note, open_note
+from flopwatch.tlog.note import Note, open_note
 from flopwatch.v1 import collector_pb2 as cpb
-from flopwatch.witness.service import Witness, witness_handler
-from flopwatch.witness.state import WitnessState
 from tests.collector.collector_helpers import run
 from tests.collector.log.log_fakes import MemoryLog
+from tests.collector.log.witnessed import fetch, witnessed_log
 from tests.collector.server_helpers import config, past_node, submit
 from tests.nodes import NOW
 
 KEY = SigningKey.generate()
 ORIGIN = "collector.example/log"
-TOKEN = "collector-tiles-token-0123"
 
 
 def direct(fn, *args):  # the tests' "store thread" is the caller's
@@ -145,40 +141,16 @@ def test_a_kept_checkpoint_short_of_the_witness_policy_is_not_served(
 
 
 # -- a collector, witnessed, restarted (SQLite and PostgreSQL) ---------------------------------
-def fetch(port: int, path: str) -> bytes:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    req.add_header("Authorization", f"Bearer {TOKEN}")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return bytes(r.read())
-
-
 def test_a_restarted_collector_serves_its_witnessed_checkpoint_before_any_new_one(
     store_url: str, tmp_path: Path
 ) -> None:
-    key_path = tmp_path / "collector-key.pem"
-    key = SigningKey.load_or_create(key_path)[0]
-    log_verifier = Ed25519NoteSigner(ORIGIN, key.private_key).verifier
-    cosigner = Cosigner("w.example", SigningKey.generate().private_key)
-    state = WitnessState(tmp_path / "w.db")
-    witness = HttpService(
-        "127.0.0.1:0",
-        witness_handler(Witness(cosigner=cosigner, logs={ORIGIN: [log_verifier]}, state=state)),
+    witnessed = witnessed_log(tmp_path, ORIGIN)
+    cfg = replace(
+        config(tmp_path / "unused.db"),
+        db=store_url,
+        log_key=witnessed.key_path,
+        tlog=witnessed.tlog,
     )
-    policy = tmp_path / "policy"
-    policy.write_text(
-        f"witness W {cosigner.verifier.vkey()} http://127.0.0.1:{witness.port}\nquorum W\n"
-    )
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    token.chmod(0o600)
-    tlog = TlogConfig(
-        origin=ORIGIN,
-        tiles_listen="127.0.0.1:0",
-        token_file=token,
-        witness_policy=policy,
-        checkpoint_interval_s=3600,
-    )
-    cfg = replace(config(tmp_path / "unused.db"), db=store_url, log_key=key_path, tlog=tlog)
     node = past_node("node-a", gpus=2)
     store = open_store(store_url, create=True)
     store.enroll(node.public_raw, node.node_id)
@@ -214,13 +186,12 @@ def test_a_restarted_collector_serves_its_witnessed_checkpoint_before_any_new_on
 
     try:
         cosigned = run(first_run())
-        witness.close()  # the witness is away while the collector restarts
+        witnessed.witness.close()  # the witness is away while the collector restarts
         served, published_again, known = run(second_run())
     finally:
-        witness.close()
-        state.close()
+        witnessed.close()
     assert served == cosigned
-    assert open_checkpoint(served, [log_verifier], origin=ORIGIN).checkpoint.size == 3
-    assert [s.name for s in open_note(served, [cosigner.verifier])[1]] == ["w.example"]
+    assert open_checkpoint(served, [witnessed.log_verifier], origin=ORIGIN).checkpoint.size == 3
+    assert [s.name for s in open_note(served, [witnessed.cosigner.verifier])[1]] == ["w.example"]
     assert not published_again  # nothing new; the witness was not needed
     assert known == 3  # the witness that cosigned size 3 is known to hold it
