@@ -19,32 +19,10 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.runs import CLASS_BIT, WorkloadClass, classes_in
 from flopwatch.verify import RecordVerifier
 from flopwatch.verify.sums import DAY_NS
-from tests.collector.collector_helpers import statuses, totals_of
+from tests.collector.collector_helpers import ALL, accounts_of, runs_of, statuses, totals_of
 from tests.nodes import NOW, Node, by_account, expected_runs
 
 DAY = 86400 * 10**9
-ALL = ("", "")
-
-
-def runs_of(store: Store) -> dict[tuple[str, str], list[int]]:
-    """(account, run) -> [estimate, upper, contributions, GPU time fs, energy nJ]."""
-    return {
-        (t.account, t.run): [
-            t.flops_estimate,
-            t.flops_upper,
-            t.gpu_intervals,
-            t.gpu_time_fs,
-            t.energy_nj,
-        ]
-        for t in store.run_page(None, "", ALL, 10**6)
-    }
-
-
-def accounts_of(store: Store) -> dict[str, list[int]]:
-    return {
-        t.account: [t.flops_estimate, t.flops_upper, t.gpu_intervals, t.gpu_time_fs, t.energy_nj]
-        for t in store.account_page("", None, 10**6)
-    }
 
 
 def restarted_run() -> tuple[list[Node], list[bytes]]:
