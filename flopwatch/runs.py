@@ -105,3 +105,23 @@ def declared_run_problem(run: str, max_chars: int) -> str | None:
             "from jobs"
         )
     return problem
+
+
+# A set of classes as an integer, one bit per class: what run and account totals keep (a run's
+# records may declare several classes over time; OR-ing bit sets is exact in any order). Kept in
+# databases: a class's bit is never changed or reused.
+CLASS_BIT = {
+    WorkloadClass.UNKNOWN: 1 << 0,
+    WorkloadClass.PRETRAINING: 1 << 1,
+    WorkloadClass.FINE_TUNING: 1 << 2,
+    WorkloadClass.REINFORCEMENT_LEARNING: 1 << 3,
+    WorkloadClass.SYNTHETIC_DATA: 1 << 4,
+    WorkloadClass.EVALUATION: 1 << 5,
+    WorkloadClass.INFERENCE: 1 << 6,
+}
+
+
+def classes_in(bits: int) -> tuple[WorkloadClass, ...]:
+    """The classes of a bit set (`CLASS_BIT`), in declaration order; bits no class has are
+    ignored."""
+    return tuple(c for c, bit in CLASS_BIT.items() if bits & bit)

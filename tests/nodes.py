@@ -16,6 +16,7 @@ from flopwatch.attribution import JobWindow
 from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey, public_raw
 from flopwatch.model import Pipe, Precision
+from flopwatch.runs import WorkloadClass
 from flopwatch.verify import RecordVerifier
 
 S = 10**9
@@ -40,8 +41,13 @@ class Node:
         key: SigningKey | None = None,
         start_ns: int = T0,
         gpu_prefix: str | None = None,
+        run: str = "",
+        account: str = "",
+        workload_class: WorkloadClass = WorkloadClass.UNKNOWN,
     ) -> None:
         self.node_id = node_id
+        # What its job's window declares: run (empty: the job is its own), account, class.
+        self.labels = {"run": run, "account": account, "workload_class": workload_class}
         self.key = key or SigningKey.generate()
         self.job = job
         self.t = start_ns
@@ -104,7 +110,8 @@ class Node:
     ) -> Envelope:
         """`labels`: run, account, workload_class, run_source of the job's window."""
         start = self.t if start_ns is None else start_ns
-        windows = [JobWindow(job or self.job, PID, 0, None, Precision.BF16, **(labels or {}))]
+        labels = {**self.labels, **(labels or {})}
+        windows = [JobWindow(job or self.job, PID, 0, None, Precision.BF16, **labels)]
         env = (builder or self.builder).build(self.readings(start, seconds, busy), windows)
         if start_ns is None:
             self.t = start + round(seconds * S)
@@ -126,4 +133,34 @@ def expected_totals(nodes: Sequence[Node], envelopes: Sequence[bytes]) -> dict[s
             t = out.setdefault(c.job_id, [0, 0])
             t[0] += c.flops_estimate
             t[1] += c.flops_upper
+    return out
+
+
+def expected_runs(
+    nodes: Sequence[Node], envelopes: Sequence[bytes]
+) -> dict[tuple[str, str], list[int]]:
+    """(account, run) -> [estimate, upper, contributions, GPU time (ns x ppm), energy (mJ x
+    ppm)], recomputed from each verified record's intervals (not the verifier's sums): every
+    job's figures, with the interval's time and energy by the job's share."""
+    v = RecordVerifier(trusted_keys={n.key_id: n.key.public_key for n in nodes})
+    out: dict[tuple[str, str], list[int]] = {}
+    for data in envelopes:
+        for iv in v.verify_bytes(data).attestation.intervals:
+            for j in iv.jobs:
+                t = out.setdefault((j.account, j.run or j.job_id), [0, 0, 0, 0, 0])
+                t[0] += j.flops_estimate
+                t[1] += j.flops_upper
+                t[2] += 1
+                t[3] += (iv.end_unix_ns - iv.start_unix_ns) * j.share_ppm
+                t[4] += iv.energy_mj * j.share_ppm
+    return out
+
+
+def by_account(runs: dict[tuple[str, str], list[int]]) -> dict[str, list[int]]:
+    """`expected_runs` added up per account."""
+    out: dict[str, list[int]] = {}
+    for (account, _), figures in runs.items():
+        t = out.setdefault(account, [0] * len(figures))
+        for i, f in enumerate(figures):
+            t[i] += f
     return out

@@ -109,6 +109,25 @@ def add_parser(sub: Any) -> None:
         "one alert per silence), e.g. 90s, 5m, 1h (default: %(default)s)",
     )
     toml_accepts(silent_after, int, float)  # seconds
+    windows = p.add_argument(
+        "--account-windows",
+        default="30,90,365",
+        metavar="DAYS,...",
+        help="trailing windows of UTC days over which `flopwatch accounts` totals each account, "
+        "so a run split into many names is still seen (in the config file also a list) "
+        "(default: %(default)s)",
+    )
+    toml_accepts(windows, list, int)
+    kept = p.add_argument(
+        "--account-days-kept",
+        type=int,
+        default=400,
+        metavar="DAYS",
+        help="UTC days of per-account day sums the store keeps (older ones are deleted; totals "
+        "since the first record stay): at least the longest --account-windows, at most 3660; "
+        "collectors sharing a database should agree (default: %(default)s)",
+    )
+    toml_accepts(kept, int)
     p.add_argument(
         "--webhook-url",
         metavar="URL",
@@ -323,7 +342,13 @@ def _pending_limits(args: argparse.Namespace) -> PendingKeyLimits:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flopwatch.collector.config import CollectorConfig, parse_duration, parse_verify_workers
+    from flopwatch.collector.config import (
+        AccountWindows,
+        CollectorConfig,
+        parse_account_windows,
+        parse_duration,
+        parse_verify_workers,
+    )
     from flopwatch.collector.server import run_collector
 
     host_port(args.listen)
@@ -354,6 +379,9 @@ def run(args: argparse.Namespace) -> int:
         tlog=tlog_config(args),
         max_envelope_bytes=args.max_envelope_bytes,
         pending_keys=_pending_limits(args),
+        account_windows=AccountWindows(
+            parse_account_windows(args.account_windows), args.account_days_kept
+        ),
     )
 
     async def main() -> None:

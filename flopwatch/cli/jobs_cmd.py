@@ -27,11 +27,21 @@ HELP = (
 R = TypeVar("R")
 
 _EPILOG = """\
-Every figure is FLOPs under the FLOP model version printed below the table: the estimate (the
-job's declared precision, else bf16) and the sound upper bound (fastest precision, maximum SM
-clock). "from"/"to" is the measured interval the figures cover (UTC). A job's upper bound on a
-GPU it shared with other jobs is that whole GPU's, so bounds of jobs sharing GPUs do not add up.
+FLOP figures are under the FLOP model version printed below the table: the estimate (the job's
+declared precision, else bf16) and the sound upper bound (fastest precision, maximum SM clock).
+GPU-seconds and GPU energy (kWh, the GPUs' board energy only: not host, network or cooling) are
+the job's share of each GPU interval, as its FLOPs are. "from"/"to" is the measured interval the
+figures cover (UTC). A job's upper bound on a GPU it shared with other jobs is that whole GPU's,
+so bounds of jobs sharing GPUs do not add up. Runs and accounts: `flopwatch runs`, `accounts`.
 """
+
+# What each figure of `flopwatch jobs`, `runs` and `accounts` --json is.
+LEGEND_WITH_ENERGY = {
+    **LEGEND,
+    "gpu_seconds": "GPU-seconds: each GPU interval's length times the job's share of it",
+    "energy_kwh": "GPU board energy in kWh, by the same shares as FLOPs; the GPUs' own energy "
+    "only, not host, network or cooling",
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -151,6 +161,14 @@ def render(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
+def seconds(value: float) -> str:
+    return f"{value:.4e}"
+
+
+def energy(value: float) -> str:
+    return f"{value:.4g}"
+
+
 def _figure_name(basis: str) -> str:
     return "upper bound" if basis == "upper" else "estimate"
 
@@ -165,6 +183,8 @@ def table(resp: collector_pb2.ListJobsResponse) -> str:
             "JOB",
             "FLOPs (estimate)",
             "FLOPs (upper bound)",
+            "GPU-seconds",
+            "GPU energy (kWh)",
             "GPU-intervals",
             "from",
             "to",
@@ -178,6 +198,8 @@ def table(resp: collector_pb2.ListJobsResponse) -> str:
                 j.job_id,
                 f"{int(j.flops_estimate):.4e}",
                 f"{int(j.flops_upper):.4e}",
+                seconds(j.gpu_seconds),
+                energy(j.energy_kwh),
                 str(j.gpu_intervals),
                 utc(j.first_start_unix_ns),
                 utc(j.last_end_unix_ns),
@@ -196,6 +218,8 @@ def job_table(resp: collector_pb2.ListJobGpusResponse) -> str:
         f"  FLOPs (upper bound):  {int(j.flops_upper):.4e}  ({j.flops_upper})",
         f"  measured:             {utc(j.first_start_unix_ns)} to {utc(j.last_end_unix_ns)} "
         f"UTC, {j.gpu_intervals} GPU-intervals",
+        f"  GPU-seconds:          {seconds(j.gpu_seconds)} (the job's shares)",
+        f"  GPU energy:           {energy(j.energy_kwh)} kWh (GPU boards only, the job's shares)",
         f"  thresholds crossed:   {crossed} ({_figure_name(resp.alert_basis)})",
         "",
     ]
@@ -246,6 +270,8 @@ def _details(j: collector_pb2.JobTotal) -> dict[str, object]:
         "first_start_unix_ns": j.first_start_unix_ns,
         "last_end_unix_ns": j.last_end_unix_ns,
         "thresholds_crossed": [int(t) for t in j.thresholds_crossed],
+        "gpu_seconds": j.gpu_seconds,
+        "energy_kwh": j.energy_kwh,
     }
 
 
@@ -254,7 +280,7 @@ def as_json(resp: collector_pb2.ListJobsResponse) -> dict[str, object]:
     return {
         "jobs": {j.job_id: _figures(j) for j in resp.jobs},
         "details": {j.job_id: _details(j) for j in resp.jobs},
-        "legend": LEGEND,
+        "legend": LEGEND_WITH_ENERGY,
         "flop_model_version": resp.flop_model_version,
         "alert_basis": resp.alert_basis,
     }
@@ -277,7 +303,7 @@ def job_as_json(resp: collector_pb2.ListJobGpusResponse) -> dict[str, object]:
     return {
         "job": {"id": resp.job.job_id, **_figures(resp.job), **_details(resp.job)},
         "nodes": nodes,
-        "legend": LEGEND,
+        "legend": LEGEND_WITH_ENERGY,
         "flop_model_version": resp.flop_model_version,
         "alert_basis": resp.alert_basis,
     }

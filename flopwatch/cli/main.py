@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from flopwatch import __version__
 from flopwatch.cli import (
+    accounts_cmd,
     agent_cmd,
     certs_cmd,
     collector_cmd,
@@ -31,6 +32,7 @@ from flopwatch.cli import (
     records_cmd,
     replay_cmd,
     report_cmd,
+    runs_cmd,
     verify_cmd,
     witness_cmd,
 )
@@ -45,6 +47,8 @@ COMMANDS = (
     collector_cmd,
     nodes_cmd,
     jobs_cmd,
+    runs_cmd,
+    accounts_cmd,
     report_cmd,
     records_cmd,
     verify_cmd,
@@ -59,8 +63,9 @@ COMMANDS = (
 _EPILOG = """\
 who runs what:
   on each GPU node     agent (the node agent), job (register a job with this node's agent)
-  the operator         collector, nodes (node keys), jobs (totals a collector holds),
-                       report (a job's evidence bundle), records (archive, prune)
+  the operator         collector, nodes (node keys), jobs, runs, accounts (totals a
+                       collector holds), report (a job's evidence bundle), records (archive,
+                       prune)
   a regulator          verify (a bundle, offline), log (keep tree heads, check the log grew),
                        monitor (follow collectors' logs: verify, total, alert)
   anyone               replay (FLOPs of a recorded trace), certs (mTLS), witness (cosign

@@ -128,6 +128,44 @@ class QueryLimits:
     max_page_bytes: int = 768 * 1024
 
 
+MAX_ACCOUNT_DAYS_KEPT = 3660  # ten years of per-account day sums at most
+
+
+@dataclass(frozen=True)
+class AccountWindows:
+    """Per-account totals over trailing windows of UTC days (`flopwatch accounts`), so a run
+    split into many names is still seen. The store keeps each account's sums per UTC day for
+    `kept_days` (at least the longest window, at most `MAX_ACCOUNT_DAYS_KEPT`) and deletes older
+    days; a window sums its days when asked. Collectors sharing a database should keep the same
+    number of days (the smallest wins)."""
+
+    days: tuple[int, ...] = (30, 90, 365)
+    kept_days: int = 400
+
+    def __post_init__(self) -> None:
+        if not self.days or any(d < 1 for d in self.days):
+            raise ConfigError(f"account windows must be positive numbers of days, got {self.days}")
+        if not max(self.days) <= self.kept_days <= MAX_ACCOUNT_DAYS_KEPT:
+            raise ConfigError(
+                f"account days kept ({self.kept_days}) must be at least the longest window "
+                f"({max(self.days)}) and at most {MAX_ACCOUNT_DAYS_KEPT}"
+            )
+
+
+def parse_account_windows(text: str) -> tuple[int, ...]:
+    """'30,90,365' -> (30, 90, 365): days, ascending, each once."""
+    try:
+        days = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        days = []
+    if not days or days[0] < 1 or days[-1] > MAX_ACCOUNT_DAYS_KEPT:
+        raise ConfigError(
+            f"--account-windows takes days such as 30,90,365 (1 to {MAX_ACCOUNT_DAYS_KEPT}), "
+            f"got {text!r}"
+        )
+    return tuple(days)
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """What clients may hold of a collector, each and together (`flopwatch.collector.server`,
@@ -244,6 +282,7 @@ class CollectorConfig:
     query: QueryLimits = field(default_factory=QueryLimits)
     pending_keys: PendingKeyLimits = field(default_factory=PendingKeyLimits)
     server: ServerLimits = field(default_factory=ServerLimits)
+    account_windows: AccountWindows = field(default_factory=AccountWindows)
 
     def __post_init__(self) -> None:
         most = self.limits.max_envelope_bytes if self.tlog is None else MAX_ENTRY_BYTES

@@ -1,4 +1,4 @@
-"""Read-only questions about jobs and nodes, answered from a store.
+"""Read-only questions about jobs, runs, accounts and nodes, answered from a store.
 
 Used by the gRPC servicer (on the ingest thread, which owns the store's connection) and by
 `flopwatch nodes list --db` (its own connection). Every FLOP figure here is an exact int; each
@@ -8,13 +8,24 @@ name says whether it is an estimate or an upper bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from flopwatch.collector.alerts.liveness import is_silent
+from flopwatch.collector.config import AccountWindows
 from flopwatch.collector.store.base import Store
-from flopwatch.collector.store.records import GpuTotal, JobGpu, JobTotal, NodeRecord, PendingKey
+from flopwatch.collector.store.records import (
+    AccountTotal,
+    GpuTotal,
+    JobGpu,
+    JobTotal,
+    NodeRecord,
+    PendingKey,
+    RunTotal,
+    WindowTotal,
+)
+from flopwatch.verify.sums import DAY_NS
 
 SummaryStatus = Literal["enrolled", "revoked", "pending"]
 
@@ -75,18 +86,36 @@ class NodeSummary:
         return cls(key.key_id, key.node_id, "pending", *none, key.last_seen_ns, False, 0, 0, 0, 0)
 
 
+@dataclass(frozen=True)
+class AccountSummary:
+    """An account's totals since records were first held, and over each trailing window of UTC
+    days through `today` (days since 1970-01-01)."""
+
+    total: AccountTotal
+    today: int
+    windows: tuple[WindowTotal, ...]
+
+    @property
+    def windows_end_ns(self) -> int:
+        """Where every window ends: the end of `today` (UTC)."""
+        return (self.today + 1) * DAY_NS
+
+
 class Query:
-    """Paged reads of jobs, a job's GPUs, and node keys."""
+    """Paged reads of jobs, a job's GPUs, runs, accounts (with `windows`, trailing numbers of
+    UTC days), and node keys."""
 
     def __init__(
         self,
         store: Store,
         *,
         silent_after_s: float,
+        windows: Sequence[int] = AccountWindows().days,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._store = store
         self.silent_after_s = silent_after_s
+        self.windows = tuple(windows)
         self._now_ns = now_ns
 
     def job_page(self, prefix: str, after: str, limit: int) -> list[JobTotal]:
@@ -97,6 +126,19 @@ class Query:
 
     def job_gpu_page(self, job_id: str, after: tuple[str, str], limit: int) -> list[JobGpu]:
         return self._store.job_gpu_page(job_id, after, limit)
+
+    def run_page(
+        self, account: str | None, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[RunTotal]:
+        return self._store.run_page(account, prefix, after, limit)
+
+    def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountSummary]:
+        """Up to `limit` accounts after `after`, each with its trailing windows through today
+        (UTC, by this collector's clock)."""
+        totals = self._store.account_page(prefix, after, limit)
+        today = self._now_ns() // DAY_NS
+        windows = self._store.account_windows([t.account for t in totals], today, self.windows)
+        return [AccountSummary(t, today, windows[t.account]) for t in totals]
 
     def node_page(self, after: str, limit: int) -> list[NodeSummary]:
         """Up to `limit` node keys (enrolled, revoked and awaiting approval) after `after`."""

@@ -163,7 +163,13 @@ class CollectorService:
     ) -> tuple[Ingestor, SigningKey]:
         """Runs on the ingest thread: the store's connection belongs to it. The collector key
         must be the log's own (`open_log_key`); a wrong one stops the start here."""
-        store = open_store(db, now_ns=self._now_ns, create=True, exclusive=True)
+        store = open_store(
+            db,
+            now_ns=self._now_ns,
+            create=True,
+            exclusive=True,
+            account_days_kept=self.config.account_windows.kept_days,
+        )
         try:
             log_key = open_log_key(key_path, store)
             ingestor = Ingestor(
@@ -209,7 +215,12 @@ class CollectorService:
             )
             assert self._store is not None
             self._log = TransparencyLog(self._store, log_key, now_ns=self._now_ns)
-            query = Query(self._store, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns)
+            query = Query(
+                self._store,
+                silent_after_s=cfg.silent_after_s,
+                windows=cfg.account_windows.days,
+                now_ns=self._now_ns,
+            )
             liveness = LivenessMonitor(
                 self._store, self._sinks, silent_after_s=cfg.silent_after_s, now_ns=self._now_ns
             )

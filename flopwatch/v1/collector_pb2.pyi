@@ -58,7 +58,7 @@ class ListJobsRequest(_message.Message):
     def __init__(self, job_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class JobTotal(_message.Message):
-    __slots__ = ("job_id", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "thresholds_crossed")
+    __slots__ = ("job_id", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "thresholds_crossed", "gpu_seconds", "energy_kwh")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,8 @@ class JobTotal(_message.Message):
     LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_CROSSED_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     flops_estimate: str
     flops_upper: str
@@ -73,7 +75,9 @@ class JobTotal(_message.Message):
     last_end_unix_ns: int
     gpu_intervals: int
     thresholds_crossed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., thresholds_crossed: _Optional[_Iterable[str]] = ...) -> None: ...
+    gpu_seconds: float
+    energy_kwh: float
+    def __init__(self, job_id: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., thresholds_crossed: _Optional[_Iterable[str]] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "flop_model_version", "alert_basis", "next_page_token")
@@ -184,6 +188,122 @@ class ListNodesResponse(_message.Message):
     silent_after_seconds: float
     flop_model_version: str
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., silent_after_seconds: _Optional[float] = ..., flop_model_version: _Optional[str] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("account", "run_prefix", "page_size", "page_token")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RUN_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    run_prefix: str
+    page_size: int
+    page_token: str
+    def __init__(self, account: _Optional[str] = ..., run_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class RunTotal(_message.Message):
+    __slots__ = ("account", "run", "classes", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    run: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    flops_estimate: str
+    flops_upper: str
+    first_start_unix_ns: int
+    last_end_unix_ns: int
+    gpu_intervals: int
+    gpu_seconds: float
+    energy_kwh: float
+    def __init__(self, account: _Optional[str] = ..., run: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token", "flop_model_version")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunTotal]
+    next_page_token: str
+    flop_model_version: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunTotal, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., flop_model_version: _Optional[str] = ...) -> None: ...
+
+class WindowTotal(_message.Message):
+    __slots__ = ("days", "start_unix_ns", "end_unix_ns", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    start_unix_ns: int
+    end_unix_ns: int
+    flops_estimate: str
+    flops_upper: str
+    first_start_unix_ns: int
+    last_end_unix_ns: int
+    gpu_intervals: int
+    gpu_seconds: float
+    energy_kwh: float
+    def __init__(self, days: _Optional[int] = ..., start_unix_ns: _Optional[int] = ..., end_unix_ns: _Optional[int] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
+
+class AccountTotal(_message.Message):
+    __slots__ = ("account", "classes", "runs", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh", "windows")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    FIRST_START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    runs: int
+    flops_estimate: str
+    flops_upper: str
+    first_start_unix_ns: int
+    last_end_unix_ns: int
+    gpu_intervals: int
+    gpu_seconds: float
+    energy_kwh: float
+    windows: _containers.RepeatedCompositeFieldContainer[WindowTotal]
+    def __init__(self, account: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., runs: _Optional[int] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[WindowTotal, _Mapping]]] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("account_prefix", "page_size", "page_token")
+    ACCOUNT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account_prefix: str
+    page_size: int
+    page_token: str
+    def __init__(self, account_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "next_page_token", "flop_model_version")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountTotal]
+    next_page_token: str
+    flop_model_version: str
+    def __init__(self, accounts: _Optional[_Iterable[_Union[AccountTotal, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., flop_model_version: _Optional[str] = ...) -> None: ...
 
 class GetTreeHeadRequest(_message.Message):
     __slots__ = ()

@@ -123,6 +123,16 @@ class QueryServiceStub:
                 request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/flopwatch.v1.QueryService/ListRuns',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/flopwatch.v1.QueryService/ListAccounts',
+                request_serializer=flopwatch_dot_v1_dot_collector__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -151,6 +161,22 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """Per-run totals across every job, node and cluster, a page at a time, ordered by
+        (account, run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Per-account totals, all time and over trailing windows of UTC days, a page at a time,
+        ordered by account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +194,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.FromString,
                     response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListRunsRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=flopwatch_dot_v1_dot_collector__pb2.ListAccountsRequest.FromString,
+                    response_serializer=flopwatch_dot_v1_dot_collector__pb2.ListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +287,60 @@ class QueryService:
             '/flopwatch.v1.QueryService/ListNodes',
             flopwatch_dot_v1_dot_collector__pb2.ListNodesRequest.SerializeToString,
             flopwatch_dot_v1_dot_collector__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.QueryService/ListRuns',
+            flopwatch_dot_v1_dot_collector__pb2.ListRunsRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flopwatch.v1.QueryService/ListAccounts',
+            flopwatch_dot_v1_dot_collector__pb2.ListAccountsRequest.SerializeToString,
+            flopwatch_dot_v1_dot_collector__pb2.ListAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,15 +37,18 @@ from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.model import MODEL_VERSION, Pipe
 from flopwatch.model.device import DeviceModel, device_model
-from flopwatch.model.figures import Method, method_for
+from flopwatch.model.figures import JobFigures, Method, method_for
 from flopwatch.model.flops import PPM
-from flopwatch.runs import label_problem, run_of
+from flopwatch.runs import CLASS_BIT, label_problem, run_of
 from flopwatch.v1 import attestation_pb2 as pb
-from flopwatch.verify.sums import RecordSums, SumsBuilder
+from flopwatch.verify.sums import RecordSums, SumsBuilder, utc_day
 
 SUPPORTED_MODEL_VERSIONS = frozenset({MODEL_VERSION})
 _MAX_SMS = 1024
 _MAX_CLOCK_MHZ = 10_000
+# A class's bit (`flopwatch.runs.CLASS_BIT`) by its number in a record; unknown numbers are
+# refused before this is asked.
+_CLASS_BIT_OF_PROTO = {n: CLASS_BIT[c] for n, c in WORKLOAD_CLASS_FROM_PROTO.items()}
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,18 @@ class RecordVerifier:
             if start < last_end.get(iv.gpu, start):
                 raise VerificationError("overlap", "two intervals of one GPU overlap")
             last_end[iv.gpu] = end
-            sums.add_interval(devices[iv.gpu], (iv.flops_estimate, iv.flops_upper, start, end, 1))
+            sums.add_interval(
+                devices[iv.gpu],
+                (
+                    iv.flops_estimate,
+                    iv.flops_upper,
+                    start,
+                    end,
+                    1,
+                    (end - start) * PPM,
+                    iv.energy_mj * PPM,
+                ),
+            )
         # 7. Gaps name a GPU of the record and a proper time range.
         gaps = tuple(self._check_gap(att, g) for g in att.gaps)
         # 8. Hardware bindings name a GPU of the record, and a GPU report was requested over
@@ -366,14 +380,7 @@ class RecordVerifier:
             shares=shares,
             utilization_centipercent=utilization,
         )
-        for j, job_id, f in zip(jobs, ids, figures.jobs, strict=True):
-            if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
-                raise VerificationError(
-                    "flops_mismatch",
-                    f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
-                    f"counters give {f.flops_estimate}/{f.flops_upper}",
-                )
-            scope.sums.add_job(job_id, uuid, (f.flops_estimate, f.flops_upper, start_ns, end_ns, 1))
+        _add_jobs(scope.sums, iv, uuid, ids, figures.jobs)
         if iv.flops_upper != figures.flops_upper or iv.flops_estimate != figures.flops_estimate:
             raise VerificationError("flops_mismatch", "interval totals do not match its counters")
         if figures.flops_upper > model.physical_peak(duration):
@@ -435,3 +442,36 @@ class RecordVerifier:
         limits = (MAX_REPORT_BYTES, MAX_CEC_REPORT_BYTES, MAX_CERT_CHAIN_BYTES)
         if any(len(blob) > most for blob, most in zip(data[1:], limits, strict=True)):
             raise VerificationError("too_many", "GPU report larger than NVML can return")
+
+
+def _add_jobs(
+    sums: SumsBuilder,
+    iv: pb.GpuInterval,
+    uuid: str,
+    ids: Sequence[str],
+    figures: Sequence[JobFigures],
+) -> None:
+    """Each job's claimed figures equal the recomputed ones; add them up, with its GPU time
+    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm)."""
+    start_ns, end_ns, energy = iv.start_unix_ns, iv.end_unix_ns, iv.energy_mj
+    day = utc_day(end_ns)
+    for j, job_id, f in zip(iv.jobs, ids, figures, strict=True):
+        if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
+            raise VerificationError(
+                "flops_mismatch",
+                f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
+                f"counters give {f.flops_estimate}/{f.flops_upper}",
+            )
+        share = j.share_ppm
+        sums.add_job(
+            (job_id, uuid, j.run, j.account, _CLASS_BIT_OF_PROTO[j.workload_class], day),
+            (
+                f.flops_estimate,
+                f.flops_upper,
+                start_ns,
+                end_ns,
+                1,
+                (end_ns - start_ns) * share,
+                energy * share,
+            ),
+        )

@@ -1,8 +1,14 @@
-"""What a verified record adds up to: per job, per (job, GPU) and per measured device. Pure.
+"""What a verified record adds up to: per job, per (job, GPU), per measured device, per run and
+per account and UTC day. Pure.
 
 The verifier sums a record's figures as it checks them, so that whoever totals many records
 (the collector, per batch) adds a few sums per record instead of every GPU interval again.
 Integers throughout: sums are exact.
+
+GPU time and energy are attributed by the same shares as FLOPs (a job's `share_ppm` of each
+interval), and kept exact in units of the share: GPU time in femtoseconds (the interval's
+nanoseconds times the share in ppm) and energy in nanojoules (the interval's GPU board energy in
+millijoules times the share in ppm), so the jobs of one interval add up to the whole GPU's.
 """
 
 from __future__ import annotations
@@ -10,10 +16,23 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import NamedTuple, TypeVar
 
+from flopwatch.runs import run_of
+
 # Figures of several GPU intervals added up: FLOPs estimate, FLOPs upper bound, first interval
-# start (ns), last interval end (ns), number of (GPU interval, job) contributions.
-Sum = tuple[int, int, int, int, int]
+# start (ns), last interval end (ns), number of (GPU interval, job) contributions, GPU time
+# (femtoseconds) and GPU board energy (nanojoules).
+Sum = tuple[int, int, int, int, int, int, int]
 K = TypeVar("K", bound=Hashable)
+
+DAY_NS = 86400 * 10**9
+
+
+def utc_day(end_ns: int) -> int:
+    """The UTC day (days since 1970-01-01) an interval ending at `end_ns` counts for: the day of
+    its last nanosecond, so an interval ending exactly at midnight stays in the day it ran. An
+    interval crossing midnight counts whole for the day it ends in (intervals are at most an
+    hour: `Limits.max_interval_ns`)."""
+    return (end_ns - 1) // DAY_NS
 
 
 class RecordSums(NamedTuple):
@@ -25,6 +44,11 @@ class RecordSums(NamedTuple):
     # shared it (upper bound: the device's, not the jobs' bounds added)
     devices: Mapping[str, Sum]
     spans: Mapping[str, tuple[tuple[int, int], ...]]  # device -> its intervals [start, end)
+    # (account, run) -> its jobs' contributions; the run is the declared one, else the job id
+    # (`flopwatch.runs.run_of`); account "" where none is known
+    runs: Mapping[tuple[str, str], Sum]
+    run_classes: Mapping[tuple[str, str], int]  # (account, run) -> classes (`runs.CLASS_BIT` set)
+    account_days: Mapping[tuple[str, int], Sum]  # (account, `utc_day`) -> contributions
 
 
 def _add(acc: dict[K, list[int]], key: K, s: Sum) -> None:
@@ -37,23 +61,31 @@ def _add(acc: dict[K, list[int]], key: K, s: Sum) -> None:
     a[2] = min(a[2], s[2])
     a[3] = max(a[3], s[3])
     a[4] += s[4]
+    a[5] += s[5]
+    a[6] += s[6]
 
 
 def _frozen(acc: dict[K, list[int]]) -> dict[K, Sum]:
-    return {k: (a[0], a[1], a[2], a[3], a[4]) for k, a in acc.items()}
+    return {k: (a[0], a[1], a[2], a[3], a[4], a[5], a[6]) for k, a in acc.items()}
+
+
+# A job's contribution as the builder keys it: (job id, GPU uuid, declared run, account,
+# class bit, UTC day).
+_Labelled = tuple[str, str, str, str, int, int]
 
 
 class SumsBuilder:
     """Adds up a record's intervals as the verifier checks them."""
 
     def __init__(self) -> None:
-        self._job_gpus: dict[tuple[str, str], list[int]] = {}
+        self._labelled: dict[_Labelled, list[int]] = {}
         self._devices: dict[str, list[int]] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}
 
-    def add_job(self, job_id: str, uuid: str, figures: Sum) -> None:
-        """One job's figures from one interval of GPU `uuid`."""
-        _add(self._job_gpus, (job_id, uuid), figures)
+    def add_job(self, key: _Labelled, figures: Sum) -> None:
+        """One job's figures from one interval, keyed (job id, GPU uuid, declared run (empty:
+        none), account, class bit, `utc_day` of the interval)."""
+        _add(self._labelled, key, figures)
 
     def add_interval(self, device: str, figures: Sum) -> None:
         """One interval's whole-device figures."""
@@ -61,12 +93,22 @@ class SumsBuilder:
         self._spans.setdefault(device, []).append((figures[2], figures[3]))
 
     def build(self) -> RecordSums:
-        job_gpus = _frozen(self._job_gpus)
+        labelled = _frozen(self._labelled)
+        job_gpus = merge(((job, uuid), s) for (job, uuid, *_), s in labelled.items())
+        classes: dict[tuple[str, str], int] = {}
+        by_run: list[tuple[tuple[str, str], Sum]] = []
+        for (job, _, run, account, bit, _), s in labelled.items():
+            key = (account, run_of(job, run))
+            by_run.append((key, s))
+            classes[key] = classes.get(key, 0) | bit
         return RecordSums(
             jobs=merge((job, s) for (job, _), s in job_gpus.items()),
             job_gpus=job_gpus,
             devices=_frozen(self._devices),
             spans={d: tuple(s) for d, s in self._spans.items()},
+            runs=merge(by_run),
+            run_classes=classes,
+            account_days=merge(((k[3], k[5]), s) for k, s in labelled.items()),
         )
 
 

@@ -17,17 +17,23 @@ from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from tests.collector.collector_helpers import run
 from tests.collector.server_helpers import config, enroll, past_node, submit
-from tests.nodes import expected_totals
+from tests.nodes import expected_runs, expected_totals
 
 
-def cli(port: int, *args: str) -> list[str]:
-    return ["jobs", "--collector", f"127.0.0.1:{port}", "--insecure", *args]
+def cli(port: int, *args: str, command: str | None = "jobs") -> list[str]:
+    """`flopwatch COMMAND --collector ... ARGS` (command None: `args` start with the command)."""
+    if command is None:
+        command, *rest = args
+    else:
+        rest = list(args)
+    return [command, "--collector", f"127.0.0.1:{port}", "--insecure", *rest]
 
 
 def serve_and_ask(
-    db: Path, asks: Sequence[Sequence[str]], capsys, setup=None
+    db: Path, asks: Sequence[Sequence[str]], capsys, setup=None, command: str | None = "jobs"
 ) -> list[tuple[int, str, str]]:
-    """Start a collector on `db`, run `setup(channel)`, then each CLI call in a thread."""
+    """Start a collector on `db`, run `setup(channel)`, then each CLI call in a thread
+    (`flopwatch COMMAND ASK...`; command None: each ask starts with its command)."""
 
     async def scenario():
         service = CollectorService(config(db, metrics_listen=None))
@@ -39,7 +45,7 @@ def serve_and_ask(
             out = []
             for ask in asks:
                 capsys.readouterr()
-                code = await asyncio.to_thread(main, cli(port, *ask))
+                code = await asyncio.to_thread(main, cli(port, *ask, command=command))
                 captured = capsys.readouterr()
                 out.append((code, captured.out, captured.err))
             return out
@@ -69,7 +75,15 @@ def test_jobs_table_json_and_one_jobs_breakdown(tmp_path, capsys):
     assert code == 0
     totals = expected_totals([a, b], [*envs, other])
     header = table.splitlines()[0]
-    for column in ("JOB", "FLOPs (estimate)", "FLOPs (upper bound)", "GPU-intervals", "from"):
+    for column in (
+        "JOB",
+        "FLOPs (estimate)",
+        "FLOPs (upper bound)",
+        "GPU-seconds",
+        "GPU energy (kWh)",
+        "GPU-intervals",
+        "from",
+    ):
         assert column in header
     assert f"{totals['slurm:c/7'][0]:.4e}" in table
     assert "FLOP model v1; times in UTC; alerts fire on the upper bound." in table
@@ -79,6 +93,13 @@ def test_jobs_table_json_and_one_jobs_breakdown(tmp_path, capsys):
         job: {"flops": e, "flops_upper": u} for job, (e, u) in totals.items()
     }  # the shape `flopwatch replay` prints
     assert doc["details"]["slurm:c/7"]["gpu_intervals"] == 3 * 2 + 2
+    # Each node's readings: 1 s and 700 J per GPU and record, all the job's.
+    [(_, (*_, fs, nj))] = [
+        (k, v) for k, v in expected_runs([a, b], envs).items() if k[1] == "slurm:c/7"
+    ]
+    assert doc["details"]["slurm:c/7"]["gpu_seconds"] == fs / 1e15 == 8.0
+    assert doc["details"]["slurm:c/7"]["energy_kwh"] == nj / 3.6e15 == 8 * 700 / 3.6e6
+    assert "board energy" in doc["legend"]["energy_kwh"]
     assert doc["flop_model_version"] == "1" and "estimate" in doc["legend"]["flops"]
 
     assert "job slurm:c/7" in one
@@ -105,7 +126,8 @@ def test_jobs_pages_through_more_than_one_message_holds(tmp_path, capsys):
     ids = [f"{i:06d}" + "€" * 250 for i in range(3000)]
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "INSERT INTO job_totals VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO job_totals (job_id, flops_estimate, flops_upper, first_start_ns, "
+            "last_end_ns, gpu_intervals) VALUES (?, ?, ?, ?, ?, ?)",
             [(j, str(10**24 + i), str(10**25 + i), 1, 2, 1) for i, j in enumerate(ids)],
         )
     [(code, out, err), (code2, out2, _)] = serve_and_ask(

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import AlertEvent, JobTotal
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from tests.nodes import NOW, S
@@ -46,6 +47,30 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 def totals_of(store: SQLiteStore) -> dict[str, list[int]]:
     return {t.job_id: [t.flops_estimate, t.flops_upper] for t in store.job_totals()}
+
+
+ALL = ("", "")  # `run_page` from the first run
+
+
+def runs_of(store: Store) -> dict[tuple[str, str], list[int]]:
+    """(account, run) -> [estimate, upper, contributions, GPU time fs, energy nJ]."""
+    return {
+        (t.account, t.run): [
+            t.flops_estimate,
+            t.flops_upper,
+            t.gpu_intervals,
+            t.gpu_time_fs,
+            t.energy_nj,
+        ]
+        for t in store.run_page(None, "", ALL, 10**6)
+    }
+
+
+def accounts_of(store: Store) -> dict[str, list[int]]:
+    return {
+        t.account: [t.flops_estimate, t.flops_upper, t.gpu_intervals, t.gpu_time_fs, t.energy_nj]
+        for t in store.account_page("", None, 10**6)
+    }
 
 
 class RecordingSink:

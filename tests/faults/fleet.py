@@ -17,6 +17,7 @@ from pathlib import Path
 from flopwatch.agent.backends.sim import SIM_PID_BASE, SimBackend
 from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
+from flopwatch.collector.store.records import gpu_seconds, kwh
 from flopwatch.jobs_file import load_jobs
 from flopwatch.keys import SigningKey
 from flopwatch.verify import RecordVerifier
@@ -25,6 +26,9 @@ from flopwatch.verify.record import VerifiedRecord
 CLUSTER = "faults"
 # {"job": {"flops": estimate, "flops_upper": upper bound}}, as `flopwatch jobs --json` prints.
 Totals = dict[str, dict[str, int]]
+# {(account, run) or account: {"flops": N, "flops_upper": N, "gpu_seconds": X, "energy_kwh": X}},
+# from `flopwatch runs --json` and the all-time figures of `flopwatch accounts --json`.
+RunFigures = dict[str, float | int]
 
 
 @dataclass(frozen=True)
@@ -62,19 +66,32 @@ def write_jobs(path: Path, start_ns: int, span_s: float) -> list[JobWindow]:
     """A jobs file shared by every node, so each job spans the whole fleet.
 
     GPU 0 runs a pretraining job, then a fine-tune that starts part-way through an interval
-    (that interval is split between the two); GPU 1 runs an evaluation job throughout.
+    (that interval is split between the two); GPU 1 runs an evaluation job throughout. Both
+    jobs of GPU 0 add to one run of account acme (its classes: pretraining, fine-tuning); the
+    evaluation job declares neither run nor account (a run of its own, no account).
     """
     t0 = start_ns / 1e9
     switch = t0 + span_s * 0.43 + 0.0123
     far = t0 + span_s + 3600.0
     jobs = [
-        {"job": "pretrain-7b", "pid": SIM_PID_BASE, "start": t0 - 1, "end": switch},
+        {
+            "job": "pretrain-7b",
+            "pid": SIM_PID_BASE,
+            "start": t0 - 1,
+            "end": switch,
+            "run": "model-7b",
+            "account": "acme",
+            "class": "pretraining",
+        },
         {
             "job": "finetune-7b",
             "pid": SIM_PID_BASE,
             "start": switch,
             "end": far,
             "precision": "fp8",
+            "run": "model-7b",
+            "account": "acme",
+            "class": "fine-tuning",
         },
         {"job": "eval-70b", "pid": SIM_PID_BASE + 1, "start": t0 - 1, "end": far},
     ]
@@ -105,6 +122,45 @@ def job_totals(records: Iterable[VerifiedRecord]) -> Totals:
             t["flops"] += c.flops_estimate
             t["flops_upper"] += c.flops_upper
     return dict(sorted(out.items()))
+
+
+def run_totals(records: Iterable[VerifiedRecord]) -> dict[tuple[str, str], RunFigures]:
+    """Per (account, run): FLOPs (exact), GPU-seconds and GPU energy (kWh) from each record's
+    intervals, every job's share of the interval's time and energy (as `flopwatch runs` shows
+    them: exact sums, then converted once)."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for r in records:
+        for iv in r.attestation.intervals:
+            for j in iv.jobs:
+                t = sums.setdefault((j.account, j.run or j.job_id), [0, 0, 0, 0])
+                t[0] += j.flops_estimate
+                t[1] += j.flops_upper
+                t[2] += (iv.end_unix_ns - iv.start_unix_ns) * j.share_ppm
+                t[3] += iv.energy_mj * j.share_ppm
+    return {key: _figures(t) for key, t in sorted(sums.items())}
+
+
+def account_totals(records: Iterable[VerifiedRecord]) -> dict[str, RunFigures]:
+    """`run_totals` added up per account."""
+    sums: dict[str, list[int]] = {}
+    for r in records:
+        for iv in r.attestation.intervals:
+            for j in iv.jobs:
+                t = sums.setdefault(j.account, [0, 0, 0, 0])
+                t[0] += j.flops_estimate
+                t[1] += j.flops_upper
+                t[2] += (iv.end_unix_ns - iv.start_unix_ns) * j.share_ppm
+                t[3] += iv.energy_mj * j.share_ppm
+    return {key: _figures(t) for key, t in sorted(sums.items())}
+
+
+def _figures(t: list[int]) -> RunFigures:
+    return {
+        "flops": t[0],
+        "flops_upper": t[1],
+        "gpu_seconds": gpu_seconds(t[2]),
+        "energy_kwh": kwh(t[3]),
+    }
 
 
 def contributions(records: Iterable[VerifiedRecord]) -> int:

@@ -12,7 +12,17 @@ from pathlib import Path
 
 from flopwatch.verify.record import VerifiedRecord
 from tests.faults.evidence import held_records, node_keys, spooled_records
-from tests.faults.fleet import SimNode, Totals, fleet, job_totals, signed_offline, write_jobs
+from tests.faults.fleet import (
+    RunFigures,
+    SimNode,
+    Totals,
+    account_totals,
+    fleet,
+    job_totals,
+    run_totals,
+    signed_offline,
+    write_jobs,
+)
 from tests.faults.processes import AgentProcess, ChildProcess, CollectorProcess
 
 
@@ -39,6 +49,15 @@ class FaultLab:
     def expected(self) -> Totals:
         """Per-job totals of every record the fleet signs in an uninterrupted run."""
         return job_totals(r for records in self.offline.values() for r in records)
+
+    @property
+    def expected_runs(self) -> dict[tuple[str, str], RunFigures]:
+        """Per-run totals of the same records: the run spans two jobs on every node."""
+        return run_totals(r for records in self.offline.values() for r in records)
+
+    @property
+    def expected_accounts(self) -> dict[str, RunFigures]:
+        return account_totals(r for records in self.offline.values() for r in records)
 
     def collector(self, thresholds: Sequence[int] = ()) -> CollectorProcess:
         c = CollectorProcess(self.root / "collector.db", self.root / "collector.log", thresholds)

@@ -21,7 +21,7 @@ import grpc
 
 from flopwatch.transport import query_stub
 from flopwatch.v1 import collector_pb2
-from tests.faults.fleet import SimNode, Totals
+from tests.faults.fleet import RunFigures, SimNode, Totals
 from tests.faults.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,3 +268,47 @@ def jobs_json(address: str) -> Totals:
     ).stdout
     jobs = json.loads(out)["jobs"]
     return {j: {k: int(v[k]) for k in ("flops", "flops_upper")} for j, v in jobs.items()}
+
+
+def _cli_json(address: str, command: str) -> dict[str, object]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flopwatch",
+            command,
+            "--collector",
+            address,
+            "--insecure",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    doc: dict[str, object] = json.loads(out)
+    return doc
+
+
+_FIGURES = ("flops", "flops_upper", "gpu_seconds", "energy_kwh")
+
+
+def runs_json(address: str) -> dict[tuple[str, str], RunFigures]:
+    """Per (account, run): FLOPs, GPU-seconds and energy, as `flopwatch runs --json` prints."""
+    runs = _cli_json(address, "runs")["runs"]
+    assert isinstance(runs, list)
+    return {(r["account"], r["run"]): {k: r[k] for k in _FIGURES} for r in runs}
+
+
+def accounts_json(address: str) -> dict[str, RunFigures]:
+    """Per account: the all-time figures and those of its shortest window (the fault tests'
+    records are minutes old: every window holds them all), as `flopwatch accounts --json`."""
+    accounts = _cli_json(address, "accounts")["accounts"]
+    assert isinstance(accounts, list)
+    out = {}
+    for a in accounts:
+        all_time = {k: a["all_time"][k] for k in _FIGURES}
+        assert {k: a["windows"][0][k] for k in _FIGURES} == all_time, a
+        out[a["account"]] = all_time
+    return out

@@ -4,7 +4,8 @@ Three simulated nodes stream to a collector process on SQLite. The test kills it
 moments drawn from a seeded generator, in terms of GPU-interval contributions committed, and
 restarts it on the same port and database each time. Once every agent has drained, the totals
 must equal, to the FLOP, what the agents signed: computed offline from the same readings, and
-read back from the agents' spools. Each threshold alert is recorded exactly once.
+read back from the agents' spools; per job, and per run and account (one run spans two jobs on
+every node). Each threshold alert is recorded exactly once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from tests.faults.evidence import missing_sequences, unaccounted
 from tests.faults.fleet import Totals, contributions, job_totals
 from tests.faults.lab import FaultLab
-from tests.faults.processes import Progress, committed, jobs_json
+from tests.faults.processes import Progress, accounts_json, committed, jobs_json, runs_json
 from tests.faults.waits import wait_until
 
 pytestmark = pytest.mark.faults
@@ -66,12 +67,17 @@ def test_collector_sigkilled_repeatedly_totals_equal_what_agents_signed(
         for a in agents:
             assert a.wait(timeout=120) == 0, a.tail()
         totals = jobs_json(collector.address)
+        runs, accounts = runs_json(collector.address), accounts_json(collector.address)
     finally:
         progress.close()
     assert collector.starts == KILLS + 1
     assert collector.stop() == 0
 
     assert totals == expected
+    # Runs and accounts, added in the same transactions as the jobs: exactly once as well.
+    assert set(runs) == {("acme", "model-7b"), ("", "eval-70b")}
+    assert runs == lab.expected_runs
+    assert accounts == lab.expected_accounts
     # The agents' own spools: every record they signed, and the same sums.
     spooled = lab.spooled()
     assert job_totals(spooled) == expected

@@ -1,4 +1,5 @@
 """Network faults between agents and collector: connections cut, and a half-open partition.
+Job, run and account totals are checked alike.
 
 Agents reach the collector through a TCP proxy (tests/faults/tcp_proxy.py). Cuts land at seeded
 moments in terms of contributions committed, so acks are lost after commits and envelopes
@@ -16,7 +17,15 @@ import pytest
 from tests.faults.evidence import missing_sequences, unaccounted
 from tests.faults.fleet import contributions, job_totals
 from tests.faults.lab import FaultLab
-from tests.faults.processes import AgentProcess, CollectorProcess, Progress, committed, jobs_json
+from tests.faults.processes import (
+    AgentProcess,
+    CollectorProcess,
+    Progress,
+    accounts_json,
+    committed,
+    jobs_json,
+    runs_json,
+)
 from tests.faults.tcp_proxy import TcpProxy
 from tests.faults.waits import wait_until
 
@@ -32,6 +41,11 @@ def finish(lab: FaultLab, collector: CollectorProcess, agents: list[AgentProcess
     for a in agents:
         assert a.wait(timeout=120) == 0, a.tail()
     assert jobs_json(collector.address) == lab.expected
+    # Runs and accounts, exactly once too: the run of two jobs on every node, its account, and
+    # the evaluation job's own run of no account.
+    assert set(lab.expected_runs) == {("acme", "model-7b"), ("", "eval-70b")}
+    assert runs_json(collector.address) == lab.expected_runs
+    assert accounts_json(collector.address) == lab.expected_accounts
     assert collector.stop() == 0
     held = lab.held(collector)
     assert job_totals(held) == lab.expected

@@ -12,8 +12,10 @@ from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
 from flopwatch.keys import SigningKey
 from flopwatch.model import Pipe, Precision
+from flopwatch.runs import CLASS_BIT, WorkloadClass
 from flopwatch.v1 import attestation_pb2 as pb
 from flopwatch.verify import RecordVerifier
+from flopwatch.verify.sums import DAY_NS, utc_day
 
 S = 10**9
 T0 = 1_800_000_000 * S
@@ -177,11 +179,22 @@ def test_sampling_error_becomes_signed_gap(key: SigningKey) -> None:
 
 
 def test_sums_add_up_the_records_figures(key: SigningKey) -> None:
-    """Two GPUs, two rounds, two jobs sharing GPU-1: the sums the verifier builds while it
-    checks equal the record's per-interval figures added up by hand."""
+    """Two GPUs, two rounds, two jobs sharing GPU-1, one of them in a declared run of an
+    account: the sums the verifier builds while it checks equal the record's per-interval
+    figures added up by hand, GPU time (ns x ppm) and energy (mJ x ppm) by each job's share."""
     gpu2 = GpuInfo(uuid="GPU-2", name="H100", sm_count=132, cc=(9, 0), max_sm_clock_mhz=1980)
     shared = (ProcessShare(42, 0.7), ProcessShare(43, 0.3))
-    windows = [*WINDOWS, JobWindow("job-2", pid=43, start_ns=0, end_ns=None)]
+    job2 = JobWindow(
+        "job-2",
+        pid=43,
+        start_ns=0,
+        end_ns=None,
+        run="run-x",
+        account="acme",
+        workload_class=WorkloadClass.FINE_TUNING,
+        run_source="manual",
+    )
+    windows = [*WINDOWS, job2]
 
     def round_at(start: int) -> list[GpuReading]:
         first = dataclasses.replace(reading(start), processes=shared)
@@ -192,25 +205,67 @@ def test_sums_add_up_the_records_figures(key: SigningKey) -> None:
     env = b.build_rounds([(round_at(T0), windows), (round_at(T0 + S), windows)])
     rec = verifier(key).verify(env)
 
-    def added(rows: list[tuple[object, tuple[int, int, int, int]]]) -> dict[object, tuple]:
-        out: dict[object, tuple] = {}
-        for k, (est, up, start, end) in rows:
-            e, u, s, t, n = out.get(k, (0, 0, start, end, 0))
-            out[k] = (e + est, u + up, min(s, start), max(t, end), n + 1)
+    def added(rows: list[tuple[object, tuple[int, ...]]]) -> dict[object, tuple[int, ...]]:
+        out: dict[object, tuple[int, ...]] = {}
+        for k, (est, up, start, end, fs, nj) in rows:
+            e, u, s, t, n, f, j = out.get(k, (0, 0, start, end, 0, 0, 0))
+            out[k] = (e + est, u + up, min(s, start), max(t, end), n + 1, f + fs, j + nj)
         return out
 
-    cs = rec.contributions
-    assert {c.job_id for c in cs} == {"job-1", "job-2"} and len(cs) == 6
-    figures = [(c.flops_estimate, c.flops_upper, c.start_ns, c.end_ns) for c in cs]
-    assert rec.sums.jobs == added([(c.job_id, f) for c, f in zip(cs, figures, strict=True)])
-    assert rec.sums.job_gpus == added(
-        [((c.job_id, c.gpu_uuid), f) for c, f in zip(cs, figures, strict=True)]
-    )
-    ms = rec.measured
+    att = rec.attestation
+    shares = []  # (job, gpu uuid, run, account, figures) from the record itself
+    for iv in att.intervals:
+        for j in iv.jobs:
+            span = iv.end_unix_ns - iv.start_unix_ns
+            figures = (j.flops_estimate, j.flops_upper, iv.start_unix_ns, iv.end_unix_ns)
+            by_share = (span * j.share_ppm, iv.energy_mj * j.share_ppm)
+            shares.append((j.job_id, att.gpus[iv.gpu].uuid, j.run, j.account, figures + by_share))
+    assert {s[0] for s in shares} == {"job-1", "job-2"} and len(shares) == 6
+    assert rec.sums.jobs == added([(s[0], s[4]) for s in shares])
+    assert rec.sums.job_gpus == added([((s[0], s[1]), s[4]) for s in shares])
+    assert rec.sums.runs == added([((s[3], s[2] or s[0]), s[4]) for s in shares])
+    assert set(rec.sums.runs) == {("", "job-1"), ("acme", "run-x")}
+    assert rec.sums.run_classes == {
+        ("", "job-1"): CLASS_BIT[WorkloadClass.UNKNOWN],
+        ("acme", "run-x"): CLASS_BIT[WorkloadClass.FINE_TUNING],
+    }
+    day = T0 // DAY_NS
+    assert rec.sums.account_days == added([((s[3], day), s[4]) for s in shares])
     assert rec.sums.devices == added(
-        [(m.device, (m.flops_estimate, m.flops_upper, m.start_ns, m.end_ns)) for m in ms]
+        [
+            (
+                att.gpus[iv.gpu].uuid,
+                (
+                    iv.flops_estimate,
+                    iv.flops_upper,
+                    iv.start_unix_ns,
+                    iv.end_unix_ns,
+                    (iv.end_unix_ns - iv.start_unix_ns) * 10**6,
+                    iv.energy_mj * 10**6,
+                ),
+            )
+            for iv in att.intervals
+        ]
     )
+    # The jobs' GPU time and energy add up to the whole GPUs': nothing lost to the shares.
+    for i in (5, 6):
+        assert sum(s[i] for s in rec.sums.jobs.values()) == sum(
+            d[i] for d in rec.sums.devices.values()
+        )
     assert rec.sums.spans == {
         "GPU-1": ((T0, T0 + S), (T0 + S, T0 + 2 * S)),
         "GPU-2": ((T0, T0 + S), (T0 + S, T0 + 2 * S)),
     }
+
+
+def test_an_interval_counts_for_the_utc_day_it_ends_in(key: SigningKey) -> None:
+    """Crossing midnight: the day it ends in; ending at midnight: the day it ran in."""
+    midnight = (T0 // DAY_NS + 1) * DAY_NS
+    assert utc_day(midnight) == midnight // DAY_NS - 1
+    assert utc_day(midnight + 1) == midnight // DAY_NS
+    for start, day in (
+        (midnight - S, midnight // DAY_NS - 1),
+        (midnight - S // 2, midnight // DAY_NS),
+    ):
+        rec = verifier(key).verify(build(key, reading(start)))
+        assert list(rec.sums.account_days) == [("", day)]

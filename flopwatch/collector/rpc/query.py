@@ -1,10 +1,11 @@
-"""QueryService (ListJobs, ListJobGpus, ListNodes): its answers as protobuf messages, and the
-servicer that hands them to the store's thread.
+"""QueryService (ListJobs, ListJobGpus, ListNodes, ListRuns, ListAccounts): its answers as
+protobuf messages, and the servicer that hands them to the store's thread.
 
 Each answer function runs on the collector's ingest thread (it reads the store through `Query`);
 `QueryServicer` only maps errors to status codes: ConfigError (a bad page token) to
 INVALID_ARGUMENT, `JobNotFound` to NOT_FOUND, StoreError to UNAVAILABLE. FLOP figures travel as
-exact decimal strings.
+exact decimal strings; GPU-seconds and kWh as doubles (from the store's exact femtoseconds and
+nanojoules).
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ from typing import Any, TypeVar
 import grpc
 
 from flopwatch.collector.config import QueryLimits
-from flopwatch.collector.query import NodeSummary, Query, SummaryStatus
+from flopwatch.collector.query import AccountSummary, NodeSummary, Query, SummaryStatus
 from flopwatch.collector.rpc.paging import decode_token, fill, page_size
 from flopwatch.collector.rpc.store_thread import Codes, on_store_thread
-from flopwatch.collector.store.records import JobGpu, JobTotal
+from flopwatch.collector.store.records import (
+    JobGpu,
+    JobTotal,
+    RunTotal,
+    WindowTotal,
+    gpu_seconds,
+    kwh,
+)
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.model import MODEL_VERSION
+from flopwatch.runs import classes_in
 from flopwatch.v1 import collector_pb2 as pb
 from flopwatch.v1 import collector_pb2_grpc
+from flopwatch.verify.sums import DAY_NS
 
 T = TypeVar("T")
 
@@ -47,6 +57,59 @@ def job_message(t: JobTotal) -> pb.JobTotal:
         last_end_unix_ns=t.last_end_ns,
         gpu_intervals=t.gpu_intervals,
         thresholds_crossed=[str(x) for x in t.thresholds_crossed],
+        gpu_seconds=gpu_seconds(t.gpu_time_fs),
+        energy_kwh=kwh(t.energy_nj),
+    )
+
+
+def _class_names(bits: int) -> list[str]:
+    return [c.value for c in classes_in(bits)]
+
+
+def run_message(t: RunTotal) -> pb.RunTotal:
+    return pb.RunTotal(
+        account=t.account,
+        run=t.run,
+        classes=_class_names(t.classes),
+        flops_estimate=str(t.flops_estimate),
+        flops_upper=str(t.flops_upper),
+        first_start_unix_ns=t.first_start_ns,
+        last_end_unix_ns=t.last_end_ns,
+        gpu_intervals=t.gpu_intervals,
+        gpu_seconds=gpu_seconds(t.gpu_time_fs),
+        energy_kwh=kwh(t.energy_nj),
+    )
+
+
+def window_message(w: WindowTotal, end_ns: int) -> pb.WindowTotal:
+    return pb.WindowTotal(
+        days=w.days,
+        start_unix_ns=w.first_day * DAY_NS,
+        end_unix_ns=end_ns,
+        flops_estimate=str(w.flops_estimate),
+        flops_upper=str(w.flops_upper),
+        first_start_unix_ns=w.first_start_ns,
+        last_end_unix_ns=w.last_end_ns,
+        gpu_intervals=w.gpu_intervals,
+        gpu_seconds=gpu_seconds(w.gpu_time_fs),
+        energy_kwh=kwh(w.energy_nj),
+    )
+
+
+def account_message(a: AccountSummary) -> pb.AccountTotal:
+    t = a.total
+    return pb.AccountTotal(
+        account=t.account,
+        classes=_class_names(t.classes),
+        runs=t.runs,
+        flops_estimate=str(t.flops_estimate),
+        flops_upper=str(t.flops_upper),
+        first_start_unix_ns=t.first_start_ns,
+        last_end_unix_ns=t.last_end_ns,
+        gpu_intervals=t.gpu_intervals,
+        gpu_seconds=gpu_seconds(t.gpu_time_fs),
+        energy_kwh=kwh(t.energy_nj),
+        windows=[window_message(w, a.windows_end_ns) for w in a.windows],
     )
 
 
@@ -160,6 +223,43 @@ def list_nodes(
     )
 
 
+def list_runs(
+    query: Query, limits: QueryLimits, request: pb.ListRunsRequest
+) -> pb.ListRunsResponse:
+    size = page_size(request.page_size, limits)
+    after = decode_token(request.page_token, 2)
+    account = request.account if request.HasField("account") else None
+    rows = query.run_page(
+        account, request.run_prefix, (after[0], after[1]) if after else ("", ""), size + 1
+    )
+    runs, token = fill(
+        rows,
+        run_message,
+        lambda t: (t.account, t.run),
+        size=size,
+        max_bytes=limits.max_page_bytes,
+    )
+    return pb.ListRunsResponse(runs=runs, next_page_token=token, flop_model_version=MODEL_VERSION)
+
+
+def list_accounts(
+    query: Query, limits: QueryLimits, request: pb.ListAccountsRequest
+) -> pb.ListAccountsResponse:
+    size = page_size(request.page_size, limits)
+    after = decode_token(request.page_token, 1)
+    rows = query.account_page(request.account_prefix, after[0] if after else None, size + 1)
+    accounts, token = fill(
+        rows,
+        account_message,
+        lambda a: (a.total.account,),
+        size=size,
+        max_bytes=limits.max_page_bytes,
+    )
+    return pb.ListAccountsResponse(
+        accounts=accounts, next_page_token=token, flop_model_version=MODEL_VERSION
+    )
+
+
 _CODES: Codes = {
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     JobNotFound: grpc.StatusCode.NOT_FOUND,
@@ -204,3 +304,13 @@ class QueryServicer(collector_pb2_grpc.QueryServiceServicer):
         self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListNodesResponse:
         return await self._answer(context, list_nodes, request)
+
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListRunsResponse:
+        return await self._answer(context, list_runs, request)
+
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListAccountsResponse:
+        return await self._answer(context, list_accounts, request)

@@ -1,7 +1,8 @@
 """Which client role may call which RPC, checked against the peer's mTLS certificate.
 
     IngestService (Submit)              agent
-    QueryService (ListJobs, ...)        reader
+    QueryService (ListJobs, ListRuns,   reader
+      ListAccounts, ...)
     LogService (tree heads, proofs)     agent, reader: public evidence
     Collector (deprecated)              each RPC as its namesake above
     grpc.health.v1.Health, others       anyone the TLS handshake let in
@@ -54,12 +55,15 @@ _BY_SERVICE = {
 def _method_roles() -> dict[str, frozenset[str]]:
     """Full method name ("/package.Service/Method") -> the roles that may call it."""
     services = collector_pb2.DESCRIPTOR.services_by_name
+    legacy = services["Collector"]
     out: dict[str, frozenset[str]] = {}
     for name, roles in _BY_SERVICE.items():
         for method in services[name].methods:
             out[f"/{services[name].full_name}/{method.name}"] = roles
-            # The deprecated Collector serves each RPC under the same method name.
-            out[f"/{services['Collector'].full_name}/{method.name}"] = roles
+            # The deprecated Collector serves its RPCs (those older than it) under the same
+            # method names.
+            if method.name in legacy.methods_by_name:
+                out[f"/{legacy.full_name}/{method.name}"] = roles
     return out
 
 

@@ -2,9 +2,10 @@
 
   NodeKeyStore     enrolled and revoked node keys
   EnrollmentStore  one-time enrollment tokens, keys awaiting approval, liveness (silence alerts)
-  PageStore        paged queries over jobs and their GPUs
+  PageStore        paged queries over jobs and their GPUs, runs and accounts
   ChainStore       each key's hash chain and each device's measured time
-  TotalsStore      job, per-GPU and per-device sums, fired alerts, and the one write (`commit`)
+  TotalsStore      job, run, account, per-GPU and per-device sums, fired alerts, and the one
+                   write (`commit`)
   LogStore         the transparency log, job evidence and signed tree heads
   RetentionStore   old envelopes out to an archive: what may go, and dropping their bytes
 
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
+    AccountTotal,
     AlertEvent,
     ChainState,
     ClockNote,
@@ -42,6 +44,8 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunTotal,
+    WindowTotal,
 )
 from flopwatch.verify.record import VerifiedRecord
 
@@ -148,6 +152,28 @@ class PageStore(Protocol):
         (("", "") for the first page), ascending by (key_id, gpu_uuid), "C" collation."""
         ...
 
+    def run_page(
+        self, account: str | None, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[RunTotal]:
+        """Up to `limit` runs of `account` ("": runs with no account; None: every account)
+        whose name starts with `prefix` and whose (account, run) sorts after `after` (("", "")
+        for the first page), ascending by (account, run), "C" collation."""
+        ...
+
+    def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
+        """Up to `limit` accounts starting with `prefix` that sort after `after` (None for the
+        first page: "", no account known, is an account), ascending, "C" collation, each with
+        the number of its runs held."""
+        ...
+
+    def account_windows(
+        self, accounts: Collection[str], today: int, windows: Sequence[int]
+    ) -> dict[str, tuple[WindowTotal, ...]]:
+        """For each of `accounts`, its sums over each trailing window (days, in the order
+        given) through UTC day `today` (days since 1970-01-01), from the per-day sums held;
+        zeros where nothing was measured. Days before the kept bound are no longer held."""
+        ...
+
 
 class ChainStore(Protocol):
     """What the ingestor judges a record against: its key's chain, its devices' measured time."""
@@ -176,7 +202,9 @@ class ChainStore(Protocol):
 
 
 class TotalsStore(Protocol):
-    """Sums per job, per (job, key, GPU) and per device, fired alerts, and the one write."""
+    """Sums per job, per (job, key, GPU) and per device, fired alerts, and the one write, which
+    also adds to the sums per run, per account and per account and UTC day (`PageStore` reads
+    those)."""
 
     def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]: ...
 
@@ -196,6 +224,11 @@ class TotalsStore(Protocol):
         """Durably apply verified records (chain, totals, per-GPU sums, gaps, coverage) and
         alerts in one transaction; all or nothing. Returns the alerts that were new, i.e. not
         already recorded for their (job, threshold).
+
+        Totals, in the same transaction: per job, per run (account, run), per account, and per
+        account and UTC day (`flopwatch.verify.sums.utc_day`) for the days the store keeps
+        (the last `AccountWindows.kept_days` by `received_at_ns`; older days held are deleted,
+        once a day). GPU time and energy are added per job, run, account and day.
 
         The caller has judged the records (chain, overlap) against this store; the store
         enforces uniqueness of (key, sequence) and (job, threshold) itself. A store several

@@ -74,6 +74,7 @@ def open_store(
     now_ns: Callable[[], int] = time.time_ns,
     create: bool = False,
     exclusive: bool = False,
+    account_days_kept: int | None = None,
 ) -> Store:
     """Open (and migrate) the store `db` names. StoreError if it cannot be opened.
 
@@ -84,7 +85,10 @@ def open_store(
     command refuses and creates nothing. `exclusive` (the collector) holds a SQLite database for
     this store's lifetime so that a second collector on the same file refuses to start; other
     commands still read and write it. PostgreSQL ignores it: collectors may share a database.
+    `account_days_kept`: UTC days of per-account sums kept (`AccountWindows.kept_days`; None:
+    its default).
     """
+    kept = {} if account_days_kept is None else {"account_days_kept": account_days_kept}
     parsed = parse_db(db) if isinstance(db, str) else db
     if parsed.kind == "sqlite":
         from flopwatch.collector.store.sqlite.store import SQLiteStore  # noqa: PLC0415
@@ -95,11 +99,11 @@ def open_store(
                 f"no such database {path}: check --db (the collector creates its database on "
                 "first start; other commands never do)"
             )
-        return SQLiteStore(path, now_ns=now_ns, create=create, exclusive=exclusive)
+        return SQLiteStore(path, now_ns=now_ns, create=create, exclusive=exclusive, **kept)
     try:
         from flopwatch.collector.store.postgres.store import PostgresStore  # noqa: PLC0415
     except ImportError as e:
         raise ConfigError(
             f"PostgreSQL support needs psycopg ({e}): pip install 'flopwatch[postgres]'"
         ) from e
-    return PostgresStore(parsed.target, now_ns=now_ns, create=create)
+    return PostgresStore(parsed.target, now_ns=now_ns, create=create, **kept)

@@ -3,23 +3,39 @@ sums of a batch.
 
 `aggregate` is the one place per-job sums of a batch are computed: the ingestor uses it to decide
 alerts before a commit, a store to write the same sums inside it, so the two cannot disagree.
+`run_sums`, `account_sums` and `account_day_sums` are the same for runs and accounts.
 
 FLOP figures are Python ints throughout: a job's total passes 2^64 (10^26 FLOPs) and must stay
 exact, so a store keeps them in a form that does not round (decimal text in SQLite, NUMERIC in
-PostgreSQL).
+PostgreSQL). GPU time and energy are exact ints too, in the units the verifier sums them in
+(`flopwatch.verify.sums`): femtoseconds and nanojoules; `gpu_seconds` and `kwh` convert them for
+people.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from flopwatch.verify.record import VerifiedRecord
-from flopwatch.verify.sums import Sum, merge
+from flopwatch.verify.sums import DAY_NS, Sum, merge
 
 NodeStatus = Literal["enrolled", "revoked"]
 AlertBasis = Literal["upper", "estimate"]
+
+FS_PER_SECOND = 10**15
+NJ_PER_KWH = 36 * 10**14  # 3.6 MJ
+
+
+def gpu_seconds(gpu_time_fs: int) -> float:
+    """GPU-seconds from GPU time in femtoseconds."""
+    return gpu_time_fs / FS_PER_SECOND
+
+
+def kwh(energy_nj: int) -> float:
+    """Kilowatt-hours from nanojoules."""
+    return energy_nj / NJ_PER_KWH
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,102 @@ class JobTotal:
     last_end_ns: int
     gpu_intervals: int  # (GPU interval, job) contributions counted
     thresholds_crossed: tuple[int, ...] = ()  # thresholds whose alert has fired, ascending
+    # By the job's shares, like FLOPs; counted from schema version 4 (SQLite) / 2 (PostgreSQL)
+    # on: records committed before hold them in their envelopes only.
+    gpu_time_fs: int = 0  # GPU time, femtoseconds
+    energy_nj: int = 0  # GPU board energy, nanojoules (not host, network or cooling)
+
+
+@dataclass(frozen=True)
+class RunTotal:
+    """A run's totals over every record accepted so far, across all jobs, nodes and clusters.
+    A run is its account and its name together (`flopwatch.runs`)."""
+
+    account: str  # "" where no account is known
+    run: str  # the declared run, else the job id
+    classes: int  # the classes its records declared (`flopwatch.runs.CLASS_BIT` set)
+    flops_estimate: int
+    flops_upper: int
+    first_start_ns: int
+    last_end_ns: int
+    gpu_intervals: int
+    gpu_time_fs: int
+    energy_nj: int
+
+
+@dataclass(frozen=True)
+class AccountTotal:
+    """An account's totals over every record accepted so far, all its runs together."""
+
+    account: str
+    classes: int
+    runs: int  # runs held under the account
+    flops_estimate: int
+    flops_upper: int
+    first_start_ns: int
+    last_end_ns: int
+    gpu_intervals: int
+    gpu_time_fs: int
+    energy_nj: int
+
+
+@dataclass(frozen=True)
+class WindowTotal:
+    """An account's sums over the trailing `days` UTC days: from the start of `first_day` on
+    (days since 1970-01-01), today included. An interval counts for the UTC day it ends in
+    (`flopwatch.verify.sums.utc_day`). Zeros (and 0 times) when nothing was measured."""
+
+    days: int
+    first_day: int
+    flops_estimate: int = 0
+    flops_upper: int = 0
+    first_start_ns: int = 0
+    last_end_ns: int = 0
+    gpu_intervals: int = 0
+    gpu_time_fs: int = 0
+    energy_nj: int = 0
+
+    @property
+    def start_ns(self) -> int:
+        return self.first_day * DAY_NS
+
+
+def window_totals(
+    rows: Iterable[tuple[str, int, JobDelta]], today: int, windows: Sequence[int]
+) -> dict[str, tuple[WindowTotal, ...]]:
+    """Each account's trailing windows (`windows`, in days, through UTC day `today`) from its
+    (account, day, sums) rows; accounts without rows are left out (`empty_windows`)."""
+    by_account: dict[str, dict[int, JobDelta]] = {}
+    for account, day, d in rows:
+        days = by_account.setdefault(account, {})
+        days[day] = d if day not in days else days[day].plus(d)
+    out = {}
+    for account, days in by_account.items():
+        totals = []
+        for n in windows:
+            first = today - n + 1
+            inside = [d for day, d in days.items() if day >= first]
+            if not inside:
+                totals.append(WindowTotal(n, first))
+                continue
+            total = inside[0]
+            for d in inside[1:]:
+                total = total.plus(d)
+            totals.append(WindowTotal(n, first, *total))
+        out[account] = tuple(totals)
+    return out
+
+
+def windows_of(
+    accounts: Iterable[str],
+    rows: Iterable[tuple[str, int, JobDelta]],
+    today: int,
+    windows: Sequence[int],
+) -> dict[str, tuple[WindowTotal, ...]]:
+    """`window_totals` for every one of `accounts` (zeros for one without rows)."""
+    found = window_totals(rows, today, windows)
+    empty = tuple(WindowTotal(n, today - n + 1) for n in windows)
+    return {a: found.get(a, empty) for a in accounts}
 
 
 @dataclass(frozen=True)
@@ -152,13 +264,16 @@ class AlertEvent:
 
 
 class JobDelta(NamedTuple):
-    """Sums of one batch's contributions to one job (a tuple: built per GPU-interval, hot)."""
+    """Sums of one batch's contributions to one job, run, account or day (a tuple: built per
+    GPU-interval, hot). Tables without GPU time and energy (per GPU) leave those out."""
 
     flops_estimate: int
     flops_upper: int
     first_start_ns: int
     last_end_ns: int
     gpu_intervals: int
+    gpu_time_fs: int = 0
+    energy_nj: int = 0
 
     def plus(self, other: JobDelta) -> JobDelta:
         return JobDelta(
@@ -167,6 +282,8 @@ class JobDelta(NamedTuple):
             min(self.first_start_ns, other.first_start_ns),
             max(self.last_end_ns, other.last_end_ns),
             self.gpu_intervals + other.gpu_intervals,
+            self.gpu_time_fs + other.gpu_time_fs,
+            self.energy_nj + other.energy_nj,
         )
 
     def add_to(self, job_id: str, total: JobTotal | None) -> JobTotal:
@@ -179,6 +296,8 @@ class JobDelta(NamedTuple):
                 self.first_start_ns,
                 self.last_end_ns,
                 self.gpu_intervals,
+                gpu_time_fs=self.gpu_time_fs,
+                energy_nj=self.energy_nj,
             )
         return JobTotal(
             job_id=job_id,
@@ -188,6 +307,8 @@ class JobDelta(NamedTuple):
             last_end_ns=max(total.last_end_ns, self.last_end_ns),
             gpu_intervals=total.gpu_intervals + self.gpu_intervals,
             thresholds_crossed=total.thresholds_crossed,
+            gpu_time_fs=total.gpu_time_fs + self.gpu_time_fs,
+            energy_nj=total.energy_nj + self.energy_nj,
         )
 
 
@@ -199,6 +320,54 @@ def aggregate(records: Iterable[VerifiedRecord]) -> dict[str, JobDelta]:
     """Per-job sums of the records' contributions (exact integer arithmetic)."""
     sums = merge((job, s) for r in records for job, s in r.sums.jobs.items())
     return {job: JobDelta(*s) for job, s in sums.items()}
+
+
+def run_sums(records: Iterable[VerifiedRecord]) -> dict[tuple[str, str], tuple[int, JobDelta]]:
+    """Per (account, run): its classes (a `flopwatch.runs.CLASS_BIT` set) and sums."""
+    listed = list(records)
+    classes: dict[tuple[str, str], int] = {}
+    for r in listed:
+        for key, bits in r.sums.run_classes.items():
+            classes[key] = classes.get(key, 0) | bits
+    sums = merge((key, s) for r in listed for key, s in r.sums.runs.items())
+    return {key: (classes[key], JobDelta(*s)) for key, s in sums.items()}
+
+
+def account_sums(
+    runs: Mapping[tuple[str, str], tuple[int, JobDelta]],
+) -> dict[str, tuple[int, JobDelta]]:
+    """Per account: the classes and sums of its runs (`run_sums`)."""
+    out: dict[str, tuple[int, JobDelta]] = {}
+    for (account, _), (bits, d) in runs.items():
+        held = out.get(account)
+        out[account] = (bits, d) if held is None else (held[0] | bits, held[1].plus(d))
+    return out
+
+
+class DaysKept(NamedTuple):
+    """Which UTC days of per-account sums a commit keeps: `first_day` on (no window reaches
+    further back); with `prune`, it deletes the older ones held (once per day is enough)."""
+
+    first_day: int
+    prune: bool
+
+
+def days_kept(now_ns: int, kept: int, pruned_before: int | None) -> DaysKept:
+    """The days a commit at `now_ns` keeps: the last `kept` UTC days, today included; prune
+    unless this store pruned before that first day already (`pruned_before`)."""
+    first = now_ns // DAY_NS - kept + 1
+    return DaysKept(first, pruned_before != first)
+
+
+def account_day_sums(
+    records: Iterable[VerifiedRecord], first_day: int
+) -> dict[tuple[str, int], JobDelta]:
+    """Per (account, UTC day) from `first_day` on (`flopwatch.verify.sums.utc_day`): what the
+    rolling windows add up. Older days are left out: no window reaches them."""
+    sums = merge(
+        (key, s) for r in records for key, s in r.sums.account_days.items() if key[1] >= first_day
+    )
+    return {key: JobDelta(*s) for key, s in sums.items()}
 
 
 def _node_sums(rows: Iterable[tuple[tuple[str, ...], str, Sum]]) -> NodeSums:

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flopwatch.collector.store.records import AlertEvent, JobGpu, NodeRecord, Projection
+from flopwatch.collector.store.records import (
+    AccountTotal,
+    AlertEvent,
+    JobDelta,
+    JobGpu,
+    JobTotal,
+    NodeRecord,
+    Projection,
+    RunTotal,
+)
 from flopwatch.verify.record import VerifiedRecord
 
 # Rows for `node_record`: append the WHERE / ORDER BY clause.
@@ -28,6 +37,47 @@ SELECT_JOB_GPUS = (
 SELECT_ALERTS = (
     "SELECT job_id, threshold, basis, value, at_ns, next_threshold, next_seconds FROM alerts"
 )
+
+
+# Rows for `run_total` and `account_total`: append the WHERE / ORDER BY clause.
+SELECT_RUNS = (
+    "SELECT account, run, classes, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+    "gpu_intervals, gpu_time_fs, energy_nj FROM run_totals"
+)
+SELECT_ACCOUNTS = (
+    "SELECT account, classes, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+    "gpu_intervals, gpu_time_fs, energy_nj FROM account_totals"
+)
+
+
+def sums(r: Sequence[Any]) -> JobDelta:
+    """The seven sum columns of a row, from its first: flops_estimate, flops_upper,
+    first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj."""
+    return JobDelta(*(int(v) for v in r[:7]))
+
+
+def job_total(r: Sequence[Any], crossed: tuple[int, ...]) -> JobTotal:
+    """A job's row (job_id, `SUMS`) and the thresholds it crossed."""
+    d = sums(r[1:])
+    return JobTotal(
+        r[0],
+        d.flops_estimate,
+        d.flops_upper,
+        d.first_start_ns,
+        d.last_end_ns,
+        d.gpu_intervals,
+        crossed,
+        gpu_time_fs=d.gpu_time_fs,
+        energy_nj=d.energy_nj,
+    )
+
+
+def run_total(r: Sequence[Any]) -> RunTotal:
+    return RunTotal(r[0], r[1], int(r[2]), *sums(r[3:]))
+
+
+def account_total(r: Sequence[Any], runs: int) -> AccountTotal:
+    return AccountTotal(r[0], int(r[1]), runs, *sums(r[2:]))
 
 
 def node_record(r: Sequence[Any]) -> NodeRecord:

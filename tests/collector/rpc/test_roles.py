@@ -85,6 +85,8 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
                 "Submit": await outcome(submit(channel, [envelope])),
                 "ListJobs": await outcome(query.ListJobs(cpb.ListJobsRequest())),
                 "ListNodes": await outcome(query.ListNodes(cpb.ListNodesRequest())),
+                "ListRuns": await outcome(query.ListRuns(cpb.ListRunsRequest())),
+                "ListAccounts": await outcome(query.ListAccounts(cpb.ListAccountsRequest())),
                 "legacy ListJobs": await outcome(legacy.ListJobs(cpb.ListJobsRequest())),
                 "GetTreeHead": await outcome(tlog.GetTreeHead(cpb.GetTreeHeadRequest())),
                 "legacy GetTreeHead": await outcome(legacy.GetTreeHead(cpb.GetTreeHeadRequest())),
@@ -122,6 +124,8 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
         "Submit": OK,
         "ListJobs": DENIED,
         "ListNodes": DENIED,
+        "ListRuns": DENIED,
+        "ListAccounts": DENIED,
         "legacy ListJobs": DENIED,
         "GetTreeHead": OK,
         "legacy GetTreeHead": OK,
@@ -134,6 +138,8 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
         "Submit": DENIED,
         "ListJobs": OK,
         "ListNodes": OK,
+        "ListRuns": OK,
+        "ListAccounts": OK,
         "legacy ListJobs": OK,
     }
     # The agents' records counted once; the reader's (the second) never reached the ingestor.
@@ -142,6 +148,8 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
     assert denied == {
         "/flopwatch.v1.QueryService/ListJobs": 2,
         "/flopwatch.v1.QueryService/ListNodes": 2,
+        "/flopwatch.v1.QueryService/ListRuns": 2,
+        "/flopwatch.v1.QueryService/ListAccounts": 2,
         "/flopwatch.v1.Collector/ListJobs": 2,
         "/flopwatch.v1.Collector/Submit": 1,
     }

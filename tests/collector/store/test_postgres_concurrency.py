@@ -18,8 +18,15 @@ import pytest
 from flopwatch.collector.ingest.ingestor import MAX_COMMIT_ATTEMPTS
 from flopwatch.collector.store.postgres.store import PostgresStore
 from flopwatch.errors import StoreConflictError
-from tests.collector.collector_helpers import RecordingSink, statuses, totals_of
-from tests.nodes import NOW, Node, expected_totals
+from flopwatch.verify.sums import DAY_NS
+from tests.collector.collector_helpers import (
+    RecordingSink,
+    accounts_of,
+    runs_of,
+    statuses,
+    totals_of,
+)
+from tests.nodes import NOW, Node, by_account, expected_runs, expected_totals
 
 pytestmark = pytest.mark.postgres
 
@@ -170,9 +177,11 @@ def test_endless_conflicts_end_in_retry(stores, make_ingestor, monkeypatch):
 
 def test_writers_racing_on_the_same_records_count_each_once(postgres_url, make_ingestor):
     """Four writers (threads, one connection each) ingest the same envelopes in different
-    orders and batch sizes, resending what they were told to retry, as agents do."""
-    nodes = [Node(f"node-{i}", gpus=2) for i in range(3)]
-    twin = Node("node-0-twin", gpus=2, gpu_prefix="GPU-node-0")  # measures node-0's GPUs
+    orders and batch sizes, resending what they were told to retry, as agents do. Every node
+    adds to one run of one account: their sums are the rows all writers contend for."""
+    labels = {"run": "llama", "account": "acme"}
+    nodes = [Node(f"node-{i}", gpus=2, **labels) for i in range(3)]
+    twin = Node("node-0-twin", gpus=2, gpu_prefix="GPU-node-0", **labels)  # node-0's GPUs
     setup = PostgresStore(postgres_url, now_ns=lambda: NOW)
     for n in [*nodes, twin]:
         setup.enroll(n.public_raw, n.node_id)
@@ -223,6 +232,11 @@ def test_writers_racing_on_the_same_records_count_each_once(postgres_url, make_i
     assert all(accepted[e] == 1 for e in envs[24:])
     # Twin records carry node-0's readings, so whichever of a pair won, the totals are the same.
     assert totals_of(setup) == expected_totals(nodes, envs)
+    runs = expected_runs(nodes, envs)
+    assert runs_of(setup) == runs
+    assert accounts_of(setup) == by_account(runs)
+    [[window]] = setup.account_windows(["acme"], NOW // DAY_NS, [31]).values()
+    assert [window.flops_upper, window.gpu_intervals] == by_account(runs)["acme"][1:3]
     assert setup.log_size() == len(accepted) == len(envs)
     [job] = setup.job_totals()
     assert len(setup.job_evidence(job.job_id).entries) == len(envs)

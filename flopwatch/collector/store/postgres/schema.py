@@ -117,6 +117,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE nodes ADD COLUMN clock_ahead_ns BIGINT",
         "ALTER TABLE nodes ADD COLUMN clock_ahead_at_ns BIGINT",
     ),
+    # Runs and accounts (issue 14, flopwatch.collector.store.postgres.runs): GPU time (fs) and
+    # GPU board energy (nJ) per job; totals per run (account, run name) and per account, with
+    # the set of workload classes seen (flopwatch.runs.CLASS_BIT); per account and UTC day, what
+    # the rolling windows add up (days before the kept bound are deleted). Jobs held before
+    # this migration become runs of their own, account unknown (their records name no run or
+    # account); their GPU time and energy stay in their envelopes.
+    (
+        """ALTER TABLE job_totals
+            ADD COLUMN gpu_time_fs NUMERIC(40, 0) NOT NULL DEFAULT 0,
+            ADD COLUMN energy_nj NUMERIC(40, 0) NOT NULL DEFAULT 0""",
+        """CREATE TABLE run_totals (
+            account TEXT COLLATE "C" NOT NULL, run TEXT COLLATE "C" NOT NULL,
+            classes INTEGER NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, gpu_time_fs NUMERIC(40, 0) NOT NULL,
+            energy_nj NUMERIC(40, 0) NOT NULL, PRIMARY KEY (account, run))""",
+        """CREATE TABLE account_totals (
+            account TEXT COLLATE "C" PRIMARY KEY, classes INTEGER NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, gpu_time_fs NUMERIC(40, 0) NOT NULL,
+            energy_nj NUMERIC(40, 0) NOT NULL)""",
+        """CREATE TABLE account_days (
+            account TEXT COLLATE "C" NOT NULL, day INTEGER NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, gpu_time_fs NUMERIC(40, 0) NOT NULL,
+            energy_nj NUMERIC(40, 0) NOT NULL, PRIMARY KEY (account, day))""",
+        "CREATE INDEX account_days_by_day ON account_days (day)",
+        """INSERT INTO run_totals SELECT '', job_id, 1, flops_estimate, flops_upper,
+            first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj FROM job_totals""",
+        """INSERT INTO account_totals SELECT '', 1, sum(flops_estimate), sum(flops_upper),
+            min(first_start_ns), max(last_end_ns), sum(gpu_intervals), sum(gpu_time_fs),
+            sum(energy_nj) FROM job_totals HAVING count(*) > 0""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg import errors as pg_errors
 
 from flopwatch.chain import Neighbours
-from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
 from flopwatch.collector.store.postgres import nodes as trust
-from flopwatch.collector.store.postgres import retention, schema, tlog, writes
+from flopwatch.collector.store.postgres import retention, runs, schema, tlog, writes
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
+    AccountTotal,
     AlertEvent,
     ChainState,
     ClockNote,
@@ -51,6 +52,10 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunTotal,
+    WindowTotal,
+    days_kept,
+    windows_of,
 )
 from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
@@ -58,6 +63,7 @@ from flopwatch.collector.store.rows import (
     SELECT_NODES,
     alerts_in_order,
     job_gpu,
+    job_total,
     node_record,
 )
 from flopwatch.errors import StoreConflictError, StoreError
@@ -84,12 +90,15 @@ class PostgresStore:
         now_ns: Callable[[], int] = time.time_ns,
         connect_timeout_s: int = 10,
         create: bool = True,
+        account_days_kept: int = AccountWindows().kept_days,
     ) -> None:
         """`create`: make the tables in an empty schema (the collector); without it (read-only
         commands, `nodes`), a schema without flopwatch's tables is a StoreError and nothing is
         created. An existing schema of an older version is migrated either way."""
         self._url = url
         self._now_ns = now_ns
+        self._days_kept = account_days_kept
+        self._pruned_before: int | None = None  # account days deleted before this day
         self._timeout = connect_timeout_s
         self._db = self._connect()
         try:
@@ -311,21 +320,13 @@ class PostgresStore:
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
         "SELECT t.job_id, t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, "
-        "t.gpu_intervals, ARRAY(SELECT a.threshold FROM alerts a WHERE a.job_id = t.job_id "
-        "ORDER BY a.threshold) FROM job_totals t"
+        "t.gpu_intervals, t.gpu_time_fs, t.energy_nj, ARRAY(SELECT a.threshold FROM alerts a "
+        "WHERE a.job_id = t.job_id ORDER BY a.threshold) FROM job_totals t"
     )
 
     @staticmethod
     def _total(r: tuple[Any, ...]) -> JobTotal:
-        return JobTotal(
-            job_id=r[0],
-            flops_estimate=_int(r[1]),
-            flops_upper=_int(r[2]),
-            first_start_ns=int(r[3]),
-            last_end_ns=int(r[4]),
-            gpu_intervals=int(r[5]),
-            thresholds_crossed=tuple(_int(x) for x in r[6]),
-        )
+        return job_total(r, tuple(_int(x) for x in r[8]))
 
     def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
         rows = self._rows(
@@ -368,6 +369,23 @@ class PostgresStore:
             (job_id, *after, limit),
         )
         return [job_gpu(r) for r in rows]
+
+    def run_page(
+        self, account: str | None, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[RunTotal]:
+        with self._tx("read run totals") as cur:
+            return runs.run_page(cur, account, prefix, after, limit)
+
+    def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
+        with self._snapshot("read account totals") as cur:
+            return runs.account_page(cur, prefix, after, limit)
+
+    def account_windows(
+        self, accounts: Collection[str], today: int, windows: Sequence[int]
+    ) -> dict[str, tuple[WindowTotal, ...]]:
+        with self._tx("read account windows") as cur:
+            rows = runs.account_days(cur, accounts, today - max(windows, default=1) + 1)
+        return windows_of(accounts, rows, today, windows)
 
     def fired_alerts(self) -> list[AlertEvent]:
         rows = self._rows("read alerts", SELECT_ALERTS)
@@ -426,5 +444,8 @@ class PostgresStore:
     def commit(
         self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
     ) -> list[AlertEvent]:
+        days = days_kept(received_at_ns, self._days_kept, self._pruned_before)
         with self._tx("commit batch") as cur:
-            return writes.write_batch(cur, self.scope, records, alerts, received_at_ns)
+            new = writes.write_batch(cur, self.scope, records, alerts, received_at_ns, days=days)
+        self._pruned_before = days.first_day
+        return new

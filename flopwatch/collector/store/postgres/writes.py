@@ -13,9 +13,9 @@ record since. Each batch therefore:
      (the same record, a fork of it, overlapping GPU time) raises StoreConflictError: the whole
      batch rolls back and the ingestor judges it afresh, so the record comes back as duplicate
      or rejected, never counted twice.
-  3. Adds to job and per-GPU sums in place (`flopwatch.collector.store.postgres.sums`:
-     `x = x + delta`, no read-modify-write): a job's row lock makes its writers take turns,
-     losing no update.
+  3. Adds to job, per-GPU, run, account and account-day sums in place
+     (`flopwatch.collector.store.postgres.sums`: `x = x + delta`, no read-modify-write): a
+     row's lock makes its writers take turns, losing no update.
   4. Inserts alerts with ON CONFLICT DO NOTHING RETURNING, in sorted order: of two collectors
      that decide the same (job, threshold), exactly one gets the row back and fires it.
   5. Appends the records to the transparency log, last, under the log's global lock.
@@ -29,10 +29,16 @@ from collections.abc import Sequence
 from functools import partial
 
 from flopwatch.chain import Neighbours, Verdict, judge
-from flopwatch.collector.store.postgres import nodes, tlog
+from flopwatch.collector.store.postgres import nodes, runs, tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.postgres.sums import add_sums
-from flopwatch.collector.store.records import AlertEvent, aggregate, job_gpu_sums, spans_by_device
+from flopwatch.collector.store.records import (
+    AlertEvent,
+    DaysKept,
+    aggregate,
+    job_gpu_sums,
+    spans_by_device,
+)
 from flopwatch.collector.store.rows import chain_rows, gap_rows, record_row
 from flopwatch.errors import StoreConflictError
 from flopwatch.intervals import Clash, merge
@@ -46,6 +52,8 @@ def write_batch(
     records: Sequence[VerifiedRecord],
     alerts: Sequence[AlertEvent],
     received_at_ns: int,
+    *,
+    days: DaysKept,
 ) -> list[AlertEvent]:
     """Apply records and alerts; return the alerts not already recorded (by anyone)."""
     if not records:
@@ -63,6 +71,7 @@ def write_batch(
     add_job_gpus(cur, records)
     nodes.record_activity(cur, records, received_at_ns)
     add_job_totals(cur, records)
+    runs.add_runs(cur, records, days.first_day, days.prune)
     new = insert_alerts(cur, alerts)
     tlog.append_records(cur, scope, records)  # last: its lock is global
     return new
@@ -140,7 +149,13 @@ def insert_records(cur: Cur, records: Sequence[VerifiedRecord], received_at_ns: 
 
 def add_job_totals(cur: Cur, records: Sequence[VerifiedRecord]) -> None:
     """Step 3: each job's sums, added in place, in job order."""
-    add_sums(cur, "job_totals", ["job_id"], [((j,), d) for j, d in aggregate(records).items()])
+    add_sums(
+        cur,
+        "job_totals",
+        ["job_id"],
+        [((j,), d) for j, d in aggregate(records).items()],
+        energy=True,
+    )
 
 
 def add_job_gpus(cur: Cur, records: Sequence[VerifiedRecord]) -> None:

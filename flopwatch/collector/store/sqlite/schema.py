@@ -119,7 +119,37 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE nodes ADD COLUMN clock_ahead_ns INTEGER",
         "ALTER TABLE nodes ADD COLUMN clock_ahead_at_ns INTEGER",
     ),
+    # Runs and accounts (issue 14, flopwatch.collector.store.sqlite.runs): GPU time (fs) and GPU
+    # board energy (nJ) per job; totals per run (account, run name) and per account, with the
+    # set of workload classes seen (flopwatch.runs.CLASS_BIT); per account and UTC day, what the
+    # rolling windows add up (days before the kept bound are deleted). Jobs held before this
+    # migration are copied as runs of their own, account unknown, by `runs.backfill` (their
+    # records name no run or account); their GPU time and energy stay in their envelopes.
+    (
+        "ALTER TABLE job_totals ADD COLUMN gpu_time_fs TEXT NOT NULL DEFAULT '0'",
+        "ALTER TABLE job_totals ADD COLUMN energy_nj TEXT NOT NULL DEFAULT '0'",
+        """CREATE TABLE run_totals (
+            account TEXT NOT NULL, run TEXT NOT NULL, classes INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, gpu_time_fs TEXT NOT NULL, energy_nj TEXT NOT NULL,
+            PRIMARY KEY (account, run)) WITHOUT ROWID""",
+        """CREATE TABLE account_totals (
+            account TEXT PRIMARY KEY, classes INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, gpu_time_fs TEXT NOT NULL,
+            energy_nj TEXT NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE account_days (
+            account TEXT NOT NULL, day INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, gpu_time_fs TEXT NOT NULL, energy_nj TEXT NOT NULL,
+            PRIMARY KEY (account, day)) WITHOUT ROWID""",
+        "CREATE INDEX account_days_by_day ON account_days (day)",
+    ),
 )
+RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -136,12 +166,15 @@ def current_version(db: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring the schema to SCHEMA_VERSION. Call inside a write transaction."""
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found (0: a new database). Call
+    inside a write transaction."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    found = current_version(db)
     common.migrate(
         MIGRATIONS,
-        current_version(db),
+        found,
         db.execute,
         lambda version: db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,)),
     )
+    return found

@@ -33,9 +33,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
-from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.records import (
+    AccountTotal,
     AlertEvent,
     ChainState,
     ClockNote,
@@ -48,6 +49,10 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunTotal,
+    WindowTotal,
+    days_kept,
+    windows_of,
 )
 from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
@@ -55,10 +60,11 @@ from flopwatch.collector.store.rows import (
     SELECT_NODES,
     alerts_in_order,
     job_gpu,
+    job_total,
     node_record,
 )
 from flopwatch.collector.store.sqlite import nodes as trust
-from flopwatch.collector.store.sqlite import retention, schema, tlog, writes
+from flopwatch.collector.store.sqlite import retention, runs, schema, tlog, writes
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
@@ -96,8 +102,11 @@ class SQLiteStore:
         busy_timeout_s: float = 10.0,
         create: bool = True,
         exclusive: bool = False,
+        account_days_kept: int = AccountWindows().kept_days,
     ) -> None:
         self._now_ns = now_ns
+        self._days_kept = account_days_kept
+        self._pruned_before: int | None = None  # account days deleted before this day
         self._lock = hold_collector_lock(path) if exclusive else None
         # Without `create`, SQLite's mode=rw opens an existing file and never makes one.
         target = str(path) if create else f"{path.absolute().as_uri()}?mode=rw"
@@ -119,8 +128,10 @@ class SQLiteStore:
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             with self._tx("schema migration"):
-                schema.migrate(self._db)
+                found = schema.migrate(self._db)
                 tlog.backfill(self._db)  # records held before the log existed
+                if 0 < found < schema.RUNS_VERSION:
+                    runs.backfill(self._db)  # jobs held before runs were totalled
         except StoreError:
             self._db.close()
             self._release()
@@ -297,8 +308,8 @@ class SQLiteStore:
 
     # -- totals and alerts -----------------------------------------------------------------
     _TOTALS = (
-        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
-        "FROM job_totals"
+        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+        "gpu_intervals, gpu_time_fs, energy_nj FROM job_totals"
     )
 
     def _thresholds(self, job_ids: Collection[str] | None) -> dict[str, tuple[int, ...]]:
@@ -315,18 +326,13 @@ class SQLiteStore:
 
     @staticmethod
     def _total(r: Any, crossed: dict[str, tuple[int, ...]]) -> JobTotal:
-        return JobTotal(
-            r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), crossed.get(r[0], ())
-        )
+        return job_total(r, crossed.get(r[0], ()))
 
     def totals_for(self, job_ids: Collection[str]) -> dict[str, JobTotal]:
         with self._errors("read job totals"):
             crossed = self._thresholds(job_ids)
             rows = select_matching(
-                self._db,
-                "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-                "gpu_intervals FROM job_totals WHERE job_id IN ({rows})",
-                keyed(job_ids),
+                self._db, self._TOTALS + " WHERE job_id IN ({rows})", keyed(job_ids)
             )
             return {r[0]: self._total(r, crossed) for r in rows}
 
@@ -365,6 +371,23 @@ class SQLiteStore:
                 (job_id, *after, limit),
             )
             return [job_gpu(r) for r in rows]
+
+    def run_page(
+        self, account: str | None, prefix: str, after: tuple[str, str], limit: int
+    ) -> list[RunTotal]:
+        with self._errors("read run totals"):
+            return runs.run_page(self._db, account, prefix, after, limit)
+
+    def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
+        with self._errors("read account totals"):
+            return runs.account_page(self._db, prefix, after, limit)
+
+    def account_windows(
+        self, accounts: Collection[str], today: int, windows: Sequence[int]
+    ) -> dict[str, tuple[WindowTotal, ...]]:
+        with self._errors("read account windows"):
+            rows = runs.account_days(self._db, accounts, today - max(windows, default=1) + 1)
+        return windows_of(accounts, rows, today, windows)
 
     def fired_alerts(self) -> list[AlertEvent]:
         with self._errors("read alerts"):
@@ -424,5 +447,8 @@ class SQLiteStore:
     def commit(
         self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int
     ) -> list[AlertEvent]:
+        days = days_kept(received_at_ns, self._days_kept, self._pruned_before)
         with self._tx("commit batch"):
-            return writes.write_batch(self._db, records, alerts, received_at_ns)
+            new = writes.write_batch(self._db, records, alerts, received_at_ns, days=days)
+        self._pruned_before = days.first_day
+        return new

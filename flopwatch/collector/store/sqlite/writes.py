@@ -12,14 +12,15 @@ from collections.abc import Sequence
 
 from flopwatch.collector.store.records import (
     AlertEvent,
+    DaysKept,
     JobDelta,
     aggregate,
     job_gpu_sums,
     spans_by_device,
 )
 from flopwatch.collector.store.rows import chain_rows, gap_rows, record_row
-from flopwatch.collector.store.sqlite import nodes, tlog
-from flopwatch.collector.store.sqlite.matching import keyed, select_matching
+from flopwatch.collector.store.sqlite import nodes, runs, tlog
+from flopwatch.collector.store.sqlite.matching import select_matching
 from flopwatch.errors import StoreError
 from flopwatch.intervals import Clash, Interval, merge
 from flopwatch.verify.record import VerifiedRecord
@@ -30,12 +31,15 @@ def write_batch(
     records: Sequence[VerifiedRecord],
     alerts: Sequence[AlertEvent],
     received_at_ns: int,
+    *,
+    days: DaysKept,
 ) -> list[AlertEvent]:
     """Apply records and alerts; return the alerts not already recorded."""
     first_leaf = tlog.append_records(db, records)  # the transparency log, same transaction
     insert_records(db, records, received_at_ns, first_leaf)
     add_job_totals(db, records)
     add_job_gpus(db, records)
+    runs.add_runs(db, records, days.first_day, days.prune)
     add_coverage(db, records)
     nodes.record_activity(db, records, received_at_ns)
     return insert_alerts(db, alerts)
@@ -77,19 +81,8 @@ def _text(d: JobDelta) -> tuple[str, str, int, int, int]:
 
 
 def add_job_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:
-    deltas = aggregate(records)
-    rows = select_matching(
-        db,
-        "SELECT job_id, flops_estimate, flops_upper, first_start_ns, last_end_ns, gpu_intervals "
-        "FROM job_totals WHERE job_id IN ({rows})",
-        keyed(deltas),
-    )
-    for row in rows:
-        deltas[row[0]] = deltas[row[0]].plus(_delta(row[1:]))
-    db.executemany(
-        "INSERT OR REPLACE INTO job_totals VALUES (?, ?, ?, ?, ?, ?)",
-        [(job_id, *_text(d)) for job_id, d in deltas.items()],
-    )
+    """Each job's sums, GPU time and energy included."""
+    runs.add_sums(db, "job_totals", {(j,): d for j, d in aggregate(records).items()})
 
 
 def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> None:

@@ -1,0 +1,183 @@
+"""`flopwatch runs --collector HOST:PORT`: per-run totals held by a collector, across every job,
+node and cluster. Follows the collector's pages to the end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
+from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, call, energy, render, seconds, utc
+from flopwatch.errors import ConfigError
+from flopwatch.runs import NO_ACCOUNT_SHOWN, shown_account
+from flopwatch.transport import query_stub, sync_channel
+from flopwatch.v1 import collector_pb2, collector_pb2_grpc
+
+HELP = (
+    "show cumulative FLOPs, GPU-seconds and GPU energy per run (a training run across jobs, "
+    "restarts, nodes and clusters) held by a collector"
+)
+
+_EPILOG = f"""\
+A run is its account and its name together: the run a job declared (an environment variable,
+a pod label, `flopwatch job start --run`), else the job itself. Every figure is a total since
+the collector first held a record of the run, over the measured time from "from" to "to" (UTC):
+FLOPs under the FLOP model version printed below the table, as an estimate (declared precision,
+else bf16) and a sound upper bound (fastest precision, maximum SM clock); GPU-seconds and GPU
+energy (kWh: the GPUs' board energy only, not host, network or cooling), both each job's share
+of its GPU intervals, as its FLOPs are. CLASSES are the workload classes the run's records
+declared. Account {NO_ACCOUNT_SHOWN}: none known. Per account, over rolling windows:
+`flopwatch accounts`.
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "runs",
+        help=HELP,
+        description=HELP + ".",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--collector",
+        required=True,
+        metavar="HOST:PORT",
+        help="the collector to ask; with mTLS, present a reader certificate "
+        "(flopwatch certs issue --client --role reader)",
+    )
+    p.add_argument(
+        "--account",
+        metavar="ACCOUNT",
+        help=f"only this account's runs ('{NO_ACCOUNT_SHOWN}' or '': runs of no known account)",
+    )
+    p.add_argument("--prefix", default="", help="only runs whose name starts with this")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON for scripts: {"runs": [{"account": A, "run": R, "classes": [...], '
+        '"flops": N, "flops_upper": N, "gpu_seconds": X, "energy_kwh": X, ...}], "legend": '
+        "{...}}; exact integers for FLOPs",
+    )
+    p.add_argument(
+        "--page-size",
+        type=int,
+        default=0,
+        help="rows per request (default: the collector's; it caps this)",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    add_tls_arguments(p, "reader")
+    p.set_defaults(run=run)
+
+
+def fetch_runs(
+    stub: collector_pb2_grpc.QueryServiceStub,
+    collector: str,
+    account: str | None,
+    prefix: str,
+    *,
+    page_size: int = 0,
+    timeout: float = 10.0,
+) -> collector_pb2.ListRunsResponse:
+    """Every page of ListRuns, merged into one response."""
+    out = collector_pb2.ListRunsResponse()
+    token = ""
+    while True:
+        request = collector_pb2.ListRunsRequest(
+            account=account, run_prefix=prefix, page_size=page_size, page_token=token
+        )
+        page: collector_pb2.ListRunsResponse = call(collector, stub.ListRuns, request, timeout)
+        out.runs.extend(page.runs)
+        out.flop_model_version = page.flop_model_version
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+def classes(names: Any) -> str:
+    return ",".join(names) or "-"
+
+
+def table(resp: collector_pb2.ListRunsResponse) -> str:
+    rows = [
+        (
+            "ACCOUNT",
+            "RUN",
+            "CLASSES",
+            "FLOPs (estimate)",
+            "FLOPs (upper bound)",
+            "GPU-seconds",
+            "GPU energy (kWh)",
+            "from",
+            "to",
+        )
+    ]
+    rows += [
+        (
+            shown_account(r.account),
+            r.run,
+            classes(r.classes),
+            f"{int(r.flops_estimate):.4e}",
+            f"{int(r.flops_upper):.4e}",
+            seconds(r.gpu_seconds),
+            energy(r.energy_kwh),
+            utc(r.first_start_unix_ns),
+            utc(r.last_end_unix_ns),
+        )
+        for r in resp.runs
+    ]
+    return (
+        render(rows)
+        + f"\nTotals since each run's first record, all jobs, nodes and clusters; FLOP model "
+        f"v{resp.flop_model_version}; GPU energy: GPU boards only; times in UTC."
+    )
+
+
+def run_json(r: collector_pb2.RunTotal) -> dict[str, object]:
+    return {
+        "account": r.account,
+        "run": r.run,
+        "classes": list(r.classes),
+        "flops": int(r.flops_estimate),
+        "flops_upper": int(r.flops_upper),
+        "gpu_seconds": r.gpu_seconds,
+        "energy_kwh": r.energy_kwh,
+        "gpu_intervals": r.gpu_intervals,
+        "first_start_unix_ns": r.first_start_unix_ns,
+        "last_end_unix_ns": r.last_end_unix_ns,
+    }
+
+
+def as_json(resp: collector_pb2.ListRunsResponse) -> dict[str, object]:
+    return {
+        "runs": [run_json(r) for r in resp.runs],
+        "scope": "since each run's first record, every job, node and cluster the collector holds",
+        "legend": LEGEND_WITH_ENERGY,
+        "flop_model_version": resp.flop_model_version,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    host_port(args.collector)
+    if args.page_size < 0:
+        raise ConfigError("--page-size must be 0 (the collector's default) or positive")
+    account = "" if args.account == NO_ACCOUNT_SHOWN else args.account
+    with sync_channel(
+        args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
+    ) as channel:
+        runs = fetch_runs(
+            query_stub(channel),
+            args.collector,
+            account,
+            args.prefix,
+            page_size=args.page_size,
+            timeout=args.timeout,
+        )
+    if args.json:
+        json.dump(as_json(runs), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(table(runs))
+    return EXIT_OK

@@ -1,0 +1,104 @@
+"""PostgreSQL side of run and account totals: added in place with every committed batch
+(inside its transaction, `writes.write_batch`), and read a page at a time.
+
+Sums are added with `x = x + delta` under the row lock the upsert takes (`sums.add_sums`), and
+the classes OR-ed, so collectors adding to one run or account take turns and lose nothing. The
+tables are written in a fixed order (runs, accounts, days), each in key order: two writers
+never wait for each other in opposite orders. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from flopwatch.collector.store.postgres.locks import Cur
+from flopwatch.collector.store.postgres.sums import add_sums
+from flopwatch.collector.store.records import (
+    AccountTotal,
+    JobDelta,
+    RunTotal,
+    account_day_sums,
+    account_sums,
+    run_sums,
+)
+from flopwatch.collector.store.rows import (
+    SELECT_ACCOUNTS,
+    SELECT_RUNS,
+    account_total,
+    run_total,
+    sums,
+)
+from flopwatch.verify.record import VerifiedRecord
+
+
+def add_runs(cur: Cur, records: Sequence[VerifiedRecord], first_day: int, prune: bool) -> None:
+    """The batch's sums per run, per account and per account and UTC day from `first_day` on;
+    with `prune`, days before `first_day` are deleted first (the kept bound)."""
+    runs = run_sums(records)
+    add_sums(
+        cur,
+        "run_totals",
+        ["account", "run"],
+        [((*key, bits), d) for key, (bits, d) in runs.items()],
+        ored=["classes"],
+        energy=True,
+    )
+    add_sums(
+        cur,
+        "account_totals",
+        ["account"],
+        [((account, bits), d) for account, (bits, d) in account_sums(runs).items()],
+        ored=["classes"],
+        energy=True,
+    )
+    if prune:
+        cur.execute("DELETE FROM account_days WHERE day < %s", (first_day,))
+    add_sums(
+        cur,
+        "account_days",
+        ["account", "day"],
+        list(account_day_sums(records, first_day).items()),
+        energy=True,
+    )
+
+
+def run_page(
+    cur: Cur, account: str | None, prefix: str, after: tuple[str, str], limit: int
+) -> list[RunTotal]:
+    where = " WHERE (account, run) > (%(a)s, %(r)s) AND starts_with(run, %(p)s)"
+    if account is not None:
+        where += " AND account = %(account)s AND run >= %(p)s"
+    cur.execute(
+        SELECT_RUNS + where + " ORDER BY account, run LIMIT %(limit)s",
+        {"a": after[0], "r": after[1], "p": prefix, "account": account, "limit": limit},
+    )
+    return [run_total(r) for r in cur.fetchall()]
+
+
+def account_page(cur: Cur, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
+    cur.execute(
+        SELECT_ACCOUNTS + " WHERE account >= %(p)s "
+        "AND (%(after)s::text IS NULL OR account > %(after)s) "
+        "AND starts_with(account, %(p)s) ORDER BY account LIMIT %(limit)s",
+        {"p": prefix, "after": after, "limit": limit},
+    )
+    rows = cur.fetchall()
+    cur.execute(
+        "SELECT account, count(*) FROM run_totals WHERE account = ANY(%s) GROUP BY account",
+        ([r[0] for r in rows],),
+    )
+    counts: dict[Any, Any] = dict(cur.fetchall())
+    return [account_total(r, int(counts.get(r[0], 0))) for r in rows]
+
+
+def account_days(
+    cur: Cur, accounts: Collection[str], first_day: int
+) -> list[tuple[str, int, JobDelta]]:
+    cur.execute(
+        "SELECT account, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+        "gpu_intervals, gpu_time_fs, energy_nj FROM account_days "
+        "WHERE account = ANY(%s) AND day >= %s",
+        (sorted(accounts), first_day),
+    )
+    return [(r[0], int(r[1]), sums(r[2:])) for r in cur.fetchall()]
