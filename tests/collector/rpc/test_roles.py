@@ -155,7 +155,7 @@ def test_each_role_may_call_its_own_rpcs_only(db_path, pki):
     }
     # Exported: by method, and by peer (address and certificate fingerprint).
     assert {m: n for m, n in exported.items() if n is not None} == denied
-    assert sorted(by_peer.values()) == [1, 3, 3]  # reader: Submit; agent, unmarked: 3 each
+    assert sorted(by_peer.values()) == [1, 5, 5]  # reader: Submit; agent, unmarked: 5 each
     assert all(p.startswith("127.0.0.1 cert ") for p in by_peer)
 
 
