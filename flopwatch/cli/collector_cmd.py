@@ -93,6 +93,36 @@ def add_parser(sub: Any) -> None:
         "one at the job's average rate (default: %(default)s)",
     )
     toml_accepts(thresholds, list, int, float)
+    run_thresholds = p.add_argument(
+        "--run-thresholds",
+        default="eu-ai-act,us-ca-sb53",
+        metavar="RULES",
+        help="thresholds on each run's cumulative compute (every job, node and cluster of the "
+        "run): comma-separated presets (eu-ai-act: 1e23 and 1e25 FLOP; us-ca-sb53: 1e26 "
+        "operations) and numbers, or 'none' (in the config file also a list: run_thresholds "
+        "= ['eu-ai-act', 5e24]); each alerts once per run, and once more ahead of time when "
+        "the run's current rate reaches it within --forecast-days (default: %(default)s)",
+    )
+    toml_accepts(run_thresholds, list, int, float)
+    account_thresholds = p.add_argument(
+        "--account-thresholds",
+        default="eu-ai-act,us-ca-sb53",
+        metavar="RULES",
+        help="thresholds on each account's compute over each --account-windows window (catches "
+        "a run split into many names); presets and numbers as --run-thresholds, or 'none'; "
+        "each alerts once per (account, window) (default: %(default)s)",
+    )
+    toml_accepts(account_thresholds, list, int, float)
+    forecast = p.add_argument(
+        "--forecast-days",
+        type=float,
+        default=14.0,
+        metavar="DAYS",
+        help="alert when a run, at its current rate (its figure over its measured span, after "
+        "its first hour), will reach one of its thresholds within this many days; 0: no "
+        "forecasts (default: %(default)s, the EU AI Act's two weeks to notify)",
+    )
+    toml_accepts(forecast, int, float)
     p.add_argument(
         "--alert-basis",
         "--alert-on",
@@ -342,6 +372,7 @@ def _pending_limits(args: argparse.Namespace) -> PendingKeyLimits:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flopwatch.collector.alerts.scopes import parse_rules
     from flopwatch.collector.config import (
         AccountWindows,
         CollectorConfig,
@@ -365,6 +396,9 @@ def run(args: argparse.Namespace) -> int:
         health_listen=health,
         thresholds=parse_thresholds(args.thresholds),
         alert_basis=args.alert_basis,
+        run_thresholds=parse_rules(args.run_thresholds),
+        account_thresholds=parse_rules(args.account_thresholds),
+        forecast_days=args.forecast_days,
         silent_after_s=parse_duration(args.silent_after),
         webhook=_webhook(args),
         insecure=args.insecure,

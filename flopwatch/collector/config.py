@@ -15,7 +15,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flopwatch.collector.alerts.scopes import (
+    DEFAULT_FORECAST_DAYS,
+    DEFAULT_RULES,
+    ScopedPolicy,
+    parse_rules,
+)
 from flopwatch.collector.log.tlog_config import TlogConfig
+from flopwatch.collector.store.records import Rule
 from flopwatch.errors import ConfigError
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
@@ -252,6 +259,11 @@ class CollectorConfig:
     health_listen: str | None = None
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # FLOPs
     alert_basis: str = "upper"  # "upper" (default, no crossing missed) or "estimate"
+    # Thresholds by scope (flopwatch.collector.alerts.scopes): a run's cumulative compute, and
+    # each account over each of `account_windows`; presets or numbers. The same basis as jobs.
+    run_thresholds: tuple[Rule, ...] = field(default_factory=lambda: parse_rules(DEFAULT_RULES))
+    account_thresholds: tuple[Rule, ...] = field(default_factory=lambda: parse_rules(DEFAULT_RULES))
+    forecast_days: float = DEFAULT_FORECAST_DAYS  # 0: no forecast alerts
     insecure: bool = False  # plaintext gRPC; mTLS otherwise
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -294,6 +306,16 @@ class CollectorConfig:
                 f"--max-envelope-bytes must be {MAX_ENTRY_BYTES} to {most}{tiles}, "
                 f"got {self.max_envelope_bytes}"
             )
+
+    @property
+    def scoped_policy(self) -> ScopedPolicy:
+        """The run and account thresholds, on the job alerts' basis."""
+        return ScopedPolicy(
+            self.run_thresholds,
+            self.account_thresholds,
+            "estimate" if self.alert_basis == "estimate" else "upper",
+            self.forecast_days,
+        )
 
     @property
     def ingest_limits(self) -> Limits:

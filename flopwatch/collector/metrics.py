@@ -134,6 +134,7 @@ class FlopwatchMetrics(Collector):
         yield from self._gpus(s)
         yield from self._nodes()
         yield from self._alerting()
+        yield self._scope_alerts(s)
         yield from self._rejected_by_source()
         yield from self._limits()
         yield from self._trust()
@@ -338,6 +339,19 @@ class FlopwatchMetrics(Collector):
             silent.add_metric([n.key_id, n.node_id], 1.0 if n.silent else 0.0)
         yield last
         yield silent
+
+    @staticmethod
+    def _scope_alerts(s: IngestSnapshot) -> Metric:
+        fired = GaugeMetricFamily(
+            "flopwatch_scope_alerts",
+            "Run and account threshold alerts recorded in the store (kept across restarts), by "
+            "scope (run, account), kind (crossed, forecast), rule (eu-ai-act, us-ca-sb53, "
+            "custom) and threshold; each (run or account window, kind, threshold) fires once.",
+            labels=["scope", "kind", "rule", "threshold"],
+        )
+        for (scope, kind, rule, threshold), n in sorted(s.scope_alerts.items()):
+            fired.add_metric([scope, kind, rule, str(threshold)], float(n))
+        return fired
 
     def _alerting(self) -> Iterator[Metric]:
         thresholds = GaugeMetricFamily(

@@ -182,6 +182,8 @@ class CollectorService:
                 pending_keys=self.config.pending_keys,
                 rejections=self.rejections,
                 max_label_values=self.config.server.max_label_values,
+                scoped=self.config.scoped_policy,
+                account_windows=self.config.account_windows.days,
             )
         except (StoreError, KeyFileError):
             store.close()

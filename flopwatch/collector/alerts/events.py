@@ -6,13 +6,15 @@ reached it and the store holds no alert for that (job, threshold) yet; the store
 the total before the commit, decides, a threshold added to the configuration after a job passed
 it still fires on the job's next commit: no crossing is missed.
 
-Four kinds of event reach the sinks: `AlertEvent` (a job crossed a FLOP threshold, after the commit
-that recorded it), `NodeSilent` (an enrolled key sent nothing for longer than the configured
-timeout, once per silence episode; `flopwatch.collector.alerts.liveness`), `ChainFork` (a key
-signed two different records for one place in its chain; `flopwatch.collector.ingest.ingestor`)
-and `ClockAhead` (a key's records end beyond the collector's clock plus the allowed skew, once
-per episode; `flopwatch.collector.alerts.clocks`). A sink failure loses that notification, never
-the alert record (`Store.fired_alerts`).
+Five kinds of event reach the sinks: `AlertEvent` (a job crossed a FLOP threshold, after the
+commit that recorded it), `ScopeAlert` (a run or an account window crossed a threshold, or a run
+will at its current rate within the forecast horizon; `flopwatch.collector.alerts.scopes`),
+`NodeSilent` (an enrolled key sent nothing for longer than the configured timeout, once per
+silence episode; `flopwatch.collector.alerts.liveness`), `ChainFork` (a key signed two different
+records for one place in its chain; `flopwatch.collector.ingest.ingestor`) and `ClockAhead` (a
+key's records end beyond the collector's clock plus the allowed skew, once per episode;
+`flopwatch.collector.alerts.clocks`). A sink failure loses that notification, never the alert
+record (`Store.fired_alerts`, `Store.fired_scope_alerts`).
 
 `describe` turns any event into one flat JSON-ready dict (FLOP figures as exact decimal
 strings, each named for what it is); the log line and the webhook body are both made from it.
@@ -27,10 +29,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flopwatch.collector.alerts.clocks import ClockAhead
-from flopwatch.collector.store.records import AlertBasis, AlertEvent, JobTotal, Projection
+from flopwatch.collector.store.records import (
+    AlertBasis,
+    AlertEvent,
+    JobTotal,
+    Projection,
+    ScopeAlert,
+)
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.keys import short_key_id
 from flopwatch.model import MODEL_VERSION
+from flopwatch.runs import shown_account
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +118,66 @@ class ChainFork:
     at_ns: int
 
 
-Event = AlertEvent | NodeSilent | ChainFork | ClockAhead
+Event = AlertEvent | ScopeAlert | NodeSilent | ChainFork | ClockAhead
 
 
 def _iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="seconds")
 
 
+def scope_name(event: ScopeAlert) -> str:
+    """'run ACCOUNT/RUN' or 'account ACCOUNT over the last N days', for people."""
+    account = shown_account(event.account)
+    if event.scope == "run":
+        return f"run {event.run} (account {account})"
+    return f"account {account} over the last {event.window_days} days"
+
+
+def describe_scope_alert(event: ScopeAlert) -> dict[str, object]:
+    """A run or account alert: its scope, figure, rule and threshold, and for a forecast the
+    rate and when the threshold is expected."""
+    figure = FIGURE_NAMES[event.basis]
+    rule = event.rule
+    what = scope_name(event)
+    if event.kind == "crossed":
+        summary = (
+            f"{what}: FLOPs {figure} {event.value:.4e} reached the {rule.threshold:.0e} FLOP "
+            f"threshold ({rule.name}: {rule.meaning})"
+        )
+    else:
+        days = (event.eta_s or 0.0) / 86400
+        summary = (
+            f"{what}: at its current rate ({event.rate or 0.0:.3e} FLOP/s) the FLOPs {figure}, "
+            f"now {event.value:.4e}, reaches the {rule.threshold:.0e} FLOP threshold "
+            f"({rule.name}: {rule.meaning}) in about {days:.1f} days"
+        )
+    eta = event.eta_s
+    return {
+        "kind": "threshold_forecast" if event.kind == "forecast" else "threshold_crossed",
+        "scope": event.scope,
+        "account": event.account,
+        "run": event.run if event.scope == "run" else None,
+        "window_days": event.window_days if event.scope == "account" else None,
+        "rule": rule.name,
+        "rule_meaning": rule.meaning,
+        "rule_source": rule.source,
+        "threshold_flops": str(rule.threshold),
+        "basis": event.basis,
+        "figure": figure,
+        "flops": str(event.value),
+        "flop_model_version": MODEL_VERSION,
+        "at": _iso(event.at_ns),
+        "rate_flops_per_second": event.rate,
+        "expected_in_seconds": None if eta is None else round(eta, 1),
+        "expected_at": None if eta is None else _iso(event.at_ns + int(eta * 1e9)),
+        "summary": summary,
+    }
+
+
 def describe(event: Event) -> dict[str, object]:
     """A flat JSON-ready description: `kind`, the facts, and a `summary` for people."""
+    if isinstance(event, ScopeAlert):
+        return describe_scope_alert(event)
     if isinstance(event, AlertEvent):
         figure = FIGURE_NAMES[event.basis]
         nxt = event.projected_next
@@ -210,9 +270,11 @@ class LogSink:
     def emit(self, event: Event) -> None:
         if not isinstance(event, AlertEvent):
             about = describe(event)
-            title = {NodeSilent: "node silent", ChainFork: "chain fork"}.get(
-                type(event), "node clock ahead"
-            )
+            title = {
+                NodeSilent: "node silent",
+                ChainFork: "chain fork",
+                ScopeAlert: "FLOP threshold",
+            }.get(type(event), "node clock ahead")
             self._log.warning("%s: %s", title, about["summary"], extra={**about, "fields": about})
             return
         figure = FIGURE_NAMES[event.basis]

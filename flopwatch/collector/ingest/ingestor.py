@@ -66,6 +66,7 @@ from flopwatch.chain import Verdict, judge
 from flopwatch.collector.alerts.clocks import ClockTracker
 from flopwatch.collector.alerts.events import AlertSink, Event, ThresholdPolicy, notify
 from flopwatch.collector.alerts.forks import ForkTracker
+from flopwatch.collector.alerts.scopes import ScopedPolicy
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
@@ -77,6 +78,7 @@ from flopwatch.collector.store.records import (
     GpuTotal,
     JobTotal,
     NodeRecord,
+    ScopeAlert,
     aggregate,
 )
 from flopwatch.dsse import Envelope
@@ -89,6 +91,7 @@ from flopwatch.errors import (
 from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
+from flopwatch.verify.sums import utc_day
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,8 @@ class IngestSnapshot:
     # how far ahead (seconds) the latest was, for keys still ahead.
     future: Mapping[tuple[str, str], int] = field(default_factory=dict)
     clock_ahead: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # (scope, kind, rule, threshold) -> run and account alerts recorded in the store
+    scope_alerts: Mapping[tuple[str, str, str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,8 +189,19 @@ class Ingestor:
         pending_keys: PendingKeyLimits | None = None,
         rejections: Rejections | None = None,
         max_label_values: int = 1000,
+        scoped: ScopedPolicy | None = None,
+        account_windows: Sequence[int] = (30, 90, 365),
     ) -> None:
         self._store = store
+        # Thresholds per run and per account window (flopwatch.collector.alerts.scopes).
+        self.scoped = scoped or ScopedPolicy()
+        self._account_windows = tuple(account_windows)
+        fired = store.fired_scope_alerts() if self.scoped.active else []
+        self._fired_scope = {a.key for a in fired}
+        self._scope_counts: dict[tuple[str, str, str, int], int] = {}
+        for a in fired:
+            key = (a.scope, a.kind, a.rule.name, a.rule.threshold)
+            self._scope_counts[key] = self._scope_counts.get(key, 0) + 1
         # Rejected records are counted and logged there, one line per peer per period.
         self.rejections = rejections or Rejections()
         self.policy = policy
@@ -249,6 +265,7 @@ class Ingestor:
                 forks=self._forks.counts(),
                 future=self._clocks.counts(),
                 clock_ahead=self._clocks.ahead(),
+                scope_alerts=dict(self._scope_counts),
             )
 
     # -- one batch -------------------------------------------------------------------------
@@ -272,8 +289,49 @@ class Ingestor:
         forks = self._forks.settle(now)
         clocks = self._clocks.settle({r.key_id for r in batch.records}, now)
         self._note_clocks()
-        self._emit([*fired, *self._crossed_meanwhile(totals), *forks, *clocks])
+        scoped = self._scope_alerts(batch.records)
+        self._emit([*fired, *self._crossed_meanwhile(totals), *scoped, *forks, *clocks])
         return acks
+
+    def _scope_alerts(self, records: Sequence[VerifiedRecord]) -> list[ScopeAlert]:
+        """Record and return the run and account alerts the committed totals of the batch's
+        runs and accounts newly call for.
+
+        Decided after the commit, from totals read back, so concurrent collectors both see
+        what they added together; the store records each alert once and hands back only the
+        new ones. A store failure here delays the alerts to the next commit to the same run
+        or account (they are decided from the totals, not from what the batch added)."""
+        policy = self.scoped
+        if not records or not policy.active:
+            return []
+        now = self._now_ns()
+        keys = {key for r in records for key in r.sums.runs}
+        proposed: list[ScopeAlert] = []
+        try:
+            if policy.run_rules:
+                for t in self._store.runs_for(keys).values():
+                    proposed += policy.run_alerts(t, now)
+            if policy.account_rules:
+                accounts = {account for account, _ in keys}
+                held = self._store.account_windows(accounts, utc_day(now), self._account_windows)
+                for account, windows in held.items():
+                    sums = [(w.days, w.flops_estimate, w.flops_upper) for w in windows]
+                    proposed += policy.account_alerts(account, sums, now)
+            proposed = [a for a in proposed if a.key not in self._fired_scope]
+            new = self._store.record_scope_alerts(proposed)
+        except StoreError as e:
+            log.error("cannot decide run and account alerts after a commit: %s", e)
+            return []
+        # Those another collector recorded first are known fired too: not proposed again.
+        self._fired_scope.update(a.key for a in proposed)
+        self._count_scope_alerts(new)
+        return new
+
+    def _count_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> None:
+        with self._lock:
+            for a in alerts:
+                key = (a.scope, a.kind, a.rule.name, a.rule.threshold)
+                self._scope_counts[key] = self._scope_counts.get(key, 0) + 1
 
     def _note_clocks(self) -> None:
         """Keep the clocks found ahead in the store, for `nodes list`; a failure only delays

@@ -45,6 +45,7 @@ from flopwatch.collector.store.records import (
     PendingKey,
     PruneCandidate,
     RunTotal,
+    ScopeAlert,
     WindowTotal,
 )
 from flopwatch.verify.record import VerifiedRecord
@@ -217,6 +218,20 @@ class TotalsStore(Protocol):
         ...
 
     def fired_alerts(self) -> list[AlertEvent]: ...
+
+    def runs_for(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], RunTotal]:
+        """The totals of the runs held among `keys` ((account, run) pairs)."""
+        ...
+
+    def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:
+        """Record run and account alerts in one transaction; return those that were new, i.e.
+        not already recorded for their `ScopeAlert.key`. Each key is recorded once, ever, also
+        among collectors sharing a database."""
+        ...
+
+    def fired_scope_alerts(self) -> list[ScopeAlert]:
+        """Every run and account alert recorded, in the order they fired."""
+        ...
 
     def commit(
         self, records: Sequence[VerifiedRecord], alerts: Sequence[AlertEvent], received_at_ns: int

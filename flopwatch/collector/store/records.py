@@ -23,6 +23,8 @@ from flopwatch.verify.sums import DAY_NS, Sum, merge
 
 NodeStatus = Literal["enrolled", "revoked"]
 AlertBasis = Literal["upper", "estimate"]
+Scope = Literal["run", "account"]
+AlertKind = Literal["crossed", "forecast"]
 
 FS_PER_SECOND = 10**15
 NJ_PER_KWH = 36 * 10**14  # 3.6 MJ
@@ -261,6 +263,45 @@ class AlertEvent:
     value: int  # that figure's total when the alert fired
     at_ns: int
     projected_next: Projection | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One threshold and where it comes from."""
+
+    name: str  # "eu-ai-act", "us-ca-sb53", "custom"
+    threshold: int  # FLOPs (operations)
+    meaning: str  # what reaching it means under the rule
+    source: str  # the text it comes from
+
+
+@dataclass(frozen=True)
+class ScopeAlert:
+    """A run or an account window crossed, or will soon cross, a threshold."""
+
+    scope: Scope
+    account: str
+    run: str  # the run (scope run); "" for an account
+    window_days: int  # the account's window (scope account); 0 for a run
+    kind: AlertKind
+    rule: Rule
+    basis: AlertBasis
+    value: int  # the figure when it fired
+    at_ns: int
+    rate: float | None = None  # FLOP/s (forecasts)
+    eta_s: float | None = None  # seconds from at_ns to the crossing (forecasts)
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str, int]:
+        """What it fires once for."""
+        return (
+            self.scope,
+            self.account,
+            self.run,
+            self.window_days,
+            self.kind,
+            self.rule.threshold,
+        )
 
 
 class JobDelta(NamedTuple):

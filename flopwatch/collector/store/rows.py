@@ -19,7 +19,9 @@ from flopwatch.collector.store.records import (
     JobTotal,
     NodeRecord,
     Projection,
+    Rule,
     RunTotal,
+    ScopeAlert,
 )
 from flopwatch.verify.record import VerifiedRecord
 
@@ -136,3 +138,49 @@ def chain_rows(records: Sequence[VerifiedRecord]) -> list[tuple[str, int, int]]:
         held, highest = chains.get(r.key_id, (0, 0))
         chains[r.key_id] = (held + 1, max(highest, r.sequence))
     return [(k, held, highest) for k, (held, highest) in sorted(chains.items())]
+
+
+# Scope alerts (flopwatch.collector.alerts.scopes): the same columns in both stores.
+SELECT_SCOPE_ALERTS = (
+    "SELECT scope, account, run, window_days, kind, threshold, rule, meaning, source, basis, "
+    "value, at_ns, rate, eta_s FROM scope_alerts "
+    "ORDER BY at_ns, scope, account, run, window_days, kind, threshold"
+)
+
+
+def scope_alert_row(a: ScopeAlert) -> tuple[Any, ...]:
+    """A scope alert's column values (FLOP figures as decimal text; a store casts them)."""
+    r = a.rule
+    return (
+        a.scope,
+        a.account,
+        a.run,
+        a.window_days,
+        a.kind,
+        str(r.threshold),
+        r.name,
+        r.meaning,
+        r.source,
+        a.basis,
+        str(a.value),
+        a.at_ns,
+        a.rate,
+        a.eta_s,
+    )
+
+
+def scope_alert(row: Sequence[Any]) -> ScopeAlert:
+    scope, account, run, days, kind, threshold, name, meaning, source, basis, value = row[:11]
+    return ScopeAlert(
+        scope=scope,
+        account=account,
+        run=run,
+        window_days=int(days),
+        kind=kind,
+        rule=Rule(name, int(threshold), meaning, source),
+        basis=basis,
+        value=int(value),
+        at_ns=int(row[11]),
+        rate=None if row[12] is None else float(row[12]),
+        eta_s=None if row[13] is None else float(row[13]),
+    )

@@ -153,6 +153,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             min(first_start_ns), max(last_end_ns), sum(gpu_intervals), sum(gpu_time_fs),
             sum(energy_nj) FROM job_totals HAVING count(*) > 0""",
     ),
+    # Thresholds by scope (issue 14, flopwatch.collector.alerts.scopes): alerts of runs and of
+    # account windows, crossed or forecast, each recorded once, ever, by its primary key.
+    (
+        """CREATE TABLE scope_alerts (
+            scope TEXT COLLATE "C" NOT NULL, account TEXT COLLATE "C" NOT NULL,
+            run TEXT COLLATE "C" NOT NULL, window_days INTEGER NOT NULL,
+            kind TEXT NOT NULL, threshold NUMERIC(40, 0) NOT NULL, rule TEXT NOT NULL,
+            meaning TEXT NOT NULL, source TEXT NOT NULL, basis TEXT NOT NULL,
+            value NUMERIC(40, 0) NOT NULL, at_ns BIGINT NOT NULL, rate DOUBLE PRECISION,
+            eta_s DOUBLE PRECISION,
+            PRIMARY KEY (scope, account, run, window_days, kind, threshold))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

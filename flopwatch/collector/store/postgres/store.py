@@ -53,6 +53,7 @@ from flopwatch.collector.store.records import (
     PendingKey,
     PruneCandidate,
     RunTotal,
+    ScopeAlert,
     WindowTotal,
     days_kept,
     windows_of,
@@ -61,10 +62,15 @@ from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
     SELECT_JOB_GPUS,
     SELECT_NODES,
+    SELECT_RUNS,
+    SELECT_SCOPE_ALERTS,
     alerts_in_order,
     job_gpu,
     job_total,
     node_record,
+    run_total,
+    scope_alert,
+    scope_alert_row,
 )
 from flopwatch.errors import StoreConflictError, StoreError
 from flopwatch.keys import short_key_id
@@ -390,6 +396,33 @@ class PostgresStore:
     def fired_alerts(self) -> list[AlertEvent]:
         rows = self._rows("read alerts", SELECT_ALERTS)
         return alerts_in_order(rows)
+
+    def runs_for(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], RunTotal]:
+        if not keys:
+            return {}
+        accounts, names = zip(*sorted(keys), strict=True)
+        where = " WHERE (account, run) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        rows = self._rows("read run totals", SELECT_RUNS + where, (list(accounts), list(names)))
+        return {(t.account, t.run): t for t in map(run_total, rows)}
+
+    def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:
+        new = set()
+        with self._tx("record scope alerts") as cur:
+            for a in sorted(alerts, key=lambda a: a.key):  # one order: no deadlock between two
+                cur.execute(
+                    "INSERT INTO scope_alerts (scope, account, run, window_days, kind, "
+                    "threshold, rule, meaning, source, basis, value, at_ns, rate, eta_s) "
+                    "VALUES (%s, %s, %s, %s, %s, %s::numeric, %s, %s, %s, %s, %s::numeric, "
+                    "%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING RETURNING true",
+                    scope_alert_row(a),
+                )
+                if cur.fetchone() is not None:
+                    new.add(a.key)
+        return [a for a in alerts if a.key in new]  # in the order given
+
+    def fired_scope_alerts(self) -> list[ScopeAlert]:
+        return [scope_alert(r) for r in self._rows("read scope alerts", SELECT_SCOPE_ALERTS)]
 
     # -- transparency log (tlog.py) --------------------------------------------------------
     def log_size(self) -> int:

@@ -148,6 +148,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account, day)) WITHOUT ROWID""",
         "CREATE INDEX account_days_by_day ON account_days (day)",
     ),
+    # Thresholds by scope (issue 14, flopwatch.collector.alerts.scopes): alerts of runs and of
+    # account windows, crossed or forecast, each recorded once, ever, by its primary key.
+    (
+        """CREATE TABLE scope_alerts (
+            scope TEXT NOT NULL, account TEXT NOT NULL, run TEXT NOT NULL,
+            window_days INTEGER NOT NULL, kind TEXT NOT NULL, threshold TEXT NOT NULL,
+            rule TEXT NOT NULL, meaning TEXT NOT NULL, source TEXT NOT NULL, basis TEXT NOT NULL,
+            value TEXT NOT NULL, at_ns INTEGER NOT NULL, rate REAL, eta_s REAL,
+            PRIMARY KEY (scope, account, run, window_days, kind, threshold)) WITHOUT ROWID""",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -50,6 +50,7 @@ from flopwatch.collector.store.records import (
     PendingKey,
     PruneCandidate,
     RunTotal,
+    ScopeAlert,
     WindowTotal,
     days_kept,
     windows_of,
@@ -58,10 +59,15 @@ from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
     SELECT_JOB_GPUS,
     SELECT_NODES,
+    SELECT_RUNS,
+    SELECT_SCOPE_ALERTS,
     alerts_in_order,
     job_gpu,
     job_total,
     node_record,
+    run_total,
+    scope_alert,
+    scope_alert_row,
 )
 from flopwatch.collector.store.sqlite import nodes as trust
 from flopwatch.collector.store.sqlite import retention, runs, schema, tlog, writes
@@ -393,6 +399,34 @@ class SQLiteStore:
         with self._errors("read alerts"):
             rows = self._db.execute(SELECT_ALERTS).fetchall()
         return alerts_in_order(rows)
+
+    def runs_for(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], RunTotal]:
+        with self._errors("read run totals"):
+            rows = select_matching(
+                self._db, SELECT_RUNS + " WHERE (account, run) IN ({rows})", sorted(keys)
+            )
+        return {(t.account, t.run): t for t in map(run_total, rows)}
+
+    def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:
+        if not alerts:
+            return []
+        new = []
+        with self._tx("record scope alerts"):
+            for a in alerts:
+                cur = self._db.execute(
+                    "INSERT INTO scope_alerts (scope, account, run, window_days, kind, "
+                    "threshold, rule, meaning, source, basis, value, at_ns, rate, eta_s) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    scope_alert_row(a),
+                )
+                if cur.rowcount == 1:
+                    new.append(a)
+        return new
+
+    def fired_scope_alerts(self) -> list[ScopeAlert]:
+        with self._errors("read scope alerts"):
+            rows = self._db.execute(SELECT_SCOPE_ALERTS).fetchall()
+        return [scope_alert(r) for r in rows]
 
     # -- transparency log (tlog.py) --------------------------------------------------------
     def log_size(self) -> int:

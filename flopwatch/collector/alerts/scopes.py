@@ -1,0 +1,190 @@
+"""Thresholds by scope, presets that name their source, and forecast alerts. Pure.
+
+Scopes (what a threshold's figure is summed over):
+
+  job       one scheduler job (`flopwatch.collector.alerts.events.ThresholdPolicy`, the
+            `thresholds` option; unchanged)
+  run       a run's cumulative compute, every job, node and cluster of it (`run_thresholds`;
+            the scope the rules count in, and the default)
+  account   an account over each trailing window of UTC days (`account_thresholds`, each of
+            `account_windows`), so a run split into many names is still seen
+
+A threshold list is a comma-separated mix of presets and numbers: "eu-ai-act,us-ca-sb53,5e24".
+A preset's rules name their source and what they count (`PRESETS`); a bare number is rule
+"custom". Figures as of 2026, not legal advice (docs/operator-guide.md, "Thresholds by scope").
+
+`ScopeAlert` fires once per (scope, account, run or window, kind, threshold), ever: the policy
+here proposes every alert whose condition holds, and the store records each key once and hands
+back only the new ones (`Store.record_scope_alerts`), so restarts and several collectors on one
+database never fire one twice.
+
+Forecast (kind "forecast", run scope): the run's current rate is its average over its measured
+span, (figure) / (last end - first start), once that span is at least `forecast_min_span_s` (a
+run's first minutes say little). At that rate, a threshold not yet reached and reached within
+`forecast_days` of now fires a forecast alert, once per (run, threshold). (Per-run time series
+are not kept; an average over the whole span is cheap, exact from the totals held, and errs
+late for a run that speeds up: that is said in the operator guide.)
+
+Lineage hook: the EU rule for derived runs (a modification with more than a third of the
+original model's training compute makes its modifier the provider) needs a run's parent and
+the parent's cumulative compute. `ParentCompute` is that question; until lineage answers it
+(None: no parent known), no "derived" alert is proposed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from flopwatch.collector.store.records import AlertBasis, Rule, RunTotal, ScopeAlert
+from flopwatch.errors import ConfigError
+
+Basis = AlertBasis
+
+MAX_THRESHOLD_FLOPS = 10**40 - 1  # as the job thresholds (NUMERIC(40, 0) in PostgreSQL)
+DEFAULT_FORECAST_DAYS = 14.0  # EU: notify within two weeks of knowing a threshold will be met
+DEFAULT_FORECAST_MIN_SPAN_S = 3600.0  # a run's rate is trusted after an hour of measurement
+MAX_RULES = 64  # thresholds in one scope's list
+
+
+EU_SOURCE = (
+    "EU AI Act (Regulation (EU) 2024/1689) Art. 51 and the Commission's guidelines for "
+    "general-purpose AI providers (July 2025, updated November 2025); cumulative training compute"
+)
+SB53_SOURCE = (
+    "California SB 53 (2025), Transparency in Frontier Artificial Intelligence Act; "
+    "cumulative operations, fine-tuning and reinforcement learning included"
+)
+
+PRESETS: dict[str, tuple[Rule, ...]] = {
+    "eu-ai-act": (
+        Rule("eu-ai-act", 10**23, "indicates a general-purpose AI model", EU_SOURCE),
+        Rule("eu-ai-act", 10**25, "presumes systemic risk (notify within two weeks)", EU_SOURCE),
+    ),
+    "us-ca-sb53": (Rule("us-ca-sb53", 10**26, "frontier model (10^26 operations)", SB53_SOURCE),),
+}
+DEFAULT_RULES = "eu-ai-act,us-ca-sb53"
+
+
+def _number(text: str) -> int:
+    shown = text[:40]
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"threshold {shown!r} is neither a preset nor a number") from None
+    if not value.is_finite():
+        raise ConfigError(f"threshold {shown!r} is not a number of FLOPs")
+    if value.adjusted() >= len(str(MAX_THRESHOLD_FLOPS)) or value > MAX_THRESHOLD_FLOPS:
+        raise ConfigError(f"threshold {shown!r} must be below 10^40 FLOPs")
+    if value <= 0 or value != value.to_integral_value():
+        raise ConfigError(f"threshold {shown!r} must be a positive whole number of FLOPs")
+    return int(value)
+
+
+def parse_rules(text: str) -> tuple[Rule, ...]:
+    """'eu-ai-act,us-ca-sb53,5e24' -> rules sorted by threshold; '' or 'none': no rules.
+
+    One threshold named by two rules is kept once, under the first named."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if parts == ["none"]:
+        return ()
+    if len(parts) > MAX_RULES:
+        raise ConfigError(f"at most {MAX_RULES} thresholds per scope, got {len(parts)}")
+    rules: dict[int, Rule] = {}
+    for part in parts:
+        preset = PRESETS.get(part.lower())
+        found = preset or (Rule("custom", _number(part), "operator's threshold", "custom"),)
+        for r in found:
+            rules.setdefault(r.threshold, r)
+    return tuple(sorted(rules.values(), key=lambda r: r.threshold))
+
+
+def rules_text(rules: Sequence[Rule | int]) -> str:
+    """Rules (or bare numbers) as a `parse_rules` text."""
+    return ",".join(str(r.threshold if isinstance(r, Rule) else r) for r in rules)
+
+
+# The parent's cumulative compute on the alert basis, or None where no parent is known.
+ParentCompute = Callable[[str, str], int | None]
+
+
+@dataclass(frozen=True)
+class ScopedPolicy:
+    """Thresholds per run and per account window, and the forecast horizon."""
+
+    run_rules: tuple[Rule, ...] = ()
+    account_rules: tuple[Rule, ...] = ()
+    basis: Basis = "upper"
+    forecast_days: float = DEFAULT_FORECAST_DAYS  # 0: no forecasts
+    forecast_min_span_s: float = DEFAULT_FORECAST_MIN_SPAN_S
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.forecast_days <= 3660 and math.isfinite(self.forecast_days)):
+            raise ConfigError(f"forecast days must be 0 to 3660, got {self.forecast_days}")
+        if not (0 <= self.forecast_min_span_s <= 365 * 86400):
+            raise ConfigError("the forecast's least span must be 0 to 365 days")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.run_rules or self.account_rules)
+
+    def run_alerts(self, total: RunTotal, at_ns: int) -> list[ScopeAlert]:
+        """Every alert of a run's total whose condition holds now (the store keeps only the
+        new ones)."""
+        account, run = total.account, total.run
+        value = total.flops_upper if self.basis == "upper" else total.flops_estimate
+        out = [
+            ScopeAlert("run", account, run, 0, "crossed", r, self.basis, value, at_ns)
+            for r in self.run_rules
+            if r.threshold <= value
+        ]
+        rate = self.rate(value, total.first_start_ns, total.last_end_ns)
+        if rate is None or self.forecast_days <= 0:
+            return out
+        horizon_s = self.forecast_days * 86400
+        for r in self.run_rules:
+            if r.threshold <= value:
+                continue
+            eta = (r.threshold - value) / rate
+            if eta <= horizon_s:
+                out.append(
+                    ScopeAlert(
+                        "run", account, run, 0, "forecast", r, self.basis, value, at_ns, rate, eta
+                    )
+                )
+        return out
+
+    def rate(self, value: int, first_start_ns: int, last_end_ns: int) -> float | None:
+        """FLOP/s over the measured span, or None while the span is shorter than the least."""
+        span_s = (last_end_ns - first_start_ns) / 1e9
+        if span_s <= 0 or span_s < self.forecast_min_span_s or value <= 0:
+            return None
+        return value / span_s
+
+    def account_alerts(
+        self, account: str, windows: Sequence[tuple[int, int, int]], at_ns: int
+    ) -> list[ScopeAlert]:
+        """Every account alert whose condition holds: `windows` as (days, estimate, upper)."""
+        out = []
+        for days, estimate, upper in windows:
+            value = upper if self.basis == "upper" else estimate
+            out += [
+                ScopeAlert("account", account, "", days, "crossed", r, self.basis, value, at_ns)
+                for r in self.account_rules
+                if r.threshold <= value
+            ]
+        return out
+
+
+def time_to_next(
+    rules: Sequence[Rule], value: int, rate: float | None
+) -> tuple[Rule, float | None] | None:
+    """The next threshold above `value` and the seconds to it at `rate` (None: no rate);
+    None when every threshold is reached."""
+    ahead = [r for r in rules if r.threshold > value]
+    if not ahead:
+        return None
+    nxt = ahead[0]
+    return nxt, None if rate is None or rate <= 0 else (nxt.threshold - value) / rate
