@@ -21,6 +21,9 @@ each one named below exists):
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
     flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)
     flopwatch.collector.config.MAX_THRESHOLD_FLOPS    an alert threshold
+    flopwatch.collector.alerts.scopes.MAX_RULES       thresholds in one scope's list (run, account)
+    flopwatch.collector.alerts.scopes.DEFAULT_FORECAST_MIN_SPAN_S  a run's span before its rate
+                                                      is trusted for forecasts
     flopwatch.collector.config.MAX_DURATION_S         a duration option (--silent-after, ...)
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit

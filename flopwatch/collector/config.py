@@ -21,6 +21,9 @@ from flopwatch.collector.alerts.scopes import (
     ScopedPolicy,
     parse_rules,
 )
+from flopwatch.collector.alerts.scopes import (
+    MAX_THRESHOLD_FLOPS as SCOPE_MAX_THRESHOLD_FLOPS,
+)
 from flopwatch.collector.log.tlog_config import TlogConfig
 from flopwatch.collector.store.records import Rule
 from flopwatch.errors import ConfigError
@@ -28,9 +31,8 @@ from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 DEFAULT_THRESHOLDS = (10**23, 10**24, 10**25, 10**26)  # FLOPs
-# The largest FLOP threshold: PostgreSQL keeps thresholds as NUMERIC(40, 0), and a threshold
-# written as 1e2000000 would otherwise cost minutes to turn into an integer.
-MAX_THRESHOLD_FLOPS = 10**40 - 1
+# The largest FLOP threshold, of jobs as of runs and accounts (flopwatch.collector.alerts.scopes).
+MAX_THRESHOLD_FLOPS = SCOPE_MAX_THRESHOLD_FLOPS
 # The longest duration an option takes (100 years): its nanoseconds still fit in an int64.
 MAX_DURATION_S = 100 * 365 * 86400.0
 DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
@@ -297,6 +299,7 @@ class CollectorConfig:
     account_windows: AccountWindows = field(default_factory=AccountWindows)
 
     def __post_init__(self) -> None:
+        self.scoped_policy  # noqa: B018 (checks the forecast settings)
         most = self.limits.max_envelope_bytes if self.tlog is None else MAX_ENTRY_BYTES
         if not MAX_ENTRY_BYTES <= self.max_envelope_bytes <= most:
             tiles = (

@@ -43,7 +43,10 @@ from flopwatch.errors import ConfigError
 
 Basis = AlertBasis
 
-MAX_THRESHOLD_FLOPS = 10**40 - 1  # as the job thresholds (NUMERIC(40, 0) in PostgreSQL)
+# The largest FLOP threshold (every scope, jobs too: flopwatch.collector.config uses it):
+# PostgreSQL keeps thresholds as NUMERIC(40, 0), and a threshold written as 1e2000000 would
+# otherwise cost minutes to turn into an integer.
+MAX_THRESHOLD_FLOPS = 10**40 - 1
 DEFAULT_FORECAST_DAYS = 14.0  # EU: notify within two weeks of knowing a threshold will be met
 DEFAULT_FORECAST_MIN_SPAN_S = 3600.0  # a run's rate is trusted after an hour of measurement
 MAX_RULES = 64  # thresholds in one scope's list
