@@ -29,6 +29,7 @@ RULES = PROMETHEUS / "rules" / "flopwatch-alerts.yml"
 RULE_TESTS = PROMETHEUS / "tests" / "flopwatch-alerts.test.yml"
 ALERTS = {
     "FlopwatchJobThresholdCrossed",
+    "FlopwatchRunOrAccountThreshold",
     "FlopwatchNodeSilent",
     "FlopwatchChainBroken",
     "FlopwatchRecordsMissing",
