@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, call, energy, render, seconds, utc
+from flopwatch.collector.alerts.scopes import ScopedPolicy, parse_rules, time_to_next
+from flopwatch.collector.store.records import Rule
 from flopwatch.errors import ConfigError
 from flopwatch.runs import NO_ACCOUNT_SHOWN, shown_account
 from flopwatch.transport import query_stub, sync_channel
@@ -30,6 +33,11 @@ energy (kWh: the GPUs' board energy only, not host, network or cooling), both ea
 of its GPU intervals, as its FLOPs are. CLASSES are the workload classes the run's records
 declared. Account {NO_ACCOUNT_SHOWN}: none known. Per account, over rolling windows:
 `flopwatch accounts`.
+
+NEXT is the next of --thresholds above the run's figure (--basis) and the time to it at the
+run's average rate over its measured span (shown once that span is an hour; the collector's
+forecast alerts use the same rate), or "-" when every threshold is reached. Give the same
+thresholds as the collector's --run-thresholds.
 """
 
 
@@ -54,6 +62,19 @@ def add_parser(sub: Any) -> None:
         help=f"only this account's runs ('{NO_ACCOUNT_SHOWN}' or '': runs of no known account)",
     )
     p.add_argument("--prefix", default="", help="only runs whose name starts with this")
+    p.add_argument(
+        "--thresholds",
+        default="eu-ai-act,us-ca-sb53",
+        metavar="RULES",
+        help="thresholds for the NEXT column: presets and numbers as the collector's "
+        "--run-thresholds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--basis",
+        choices=["upper", "estimate"],
+        default="upper",
+        help="the figure NEXT compares, as the collector's --alert-basis (default: %(default)s)",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -100,7 +121,37 @@ def classes(names: Any) -> str:
     return ",".join(names) or "-"
 
 
-def table(resp: collector_pb2.ListRunsResponse) -> str:
+class Next:
+    """The next threshold of each run and the time to it at the run's average rate."""
+
+    def __init__(self, rules: Sequence[Rule], basis: str) -> None:
+        self._rules = tuple(rules)
+        self._policy = ScopedPolicy(
+            run_rules=self._rules, basis="estimate" if basis == "estimate" else "upper"
+        )
+
+    def of(self, r: collector_pb2.RunTotal) -> tuple[Rule, float | None] | None:
+        value = int(r.flops_upper if self._policy.basis == "upper" else r.flops_estimate)
+        rate = self._policy.rate(value, r.first_start_unix_ns, r.last_end_unix_ns)
+        return time_to_next(self._rules, value, rate)
+
+    def shown(self, r: collector_pb2.RunTotal) -> str:
+        found = self.of(r)
+        if found is None:
+            return "-"
+        rule, secs = found
+        when = "no rate yet" if secs is None else f"in {secs / 86400:.1f} d"
+        return f"{rule.threshold:.0e} {rule.name} {when}"
+
+    def as_json(self, r: collector_pb2.RunTotal) -> dict[str, object] | None:
+        found = self.of(r)
+        if found is None:
+            return None
+        rule, secs = found
+        return {"flops": str(rule.threshold), "rule": rule.name, "seconds": secs}
+
+
+def table(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> str:
     rows = [
         (
             "ACCOUNT",
@@ -112,6 +163,7 @@ def table(resp: collector_pb2.ListRunsResponse) -> str:
             "GPU energy (kWh)",
             "from",
             "to",
+            *(("NEXT",) if nxt else ()),
         )
     ]
     rows += [
@@ -125,6 +177,7 @@ def table(resp: collector_pb2.ListRunsResponse) -> str:
             energy(r.energy_kwh),
             utc(r.first_start_unix_ns),
             utc(r.last_end_unix_ns),
+            *((nxt.shown(r),) if nxt else ()),
         )
         for r in resp.runs
     ]
@@ -150,9 +203,13 @@ def run_json(r: collector_pb2.RunTotal) -> dict[str, object]:
     }
 
 
-def as_json(resp: collector_pb2.ListRunsResponse) -> dict[str, object]:
+def as_json(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> dict[str, object]:
+    runs = [run_json(r) for r in resp.runs]
+    if nxt is not None:
+        for doc, r in zip(runs, resp.runs, strict=True):
+            doc["next_threshold"] = nxt.as_json(r)
     return {
-        "runs": [run_json(r) for r in resp.runs],
+        "runs": runs,
         "scope": "since each run's first record, every job, node and cluster the collector holds",
         "legend": LEGEND_WITH_ENERGY,
         "flop_model_version": resp.flop_model_version,
@@ -164,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if args.page_size < 0:
         raise ConfigError("--page-size must be 0 (the collector's default) or positive")
     account = "" if args.account == NO_ACCOUNT_SHOWN else args.account
+    nxt = Next(parse_rules(args.thresholds), args.basis)
     with sync_channel(
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
@@ -176,8 +234,8 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
     if args.json:
-        json.dump(as_json(runs), sys.stdout, indent=2)
+        json.dump(as_json(runs, nxt), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(table(runs))
+        print(table(runs, nxt))
     return EXIT_OK

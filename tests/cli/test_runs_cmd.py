@@ -8,7 +8,10 @@ import json
 
 import pytest
 
+from flopwatch.cli.runs_cmd import Next, as_json, table
+from flopwatch.collector.alerts.scopes import parse_rules
 from flopwatch.runs import WorkloadClass
+from flopwatch.v1 import collector_pb2
 from tests.cli.test_jobs_cmd import serve_and_ask
 from tests.collector.server_helpers import enroll, past_node, submit
 from tests.nodes import by_account, expected_runs
@@ -108,3 +111,37 @@ def test_runs_and_accounts_tables_and_json(tmp_path, capsys, fleet):
     w30 = acme_acc["windows"][0]
     assert w30["end_unix_ns"] - w30["start_unix_ns"] == 30 * 86400 * 10**9
     assert (none_acc["runs"], none_acc["classes"]) == (1, ["unknown"])
+
+
+def test_the_next_threshold_of_a_run_and_the_time_to_it():
+    hour = 3600 * 10**9
+    # 3.6e24 FLOPs (upper bound) over 1 h: 1e21 FLOP/s; 1e25 is 6.4e3 s away.
+    steady = collector_pb2.RunTotal(
+        account="acme",
+        run="llama",
+        flops_estimate=str(10**24),
+        flops_upper=str(36 * 10**23),
+        first_start_unix_ns=0,
+        last_end_unix_ns=hour,
+    )
+    young = collector_pb2.RunTotal(
+        run="r", flops_estimate="5", flops_upper="5", last_end_unix_ns=hour // 2
+    )
+    done = collector_pb2.RunTotal(run="big", flops_estimate=str(10**27), flops_upper=str(10**27))
+    nxt = Next(parse_rules("eu-ai-act,us-ca-sb53"), "upper")
+    rule, secs = nxt.of(steady)
+    assert (rule.threshold, rule.name) == (10**25, "eu-ai-act") and secs == pytest.approx(6400)
+    assert nxt.shown(steady) == "1e+25 eu-ai-act in 0.1 d"
+    assert nxt.shown(young) == "1e+23 eu-ai-act no rate yet"  # under an hour measured
+    assert nxt.shown(done) == "-"
+    by_estimate = Next(parse_rules("eu-ai-act"), "estimate")
+    assert by_estimate.of(steady)[0].threshold == 10**25
+    assert by_estimate.of(steady)[1] == pytest.approx((10**25 - 10**24) / (10**24 / 3600))
+
+    resp = collector_pb2.ListRunsResponse(runs=[steady, done], flop_model_version="1")
+    lines = table(resp, nxt).splitlines()
+    assert lines[0].rstrip().endswith("NEXT") and lines[1].rstrip().endswith("in 0.1 d")
+    docs = as_json(resp, nxt)["runs"]
+    assert docs[0]["next_threshold"]["flops"] == str(10**25)
+    assert docs[0]["next_threshold"]["seconds"] == pytest.approx(6400)
+    assert docs[1]["next_threshold"] is None
