@@ -17,7 +17,9 @@ Per envelope, in order:
      out of order, or fill the hole a gap left, are accepted when they do not overlap.
 Then per batch: decide alerts from the new totals, commit records, totals and alerts in ONE
 transaction, and only then return the acks and hand new alerts to the sinks. If the store fails,
-every envelope of the batch is acked "retry" and nothing of the batch is applied.
+every envelope of the batch is acked "retry" and nothing of the batch is applied. Run and account
+alerts (`flopwatch.collector.alerts.scopes`) are decided after the commit, from the totals of the
+batch's runs and accounts read back, and recorded once each (`Store.record_scope_alerts`).
 
 Collectors sharing one database: another collector may commit a record of this batch (or
 overlapping GPU time) between the judging and the commit. The store then applies nothing and
