@@ -148,8 +148,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account, day)) WITHOUT ROWID""",
         "CREATE INDEX account_days_by_day ON account_days (day)",
     ),
+    # Run reports (issue 15, `flopwatch report --run`): log leaves by run (account, run name),
+    # as log_jobs indexes them by job; written with the leaf, in the commit that adds the
+    # record to the run's totals. Leaves logged before this migration are indexed by
+    # `tlog.backfill_runs` when the store next opens (archived, pruned envelopes cannot be).
+    (
+        """CREATE TABLE log_runs (
+            account TEXT NOT NULL, run TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+            PRIMARY KEY (account, run, leaf_index)) WITHOUT ROWID""",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
+RUN_LEAVES_VERSION = 7  # the migration that indexed log leaves by run (backfilled at open)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
