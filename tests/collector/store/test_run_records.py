@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 import pytest
 
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import build_sampled_run_report
 from flopwatch.collector.store.base import Store
+from flopwatch.collector.store.factory import open_store
+from flopwatch.collector.store.postgres import schema as postgres_schema
 from flopwatch.collector.store.sqlite import schema as sqlite_schema
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import BundleVerificationError, ConfigError
@@ -135,6 +138,31 @@ def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, ma
     store = SQLiteStore(path, now_ns=lambda: NOW)
     try:
         assert store.schema_version() == sqlite_schema.SCHEMA_VERSION
+        llama = store.run_evidence("acme", "llama")
+        assert llama is not None and [e.envelope for e in llama.entries] == envs[:5]
+        assert _verify(_report(store)).records == 5
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgres_database_from_before_the_run_index_is_backfilled_at_open(
+    postgres_url, make_ingestor
+):
+    store = open_store(postgres_url, now_ns=lambda: NOW, create=True)
+    try:
+        envs = _filled(store, make_ingestor)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP TABLE log_runs")
+        db.execute(
+            "DELETE FROM schema_version WHERE version >= %s",
+            (postgres_schema.RUN_LEAVES_VERSION,),
+        )
+    store = open_store(postgres_url, now_ns=lambda: NOW)
+    try:
+        assert store.schema_version() == postgres_schema.SCHEMA_VERSION
         llama = store.run_evidence("acme", "llama")
         assert llama is not None and [e.envelope for e in llama.entries] == envs[:5]
         assert _verify(_report(store)).records == 5
