@@ -34,7 +34,10 @@ INTOTO_SUFFIX = ".intoto.json"
 if TYPE_CHECKING:
     from flopwatch.verify.bundle_format import Bundle
 
-HELP = "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim)"
+HELP = (
+    "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim), or a "
+    "sampled report of a job or a run"
+)
 
 _EPILOG = """\
 The bundle holds every signed envelope that contributed to the job, the node keys that signed

@@ -61,7 +61,9 @@ A sampled report (`flopwatch report --sampled`) is recognised and checked in its
 the signed claim (with your challenge, and at least --min-samples samples and --min-probes
 probes), the positions drawn from it, each opened envelope and its sum-tree path to the claimed
 totals, inclusion proofs, revocations, and the probes of the job's log window. It prints the
-fraction of misstated or withheld records it would have found with 95 % probability.
+fraction of misstated or withheld records it would have found with 95 % probability. A run's
+sampled report (`flopwatch report --run RUN --account ACCOUNT --sampled`) is checked the same
+way, each record's figures recomputed for the run, and its totals are the run's.
 Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
 proves and what it does not: docs/regulators.md.
 """

@@ -1,4 +1,8 @@
-"""Verify a sampled job report offline. Pure: no I/O, no clock, no network.
+"""Verify a sampled job or run report offline. Pure: no I/O, no clock, no network.
+
+A run report's claim names a run (account, run) instead of a job; everything below reads the
+same with "run" for "job", each leaf then holding the run's figures in its record
+(`sampled_format.run_sums`).
 
 A `SampledVerifier` takes the same trust inputs as `BundleVerifier` (the collector key you pin,
 and/or a tree head you kept), plus the least number of samples and probes you accept and your
