@@ -2,7 +2,7 @@
 extrapolated to a frontier run.
 
     .venv/bin/python bench/sampled_report.py [--records 20000] [--rounds 1 60] [--gpus 8]
-                                             [--samples 3000] [--probes 3000]
+                                             [--samples 3000] [--probes 3000] [--run]
 
 For each `--rounds` (sampling rounds per record; the agent signs up to 60 one-second rounds of
 its GPUs in one record, kept under 60 KiB), it signs `--records` / rounds chained records (at
@@ -15,6 +15,10 @@ seconds, and per opened record: bytes of envelope, log proof and sum-tree path, 
 and, from those per-item costs, an EXTRAPOLATION to a run of 20,000 GPUs for 100 days at 1 s
 (1.7e11 GPU-intervals), where only the depths of the two trees and the count of opened records
 change: nothing there was run.
+
+With --run, the records are a run's (account "bench", run "frontier") instead of one job's:
+each record of it is of one of two jobs of that run in turn (a restart), and the report is the
+run report `flopwatch report --run --sampled` makes (leaves: the run's figures in each record).
 """
 
 from __future__ import annotations
@@ -39,13 +43,18 @@ from flopwatch.verify.sampled_format import detectable_fraction
 START = 1_700_000_000 * 10**9
 JOB = "manual:bench/frontier"
 OTHER = "manual:bench/other"
+RUN, ACCOUNT = "frontier", "bench"
+RUN_JOBS = ("manual:bench/frontier-1", "manual:bench/frontier-2")
 FRONTIER_GPU_INTERVALS = 20_000 * 100 * 86_400  # 1.728e11
 TARGET_BYTES = 1 << 30
 TARGET_S = 600.0
 
 
-def _records(n: int, rounds: int, gpus: int) -> tuple[list[bytes], list[bool], NodeKey]:
-    """`n` records of JOB, one of OTHER after every ninth; True where the record is JOB's."""
+def _records(
+    n: int, rounds: int, gpus: int, run: bool = False
+) -> tuple[list[bytes], list[bool], NodeKey]:
+    """`n` records of JOB (with `run`: of RUN's two jobs in turn), one of OTHER after every
+    ninth; True where the record is JOB's (RUN's)."""
     key = SigningKey.generate()
     sim = SimBackend(gpus, seed=7, start_ns=START)
     builder = RecordBuilder(
@@ -55,8 +64,9 @@ def _records(n: int, rounds: int, gpus: int) -> tuple[list[bytes], list[bool], N
     mine: list[bool] = []
     made = 0
     while made < n:
-        job = OTHER if len(out) % 10 == 9 else JOB
-        windows = [JobWindow(job, SIM_PID_BASE + g, 0) for g in range(gpus)]
+        job = OTHER if len(out) % 10 == 9 else (RUN_JOBS[made % 2] if run else JOB)
+        labels = {"run": RUN, "account": ACCOUNT} if run and job != OTHER else {}
+        windows = [JobWindow(job, SIM_PID_BASE + g, 0, **labels) for g in range(gpus)]
         batch = []
         for _ in range(rounds):
             readings = sim.next_readings()
@@ -64,15 +74,17 @@ def _records(n: int, rounds: int, gpus: int) -> tuple[list[bytes], list[bool], N
             batch.append((readings, windows))
         for env in builder.build_records(batch):
             out.append(env.to_bytes())
-            mine.append(job == JOB)
-            made += job == JOB
+            mine.append(job != OTHER)
+            made += job != OTHER
     raw = public_raw(key.public_key)
     return out, mine, NodeKey(key_id_of_raw(raw), "bench", raw, "enrolled", START)
 
 
-def measure(records: int, rounds: int, gpus: int, samples: int, probes: int) -> dict[str, float]:
+def measure(
+    records: int, rounds: int, gpus: int, samples: int, probes: int, run: bool = False
+) -> dict[str, float]:
     t = time.perf_counter()
-    envelopes, mine, node = _records(records, rounds, gpus)
+    envelopes, mine, node = _records(records, rounds, gpus, run)
     sign_s = time.perf_counter() - t
     collector = SigningKey.generate()
     log = MerkleLog()
@@ -89,8 +101,9 @@ def measure(records: int, rounds: int, gpus: int, samples: int, probes: int) -> 
 
     job_records = [(i, e) for i, e in enumerate(envelopes) if mine[i]]
     t = time.perf_counter()
+    scope = {"run": RUN, "account": ACCOUNT} if run else {"job_id": JOB}
     report = build_sampled(
-        job_id=JOB,
+        **scope,
         flop_model_version="1",
         records=job_records,
         log=View(),
@@ -167,6 +180,7 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--probes", type=int, default=3000)
+    p.add_argument("--run", action="store_true", help="a run of two jobs instead of one job")
     args = p.parse_args()
     print(
         f"{args.samples} samples: a fraction of {detectable_fraction(args.samples):.4%} "
@@ -176,11 +190,12 @@ def main() -> None:
     for rounds in args.rounds:
         # The same GPU-intervals signed whatever the record size (at least 500 records).
         records = max(500, args.records // rounds)
-        m = measure(records, rounds, args.gpus, args.samples, args.probes)
+        m = measure(records, rounds, args.gpus, args.samples, args.probes, args.run)
         print(
             f"\nMEASURED, {rounds} round(s) of {args.gpus} GPUs per record "
             f"({m['intervals_per_record']:.0f} GPU-intervals, {m['envelope_bytes']:.0f} bytes "
-            f"per envelope): job of {m['records']:.0f} records in a log of {m['log_size']:.0f}\n"
+            f"per envelope): {'run (2 jobs)' if args.run else 'job'} of {m['records']:.0f} "
+            f"records in a log of {m['log_size']:.0f}\n"
             f"  signing the records {m['sign_s']:.1f} s; making the report {m['make_s']:.1f} s; "
             f"report {m['report_bytes'] / 2**20:.1f} MiB; verifying {m['verify_s']:.2f} s "
             f"(one process)\n"

@@ -34,7 +34,10 @@ INTOTO_SUFFIX = ".intoto.json"
 if TYPE_CHECKING:
     from flopwatch.verify.bundle_format import Bundle
 
-HELP = "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim)"
+HELP = (
+    "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim), or a "
+    "sampled report of a job or a run"
+)
 
 _EPILOG = """\
 The bundle holds every signed envelope that contributed to the job, the node keys that signed
@@ -61,6 +64,11 @@ find a fraction of 0.1 % misstated records with 95 % probability. Give --challen
 the regulator chose, so the collector cannot re-sign its claim until the draw suits it. What it
 proves and what it cannot: docs/regulators.md, "Compact reports for large jobs and runs".
 
+--run RUN [--account ACCOUNT] --sampled reports a run instead of a job: its sum tree holds every
+logged record with work of the run (any of its jobs, on any node), each leaf the run's figures in
+that record, so the claimed totals are the run's as `flopwatch runs` lists them; probes look for
+records of the run left out, in the run's log window.
+
 Reads the database directly: the collector need not be running (it may be), and the database
 must exist (a mistyped --db is an error, never a new database). Needs the collector key (the
 claim and any new tree head are signed with it). See docs/regulators.md.
@@ -75,7 +83,20 @@ def add_parser(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("job", metavar="JOB", help="the job id, as the collector totals it")
+    p.add_argument("job", metavar="JOB", nargs="?", help="the job id, as the collector totals it")
+    p.add_argument(
+        "--run",
+        dest="run_name",
+        metavar="RUN",
+        help="report a run instead of a job (with --sampled): every record with work of the "
+        "run, across its jobs and nodes. A run is its account and its name together",
+    )
+    p.add_argument(
+        "--account",
+        default="",
+        metavar="ACCOUNT",
+        help="the run's account, as `flopwatch runs` lists it (default: none known)",
+    )
     p.add_argument(
         "--db",
         default="sqlite:flopwatch.db",
@@ -260,6 +281,27 @@ def _print_summary(
     )
 
 
+def _check_scope(args: argparse.Namespace) -> str:
+    """ "run" or "job": what the command reports; ConfigError on a bad combination."""
+    if args.run_name is not None:
+        if args.job is not None:
+            raise ConfigError("give a JOB or --run RUN, not both")
+        check_identifier("--run", args.run_name)
+        if args.account:
+            check_identifier("--account", args.account)
+        if not args.sampled:
+            raise ConfigError(
+                "--run needs --sampled (a run's evidence is a sampled report; for the full "
+                "bundle, report each of its jobs)"
+            )
+        return "run"
+    if args.job is None:
+        raise ConfigError("give a JOB, or --run RUN [--account ACCOUNT] --sampled")
+    if args.account:
+        raise ConfigError("--account goes with --run")
+    return "job"
+
+
 def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.archive_file import envelopes_from
     from flopwatch.collector.job_report import build_report
@@ -269,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.store.factory import open_store
 
+    if _check_scope(args) == "run":
+        return _run_sampled(args)
     check_identifier("JOB", args.job)
     if args.sampled:
         return _run_sampled(args)
@@ -321,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_sampled(args: argparse.Namespace) -> int:
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
-    from flopwatch.collector.sampled_report import build_sampled_report
+    from flopwatch.collector.sampled_report import build_sampled_report, build_sampled_run_report
     from flopwatch.collector.store.factory import open_store
     from flopwatch.verify.sampled_format import detectable_fraction
 
@@ -337,15 +381,28 @@ def _run_sampled(args: argparse.Namespace) -> int:
     key = load_collector_key(key_path, create=False)
     store = open_store(args.db)
     try:
-        report = build_sampled_report(
-            store,
-            TransparencyLog(store, key),
-            args.job,
-            samples=args.samples,
-            probes=args.probes,
-            challenge=challenge,
-            consistency_from=kept,
-        )
+        log = TransparencyLog(store, key)
+        if args.run_name is not None:
+            report = build_sampled_run_report(
+                store,
+                log,
+                args.account,
+                args.run_name,
+                samples=args.samples,
+                probes=args.probes,
+                challenge=challenge,
+                consistency_from=kept,
+            )
+        else:
+            report = build_sampled_report(
+                store,
+                log,
+                args.job,
+                samples=args.samples,
+                probes=args.probes,
+                challenge=challenge,
+                consistency_from=kept,
+            )
     finally:
         store.close()
     data = report.to_bytes()
@@ -355,7 +412,7 @@ def _run_sampled(args: argparse.Namespace) -> int:
     file = "FILE" if is_stdout(args.out) else args.out
     print(
         f"wrote {'the report' if is_stdout(args.out) else args.out} ({len(data)} bytes): "
-        f"sampled report of job {claim.job_id!r}, {claim.records} records in log leaves "
+        f"sampled report of {claim.scope}, {claim.records} records in log leaves "
         f"{claim.root.lowest}..{claim.root.highest}; {len(report.openings)} opened "
         f"({claim.samples} samples), {claim.probes} probes, against tree size {head.size}\n"
         f"claimed: {claim.sums.estimate:.4e} FLOPs (estimate), {claim.sums.upper:.4e} FLOPs "

@@ -61,7 +61,9 @@ A sampled report (`flopwatch report --sampled`) is recognised and checked in its
 the signed claim (with your challenge, and at least --min-samples samples and --min-probes
 probes), the positions drawn from it, each opened envelope and its sum-tree path to the claimed
 totals, inclusion proofs, revocations, and the probes of the job's log window. It prints the
-fraction of misstated or withheld records it would have found with 95 % probability.
+fraction of misstated or withheld records it would have found with 95 % probability. A run's
+sampled report (`flopwatch report --run RUN --account ACCOUNT --sampled`) is checked the same
+way, each record's figures recomputed for the run, and its totals are the run's.
 Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
 proves and what it does not: docs/regulators.md.
 """
@@ -329,8 +331,13 @@ def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
         json.dump(r.to_json(), out, indent=2)
         out.write("\n")
         return EXIT_OK
+    what, word = (
+        (f"job {r.job_id!r}", "job")
+        if r.job_id
+        else (f"run {r.run!r} of account {shown_account(r.account)!r}", "run")
+    )
     print(
-        f"\nVERIFIED (sampled): the collector claims job {r.job_id!r} performed "
+        f"\nVERIFIED (sampled): the collector claims {what} performed "
         f"{r.flops_estimate:.4e} FLOPs (estimate; exactly {r.flops_estimate}) and at most "
         f"{r.flops_upper:.4e} FLOPs (sound upper bound; exactly {r.flops_upper}) under FLOP "
         f"model v{r.flop_model_version}, over {r.gpu_intervals} GPU intervals "
@@ -340,9 +347,9 @@ def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
         f"those totals. Had {r.misstated_fraction_95:.3%} or more of the records been "
         f"misstated, duplicated or missing from the log, this check would have failed with "
         f"probability at least 95 %; had {r.withheld_fraction_95:.3%} or more of the log "
-        f"positions in the job's window (leaves {r.window[0]}..{r.window[1]}) held records of "
-        f"the job left out of the totals, likewise ({r.probes} probes, "
-        f"{r.probes_in_job} on the job's records).\n"
+        f"positions in the {word}'s window (leaves {r.window[0]}..{r.window[1]}) held records "
+        f"of the {word} left out of the totals, likewise ({r.probes} probes, "
+        f"{r.probes_in_job} on the {word}'s records).\n"
         "It cannot show work a node did not report, records never logged, or double counting "
         "across records it did not open: the monitor's full recomputation does "
         "(docs/regulators.md)."

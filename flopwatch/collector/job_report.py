@@ -16,7 +16,7 @@ from flopwatch.attestation import parse_payload
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.retention import fill_archived
 from flopwatch.collector.store.base import LogStore
-from flopwatch.collector.store.records import JobEvidence, NodeRecord
+from flopwatch.collector.store.records import JobEvidence, NodeRecord, RunEvidence
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, StoreError, VerificationError
 from flopwatch.keys import short_key_id
@@ -24,7 +24,7 @@ from flopwatch.statements import SignedTreeHead
 from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, JobClaim, NodeKey
 
 
-def node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
+def node_key(n: NodeRecord, evidence: JobEvidence | RunEvidence) -> NodeKey:
     if n.status != "revoked":
         return NodeKey(n.key_id, n.node_id, n.public_key, n.status, n.enrolled_at_ns)
     at = evidence.revoked_at_log_size.get(n.key_id)
@@ -43,8 +43,8 @@ def node_key(n: NodeRecord, evidence: JobEvidence) -> NodeKey:
     )
 
 
-def model_version(evidence: JobEvidence) -> str:
-    """The FLOP model the job's records were computed under (one, or the claim cannot say)."""
+def model_version(evidence: JobEvidence | RunEvidence) -> str:
+    """The FLOP model the records were computed under (one, or the claim cannot say)."""
     try:
         versions = {
             parse_payload(Envelope.from_bytes(e.envelope).payload).flop_model_version
@@ -53,7 +53,7 @@ def model_version(evidence: JobEvidence) -> str:
     except VerificationError as e:
         raise StoreError(f"a stored record cannot be read back: {e}") from e
     if len(versions) != 1:
-        raise StoreError(f"the job's records use FLOP model versions {sorted(versions)}")
+        raise StoreError(f"the records use FLOP model versions {sorted(versions)}")
     return versions.pop()
 
 

@@ -1,4 +1,5 @@
-"""Build a sampled job report from the store: what `flopwatch report JOB --sampled` writes.
+"""Build a sampled job or run report from the store: what `flopwatch report JOB --sampled` and
+`flopwatch report --run RUN --account ACCOUNT --sampled` write.
 
 Reads the job's records in one snapshot (`LogStore.job_evidence`), signs a tree head covering
 them (or reuses the latest), and hands them to the pure maker
@@ -15,11 +16,12 @@ from collections.abc import Callable, Sequence
 from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.store.base import LogStore
+from flopwatch.collector.store.records import JobEvidence, RunEvidence
 from flopwatch.errors import ConfigError, StoreError
 from flopwatch.statements import SignedTreeHead
 from flopwatch.verify.bundle_format import Consistency
 from flopwatch.verify.sampled_build import build_sampled
-from flopwatch.verify.sampled_format import SampledReport
+from flopwatch.verify.sampled_format import SampledReport, Scope
 
 
 class _StoreLog:
@@ -60,9 +62,71 @@ def build_sampled_report(
     evidence = store.job_evidence(job_id)
     if evidence is None:
         raise ConfigError(f"the collector holds no record of job {job_id!r}")
+    return _build(
+        store,
+        log,
+        evidence,
+        Scope(job_id=job_id),
+        samples=samples,
+        probes=probes,
+        challenge=challenge,
+        consistency_from=consistency_from,
+        now_ns=now_ns,
+    )
+
+
+def build_sampled_run_report(
+    store: LogStore,
+    log: TransparencyLog,
+    account: str,
+    run: str,
+    *,
+    samples: int,
+    probes: int,
+    challenge: bytes = b"",
+    consistency_from: Sequence[SignedTreeHead] = (),
+    now_ns: Callable[[], int] = time.time_ns,
+) -> SampledReport:
+    """The sampled report of the run (`account`, `run`): its sum tree holds every logged
+    record with a share of the run (`LogStore.run_evidence`), each leaf the run's figures in
+    it. ConfigError if the store holds no total of the run or its envelopes were pruned."""
+    scope = Scope(run=run, account=account)
+    evidence = store.run_evidence(account, run)
+    if evidence is None:
+        raise ConfigError(f"the collector holds no total of {scope}")
+    if not evidence.entries:
+        raise ConfigError(
+            f"the collector holds totals of {scope} but no log leaf of it is indexed (records "
+            "pruned before the run index existed?): make full job bundles from the archive"
+        )
+    return _build(
+        store,
+        log,
+        evidence,
+        scope,
+        samples=samples,
+        probes=probes,
+        challenge=challenge,
+        consistency_from=consistency_from,
+        now_ns=now_ns,
+    )
+
+
+def _build(
+    store: LogStore,
+    log: TransparencyLog,
+    evidence: JobEvidence | RunEvidence,
+    scope: Scope,
+    *,
+    samples: int,
+    probes: int,
+    challenge: bytes,
+    consistency_from: Sequence[SignedTreeHead],
+    now_ns: Callable[[], int],
+) -> SampledReport:
     if gone := sum(e.archived for e in evidence.entries):
         raise ConfigError(
-            f"{gone} of the {len(evidence.entries)} envelopes of job {job_id!r} were archived "
+            f"{gone} of the {len(evidence.entries)} envelopes of {scope} were archived "
             "and pruned: a sampled report needs them all to build its sum tree"
         )
     signed = log.sign()
@@ -80,7 +144,9 @@ def build_sampled_report(
         )
     try:
         return build_sampled(
-            job_id=job_id,
+            job_id=scope.job_id,
+            run=scope.run,
+            account=scope.account,
             flop_model_version=model_version(evidence),
             records=[(e.leaf_index, e.envelope) for e in evidence.entries],
             log=_StoreLog(store, log, size),
@@ -94,4 +160,4 @@ def build_sampled_report(
             consistency=tuple(consistency),
         )
     except ValueError as e:
-        raise StoreError(f"job {job_id!r}: {e}") from e
+        raise StoreError(f"{scope}: {e}") from e

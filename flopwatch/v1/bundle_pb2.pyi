@@ -1,11 +1,19 @@
 from flopwatch.v1 import envelope_pb2 as _envelope_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SampledScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCOPE_JOB: _ClassVar[SampledScope]
+    SCOPE_RUN: _ClassVar[SampledScope]
+SCOPE_JOB: SampledScope
+SCOPE_RUN: SampledScope
 
 class TreeHead(_message.Message):
     __slots__ = ("tree_size", "root_hash", "timestamp_unix_ns", "collector_public_key")
@@ -114,7 +122,7 @@ class ArchiveHeader(_message.Message):
     def __init__(self, media_type: _Optional[str] = ..., tree_head: _Optional[_Union[_envelope_pb2.Envelope, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., before_unix_ns: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
 
 class SampledClaim(_message.Message):
-    __slots__ = ("job_id", "flop_model_version", "flops_estimate", "flops_upper", "gpu_intervals", "gpu_ns", "records", "sum_root", "nodes", "tree_size", "root_hash", "created_unix_ns", "samples", "probes", "challenge")
+    __slots__ = ("job_id", "flop_model_version", "flops_estimate", "flops_upper", "gpu_intervals", "gpu_ns", "records", "sum_root", "nodes", "tree_size", "root_hash", "created_unix_ns", "samples", "probes", "challenge", "scope", "run", "account")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FLOP_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +138,9 @@ class SampledClaim(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     flop_model_version: str
     flops_estimate: str
@@ -145,7 +156,10 @@ class SampledClaim(_message.Message):
     samples: int
     probes: int
     challenge: bytes
-    def __init__(self, job_id: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpu_intervals: _Optional[int] = ..., gpu_ns: _Optional[int] = ..., records: _Optional[int] = ..., sum_root: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., created_unix_ns: _Optional[int] = ..., samples: _Optional[int] = ..., probes: _Optional[int] = ..., challenge: _Optional[bytes] = ...) -> None: ...
+    scope: SampledScope
+    run: str
+    account: str
+    def __init__(self, job_id: _Optional[str] = ..., flop_model_version: _Optional[str] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., gpu_intervals: _Optional[int] = ..., gpu_ns: _Optional[int] = ..., records: _Optional[int] = ..., sum_root: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeKey, _Mapping]]] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., created_unix_ns: _Optional[int] = ..., samples: _Optional[int] = ..., probes: _Optional[int] = ..., challenge: _Optional[bytes] = ..., scope: _Optional[_Union[SampledScope, str]] = ..., run: _Optional[str] = ..., account: _Optional[str] = ...) -> None: ...
 
 class SampledRecord(_message.Message):
     __slots__ = ("position", "leaf_index", "envelope", "inclusion_proof", "leaf_sums", "sum_path")

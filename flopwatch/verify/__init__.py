@@ -78,8 +78,11 @@ A sampled report (`flopwatch report --sampled`, for jobs too large for a bundle)
 records, k records drawn from a seed the collector cannot choose and recomputed, their sum-tree
 paths and log inclusion proofs, probes of the job's log window for withheld records). It
 returns a `SampledResult`, whose figures hold with the detection probability it states, or
-raises `BundleVerificationError`. docs/regulators.md, "Compact reports for large jobs and runs",
-says what it proves and what it cannot.
+raises `BundleVerificationError`. A run's sampled report (`flopwatch report --run RUN --account
+ACCOUNT --sampled`) is the same, its claim naming the run and its leaves the run's figures in
+each record (`sampled_format.run_sums`); `SampledResult.run` and `.account` then say which.
+docs/regulators.md, "Compact reports for large jobs and runs", says what it proves and what it
+cannot.
 """
 
 from flopwatch.errors import (

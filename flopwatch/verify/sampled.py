@@ -1,4 +1,8 @@
-"""Verify a sampled job report offline. Pure: no I/O, no clock, no network.
+"""Verify a sampled job or run report offline. Pure: no I/O, no clock, no network.
+
+A run report's claim names a run (account, run) instead of a job; everything below reads the
+same with "run" for "job", each leaf then holding the run's figures in its record
+(`sampled_format.run_sums`).
 
 A `SampledVerifier` takes the same trust inputs as `BundleVerifier` (the collector key you pin,
 and/or a tree head you kept), plus the least number of samples and probes you accept and your
@@ -44,8 +48,6 @@ from flopwatch.verify.sampled_format import (
     SampledLimits,
     SampledReport,
     detectable_fraction,
-    job_sums,
-    names_job,
     probe_leaves,
     sample_positions,
     seed_of,
@@ -62,7 +64,7 @@ SAMPLED_STEPS: tuple[str, ...] = (
     "every opened record's figures are its sum-tree leaf, whose path adds up to the claimed totals",
     "every opened envelope and probe is in the log (inclusion proofs against the tree head)",
     "no opened envelope was logged after its key was revoked",
-    "no probed log position in the job's window holds work of the job left out of the sum tree",
+    "no probed log position in the job's (run's) window holds its work left out of the sum tree",
     "log is consistent with the tree head you kept",
 )
 
@@ -71,7 +73,7 @@ SAMPLED_STEPS: tuple[str, ...] = (
 class SampledResult:
     """What a verified sampled report shows; the guarantee figures are for 95 % confidence."""
 
-    job_id: str
+    job_id: str  # empty in a run report
     flop_model_version: str
     flops_estimate: int
     flops_upper: int
@@ -91,12 +93,19 @@ class SampledResult:
     warnings: tuple[str, ...] = ()
     skipped_steps: tuple[tuple[int, str], ...] = ()
     consistent_with: TreeHead | None = None
+    run: str = ""  # a run report: the run (account, run) it totals
+    account: str = ""
 
     def to_json(self) -> dict[str, object]:
+        scope: dict[str, object] = (
+            {"run": self.run, "account": self.account} if not self.job_id else {}
+        )
         return {
             "verified": True,
             "kind": "sampled",
+            "scope": "run" if not self.job_id else "job",
             "job_id": self.job_id,
+            **scope,
             "flop_model_version": self.flop_model_version,
             "flops_estimate": str(self.flops_estimate),
             "flops_upper": str(self.flops_upper),
@@ -145,6 +154,10 @@ class _Steps:
                 self.on_skip(n, note.skipped)
         elif self.progress is not None:
             self.progress(n, note.text)
+
+
+def scope_word(claim: SampledClaim) -> str:
+    return "run" if claim.scope.is_run else "job"
 
 
 class SampledVerifier:
@@ -196,7 +209,7 @@ class SampledVerifier:
         with steps.step(4) as note:
             claim = self._check_claim(report, collector_key)
             note.text = (
-                f"job {claim.job_id!r}: {claim.records} records in log leaves "
+                f"{claim.scope}: {claim.records} records in log leaves "
                 f"{claim.root.lowest}..{claim.root.highest}; {claim.samples} samples, "
                 f"{claim.probes} probes"
             )
@@ -204,7 +217,7 @@ class SampledVerifier:
             probes_in_job = self._check_positions(report, claim)
             note.text = (
                 f"{len(report.openings)} distinct records opened; {probes_in_job} of "
-                f"{claim.probes} probes landed on records of the job"
+                f"{claim.probes} probes landed on records of the {scope_word(claim)}"
             )
         with steps.step(6) as note:
             records = self._check_records(report, claim)
@@ -248,6 +261,8 @@ class SampledVerifier:
             challenge=claim.challenge,
             skipped_steps=tuple(steps.skipped),
             consistent_with=None if self._kept is None else self._kept.head,
+            run=claim.run,
+            account=claim.account,
         )
 
     # -- steps -----------------------------------------------------------------------------
@@ -363,10 +378,10 @@ class SampledVerifier:
                     f"leaf {o.leaf_index} uses FLOP model v{r.attestation.flop_model_version}, "
                     f"the claim v{claim.flop_model_version}",
                 )
-            if not names_job(r.attestation, claim.job_id):
+            if not claim.scope.names(r.attestation):
                 raise VerificationError(
                     "unrelated_envelope",
-                    f"leaf {o.leaf_index} holds no work of job {claim.job_id!r}",
+                    f"leaf {o.leaf_index} holds no work of {claim.scope}",
                 )
             out.append(r)
         return out
@@ -375,7 +390,7 @@ class SampledVerifier:
         self, report: SampledReport, claim: SampledClaim, records: list[VerifiedRecord]
     ) -> None:
         for o, r in zip(report.openings, records, strict=True):
-            got = job_sums(r.attestation, claim.job_id)
+            got = claim.scope.sums(r.attestation)
             if got != o.sums:
                 raise VerificationError(
                     "leaf_misstated",
@@ -432,10 +447,10 @@ class SampledVerifier:
             except VerificationError:
                 unreadable += 1  # not a record at all: no work of any job
                 continue
-            if names_job(att, claim.job_id):
+            if claim.scope.names(att):
                 raise VerificationError(
                     "withheld_record",
-                    f"log leaf {p.leaf_index} holds work of job {claim.job_id!r} and is not in "
+                    f"log leaf {p.leaf_index} holds work of {claim.scope} and is not in "
                     "its sum tree: the claimed totals leave it out",
                 )
         return f"{len(report.probes)} probed leaves hold other jobs' records" + (

@@ -1,8 +1,8 @@
-"""Make a sampled job report from a job's records and a view of the log. Pure: the log is read
+"""Make a sampled job or run report from its records and a view of the log. Pure: the log is read
 through the `LogView` its caller passes (the collector's store, or a log in memory in tests).
 
 Follows the rules of `flopwatch.verify.sampled_format` exactly as the verifier does: the same
-leaf figures (`job_sums`), the same seed, the same positions.
+leaf figures (`job_sums`, `run_sums`), the same seed, the same positions.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from flopwatch.verify.sampled_format import (
     Probe,
     SampledClaim,
     SampledReport,
+    Scope,
     job_sums,
     probe_leaves,
+    run_sums,
     sample_positions,
     seed_of,
 )
@@ -45,7 +47,9 @@ class LogView(Protocol):
 
 def build_sampled(
     *,
-    job_id: str,
+    job_id: str = "",
+    run: str = "",
+    account: str = "",
     flop_model_version: str,
     records: Sequence[tuple[int, bytes]],
     log: LogView,
@@ -58,10 +62,16 @@ def build_sampled(
     challenge: bytes = b"",
     consistency: tuple[Consistency, ...] = (),
 ) -> SampledReport:
-    """The sampled report of `job_id`, whose records are `records` (leaf index, envelope bytes),
-    in ascending leaf index. ValueError if there are none or they are out of order."""
+    """The sampled report of `job_id` (or, with `job_id` empty, of the run (`account`, `run`)),
+    whose records are `records` (leaf index, envelope bytes), in ascending leaf index.
+    ValueError if there are none or they are out of order."""
+    scope = Scope(job_id, run, account)
+    if scope.is_run and not run:
+        raise ValueError("a sampled report names a job or a run")
+    if not scope.is_run and (run or account):
+        raise ValueError("a sampled report names a job or a run, not both")
     if not records:
-        raise ValueError(f"job {job_id!r} has no record")
+        raise ValueError(f"{scope} has no record")
     indices = [i for i, _ in records]
     if any(b <= a for a, b in itertools.pairwise(indices)):
         raise ValueError("records must be in strictly ascending log leaf index")
@@ -71,7 +81,7 @@ def build_sampled(
             att = parse_payload(Envelope.from_bytes(data).payload)
         except VerificationError as e:
             raise ValueError(f"leaf {index} cannot be read: {e.message}") from e
-        sums.append(job_sums(att, job_id))
+        sums.append(run_sums(att, account, run) if scope.is_run else job_sums(att, job_id))
     tree = SumTree([leaf_node(i, leaf_hash(d), s) for (i, d), s in zip(records, sums, strict=True)])
     claim = SampledClaim(
         job_id=job_id,
@@ -85,6 +95,8 @@ def build_sampled(
         samples=samples,
         probes=probes,
         challenge=challenge,
+        run=run,
+        account=account,
     )
     signed = claim.sign(signer)
     seed = seed_of(tree_head, signed.payload)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import VerificationError
+from flopwatch.runs import run_of, shown_account
 from flopwatch.statements import SignedTreeHead, parse_message
 from flopwatch.sumtree import NODE_BYTES, SUMS_BYTES, SumNode, Sums
 from flopwatch.v1 import attestation_pb2 as pb
@@ -82,6 +83,64 @@ def names_job(att: pb.Attestation, job_id: str) -> bool:
     return any(j.job_id == job_id for iv in att.intervals for j in iv.jobs)
 
 
+def in_run(share: pb.JobShare, account: str, run: str) -> bool:
+    """Whether a job's share counts for the run (`account`, `run`): its effective run
+    (`flopwatch.runs.run_of`: the declared run, else the job id) and its account are those."""
+    return share.account == account and run_of(share.job_id, share.run) == run
+
+
+def run_sums(att: pb.Attestation, account: str, run: str) -> Sums:
+    """The figures of the run (`account`, `run`) in one record: the shares of its jobs in each
+    GPU interval (what the collector adds into the run's totals: estimate, upper bound, and one
+    contribution per share), and the GPU-time of the intervals the run had work in, each
+    interval once. The collector's leaf and the verifier's recomputation."""
+    estimate = upper = intervals = gpu_ns = 0
+    for iv in att.intervals:
+        hit = False
+        for j in iv.jobs:
+            if in_run(j, account, run):
+                estimate += j.flops_estimate
+                upper += j.flops_upper
+                intervals += 1
+                hit = True
+        if hit:
+            gpu_ns += max(0, iv.end_unix_ns - iv.start_unix_ns)
+    return Sums(estimate, upper, intervals, gpu_ns)
+
+
+def names_run(att: pb.Attestation, account: str, run: str) -> bool:
+    return any(in_run(j, account, run) for iv in att.intervals for j in iv.jobs)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a sampled report is about: one job (`job_id`), or one run (`account`, `run`, with
+    `job_id` empty). Its figures in a record are what each sum-tree leaf states."""
+
+    job_id: str = ""
+    run: str = ""
+    account: str = ""
+
+    @property
+    def is_run(self) -> bool:
+        return not self.job_id
+
+    def sums(self, att: pb.Attestation) -> Sums:
+        if self.is_run:
+            return run_sums(att, self.account, self.run)
+        return job_sums(att, self.job_id)
+
+    def names(self, att: pb.Attestation) -> bool:
+        if self.is_run:
+            return names_run(att, self.account, self.run)
+        return names_job(att, self.job_id)
+
+    def __str__(self) -> str:
+        if self.is_run:
+            return f"run {self.run!r} of account {shown_account(self.account)!r}"
+        return f"job {self.job_id!r}"
+
+
 # -- the guarantee ---------------------------------------------------------------------------
 def detection_probability(fraction: float, samples: int) -> float:
     """Probability that `samples` uniform draws hit at least one of a `fraction` of bad items."""
@@ -115,10 +174,16 @@ class SampledClaim:
     samples: int
     probes: int
     challenge: bytes = b""
+    run: str = ""  # with an empty job_id: the claim is about the run (account, run)
+    account: str = ""
 
     @property
     def sums(self) -> Sums:
         return self.root.sums
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.job_id, self.run, self.account)
 
     def to_payload(self) -> bytes:
         s = self.root.sums
@@ -139,6 +204,10 @@ class SampledClaim:
             probes=self.probes,
             challenge=self.challenge,
         )
+        if self.scope.is_run:
+            m.scope = bundle_pb2.SCOPE_RUN
+            m.run = self.run
+            m.account = self.account
         return m.SerializeToString(deterministic=True)
 
     def sign(self, signer: Signer) -> Envelope:
@@ -162,8 +231,16 @@ class SampledClaim:
             )
         if len(m.challenge) > MAX_CHALLENGE_BYTES:
             raise _fail(f"a challenge of {len(m.challenge)} bytes", MALFORMED_CLAIM)
-        if not m.job_id or m.records == 0:
-            raise _fail("the claim names no job or no record", MALFORMED_CLAIM)
+        if m.scope == bundle_pb2.SCOPE_JOB:
+            if not m.job_id or m.run or m.account:
+                raise _fail("a job claim names no job, or a run", MALFORMED_CLAIM)
+        elif m.scope == bundle_pb2.SCOPE_RUN:
+            if m.job_id or not m.run:
+                raise _fail("a run claim names no run, or a job", MALFORMED_CLAIM)
+        else:
+            raise _fail(f"unknown claim scope {m.scope}", MALFORMED_CLAIM)
+        if m.records == 0:
+            raise _fail("the claim names no record", MALFORMED_CLAIM)
         if len({n.key_id for n in m.nodes}) != len(m.nodes):
             raise _fail("the claim names a node key twice", MALFORMED_CLAIM)
         try:
@@ -182,6 +259,8 @@ class SampledClaim:
         bl = limits.bundle
         return cls(
             job_id=_text(m.job_id, "job id", bl),
+            run=_text(m.run, "run", bl),
+            account=_text(m.account, "account", bl),
             flop_model_version=_text(m.flop_model_version, "model version", bl),
             root=root,
             records=m.records,
@@ -212,7 +291,8 @@ def sample_positions(seed: bytes, samples: int, records: int) -> list[int]:
 
 
 def probe_leaves(seed: bytes, probes: int, lowest: int, highest: int) -> list[int]:
-    """The log leaves to probe: `probes` uniform draws in the job's window [lowest, highest]."""
+    """The log leaves to probe: `probes` uniform draws in the window [lowest, highest] of the
+    job's (or run's) records."""
     return [lowest + _draw(seed, b"P", i, highest - lowest + 1) for i in range(probes)]
 
 

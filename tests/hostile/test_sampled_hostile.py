@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flopwatch.dsse import Envelope
 from flopwatch.errors import BundleVerificationError
 from flopwatch.keys import SigningKey
 from flopwatch.sumtree import NODE_BYTES
 from flopwatch.v1 import bundle_pb2
 from flopwatch.verify.sampled import SampledVerifier
-from flopwatch.verify.sampled_format import SampledLimits, is_sampled_report
+from flopwatch.verify.sampled_format import SAMPLED_CLAIM_TYPE, SampledLimits, is_sampled_report
 from tests.nodes import NOW, Node
 from tests.verify.bundle_builder import BundleBuilder
 
@@ -96,3 +97,33 @@ def test_a_signed_claim_asking_for_more_draws_than_the_limits_allow_is_refused()
     fat = dataclasses.replace(claim, records=10**12)  # more records than its log window
     e = check(dataclasses.replace(REPORT, claim=fat.sign(COLLECTOR)).to_bytes())
     assert (e.step, e.reason) == (4, "malformed_claim")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"run": "llama"}, "a job claim that also names a run"),
+        ({"account": "acme"}, "a job claim that names an account"),
+        ({"scope": bundle_pb2.SCOPE_RUN}, "a run claim that names a job"),
+        ({"scope": bundle_pb2.SCOPE_RUN, "job_id": "", "run": ""}, "a run claim of no run"),
+        ({"scope": 7}, "a scope this verifier does not know"),
+        ({"scope": bundle_pb2.SCOPE_RUN, "job_id": "", "run": "bad\nrun"}, "a hostile run"),
+    ],
+)
+def test_a_signed_claim_of_a_bad_scope_is_refused_at_step_4(change, why):
+    m = bundle_pb2.SampledClaim.FromString(REPORT.claim.payload)
+    for field, value in change.items():
+        setattr(m, field, value)
+    claim = Envelope.sign(m.SerializeToString(), COLLECTOR, SAMPLED_CLAIM_TYPE)
+    e = check(dataclasses.replace(REPORT, claim=claim).to_bytes())
+    assert (e.step, e.reason) == (4, "malformed_claim"), why
+
+
+def test_a_job_claim_re_signed_as_another_runs_is_refused():
+    """The collector signs the job's tree as the totals of a run its records are not of."""
+    m = bundle_pb2.SampledClaim.FromString(REPORT.claim.payload)
+    m.job_id, m.scope, m.run, m.account = "", bundle_pb2.SCOPE_RUN, "other", ""
+    claim = Envelope.sign(m.SerializeToString(), COLLECTOR, SAMPLED_CLAIM_TYPE)
+    e = check(dataclasses.replace(REPORT, claim=claim).to_bytes())
+    # The draw follows the claim: the old openings are not the new draw, or not of the run.
+    assert (e.step, e.reason) in {(5, "missing_sample"), (6, "unrelated_envelope")}

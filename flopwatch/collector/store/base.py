@@ -44,6 +44,7 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunEvidence,
     RunTotal,
     ScopeAlert,
     WindowTotal,
@@ -290,6 +291,12 @@ class LogStore(Protocol):
         """Everything a job report needs, read in ONE consistent snapshot (a read transaction),
         so the totals are exactly the sum of the entries. None if no record of the job is held.
         """
+        ...
+
+    def run_evidence(self, account: str, run: str) -> RunEvidence | None:
+        """Everything a run report needs, read in ONE consistent snapshot: the run's totals
+        and every logged record with a share that counts for the run (account, run), by leaf
+        index. None if the store holds no total of the run."""
         ...
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from flopwatch.attestation import parse_payload
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
@@ -21,9 +22,13 @@ from flopwatch.collector.store.records import (
     NodeRecord,
     NodeStatus,
     PruneCandidate,
+    RunEvidence,
+    RunTotal,
 )
-from flopwatch.errors import EnrollmentError, StoreError
+from flopwatch.dsse import Envelope
+from flopwatch.errors import EnrollmentError, StoreError, VerificationError
 from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
+from flopwatch.runs import run_of
 
 
 # -- node keys ---------------------------------------------------------------------------------
@@ -137,6 +142,27 @@ def job_evidence(
     """A job's evidence from its (leaf_index, envelope, key_id, sequence) rows, by leaf index,
     the store's node keys, the (key_id, log_size) rows of their revocations and the log's size,
     all read in one snapshot. StoreError if a key whose records are held is not."""
+    logged, nodes, revoked = _evidence(entries, node, revocations)
+    return JobEvidence(total, logged, nodes, revoked, log_size())
+
+
+def run_evidence(
+    total: RunTotal,
+    entries: Iterable[Sequence[Any]],
+    node: Callable[[str], NodeRecord | None],
+    revocations: Callable[[list[str]], Iterable[Sequence[Any]]],
+    log_size: Callable[[], int],
+) -> RunEvidence:
+    """A run's evidence, as `job_evidence` reads a job's."""
+    logged, nodes, revoked = _evidence(entries, node, revocations)
+    return RunEvidence(total, logged, nodes, revoked, log_size())
+
+
+def _evidence(
+    entries: Iterable[Sequence[Any]],
+    node: Callable[[str], NodeRecord | None],
+    revocations: Callable[[list[str]], Iterable[Sequence[Any]]],
+) -> tuple[tuple[LogEntry, ...], tuple[NodeRecord, ...], dict[str, int]]:
     logged = tuple(LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in entries)
     nodes = []
     for key_id in sorted({e.key_id for e in logged}):
@@ -145,13 +171,19 @@ def job_evidence(
             raise StoreError(f"records of key {short_key_id(key_id)} are held but the key is not")
         nodes.append(n)
     revoked = {r[0]: int(r[1]) for r in revocations([n.key_id for n in nodes])}
-    return JobEvidence(
-        total=total,
-        entries=logged,
-        nodes=tuple(nodes),
-        revoked_at_log_size=revoked,
-        log_size=log_size(),
-    )
+    return logged, tuple(nodes), revoked
+
+
+def record_runs(envelope: bytes) -> frozenset[tuple[str, str]]:
+    """The (account, run) of every share of a stored record (`flopwatch.runs.run_of`): what
+    `log_runs` indexes it under. b"" (an archived, pruned record): none can be read."""
+    if not envelope:
+        return frozenset()
+    try:
+        att = parse_payload(Envelope.from_bytes(envelope).payload)
+    except VerificationError as e:
+        raise StoreError(f"a stored record cannot be read back: {e}") from e
+    return frozenset((j.account, run_of(j.job_id, j.run)) for iv in att.intervals for j in iv.jobs)
 
 
 # -- retention -----------------------------------------------------------------------------------

@@ -481,3 +481,16 @@ class JobEvidence:
     nodes: tuple[NodeRecord, ...]  # the keys that signed them, by key id
     revoked_at_log_size: Mapping[str, int]  # log size when each revoked key among them was revoked
     log_size: int  # leaves in the log at the snapshot
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """What the store holds for one run (account, run), from one snapshot: what
+    `flopwatch report --run` samples. Entries are the records any of whose shares count for
+    the run (`log_runs`), by leaf index."""
+
+    total: RunTotal
+    entries: tuple[LogEntry, ...]
+    nodes: tuple[NodeRecord, ...]
+    revoked_at_log_size: Mapping[str, int]
+    log_size: int

@@ -76,6 +76,12 @@ def run_page(
     return [run_total(r) for r in cur.fetchall()]
 
 
+def run_total_of(cur: Cur, account: str, run: str) -> RunTotal | None:
+    cur.execute(SELECT_RUNS + " WHERE account = %s AND run = %s", (account, run))
+    row = cur.fetchone()
+    return None if row is None else run_total(row)
+
+
 def account_page(cur: Cur, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
     cur.execute(
         SELECT_ACCOUNTS + " WHERE account >= %(p)s "

@@ -165,7 +165,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             eta_s DOUBLE PRECISION,
             PRIMARY KEY (scope, account, run, window_days, kind, threshold))""",
     ),
+    # Run reports (issue 15, `flopwatch report --run`): log leaves by run (account, run name),
+    # as log_jobs indexes them by job; written with the leaf, in the commit that adds the
+    # record to the run's totals. Leaves logged before this migration are indexed by
+    # `tlog.backfill_runs` in the same transaction (archived, pruned envelopes cannot be).
+    (
+        """CREATE TABLE log_runs (
+            account TEXT COLLATE "C" NOT NULL, run TEXT COLLATE "C" NOT NULL,
+            leaf_index BIGINT NOT NULL, PRIMARY KEY (account, run, leaf_index))""",
+    ),
 )
+RUN_LEAVES_VERSION = 6  # the migration that indexed log leaves by run (backfilled at open)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Advisory lock (transaction scoped) held while migrating; class 0x666c6f70 spells "flop".

@@ -52,6 +52,7 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunEvidence,
     RunTotal,
     ScopeAlert,
     WindowTotal,
@@ -111,7 +112,9 @@ class PostgresStore:
             if not create:
                 self._check_tables()
             with self._tx("schema migration") as cur:
-                schema.migrate(cur)
+                found = schema.migrate(cur)
+                if 0 < found < schema.RUN_LEAVES_VERSION:
+                    tlog.backfill_runs(cur)  # leaves logged before log_runs existed
         except StoreError:
             self._db.close()
             raise
@@ -445,6 +448,11 @@ class PostgresStore:
         with self._snapshot("read job evidence") as cur:
             total = self.totals_for([job_id]).get(job_id)
             return None if total is None else tlog.job_evidence(cur, total, self.node)
+
+    def run_evidence(self, account: str, run: str) -> RunEvidence | None:
+        with self._snapshot("read run evidence") as cur:
+            total = runs.run_total_of(cur, account, run)
+            return None if total is None else tlog.run_evidence(cur, total, self.node)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head") as cur:

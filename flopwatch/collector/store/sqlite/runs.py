@@ -159,6 +159,11 @@ def run_page(
     return [run_total(r) for r in rows]
 
 
+def run_total_of(db: sqlite3.Connection, account: str, run: str) -> RunTotal | None:
+    row = db.execute(SELECT_RUNS + " WHERE account = ? AND run = ?", (account, run)).fetchone()
+    return None if row is None else run_total(row)
+
+
 def account_page(
     db: sqlite3.Connection, prefix: str, after: str | None, limit: int
 ) -> list[AccountTotal]:

@@ -158,8 +158,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value TEXT NOT NULL, at_ns INTEGER NOT NULL, rate REAL, eta_s REAL,
             PRIMARY KEY (scope, account, run, window_days, kind, threshold)) WITHOUT ROWID""",
     ),
+    # Run reports (issue 15, `flopwatch report --run`): log leaves by run (account, run name),
+    # as log_jobs indexes them by job; written with the leaf, in the commit that adds the
+    # record to the run's totals. Leaves logged before this migration are indexed by
+    # `tlog.backfill_runs` when the store next opens (archived, pruned envelopes cannot be).
+    (
+        """CREATE TABLE log_runs (
+            account TEXT NOT NULL, run TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+            PRIMARY KEY (account, run, leaf_index)) WITHOUT ROWID""",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
+RUN_LEAVES_VERSION = 8  # the migration that indexed log leaves by run (backfilled at open)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

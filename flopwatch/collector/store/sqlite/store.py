@@ -49,6 +49,7 @@ from flopwatch.collector.store.records import (
     NodeStatus,
     PendingKey,
     PruneCandidate,
+    RunEvidence,
     RunTotal,
     ScopeAlert,
     WindowTotal,
@@ -135,6 +136,8 @@ class SQLiteStore:
                 self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             with self._tx("schema migration"):
                 found = schema.migrate(self._db)
+                if 0 < found < schema.RUN_LEAVES_VERSION:
+                    tlog.backfill_runs(self._db)  # leaves logged before log_runs existed
                 tlog.backfill(self._db)  # records held before the log existed
                 if 0 < found < schema.RUNS_VERSION:
                     runs.backfill(self._db)  # jobs held before runs were totalled
@@ -449,6 +452,11 @@ class SQLiteStore:
         with self._errors("read job evidence"), tlog.snapshot(self._db):
             total = self.totals_for([job_id]).get(job_id)
             return None if total is None else tlog.job_evidence(self._db, total, self.node)
+
+    def run_evidence(self, account: str, run: str) -> RunEvidence | None:
+        with self._errors("read run evidence"), tlog.snapshot(self._db):
+            total = runs.run_total_of(self._db, account, run)
+            return None if total is None else tlog.run_evidence(self._db, total, self.node)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head"):

@@ -7,7 +7,8 @@ Functions take the store's connection; the writes run inside the caller's transa
 
 Tables (schema.py): log_nodes (level, idx, hash) holds every complete subtree, level 0 the
 leaf hashes; log_leaves maps a leaf index to its record (key_id, sequence), whose stored envelope
-bytes are the leaf data, and records.leaf_index maps back; log_jobs indexes leaves by job;
+bytes are the leaf data, and records.leaf_index maps back; log_jobs indexes leaves by job,
+log_runs by run (account, run);
 tree_heads keeps signed heads; log_revocations the log size at each revocation.
 """
 
@@ -22,7 +23,13 @@ from typing import Any
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log import translog
 from flopwatch.collector.store import common
-from flopwatch.collector.store.records import JobEvidence, JobTotal, NodeRecord
+from flopwatch.collector.store.records import (
+    JobEvidence,
+    JobTotal,
+    NodeRecord,
+    RunEvidence,
+    RunTotal,
+)
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
@@ -41,6 +48,7 @@ class Leaf:
     sequence: int
     data: bytes  # the stored envelope bytes
     jobs: frozenset[str]
+    runs: frozenset[tuple[str, str]] = frozenset()  # (account, run) of its shares
 
 
 # -- writes ----------------------------------------------------------------------------------
@@ -58,6 +66,7 @@ def append_records(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) ->
                 r.sequence,
                 r.envelope.to_bytes(),  # the same bytes sqlite_writes stores in `records`
                 frozenset(r.sums.jobs),
+                frozenset(r.sums.runs),
             )
             for r in records
         ],
@@ -82,6 +91,10 @@ def append_leaves(db: sqlite3.Connection, leaves: Sequence[Leaf]) -> int:
     db.executemany(
         "INSERT INTO log_jobs VALUES (?, ?)",
         [(job, size + n) for n, leaf in enumerate(leaves) for job in sorted(leaf.jobs)],
+    )
+    db.executemany(
+        "INSERT INTO log_runs VALUES (?, ?, ?)",
+        [(*run, size + n) for n, leaf in enumerate(leaves) for run in sorted(leaf.runs)],
     )
     return size
 
@@ -112,13 +125,38 @@ def backfill(db: sqlite3.Connection) -> int:
     ).fetchall():
         leaves = []
         for _, key_id, sequence, envelope in rows:
-            leaves.append(Leaf(key_id, sequence, bytes(envelope), _jobs_of(bytes(envelope))))
+            data = bytes(envelope)
+            leaves.append(Leaf(key_id, sequence, data, _jobs_of(data), common.record_runs(data)))
         first = append_leaves(db, leaves)
         db.executemany(
             "UPDATE records SET leaf_index = ? WHERE key_id = ? AND sequence = ?",
             [(first + n, leaf.key_id, leaf.sequence) for n, leaf in enumerate(leaves)],
         )
         db.execute("DELETE FROM log_backfill WHERE n <= ?", (rows[-1][0],))
+        done += len(rows)
+    return done
+
+
+def backfill_runs(db: sqlite3.Connection) -> int:
+    """Index by run the leaves logged before `log_runs` existed (call once, at the migration,
+    before `backfill`); return how many leaves were read. Archived, pruned envelopes cannot be
+    read: their leaves stay unindexed, and a run report finds them as probes."""
+    done = after = 0
+    while rows := db.execute(
+        "SELECT l.leaf_index, r.envelope FROM log_leaves l "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE l.leaf_index >= ? ORDER BY l.leaf_index LIMIT ?",
+        (after, _BACKFILL_CHUNK),
+    ).fetchall():
+        db.executemany(
+            "INSERT OR IGNORE INTO log_runs VALUES (?, ?, ?)",
+            [
+                (*run, int(i))
+                for i, envelope in rows
+                for run in sorted(common.record_runs(bytes(envelope)))
+            ],
+        )
+        after = int(rows[-1][0]) + 1
         done += len(rows)
     return done
 
@@ -220,3 +258,25 @@ def job_evidence(
         )
 
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))
+
+
+def run_evidence(
+    db: sqlite3.Connection, total: RunTotal, node: Callable[[str], NodeRecord | None]
+) -> RunEvidence:
+    """The run's logged records, their keys and revocations; call inside `snapshot`."""
+    entries = db.execute(
+        "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_runs j "
+        "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+        "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+        "WHERE j.account = ? AND j.run = ? ORDER BY j.leaf_index",
+        (total.account, total.run),
+    ).fetchall()
+
+    def revocations(key_ids: list[str]) -> list[Any]:
+        return select_matching(
+            db,
+            "SELECT key_id, log_size FROM log_revocations WHERE key_id IN ({rows})",
+            keyed(key_ids),
+        )
+
+    return common.run_evidence(total, entries, node, revocations, lambda: log_size(db))
