@@ -42,6 +42,7 @@ from flopwatch.monitor.events import (
 )
 from flopwatch.monitor.ledger import Batch, Ledger, Outcome
 from flopwatch.monitor.tree_tiles import TreeTiles, tile_ref
+from flopwatch.statements import RUN_DECLARATION_TYPE
 from flopwatch.tlog.checkpoint import parse_checkpoint
 from flopwatch.tlog.tiles import TILE_WIDTH, TileRef, decode_bundle
 from flopwatch.verify import RecordVerifier
@@ -86,6 +87,7 @@ class LogStats:
     failed: int = 0
     gpu_intervals: int = 0
     requests: int = 0
+    declarations: int = 0  # run lineage declarations passed over (no compute of their own)
     problems: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
@@ -252,6 +254,11 @@ class LogFollower:
         try:
             record = self._verifier.verify_bytes(entry)
         except VerificationError as e:
+            if e.reason == "wrong_payload_type" and _payload_type(entry) == RUN_DECLARATION_TYPE:
+                # A run lineage declaration (signed by the collector key, not a node's): it
+                # counts no compute; skipped, and counted as seen.
+                self.stats.declarations += 1
+                return None
             if e.reason == "unknown_key":
                 return Problem(
                     self.name,
@@ -277,6 +284,13 @@ def _subject(checkpoint: bytes) -> str:
     except VerificationError:
         size = "?"
     return f"checkpoint {size} ({digest})"
+
+
+def _payload_type(entry: bytes) -> str:
+    try:
+        return Envelope.from_bytes(entry).payload_type
+    except VerificationError:
+        return ""
 
 
 def _signer(entry: bytes) -> str:

@@ -15,6 +15,7 @@ from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.service import Monitor
 from flopwatch.monitor.totals import Figures, TotalKey, parse_threshold
 from flopwatch.monitor.tree_tiles import ENTRY_NOT_IN_TREE, HISTORY_REWRITTEN, TILES_DISAGREE
+from flopwatch.statements import RunDeclaration
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import Note, Signature, parse_note
 from flopwatch.tlog.tiles import TileRef
@@ -365,5 +366,30 @@ def test_an_unreachable_log_is_retried_and_others_go_on(
         snap = m.snapshot()
         assert snap.logs["b"].problems == {events.UNREACHABLE: 1}
         assert snap.logs["a"].counted == 2
+    finally:
+        m.close()
+
+
+def test_a_run_lineage_declaration_leaf_is_passed_over_not_a_problem(
+    tmp_path: Path, log_a: ServedLog
+) -> None:
+    node = Node("n1")
+    envs = node.envelopes(3)
+    declaration = RunDeclaration(
+        account="acme",
+        run="llama-ft",
+        workload_class="fine-tuning",
+        parent_account="acme",
+        parent_run="llama",
+        declared_at_ns=T0,
+    ).sign(SigningKey.generate())
+    log_a.add([envs[0], declaration.to_bytes(), *envs[1:]])
+    log_a.publish()
+    m = monitor(tmp_path, [log_a.log_config("a", tmp_path, [node])])
+    try:
+        m.catch_up()
+        assert reasons(m) == []
+        assert m.state.positions()["a"] == (4, 4)
+        assert job_totals(m) == expected_totals([node], envs)
     finally:
         m.close()
