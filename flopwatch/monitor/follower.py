@@ -42,7 +42,7 @@ from flopwatch.monitor.events import (
 )
 from flopwatch.monitor.ledger import Batch, Ledger, Outcome
 from flopwatch.monitor.tree_tiles import TreeTiles, tile_ref
-from flopwatch.statements import RUN_DECLARATION_TYPE
+from flopwatch.statements import RUN_DECLARATION_TYPE, RunDeclaration
 from flopwatch.tlog.checkpoint import parse_checkpoint
 from flopwatch.tlog.tiles import TILE_WIDTH, TileRef, decode_bundle
 from flopwatch.verify import RecordVerifier
@@ -87,7 +87,7 @@ class LogStats:
     failed: int = 0
     gpu_intervals: int = 0
     requests: int = 0
-    declarations: int = 0  # run lineage declarations passed over (no compute of their own)
+    declarations: int = 0  # run lineage declarations verified and passed over (no compute)
     problems: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
@@ -255,10 +255,7 @@ class LogFollower:
             record = self._verifier.verify_bytes(entry)
         except VerificationError as e:
             if e.reason == "wrong_payload_type" and _payload_type(entry) == RUN_DECLARATION_TYPE:
-                # A run lineage declaration (signed by the collector key, not a node's): it
-                # counts no compute; skipped, and counted as seen.
-                self.stats.declarations += 1
-                return None
+                return self._declaration(leaf, entry)
             if e.reason == "unknown_key":
                 return Problem(
                     self.name,
@@ -273,6 +270,16 @@ class LogFollower:
         outcome = ledger.count(self.name, leaf, record)
         if outcome is Outcome.PROBLEM:
             self.stats.failed += 1
+        return None
+
+    def _declaration(self, leaf: int, entry: bytes) -> Problem | None:
+        """A run lineage declaration: signed by the log's own (collector) key, not a node's;
+        it counts no compute. Its signature is checked; a bad one is a problem."""
+        try:
+            RunDeclaration.verified(Envelope.from_bytes(entry), self.config.log_key.public_key)
+        except VerificationError as e:
+            return Problem(self.name, e.reason, f"leaf {leaf}", e.message)
+        self.stats.declarations += 1
         return None
 
 

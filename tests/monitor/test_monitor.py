@@ -370,26 +370,31 @@ def test_an_unreachable_log_is_retried_and_others_go_on(
         m.close()
 
 
-def test_a_run_lineage_declaration_leaf_is_passed_over_not_a_problem(
+def test_a_run_lineage_declaration_leaf_is_verified_and_passed_over(
     tmp_path: Path, log_a: ServedLog
 ) -> None:
     node = Node("n1")
     envs = node.envelopes(3)
-    declaration = RunDeclaration(
+    statement = RunDeclaration(
         account="acme",
         run="llama-ft",
         workload_class="fine-tuning",
         parent_account="acme",
         parent_run="llama",
         declared_at_ns=T0,
-    ).sign(SigningKey.generate())
-    log_a.add([envs[0], declaration.to_bytes(), *envs[1:]])
+    )
+    by_log = statement.sign(log_a.key).to_bytes()  # the collector key, which signs the log
+    by_other = statement.sign(SigningKey.generate()).to_bytes()
+    log_a.add([envs[0], by_log, *envs[1:], by_other])
     log_a.publish()
     m = monitor(tmp_path, [log_a.log_config("a", tmp_path, [node])])
     try:
         m.catch_up()
-        assert reasons(m) == []
-        assert m.state.positions()["a"] == (4, 4)
+        # The collector's declaration counts nothing and is no problem; one signed by another
+        # key is reported (not a node record gone bad, not an unknown node key).
+        assert reasons(m) == ["bad_run_declaration"]
+        assert m.state.positions()["a"] == (5, 5)
         assert job_totals(m) == expected_totals([node], envs)
+        assert m.followers[0].stats.declarations == 1
     finally:
         m.close()
