@@ -97,3 +97,8 @@ class TransportError(FlopwatchError):
 
 class SpoolError(FlopwatchError):
     """The agent's durable spool cannot be written or read."""
+
+
+class LineageError(FlopwatchError):
+    """A run lineage declaration refused (unknown parent, cycle, already declared), with the
+    reason."""

@@ -25,6 +25,9 @@ each one named below exists):
     flopwatch.collector.alerts.scopes.DEFAULT_FORECAST_MIN_SPAN_S  a run's span before its rate
                                                       is trusted for forecasts
     flopwatch.collector.config.MAX_DURATION_S         a duration option (--silent-after, ...)
+    flopwatch.lineage.MAX_LINEAGE_DEPTH                 ancestors of a run (lineage declarations)
+    flopwatch.statements.MAX_RUN_CLAIM_BYTES          a run claim a collector imports
+    flopwatch.statements.MAX_RUN_DECLARATION_BYTES    a run lineage declaration read from a log
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
     flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token

@@ -1,6 +1,7 @@
-"""What the collector signs with its own key: tree heads of its log, and job claims.
+"""What the collector signs with its own key: tree heads of its log, job claims, run claims
+and run lineage declarations.
 
-Both are DSSE envelopes (flopwatch.dsse) with payload types of their own, so a collector
+All are DSSE envelopes (flopwatch.dsse) with payload types of their own, so a collector
 signature can never be mistaken for a node's attestation or for each other. A signed tree head
 carries the collector's public key; a verifier pins that key by its key id (hex SHA-256 of the
 raw key, the log id). Pure: no I/O, no clock (timestamps are passed in).
@@ -8,8 +9,11 @@ raw key, the log id). Pure: no I/O, no clock (timestamps are passed in).
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -136,4 +140,175 @@ class SignedTreeHead:
         verifier trusts is the caller's check (compare `head.log_id` with the pinned id)."""
         check_signed(
             self.envelope, TREE_HEAD_TYPE, public_from_raw(self.head.public_key), BAD_TREE_HEAD
+        )
+
+
+# --- Run lineage: run claims and lineage declarations ---------------------------------------
+# Both are canonical JSON (sorted keys, no spaces, ASCII) in a DSSE envelope with a payload type
+# of their own, signed by the collector key. A run claim says what one collector holds of one
+# run: its cumulative totals (own plus ancestors'), at a signed tree head of its log. A lineage
+# declaration says that a run derives from a parent run (held by the same collector, or by
+# another one, then named by that collector's run claim, carried inside the declaration as
+# evidence); the collector appends it to its transparency log as a leaf.
+
+RUN_CLAIM_TYPE = "application/vnd.flopwatch.run-claim.v1+json"
+RUN_DECLARATION_TYPE = "application/vnd.flopwatch.run-declaration.v1+json"
+# A run claim is well under a kilobyte; a declaration carries at most one claim.
+MAX_RUN_CLAIM_BYTES = 8192
+MAX_RUN_DECLARATION_BYTES = 2 * MAX_RUN_CLAIM_BYTES
+
+BAD_RUN_CLAIM = "bad_run_claim"
+BAD_RUN_DECLARATION = "bad_run_declaration"
+
+
+def canonical_json(value: Mapping[str, object]) -> bytes:
+    """The one encoding of a statement's payload: sorted keys, no spaces, ASCII."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _json_payload(envelope: Envelope, max_bytes: int, reason: str) -> dict[str, Any]:
+    if len(envelope.payload) > max_bytes:
+        raise VerificationError(reason, f"payload is {len(envelope.payload)} bytes")
+    try:
+        value = json.loads(envelope.payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VerificationError(reason, f"payload is not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise VerificationError(reason, "payload is not a JSON object")
+    return value
+
+
+def _field(value: Mapping[str, Any], name: str, kind: type, reason: str) -> Any:
+    got = value.get(name)
+    # bool is an int in Python; no field here is a bool.
+    if not isinstance(got, kind) or isinstance(got, bool):
+        raise VerificationError(reason, f"field {name!r} is missing or not a {kind.__name__}")
+    if isinstance(got, int) and got < 0:
+        raise VerificationError(reason, f"field {name!r} is negative")
+    return got
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """What a collector holds of one run: cumulative totals (its own compute and every
+    ancestor's) at its log's signed tree head of `tree_size` (root `root_hex`)."""
+
+    account: str
+    run: str
+    flops_estimate: int
+    flops_upper: int
+    gpu_time_fs: int
+    energy_nj: int
+    tree_size: int
+    root_hex: str
+    claimed_at_ns: int
+    collector_key_id: str = ""  # filled from the verified signature
+
+    def payload(self) -> bytes:
+        return canonical_json(
+            {
+                "account": self.account,
+                "run": self.run,
+                "flops_estimate": str(self.flops_estimate),
+                "flops_upper": str(self.flops_upper),
+                "gpu_time_fs": str(self.gpu_time_fs),
+                "energy_nj": str(self.energy_nj),
+                "tree_size": self.tree_size,
+                "root": self.root_hex,
+                "claimed_at_ns": self.claimed_at_ns,
+            }
+        )
+
+    def sign(self, signer: Signer) -> Envelope:
+        return Envelope.sign(self.payload(), signer, RUN_CLAIM_TYPE)
+
+    @classmethod
+    def verified(cls, data: bytes, key: Ed25519PublicKey) -> RunClaim:
+        """A run claim file (a serialized envelope), checked against the pinned collector key
+        `key`; VerificationError(bad_run_claim) with the reason otherwise."""
+        r = BAD_RUN_CLAIM
+        if len(data) > MAX_RUN_CLAIM_BYTES:
+            raise VerificationError(r, f"{len(data)} bytes is too large")
+        try:
+            envelope = Envelope.from_bytes(data)
+        except VerificationError as e:
+            raise VerificationError(r, e.message) from e
+        check_signed(envelope, RUN_CLAIM_TYPE, key, r)
+        v = _json_payload(envelope, MAX_RUN_CLAIM_BYTES, r)
+
+        def count(name: str) -> int:
+            text = _field(v, name, str, r)
+            if not text.isascii() or not text.isdigit() or len(text) > 40:
+                raise VerificationError(r, f"field {name!r} is not a decimal count")
+            return int(text)
+
+        root = _field(v, "root", str, r)
+        if len(root) != 2 * HASH_SIZE or any(c not in "0123456789abcdef" for c in root):
+            raise VerificationError(r, "field 'root' is not a hex SHA-256")
+        return cls(
+            account=_field(v, "account", str, r),
+            run=_field(v, "run", str, r),
+            flops_estimate=count("flops_estimate"),
+            flops_upper=count("flops_upper"),
+            gpu_time_fs=count("gpu_time_fs"),
+            energy_nj=count("energy_nj"),
+            tree_size=_field(v, "tree_size", int, r),
+            root_hex=root,
+            claimed_at_ns=_field(v, "claimed_at_ns", int, r),
+            collector_key_id=key_id_of(key),
+        )
+
+
+@dataclass(frozen=True)
+class RunDeclaration:
+    """Run (account, run) of class `workload_class` derives from a parent: the run
+    (parent_account, parent_run) of this collector, or, with `parent_claim` (the serialized
+    envelope of a foreign collector's run claim) and `parent_collector` (that collector's key
+    id), a run held elsewhere."""
+
+    account: str
+    run: str
+    workload_class: str
+    parent_account: str
+    parent_run: str
+    declared_at_ns: int
+    parent_collector: str = ""
+    parent_claim: bytes = b""
+
+    def payload(self) -> bytes:
+        return canonical_json(
+            {
+                "account": self.account,
+                "run": self.run,
+                "class": self.workload_class,
+                "parent_account": self.parent_account,
+                "parent_run": self.parent_run,
+                "parent_collector": self.parent_collector,
+                "parent_claim": base64.b64encode(self.parent_claim).decode(),
+                "declared_at_ns": self.declared_at_ns,
+            }
+        )
+
+    def sign(self, signer: Signer) -> Envelope:
+        return Envelope.sign(self.payload(), signer, RUN_DECLARATION_TYPE)
+
+    @classmethod
+    def verified(cls, envelope: Envelope, key: Ed25519PublicKey) -> RunDeclaration:
+        """A declaration as logged, checked against the collector key `key`."""
+        r = BAD_RUN_DECLARATION
+        check_signed(envelope, RUN_DECLARATION_TYPE, key, r)
+        v = _json_payload(envelope, MAX_RUN_DECLARATION_BYTES, r)
+        try:
+            claim = base64.b64decode(_field(v, "parent_claim", str, r), validate=True)
+        except ValueError as e:
+            raise VerificationError(r, "field 'parent_claim' is not base64") from e
+        return cls(
+            account=_field(v, "account", str, r),
+            run=_field(v, "run", str, r),
+            workload_class=_field(v, "class", str, r),
+            parent_account=_field(v, "parent_account", str, r),
+            parent_run=_field(v, "parent_run", str, r),
+            declared_at_ns=_field(v, "declared_at_ns", int, r),
+            parent_collector=_field(v, "parent_collector", str, r),
+            parent_claim=claim,
         )

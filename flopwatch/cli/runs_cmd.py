@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from flopwatch.cli import runs_lineage_cmd
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
 from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, call, energy, render, seconds, utc
 from flopwatch.collector.alerts.scopes import ScopedPolicy, parse_rules, time_to_next
@@ -31,8 +32,18 @@ FLOPs under the FLOP model version printed below the table, as an estimate (decl
 else bf16) and a sound upper bound (fastest precision, maximum SM clock); GPU-seconds and GPU
 energy (kWh: the GPUs' board energy only, not host, network or cooling), both each job's share
 of its GPU intervals, as its FLOPs are. CLASSES are the workload classes the run's records
-declared. Account {NO_ACCOUNT_SHOWN}: none known. Per account, over rolling windows:
-`flopwatch accounts`.
+declared. DERIVED FROM: the run's declared parent (@KEYID: held by another collector, per its
+signed run claim); CUMULATIVE: its own FLOPs plus every ancestor's; > 1/3 OF PARENT: its own
+compute is above a third of its parent's cumulative compute (EU AI Act: a modifier with more
+than a third of the original's compute becomes its provider). Account {NO_ACCOUNT_SHOWN}: none
+known. Per account, over rolling windows: `flopwatch accounts`.
+
+Lineage (against the collector's database, --db): `flopwatch runs declare RUN --derived-from
+PARENT --class fine-tuning` declares that RUN derives from PARENT (or, with --parent-claim, from
+a run of another collector, by its signed run claim); `flopwatch runs claim RUN --out FILE`
+exports this collector's signed claim of RUN; `flopwatch runs lineage RUN` shows its ancestors
+and its own, inherited and cumulative compute. See `flopwatch runs declare --help`.
+
 
 NEXT is the next of --thresholds above the run's figure (--basis) and the time to it at the
 run's average rate over its measured span (shown once that span is an hour; the collector's
@@ -51,7 +62,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--collector",
-        required=True,
         metavar="HOST:PORT",
         help="the collector to ask; with mTLS, present a reader certificate "
         "(flopwatch certs issue --client --role reader)",
@@ -91,6 +101,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
     add_tls_arguments(p, "reader")
     p.set_defaults(run=run)
+    runs_lineage_cmd.add_actions(p)
 
 
 def fetch_runs(
@@ -151,6 +162,14 @@ class Next:
         return {"flops": str(rule.threshold), "rule": rule.name, "seconds": secs}
 
 
+def parent(r: collector_pb2.RunTotal) -> str:
+    """The parent run as people read it: "-" for none, "ACCOUNT/RUN", "@KEYID" when foreign."""
+    if not r.parent_run:
+        return "-"
+    where = f" @{r.parent_collector[:16]}" if r.parent_collector else ""
+    return f"{shown_account(r.parent_account)}/{r.parent_run}{where}"
+
+
 def table(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> str:
     rows = [
         (
@@ -163,6 +182,9 @@ def table(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> str:
             "GPU energy (kWh)",
             "from",
             "to",
+            "DERIVED FROM",
+            "CUMULATIVE FLOPs (estimate)",
+            "> 1/3 OF PARENT",
             *(("NEXT",) if nxt else ()),
         )
     ]
@@ -177,6 +199,9 @@ def table(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> str:
             energy(r.energy_kwh),
             utc(r.first_start_unix_ns),
             utc(r.last_end_unix_ns),
+            parent(r),
+            f"{int(r.cumulative_flops_estimate or r.flops_estimate):.4e}",
+            ("yes" if r.derived_over_third else "no") if r.parent_run else "-",
             *((nxt.shown(r),) if nxt else ()),
         )
         for r in resp.runs
@@ -200,6 +225,18 @@ def run_json(r: collector_pb2.RunTotal) -> dict[str, object]:
         "gpu_intervals": r.gpu_intervals,
         "first_start_unix_ns": r.first_start_unix_ns,
         "last_end_unix_ns": r.last_end_unix_ns,
+        "parent": {
+            "account": r.parent_account,
+            "run": r.parent_run,
+            "collector": r.parent_collector or None,
+        }
+        if r.parent_run
+        else None,
+        "inherited_flops": int(r.inherited_flops_estimate or 0),
+        "inherited_flops_upper": int(r.inherited_flops_upper or 0),
+        "cumulative_flops": int(r.cumulative_flops_estimate or r.flops_estimate),
+        "cumulative_flops_upper": int(r.cumulative_flops_upper or r.flops_upper),
+        "derived_over_third": r.derived_over_third,
     }
 
 
@@ -217,6 +254,8 @@ def as_json(resp: collector_pb2.ListRunsResponse, nxt: Next | None = None) -> di
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.collector is None:
+        raise ConfigError("give --collector HOST:PORT (or an action: declare, claim, lineage)")
     host_port(args.collector)
     if args.page_size < 0:
         raise ConfigError("--page-size must be 0 (the collector's default) or positive")

@@ -14,6 +14,7 @@ from typing import Literal
 
 from flopwatch.collector.alerts.liveness import is_silent
 from flopwatch.collector.config import AccountWindows
+from flopwatch.collector.lineage import own_compute
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
     AccountTotal,
@@ -25,6 +26,7 @@ from flopwatch.collector.store.records import (
     RunTotal,
     WindowTotal,
 )
+from flopwatch.lineage import Compute, Lineage, RunKey, lineage_of
 from flopwatch.verify.sums import DAY_NS
 
 SummaryStatus = Literal["enrolled", "revoked", "pending"]
@@ -131,6 +133,20 @@ class Query:
         self, account: str | None, prefix: str, after: tuple[str, str], limit: int
     ) -> list[RunTotal]:
         return self._store.run_page(account, prefix, after, limit)
+
+    def lineages(self, runs: Sequence[RunTotal]) -> dict[RunKey, Lineage]:
+        """The lineage of each run of a page: one read of the declared parents, and the own
+        totals of ancestors not on the page (at most MAX_LINEAGE_DEPTH each)."""
+        parents = self._store.lineage_parents()
+        held = {(r.account, r.run): r for r in runs}
+
+        def own(key: RunKey) -> Compute:
+            r = held.get(key)
+            if r is None:
+                return own_compute(self._store, key)
+            return Compute(r.flops_estimate, r.flops_upper, r.gpu_time_fs, r.energy_nj)
+
+        return {key: lineage_of(key, parents, own) for key in held}
 
     def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountSummary]:
         """Up to `limit` accounts after `after`, each with its trailing windows through today

@@ -42,6 +42,7 @@ from flopwatch.monitor.events import (
 )
 from flopwatch.monitor.ledger import Batch, Ledger, Outcome
 from flopwatch.monitor.tree_tiles import TreeTiles, tile_ref
+from flopwatch.statements import RUN_DECLARATION_TYPE, RunDeclaration
 from flopwatch.tlog.checkpoint import parse_checkpoint
 from flopwatch.tlog.tiles import TILE_WIDTH, TileRef, decode_bundle
 from flopwatch.verify import RecordVerifier
@@ -86,6 +87,7 @@ class LogStats:
     failed: int = 0
     gpu_intervals: int = 0
     requests: int = 0
+    declarations: int = 0  # run lineage declarations verified and passed over (no compute)
     problems: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
@@ -252,6 +254,8 @@ class LogFollower:
         try:
             record = self._verifier.verify_bytes(entry)
         except VerificationError as e:
+            if e.reason == "wrong_payload_type" and _payload_type(entry) == RUN_DECLARATION_TYPE:
+                return self._declaration(leaf, entry)
             if e.reason == "unknown_key":
                 return Problem(
                     self.name,
@@ -268,6 +272,16 @@ class LogFollower:
             self.stats.failed += 1
         return None
 
+    def _declaration(self, leaf: int, entry: bytes) -> Problem | None:
+        """A run lineage declaration: signed by the log's own (collector) key, not a node's;
+        it counts no compute. Its signature is checked; a bad one is a problem."""
+        try:
+            RunDeclaration.verified(Envelope.from_bytes(entry), self.config.log_key.public_key)
+        except VerificationError as e:
+            return Problem(self.name, e.reason, f"leaf {leaf}", e.message)
+        self.stats.declarations += 1
+        return None
+
 
 def _subject(checkpoint: bytes) -> str:
     """A checkpoint as a problem's subject: its size and a digest of the note."""
@@ -277,6 +291,13 @@ def _subject(checkpoint: bytes) -> str:
     except VerificationError:
         size = "?"
     return f"checkpoint {size} ({digest})"
+
+
+def _payload_type(entry: bytes) -> str:
+    try:
+        return Envelope.from_bytes(entry).payload_type
+    except VerificationError:
+        return ""
 
 
 def _signer(entry: bytes) -> str:

@@ -202,7 +202,7 @@ class ListRunsRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., run_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RunTotal(_message.Message):
-    __slots__ = ("account", "run", "classes", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh")
+    __slots__ = ("account", "run", "classes", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh", "parent_account", "parent_run", "parent_collector", "inherited_flops_estimate", "inherited_flops_upper", "cumulative_flops_estimate", "cumulative_flops_upper", "derived_over_third")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,14 @@ class RunTotal(_message.Message):
     GPU_INTERVALS_FIELD_NUMBER: _ClassVar[int]
     GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_RUN_FIELD_NUMBER: _ClassVar[int]
+    PARENT_COLLECTOR_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_OVER_THIRD_FIELD_NUMBER: _ClassVar[int]
     account: str
     run: str
     classes: _containers.RepeatedScalarFieldContainer[str]
@@ -223,7 +231,15 @@ class RunTotal(_message.Message):
     gpu_intervals: int
     gpu_seconds: float
     energy_kwh: float
-    def __init__(self, account: _Optional[str] = ..., run: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
+    parent_account: str
+    parent_run: str
+    parent_collector: str
+    inherited_flops_estimate: str
+    inherited_flops_upper: str
+    cumulative_flops_estimate: str
+    cumulative_flops_upper: str
+    derived_over_third: bool
+    def __init__(self, account: _Optional[str] = ..., run: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., parent_account: _Optional[str] = ..., parent_run: _Optional[str] = ..., parent_collector: _Optional[str] = ..., inherited_flops_estimate: _Optional[str] = ..., inherited_flops_upper: _Optional[str] = ..., cumulative_flops_estimate: _Optional[str] = ..., cumulative_flops_upper: _Optional[str] = ..., derived_over_third: _Optional[bool] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token", "flop_model_version")

@@ -15,6 +15,7 @@ from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.service import Monitor
 from flopwatch.monitor.totals import Figures, TotalKey, parse_threshold
 from flopwatch.monitor.tree_tiles import ENTRY_NOT_IN_TREE, HISTORY_REWRITTEN, TILES_DISAGREE
+from flopwatch.statements import RunDeclaration
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import Note, Signature, parse_note
 from flopwatch.tlog.tiles import TileRef
@@ -365,5 +366,35 @@ def test_an_unreachable_log_is_retried_and_others_go_on(
         snap = m.snapshot()
         assert snap.logs["b"].problems == {events.UNREACHABLE: 1}
         assert snap.logs["a"].counted == 2
+    finally:
+        m.close()
+
+
+def test_a_run_lineage_declaration_leaf_is_verified_and_passed_over(
+    tmp_path: Path, log_a: ServedLog
+) -> None:
+    node = Node("n1")
+    envs = node.envelopes(3)
+    statement = RunDeclaration(
+        account="acme",
+        run="llama-ft",
+        workload_class="fine-tuning",
+        parent_account="acme",
+        parent_run="llama",
+        declared_at_ns=T0,
+    )
+    by_log = statement.sign(log_a.key).to_bytes()  # the collector key, which signs the log
+    by_other = statement.sign(SigningKey.generate()).to_bytes()
+    log_a.add([envs[0], by_log, *envs[1:], by_other])
+    log_a.publish()
+    m = monitor(tmp_path, [log_a.log_config("a", tmp_path, [node])])
+    try:
+        m.catch_up()
+        # The collector's declaration counts nothing and is no problem; one signed by another
+        # key is reported (not a node record gone bad, not an unknown node key).
+        assert reasons(m) == ["bad_run_declaration"]
+        assert m.state.positions()["a"] == (5, 5)
+        assert job_totals(m) == expected_totals([node], envs)
+        assert m.followers[0].stats.declarations == 1
     finally:
         m.close()

@@ -29,6 +29,7 @@ from flopwatch.collector.store.records import (
     kwh,
 )
 from flopwatch.errors import ConfigError, FlopwatchError
+from flopwatch.lineage import ForeignParent, Lineage
 from flopwatch.model import MODEL_VERSION
 from flopwatch.runs import classes_in
 from flopwatch.v1 import collector_pb2 as pb
@@ -66,7 +67,23 @@ def _class_names(bits: int) -> list[str]:
     return [c.value for c in classes_in(bits)]
 
 
-def run_message(t: RunTotal) -> pb.RunTotal:
+def run_message(t: RunTotal, view: Lineage | None = None) -> pb.RunTotal:
+    msg = run_total_message(t)
+    if view is None:
+        return msg
+    if view.parent is not None:
+        msg.parent_account, msg.parent_run = view.parent.key
+        if isinstance(view.parent, ForeignParent):
+            msg.parent_collector = view.parent.collector
+    msg.inherited_flops_estimate = str(view.inherited.flops_estimate)
+    msg.inherited_flops_upper = str(view.inherited.flops_upper)
+    msg.cumulative_flops_estimate = str(view.cumulative.flops_estimate)
+    msg.cumulative_flops_upper = str(view.cumulative.flops_upper)
+    msg.derived_over_third = view.derived_over_third
+    return msg
+
+
+def run_total_message(t: RunTotal) -> pb.RunTotal:
     return pb.RunTotal(
         account=t.account,
         run=t.run,
@@ -232,9 +249,10 @@ def list_runs(
     rows = query.run_page(
         account, request.run_prefix, (after[0], after[1]) if after else ("", ""), size + 1
     )
+    views = query.lineages(rows)
     runs, token = fill(
         rows,
-        run_message,
+        lambda t: run_message(t, views.get((t.account, t.run))),
         lambda t: (t.account, t.run),
         size=size,
         max_bytes=limits.max_page_bytes,

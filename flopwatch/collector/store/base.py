@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.store.lineage_rows import Check, Declaration
 from flopwatch.collector.store.records import (
     AccountTotal,
     AlertEvent,
@@ -49,6 +50,7 @@ from flopwatch.collector.store.records import (
     ScopeAlert,
     WindowTotal,
 )
+from flopwatch.lineage import Parent, RunKey
 from flopwatch.verify.record import VerifiedRecord
 
 
@@ -320,6 +322,25 @@ class LogStore(Protocol):
         ...
 
 
+class LineageStore(Protocol):
+    """Run lineage declarations (flopwatch.lineage, store/lineage_rows.py)."""
+
+    def add_declaration(self, decl: Declaration, envelope: bytes, check: Check) -> int:
+        """In one transaction: call `check` with the parents declared so far and whether the
+        store holds a run's totals (it raises LineageError to refuse), keep the declaration and
+        append `envelope` (its signed DSSE envelope) to the transparency log. Returns its leaf
+        index. Declarations are serialized across writers."""
+        ...
+
+    def lineage_parents(self) -> dict[RunKey, Parent]:
+        """Every run's declared parent."""
+        ...
+
+    def declaration_leaf(self, key: RunKey) -> int | None:
+        """The leaf index of the run's lineage declaration, or None if it declared none."""
+        ...
+
+
 class RetentionStore(Protocol):
     """Archiving and pruning old envelopes (`flopwatch.collector.retention`).
 
@@ -358,6 +379,7 @@ class Store(
     ChainStore,
     TotalsStore,
     LogStore,
+    LineageStore,
     RetentionStore,
     Protocol,
 ):

@@ -174,6 +174,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             account TEXT COLLATE "C" NOT NULL, run TEXT COLLATE "C" NOT NULL,
             leaf_index BIGINT NOT NULL, PRIMARY KEY (account, run, leaf_index))""",
     ),
+    # Run lineage (flopwatch.lineage): one row per declaration, never changed; its signed
+    # envelope is also a leaf of the log (log_leaves key_id DECLARATION_KEY_ID, sequence n), so
+    # a leaf names a record or a declaration: log_leaves' reference to records goes.
+    (
+        "ALTER TABLE log_leaves DROP CONSTRAINT IF EXISTS log_leaves_key_id_sequence_fkey",
+        """CREATE TABLE run_lineage (
+            n BIGINT PRIMARY KEY, account TEXT COLLATE "C" NOT NULL,
+            run TEXT COLLATE "C" NOT NULL, class TEXT NOT NULL,
+            parent_account TEXT NOT NULL, parent_run TEXT NOT NULL,
+            parent_collector TEXT NOT NULL, parent_flops_estimate NUMERIC(40, 0) NOT NULL,
+            parent_flops_upper NUMERIC(40, 0) NOT NULL,
+            parent_gpu_time_fs NUMERIC(40, 0) NOT NULL, parent_energy_nj NUMERIC(40, 0) NOT NULL,
+            declared_at_ns BIGINT NOT NULL, envelope BYTEA NOT NULL, leaf_index BIGINT NOT NULL,
+            UNIQUE (account, run))""",
+    ),
 )
 RUN_LEAVES_VERSION = 6  # the migration that indexed log leaves by run (backfilled at open)
 SCHEMA_VERSION = len(MIGRATIONS)

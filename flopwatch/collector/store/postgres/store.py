@@ -35,8 +35,9 @@ from flopwatch.chain import Neighbours
 from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
+from flopwatch.collector.store.lineage_rows import Check, Declaration
+from flopwatch.collector.store.postgres import lineage, retention, runs, schema, tlog, writes
 from flopwatch.collector.store.postgres import nodes as trust
-from flopwatch.collector.store.postgres import retention, runs, schema, tlog, writes
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
     AccountTotal,
@@ -75,6 +76,7 @@ from flopwatch.collector.store.rows import (
 )
 from flopwatch.errors import StoreConflictError, StoreError
 from flopwatch.keys import short_key_id
+from flopwatch.lineage import Parent, RunKey
 from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
@@ -384,6 +386,18 @@ class PostgresStore:
     ) -> list[RunTotal]:
         with self._tx("read run totals") as cur:
             return runs.run_page(cur, account, prefix, after, limit)
+
+    def add_declaration(self, decl: Declaration, envelope: bytes, check: Check) -> int:
+        with self._tx("declare run lineage") as cur:
+            return lineage.add_declaration(cur, self.scope, decl, envelope, check)
+
+    def lineage_parents(self) -> dict[RunKey, Parent]:
+        with self._tx("read run lineage") as cur:
+            return lineage.parents(cur)
+
+    def declaration_leaf(self, key: RunKey) -> int | None:
+        with self._tx("read run lineage") as cur:
+            return lineage.declaration_leaf(cur, key)
 
     def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
         with self._snapshot("read account totals") as cur:

@@ -167,6 +167,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             account TEXT NOT NULL, run TEXT NOT NULL, leaf_index INTEGER NOT NULL,
             PRIMARY KEY (account, run, leaf_index)) WITHOUT ROWID""",
     ),
+    # Run lineage (flopwatch.lineage): one row per declaration, never changed; its signed
+    # envelope is also a leaf of the log (log_leaves key_id DECLARATION_KEY_ID, sequence n).
+    # A foreign parent's cumulative totals are those of its verified run claim.
+    (
+        """CREATE TABLE run_lineage (
+            n INTEGER PRIMARY KEY, account TEXT NOT NULL, run TEXT NOT NULL,
+            class TEXT NOT NULL, parent_account TEXT NOT NULL, parent_run TEXT NOT NULL,
+            parent_collector TEXT NOT NULL, parent_flops_estimate TEXT NOT NULL,
+            parent_flops_upper TEXT NOT NULL, parent_gpu_time_fs TEXT NOT NULL,
+            parent_energy_nj TEXT NOT NULL, declared_at_ns INTEGER NOT NULL,
+            envelope BLOB NOT NULL, leaf_index INTEGER NOT NULL, UNIQUE (account, run))""",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
 RUN_LEAVES_VERSION = 8  # the migration that indexed log leaves by run (backfilled at open)

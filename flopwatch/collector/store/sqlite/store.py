@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
+from flopwatch.collector.store.lineage_rows import Check, Declaration
 from flopwatch.collector.store.records import (
     AccountTotal,
     AlertEvent,
@@ -70,11 +71,12 @@ from flopwatch.collector.store.rows import (
     scope_alert,
     scope_alert_row,
 )
+from flopwatch.collector.store.sqlite import lineage, retention, runs, schema, tlog, writes
 from flopwatch.collector.store.sqlite import nodes as trust
-from flopwatch.collector.store.sqlite import retention, runs, schema, tlog, writes
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
+from flopwatch.lineage import Parent, RunKey
 from flopwatch.lockfile import HeldLock, hold
 from flopwatch.verify.record import VerifiedRecord
 
@@ -386,6 +388,18 @@ class SQLiteStore:
     ) -> list[RunTotal]:
         with self._errors("read run totals"):
             return runs.run_page(self._db, account, prefix, after, limit)
+
+    def add_declaration(self, decl: Declaration, envelope: bytes, check: Check) -> int:
+        with self._tx("declare run lineage"):
+            return lineage.add_declaration(self._db, decl, envelope, check)
+
+    def lineage_parents(self) -> dict[RunKey, Parent]:
+        with self._errors("read run lineage"):
+            return lineage.parents(self._db)
+
+    def declaration_leaf(self, key: RunKey) -> int | None:
+        with self._errors("read run lineage"):
+            return lineage.declaration_leaf(self._db, key)
 
     def account_page(self, prefix: str, after: str | None, limit: int) -> list[AccountTotal]:
         with self._errors("read account totals"):
