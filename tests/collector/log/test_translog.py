@@ -156,7 +156,7 @@ def test_records_held_before_the_log_are_logged_at_the_next_open(db_path, make_i
     store.close()
     # What the migration leaves behind in a database from before the log: the records queued.
     with sqlite3.connect(db_path) as db:
-        for table in ("log_nodes", "log_leaves", "log_jobs"):
+        for table in ("log_nodes", "log_leaves", "log_jobs", "log_runs"):
             db.execute(f"DELETE FROM {table}")
         db.execute("UPDATE records SET leaf_index = NULL")
         db.execute(
