@@ -182,6 +182,7 @@ class CollectorService:
                 pending_keys=self.config.pending_keys,
                 rejections=self.rejections,
                 max_label_values=self.config.server.max_label_values,
+                account_windows=self.config.account_windows.days,
             )
         except (StoreError, KeyFileError):
             store.close()
@@ -243,6 +244,8 @@ class CollectorService:
                     connections=self.connections.counts,
                     enrollment=ingestor.enrollment.counts,
                     roles=self.roles.stats.counts,
+                    series=cfg.metrics_series,
+                    now_ns=self._now_ns,
                 )
                 metrics_port = self._start_metrics(*metrics_addr)
             self._watch = asyncio.create_task(self._watch_liveness(liveness))

@@ -103,7 +103,8 @@ def test_gpu_totals_are_whole_gpu_sums_per_node_and_gpu(store, make_ingestor):
     expected = interval_sums(node, envs)
     assert len(expected) == 2
     for gpu, (estimate, upper) in expected.items():
-        labels = {"node": "node-g", "gpu": gpu}
+        # dcgm-exporter's label names too, for PromQL joins with GPU dashboards
+        labels = {"node": "node-g", "gpu": gpu, "Hostname": "node-g", "UUID": gpu}
         assert registry.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
         assert registry.get_sample_value("flopwatch_gpu_flops_upper_total", labels) == float(upper)
     stored = {g.gpu: [g.flops_estimate, g.flops_upper] for g in store.gpu_totals()}
@@ -114,7 +115,7 @@ def test_gpu_totals_are_whole_gpu_sums_per_node_and_gpu(store, make_ingestor):
     registry2 = CollectorRegistry()
     register_metrics(registry2, make_ingestor(store).snapshot)
     gpu, (estimate, _) = next(iter(expected.items()))
-    labels = {"node": "node-g", "gpu": gpu}
+    labels = {"node": "node-g", "gpu": gpu, "Hostname": "node-g", "UUID": gpu}
     assert registry2.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
     text = generate_latest(registry2).decode()
     assert "HELP flopwatch_gpu_flops_total FLOPs estimate (FLOP model v1)" in text
