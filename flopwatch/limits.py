@@ -17,6 +17,9 @@ each one named below exists):
                                                       certificate, bytes in flight, idle and
                                                       handshake timeouts, keepalive, rejection
                                                       log period, metric label values
+    flopwatch.collector.config.MetricsSeries          job, run and account series of /metrics
+                                                      (recency, count)
+    flopwatch.collector.config.MAX_METRICS_SERIES     --metrics-max-series
     flopwatch.collector.rpc.connections.MAX_TRACKED_PEERS  connections remembered as used
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
     flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)

@@ -158,6 +158,24 @@ def add_parser(sub: Any) -> None:
         "collectors sharing a database should agree (default: %(default)s)",
     )
     toml_accepts(kept, int)
+    recent = p.add_argument(
+        "--metrics-recent",
+        default="24h",
+        metavar="DURATION",
+        help="/metrics shows per-job, per-run and per-account series only for those active "
+        "within this time (their latest measured interval ended since), so a scrape stays "
+        "small however many jobs were seen; the store keeps every total (default: %(default)s)",
+    )
+    toml_accepts(recent, int, float)  # seconds
+    most = p.add_argument(
+        "--metrics-max-series",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="at most this many job, run and account series each on /metrics (the most "
+        "recently active) (default: %(default)s)",
+    )
+    toml_accepts(most, int)
     p.add_argument(
         "--webhook-url",
         metavar="URL",
@@ -376,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.config import (
         AccountWindows,
         CollectorConfig,
+        MetricsSeries,
         parse_account_windows,
         parse_duration,
         parse_verify_workers,
@@ -416,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
         account_windows=AccountWindows(
             parse_account_windows(args.account_windows), args.account_days_kept
         ),
+        metrics_series=MetricsSeries(parse_duration(args.metrics_recent), args.metrics_max_series),
     )
 
     async def main() -> None:

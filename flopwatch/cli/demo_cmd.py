@@ -1,27 +1,49 @@
-"""`flopwatch demo`: an embedded collector (SQLite) and an agent replaying a real H100 trace.
+"""`flopwatch demo`: an embedded collector (SQLite) and two agents replaying a real H100 trace.
 
-Shows FLOPs per job growing as the replay streams in, and a threshold alert firing at a lowered
-threshold. Everything runs on loopback in one process, in a scratch directory.
+The trace is split in time across two node ids (`demo-node-1` replays its first part,
+`demo-node-2` the rest, at once), and the jobs file gains runs and accounts (`DEMO_LABELS`): the
+run `llm-demo` of account `acme` is one job on each node (a training job restarted on another
+node), so its total spans both. Shows FLOPs per job growing as the replay streams in, a
+threshold alert firing at a lowered threshold, and at the end the `flopwatch runs` and
+`flopwatch accounts` tables. Everything runs on loopback in one process, in a scratch directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from flopwatch.cli import accounts_cmd, runs_cmd
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK
 from flopwatch.cli.jobs_cmd import table
 from flopwatch.errors import ConfigError, FlopwatchError
 from flopwatch.transport import query_stub
 from flopwatch.v1 import collector_pb2
 
-HELP = "run a collector and an agent replaying a recorded H100 trace, and watch FLOPs per job"
+HELP = (
+    "run a collector and two agents replaying a recorded H100 trace, and watch FLOPs per job, "
+    "run and account"
+)
 DEFAULT_TRACE = Path("tests/fixtures/h100-trace-1")
+NODES = ("demo-node-1", "demo-node-2")
+RESTARTED_AS = "t1"  # the job that resumes run llm-demo; the second node replays from its start
+# Runs, accounts and classes the demo gives the bundled trace's jobs (jobs.json fields): c1 on
+# the first node and t1 on the second are one run, restarted; the other jobs are runs of their
+# own, in two accounts. Jobs of another trace that are not named here keep what their file says.
+DEMO_LABELS: dict[str, dict[str, str]] = {
+    "c1": {"run": "llm-demo", "account": "acme", "class": "pretraining"},
+    "t1": {"run": "llm-demo", "account": "acme", "class": "pretraining"},
+    "f1": {"account": "acme", "class": "evaluation"},
+    "f2": {"account": "acme", "class": "evaluation"},
+    "g1": {"account": "acme", "class": "fine-tuning"},
+    **{j: {"account": "lab-b"} for j in ("a1", "a2", "a3", "a4", "c2")},
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -39,6 +61,44 @@ def add_parser(sub: Any) -> None:
         help="FLOP threshold for the demo alert, lowered from the 1e25/1e26 defaults",
     )
     p.set_defaults(run=run)
+
+
+def split_trace(trace: Path, out: Path, at_s: float | None) -> list[Path]:
+    """Write the trace as two, one per demo node (the metadata line in both): intervals that
+    end by `at_s` (unix seconds; None: the middle interval) and the rest. They replay at once."""
+    lines = trace.read_text().splitlines()
+    meta = [ln for ln in lines if json.loads(ln).get("type") != "interval"]
+    intervals = [ln for ln in lines if json.loads(ln).get("type") == "interval"]
+    if at_s is None:
+        cut = len(intervals) // 2
+    else:
+        cut = sum(1 for ln in intervals if json.loads(ln)["t1"] <= at_s)
+    parts = []
+    for n, chunk in enumerate((intervals[:cut], intervals[cut:]), 1):
+        path = out / f"trace-{n}.jsonl"
+        path.write_text("\n".join(meta + chunk) + "\n")
+        parts.append(path)
+    return parts
+
+
+def restart_time(jobs: Path) -> float | None:
+    """When the demo's restarted job (`RESTARTED_AS`) starts, if the jobs file has it."""
+    for item in json.loads(jobs.read_text()):
+        if isinstance(item, dict) and item.get("job") == RESTARTED_AS:
+            start = item.get("start")
+            return float(start) if isinstance(start, int | float) else None
+    return None
+
+
+def labelled_jobs(jobs: Path, out: Path) -> Path:
+    """The jobs file with `DEMO_LABELS` added to the jobs it names."""
+    items = json.loads(jobs.read_text())
+    for item in items:
+        if isinstance(item, dict):
+            item.update(DEMO_LABELS.get(str(item.get("job")), {}))
+    path = out / "jobs.json"
+    path.write_text(json.dumps(items, indent=1))
+    return path
 
 
 class _EmbeddedCollector:
@@ -115,27 +175,38 @@ def run(args: argparse.Namespace) -> int:
         f"collector on {target} (SQLite {scratch / 'collector.db'}), metrics on "
         f"http://127.0.0.1:{collector.metrics_port}/metrics"
     )
-    print(f"agent replays {trace} at {args.speed:g}x; alert threshold {args.threshold} FLOPs\n")
-    agent_config = AgentConfig(
-        collector=target,
-        backend=f"replay:{trace}",
-        state_dir=scratch / "agent",
-        node_id="demo-node",
-        cluster="demo",
-        jobs_file=jobs,
-        replay_speed=args.speed,
-        insecure=True,
+    parts = split_trace(trace, scratch, restart_time(jobs))
+    jobs = labelled_jobs(jobs, scratch)
+    print(
+        f"agents {NODES[0]} and {NODES[1]} replay {trace}, split in time, at {args.speed:g}x; "
+        f"alert threshold {args.threshold} FLOPs; run llm-demo (account acme) is job c1 on "
+        f"{NODES[0]} restarted as job t1 on {NODES[1]}\n"
     )
     result: list[int] = []
-    agent = threading.Thread(
-        target=lambda: result.append(run_agent(agent_config)), name="agent", daemon=True
-    )
-    agent.start()
+    agents = []
+    for node, part in zip(NODES, parts, strict=True):
+        config = AgentConfig(
+            collector=target,
+            backend=f"replay:{part}",
+            state_dir=scratch / node,
+            node_id=node,
+            cluster="demo",
+            jobs_file=jobs,
+            replay_speed=args.speed,
+            insecure=True,
+        )
+        agents.append(
+            threading.Thread(
+                target=lambda c=config: result.append(run_agent(c)), name=node, daemon=True
+            )
+        )
+    for agent in agents:
+        agent.start()
     seen_alerts: set[tuple[str, str]] = set()
     with grpc.insecure_channel(target) as channel:
         stub = query_stub(channel)
         while True:
-            done = not agent.is_alive()
+            done = not any(a.is_alive() for a in agents)
             resp: collector_pb2.ListJobsResponse = stub.ListJobs(
                 collector_pb2.ListJobsRequest(), timeout=10
             )
@@ -151,7 +222,11 @@ def run(args: argparse.Namespace) -> int:
                         )
             if done:
                 break
-            agent.join(timeout=2.0)
+            next(a for a in agents if a.is_alive()).join(timeout=2.0)
+        print("Runs (`flopwatch runs`): llm-demo spans jobs c1 and t1 on two nodes")
+        print(runs_cmd.table(runs_cmd.fetch_runs(stub, target, None, "")), "\n")
+        print("Accounts (`flopwatch accounts`), with their trailing windows")
+        print(accounts_cmd.table(accounts_cmd.fetch_accounts(stub, target, "")))
     collector.stop()
     print(f"\n{len(seen_alerts)} alert(s). Scratch files in {scratch}.")
-    return EXIT_OK if result == [0] else EXIT_FAILED
+    return EXIT_OK if result == [0] * len(agents) else EXIT_FAILED

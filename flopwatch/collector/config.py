@@ -176,6 +176,30 @@ def parse_account_windows(text: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class MetricsSeries:
+    """Bounds on the per-job, per-run and per-account series of /metrics
+    (`flopwatch.collector.metrics`), so a scrape stays small however many jobs were ever seen:
+    a job, run or account has series while it was active (its latest measured interval ended)
+    within `recent_s` of now, and at most `max_series` of each kind (the most recently active)
+    are shown. Totals of the others stay in the store (`flopwatch jobs`, `runs`, `accounts`)."""
+
+    recent_s: float = 86_400.0
+    max_series: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.recent_s <= MAX_DURATION_S:
+            raise ConfigError(f"--metrics-recent must be positive, got {self.recent_s}")
+        if not 1 <= self.max_series <= MAX_METRICS_SERIES:
+            raise ConfigError(
+                f"--metrics-max-series must be from 1 to {MAX_METRICS_SERIES}, "
+                f"got {self.max_series}"
+            )
+
+
+MAX_METRICS_SERIES = 1_000_000  # per kind (jobs, runs, accounts)
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """What clients may hold of a collector, each and together (`flopwatch.collector.server`,
     `flopwatch.collector.rpc.admission`, `flopwatch.collector.ingest.budget`).
@@ -297,6 +321,7 @@ class CollectorConfig:
     pending_keys: PendingKeyLimits = field(default_factory=PendingKeyLimits)
     server: ServerLimits = field(default_factory=ServerLimits)
     account_windows: AccountWindows = field(default_factory=AccountWindows)
+    metrics_series: MetricsSeries = field(default_factory=MetricsSeries)
 
     def __post_init__(self) -> None:
         self.scoped_policy  # noqa: B018 (checks the forecast settings)

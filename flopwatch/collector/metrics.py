@@ -6,24 +6,60 @@ touches the database (whose connection belongs to the ingest thread); the other 
 (streams, rejections, enrollment, role refusals) are copied under their own locks. Label values
 clients choose (peers, node ids a record claims) are bounded by `ServerLimits.max_label_values`.
 
+Series per job, run and account are bounded (`MetricsSeries`): only those active within
+`recent_s` of now (their latest measured interval ended since), at most `max_series` of each
+kind, the most recently active first. Per-GPU series carry dcgm-exporter's label names too
+(`Hostname`, `UUID`) so PromQL joins with GPU dashboards work; runs carry `account`, `run` and
+`class` (the classes its records declared, joined with "+").
+
 FLOP totals are exact integers in the store and in ListJobs; Prometheus samples are float64, so
 here they carry about 16 significant digits. Use ListJobs or a report bundle for exact figures.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from flopwatch.collector.alerts.liveness import NodeLiveness
+from flopwatch.collector.config import MetricsSeries
 from flopwatch.collector.enrollment import EnrollmentStats
 from flopwatch.collector.ingest.ingestor import IngestSnapshot
 from flopwatch.collector.ingest.rejections import RejectionCounts
 from flopwatch.collector.rpc.ingest import StreamStats
 from flopwatch.model import MODEL_VERSION
+from flopwatch.runs import classes_in
 from flopwatch.webhook_delivery import WebhookStats
+
+
+class _Active(Protocol):
+    @property
+    def last_end_ns(self) -> int: ...
+
+
+_T = TypeVar("_T", bound=_Active)
+
+_FS_PER_S = 10**15
+_NJ_PER_J = 10**9
+
+
+def recent(items: Iterable[_T], series: MetricsSeries, now_ns: int) -> list[_T]:
+    """The items active within `series.recent_s` of `now_ns`, at most `series.max_series`, the
+    most recently active kept."""
+    since = now_ns - int(series.recent_s * 1e9)
+    active = [i for i in items if i.last_end_ns >= since]
+    if len(active) > series.max_series:
+        active.sort(key=lambda i: i.last_end_ns, reverse=True)
+        del active[series.max_series :]
+    return active
+
+
+def _class_label(bits: int) -> str:
+    return "+".join(c.value for c in classes_in(bits)) or "unknown"
 
 
 class FlopwatchMetrics(Collector):
@@ -41,8 +77,12 @@ class FlopwatchMetrics(Collector):
         connections: Callable[[], tuple[int, int]] | None = None,
         enrollment: Callable[[], EnrollmentStats] | None = None,
         roles: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None,
+        series: MetricsSeries | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._snapshot = snapshot
+        self._series = series or MetricsSeries()
+        self._now_ns = now_ns
         self._enrollment = enrollment
         self._roles = roles
         self._thresholds = tuple(thresholds)
@@ -54,6 +94,7 @@ class FlopwatchMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         s = self._snapshot()
+        now = self._now_ns()
         estimate = CounterMetricFamily(
             "flopwatch_job_flops",
             f"FLOPs estimate (FLOP model v{MODEL_VERSION}) of the job, summed over all its "
@@ -71,7 +112,7 @@ class FlopwatchMetrics(Collector):
             "1 when the job's FLOP threshold alert has fired, 0 while it has not.",
             labels=["job_id", "threshold"],
         )
-        for job in sorted(s.jobs, key=lambda j: j.job_id):
+        for job in sorted(recent(s.jobs, self._series, now), key=lambda j: j.job_id):
             estimate.add_metric([job.job_id], float(job.flops_estimate))
             upper.add_metric([job.job_id], float(job.flops_upper))
             for t in sorted(set(self._thresholds) | set(job.thresholds_crossed)):
@@ -79,6 +120,8 @@ class FlopwatchMetrics(Collector):
         yield estimate
         yield upper
         yield crossed
+        yield from self._runs(s, now)
+        yield from self._accounts(s, now)
 
         yield CounterMetricFamily(
             "flopwatch_records_accepted",
@@ -138,6 +181,36 @@ class FlopwatchMetrics(Collector):
         yield from self._rejected_by_source()
         yield from self._limits()
         yield from self._trust()
+
+    def _runs(self, s: IngestSnapshot, now: int) -> Iterator[Metric]:
+        labels = ["account", "run", "class"]
+        what = "run (its account and name), over all its jobs, nodes and clusters"
+        fams = _totals_families("run", what, labels)
+        for r in sorted(recent(s.runs, self._series, now), key=lambda r: (r.account, r.run)):
+            values = [r.account, r.run, _class_label(r.classes)]
+            _add_totals(fams, values, r)
+        yield from fams
+
+    def _accounts(self, s: IngestSnapshot, now: int) -> Iterator[Metric]:
+        fams = _totals_families("account", "account, all its runs together", ["account"])
+        win = [
+            GaugeMetricFamily(
+                f"flopwatch_account_window_{name}",
+                f"{text} of the account over its trailing window of UTC days (label window, "
+                "e.g. 30d), as of the account's last commit (a window moves on at a UTC day "
+                "boundary when the account commits again; `flopwatch accounts` is exact).",
+                labels=["account", "window"],
+            )
+            for name, text in _TOTALS
+        ]
+        shown = recent((a.total for a in s.accounts), self._series, now)
+        views = {a.total.account: a for a in s.accounts}
+        for t in sorted(shown, key=lambda t: t.account):
+            _add_totals(fams, [t.account], t)
+            for w in views[t.account].windows:
+                _add_totals(win, [t.account, f"{w.days}d"], w)
+        yield from fams
+        yield from win
 
     def _trust(self) -> Iterator[Metric]:
         """Keys awaiting approval that could not be noted, enrollment tokens, calls refused
@@ -299,22 +372,23 @@ class FlopwatchMetrics(Collector):
             "flopwatch_gpu_flops",
             f"FLOPs estimate (FLOP model v{MODEL_VERSION}) measured on the GPU (or MIG "
             "instance), summed over all its verified intervals and all jobs.",
-            labels=["node", "gpu"],
+            labels=["node", "gpu", "Hostname", "UUID"],
         )
         upper = CounterMetricFamily(
             "flopwatch_gpu_flops_upper",
             f"Sound upper bound on the FLOPs (FLOP model v{MODEL_VERSION}) the GPU (or MIG "
             "instance) performed: fastest precision and maximum SM clock, over all its verified "
             "intervals; each interval counted once however many jobs shared it.",
-            labels=["node", "gpu"],
+            labels=["node", "gpu", "Hostname", "UUID"],
         )
         sums: dict[tuple[str, str], tuple[int, int]] = {}
         for g in s.gpus:  # a node re-keyed has several keys: its GPU sums add up
             e, u = sums.get((g.node_id, g.gpu), (0, 0))
             sums[(g.node_id, g.gpu)] = (e + g.flops_estimate, u + g.flops_upper)
         for (node, gpu), (e, u) in sorted(sums.items()):
-            estimate.add_metric([node, gpu], float(e))
-            upper.add_metric([node, gpu], float(u))
+            values = [node, gpu, node, gpu.partition("/")[0]]  # dcgm-exporter's names too
+            estimate.add_metric(values, float(e))
+            upper.add_metric(values, float(u))
         yield estimate
         yield upper
 
@@ -384,6 +458,44 @@ class FlopwatchMetrics(Collector):
         yield retries
 
 
+_TOTALS = (
+    ("flops", f"FLOPs estimate (FLOP model v{MODEL_VERSION})"),
+    ("flops_upper", f"Sound upper bound on the FLOPs (FLOP model v{MODEL_VERSION})"),
+    ("gpu_seconds", "GPU time in seconds, by the jobs' shares like FLOPs"),
+    (
+        "energy_joules",
+        "GPU board energy in joules (not host, network or cooling), by the jobs' shares like FLOPs",
+    ),
+)
+
+
+def _totals_families(kind: str, what: str, labels: list[str]) -> list[CounterMetricFamily]:
+    return [
+        CounterMetricFamily(f"flopwatch_{kind}_{name}", f"{text} of the {what}.", labels=labels)
+        for name, text in _TOTALS
+    ]
+
+
+class _Figures(Protocol):
+    @property
+    def flops_estimate(self) -> int: ...
+    @property
+    def flops_upper(self) -> int: ...
+    @property
+    def gpu_time_fs(self) -> int: ...
+    @property
+    def energy_nj(self) -> int: ...
+
+
+def _add_totals(
+    fams: Sequence[CounterMetricFamily | GaugeMetricFamily], values: list[str], t: _Figures
+) -> None:
+    fams[0].add_metric(values, float(t.flops_estimate))
+    fams[1].add_metric(values, float(t.flops_upper))
+    fams[2].add_metric(values, t.gpu_time_fs / _FS_PER_S)
+    fams[3].add_metric(values, t.energy_nj / _NJ_PER_J)
+
+
 def register_metrics(
     registry: CollectorRegistry,
     snapshot: Callable[[], IngestSnapshot],
@@ -396,6 +508,8 @@ def register_metrics(
     connections: Callable[[], tuple[int, int]] | None = None,
     enrollment: Callable[[], EnrollmentStats] | None = None,
     roles: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None,
+    series: MetricsSeries | None = None,
+    now_ns: Callable[[], int] = time.time_ns,
 ) -> FlopwatchMetrics:
     """Register the flopwatch collector on `registry` (a fresh one per collector or test)."""
     metrics = FlopwatchMetrics(
@@ -408,6 +522,8 @@ def register_metrics(
         connections=connections,
         enrollment=enrollment,
         roles=roles,
+        series=series,
+        now_ns=now_ns,
     )
     registry.register(metrics)
     return metrics

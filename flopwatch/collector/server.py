@@ -245,6 +245,8 @@ class CollectorService:
                     connections=self.connections.counts,
                     enrollment=ingestor.enrollment.counts,
                     roles=self.roles.stats.counts,
+                    series=cfg.metrics_series,
+                    now_ns=self._now_ns,
                 )
                 metrics_port = self._start_metrics(*metrics_addr)
             self._watch = asyncio.create_task(self._watch_liveness(liveness))

@@ -10,7 +10,7 @@ import pytest
 
 import flopwatch.collector.server
 from flopwatch.cli.main import main
-from flopwatch.collector.config import PendingKeyLimits, ServerLimits
+from flopwatch.collector.config import MetricsSeries, PendingKeyLimits, ServerLimits
 from flopwatch.tlog.tiles import MAX_ENTRY_BYTES
 
 
@@ -139,4 +139,27 @@ def test_values_past_what_the_collector_can_hold_are_refused(
 ) -> None:
     assert main(["collector", "--insecure", *argv]) == 2
     assert message in capsys.readouterr().err
+    assert seen == []
+
+
+def test_metrics_series_bounds_from_flags_and_toml(seen: list[Any], tmp_path: Path) -> None:
+    assert main(["collector", "--insecure"]) == 0
+    assert seen[0].metrics_series == MetricsSeries(recent_s=86_400.0, max_series=10_000)
+    args = ["collector", "--insecure", "--metrics-recent", "2h", "--metrics-max-series", "50"]
+    assert main(args) == 0
+    assert seen[1].metrics_series == MetricsSeries(recent_s=7200.0, max_series=50)
+    toml = tmp_path / "collector.toml"
+    toml.write_text("insecure = true\nmetrics_recent = 600\nmetrics_max_series = 7\n")
+    assert main(["collector", "--config", str(toml)]) == 0
+    assert seen[2].metrics_series == MetricsSeries(recent_s=600.0, max_series=7)
+
+
+@pytest.mark.parametrize(
+    "flag", [("--metrics-max-series", "0"), ("--metrics-max-series", "1000001")]
+)
+def test_metrics_series_bounds_out_of_range_are_clear_errors(
+    seen: list[Any], capsys: pytest.CaptureFixture[str], flag: tuple[str, str]
+) -> None:
+    assert main(["collector", "--insecure", *flag]) != 0
+    assert "--metrics-max-series must be from 1 to 1000000" in capsys.readouterr().err
     assert seen == []

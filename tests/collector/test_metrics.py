@@ -11,7 +11,11 @@ from flopwatch.collector.alerts.webhook import WebhookStats
 from flopwatch.collector.metrics import register_metrics
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.dsse import Envelope
-from tests.nodes import Node, expected_totals
+from tests.nodes import T0, Node, expected_totals
+
+# The scrape's clock: an hour after the test nodes' records begin, so their jobs are recently
+# active (--metrics-recent) whatever the real clock says.
+SCRAPE_NS = T0 + 3600 * 10**9
 
 
 def test_metrics_show_totals_thresholds_counters_and_missing(store, make_ingestor):
@@ -22,7 +26,7 @@ def test_metrics_show_totals_thresholds_counters_and_missing(store, make_ingesto
     thresholds = (per_record, 10**30)
     ingestor = make_ingestor(store, thresholds=thresholds)
     registry = CollectorRegistry()
-    register_metrics(registry, ingestor.snapshot, thresholds)
+    register_metrics(registry, ingestor.snapshot, thresholds, now_ns=lambda: SCRAPE_NS)
     assert registry.get_sample_value("flopwatch_records_accepted_total") == 0
 
     ingestor.ingest([envs[0], envs[2], envs[2], b"junk"])
@@ -57,7 +61,7 @@ def test_metrics_after_restart_show_stored_totals(db_path, make_ingestor):
     store = SQLiteStore(db_path)
     ingestor = make_ingestor(store)
     registry = CollectorRegistry()
-    register_metrics(registry, ingestor.snapshot)
+    register_metrics(registry, ingestor.snapshot, now_ns=lambda: SCRAPE_NS)
     assert registry.get_sample_value("flopwatch_job_flops_total", {"job_id": node.job}) > 0
     assert registry.get_sample_value("flopwatch_records_accepted_total") == 0  # a fresh counter
     store.close()
@@ -70,7 +74,7 @@ def test_scrape_does_not_touch_the_store(store, make_ingestor):
     ingestor = make_ingestor(store)
     ingestor.ingest(node.envelopes(1))
     registry = CollectorRegistry()
-    register_metrics(registry, ingestor.snapshot)
+    register_metrics(registry, ingestor.snapshot, now_ns=lambda: SCRAPE_NS)
     out: list[bytes] = []
     scraper = threading.Thread(target=lambda: out.append(generate_latest(registry)))
     scraper.start()
@@ -96,14 +100,15 @@ def test_gpu_totals_are_whole_gpu_sums_per_node_and_gpu(store, make_ingestor):
     envs = node.envelopes(3)
     ingestor = make_ingestor(store)
     registry = CollectorRegistry()
-    register_metrics(registry, ingestor.snapshot)
+    register_metrics(registry, ingestor.snapshot, now_ns=lambda: SCRAPE_NS)
     ingestor.ingest(envs[:2])
     ingestor.ingest(envs[2:])
 
     expected = interval_sums(node, envs)
     assert len(expected) == 2
     for gpu, (estimate, upper) in expected.items():
-        labels = {"node": "node-g", "gpu": gpu}
+        # dcgm-exporter's label names too, for PromQL joins with GPU dashboards
+        labels = {"node": "node-g", "gpu": gpu, "Hostname": "node-g", "UUID": gpu}
         assert registry.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
         assert registry.get_sample_value("flopwatch_gpu_flops_upper_total", labels) == float(upper)
     stored = {g.gpu: [g.flops_estimate, g.flops_upper] for g in store.gpu_totals()}
@@ -112,9 +117,9 @@ def test_gpu_totals_are_whole_gpu_sums_per_node_and_gpu(store, make_ingestor):
 
     # After a restart the view starts from the store.
     registry2 = CollectorRegistry()
-    register_metrics(registry2, make_ingestor(store).snapshot)
+    register_metrics(registry2, make_ingestor(store).snapshot, now_ns=lambda: SCRAPE_NS)
     gpu, (estimate, _) = next(iter(expected.items()))
-    labels = {"node": "node-g", "gpu": gpu}
+    labels = {"node": "node-g", "gpu": gpu, "Hostname": "node-g", "UUID": gpu}
     assert registry2.get_sample_value("flopwatch_gpu_flops_total", labels) == float(estimate)
     text = generate_latest(registry2).decode()
     assert "HELP flopwatch_gpu_flops_total FLOPs estimate (FLOP model v1)" in text
@@ -128,7 +133,9 @@ def test_threshold_gauges_forks_and_webhook_counters(store, make_ingestor):
     ingestor = make_ingestor(store, thresholds=thresholds)
     registry = CollectorRegistry()
     stats = WebhookStats(delivered=4, failed=1, dropped=0, retries=6)
-    register_metrics(registry, ingestor.snapshot, thresholds, webhook=lambda: stats)
+    register_metrics(
+        registry, ingestor.snapshot, thresholds, webhook=lambda: stats, now_ns=lambda: SCRAPE_NS
+    )
     ingestor.ingest(node.envelopes(1))
 
     def value(name, **labels):

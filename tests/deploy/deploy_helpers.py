@@ -20,7 +20,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flopwatch.collector.config import CollectorConfig
+from flopwatch.collector.config import CollectorConfig, MetricsSeries
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.transport import ingest_stub
@@ -85,6 +85,9 @@ class LiveCollector:
             metrics_listen="127.0.0.1:0",
             thresholds=tuple(thresholds),
             insecure=True,
+            # The nodes' records end about a day ago (`node`): keep their series on /metrics
+            # for the whole test, past the default 24 h of --metrics-recent.
+            metrics_series=MetricsSeries(recent_s=7 * 86400.0),
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-collector")

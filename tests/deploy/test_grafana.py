@@ -101,6 +101,10 @@ def test_dashboard_covers_what_operators_watch() -> None:
     assert "flopwatch_gpu_flops_upper_total" in by_title["FLOP rate per node"]
     assert "flopwatch_gpu_flops_total" in by_title["FLOP rate per GPU (estimate)"]
     assert "flopwatch_records_rejected_total" in by_title["Records per second by outcome"]
+    assert "flopwatch_run_flops_upper_total" in by_title["Top runs by FLOPs (upper bound)"]
+    windows = by_title["Top accounts over trailing windows"]
+    assert "flopwatch_account_window_flops_upper" in windows
+    assert "flopwatch_account_energy_joules_total" in by_title["GPU energy per account"]
     liveness = set().union(*(by_title[t] for t in by_title if "node" in t.lower()))
     assert {"flopwatch_node_last_record_timestamp_seconds", "flopwatch_node_silent"} <= liveness
 

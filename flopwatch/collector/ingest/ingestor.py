@@ -73,6 +73,7 @@ from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
 from flopwatch.collector.ingest.rejections import Rejections
+from flopwatch.collector.ingest.run_view import AccountView, RunView
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -80,6 +81,7 @@ from flopwatch.collector.store.records import (
     GpuTotal,
     JobTotal,
     NodeRecord,
+    RunTotal,
     ScopeAlert,
     aggregate,
 )
@@ -129,6 +131,8 @@ class IngestSnapshot:
     retry: int
     rejected: Mapping[str, int]
     gpus: tuple[GpuTotal, ...] = ()  # whole-device sums per (key, GPU)
+    runs: tuple[RunTotal, ...] = ()
+    accounts: tuple[AccountView, ...] = ()  # with trailing windows as of their last commit
     forks: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (key_id, node) -> n
     verified_ahead: int = 0  # records a verify worker verified, taken as they were
     # (key_id, node) -> records answered retry because their time is ahead of the clock, and
@@ -216,6 +220,8 @@ class Ingestor:
         self._jobs = {t.job_id: t for t in store.job_totals()}
         self._chains = {c.key_id: c for c in store.chain_states()}
         self._gpus = {(g.key_id, g.gpu): g for g in store.gpu_totals()}
+        self._runs = RunView(store, account_windows)  # run and account totals, for metrics
+        self._runs.load()
         self._accepted = self._duplicate = self._retry = 0
         self._verified_ahead = 0
         self._ahead_in_batch = 0  # of the batch being judged
@@ -264,6 +270,8 @@ class Ingestor:
                 verified_ahead=self._verified_ahead,
                 rejected=dict(self._rejected),
                 gpus=tuple(self._gpus.values()),
+                runs=tuple(self._runs.runs.values()),
+                accounts=tuple(self._runs.accounts.values()),
                 forks=self._forks.counts(),
                 future=self._clocks.counts(),
                 clock_ahead=self._clocks.ahead(),
@@ -573,10 +581,14 @@ class Ingestor:
             totals = self._store.totals_for({job for r in records for job in r.sums.jobs})
             chains = self._store.chain_states({r.key_id for r in records})
             gpus = self._store.gpu_totals({r.key_id for r in records})
+            runs, accounts = self._runs.read(
+                {key for r in records for key in r.sums.runs}, self._now_ns()
+            )
         except StoreError as e:  # committed already; only the metrics view lags
             log.error("cannot refresh the metrics view after a commit: %s", e)
             return {}
         with self._lock:
+            self._runs.apply(runs, accounts)
             self._jobs.update(totals)
             self._chains.update((c.key_id, c) for c in chains)
             self._gpus.update(((g.key_id, g.gpu), g) for g in gpus)
