@@ -142,9 +142,11 @@ class Next:
         )
 
     def of(self, r: collector_pb2.RunTotal) -> tuple[Rule, float | None] | None:
-        value = int(r.flops_upper if self._policy.basis == "upper" else r.flops_estimate)
-        rate = self._policy.rate(value, r.first_start_unix_ns, r.last_end_unix_ns)
-        return time_to_next(self._rules, value, rate)
+        upper = self._policy.basis == "upper"
+        own = int(r.flops_upper if upper else r.flops_estimate)
+        cumulative = int((r.cumulative_flops_upper if upper else r.cumulative_flops_estimate) or 0)
+        rate = self._policy.rate(own, r.first_start_unix_ns, r.last_end_unix_ns)
+        return time_to_next(self._rules, max(own, cumulative), rate)
 
     def shown(self, r: collector_pb2.RunTotal) -> str:
         found = self.of(r)
