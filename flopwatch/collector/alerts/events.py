@@ -158,11 +158,12 @@ def describe_scope_alert(event: ScopeAlert) -> dict[str, object]:
             f"parent's cumulative compute{parent} ({rule.name}: {rule.meaning})"
         )
     else:
-        days = (event.eta_s or 0.0) / 86400
+        eta_s = event.eta_s or 0.0
+        when = f"{eta_s / 86400:.1f} days" if eta_s >= 86400 else f"{eta_s / 3600:.2f} hours"
         summary = (
             f"{what}: at its current rate ({event.rate or 0.0:.3e} FLOP/s) the FLOPs {figure}, "
             f"now {event.value:.4e}, reaches the {rule.threshold:.0e} FLOP threshold "
-            f"({rule.name}: {rule.meaning}) in about {days:.1f} days"
+            f"({rule.name}: {rule.meaning}) in about {when}"
         )
     eta = event.eta_s
     return {
