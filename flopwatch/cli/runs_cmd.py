@@ -45,8 +45,9 @@ exports this collector's signed claim of RUN; `flopwatch runs lineage RUN` shows
 and its own, inherited and cumulative compute. See `flopwatch runs declare --help`.
 
 
-NEXT is the next of --thresholds above the run's figure (--basis) and the time to it at the
-run's average rate over its measured span (shown once that span is an hour; the collector's
+NEXT is the next of --thresholds above the run's cumulative figure (--basis; own plus its
+ancestors', as the collector's run thresholds count) and the time to it at the run's own
+average rate over its measured span (shown once that span is an hour; the collector's
 forecast alerts use the same rate), or "-" when every threshold is reached. Give the same
 thresholds as the collector's --run-thresholds.
 """
