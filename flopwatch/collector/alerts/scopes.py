@@ -41,6 +41,7 @@ it out wherever thresholds are compared with FLOPs).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,12 +186,10 @@ class ScopedPolicy:
             if r.threshold <= value
         ]
         if parent is not None and DERIVED_RULE in self.run_rules and 3 * own > inherited:
-            out.append(
-                ScopeAlert(
-                    "run", account, run, 0, "derived", DERIVED_RULE, self.basis, own, at_ns,
-                    parent_value=inherited,
-                )
-            )  # fmt: skip
+            derived = ScopeAlert(
+                "run", account, run, 0, "derived", DERIVED_RULE, self.basis, own, at_ns
+            )
+            out.append(dataclasses.replace(derived, parent_value=inherited))
         rate = self.rate(own, total.first_start_ns, total.last_end_ns)
         if rate is None or self.forecast_days <= 0:
             return out
