@@ -98,10 +98,12 @@ def add_parser(sub: Any) -> None:
         default="eu-ai-act,us-ca-sb53",
         metavar="RULES",
         help="thresholds on each run's cumulative compute (every job, node and cluster of the "
-        "run): comma-separated presets (eu-ai-act: 1e23 and 1e25 FLOP; us-ca-sb53: 1e26 "
-        "operations) and numbers, or 'none' (in the config file also a list: run_thresholds "
-        "= ['eu-ai-act', 5e24]); each alerts once per run, and once more ahead of time when "
-        "the run's current rate reaches it within --forecast-days (default: %(default)s)",
+        "run plus its ancestors', flopwatch runs declare): comma-separated presets (eu-ai-act: "
+        "1e23 and 1e25 FLOP, and a derived run above a third of its parent's cumulative "
+        "compute; us-ca-sb53: 1e26 operations) and numbers, or 'none' (in the config file "
+        "also a list: run_thresholds = ['eu-ai-act', 5e24]); each alerts once per run, and "
+        "once more ahead of time when the run's current rate reaches it within "
+        "--forecast-days (default: %(default)s)",
     )
     toml_accepts(run_thresholds, list, int, float)
     account_thresholds = p.add_argument(
@@ -123,6 +125,15 @@ def add_parser(sub: Any) -> None:
         "forecasts (default: %(default)s, the EU AI Act's two weeks to notify)",
     )
     toml_accepts(forecast, int, float)
+    min_span = p.add_argument(
+        "--forecast-min-span-s",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="the least measured span of a run before its rate is trusted for forecasts, 0 to "
+        "365 days in seconds (default: %(default)s; lower only for demos and tests)",
+    )
+    toml_accepts(min_span, int, float)
     p.add_argument(
         "--alert-basis",
         "--alert-on",
@@ -418,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
         run_thresholds=parse_rules(args.run_thresholds),
         account_thresholds=parse_rules(args.account_thresholds),
         forecast_days=args.forecast_days,
+        forecast_min_span_s=args.forecast_min_span_s,
         silent_after_s=parse_duration(args.silent_after),
         webhook=_webhook(args),
         insecure=args.insecure,

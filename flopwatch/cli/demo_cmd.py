@@ -3,9 +3,13 @@
 The trace is split in time across two node ids (`demo-node-1` replays its first part,
 `demo-node-2` the rest, at once), and the jobs file gains runs and accounts (`DEMO_LABELS`): the
 run `llm-demo` of account `acme` is one job on each node (a training job restarted on another
-node), so its total spans both. Shows FLOPs per job growing as the replay streams in, a
-threshold alert firing at a lowered threshold, and at the end the `flopwatch runs` and
-`flopwatch accounts` tables. Everything runs on loopback in one process, in a scratch directory.
+node), so its total spans both; job g1 is run `llm-demo-ft` (fine-tuning), declared derived
+from `llm-demo` once the replay ends (`flopwatch runs declare`'s own code), so its cumulative
+compute adds its parent's. Shows FLOPs per job growing as the replay streams in, a job threshold
+alert firing at a lowered threshold, the run alerts at lowered run thresholds (a forecast among
+them: the demo's runs last seconds, so the forecast's least span is lowered to a second, for the
+demo only), and at the end the `flopwatch runs` and `flopwatch accounts` tables. Everything runs
+on loopback in one process, in a scratch directory.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flopwatch.cli import accounts_cmd, runs_cmd
+from flopwatch.cli import accounts_cmd, runs_cmd, runs_lineage_cmd
 from flopwatch.cli.common import EXIT_FAILED, EXIT_OK
 from flopwatch.cli.jobs_cmd import table
 from flopwatch.errors import ConfigError, FlopwatchError
@@ -33,6 +37,8 @@ HELP = (
 DEFAULT_TRACE = Path("tests/fixtures/h100-trace-1")
 NODES = ("demo-node-1", "demo-node-2")
 RESTARTED_AS = "t1"  # the job that resumes run llm-demo; the second node replays from its start
+DERIVED_RUN = "llm-demo-ft"  # job g1: a fine-tuning of llm-demo, declared derived from it
+DEMO_FORECAST_MIN_SPAN_S = 1.0  # the demo's runs last seconds (the collector's default: an hour)
 # Runs, accounts and classes the demo gives the bundled trace's jobs (jobs.json fields): c1 on
 # the first node and t1 on the second are one run, restarted; the other jobs are runs of their
 # own, in two accounts. Jobs of another trace that are not named here keep what their file says.
@@ -41,7 +47,7 @@ DEMO_LABELS: dict[str, dict[str, str]] = {
     "t1": {"run": "llm-demo", "account": "acme", "class": "pretraining"},
     "f1": {"account": "acme", "class": "evaluation"},
     "f2": {"account": "acme", "class": "evaluation"},
-    "g1": {"account": "acme", "class": "fine-tuning"},
+    "g1": {"run": DERIVED_RUN, "account": "acme", "class": "fine-tuning"},
     **{j: {"account": "lab-b"} for j in ("a1", "a2", "a3", "a4", "c2")},
 }
 
@@ -58,7 +64,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--threshold",
         default="1e16",
-        help="FLOP threshold for the demo alert, lowered from the 1e25/1e26 defaults",
+        help="FLOP threshold for the demo's job alert, lowered from the 1e25/1e26 defaults",
+    )
+    p.add_argument(
+        "--run-thresholds",
+        default="eu-ai-act,1e17",
+        help="run thresholds (cumulative compute), lowered so that a forecast fires within the "
+        "14-day horizon at the demo's rates (default: %(default)s)",
     )
     p.set_defaults(run=run)
 
@@ -99,6 +111,35 @@ def labelled_jobs(jobs: Path, out: Path) -> Path:
     path = out / "jobs.json"
     path.write_text(json.dumps(items, indent=1))
     return path
+
+
+def declare_derived(db: Path) -> int:
+    """Declare `DERIVED_RUN` a fine-tuning of llm-demo, through `flopwatch runs declare`."""
+    args = argparse.Namespace(
+        db=f"sqlite:{db}",
+        key=None,
+        run_name=DERIVED_RUN,
+        account="acme",
+        derived_from="llm-demo",
+        parent_account=None,
+        parent_claim=None,
+        claim_key=None,
+        workload_class="fine-tuning",
+    )
+    return runs_lineage_cmd.run_declare(args)
+
+
+def run_alerts(db: Path) -> list[str]:
+    """The run alerts the collector recorded, as its log and webhook summarise them."""
+    from flopwatch.collector.alerts.events import describe_scope_alert
+    from flopwatch.collector.store.factory import open_store
+
+    store = open_store(f"sqlite:{db}")
+    try:
+        fired = store.fired_scope_alerts()
+    finally:
+        store.close()
+    return [str(describe_scope_alert(a)["summary"]) for a in fired if a.scope == "run"]
 
 
 class _EmbeddedCollector:
@@ -152,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from flopwatch.agent.config import AgentConfig
     from flopwatch.agent.service import run_agent
     from flopwatch.cli.collector_cmd import parse_thresholds
+    from flopwatch.collector.alerts.scopes import parse_rules
     from flopwatch.collector.config import CollectorConfig
 
     trace, jobs = args.trace_dir / "trace.jsonl", args.trace_dir / "jobs.json"
@@ -165,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             db=f"sqlite:{scratch / 'collector.db'}",
             metrics_listen="127.0.0.1:0",
             thresholds=parse_thresholds(args.threshold),
+            run_thresholds=parse_rules(args.run_thresholds),
+            forecast_min_span_s=DEMO_FORECAST_MIN_SPAN_S,
             insecure=True,
             enroll_on_first_use=True,
         )
@@ -223,7 +267,18 @@ def run(args: argparse.Namespace) -> int:
             if done:
                 break
             next(a for a in agents if a.is_alive()).join(timeout=2.0)
-        print("Runs (`flopwatch runs`): llm-demo spans jobs c1 and t1 on two nodes")
+        print(f"Declaring (`flopwatch runs declare {DERIVED_RUN} --derived-from llm-demo`):")
+        if declare_derived(scratch / "collector.db") != EXIT_OK:
+            result.append(EXIT_FAILED)
+        print("\nRun alerts (run thresholds " + args.run_thresholds + ", cumulative compute):")
+        alerts = run_alerts(scratch / "collector.db")
+        for line in [a for a in alerts if "(account acme)" in a]:
+            print("ALERT:", line)
+        print(f"({len(alerts)} run alert(s) in all; those of account acme shown)")
+        print(
+            "\nRuns (`flopwatch runs`): llm-demo spans jobs c1 and t1 on two nodes; "
+            f"{DERIVED_RUN}'s CUMULATIVE adds llm-demo's"
+        )
         print(runs_cmd.table(runs_cmd.fetch_runs(stub, target, None, "")), "\n")
         print("Accounts (`flopwatch accounts`), with their trailing windows")
         print(accounts_cmd.table(accounts_cmd.fetch_accounts(stub, target, "")))

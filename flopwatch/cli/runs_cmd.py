@@ -45,8 +45,9 @@ exports this collector's signed claim of RUN; `flopwatch runs lineage RUN` shows
 and its own, inherited and cumulative compute. See `flopwatch runs declare --help`.
 
 
-NEXT is the next of --thresholds above the run's figure (--basis) and the time to it at the
-run's average rate over its measured span (shown once that span is an hour; the collector's
+NEXT is the next of --thresholds above the run's cumulative figure (--basis; own plus its
+ancestors', as the collector's run thresholds count) and the time to it at the run's own
+average rate over its measured span (shown once that span is an hour; the collector's
 forecast alerts use the same rate), or "-" when every threshold is reached. Give the same
 thresholds as the collector's --run-thresholds.
 """
@@ -142,9 +143,11 @@ class Next:
         )
 
     def of(self, r: collector_pb2.RunTotal) -> tuple[Rule, float | None] | None:
-        value = int(r.flops_upper if self._policy.basis == "upper" else r.flops_estimate)
-        rate = self._policy.rate(value, r.first_start_unix_ns, r.last_end_unix_ns)
-        return time_to_next(self._rules, value, rate)
+        upper = self._policy.basis == "upper"
+        own = int(r.flops_upper if upper else r.flops_estimate)
+        cumulative = int((r.cumulative_flops_upper if upper else r.cumulative_flops_estimate) or 0)
+        rate = self._policy.rate(own, r.first_start_unix_ns, r.last_end_unix_ns)
+        return time_to_next(self._rules, max(own, cumulative), rate)
 
     def shown(self, r: collector_pb2.RunTotal) -> str:
         found = self.of(r)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flopwatch.collector.alerts.scopes import (
     DEFAULT_FORECAST_DAYS,
+    DEFAULT_FORECAST_MIN_SPAN_S,
     DEFAULT_RULES,
     ScopedPolicy,
     parse_rules,
@@ -290,6 +291,9 @@ class CollectorConfig:
     run_thresholds: tuple[Rule, ...] = field(default_factory=lambda: parse_rules(DEFAULT_RULES))
     account_thresholds: tuple[Rule, ...] = field(default_factory=lambda: parse_rules(DEFAULT_RULES))
     forecast_days: float = DEFAULT_FORECAST_DAYS  # 0: no forecast alerts
+    # The least measured span of a run before its rate is trusted for forecasts (the demo,
+    # whose runs last seconds, lowers it).
+    forecast_min_span_s: float = DEFAULT_FORECAST_MIN_SPAN_S
     insecure: bool = False  # plaintext gRPC; mTLS otherwise
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -343,6 +347,7 @@ class CollectorConfig:
             self.account_thresholds,
             "estimate" if self.alert_basis == "estimate" else "upper",
             self.forecast_days,
+            self.forecast_min_span_s,
         )
 
     @property

@@ -11,6 +11,7 @@ inside the declaration, so the log carries the evidence of the compute inherited
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -54,6 +55,21 @@ def own_compute(store: Store, key: RunKey) -> Compute:
 def lineage(store: Store, key: RunKey) -> Lineage:
     """A run's parent, ancestors, own, inherited and cumulative compute."""
     return lineage_of(key, store.lineage_parents(), lambda k: own_compute(store, k))
+
+
+def parent_compute(store: Store) -> Callable[[str, str], Compute | None]:
+    """The `flopwatch.collector.alerts.scopes.ParentCompute` of the store's lineage: a run's
+    parent's cumulative compute (what the run inherits), or None for a run with no parent.
+    The declarations are read once, here; each answer reads the ancestors' totals."""
+    parents = store.lineage_parents()
+
+    def parent_of(account: str, run: str) -> Compute | None:
+        key = (account, run)
+        if key not in parents:
+            return None
+        return lineage_of(key, parents, lambda k: own_compute(store, k)).inherited
+
+    return parent_of
 
 
 def derived_over_third(store: Store, key: RunKey) -> bool:

@@ -419,7 +419,7 @@ class FlopwatchMetrics(Collector):
         fired = GaugeMetricFamily(
             "flopwatch_scope_alerts",
             "Run and account threshold alerts recorded in the store (kept across restarts), by "
-            "scope (run, account), kind (crossed, forecast), rule (eu-ai-act, us-ca-sb53, "
+            "scope (run, account), kind (crossed, forecast, derived), rule (eu-ai-act, us-ca-sb53, "
             "custom) and threshold; each (run or account window, kind, threshold) fires once.",
             labels=["scope", "kind", "rule", "threshold"],
         )

@@ -232,23 +232,30 @@ def test_collector_thresholds_by_scope_from_toml_and_the_command_line(
 ) -> None:
     c = collector_config(tmp_path, monkeypatch, "metrics_listen = 'off'\n")
     default = [(r.name, r.threshold) for r in c.run_thresholds]
-    assert default == [("eu-ai-act", 10**23), ("eu-ai-act", 10**25), ("us-ca-sb53", 10**26)]
+    assert default == [
+        ("eu-ai-act", 0),  # the derived-run rule: a third of the parent's cumulative compute
+        ("eu-ai-act", 10**23),
+        ("eu-ai-act", 10**25),
+        ("us-ca-sb53", 10**26),
+    ]
     assert c.account_thresholds == c.run_thresholds and c.forecast_days == 14.0
+    assert c.scoped_policy.forecast_min_span_s == 3600.0
     c = collector_config(
         tmp_path,
         monkeypatch,
         "run_thresholds = ['us-ca-sb53', 5e24]\naccount_thresholds = 'none'\n"
-        "forecast_days = 7\nmetrics_listen = 'off'\n",
+        "forecast_days = 7\nforecast_min_span_s = 60\nmetrics_listen = 'off'\n",
     )
     assert [(r.name, r.threshold) for r in c.run_thresholds] == [
         ("custom", 5 * 10**24),
         ("us-ca-sb53", 10**26),
     ]
     assert (c.account_thresholds, c.scoped_policy.forecast_days) == ((), 7.0)
+    assert c.scoped_policy.forecast_min_span_s == 60.0
     c = collector_config(
         tmp_path, monkeypatch, "metrics_listen = 'off'\n", "--run-thresholds", "eu-ai-act"
     )
-    assert [r.threshold for r in c.run_thresholds] == [10**23, 10**25]
+    assert [r.threshold for r in c.run_thresholds] == [0, 10**23, 10**25]
 
 
 @pytest.mark.parametrize(
@@ -256,6 +263,7 @@ def test_collector_thresholds_by_scope_from_toml_and_the_command_line(
     [
         ("run_thresholds = ['eu-ai-act', 'gdpr']\n", "threshold 'gdpr' is neither a preset"),
         ("forecast_days = -1\n", "forecast days must be 0 to 3660"),
+        ("forecast_min_span_s = -1\n", "the forecast's least span must be 0 to 365 days"),
         (
             "verify_workers = 2.5\n",
             "key 'verify_workers': expected a string or an integer, got 2.5",

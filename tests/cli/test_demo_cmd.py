@@ -38,14 +38,18 @@ def test_jobs_gain_the_demo_runs_and_accounts(tmp_path):
     assert by_job["c1"]["account"] == "acme"
     assert by_job["a1"]["account"] == "lab-b"
     assert "run" not in by_job["a1"]
+    assert (by_job["g1"]["run"], by_job["g1"]["class"]) == (demo_cmd.DERIVED_RUN, "fine-tuning")
 
 
 def test_demo_shows_one_run_across_two_nodes_and_its_account(capsys: pytest.CaptureFixture[str]):
-    args = argparse.Namespace(trace_dir=TRACE, speed=1000.0, threshold="1e16")
+    args = argparse.Namespace(
+        trace_dir=TRACE, speed=1000.0, threshold="1e16", run_thresholds="eu-ai-act,1e17"
+    )
     assert demo_cmd.run(args) == 0
     out = capsys.readouterr().out
     runs = out.split("Runs (`flopwatch runs`)")[1].split("Accounts (`flopwatch accounts`)")[0]
-    [row] = [ln.split() for ln in runs.splitlines() if ln.startswith("acme ") and "llm-demo" in ln]
+    rows = {ln.split()[1]: ln.split() for ln in runs.splitlines() if ln.startswith("acme ")}
+    row, ft = rows["llm-demo"], rows[demo_cmd.DERIVED_RUN]
     assert row[:3] == ["acme", "llm-demo", "pretraining"]
     jobs = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln[:3] in ("c1 ", "t1 ")}
     # The run's estimate is its two jobs' estimates (one per node) added up.
@@ -54,3 +58,18 @@ def test_demo_shows_one_run_across_two_nodes_and_its_account(capsys: pytest.Capt
     accounts = out.split("Accounts (`flopwatch accounts`)")[1]
     assert any(ln.startswith("acme ") and "all time" in ln for ln in accounts.splitlines())
     assert "last 30 days" in accounts
+
+    # The derived fine-tuning run: declared, its cumulative its own plus llm-demo's.
+    assert "declared: leaf" in out and "derives from 'llm-demo' of account 'acme'" in out
+    [ft] = [
+        ln.split() for ln in runs.splitlines() if ln.startswith("acme ") and "llm-demo-ft" in ln
+    ]
+    assert ft[:3] == ["acme", "llm-demo-ft", "fine-tuning"] and ft[-3] == "acme/llm-demo"
+    assert float(ft[-2]) == pytest.approx(float(ft[3]) + float(row[3]), rel=1e-3)
+    assert ft[-1] == "yes"  # above a third of llm-demo's compute
+    # A forecast alert of llm-demo at the lowered run threshold.
+    alerts = out.split("Run alerts")[1].split("Runs (`flopwatch runs`)")[0]
+    assert any(
+        ln.startswith("ALERT: run llm-demo (account acme): at its current rate") and "1e+17" in ln
+        for ln in alerts.splitlines()
+    )

@@ -145,3 +145,19 @@ def test_the_next_threshold_of_a_run_and_the_time_to_it():
     assert docs[0]["next_threshold"]["flops"] == str(10**25)
     assert docs[0]["next_threshold"]["seconds"] == pytest.approx(6400)
     assert docs[1]["next_threshold"] is None
+
+    # A derived run: NEXT counts its cumulative figure (5e24 inherited), at its own rate.
+    tuned = collector_pb2.RunTotal(
+        account="acme",
+        run="llama-ft",
+        flops_estimate=str(10**24),
+        flops_upper=str(36 * 10**23),
+        cumulative_flops_estimate=str(6 * 10**24),
+        cumulative_flops_upper=str(86 * 10**23),
+        first_start_unix_ns=0,
+        last_end_unix_ns=hour,
+        parent_account="acme",
+        parent_run="llama",
+    )
+    rule, secs = nxt.of(tuned)
+    assert rule.threshold == 10**25 and secs == pytest.approx(1400)  # 1.4e24 at 1e21 FLOP/s

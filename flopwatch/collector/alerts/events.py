@@ -133,6 +133,13 @@ def scope_name(event: ScopeAlert) -> str:
     return f"account {account} over the last {event.window_days} days"
 
 
+_SCOPE_KINDS = {
+    "crossed": "threshold_crossed",
+    "forecast": "threshold_forecast",
+    "derived": "derived_over_third",
+}
+
+
 def describe_scope_alert(event: ScopeAlert) -> dict[str, object]:
     """A run or account alert: its scope, figure, rule and threshold, and for a forecast the
     rate and when the threshold is expected."""
@@ -144,16 +151,23 @@ def describe_scope_alert(event: ScopeAlert) -> dict[str, object]:
             f"{what}: FLOPs {figure} {event.value:.4e} reached the {rule.threshold:.0e} FLOP "
             f"threshold ({rule.name}: {rule.meaning})"
         )
+    elif event.kind == "derived":
+        parent = "" if event.parent_value is None else f" ({event.parent_value:.4e})"
+        summary = (
+            f"{what}: its own FLOPs {figure} {event.value:.4e} are above a third of its "
+            f"parent's cumulative compute{parent} ({rule.name}: {rule.meaning})"
+        )
     else:
-        days = (event.eta_s or 0.0) / 86400
+        eta_s = event.eta_s or 0.0
+        when = f"{eta_s / 86400:.1f} days" if eta_s >= 86400 else f"{eta_s / 3600:.2f} hours"
         summary = (
             f"{what}: at its current rate ({event.rate or 0.0:.3e} FLOP/s) the FLOPs {figure}, "
             f"now {event.value:.4e}, reaches the {rule.threshold:.0e} FLOP threshold "
-            f"({rule.name}: {rule.meaning}) in about {days:.1f} days"
+            f"({rule.name}: {rule.meaning}) in about {when}"
         )
     eta = event.eta_s
     return {
-        "kind": "threshold_forecast" if event.kind == "forecast" else "threshold_crossed",
+        "kind": _SCOPE_KINDS[event.kind],
         "scope": event.scope,
         "account": event.account,
         "run": event.run if event.scope == "run" else None,
@@ -170,6 +184,7 @@ def describe_scope_alert(event: ScopeAlert) -> dict[str, object]:
         "rate_flops_per_second": event.rate,
         "expected_in_seconds": None if eta is None else round(eta, 1),
         "expected_at": None if eta is None else _iso(event.at_ns + int(eta * 1e9)),
+        "parent_cumulative_flops": None if event.parent_value is None else str(event.parent_value),
         "summary": summary,
     }
 

@@ -25,14 +25,23 @@ run's first minutes say little). At that rate, a threshold not yet reached and r
 are not kept; an average over the whole span is cheap, exact from the totals held, and errs
 late for a run that speeds up: that is said in the operator guide.)
 
-Lineage hook: the EU rule for derived runs (a modification with more than a third of the
-original model's training compute makes its modifier the provider) needs a run's parent and
-the parent's cumulative compute. `ParentCompute` is that question; until lineage answers it
-(None: no parent known), no "derived" alert is proposed.
+Cumulative (run scope): the rules count a model's training compute cumulatively, so a run's
+thresholds compare its own compute plus its ancestors' (flopwatch.lineage: a derived run
+inherits its parent's cumulative compute). `ParentCompute` answers, per run, its parent's
+cumulative compute (None: a run with no parent; flopwatch.collector.lineage.parent_compute).
+A forecast adds the run's own rate (its own figure over its own span) to that cumulative
+figure: ancestors add compute, not speed.
+
+Derived runs (kind "derived", `DERIVED_RULE`, a member of the `eu-ai-act` preset): a run
+declared derived from a parent whose own compute is above a third of the parent's cumulative
+compute (EU AI Act guidelines: the modifier becomes the provider of the modified model) fires
+once per run. The rule has no FLOP figure of its own (threshold 0 marks it; `flop_rules` leaves
+it out wherever thresholds are compared with FLOPs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +49,7 @@ from decimal import Decimal, InvalidOperation
 
 from flopwatch.collector.store.records import AlertBasis, Rule, RunTotal, ScopeAlert
 from flopwatch.errors import ConfigError
+from flopwatch.lineage import Compute
 
 Basis = AlertBasis
 
@@ -61,8 +71,18 @@ SB53_SOURCE = (
     "cumulative operations, fine-tuning and reinforcement learning included"
 )
 
+# The EU rule for derived runs: threshold 0, a third of the parent's cumulative compute.
+DERIVED_RULE = Rule(
+    "eu-ai-act",
+    0,
+    "a derived run's own compute is above a third of its parent's cumulative compute: the "
+    "modifier becomes the provider of the modified model",
+    EU_SOURCE,
+)
+
 PRESETS: dict[str, tuple[Rule, ...]] = {
     "eu-ai-act": (
+        DERIVED_RULE,
         Rule("eu-ai-act", 10**23, "indicates a general-purpose AI model", EU_SOURCE),
         Rule("eu-ai-act", 10**25, "presumes systemic risk (notify within two weeks)", EU_SOURCE),
     ),
@@ -105,12 +125,24 @@ def parse_rules(text: str) -> tuple[Rule, ...]:
 
 
 def rules_text(rules: Sequence[Rule | int]) -> str:
-    """Rules (or bare numbers) as a `parse_rules` text."""
-    return ",".join(str(r.threshold if isinstance(r, Rule) else r) for r in rules)
+    """Rules (or bare numbers) as a `parse_rules` text (the derived-run rule as its preset)."""
+    return ",".join(
+        "eu-ai-act" if r == DERIVED_RULE else str(r.threshold if isinstance(r, Rule) else r)
+        for r in rules
+    )
 
 
-# The parent's cumulative compute on the alert basis, or None where no parent is known.
-ParentCompute = Callable[[str, str], int | None]
+def flop_rules(rules: Sequence[Rule]) -> tuple[Rule, ...]:
+    """The rules that are FLOP thresholds (all but `DERIVED_RULE`)."""
+    return tuple(r for r in rules if r.threshold > 0)
+
+
+# A run's parent's cumulative compute (flopwatch.lineage), or None where it has no parent.
+ParentCompute = Callable[[str, str], Compute | None]
+
+
+def _no_parent(account: str, run: str) -> Compute | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,23 +163,38 @@ class ScopedPolicy:
 
     @property
     def active(self) -> bool:
-        return bool(self.run_rules or self.account_rules)
+        return bool(self.run_rules or flop_rules(self.account_rules))
 
-    def run_alerts(self, total: RunTotal, at_ns: int) -> list[ScopeAlert]:
-        """Every alert of a run's total whose condition holds now (the store keeps only the
-        new ones)."""
+    def figure(self, c: RunTotal | Compute) -> int:
+        return c.flops_upper if self.basis == "upper" else c.flops_estimate
+
+    def run_alerts(
+        self, total: RunTotal, at_ns: int, parent_of: ParentCompute = _no_parent
+    ) -> list[ScopeAlert]:
+        """Every alert of a run whose condition holds now (the store keeps only the new ones):
+        its cumulative figure (own plus `parent_of`'s) crossed or forecast to cross each FLOP
+        threshold, and the derived-run rule."""
         account, run = total.account, total.run
-        value = total.flops_upper if self.basis == "upper" else total.flops_estimate
+        own = self.figure(total)
+        parent = parent_of(account, run)
+        inherited = 0 if parent is None else self.figure(parent)
+        value = own + inherited
+        rules = flop_rules(self.run_rules)
         out = [
             ScopeAlert("run", account, run, 0, "crossed", r, self.basis, value, at_ns)
-            for r in self.run_rules
+            for r in rules
             if r.threshold <= value
         ]
-        rate = self.rate(value, total.first_start_ns, total.last_end_ns)
+        if parent is not None and DERIVED_RULE in self.run_rules and 3 * own > inherited:
+            derived = ScopeAlert(
+                "run", account, run, 0, "derived", DERIVED_RULE, self.basis, own, at_ns
+            )
+            out.append(dataclasses.replace(derived, parent_value=inherited))
+        rate = self.rate(own, total.first_start_ns, total.last_end_ns)
         if rate is None or self.forecast_days <= 0:
             return out
         horizon_s = self.forecast_days * 86400
-        for r in self.run_rules:
+        for r in rules:
             if r.threshold <= value:
                 continue
             eta = (r.threshold - value) / rate
@@ -175,7 +222,7 @@ class ScopedPolicy:
             value = upper if self.basis == "upper" else estimate
             out += [
                 ScopeAlert("account", account, "", days, "crossed", r, self.basis, value, at_ns)
-                for r in self.account_rules
+                for r in flop_rules(self.account_rules)
                 if r.threshold <= value
             ]
         return out
@@ -186,7 +233,7 @@ def time_to_next(
 ) -> tuple[Rule, float | None] | None:
     """The next threshold above `value` and the seconds to it at `rate` (None: no rate);
     None when every threshold is reached."""
-    ahead = [r for r in rules if r.threshold > value]
+    ahead = [r for r in flop_rules(rules) if r.threshold > value]
     if not ahead:
         return None
     nxt = ahead[0]

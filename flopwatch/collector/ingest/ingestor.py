@@ -19,7 +19,9 @@ Then per batch: decide alerts from the new totals, commit records, totals and al
 transaction, and only then return the acks and hand new alerts to the sinks. If the store fails,
 every envelope of the batch is acked "retry" and nothing of the batch is applied. Run and account
 alerts (`flopwatch.collector.alerts.scopes`) are decided after the commit, from the totals of the
-batch's runs and accounts read back, and recorded once each (`Store.record_scope_alerts`).
+batch's runs and accounts read back (a run's cumulative, with its ancestors' through
+`flopwatch.collector.lineage.parent_compute`), and recorded once each
+(`Store.record_scope_alerts`).
 
 Collectors sharing one database: another collector may commit a record of this batch (or
 overlapping GPU time) between the judging and the commit. The store then applies nothing and
@@ -74,6 +76,7 @@ from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
 from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.ingest.run_view import AccountView, RunView
+from flopwatch.collector.lineage import parent_compute
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
     AlertEvent,
@@ -319,8 +322,9 @@ class Ingestor:
         proposed: list[ScopeAlert] = []
         try:
             if policy.run_rules:
+                parent_of = parent_compute(self._store)  # cumulative: own plus ancestors'
                 for t in self._store.runs_for(keys).values():
-                    proposed += policy.run_alerts(t, now)
+                    proposed += policy.run_alerts(t, now, parent_of)
             if policy.account_rules:
                 accounts = {account for account, _ in keys}
                 held = self._store.account_windows(accounts, utc_day(now), self._account_windows)

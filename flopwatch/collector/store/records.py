@@ -15,7 +15,7 @@ people.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from flopwatch.verify.record import VerifiedRecord
@@ -24,7 +24,7 @@ from flopwatch.verify.sums import DAY_NS, Sum, merge
 NodeStatus = Literal["enrolled", "revoked"]
 AlertBasis = Literal["upper", "estimate"]
 Scope = Literal["run", "account"]
-AlertKind = Literal["crossed", "forecast"]
+AlertKind = Literal["crossed", "forecast", "derived"]  # derived: scopes.DERIVED_RULE
 
 FS_PER_SECOND = 10**15
 NJ_PER_KWH = 36 * 10**14  # 3.6 MJ
@@ -290,6 +290,8 @@ class ScopeAlert:
     at_ns: int
     rate: float | None = None  # FLOP/s (forecasts)
     eta_s: float | None = None  # seconds from at_ns to the crossing (forecasts)
+    # The parent's cumulative figure (kind derived; when it fired, not kept in the store).
+    parent_value: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str, int, str, int]:

@@ -14,11 +14,16 @@ from flopwatch.collector.alerts.scopes import ScopedPolicy, parse_rules
 from flopwatch.collector.alerts.webhook import WebhookSink
 from flopwatch.collector.config import WebhookConfig
 from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.lineage import declare
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.records import Rule, ScopeAlert
+from flopwatch.keys import SigningKey
+from flopwatch.runs import WorkloadClass
 from tests.collector.collector_helpers import Clock, statuses
 from tests.nodes import Node, expected_runs
+
+FINE_TUNING = WorkloadClass.FINE_TUNING
 
 
 class Sink:
@@ -191,3 +196,39 @@ def test_the_store_records_each_alert_once(store):
     assert store.record_scope_alerts([a, f]) == [f]  # a again: already recorded
     assert store.record_scope_alerts([]) == []
     assert store.fired_scope_alerts() == [a, b, f]
+
+
+def test_a_derived_run_crosses_on_its_cumulative_compute_and_fires_the_eu_rule_once(store_url):
+    """llama-ft derives from llama: its thresholds count llama's compute too, and its own
+    compute above a third of llama's fires the EU derived-run rule, once, kept in the store."""
+    nodes, envs, _ = restarted_run()
+    tune = Node("node-c", job="slurm:c/3", run="llama-ft", account="acme")
+    tuned = tune.envelopes(4)
+    llama = expected_runs(nodes, envs)[("acme", "llama")][1]
+    first = expected_runs([tune], tuned[:1])[("acme", "llama-ft")][1]
+    own = expected_runs([tune], tuned[:3])[("acme", "llama-ft")][1]
+    assert 3 * first <= llama < 3 * own and own < llama  # a third crossed at the third record
+    threshold = llama + 1  # above llama alone and llama-ft alone, below their sum
+    policy = ScopedPolicy(run_rules=(*parse_rules("eu-ai-act"), *custom(threshold)))
+    clock = Clock()
+    sink = Sink()
+    store = open_store(store_url, now_ns=clock, create=True)
+    enrolled(store, [*nodes, tune])
+    try:
+        ingest = ingestor(store, policy, clock, [sink])
+        assert set(statuses(ingest.ingest(envs))) == {"accepted"}
+        ft = ("acme", "llama-ft")
+        declare(store, SigningKey.generate(), ft, FINE_TUNING, clock(), parent=("acme", "llama"))
+        for batch in (tuned[:1], tuned[1:3], tuned[3:]):  # the last: nothing fires again
+            assert set(statuses(ingest.ingest(batch))) == {"accepted"}
+        held = store.fired_scope_alerts()
+    finally:
+        store.close()
+
+    assert [(a.run, a.kind, a.rule.threshold, a.value) for a in sink.events] == [
+        ("llama-ft", "crossed", threshold, llama + first),
+        ("llama-ft", "derived", 0, own),
+    ]
+    derived = sink.events[1]
+    assert derived.parent_value == llama and derived.rule.name == "eu-ai-act"
+    assert sorted(held, key=lambda a: a.key) == sorted(sink.events, key=lambda a: a.key)
