@@ -17,6 +17,8 @@ each one named below exists):
     flopwatch.collector.rpc.connections.MAX_TRACKED_PEERS  connections remembered as used
     flopwatch.collector.config.MAX_VERIFY_WORKERS     verify worker processes
     flopwatch.collector.config.PendingKeyLimits       keys awaiting approval (node, all, rate)
+    flopwatch.collector.config.AccountWindows         per-account UTC day sums kept, windows
+    flopwatch.collector.config.MAX_ACCOUNT_DAYS_KEPT  the most day sums an operator may keep
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
     flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token
