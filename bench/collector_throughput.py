@@ -80,7 +80,19 @@ def node_envelopes(
         GpuInfo(f"GPU-bench-{node}-{i}", "NVIDIA H100 80GB HBM3", 132, (9, 0), 1980, index=i)
         for i in range(gpus)
     ]
-    windows = [JobWindow(f"slurm:bench/{node % 8}", PID, 0, None, Precision.BF16)]
+    # Runs and accounts on: 8 jobs in 4 runs of 2 accounts (every record adds to a run, an
+    # account and a day of it, as well as to its job).
+    windows = [
+        JobWindow(
+            f"slurm:bench/{node % 8}",
+            PID,
+            0,
+            None,
+            Precision.BF16,
+            run=f"bench-run-{node % 4}",
+            account=f"bench-account-{node % 2}",
+        )
+    ]
     out = []
     for r in range(records):
         readings = [

@@ -31,6 +31,8 @@ each one named below exists):
     flopwatch.lineage.MAX_LINEAGE_DEPTH                 ancestors of a run (lineage declarations)
     flopwatch.statements.MAX_RUN_CLAIM_BYTES          a run claim a collector imports
     flopwatch.statements.MAX_RUN_DECLARATION_BYTES    a run lineage declaration read from a log
+    flopwatch.collector.config.AccountWindows         per-account UTC day sums kept, windows
+    flopwatch.collector.config.MAX_ACCOUNT_DAYS_KEPT  the most day sums an operator may keep
     flopwatch.collector.ingest.ingestor.MAX_SEQUENCE  a chain's sequence numbers
     flopwatch.collector.ingest.ingestor.MAX_COMMIT_ATTEMPTS  retries of a conflicting commit
     flopwatch.collector.enrollment.MAX_TOKEN_TTL_S    lifetime of an enrollment token
