@@ -226,7 +226,10 @@ def test_corrupt_spool_tail_is_signed_gap_and_exact_loss(
 def test_real_full_filesystem_loses_records_as_signed_gap_and_agent_carries_on(
     make_lab: Callable[..., FaultLab],
 ) -> None:
-    lab = make_lab(nodes=1, intervals=120)
+    # Enough intervals that the agent is still measuring when the collector is back (on a
+    # loaded machine the restart takes seconds): the records its full disk lost are reported by
+    # a later record's signed gap, which needs a later record.
+    lab = make_lab(nodes=1, intervals=300)
     node = lab.nodes[0]
     collector = lab.collector()
     collector.start()
