@@ -47,7 +47,7 @@ from flopwatch.agent.backends.base import GpuInfo, GpuReading, ProcessShare
 from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
 from flopwatch.collector.alerts.events import ThresholdPolicy
-from flopwatch.collector.config import CollectorConfig, parse_verify_workers
+from flopwatch.collector.config import CollectorConfig, ServerLimits, parse_verify_workers
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.server import run_collector
 from flopwatch.collector.store.sqlite.store import SQLiteStore
@@ -171,6 +171,17 @@ def bench_stages(gpus: int, nodes: int, records: int, per: int) -> None:
 # -- end to end --------------------------------------------------------------------------------
 
 
+# The bench's client processes stream many simulated nodes over one connection each, from one
+# address, where real agents hold one stream on a connection of their own: the collector's
+# per-connection, per-address and per-peer caps (ServerLimits) are raised to what that takes,
+# so that the figure is the collector's work, not its refusal of an unusual client.
+BENCH_SERVER_LIMITS = ServerLimits(
+    max_streams_per_connection=1024,
+    max_streams_per_address=4096,
+    max_inflight_bytes_per_peer=256 << 20,
+)
+
+
 def collector_main(db: str, ports: Any, stop: Any, profile: str | None, workers: int) -> None:
     config = CollectorConfig(
         listen="127.0.0.1:0",
@@ -180,6 +191,7 @@ def collector_main(db: str, ports: Any, stop: Any, profile: str | None, workers:
         insecure=True,
         enroll_on_first_use=True,
         verify_workers=workers,
+        server=BENCH_SERVER_LIMITS,
     )
 
     async def main() -> None:
