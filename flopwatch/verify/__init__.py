@@ -92,7 +92,7 @@ from flopwatch.errors import (
     VerificationError,
 )
 from flopwatch.statements import SignedTreeHead, TreeHead
-from flopwatch.verify.bundle import STEPS, BundleVerifier, Progress, Skipped
+from flopwatch.verify.bundle import STEPS, BundleVerifier
 from flopwatch.verify.bundle_format import (
     BUNDLE_MEDIA_TYPE,
     DEFAULT_BUNDLE_LIMITS,
@@ -107,6 +107,7 @@ from flopwatch.verify.bundle_report import NodeChain, VerifiedReport
 from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier, VerifiedStatement
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
 from flopwatch.verify.sampled import SAMPLED_STEPS, SampledResult, SampledVerifier
+from flopwatch.verify.steps import Progress, Skipped
 from flopwatch.verify.trust import is_key_id, parse_collector_key
 
 __all__ = [

@@ -15,16 +15,11 @@ the totals must match the envelopes (step 11).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from flopwatch.errors import BundleVerificationError, ConfigError, KeyFileError, VerificationError
+from flopwatch.errors import KeyFileError, VerificationError
 from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.merkle import verify_consistency
 from flopwatch.statements import JOB_CLAIM_TYPE, SignedTreeHead, check_signed
 from flopwatch.verify.bundle_checks import chain_of, check_inclusion, check_overlap, check_totals
 from flopwatch.verify.bundle_format import (
@@ -35,6 +30,7 @@ from flopwatch.verify.bundle_format import (
 )
 from flopwatch.verify.bundle_report import NodeChain, VerifiedReport
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
+from flopwatch.verify.steps import Anchor, Progress, Skipped, Steps
 
 STEPS: tuple[str, ...] = (
     "bundle is well-formed and within limits",
@@ -51,45 +47,9 @@ STEPS: tuple[str, ...] = (
     "log is consistent with the tree head you kept",
 )
 
-Progress = Callable[[int, str], None]  # (step number, what it established) after each pass
-# (step number, why) for a step that checked nothing: step 12 without a tree head you kept.
-Skipped = Callable[[int, str], None]
-
 
 def _short(key_id: str) -> str:
     return short_key_id(key_id)
-
-
-@dataclass
-class _Note:
-    text: str = ""
-    skipped: str | None = None  # why the step checked nothing
-
-
-@dataclass
-class _Steps:
-    progress: Progress | None
-    on_skip: Skipped | None
-    warnings: list[str] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    @contextmanager
-    def step(self, n: int) -> Iterator[_Note]:
-        note = _Note()
-        try:
-            yield note
-        except BundleVerificationError:
-            raise
-        except VerificationError as e:
-            raise BundleVerificationError(e.reason, e.message, n) from e
-        if note.skipped is not None:
-            self.skipped.append((n, note.skipped))
-            if self.on_skip is not None:
-                self.on_skip(n, note.skipped)
-            elif self.progress is not None:
-                self.progress(n, f"skipped: {note.skipped}")
-        elif self.progress is not None:
-            self.progress(n, note.text)
 
 
 class BundleVerifier:
@@ -103,13 +63,7 @@ class BundleVerifier:
         limits: BundleLimits = DEFAULT_BUNDLE_LIMITS,
         record_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        if collector_key_id is None and trusted_tree_head is None:
-            raise ConfigError(
-                "no trust anchor: give the collector key you trust, or a tree head you kept; "
-                "without one, anyone can make a bundle that checks out"
-            )
-        self._pinned = collector_key_id.lower() if collector_key_id is not None else None
-        self._kept = trusted_tree_head
+        self._anchor = Anchor.of(collector_key_id, trusted_tree_head, "bundle")
         self._limits = limits
         self._record_limits = record_limits
 
@@ -121,7 +75,7 @@ class BundleVerifier:
         `progress(step, detail)` follows each step that passed; `skipped(step, why)` each step
         that checked nothing (without a `skipped` callback, `progress` gets "skipped: why").
         Skipped steps are listed in the report (`VerifiedReport.skipped_steps`) either way."""
-        steps = _Steps(progress, skipped)
+        steps = Steps(progress, skipped)
         # 1. The file parses as a flopwatch bundle, within the size and count limits.
         with steps.step(1) as note:
             bundle = Bundle.from_bytes(data, self._limits)
@@ -130,7 +84,7 @@ class BundleVerifier:
         # 2. The tree head names the collector key the regulator pinned, or the key of the tree
         #    head the regulator kept (whose own signature must verify).
         with steps.step(2) as note:
-            note.text = self._check_anchor(bundle.tree_head)
+            note.text = self._anchor.check(bundle.tree_head, "bundle")
         collector_key = public_from_raw(head.public_key)
         # 3. That key signed the tree head.
         with steps.step(3) as note:
@@ -172,10 +126,16 @@ class BundleVerifier:
             )
         # 12. The regulator's kept tree head is a prefix of this one (the log was not rewritten).
         with steps.step(12) as note:
-            if self._kept is None:
+            if self._anchor.kept is None:
                 note.skipped = "no tree head of yours given (--kept-tree-head)"
             else:
-                note.text = self._check_consistency(bundle, self._kept)
+                note.text = self._anchor.consistency(
+                    bundle.tree_head,
+                    bundle.consistency,
+                    "bundle",
+                    when_newer="; check them with `flopwatch log consistency`",
+                    when_missing="; ask for a report made with --kept-tree-head your tree head",
+                )
         return VerifiedReport(
             job_id=claim.job_id,
             flop_model_version=claim.flop_model_version,
@@ -189,31 +149,12 @@ class BundleVerifier:
             envelopes=len(records),
             nodes=chains,
             warnings=tuple(steps.warnings),
-            consistent_with=None if self._kept is None else self._kept.head,
+            consistent_with=None if self._anchor.kept is None else self._anchor.kept.head,
             skipped_steps=tuple(steps.skipped),
             runs=totals.runs,
         )
 
     # -- steps -----------------------------------------------------------------------------
-    def _check_anchor(self, tree_head: SignedTreeHead) -> str:
-        r = "untrusted_collector_key"
-        log_id = tree_head.head.log_id
-        how = []
-        if self._pinned is not None:
-            if log_id != self._pinned:
-                raise VerificationError(
-                    r, f"the bundle's collector key is {log_id}, not the pinned {self._pinned}"
-                )
-            how.append("pinned by you")
-        if self._kept is not None:
-            if self._kept.head.log_id != log_id:
-                raise VerificationError(
-                    r, f"the bundle's collector key {_short(log_id)} did not sign your tree head"
-                )
-            self._kept.verify()
-            how.append("signed the tree head you kept")
-        return f"key id {log_id} ({', '.join(how)})"
-
     def _check_claim(self, bundle: Bundle, collector_key: Ed25519PublicKey) -> JobClaim:
         check_signed(bundle.claim, JOB_CLAIM_TYPE, collector_key, "bad_claim_signature")
         claim = JobClaim.from_payload(bundle.claim.payload, self._limits)
@@ -318,34 +259,3 @@ class BundleVerifier:
                 )
             chains.append(chain)
         return tuple(chains)
-
-    def _check_consistency(self, bundle: Bundle, kept_head: SignedTreeHead) -> str:
-        r = "bad_consistency_proof"
-        kept, head = kept_head.head, bundle.tree_head.head
-        if kept.size > head.size:
-            raise VerificationError(
-                "no_consistency_proof",
-                f"your tree head (size {kept.size}) is newer than the bundle's ({head.size}); "
-                "check them with `flopwatch log consistency`",
-            )
-        proofs = [
-            c for c in bundle.consistency if (c.old_size, c.new_size) == (kept.size, head.size)
-        ]
-        if kept.size == head.size:
-            if kept.root != head.root:
-                raise VerificationError(r, f"two roots for tree size {kept.size}: the log forked")
-            return f"your tree head is this one (size {kept.size})"
-        if not proofs:
-            raise VerificationError(
-                "no_consistency_proof",
-                f"the bundle has no consistency proof from tree size {kept.size} to {head.size}; "
-                "ask for a report made with --kept-tree-head your tree head",
-            )
-        verify_consistency(
-            old_size=kept.size,
-            new_size=head.size,
-            old_root=kept.root,
-            new_root=head.root,
-            proof=proofs[0].hashes,
-        )
-        return f"tree size {kept.size} -> {head.size}: the log only grew"

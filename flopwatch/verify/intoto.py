@@ -17,7 +17,7 @@ trained on what.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,6 +41,7 @@ from flopwatch.tlog.checkpoint import open_checkpoint, parse_checkpoint
 from flopwatch.tlog.note import Ed25519Verifier
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, Bundle, BundleLimits
 from flopwatch.verify.bundle_report import VerifiedReport
+from flopwatch.verify.steps import Progress
 
 INTOTO_STEPS: tuple[str, ...] = (
     "envelope is DSSE JSON within limits",
@@ -51,7 +52,6 @@ INTOTO_STEPS: tuple[str, ...] = (
     "figures, window, run and account equal the verified bundle's",
 )
 
-Progress = Callable[[int, str], None]  # (step number, what it established) after each pass
 _SHOWN = 160  # characters of a value shown in a message
 
 

@@ -23,21 +23,18 @@ probability at least 1 - (1 - g)^probes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.attestation import parse_payload
 from flopwatch.dsse import Envelope
-from flopwatch.errors import BundleVerificationError, ConfigError, KeyFileError, VerificationError
+from flopwatch.errors import ConfigError, KeyFileError, VerificationError
 from flopwatch.keys import public_from_raw, short_key_id
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.merkle import leaf_hash, verify_consistency, verify_inclusion
+from flopwatch.merkle import leaf_hash, verify_inclusion
 from flopwatch.statements import SignedTreeHead, TreeHead, check_signed
 from flopwatch.sumtree import check_path, leaf_node
-from flopwatch.verify.bundle import Progress, Skipped
 from flopwatch.verify.record import SUPPORTED_MODEL_VERSIONS, RecordVerifier, VerifiedRecord
 from flopwatch.verify.sampled_format import (
     DEFAULT_PROBES,
@@ -52,6 +49,7 @@ from flopwatch.verify.sampled_format import (
     sample_positions,
     seed_of,
 )
+from flopwatch.verify.steps import Anchor, Progress, Skipped, Steps
 
 SAMPLED_STEPS: tuple[str, ...] = (
     "report is well-formed and within limits",
@@ -127,35 +125,6 @@ class SampledResult:
         }
 
 
-@dataclass
-class _Note:
-    text: str = ""
-    skipped: str | None = None
-
-
-@dataclass
-class _Steps:
-    progress: Progress | None
-    on_skip: Skipped | None
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    @contextmanager
-    def step(self, n: int) -> Iterator[_Note]:
-        note = _Note()
-        try:
-            yield note
-        except BundleVerificationError:
-            raise
-        except VerificationError as e:
-            raise BundleVerificationError(e.reason, e.message, n) from e
-        if note.skipped is not None:
-            self.skipped.append((n, note.skipped))
-            if self.on_skip is not None:
-                self.on_skip(n, note.skipped)
-        elif self.progress is not None:
-            self.progress(n, note.text)
-
-
 def scope_word(claim: SampledClaim) -> str:
     return "run" if claim.scope.is_run else "job"
 
@@ -174,15 +143,9 @@ class SampledVerifier:
         limits: SampledLimits = DEFAULT_SAMPLED_LIMITS,
         record_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        if collector_key_id is None and trusted_tree_head is None:
-            raise ConfigError(
-                "no trust anchor: give the collector key you trust, or a tree head you kept; "
-                "without one, anyone can make a report that checks out"
-            )
+        self._anchor = Anchor.of(collector_key_id, trusted_tree_head, "report")
         if min_samples < 1 or min_probes < 0:
             raise ConfigError("at least one sample, and no negative number of probes")
-        self._pinned = collector_key_id.lower() if collector_key_id is not None else None
-        self._kept = trusted_tree_head
         self._min_samples = min_samples
         self._min_probes = min_probes
         self._challenge = challenge
@@ -194,14 +157,15 @@ class SampledVerifier:
     ) -> SampledResult:
         """Verify a serialized sampled report; raise BundleVerificationError at the first failed
         step. `progress(step, detail)` follows each passed step, `skipped(step, why)` each step
-        that checked nothing."""
-        steps = _Steps(progress, skipped)
+        that checked nothing (without a `skipped` callback, `progress` gets "skipped: why", as
+        the bundle verifier does)."""
+        steps = Steps(progress, skipped)
         with steps.step(1) as note:
             report = SampledReport.from_bytes(data, self._limits)
             note.text = f"{len(report.openings)} records opened, {len(report.probes)} probes"
         head = report.tree_head.head
         with steps.step(2) as note:
-            note.text = self._check_anchor(report.tree_head)
+            note.text = self._anchor.check(report.tree_head, "report")
         collector_key = public_from_raw(head.public_key)
         with steps.step(3) as note:
             report.tree_head.verify()
@@ -236,10 +200,10 @@ class SampledVerifier:
         with steps.step(10) as note:
             note.text = self._check_probes(report, claim)
         with steps.step(11) as note:
-            if self._kept is None:
+            if self._anchor.kept is None:
                 note.skipped = "no tree head of yours given (--kept-tree-head)"
             else:
-                note.text = self._check_consistency(report, self._kept)
+                note.text = self._anchor.consistency(report.tree_head, report.consistency, "report")
         s = claim.sums
         return SampledResult(
             job_id=claim.job_id,
@@ -260,33 +224,12 @@ class SampledVerifier:
             withheld_fraction_95=detectable_fraction(claim.probes),
             challenge=claim.challenge,
             skipped_steps=tuple(steps.skipped),
-            consistent_with=None if self._kept is None else self._kept.head,
+            consistent_with=None if self._anchor.kept is None else self._anchor.kept.head,
             run=claim.run,
             account=claim.account,
         )
 
     # -- steps -----------------------------------------------------------------------------
-    def _check_anchor(self, tree_head: SignedTreeHead) -> str:
-        r = "untrusted_collector_key"
-        log_id = tree_head.head.log_id
-        how = []
-        if self._pinned is not None:
-            if log_id != self._pinned:
-                raise VerificationError(
-                    r, f"the report's collector key is {log_id}, not the pinned {self._pinned}"
-                )
-            how.append("pinned by you")
-        if self._kept is not None:
-            if self._kept.head.log_id != log_id:
-                raise VerificationError(
-                    r,
-                    f"the report's collector key {short_key_id(log_id)} did not sign your "
-                    "tree head",
-                )
-            self._kept.verify()
-            how.append("signed the tree head you kept")
-        return f"key id {log_id} ({', '.join(how)})"
-
     def _check_claim(self, report: SampledReport, key: Ed25519PublicKey) -> SampledClaim:
         check_signed(report.claim, SAMPLED_CLAIM_TYPE, key, "bad_claim_signature")
         claim = SampledClaim.from_payload(report.claim.payload, self._limits)
@@ -456,33 +399,3 @@ class SampledVerifier:
         return f"{len(report.probes)} probed leaves hold other jobs' records" + (
             f" ({unreadable} not records)" if unreadable else ""
         )
-
-    def _check_consistency(self, report: SampledReport, kept_head: SignedTreeHead) -> str:
-        kept, head = kept_head.head, report.tree_head.head
-        if kept.size > head.size:
-            raise VerificationError(
-                "no_consistency_proof",
-                f"your tree head (size {kept.size}) is newer than the report's ({head.size})",
-            )
-        if kept.size == head.size:
-            if kept.root != head.root:
-                raise VerificationError(
-                    "bad_consistency_proof", f"two roots for tree size {kept.size}: the log forked"
-                )
-            return f"your tree head is this one (size {kept.size})"
-        proofs = [
-            c for c in report.consistency if (c.old_size, c.new_size) == (kept.size, head.size)
-        ]
-        if not proofs:
-            raise VerificationError(
-                "no_consistency_proof",
-                f"the report has no consistency proof from tree size {kept.size} to {head.size}",
-            )
-        verify_consistency(
-            old_size=kept.size,
-            new_size=head.size,
-            old_root=kept.root,
-            new_root=head.root,
-            proof=proofs[0].hashes,
-        )
-        return f"tree size {kept.size} -> {head.size}: the log only grew"
