@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
-from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, call, energy, render, seconds, utc
+from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, energy, pages, render, seconds, utc
 from flopwatch.cli.runs_cmd import classes
 from flopwatch.errors import ConfigError
 from flopwatch.runs import NO_ACCOUNT_SHOWN, shown_account
@@ -80,19 +80,17 @@ def fetch_accounts(
 ) -> collector_pb2.ListAccountsResponse:
     """Every page of ListAccounts, merged into one response."""
     out = collector_pb2.ListAccountsResponse()
-    token = ""
-    while True:
-        request = collector_pb2.ListAccountsRequest(
+    for page in pages(
+        collector,
+        stub.ListAccounts,
+        lambda token: collector_pb2.ListAccountsRequest(
             account_prefix=prefix, page_size=page_size, page_token=token
-        )
-        page: collector_pb2.ListAccountsResponse = call(
-            collector, stub.ListAccounts, request, timeout
-        )
+        ),
+        timeout,
+    ):
         out.accounts.extend(page.accounts)
         out.flop_model_version = page.flop_model_version
-        token = page.next_page_token
-        if not token:
-            return out
+    return out
 
 
 def _day(ns: int) -> str:

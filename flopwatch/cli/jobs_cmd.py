@@ -7,8 +7,8 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -96,6 +96,27 @@ def call(collector: str, method: Callable[..., R], request: object, timeout: flo
         raise TransportError(f"collector {collector}: {code.name}: {details}") from e
 
 
+class _Paged(Protocol):
+    next_page_token: str
+
+
+P = TypeVar("P", bound=_Paged)
+
+
+def pages(
+    collector: str, method: Callable[..., P], request_for: Callable[[str], object], timeout: float
+) -> Iterator[P]:
+    """Every page of a paged query, in order: `request_for(token)` asks for the page after
+    `token` ("" for the first); the last page has no next_page_token."""
+    token = ""
+    while True:
+        page = call(collector, method, request_for(token), timeout)
+        yield page
+        token = page.next_page_token
+        if not token:
+            return
+
+
 def fetch_jobs(
     stub: collector_pb2_grpc.QueryServiceStub,
     collector: str,
@@ -105,17 +126,17 @@ def fetch_jobs(
 ) -> collector_pb2.ListJobsResponse:
     """Every page of ListJobs, merged into one response."""
     out = collector_pb2.ListJobsResponse()
-    token = ""
-    while True:
-        request = collector_pb2.ListJobsRequest(
+    for page in pages(
+        collector,
+        stub.ListJobs,
+        lambda token: collector_pb2.ListJobsRequest(
             job_prefix=prefix, page_size=page_size, page_token=token
-        )
-        page: collector_pb2.ListJobsResponse = call(collector, stub.ListJobs, request, timeout)
+        ),
+        timeout,
+    ):
         out.jobs.extend(page.jobs)
         out.flop_model_version, out.alert_basis = page.flop_model_version, page.alert_basis
-        token = page.next_page_token
-        if not token:
-            return out
+    return out
 
 
 def fetch_job(
@@ -127,20 +148,18 @@ def fetch_job(
 ) -> collector_pb2.ListJobGpusResponse:
     """Every page of ListJobGpus for one job, merged into one response."""
     out = collector_pb2.ListJobGpusResponse()
-    token = ""
-    while True:
-        request = collector_pb2.ListJobGpusRequest(
+    for page in pages(
+        collector,
+        stub.ListJobGpus,
+        lambda token: collector_pb2.ListJobGpusRequest(
             job_id=job_id, page_size=page_size, page_token=token
-        )
-        page: collector_pb2.ListJobGpusResponse = call(
-            collector, stub.ListJobGpus, request, timeout
-        )
+        ),
+        timeout,
+    ):
         out.gpus.extend(page.gpus)
         out.job.CopyFrom(page.job)  # the last page's totals: the most recent
         out.flop_model_version, out.alert_basis = page.flop_model_version, page.alert_basis
-        token = page.next_page_token
-        if not token:
-            return out
+    return out
 
 
 # -- rendering -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, check_identifier, host_port
-from flopwatch.cli.jobs_cmd import call, render, utc
+from flopwatch.cli.jobs_cmd import pages, render, utc
 from flopwatch.errors import ConfigError
 from flopwatch.identifiers import shown
 from flopwatch.keys import short_key_id
@@ -284,20 +284,20 @@ def _from_collector(args: argparse.Namespace) -> tuple[list[NodeSummary], float]
 
     host_port(args.collector)
     out: list[NodeSummary] = []
-    token, silent_after_s = "", 0.0
+    silent_after_s = 0.0
     with sync_channel(
         args.collector, insecure=args.insecure, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as channel:
         stub = query_stub(channel)
-        while True:
-            request = collector_pb2.ListNodesRequest(page_token=token)
-            page: collector_pb2.ListNodesResponse = call(
-                args.collector, stub.ListNodes, request, args.timeout
-            )
+        for page in pages(
+            args.collector,
+            stub.ListNodes,
+            lambda token: collector_pb2.ListNodesRequest(page_token=token),
+            args.timeout,
+        ):
             out += [node_summary(m) for m in page.nodes]
-            silent_after_s, token = page.silent_after_seconds, page.next_page_token
-            if not token:
-                return out, silent_after_s
+            silent_after_s = page.silent_after_seconds
+    return out, silent_after_s
 
 
 def _status(n: NodeSummary) -> str:

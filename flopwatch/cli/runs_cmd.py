@@ -11,7 +11,7 @@ from typing import Any
 
 from flopwatch.cli import runs_lineage_cmd
 from flopwatch.cli.common import EXIT_OK, add_tls_arguments, host_port
-from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, call, energy, render, seconds, utc
+from flopwatch.cli.jobs_cmd import LEGEND_WITH_ENERGY, energy, pages, render, seconds, utc
 from flopwatch.collector.alerts.scopes import ScopedPolicy, parse_rules, time_to_next
 from flopwatch.collector.store.records import Rule
 from flopwatch.errors import ConfigError
@@ -116,17 +116,17 @@ def fetch_runs(
 ) -> collector_pb2.ListRunsResponse:
     """Every page of ListRuns, merged into one response."""
     out = collector_pb2.ListRunsResponse()
-    token = ""
-    while True:
-        request = collector_pb2.ListRunsRequest(
+    for page in pages(
+        collector,
+        stub.ListRuns,
+        lambda token: collector_pb2.ListRunsRequest(
             account=account, run_prefix=prefix, page_size=page_size, page_token=token
-        )
-        page: collector_pb2.ListRunsResponse = call(collector, stub.ListRuns, request, timeout)
+        ),
+        timeout,
+    ):
         out.runs.extend(page.runs)
         out.flop_model_version = page.flop_model_version
-        token = page.next_page_token
-        if not token:
-            return out
+    return out
 
 
 def classes(names: Any) -> str:
