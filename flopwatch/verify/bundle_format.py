@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flopwatch.dsse import Envelope, Signer
@@ -195,6 +196,25 @@ class Consistency:
     hashes: tuple[bytes, ...]
 
 
+def consistency_messages(proofs: Iterable[Consistency]) -> list[bundle_pb2.ConsistencyProof]:
+    """Consistency proofs as a bundle or a sampled report carries them."""
+    return [
+        bundle_pb2.ConsistencyProof(old_size=c.old_size, new_size=c.new_size, hashes=c.hashes)
+        for c in proofs
+    ]
+
+
+def consistency_of(
+    messages: Iterable[bundle_pb2.ConsistencyProof], max_hashes: int, what: str
+) -> tuple[Consistency, ...]:
+    """Consistency proofs read from a bundle or a sampled report, each of at most `max_hashes`
+    hashes of the right size (`what` names one in a refusal)."""
+    return tuple(
+        Consistency(c.old_size, c.new_size, _hashes(list(c.hashes), max_hashes, what))
+        for c in messages
+    )
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A parsed job report bundle. Nothing in it is verified yet."""
@@ -219,12 +239,7 @@ class Bundle:
                 )
                 for e in self.entries
             ],
-            consistency=[
-                bundle_pb2.ConsistencyProof(
-                    old_size=c.old_size, new_size=c.new_size, hashes=c.hashes
-                )
-                for c in self.consistency
-            ],
+            consistency=consistency_messages(self.consistency),
         )
         return msg.SerializeToString(deterministic=True)
 
@@ -257,12 +272,5 @@ class Bundle:
             )
             for e in m.entries
         )
-        consistency = tuple(
-            Consistency(
-                c.old_size,
-                c.new_size,
-                _hashes(list(c.hashes), limits.max_proof_hashes, "a consistency proof"),
-            )
-            for c in m.consistency
-        )
+        consistency = consistency_of(m.consistency, limits.max_proof_hashes, "a consistency proof")
         return cls(tree_head, claim, entries, consistency)

@@ -28,6 +28,8 @@ from flopwatch.verify.bundle_format import (
     NodeKey,
     _hashes,
     _text,
+    consistency_messages,
+    consistency_of,
 )
 
 SAMPLED_MEDIA_TYPE = "application/vnd.flopwatch.sampled-report.v1+protobuf"
@@ -354,12 +356,7 @@ class SampledReport:
                 )
                 for p in self.probes
             ],
-            consistency=[
-                bundle_pb2.ConsistencyProof(
-                    old_size=c.old_size, new_size=c.new_size, hashes=c.hashes
-                )
-                for c in self.consistency
-            ],
+            consistency=consistency_messages(self.consistency),
         )
         return msg.SerializeToString(deterministic=True)
 
@@ -404,12 +401,7 @@ class SampledReport:
             )
             for p in m.probes
         )
-        consistency = tuple(
-            Consistency(
-                c.old_size, c.new_size, _hashes(list(c.hashes), bl.max_proof_hashes, "a proof")
-            )
-            for c in m.consistency
-        )
+        consistency = consistency_of(m.consistency, bl.max_proof_hashes, "a proof")
         return cls(tree_head, claim, openings, probes, consistency)
 
 
