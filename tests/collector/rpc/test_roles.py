@@ -5,8 +5,6 @@ are agents'. The deprecated Collector service enforces the same roles, RPC by RP
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -34,12 +32,7 @@ def pki(tmp_path):
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca = certs.CertifiedKey(certs.load_certificate(files["ca_cert"]), ca_key)
     for role in certs.CLIENT_ROLES:
-        # Issued as of the CA's own making: its test CA lives one day, so a leaf of one day
-        # issued a second later would outlive it.
-        made = ca.cert.not_valid_before_utc + dt.timedelta(minutes=5)
-        pair = certs.issue(
-            ca.cert, ca.key, f"{role}-1", server=False, role=role, valid_days=1, now=made
-        )
+        pair = certs.issue(ca.cert, ca.key, f"{role}-1", server=False, role=role, valid_days=1)
         (tmp_path / role).mkdir()  # key files are never written into a missing directory
         cert_path, key_path = certs.pair_paths(tmp_path / role, f"{role}-1")
         certs.write_pair(cert_path, key_path, pair)
