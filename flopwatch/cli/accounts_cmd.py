@@ -94,7 +94,9 @@ def fetch_accounts(
 
 
 def _day(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d")
+    """The UTC day of a time in ns. Whole seconds, in integers: as a float, the last
+    nanosecond of a day rounds up to the next midnight."""
+    return dt.datetime.fromtimestamp(ns // 10**9, dt.UTC).strftime("%Y-%m-%d")
 
 
 def _scope(w: collector_pb2.WindowTotal) -> str:
