@@ -371,6 +371,7 @@ class Ingestor:
         attempt = 1
         while True:
             batch = PendingBatch(self._store)
+            batch.prefetch([s.verified for s in items if s.verified is not None])
             self._ahead_in_batch = 0
             acks = [
                 self._judge(c, batch, s.presented_key, s.verified)

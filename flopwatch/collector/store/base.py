@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
+from flopwatch.collector.store.common import ChainRows, Span
 from flopwatch.collector.store.lineage_rows import Check, Declaration
 from flopwatch.collector.store.records import (
     AccountTotal,
@@ -184,6 +185,12 @@ class ChainStore(Protocol):
 
     def neighbours(self, key_id: str, sequence: int) -> Neighbours: ...
 
+    def chain_around(self, wanted: Collection[tuple[str, int]]) -> ChainRows:
+        """The held records at and next to each (key_id, sequence) of `wanted` (n-1, n, n+1),
+        as {key_id: {sequence: (digest, previous_digest)}}: what `neighbours` reads, for a
+        whole batch in a few statements."""
+        ...
+
     def held_sequences(self, key_id: str) -> list[int]: ...
 
     def chain_states(self, key_ids: Collection[str] | None = None) -> list[ChainState]:
@@ -195,6 +202,11 @@ class ChainStore(Protocol):
 
         Returns disjoint [start, end) runs, ascending; a superset of the ones that intersect.
         """
+        ...
+
+    def coverage_of(self, spans: Collection[Span]) -> dict[Span, list[tuple[int, int]]]:
+        """`coverage` of each (gpu, start_ns, end_ns) of `spans`, for a whole batch in a few
+        statements."""
         ...
 
     def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:

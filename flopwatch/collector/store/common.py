@@ -13,7 +13,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flopwatch.attestation import parse_payload
-from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.records import (
     JobEvidence,
@@ -106,11 +105,43 @@ def check_unspent(used_ns: int | None, expires_ns: int, now_ns: int) -> None:
         raise EnrollmentError("enrollment token has expired")
 
 
-# -- chains --------------------------------------------------------------------------------------
-def neighbours(sequence: int, rows: Iterable[Sequence[Any]]) -> Neighbours:
-    """`Neighbours` of `sequence` from held (sequence, digest, previous_digest) rows."""
-    held = {int(r[0]): (bytes(r[1]), bytes(r[2])) for r in rows}
-    return Neighbours.around(sequence, held.get)
+# -- chains and measured time --------------------------------------------------------------------
+# One device's measured time to look up: (gpu_key, start_ns, end_ns).
+Span = tuple[str, int, int]
+# Held records by key and sequence: {key_id: {sequence: (digest, previous_digest)}}.
+ChainRows = dict[str, dict[int, tuple[bytes, bytes]]]
+
+
+def around(wanted: Collection[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """The (key_id, first, last) sequence ranges that hold n-1, n and n+1 of each wanted
+    (key_id, n), consecutive wanted sequences of a key joined into one range."""
+    ranges: list[tuple[str, int, int]] = []
+    for key_id, n in sorted(set(wanted)):
+        if ranges and ranges[-1][0] == key_id and n - 1 <= ranges[-1][2]:
+            ranges[-1] = (key_id, ranges[-1][1], n + 1)
+        else:
+            ranges.append((key_id, n - 1, n + 1))
+    return ranges
+
+
+def chain_rows(rows: Iterable[Sequence[Any]]) -> ChainRows:
+    """`ChainRows` from held (key_id, sequence, digest, previous_digest) rows."""
+    out: ChainRows = {}
+    for key_id, sequence, digest, previous in rows:
+        out.setdefault(key_id, {})[int(sequence)] = (bytes(digest), bytes(previous))
+    return out
+
+
+def coverage_rows(
+    spans: Sequence[Span], rows: Iterable[Sequence[Any]]
+) -> dict[Span, list[tuple[int, int]]]:
+    """Each span's held runs from (index into `spans`, start_ns, end_ns) rows, ascending."""
+    out: dict[Span, list[tuple[int, int]]] = {span: [] for span in spans}
+    for i, start, end in rows:
+        out[spans[int(i)]].append((int(start), int(end)))
+    for runs in out.values():
+        runs.sort()
+    return out
 
 
 # -- transparency log ----------------------------------------------------------------------------

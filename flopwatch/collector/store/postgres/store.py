@@ -278,13 +278,22 @@ class PostgresStore:
 
     # -- chains and coverage ---------------------------------------------------------------
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
+        held = self.chain_around([(key_id, sequence)]).get(key_id, {})
+        return Neighbours.around(sequence, held.get)
+
+    def chain_around(self, wanted: Collection[tuple[str, int]]) -> common.ChainRows:
+        ranges = common.around(wanted)
+        if not ranges:
+            return {}
+        keys, firsts, lasts = zip(*ranges, strict=True)
         rows = self._rows(
             "read chain",
-            "SELECT sequence, digest, previous_digest FROM records "
-            "WHERE key_id = %s AND sequence BETWEEN %s AND %s",
-            (key_id, sequence - 1, sequence + 1),
+            "SELECT r.key_id, r.sequence, r.digest, r.previous_digest "
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS w (key_id, first, last) "
+            "JOIN records r ON r.key_id = w.key_id AND r.sequence BETWEEN w.first AND w.last",
+            (list(keys), list(firsts), list(lasts)),
         )
-        return common.neighbours(sequence, rows)
+        return common.chain_rows(rows)
 
     def held_sequences(self, key_id: str) -> list[int]:
         rows = self._rows(
@@ -310,14 +319,27 @@ class PostgresStore:
         return [ChainState(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
 
     def coverage(self, gpu: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        return self.coverage_of([(gpu, start_ns, end_ns)])[(gpu, start_ns, end_ns)]
+
+    def coverage_of(
+        self, spans: Collection[common.Span]
+    ) -> dict[common.Span, list[tuple[int, int]]]:
+        # Per span: the run starting at or before its start (it may reach in), and every run
+        # starting inside it.
+        ordered = sorted(set(spans))
+        if not ordered:
+            return {}
+        gpus, los, his = zip(*ordered, strict=True)
         rows = self._rows(
             "read coverage",
-            "SELECT start_ns, end_ns FROM coverage WHERE gpu = %(gpu)s AND start_ns < %(end)s "
-            "AND start_ns >= coalesce((SELECT max(start_ns) FROM coverage "
-            "WHERE gpu = %(gpu)s AND start_ns <= %(start)s), %(start)s) ORDER BY start_ns",
-            {"gpu": gpu, "start": start_ns, "end": end_ns},
+            "SELECT w.i - 1, c.start_ns, c.end_ns "
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) WITH ORDINALITY "
+            "AS w (gpu, lo, hi, i) JOIN coverage c ON c.gpu = w.gpu AND c.start_ns < w.hi "
+            "AND c.start_ns >= coalesce((SELECT max(start_ns) FROM coverage "
+            "WHERE gpu = w.gpu AND start_ns <= w.lo), w.lo)",
+            (list(gpus), list(los), list(his)),
         )
-        return [(int(r[0]), int(r[1])) for r in rows]
+        return common.coverage_rows(ordered, rows)
 
     def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
         rows = self._rows(

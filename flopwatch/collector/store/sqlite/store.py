@@ -267,13 +267,19 @@ class SQLiteStore:
 
     # -- chains and coverage ---------------------------------------------------------------
     def neighbours(self, key_id: str, sequence: int) -> Neighbours:
+        held = self.chain_around([(key_id, sequence)]).get(key_id, {})
+        return Neighbours.around(sequence, held.get)
+
+    def chain_around(self, wanted: Collection[tuple[str, int]]) -> common.ChainRows:
         with self._errors("read chain"):
-            rows = self._db.execute(
-                "SELECT sequence, digest, previous_digest FROM records "
-                "WHERE key_id = ? AND sequence BETWEEN ? AND ?",
-                (key_id, sequence - 1, sequence + 1),
-            ).fetchall()
-        return common.neighbours(sequence, rows)
+            rows = select_matching(
+                self._db,
+                "WITH w (key_id, first, last) AS ({rows}) SELECT r.key_id, r.sequence, "
+                "r.digest, r.previous_digest FROM w JOIN records r ON r.key_id = w.key_id "
+                "AND r.sequence BETWEEN w.first AND w.last",
+                common.around(wanted),
+            )
+        return common.chain_rows(rows)
 
     def held_sequences(self, key_id: str) -> list[int]:
         with self._errors("read chain"):
@@ -297,14 +303,24 @@ class SQLiteStore:
         return sorted(states, key=lambda c: c.key_id)
 
     def coverage(self, gpu: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        return self.coverage_of([(gpu, start_ns, end_ns)])[(gpu, start_ns, end_ns)]
+
+    def coverage_of(
+        self, spans: Collection[common.Span]
+    ) -> dict[common.Span, list[tuple[int, int]]]:
+        # Per span: the run starting at or before its start (it may reach in), and every run
+        # starting inside it.
+        ordered = sorted(set(spans))
         with self._errors("read coverage"):
-            rows = self._db.execute(
-                "SELECT start_ns, end_ns FROM coverage WHERE gpu = ?1 AND start_ns < ?3 "
-                "AND start_ns >= coalesce((SELECT start_ns FROM coverage WHERE gpu = ?1 "
-                "AND start_ns <= ?2 ORDER BY start_ns DESC LIMIT 1), ?2) ORDER BY start_ns",
-                (gpu, start_ns, end_ns),
+            rows = select_matching(
+                self._db,
+                "WITH w (i, gpu, lo, hi) AS ({rows}) SELECT w.i, c.start_ns, c.end_ns FROM w "
+                "JOIN coverage c ON c.gpu = w.gpu AND c.start_ns < w.hi AND c.start_ns >= "
+                "coalesce((SELECT start_ns FROM coverage WHERE gpu = w.gpu AND start_ns <= w.lo "
+                "ORDER BY start_ns DESC LIMIT 1), w.lo)",
+                [(i, *span) for i, span in enumerate(ordered)],
             )
-            return [(int(r[0]), int(r[1])) for r in rows]
+        return common.coverage_rows(ordered, rows)
 
     def measured_by(self, gpu: str, start_ns: int, end_ns: int) -> tuple[str, str] | None:
         with self._errors("read GPU totals"):
