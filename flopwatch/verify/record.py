@@ -35,7 +35,7 @@ from flopwatch.errors import VerificationError
 from flopwatch.identifiers import identifier_problem, text_problem
 from flopwatch.job_ids import cluster_of
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.model import MODEL_VERSION, Pipe
+from flopwatch.model import MODEL_VERSION, Pipe, Precision
 from flopwatch.model.device import DeviceModel, device_model
 from flopwatch.model.figures import JobFigures, Method, method_for
 from flopwatch.model.flops import PPM
@@ -46,9 +46,13 @@ from flopwatch.verify.sums import RecordSums, SumsBuilder, utc_day
 SUPPORTED_MODEL_VERSIONS = frozenset({MODEL_VERSION})
 _MAX_SMS = 1024
 _MAX_CLOCK_MHZ = 10_000
+_NEVER = 2**64  # later than any time a record holds (uint64 nanoseconds)
 # A class's bit (`flopwatch.runs.CLASS_BIT`) by its number in a record; unknown numbers are
 # refused before this is asked.
 _CLASS_BIT_OF_PROTO = {n: CLASS_BIT[c] for n, c in WORKLOAD_CLASS_FROM_PROTO.items()}
+# How a job share's figures are summed (`SumsBuilder.add_job`): job id, declared run (empty:
+# none), account, class bit.
+_Labels = tuple[str, str, str, int]
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,10 @@ class _Scope:
     uuids: list[str]
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
-    sources: set[str] = field(default_factory=set)  # job sources checked already
-    labels: set[tuple[str, str, str]] = field(default_factory=set)  # (run, account, run source)
+    # Job shares checked already, by their fields but the figures: precision and labels.
+    checked: dict[tuple[str, str, str, str, str, int, int], tuple[Precision, _Labels]] = field(
+        default_factory=dict
+    )
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -214,12 +220,15 @@ class RecordVerifier:
         )
         sums = scope.sums
         last_end: dict[int, int] = {}
+        earliest, latest = _NEVER, 0  # the earliest and the latest end of an interval
         for iv in _in_order(att):
             self._check_interval(scope, iv)
             start, end = iv.start_unix_ns, iv.end_unix_ns
             if start < last_end.get(iv.gpu, start):
                 raise VerificationError("overlap", "two intervals of one GPU overlap")
             last_end[iv.gpu] = end
+            earliest = end if end < earliest else earliest
+            latest = end if end > latest else latest
             sums.add_interval(
                 devices[iv.gpu],
                 (
@@ -242,7 +251,9 @@ class RecordVerifier:
         #    so that "future" (answered "retry": the record may be sound, its time not yet
         #    come) is said only of a record that passes every other check.
         if self._now_ns is not None:
-            self._check_clock(att, self._now_ns())
+            gap_ends = [g.end_ns for g in gaps]
+            earliest, latest = min([earliest, *gap_ends]), max([latest, *gap_ends])
+            self._check_clock(earliest, latest, self._now_ns())
         return VerifiedRecord(
             key_id=key_id,
             node_id=att.node_id,
@@ -273,12 +284,12 @@ class RecordVerifier:
         if bounded and end_ns - start_ns > self._limits.max_interval_ns:
             raise VerificationError("bad_interval", "interval is longer than the limit")
 
-    def _check_clock(self, att: pb.Attestation, now_ns: int) -> None:
-        ends = [iv.end_unix_ns for iv in att.intervals] + [g.end_unix_ns for g in att.gaps]
-        if not ends:
+    def _check_clock(self, earliest: int, latest: int, now_ns: int) -> None:
+        """The record's intervals and gaps end from `earliest` to `latest` (none: `_NEVER`
+        to 0)."""
+        if latest == 0:
             return
         lim = self._limits
-        earliest, latest = min(ends), max(ends)
         if earliest < now_ns - lim.max_record_age_ns:
             raise VerificationError(
                 "too_old",
@@ -321,9 +332,29 @@ class RecordVerifier:
                 f"{cluster!r}",
             )
 
+    def _check_share(self, scope: _Scope, j: pb.JobShare) -> tuple[Precision, _Labels]:
+        """Check a job share's fields but its figures; return its precision and how its
+        figures are labelled: (job id, declared run, account, class bit)."""
+        lim, cluster = self._limits, scope.attestation.cluster
+        job_id = scope.job_ids.get(j.job_id)
+        if job_id is None:  # ONE string object per job id of the record
+            job_id = j.job_id
+            self._check_job_id(job_id, cluster)
+            scope.job_ids[job_id] = job_id
+        _identifier(j.source, "job source", lim, required=False)
+        self._check_labels(j, cluster)
+        if j.workload_class not in WORKLOAD_CLASS_FROM_PROTO:
+            raise VerificationError(
+                "malformed", f"job {j.job_id!r}: unknown workload class {j.workload_class}"
+            )
+        precision = PRECISION_FROM_PROTO.get(j.declared_precision)
+        if precision is None:
+            raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
+        return precision, (job_id, j.run, j.account, _CLASS_BIT_OF_PROTO[j.workload_class])
+
     def _check_interval(self, scope: _Scope, iv: pb.GpuInterval) -> None:
         lim = self._limits
-        att, job_ids = scope.attestation, scope.job_ids
+        att = scope.attestation
         if iv.gpu >= len(att.gpus):
             raise VerificationError("malformed", f"interval names GPU #{iv.gpu}, not in record")
         model = scope.models[iv.gpu]
@@ -347,29 +378,24 @@ class RecordVerifier:
         if not 0 < len(jobs) <= lim.max_jobs_per_interval:
             raise VerificationError("malformed", f"{len(jobs)} jobs in one interval")
         shares = []
-        ids = []
+        labelled = []
+        checked = scope.checked
         for j in jobs:
-            job_id = job_ids.get(j.job_id)
-            if job_id is None:  # each job id is checked once per record
-                job_id = j.job_id
-                self._check_job_id(job_id, att.cluster)
-                job_ids[job_id] = job_id
-            if j.source not in scope.sources:
-                _identifier(j.source, "job source", lim, required=False)
-                scope.sources.add(j.source)
-            labels = (j.run, j.account, j.run_source)
-            if labels not in scope.labels:  # each set of labels is checked once per record
-                self._check_labels(j, att.cluster)
-                scope.labels.add(labels)
-            if j.workload_class not in WORKLOAD_CLASS_FROM_PROTO:
-                raise VerificationError(
-                    "malformed", f"job {j.job_id!r}: unknown workload class {j.workload_class}"
-                )
-            precision = PRECISION_FROM_PROTO.get(j.declared_precision)
-            if precision is None:
-                raise VerificationError("malformed", f"unknown precision {j.declared_precision}")
+            key = (
+                j.job_id,
+                j.source,
+                j.run,
+                j.account,
+                j.run_source,
+                j.workload_class,
+                j.declared_precision,
+            )
+            found = checked.get(key)
+            if found is None:  # each distinct share's fields are checked once per record
+                found = checked[key] = self._check_share(scope, j)
+            precision, labels = found
             shares.append((j.share_ppm, precision))
-            ids.append(job_id)
+            labelled.append(labels)
         if sum(share for share, _ in shares) != PPM:
             raise VerificationError("bad_shares", "job shares do not sum to 1,000,000 ppm")
         figures = model.figures(
@@ -380,7 +406,7 @@ class RecordVerifier:
             shares=shares,
             utilization_centipercent=utilization,
         )
-        _add_jobs(scope.sums, iv, uuid, ids, figures.jobs)
+        _add_jobs(scope.sums, iv, uuid, labelled, figures.jobs)
         if iv.flops_upper != figures.flops_upper or iv.flops_estimate != figures.flops_estimate:
             raise VerificationError("flops_mismatch", "interval totals do not match its counters")
         if figures.flops_upper > model.physical_peak(duration):
@@ -448,14 +474,14 @@ def _add_jobs(
     sums: SumsBuilder,
     iv: pb.GpuInterval,
     uuid: str,
-    ids: Sequence[str],
+    labelled: Sequence[_Labels],
     figures: Sequence[JobFigures],
 ) -> None:
     """Each job's claimed figures equal the recomputed ones; add them up, with its GPU time
     and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm)."""
     start_ns, end_ns, energy = iv.start_unix_ns, iv.end_unix_ns, iv.energy_mj
     day = utc_day(end_ns)
-    for j, job_id, f in zip(iv.jobs, ids, figures, strict=True):
+    for j, (job_id, run, account, bit), f in zip(iv.jobs, labelled, figures, strict=True):
         if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
             raise VerificationError(
                 "flops_mismatch",
@@ -464,7 +490,7 @@ def _add_jobs(
             )
         share = j.share_ppm
         sums.add_job(
-            (job_id, uuid, j.run, j.account, _CLASS_BIT_OF_PROTO[j.workload_class], day),
+            (job_id, uuid, run, account, bit, day),
             (
                 f.flops_estimate,
                 f.flops_upper,
