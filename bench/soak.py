@@ -5,7 +5,8 @@
 
 What runs:
 - One collector process: gRPC, SQLite in a temp dir, trust on first use, no TLS (the bench
-  measures the collector's work, not the handshake), thresholds out of reach.
+  measures the collector's work, not the handshake), job thresholds out of reach (run and
+  account thresholds at their defaults: the eu-ai-act and us-ca-sb53 presets, with forecasts).
 - `--clients` client processes share the `--nodes` simulated nodes. Each node is one agent: its
   own Ed25519 key, its own Submit stream, its own hash chain. Every `--interval` x
   `--intervals-per-record` seconds each node signs one envelope covering that time for its
@@ -84,7 +85,19 @@ class Node:
             GpuInfo(f"GPU-soak-{index}-{i}", "NVIDIA H100 80GB HBM3", 132, (9, 0), 1980, index=i)
             for i in range(gpus)
         ]
-        self.windows = [JobWindow(f"slurm:soak/{index % 16}", PID, 0, None, Precision.BF16)]
+        # Runs and accounts on: 16 jobs in 8 runs of 4 accounts, so every record also adds to
+        # a run, an account and a UTC day of it (and to the run and account alerts' checks).
+        self.windows = [
+            JobWindow(
+                f"slurm:soak/{index % 16}",
+                PID,
+                0,
+                None,
+                Precision.BF16,
+                run=f"soak-run-{index % 8}",
+                account=f"soak-account-{index % 4}",
+            )
+        ]
         self.sent_at: dict[int, float] = {}
 
     def envelope(self, start_ns: int, end_ns: int) -> tuple[int, bytes]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -42,6 +42,7 @@ class _Active(Protocol):
 
 
 _T = TypeVar("_T", bound=_Active)
+_P = ParamSpec("_P")
 
 _FS_PER_S = 10**15
 _NJ_PER_J = 10**9
@@ -496,34 +497,23 @@ def _add_totals(
     fams[3].add_metric(values, t.energy_nj / _NJ_PER_J)
 
 
-def register_metrics(
-    registry: CollectorRegistry,
-    snapshot: Callable[[], IngestSnapshot],
-    thresholds: Sequence[int] = (),
-    *,
-    liveness: Callable[[], Sequence[NodeLiveness]] | None = None,
-    webhook: Callable[[], WebhookStats] | None = None,
-    streams: Callable[[], StreamStats] | None = None,
-    rejections: Callable[[], RejectionCounts] | None = None,
-    connections: Callable[[], tuple[int, int]] | None = None,
-    enrollment: Callable[[], EnrollmentStats] | None = None,
-    roles: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]] | None = None,
-    series: MetricsSeries | None = None,
-    now_ns: Callable[[], int] = time.time_ns,
-) -> FlopwatchMetrics:
-    """Register the flopwatch collector on `registry` (a fresh one per collector or test)."""
-    metrics = FlopwatchMetrics(
-        snapshot,
-        thresholds,
-        liveness=liveness,
-        webhook=webhook,
-        streams=streams,
-        rejections=rejections,
-        connections=connections,
-        enrollment=enrollment,
-        roles=roles,
-        series=series,
-        now_ns=now_ns,
-    )
-    registry.register(metrics)
-    return metrics
+def _registering(
+    make: Callable[_P, FlopwatchMetrics],
+) -> Callable[Concatenate[CollectorRegistry, _P], FlopwatchMetrics]:
+    """`make`, taking the registry to register what it makes on first (its other parameters
+    are `make`'s own, not repeated here)."""
+
+    def register(
+        registry: CollectorRegistry, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> FlopwatchMetrics:
+        metrics = make(*args, **kwargs)
+        registry.register(metrics)
+        return metrics
+
+    return register
+
+
+# Register the flopwatch collector's families on `registry` (a fresh one per collector or
+# test): `register_metrics(registry, snapshot, thresholds, liveness=..., ...)`, the parameters
+# of `FlopwatchMetrics`.
+register_metrics = _registering(FlopwatchMetrics)
