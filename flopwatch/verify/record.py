@@ -71,9 +71,16 @@ class VerifiedRecord:
     digest: bytes
     previous_digest: bytes
     envelope: Envelope
-    attestation: pb.Attestation
     gaps: tuple[GapInfo, ...]
     sums: RecordSums
+    limits: Limits = field(default=DEFAULT_LIMITS, repr=False, compare=False)
+
+    @cached_property
+    def attestation(self) -> pb.Attestation:
+        """The payload, parsed within `limits` (as it was when verified). The verifier hands
+        it over parsed; a record a verify worker sent is parsed again only if asked for (the
+        ingest path never asks: `sums` hold what it adds up)."""
+        return parse_payload(self.envelope.payload, self.limits)
 
     @cached_property
     def contributions(self) -> tuple[JobContribution, ...]:
@@ -254,7 +261,7 @@ class RecordVerifier:
             gap_ends = [g.end_ns for g in gaps]
             earliest, latest = min([earliest, *gap_ends]), max([latest, *gap_ends])
             self._check_clock(earliest, latest, self._now_ns())
-        return VerifiedRecord(
+        record = VerifiedRecord(
             key_id=key_id,
             node_id=att.node_id,
             cluster=att.cluster,
@@ -262,10 +269,12 @@ class RecordVerifier:
             digest=envelope.digest,
             previous_digest=att.previous_digest,
             envelope=envelope,
-            attestation=att,
             gaps=gaps,
             sums=sums.build(),
+            limits=lim,
         )
+        record.__dict__["attestation"] = att  # parsed already: the cached_property's value
+        return record
 
     def _check_gpu(self, g: pb.GpuIdentity) -> None:
         lim = self._limits

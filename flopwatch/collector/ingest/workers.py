@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from flopwatch.attestation import GapInfo, parse_payload
+from flopwatch.attestation import GapInfo
 from flopwatch.dsse import Envelope
 from flopwatch.errors import KeyFileError, VerificationError
 from flopwatch.keys import public_from_raw
@@ -59,8 +59,9 @@ def to_wire(r: VerifiedRecord) -> _Wire:
 
 
 def from_wire(data: bytes, wire: _Wire, limits: Limits) -> VerifiedRecord:
-    """The record a worker verified, whole again: its envelope and payload parsed once more
-    from the bytes the flopwatch.collector received (the same bytes the worker verified)."""
+    """The record a worker verified, whole again: its envelope parsed once more from the bytes
+    the collector received (the same bytes the worker verified); its payload only if asked
+    for (`VerifiedRecord.attestation`)."""
     key_id, node_id, cluster, sequence, digest, previous, gaps, sums = wire
     envelope = Envelope.from_bytes(data, limits)
     return VerifiedRecord(
@@ -71,9 +72,9 @@ def from_wire(data: bytes, wire: _Wire, limits: Limits) -> VerifiedRecord:
         digest=digest,
         previous_digest=previous,
         envelope=envelope,
-        attestation=parse_payload(envelope.payload, limits),
         gaps=gaps,
         sums=RecordSums(*sums),
+        limits=limits,
     )
 
 
