@@ -144,7 +144,8 @@ class _Scope:
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)  # job sources checked already
-    labels: set[tuple[str, str, str]] = field(default_factory=set)  # (run, account, run source)
+    # (run, account, run source, parent run)
+    labels: set[tuple[str, str, str, str]] = field(default_factory=set)
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -304,15 +305,23 @@ class RecordVerifier:
             )
 
     def _check_labels(self, j: pb.JobShare, cluster: str) -> None:
-        """A job's run, account and run source: the identifier rule where set; a run in a job
-        id's form names the record's cluster; the class is one this code knows."""
+        """A job's run, account, run source and parent run: the identifier rule where set; a
+        run source and a parent only with a run; a run in a job id's form names the record's
+        cluster."""
         lim = self._limits
-        for value, what in ((j.run, "run"), (j.account, "account"), (j.run_source, "run source")):
+        for value, what in (
+            (j.run, "run"),
+            (j.account, "account"),
+            (j.run_source, "run source"),
+            (j.run_parent, "parent run"),
+        ):
             problem = label_problem(value, lim.max_identifier_chars)
             if problem is not None:
                 raise VerificationError("malformed", f"job {j.job_id!r}: {what} {problem}")
         if j.run_source and not j.run:
             raise VerificationError("malformed", f"job {j.job_id!r}: a run source without a run")
+        if j.run_parent and not j.run:
+            raise VerificationError("malformed", f"job {j.job_id!r}: a parent run without a run")
         run_cluster = cluster_of(j.run)
         if run_cluster is not None and run_cluster != cluster:
             raise VerificationError(
@@ -357,10 +366,12 @@ class RecordVerifier:
             if j.source not in scope.sources:
                 _identifier(j.source, "job source", lim, required=False)
                 scope.sources.add(j.source)
-            labels = (j.run, j.account, j.run_source)
+            labels = (j.run, j.account, j.run_source, j.run_parent)
             if labels not in scope.labels:  # each set of labels is checked once per record
                 self._check_labels(j, att.cluster)
                 scope.labels.add(labels)
+                if j.run_parent:
+                    scope.sums.add_parent((j.account, j.run), j.run_parent)
             if j.workload_class not in WORKLOAD_CLASS_FROM_PROTO:
                 raise VerificationError(
                     "malformed", f"job {j.job_id!r}: unknown workload class {j.workload_class}"
