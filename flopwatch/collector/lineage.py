@@ -35,7 +35,7 @@ from flopwatch.lineage import (
     lineage_of,
 )
 from flopwatch.runs import WorkloadClass, declared_run_problem, label_problem
-from flopwatch.statements import RunClaim, RunDeclaration
+from flopwatch.statements import DECLARED_BY_OPERATOR, RunClaim, RunDeclaration
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,16 @@ def declare(
     parent: RunKey | None = None,
     claim: bytes | None = None,
     claim_key: Ed25519PublicKey | None = None,
+    declared_by: str = DECLARED_BY_OPERATOR,
+    record: tuple[str, int] = ("", 0),
 ) -> Declared:
     """Declare `run` derived from the local run `parent`, or from the foreign run of `claim`
     (a run claim file, verified against `claim_key`). Raises LineageError with the reason, or
-    VerificationError(bad_run_claim) for a claim that does not verify."""
+    VerificationError(bad_run_claim) for a claim that does not verify.
+
+    `declared_by` says whose word it is (flopwatch.statements: the operator's, or the
+    workload's, then `record` is the node key id and sequence of the record naming the
+    parent); both are signed into the declaration."""
     link: Parent
     if claim is not None:
         if claim_key is None:
@@ -132,6 +138,9 @@ def declare(
         declared_at_ns=now_ns,
         parent_collector=link.collector if isinstance(link, ForeignParent) else "",
         parent_claim=claim or b"",
+        declared_by=declared_by,
+        record_key_id=record[0],
+        record_sequence=record[1],
     )
     envelope = statement.sign(key)
     decl = Declaration(run, workload_class.value, link, now_ns)
