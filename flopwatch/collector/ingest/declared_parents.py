@@ -21,10 +21,10 @@ leaves the run to the next batch naming it. Nothing here touches the records: th
 committed before, whatever becomes of the declaration.
 
 Cost: per batch, one attribute read per record (`sums.run_parents`, empty for almost all); for
-a run whose lineage is known, a dictionary lookup. The lineage known is read once at start and
-refreshed when a declaration is refused as made meanwhile, and by `refresh` (the collector calls
-it every `CollectorConfig.lineage_check_s` to find the operator's declarations, whose derived-run
-alerts are then decided at once).
+a run whose lineage is declared as its records name it, one set lookup. The lineage known is
+read once at start and refreshed when a declaration is refused as made meanwhile, and by
+`refresh` (the collector calls it every `CollectorConfig.lineage_check_s` to find the
+operator's declarations, whose derived-run alerts are then decided at once).
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class WorkloadParents:
         self._max_pending = max_pending
         self._retry_s = retry_s
         self._parents: dict[RunKey, Parent] = store.lineage_parents()
+        # (run, parent name) pairs whose lineage is declared as named: the steady state
+        self._settled: set[tuple[RunKey, str]] = set()
         self._pending: dict[RunKey, tuple[_Named, float]] = {}  # unknown parent, last try
         self._refused: set[tuple[RunKey, str]] = set()
         self._lock = threading.Lock()
@@ -111,9 +113,13 @@ class WorkloadParents:
             if not parents:
                 continue
             for key, parent in parents.items():
+                if (key, parent) in self._settled:
+                    continue
                 held = self._parents.get(key)
                 if held is not None:
-                    if held != LocalParent((key[0], parent)):
+                    if held == LocalParent((key[0], parent)):
+                        self._settle(key, parent)
+                    else:
                         self._refuse(key, parent, "other_parent", _other(key, held))
                     continue
                 if key not in named:
@@ -133,6 +139,11 @@ class WorkloadParents:
                 if (key[0], n.parent) in arrived:
                     todo.setdefault(key, n)
         return [key for key, n in todo.items() if self._declare(key, n, now)]
+
+    def _settle(self, key: RunKey, parent: str) -> None:
+        if len(self._settled) >= MAX_REMEMBERED:
+            self._settled.clear()
+        self._settled.add((key, parent))
 
     def refresh(self) -> list[RunKey]:
         """Read the lineage the store holds again; return the runs declared since the last
@@ -164,6 +175,7 @@ class WorkloadParents:
             return self._refused_now(key, n, now, e)
         self._pending.pop(key, None)
         self._parents[key] = LocalParent(parent)
+        self._settle(key, n.parent)
         with self._lock:
             self._declared += 1
         log.info(
