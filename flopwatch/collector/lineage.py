@@ -11,6 +11,7 @@ inside the declaration, so the log carries the evidence of the compute inherited
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,36 @@ from flopwatch.statements import DECLARED_BY_OPERATOR, RunClaim, RunDeclaration
 class Declared:
     leaf_index: int
     envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Whose word a run's lineage declaration is, as the stored declaration says it
+    (flopwatch.statements.RunDeclaration): `declared_by` "operator" or "workload", then with
+    the node key id and sequence of the record that named the parent."""
+
+    leaf_index: int
+    declared_by: str
+    record_key_id: str = ""
+    record_sequence: int = 0
+
+
+def provenance(store: Store, key: RunKey) -> Provenance | None:
+    """Who declared `key`'s lineage, read from its declaration in the store's log (the
+    collector's own database: read, not verified again); None for a run declared by nobody."""
+    leaf = store.declaration_leaf(key)
+    if leaf is None:
+        return None
+    [entry] = store.log_entries(leaf, leaf + 1)
+    try:
+        fields = json.loads(Envelope.from_bytes(entry).payload)
+    except ValueError as e:  # VerificationError too: only the collector writes these
+        raise LineageError(f"the declaration at leaf {leaf} cannot be read: {e}") from e
+    by = fields.get("declared_by", DECLARED_BY_OPERATOR)
+    key_id, sequence = fields.get("record_key_id", ""), fields.get("record_sequence", 0)
+    if not (isinstance(by, str) and isinstance(key_id, str) and isinstance(sequence, int)):
+        raise LineageError(f"the declaration at leaf {leaf} is not shaped as declarations are")
+    return Provenance(leaf, by, key_id, sequence)
 
 
 def own_compute(store: Store, key: RunKey) -> Compute:

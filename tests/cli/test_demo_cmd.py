@@ -63,6 +63,7 @@ def test_demo_shows_one_run_across_two_nodes_and_its_account(capsys: pytest.Capt
     # The derived fine-tuning run: declared from its records (nobody ran `runs declare`), its
     # cumulative its own plus llm-demo's.
     assert "derives from 'llm-demo' of account 'acme'" in out
+    assert "declared by the workload (its record " in out
     [ft] = [
         ln.split() for ln in runs.splitlines() if ln.startswith("acme ") and "llm-demo-ft" in ln
     ]

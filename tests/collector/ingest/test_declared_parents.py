@@ -98,6 +98,10 @@ def test_records_naming_a_parent_declare_the_lineage_signed_logged_and_the_workl
     assert decl.declared_by == DECLARED_BY_WORKLOAD
     # It names the record that named the parent: the first of the batch.
     assert (decl.record_key_id, decl.record_sequence) == (tune.key_id, 1)
+    by = collector_lineage.provenance(store, TUNE)  # what `flopwatch runs lineage` shows
+    assert by is not None
+    assert (by.declared_by, by.record_key_id, by.record_sequence) == ("workload", tune.key_id, 1)
+    assert by.leaf_index == store.declaration_leaf(TUNE)
     assert store.log_size() == size + 3 + 1  # the three records and the declaration
     view = collector_lineage.lineage(store, TUNE)
     assert view.inherited == collector_lineage.own_compute(store, LLAMA)
@@ -208,6 +212,8 @@ def test_the_operators_declaration_wins_and_another_parent_is_refused(
             assert statuses(ingest.ingest(tune.envelopes(1))) == ["accepted"]
     assert store.lineage_parents() == {TUNE: LocalParent(("acme", "mistral"))}
     assert declaration(store, key).declared_by == DECLARED_BY_OPERATOR
+    by = collector_lineage.provenance(store, TUNE)
+    assert by is not None and (by.declared_by, by.record_key_id) == ("operator", "")
     assert ingest.snapshot().lineage_refused["other_parent"] == 1
     assert caplog.text.count("not declared (other_parent)") == 1
     assert "derives from run 'mistral'" in caplog.text
