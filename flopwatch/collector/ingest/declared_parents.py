@@ -14,9 +14,10 @@ parent): a parent this collector holds no run of ("unknown_parent"), the run its
 cycle ("cycle"), a chain too deep ("too_deep"), a run or class the declaration rules refuse
 ("invalid"), a run that derives from another parent already ("other_parent": a declaration is
 never changed, so the operator's, made first, always wins). An unknown parent is not final: the
-run is kept pending (at most `MAX_PENDING` runs) and declared again when the parent's records
-arrive in a batch, or when the run's own records come again at least `RETRY_S` after the last
-try (the parent's records may reach another collector sharing the database). A store failure
+run is kept pending and declared again when the parent's records arrive in a batch, or when the
+run's own records come again at least `RETRY_S` after the last try (the parent's records may
+reach another collector sharing the database). Past `MAX_PENDING` runs, the one waiting longest
+is let go: its own next records try again. A store failure
 leaves the run to the next batch naming it. Nothing here touches the records: their compute is
 committed before, whatever becomes of the declaration.
 
@@ -94,7 +95,8 @@ class WorkloadParents:
         # (run, parent name) pairs whose lineage is declared as named: the steady state
         self._settled: set[tuple[RunKey, str]] = set()
         self._pending: dict[RunKey, tuple[_Named, float]] = {}  # unknown parent, last try
-        self._refused: set[tuple[RunKey, str]] = set()
+        self._refused: set[tuple[RunKey, str]] = set()  # counted and logged already
+        self._final: set[tuple[RunKey, str]] = set()  # refused for good: not tried again
         self._lock = threading.Lock()
         self._declared = 0
         self._refusals = dict.fromkeys(REASONS, 0)
@@ -129,7 +131,7 @@ class WorkloadParents:
         todo = {}
         for key, n in named.items():
             pending = self._pending.get(key)
-            if pending is None and (key, n.parent) in self._refused:
+            if pending is None and (key, n.parent) in self._final:
                 continue  # refused for good (a cycle, say); logged already
             if pending is None or now - pending[1] >= self._retry_s:
                 todo[key] = n
@@ -200,21 +202,29 @@ class WorkloadParents:
             if held is not None and held != LocalParent((key[0], n.parent)):
                 self._refuse(key, n.parent, "other_parent", _other(key, held))
             return False
-        if e.reason == "unknown_parent" and (key in self._pending or self._room()):
-            self._pending[key] = (n, now)
+        if e.reason == "unknown_parent":
+            self._wait(key, n, now)
+        else:
+            if len(self._final) >= MAX_REMEMBERED:
+                self._final.clear()
+            self._final.add((key, n.parent))
         reason = e.reason if e.reason in REASONS else "invalid"
         self._refuse(key, n.parent, reason, str(e))
         return False
 
-    def _room(self) -> bool:
-        if len(self._pending) < self._max_pending:
-            return True
-        log.warning(
-            "%d runs already wait for their parent to be known; a parent named by a further "
-            "run's records is not declared until that run's records come again",
-            len(self._pending),
-        )
-        return False
+    def _wait(self, key: RunKey, n: _Named, now: float) -> None:
+        """Keep `key` pending; past `max_pending` runs, the one waiting longest is let go (its
+        next records try again, and keep it pending then)."""
+        if key not in self._pending and len(self._pending) >= self._max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            log.info(
+                "%d runs wait for their parent to be known; run %s is tried again only on its "
+                "next records",
+                self._max_pending,
+                shown(oldest[1]),
+            )
+        self._pending[key] = (n, now)
 
     def _refuse(self, key: RunKey, parent: str, reason: str, why: str) -> None:
         """Count and log a refusal, once per (run, parent)."""

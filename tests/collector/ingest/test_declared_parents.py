@@ -272,3 +272,25 @@ def test_the_derived_alert_is_decided_when_the_operator_declares_the_lineage(sto
     ingest.check_lineage()
     ingest.ingest(tune.envelopes(1))
     assert len(sink.events) == 1  # once
+
+
+def test_past_the_pending_bound_the_longest_waiting_run_is_tried_on_its_next_records(store):
+    key = SigningKey.generate()
+    base, tune = nodes()
+    rl = Node("node-c", job="slurm:c/3", run="llama-rl", account="acme")
+    rl.labels.update(workload_class=WorkloadClass.REINFORCEMENT_LEARNING, run_parent="llama")
+    for n in (base, tune, rl):
+        store.enroll(n.public_raw, n.node_id)
+    ingest = Ingestor(
+        store,
+        ThresholdPolicy(()),
+        [],
+        now_ns=lambda: NOW,
+        parents=WorkloadParents(store, key, now_ns=lambda: NOW, max_pending=1),
+    )
+    ingest.ingest(tune.envelopes(1))  # pending
+    ingest.ingest(rl.envelopes(1))  # pending; llama-ft let go
+    ingest.ingest(base.envelopes(1))  # the parent arrives: the pending run is declared
+    assert store.lineage_parents() == {("acme", "llama-rl"): LocalParent(LLAMA)}
+    ingest.ingest(tune.envelopes(1))  # llama-ft's next records try again
+    assert store.lineage_parents()[TUNE] == LocalParent(LLAMA)
