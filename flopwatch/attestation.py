@@ -104,6 +104,7 @@ def make_interval(
             account=a.account,
             workload_class=WORKLOAD_CLASS_TO_PROTO[a.workload_class],
             run_source=a.run_source,
+            run_parent=a.run_parent,
         )
         for a, f in zip(attributions, figures.jobs, strict=True)
     ]

@@ -24,8 +24,8 @@ Each window also names the job's run, account and workload class (flopwatch/runs
 belongs to one run and one account: where its windows disagree (two processes of one Slurm job
 declaring different runs), `settle` gives every window of the job the labels of one of them,
 the first in this order: a window that declares a run before one that does not, then the
-strongest claim, the earliest start, and the smallest (run, account, class, run source) as
-text. So the choice depends on the windows only, never on their order.
+strongest claim, the earliest start, and the smallest (run, account, class, run source, parent
+run) as text. So the choice depends on the windows only, never on their order.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class JobWindow:
     account: str = ""
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
     run_source: str = ""
+    run_parent: str = ""
     _labels: Labels = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,11 +84,14 @@ class JobWindow:
             raise ValueError(f"window of {self.job_id!r}: only a pid claim can be weak")
         if self.end_ns is not None and self.end_ns < self.start_ns:
             raise ValueError(f"window of {self.job_id!r} ends before it starts")
-        # A run equal to the job id is the job's own run, written empty (and without a source).
+        # A run equal to the job id is the job's own run, written empty (and without a source
+        # or a parent: only a declared run has a parent; the agent counts a parent it drops).
         if not self.run or self.run == self.job_id:
-            labels = Labels("", self.account, self.workload_class, "")
+            labels = Labels("", self.account, self.workload_class, "", "")
         else:
-            labels = Labels(self.run, self.account, self.workload_class, self.run_source)
+            labels = Labels(
+                self.run, self.account, self.workload_class, self.run_source, self.run_parent
+            )
         object.__setattr__(self, "_labels", labels)  # asked for per piece of every interval
 
     @property
@@ -102,8 +106,8 @@ class JobWindow:
 
     @property
     def labels(self) -> Labels:
-        """The job's run, account, class and run source; a run equal to the job id is the
-        job's own run, written empty (and without a source)."""
+        """The job's run, account, class, run source and parent run; a run equal to the job id
+        is the job's own run, written empty (and without a source or a parent)."""
         return self._labels
 
 
@@ -114,13 +118,21 @@ class Labels(NamedTuple):
     account: str  # empty: no account known
     workload_class: WorkloadClass
     run_source: str  # empty with an empty run
+    run_parent: str = ""  # the run's parent run (same account); empty with an empty run
 
-    def order(self) -> tuple[bool, str, str, str, str]:
+    def order(self) -> tuple[bool, str, str, str, str, str]:
         """Sort key: a declared run first, then the values as text."""
-        return (not self.run, self.run, self.account, self.workload_class.value, self.run_source)
+        return (
+            not self.run,
+            self.run,
+            self.account,
+            self.workload_class.value,
+            self.run_source,
+            self.run_parent,
+        )
 
 
-NO_LABELS = Labels("", "", WorkloadClass.UNKNOWN, "")
+NO_LABELS = Labels("", "", WorkloadClass.UNKNOWN, "", "")
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class Attribution:
     account: str = ""  # empty: no account known
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
     run_source: str = ""
+    run_parent: str = ""  # the run this run derives from, as declared; empty: none
 
     @property
     def run_id(self) -> str:
@@ -196,7 +209,7 @@ def _pieces(
         yield b - a, sorted(keys, key=_order)
 
 
-def _order(key: _Key) -> tuple[str, str, str, tuple[bool, str, str, str, str]]:
+def _order(key: _Key) -> tuple[str, str, str, tuple[bool, str, str, str, str, str]]:
     return key[0], key[1].value, key[2], key[3].order()
 
 

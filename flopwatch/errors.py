@@ -101,4 +101,12 @@ class SpoolError(FlopwatchError):
 
 class LineageError(FlopwatchError):
     """A run lineage declaration refused (unknown parent, cycle, already declared), with the
-    reason."""
+    reason.
+
+    `reason` is a stable machine-readable code (a metric label for declarations the collector
+    makes from records): "declared" (the run has a parent already), "self", "unknown_parent",
+    "cycle", "too_deep", "invalid" (a name or class that fails its rule, a claim missing)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason

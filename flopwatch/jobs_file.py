@@ -1,10 +1,11 @@
 """JOBS.json: jobs given by hand for replay and calibration.
 
 A list of {"job": str, "pid": int, "start": unix_s, "end": unix_s, "precision": str?,
-"run": str?, "account": str?, "class": str?}. A job gets the GPU work of its pid inside its
-window. "run" names the run the job adds to (default: the job is a run of its own), "account"
-who is accountable for it (default: none), "class" what the run does (flopwatch/runs.py); run
-and account follow the identifier rule, and a run may not take a job id's form. Entries of one
+"run": str?, "account": str?, "class": str?, "parent": str?}. A job gets the GPU work of its pid
+inside its window. "run" names the run the job adds to (default: the job is a run of its own),
+"account" who is accountable for it (default: none), "class" what the run does (runs.py),
+"parent" the run (of the same account) the run derives from, only with "run"; run, account and
+parent follow the identifier rule, and a run may not take a job id's form. Entries of one
 job that disagree on them are settled as flopwatch/attribution.py says. The job id is an
 identifier (the rule every record's ids obey, `flopwatch.identifiers`); times are finite, from 0
 to `MAX_UNIX_S`.
@@ -24,26 +25,29 @@ from flopwatch.model import Precision
 from flopwatch.reads import MAX_JOBS_FILE_BYTES, read_limited
 from flopwatch.runs import RUN_FROM_JOBS_FILE, WorkloadClass, declared_run_problem, label_problem
 
-_FIELDS = {"job", "pid", "start", "end", "precision", "run", "account", "class"}
+_FIELDS = {"job", "pid", "start", "end", "precision", "run", "account", "class", "parent"}
 
 
-def _labels(i: int, item: dict[str, Any]) -> tuple[str, str, WorkloadClass]:
-    run, account = item.get("run", ""), item.get("account", "")
+def _labels(i: int, item: dict[str, Any]) -> tuple[str, str, WorkloadClass, str]:
+    run, account, parent = item.get("run", ""), item.get("account", ""), item.get("parent", "")
     chars = DEFAULT_LIMITS.max_identifier_chars
     for name, value, check in (
         ("run", run, declared_run_problem),
         ("account", account, label_problem),
+        ("parent", parent, label_problem),
     ):
         if not isinstance(value, str):
             raise ConfigError(f"jobs[{i}]: {name!r} must be a string")
         problem = check(value, chars)
         if problem is not None:
             raise ConfigError(f"jobs[{i}]: {name!r} {problem}")
+    if parent and not run:
+        raise ConfigError(f"jobs[{i}]: 'parent' needs a 'run' (only a declared run has a parent)")
     workload_class = item.get("class")
     if workload_class is not None and not isinstance(workload_class, str):
         raise ConfigError(f"jobs[{i}]: 'class' must be a string")
     try:
-        return run, account, WorkloadClass.parse(workload_class)
+        return run, account, WorkloadClass.parse(workload_class), parent
     except ValueError as e:
         raise ConfigError(f"jobs[{i}]: {e}") from None
 
@@ -86,7 +90,7 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         precision = Precision.parse(item.get("precision"))
     except ValueError as e:
         raise ConfigError(f"jobs[{i}]: {e}") from None
-    run, account, workload_class = _labels(i, item)
+    run, account, workload_class, parent = _labels(i, item)
     return JobWindow(
         job_id=job,
         pid=pid,
@@ -98,6 +102,7 @@ def _window(i: int, item: Any, source: str) -> JobWindow:
         account=account,
         workload_class=workload_class,
         run_source=RUN_FROM_JOBS_FILE if run else "",
+        run_parent=parent,
     )
 
 

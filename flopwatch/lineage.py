@@ -107,24 +107,29 @@ def check_declaration(
     if key in parents:
         raise LineageError(
             f"run {key[1]!r} of account {key[0]!r} already derives from a parent; a lineage "
-            "declaration is never changed"
+            "declaration is never changed",
+            "declared",
         )
     if isinstance(parent, ForeignParent):
         return  # its ancestors are the other collector's; its claim states their sum
     if parent.key == key:
-        raise LineageError(f"run {key[1]!r} cannot derive from itself (a cycle)")
+        raise LineageError(f"run {key[1]!r} cannot derive from itself (a cycle)", "self")
     if not known(parent.key) and parent.key not in parents:
         raise LineageError(
             f"unknown parent: this collector holds no run {parent.key[1]!r} of account "
-            f"{parent.key[0]!r} (for a run of another collector give its signed run claim)"
+            f"{parent.key[0]!r} (for a run of another collector give its signed run claim)",
+            "unknown_parent",
         )
     chain = ancestors(parent.key, parents)
     if key in chain:
         raise LineageError(
-            f"cycle: run {key[1]!r} is an ancestor of its would-be parent {parent.key[1]!r}"
+            f"cycle: run {key[1]!r} is an ancestor of its would-be parent {parent.key[1]!r}",
+            "cycle",
         )
     if len(chain) + 1 > MAX_LINEAGE_DEPTH:
-        raise LineageError(f"the lineage would be more than {MAX_LINEAGE_DEPTH} runs deep")
+        raise LineageError(
+            f"the lineage would be more than {MAX_LINEAGE_DEPTH} runs deep", "too_deep"
+        )
 
 
 def ancestors(key: RunKey, parents: Mapping[RunKey, Parent]) -> tuple[RunKey, ...]:

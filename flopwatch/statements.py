@@ -153,6 +153,12 @@ class SignedTreeHead:
 
 RUN_CLAIM_TYPE = "application/vnd.flopwatch.run-claim.v1+json"
 RUN_DECLARATION_TYPE = "application/vnd.flopwatch.run-declaration.v1+json"
+# Who a run declaration is the word of (its "declared_by"): the operator (`flopwatch runs
+# declare`), or the workload (the parent run its records name, JobShare.run_parent; the
+# declaration then names the first record that named it: "record_key_id", "record_sequence").
+# Declarations logged before the field existed are the operator's.
+DECLARED_BY_OPERATOR = "operator"
+DECLARED_BY_WORKLOAD = "workload"
 # A run claim is well under a kilobyte; a declaration carries at most one claim.
 MAX_RUN_CLAIM_BYTES = 8192
 MAX_RUN_DECLARATION_BYTES = 2 * MAX_RUN_CLAIM_BYTES
@@ -264,7 +270,9 @@ class RunDeclaration:
     """Run (account, run) of class `workload_class` derives from a parent: the run
     (parent_account, parent_run) of this collector, or, with `parent_claim` (the serialized
     envelope of a foreign collector's run claim) and `parent_collector` (that collector's key
-    id), a run held elsewhere."""
+    id), a run held elsewhere. `declared_by` says whose word it is (DECLARED_BY_OPERATOR or
+    DECLARED_BY_WORKLOAD, then with the node key id and sequence of the record that named the
+    parent)."""
 
     account: str
     run: str
@@ -274,6 +282,9 @@ class RunDeclaration:
     declared_at_ns: int
     parent_collector: str = ""
     parent_claim: bytes = b""
+    declared_by: str = DECLARED_BY_OPERATOR
+    record_key_id: str = ""
+    record_sequence: int = 0
 
     def payload(self) -> bytes:
         return canonical_json(
@@ -286,6 +297,9 @@ class RunDeclaration:
                 "parent_collector": self.parent_collector,
                 "parent_claim": base64.b64encode(self.parent_claim).decode(),
                 "declared_at_ns": self.declared_at_ns,
+                "declared_by": self.declared_by,
+                "record_key_id": self.record_key_id,
+                "record_sequence": self.record_sequence,
             }
         )
 
@@ -302,6 +316,14 @@ class RunDeclaration:
             claim = base64.b64decode(_field(v, "parent_claim", str, r), validate=True)
         except ValueError as e:
             raise VerificationError(r, "field 'parent_claim' is not base64") from e
+        # Optional: declarations logged before these fields existed are the operator's.
+        by = _field(v, "declared_by", str, r) if "declared_by" in v else DECLARED_BY_OPERATOR
+        if by not in (DECLARED_BY_OPERATOR, DECLARED_BY_WORKLOAD):
+            raise VerificationError(r, f"field 'declared_by' is {by[:32]!r}")
+        record_key_id = _field(v, "record_key_id", str, r) if "record_key_id" in v else ""
+        sequence = _field(v, "record_sequence", int, r) if "record_sequence" in v else 0
+        if (by == DECLARED_BY_WORKLOAD) != bool(record_key_id):
+            raise VerificationError(r, "a workload's declaration names its record, only it")
         return cls(
             account=_field(v, "account", str, r),
             run=_field(v, "run", str, r),
@@ -311,4 +333,7 @@ class RunDeclaration:
             declared_at_ns=_field(v, "declared_at_ns", int, r),
             parent_collector=_field(v, "parent_collector", str, r),
             parent_claim=claim,
+            declared_by=by,
+            record_key_id=record_key_id,
+            record_sequence=sequence,
         )

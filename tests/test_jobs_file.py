@@ -55,3 +55,17 @@ def test_bad_labels_refuse_the_file_with_the_entry_and_reason(
     with pytest.raises(ConfigError, match=r"jobs\[1\]") as e:
         load_jobs(write(tmp_path, ENTRY, ENTRY | extra))
     assert words in str(e.value)
+
+
+def test_a_jobs_parent_run_is_read_and_needs_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    item = {"job": "g1", "pid": 1, "start": 1, "end": 2, "run": "ft", "parent": "llama"}
+    path.write_text(json.dumps([item]))
+    [w] = load_jobs(path)
+    assert (w.run, w.run_parent) == ("ft", "llama")
+    path.write_text(json.dumps([{**item, "run": ""}]))
+    with pytest.raises(ConfigError, match="'parent' needs a 'run'"):
+        load_jobs(path)
+    path.write_text(json.dumps([{**item, "parent": "l\u202ea"}]))
+    with pytest.raises(ConfigError, match="'parent'"):
+        load_jobs(path)

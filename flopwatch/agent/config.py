@@ -34,17 +34,19 @@ class AgentConfig:
     # Runs and accounts (docs/agent.md "Runs, accounts and workload class"). The Slurm source
     # takes a job's run from `slurm_run_from`: "environment" (the variable `slurm_run_variable`
     # in its processes), "comment" or "wckey" (the job's, from scontrol); its class from
-    # `slurm_class_variable`; its account from `scontrol` (a path; "off": never asked).
+    # `slurm_class_variable`, its parent run from `slurm_parent_variable`; its account from
+    # `scontrol` (a path; "off": never asked).
     slurm_run_from: str = "environment"
     slurm_run_variable: str = "FLOPWATCH_RUN"
     slurm_class_variable: str = "FLOPWATCH_RUN_CLASS"
+    slurm_parent_variable: str = "FLOPWATCH_RUN_PARENT"
     scontrol: str = "scontrol"
     scontrol_timeout_s: float = 2.0
     # Kubernetes pods' runs and accounts from the API server (flopwatch/agent/attribution/
     # kubemeta.py): "auto" (in-cluster where the agent runs in a pod), "off", or a URL with an
     # optional token and CA file; the node whose pods are watched ("": node_id); the pod label
-    # and annotation naming the run, the label or annotation naming its class, and the
-    # namespace label naming the account ("": the namespace is the account).
+    # and annotation naming the run, the labels or annotations naming its class and its parent
+    # run, and the namespace label naming the account ("": the namespace is the account).
     k8s_api: str = "auto"
     k8s_node: str = ""
     k8s_token_file: Path | None = None
@@ -52,6 +54,7 @@ class AgentConfig:
     k8s_run_label: str = "flopwatch.dev/run"
     k8s_run_annotation: str = "flopwatch.dev/run"
     k8s_class_key: str = "flopwatch.dev/run-class"
+    k8s_parent_key: str = "flopwatch.dev/run-parent"
     k8s_account_label: str = "flopwatch.dev/account"
     # Scheduler account (Slurm account, Kubernetes namespace or its label) -> accountable party.
     account_map: Mapping[str, str] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 import flopwatch
 from flopwatch.agent.attribution.kubemeta import KubeStatus
+from flopwatch.agent.attribution.labels import FIELDS
 from flopwatch.agent.backends.base import GpuReading
 from flopwatch.errors import ConfigError
 from flopwatch.model import MODEL_VERSION, Pipe
@@ -69,7 +70,8 @@ class AgentSnapshot:
     records_rejected: int = 0
     last_ack_unix_s: float | None = None
     attribution_errors: Mapping[str, int] = field(default_factory=dict)  # source -> failures
-    labels_refused: Mapping[str, int] = field(default_factory=dict)  # run/account/class -> count
+    # run/account/class/parent -> count
+    labels_refused: Mapping[str, int] = field(default_factory=dict)
     kubernetes: KubeStatus | None = None  # the Kubernetes API side; None: not asked
 
 
@@ -199,12 +201,13 @@ class AgentMetrics(Collector):
         yield failures
         refused = CounterMetricFamily(
             "flopwatch_agent_labels_refused",
-            "Declared runs, accounts and classes refused for failing their rule (each distinct "
-            "value once; the reason is in the log). The work stayed measured: in the job's own "
-            "run, with no account (the node's default) or an unknown class.",
+            "Declared runs, accounts, classes and parent runs refused for failing their rule, "
+            "or a parent declared without a run (each distinct value once; the reason is in the "
+            "log). The work stayed measured: in the job's own run, with no account (the node's "
+            "default), an unknown class or no parent.",
             labels=["field"],
         )
-        for name in ("run", "account", "class"):
+        for name in FIELDS:
             refused.add_metric([name], s.labels_refused.get(name, 0))
         yield refused
         if s.kubernetes is not None:

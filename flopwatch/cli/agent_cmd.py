@@ -125,6 +125,13 @@ def _add_runs(p: argparse.ArgumentParser) -> None:
         "reinforcement-learning, synthetic-data, evaluation, inference (default: %(default)s)",
     )
     g.add_argument(
+        "--slurm-parent-variable",
+        default="FLOPWATCH_RUN_PARENT",
+        metavar="NAME",
+        help="environment variable naming the run the job's run derives from, a run of the same "
+        "account (default: %(default)s)",
+    )
+    g.add_argument(
         "--scontrol",
         default="scontrol",
         metavar="PATH|off",
@@ -209,6 +216,13 @@ def _add_kubernetes(p: argparse.ArgumentParser) -> None:
         default="flopwatch.dev/run-class",
         metavar="KEY",
         help="pod label or annotation naming the run's class (default: %(default)s)",
+    )
+    g.add_argument(
+        "--k8s-parent-key",
+        default="flopwatch.dev/run-parent",
+        metavar="KEY",
+        help="pod label or annotation naming the run the pod's run derives from, a run of the "
+        "same account (default: %(default)s)",
     )
     g.add_argument(
         "--k8s-account-label",
@@ -370,12 +384,14 @@ def _check_runs(args: argparse.Namespace) -> None:
         run_label=args.k8s_run_label,
         run_annotation=args.k8s_run_annotation,
         class_key=args.k8s_class_key,
+        parent_key=args.k8s_parent_key,
         account_label=args.k8s_account_label,
     )
     SlurmSettings(
         run_from=args.slurm_run_from,
         run_variable=args.slurm_run_variable,
         class_variable=args.slurm_class_variable,
+        parent_variable=args.slurm_parent_variable,
         scontrol=args.scontrol,
         scontrol_timeout_s=args.scontrol_timeout,
     )
@@ -409,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
         slurm_run_from=args.slurm_run_from,
         slurm_run_variable=args.slurm_run_variable,
         slurm_class_variable=args.slurm_class_variable,
+        slurm_parent_variable=args.slurm_parent_variable,
         scontrol=args.scontrol,
         scontrol_timeout_s=args.scontrol_timeout,
         account_map=args.account_map or {},
@@ -420,6 +437,7 @@ def run(args: argparse.Namespace) -> int:
         k8s_run_label=args.k8s_run_label,
         k8s_run_annotation=args.k8s_run_annotation,
         k8s_class_key=args.k8s_class_key,
+        k8s_parent_key=args.k8s_parent_key,
         k8s_account_label=args.k8s_account_label,
         control_socket=Path(control) if control is not None else None,
         metrics_listen=metrics,

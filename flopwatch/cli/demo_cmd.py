@@ -3,12 +3,14 @@
 The trace is split in time across two node ids (`demo-node-1` replays its first part,
 `demo-node-2` the rest, at once), and the jobs file gains runs and accounts (`DEMO_LABELS`): the
 run `llm-demo` of account `acme` is one job on each node (a training job restarted on another
-node), so its total spans both; job g1 is run `llm-demo-ft` (fine-tuning), declared derived
-from `llm-demo` once the replay ends (`flopwatch runs declare`'s own code), so its cumulative
-compute adds its parent's. Shows FLOPs per job growing as the replay streams in, a job threshold
-alert firing at a lowered threshold, the run alerts at lowered run thresholds (a forecast among
-them: the demo's runs last seconds, so the forecast's least span is lowered to a second, for the
-demo only), and at the end the `flopwatch runs` and `flopwatch accounts` tables. Everything runs
+node), so its total spans both; job g1 is run `llm-demo-ft` (fine-tuning), whose jobs-file
+entry names its parent run `llm-demo`: its records carry the parent, and the collector declares
+the lineage from them (signed, logged; the code of `flopwatch runs declare`), so its cumulative
+compute adds its parent's and the EU derived-run rule is decided as it runs. Shows FLOPs per
+job growing as the replay streams in, a job threshold alert firing at a lowered threshold, the
+run alerts at lowered run thresholds (a forecast among them: the demo's runs last seconds, so
+the forecast's least span is lowered to a second, for the demo only; the derived-run alert),
+and at the end the lineage and the `flopwatch runs` and `flopwatch accounts` tables. Everything runs
 on loopback in one process, in a scratch directory.
 """
 
@@ -37,7 +39,7 @@ HELP = (
 DEFAULT_TRACE = Path("tests/fixtures/h100-trace-1")
 NODES = ("demo-node-1", "demo-node-2")
 RESTARTED_AS = "t1"  # the job that resumes run llm-demo; the second node replays from its start
-DERIVED_RUN = "llm-demo-ft"  # job g1: a fine-tuning of llm-demo, declared derived from it
+DERIVED_RUN = "llm-demo-ft"  # job g1: a fine-tuning of llm-demo, its records name it its parent
 DEMO_FORECAST_MIN_SPAN_S = 1.0  # the demo's runs last seconds (the collector's default: an hour)
 # Runs, accounts and classes the demo gives the bundled trace's jobs (jobs.json fields): c1 on
 # the first node and t1 on the second are one run, restarted; the other jobs are runs of their
@@ -47,7 +49,7 @@ DEMO_LABELS: dict[str, dict[str, str]] = {
     "t1": {"run": "llm-demo", "account": "acme", "class": "pretraining"},
     "f1": {"account": "acme", "class": "evaluation"},
     "f2": {"account": "acme", "class": "evaluation"},
-    "g1": {"run": DERIVED_RUN, "account": "acme", "class": "fine-tuning"},
+    "g1": {"run": DERIVED_RUN, "account": "acme", "class": "fine-tuning", "parent": "llm-demo"},
     **{j: {"account": "lab-b"} for j in ("a1", "a2", "a3", "a4", "c2")},
 }
 
@@ -113,20 +115,13 @@ def labelled_jobs(jobs: Path, out: Path) -> Path:
     return path
 
 
-def declare_derived(db: Path) -> int:
-    """Declare `DERIVED_RUN` a fine-tuning of llm-demo, through `flopwatch runs declare`."""
+def show_lineage(db: Path) -> int:
+    """`flopwatch runs lineage llm-demo-ft`: the lineage the collector declared from g1's
+    records."""
     args = argparse.Namespace(
-        db=f"sqlite:{db}",
-        key=None,
-        run_name=DERIVED_RUN,
-        account="acme",
-        derived_from="llm-demo",
-        parent_account=None,
-        parent_claim=None,
-        claim_key=None,
-        workload_class="fine-tuning",
+        db=f"sqlite:{db}", key=None, run_name=DERIVED_RUN, account="acme", json=False
     )
-    return runs_lineage_cmd.run_declare(args)
+    return runs_lineage_cmd.run_lineage(args)
 
 
 def run_alerts(db: Path) -> list[str]:
@@ -267,8 +262,11 @@ def run(args: argparse.Namespace) -> int:
             if done:
                 break
             next(a for a in agents if a.is_alive()).join(timeout=2.0)
-        print(f"Declaring (`flopwatch runs declare {DERIVED_RUN} --derived-from llm-demo`):")
-        if declare_derived(scratch / "collector.db") != EXIT_OK:
+        print(
+            f"Lineage (`flopwatch runs lineage {DERIVED_RUN}`), declared by the collector from "
+            "job g1's records, which name parent run llm-demo:"
+        )
+        if show_lineage(scratch / "collector.db") != EXIT_OK:
             result.append(EXIT_FAILED)
         print("\nRun alerts (run thresholds " + args.run_thresholds + ", cumulative compute):")
         alerts = run_alerts(scratch / "collector.db")

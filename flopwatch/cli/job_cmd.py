@@ -95,6 +95,15 @@ def add_parser(sub: Any) -> None:
         "sources find, else the job is a run of its own",
     )
     start.add_argument(
+        "--parent",
+        dest="run_parent",
+        default="",
+        metavar="PARENT",
+        help="the run the job's run derives from (a fine-tuning's pretraining run), a run of the "
+        "same account; needs --run. The collector declares the lineage from the job's records "
+        "unless the run has one already (`flopwatch runs declare` wins)",
+    )
+    start.add_argument(
         "--class",
         dest="workload_class",
         choices=CLASSES,
@@ -144,6 +153,7 @@ def _describe(job: RegisteredJob) -> dict[str, object]:
         "run": job.run or None,
         "account": job.account or None,
         "class": _class(job),
+        "parent": job.run_parent or None,
         "start_unix_s": job.start_unix_ns / 1e9,
         "end_unix_s": job.end_unix_ns / 1e9 if job.end_unix_ns else None,
     }
@@ -161,6 +171,7 @@ def _line(job: RegisteredJob) -> str:
     return (
         f"{shown(job.job_id)}  {state}  GPUs: {gpus}  precision: {precision}  run: {run}  "
         f"account: {shown_account(job.account)}  class: {_class(job)}"
+        + (f"  parent: {shown(job.run_parent)}" if job.run_parent else "")
     )
 
 
@@ -188,6 +199,7 @@ def run_start(args: argparse.Namespace) -> int:
             run=args.run_name,
             account=args.account,
             workload_class=WorkloadClass.parse(args.workload_class),
+            run_parent=args.run_parent,
         )
     _print([job], args.json, single=True)
     return EXIT_OK

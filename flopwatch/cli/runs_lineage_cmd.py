@@ -25,6 +25,7 @@ from flopwatch.runs import NO_ACCOUNT_SHOWN, WorkloadClass
 from flopwatch.statements import MAX_RUN_CLAIM_BYTES
 
 if TYPE_CHECKING:
+    from flopwatch.collector.lineage import Provenance
     from flopwatch.collector.store.base import Store
     from flopwatch.keys import SigningKey
     from flopwatch.lineage import Lineage
@@ -197,8 +198,9 @@ def run_declare(args: argparse.Namespace) -> int:
             print(f"REFUSED ({e.reason}): {e.message}", file=sys.stderr)
             return EXIT_FAILED
         view = lineage.lineage(store, (account, args.run_name))
+        by = lineage.provenance(store, (account, args.run_name))
     print(f"declared: leaf {done.leaf_index} of the transparency log")
-    print(describe(view))
+    print(describe(view, by))
     return EXIT_OK
 
 
@@ -226,14 +228,25 @@ def run_claim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe(view: Lineage) -> str:
-    """A run's lineage for people: one line per figure."""
+def _by(by: Provenance) -> str:
+    if by.declared_by == "workload":
+        return (
+            f"the workload (its record {by.record_key_id[:16]}/{by.record_sequence} named the "
+            f"parent), leaf {by.leaf_index} of the log"
+        )
+    return f"the {by.declared_by}, leaf {by.leaf_index} of the log"
+
+
+def describe(view: Lineage, by: Provenance | None = None) -> str:
+    """A run's lineage for people: one line per figure (`by`: who declared it)."""
     from flopwatch.lineage import ForeignParent
 
     account, run = view.key
     lines = [f"run {run!r} of account {account or NO_ACCOUNT_SHOWN!r}"]
     for k in view.ancestors:
         lines.append(f"  derives from {k[1]!r} of account {k[0] or NO_ACCOUNT_SHOWN!r}")
+    if by is not None:
+        lines.append(f"  declared by {_by(by)}")
     if isinstance(view.parent, ForeignParent):
         lines.append(f"  (held by collector key id {view.parent.collector}, per its run claim)")
     for name, c in (
@@ -253,7 +266,7 @@ def describe(view: Lineage) -> str:
     return "\n".join(lines)
 
 
-def as_json(view: Lineage) -> dict[str, Any]:
+def as_json(view: Lineage, by: Provenance | None = None) -> dict[str, Any]:
     from flopwatch.lineage import ForeignParent
 
     def figures(c: Any) -> dict[str, int]:
@@ -275,6 +288,14 @@ def as_json(view: Lineage) -> dict[str, Any]:
         "inherited": figures(view.inherited),
         "cumulative": figures(view.cumulative),
         "derived_over_third": view.derived_over_third,
+        "declared_by": None
+        if by is None
+        else {
+            "by": by.declared_by,
+            "leaf_index": by.leaf_index,
+            "record_key_id": by.record_key_id or None,
+            "record_sequence": by.record_sequence or None,
+        },
     }
 
 
@@ -282,10 +303,12 @@ def run_lineage(args: argparse.Namespace) -> int:
     from flopwatch.collector import lineage
 
     with _opened(args, key=False) as (store, _):
-        view = lineage.lineage(store, (_account(args.account), args.run_name))
+        key = (_account(args.account), args.run_name)
+        view = lineage.lineage(store, key)
+        by = lineage.provenance(store, key)
     if args.json:
-        json.dump(as_json(view), sys.stdout, indent=2)
+        json.dump(as_json(view, by), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(describe(view))
+        print(describe(view, by))
     return EXIT_OK

@@ -38,6 +38,9 @@ MAX_THRESHOLD_FLOPS = SCOPE_MAX_THRESHOLD_FLOPS
 MAX_DURATION_S = 100 * 365 * 86400.0
 DEFAULT_SILENT_AFTER_S = 300.0  # an enrolled node quiet this long is reported silent
 DEFAULT_LIVENESS_CHECK_S = 15.0  # how often silence is looked for
+# How often the collector looks for run lineage declared by others (`flopwatch runs declare`),
+# whose run alerts it then decides without waiting for the run's next records.
+DEFAULT_LINEAGE_CHECK_S = 10.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -303,6 +306,7 @@ class CollectorConfig:
     enroll_on_first_use: bool = False
     silent_after_s: float = DEFAULT_SILENT_AFTER_S
     liveness_check_s: float = DEFAULT_LIVENESS_CHECK_S
+    lineage_check_s: float = DEFAULT_LINEAGE_CHECK_S
     webhook: WebhookConfig | None = None
     # Transparency log: the collector key that signs its tree heads (None: next to a SQLite
     # database, created 0600 on first start; flopwatch.collector.log.key), and how often a head is

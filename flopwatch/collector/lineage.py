@@ -11,6 +11,7 @@ inside the declaration, so the log carries the evidence of the compute inherited
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,13 +36,43 @@ from flopwatch.lineage import (
     lineage_of,
 )
 from flopwatch.runs import WorkloadClass, declared_run_problem, label_problem
-from flopwatch.statements import RunClaim, RunDeclaration
+from flopwatch.statements import DECLARED_BY_OPERATOR, RunClaim, RunDeclaration
 
 
 @dataclass(frozen=True)
 class Declared:
     leaf_index: int
     envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Whose word a run's lineage declaration is, as the stored declaration says it
+    (flopwatch.statements.RunDeclaration): `declared_by` "operator" or "workload", then with
+    the node key id and sequence of the record that named the parent."""
+
+    leaf_index: int
+    declared_by: str
+    record_key_id: str = ""
+    record_sequence: int = 0
+
+
+def provenance(store: Store, key: RunKey) -> Provenance | None:
+    """Who declared `key`'s lineage, read from its declaration in the store's log (the
+    collector's own database: read, not verified again); None for a run declared by nobody."""
+    leaf = store.declaration_leaf(key)
+    if leaf is None:
+        return None
+    [entry] = store.log_entries(leaf, leaf + 1)
+    try:
+        fields = json.loads(Envelope.from_bytes(entry).payload)
+    except ValueError as e:  # VerificationError too: only the collector writes these
+        raise LineageError(f"the declaration at leaf {leaf} cannot be read: {e}") from e
+    by = fields.get("declared_by", DECLARED_BY_OPERATOR)
+    key_id, sequence = fields.get("record_key_id", ""), fields.get("record_sequence", 0)
+    if not (isinstance(by, str) and isinstance(key_id, str) and isinstance(sequence, int)):
+        raise LineageError(f"the declaration at leaf {leaf} is not shaped as declarations are")
+    return Provenance(leaf, by, key_id, sequence)
 
 
 def own_compute(store: Store, key: RunKey) -> Compute:
@@ -104,10 +135,16 @@ def declare(
     parent: RunKey | None = None,
     claim: bytes | None = None,
     claim_key: Ed25519PublicKey | None = None,
+    declared_by: str = DECLARED_BY_OPERATOR,
+    record: tuple[str, int] = ("", 0),
 ) -> Declared:
     """Declare `run` derived from the local run `parent`, or from the foreign run of `claim`
     (a run claim file, verified against `claim_key`). Raises LineageError with the reason, or
-    VerificationError(bad_run_claim) for a claim that does not verify."""
+    VerificationError(bad_run_claim) for a claim that does not verify.
+
+    `declared_by` says whose word it is (flopwatch.statements: the operator's, or the
+    workload's, then `record` is the node key id and sequence of the record naming the
+    parent); both are signed into the declaration."""
     link: Parent
     if claim is not None:
         if claim_key is None:
@@ -132,6 +169,9 @@ def declare(
         declared_at_ns=now_ns,
         parent_collector=link.collector if isinstance(link, ForeignParent) else "",
         parent_claim=claim or b"",
+        declared_by=declared_by,
+        record_key_id=record[0],
+        record_sequence=record[1],
     )
     envelope = statement.sign(key)
     decl = Declaration(run, workload_class.value, link, now_ns)

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from flopwatch.collector.alerts.liveness import NodeLiveness
 from flopwatch.collector.config import MetricsSeries
 from flopwatch.collector.enrollment import EnrollmentStats
+from flopwatch.collector.ingest.declared_parents import REASONS
 from flopwatch.collector.ingest.ingestor import IngestSnapshot
 from flopwatch.collector.ingest.rejections import RejectionCounts
 from flopwatch.collector.rpc.ingest import StreamStats
@@ -179,6 +180,7 @@ class FlopwatchMetrics(Collector):
         yield from self._nodes()
         yield from self._alerting()
         yield self._scope_alerts(s)
+        yield from self._lineage(s)
         yield from self._rejected_by_source()
         yield from self._limits()
         yield from self._trust()
@@ -414,6 +416,25 @@ class FlopwatchMetrics(Collector):
             silent.add_metric([n.key_id, n.node_id], 1.0 if n.silent else 0.0)
         yield last
         yield silent
+
+    @staticmethod
+    def _lineage(s: IngestSnapshot) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "flopwatch_workload_lineage_declared",
+            "Runs this collector declared derived from the parent run their records name "
+            "(signed, logged; since it started).",
+            value=s.lineage_declared,
+        )
+        refused = CounterMetricFamily(
+            "flopwatch_workload_lineage_refused",
+            "Parent runs named by records and not declared, by reason (unknown_parent, self, "
+            "cycle, too_deep, invalid, other_parent), each (run, parent) once; the reason is in "
+            "the log, and the records' compute is counted regardless (since it started).",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            refused.add_metric([reason], s.lineage_refused.get(reason, 0))
+        yield refused
 
     @staticmethod
     def _scope_alerts(s: IngestSnapshot) -> Metric:

@@ -14,7 +14,9 @@ reports the ports actually bound (`health_port` the health port's). The store (`
 or PostgreSQL shared by several collectors; see `flopwatch.collector.store.factory`) is opened,
 used and closed on the one ingest thread. Alerts go to the log and, when configured, a webhook
 (`flopwatch.collector.alerts.webhook`); silent nodes are looked for every `liveness_check_s` on
-the ingest thread (`flopwatch.collector.alerts.liveness`).
+the ingest thread (`flopwatch.collector.alerts.liveness`), and lineage declared by others (the
+operator's `flopwatch runs declare`) every `lineage_check_s`, so a derived run's alerts are
+decided when it is declared (`Ingestor.check_lineage`).
 
 Resource limits (`CollectorConfig.server`, `ServerLimits`): gRPC itself caps connections per
 port, streams per connection and RPCs in all, and enforces the TLS handshake timeout, the idle
@@ -45,6 +47,7 @@ from flopwatch.collector.alerts.events import AlertSink, LogSink, ThresholdPolic
 from flopwatch.collector.alerts.liveness import LivenessMonitor
 from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
 from flopwatch.collector.config import CollectorConfig, ServerLimits
+from flopwatch.collector.ingest.declared_parents import WorkloadParents
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.ingest.workers import VerifyWorkers
@@ -157,6 +160,7 @@ class CollectorService:
         )
         self.connections = ConnectionStats(interval_s=limits.rejection_log_interval_s)
         self._summaries: asyncio.Task[None] | None = None
+        self._lineage: asyncio.Task[None] | None = None
 
     def _open(
         self, db: Database, policy: ThresholdPolicy, key_path: Path
@@ -172,6 +176,7 @@ class CollectorService:
         )
         try:
             log_key = open_log_key(key_path, store)
+            parents = WorkloadParents(store, log_key, now_ns=self._now_ns)
             ingestor = Ingestor(
                 store,
                 policy,
@@ -184,6 +189,7 @@ class CollectorService:
                 max_label_values=self.config.server.max_label_values,
                 scoped=self.config.scoped_policy,
                 account_windows=self.config.account_windows.days,
+                parents=parents,
             )
         except (StoreError, KeyFileError):
             store.close()
@@ -252,6 +258,7 @@ class CollectorService:
             self._watch = asyncio.create_task(self._watch_liveness(liveness))
             self._signing = asyncio.create_task(self._sign_tree_heads())
             self._summaries = asyncio.create_task(self._log_summaries())
+            self._lineage = asyncio.create_task(self._watch_lineage(ingestor))
             if cfg.tlog is not None:
                 self.tlog = start_tlog(cfg, self._store, log_key, self._executor)
                 self._publishing = asyncio.create_task(self._publish_checkpoints(self.tlog))
@@ -277,6 +284,18 @@ class CollectorService:
             except StoreError as e:  # the next check tries again
                 log.error("cannot check for silent nodes: %s", e)
             await asyncio.sleep(min(self.config.liveness_check_s, self.config.silent_after_s / 2))
+
+    async def _watch_lineage(self, ingestor: Ingestor) -> None:
+        """Every lineage_check_s, on the ingest thread: decide the run alerts of runs declared
+        derived by others since the last look."""
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.lineage_check_s)
+            try:
+                await loop.run_in_executor(self._executor, ingestor.check_lineage)
+            except StoreError as e:  # the next check tries again
+                log.error("cannot read the run lineage: %s", e)
 
     async def _log_summaries(self) -> None:
         """Write the rate-limited summaries of rejected records and unused connections."""
@@ -376,14 +395,14 @@ class CollectorService:
         store."""
         if self._health is not None:
             await self._health.shutdown()
-        for task in (self._watch, self._signing, self._summaries):
+        for task in (self._watch, self._signing, self._summaries, self._lineage):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task])
         if self._summaries is not None:
             self.rejections.flush(everything=True)
             self.connections.flush(everything=True)
-        self._watch = self._signing = self._summaries = None
+        self._watch = self._signing = self._summaries = self._lineage = None
         await self._stop_tlog()
         if self._server is not None:
             await self._server.stop(grace)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from flopwatch.v1 import attestation_pb2 as flopwatch_dot_v1_dot_attestation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n flopwatch/v1/agent_control.proto\x12\x0c\x66lopwatch.v1\x1a\x1e\x66lopwatch/v1/attestation.proto\"\xbb\x01\n\x0fStartJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\t\x12*\n\tprecision\x18\x04 \x01(\x0e\x32\x17.flopwatch.v1.Precision\x12\x0b\n\x03run\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x06 \x01(\t\x12\x33\n\x0eworkload_class\x18\x07 \x01(\x0e\x32\x1b.flopwatch.v1.WorkloadClass\"\xed\x01\n\rRegisteredJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tgpu_uuids\x18\x03 \x03(\t\x12*\n\tprecision\x18\x04 \x01(\x0e\x32\x17.flopwatch.v1.Precision\x12\x15\n\rstart_unix_ns\x18\x05 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ns\x18\x06 \x01(\x03\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x08 \x01(\t\x12\x33\n\x0eworkload_class\x18\t \x01(\x0e\x32\x1b.flopwatch.v1.WorkloadClass\"<\n\x10StartJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.flopwatch.v1.RegisteredJob\",\n\rEndJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\":\n\x0e\x45ndJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.flopwatch.v1.RegisteredJob\"\x1b\n\x19ListRegisteredJobsRequest\"G\n\x1aListRegisteredJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.flopwatch.v1.RegisteredJob2\x87\x02\n\x0c\x41gentControl\x12I\n\x08StartJob\x12\x1d.flopwatch.v1.StartJobRequest\x1a\x1e.flopwatch.v1.StartJobResponse\x12\x43\n\x06\x45ndJob\x12\x1b.flopwatch.v1.EndJobRequest\x1a\x1c.flopwatch.v1.EndJobResponse\x12g\n\x12ListRegisteredJobs\x12\'.flopwatch.v1.ListRegisteredJobsRequest\x1a(.flopwatch.v1.ListRegisteredJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n flopwatch/v1/agent_control.proto\x12\x0c\x66lopwatch.v1\x1a\x1e\x66lopwatch/v1/attestation.proto\"\xcf\x01\n\x0fStartJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04gpus\x18\x03 \x03(\t\x12*\n\tprecision\x18\x04 \x01(\x0e\x32\x17.flopwatch.v1.Precision\x12\x0b\n\x03run\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x06 \x01(\t\x12\x33\n\x0eworkload_class\x18\x07 \x01(\x0e\x32\x1b.flopwatch.v1.WorkloadClass\x12\x12\n\nrun_parent\x18\x08 \x01(\t\"\x81\x02\n\rRegisteredJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\tgpu_uuids\x18\x03 \x03(\t\x12*\n\tprecision\x18\x04 \x01(\x0e\x32\x17.flopwatch.v1.Precision\x12\x15\n\rstart_unix_ns\x18\x05 \x01(\x03\x12\x13\n\x0b\x65nd_unix_ns\x18\x06 \x01(\x03\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x08 \x01(\t\x12\x33\n\x0eworkload_class\x18\t \x01(\x0e\x32\x1b.flopwatch.v1.WorkloadClass\x12\x12\n\nrun_parent\x18\n \x01(\t\"<\n\x10StartJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.flopwatch.v1.RegisteredJob\",\n\rEndJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\":\n\x0e\x45ndJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.flopwatch.v1.RegisteredJob\"\x1b\n\x19ListRegisteredJobsRequest\"G\n\x1aListRegisteredJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.flopwatch.v1.RegisteredJob2\x87\x02\n\x0c\x41gentControl\x12I\n\x08StartJob\x12\x1d.flopwatch.v1.StartJobRequest\x1a\x1e.flopwatch.v1.StartJobResponse\x12\x43\n\x06\x45ndJob\x12\x1b.flopwatch.v1.EndJobRequest\x1a\x1c.flopwatch.v1.EndJobResponse\x12g\n\x12ListRegisteredJobs\x12\'.flopwatch.v1.ListRegisteredJobsRequest\x1a(.flopwatch.v1.ListRegisteredJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flopwatch.v1.agent_control_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTJOBREQUEST']._serialized_start=83
-  _globals['_STARTJOBREQUEST']._serialized_end=270
-  _globals['_REGISTEREDJOB']._serialized_start=273
-  _globals['_REGISTEREDJOB']._serialized_end=510
-  _globals['_STARTJOBRESPONSE']._serialized_start=512
-  _globals['_STARTJOBRESPONSE']._serialized_end=572
-  _globals['_ENDJOBREQUEST']._serialized_start=574
-  _globals['_ENDJOBREQUEST']._serialized_end=618
-  _globals['_ENDJOBRESPONSE']._serialized_start=620
-  _globals['_ENDJOBRESPONSE']._serialized_end=678
-  _globals['_LISTREGISTEREDJOBSREQUEST']._serialized_start=680
-  _globals['_LISTREGISTEREDJOBSREQUEST']._serialized_end=707
-  _globals['_LISTREGISTEREDJOBSRESPONSE']._serialized_start=709
-  _globals['_LISTREGISTEREDJOBSRESPONSE']._serialized_end=780
-  _globals['_AGENTCONTROL']._serialized_start=783
-  _globals['_AGENTCONTROL']._serialized_end=1046
+  _globals['_STARTJOBREQUEST']._serialized_end=290
+  _globals['_REGISTEREDJOB']._serialized_start=293
+  _globals['_REGISTEREDJOB']._serialized_end=550
+  _globals['_STARTJOBRESPONSE']._serialized_start=552
+  _globals['_STARTJOBRESPONSE']._serialized_end=612
+  _globals['_ENDJOBREQUEST']._serialized_start=614
+  _globals['_ENDJOBREQUEST']._serialized_end=658
+  _globals['_ENDJOBRESPONSE']._serialized_start=660
+  _globals['_ENDJOBRESPONSE']._serialized_end=718
+  _globals['_LISTREGISTEREDJOBSREQUEST']._serialized_start=720
+  _globals['_LISTREGISTEREDJOBSREQUEST']._serialized_end=747
+  _globals['_LISTREGISTEREDJOBSRESPONSE']._serialized_start=749
+  _globals['_LISTREGISTEREDJOBSRESPONSE']._serialized_end=820
+  _globals['_AGENTCONTROL']._serialized_start=823
+  _globals['_AGENTCONTROL']._serialized_end=1086
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartJobRequest(_message.Message):
-    __slots__ = ("job", "source", "gpus", "precision", "run", "account", "workload_class")
+    __slots__ = ("job", "source", "gpus", "precision", "run", "account", "workload_class", "run_parent")
     JOB_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class StartJobRequest(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_CLASS_FIELD_NUMBER: _ClassVar[int]
+    RUN_PARENT_FIELD_NUMBER: _ClassVar[int]
     job: str
     source: str
     gpus: _containers.RepeatedScalarFieldContainer[str]
@@ -23,10 +24,11 @@ class StartJobRequest(_message.Message):
     run: str
     account: str
     workload_class: _attestation_pb2.WorkloadClass
-    def __init__(self, job: _Optional[str] = ..., source: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., precision: _Optional[_Union[_attestation_pb2.Precision, str]] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[_attestation_pb2.WorkloadClass, str]] = ...) -> None: ...
+    run_parent: str
+    def __init__(self, job: _Optional[str] = ..., source: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., precision: _Optional[_Union[_attestation_pb2.Precision, str]] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[_attestation_pb2.WorkloadClass, str]] = ..., run_parent: _Optional[str] = ...) -> None: ...
 
 class RegisteredJob(_message.Message):
-    __slots__ = ("job_id", "source", "gpu_uuids", "precision", "start_unix_ns", "end_unix_ns", "run", "account", "workload_class")
+    __slots__ = ("job_id", "source", "gpu_uuids", "precision", "start_unix_ns", "end_unix_ns", "run", "account", "workload_class", "run_parent")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     GPU_UUIDS_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +38,7 @@ class RegisteredJob(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_CLASS_FIELD_NUMBER: _ClassVar[int]
+    RUN_PARENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     source: str
     gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
@@ -45,7 +48,8 @@ class RegisteredJob(_message.Message):
     run: str
     account: str
     workload_class: _attestation_pb2.WorkloadClass
-    def __init__(self, job_id: _Optional[str] = ..., source: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., precision: _Optional[_Union[_attestation_pb2.Precision, str]] = ..., start_unix_ns: _Optional[int] = ..., end_unix_ns: _Optional[int] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[_attestation_pb2.WorkloadClass, str]] = ...) -> None: ...
+    run_parent: str
+    def __init__(self, job_id: _Optional[str] = ..., source: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., precision: _Optional[_Union[_attestation_pb2.Precision, str]] = ..., start_unix_ns: _Optional[int] = ..., end_unix_ns: _Optional[int] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[_attestation_pb2.WorkloadClass, str]] = ..., run_parent: _Optional[str] = ...) -> None: ...
 
 class StartJobResponse(_message.Message):
     __slots__ = ("job",)

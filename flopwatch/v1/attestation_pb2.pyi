@@ -119,7 +119,7 @@ class PipeCycles(_message.Message):
     def __init__(self, hmma: _Optional[int] = ..., imma: _Optional[int] = ..., dfma_tensor: _Optional[int] = ..., fp64: _Optional[int] = ..., fp32: _Optional[int] = ..., fp16: _Optional[int] = ...) -> None: ...
 
 class JobShare(_message.Message):
-    __slots__ = ("job_id", "share_ppm", "declared_precision", "source", "flops_estimate", "flops_upper", "run", "account", "workload_class", "run_source")
+    __slots__ = ("job_id", "share_ppm", "declared_precision", "source", "flops_estimate", "flops_upper", "run", "account", "workload_class", "run_source", "run_parent")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SHARE_PPM_FIELD_NUMBER: _ClassVar[int]
     DECLARED_PRECISION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class JobShare(_message.Message):
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_CLASS_FIELD_NUMBER: _ClassVar[int]
     RUN_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RUN_PARENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     share_ppm: int
     declared_precision: Precision
@@ -140,7 +141,8 @@ class JobShare(_message.Message):
     account: str
     workload_class: WorkloadClass
     run_source: str
-    def __init__(self, job_id: _Optional[str] = ..., share_ppm: _Optional[int] = ..., declared_precision: _Optional[_Union[Precision, str]] = ..., source: _Optional[str] = ..., flops_estimate: _Optional[int] = ..., flops_upper: _Optional[int] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., run_source: _Optional[str] = ...) -> None: ...
+    run_parent: str
+    def __init__(self, job_id: _Optional[str] = ..., share_ppm: _Optional[int] = ..., declared_precision: _Optional[_Union[Precision, str]] = ..., source: _Optional[str] = ..., flops_estimate: _Optional[int] = ..., flops_upper: _Optional[int] = ..., run: _Optional[str] = ..., account: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., run_source: _Optional[str] = ..., run_parent: _Optional[str] = ...) -> None: ...
 
 class GpuInterval(_message.Message):
     __slots__ = ("gpu", "start_unix_ns", "end_unix_ns", "active_sm_cycles", "elapsed_sm_cycles", "energy_mj", "jobs", "flops_estimate", "flops_upper", "method", "clock_samples", "utilization_centipercent")

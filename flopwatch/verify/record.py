@@ -53,6 +53,9 @@ _CLASS_BIT_OF_PROTO = {n: CLASS_BIT[c] for n, c in WORKLOAD_CLASS_FROM_PROTO.ite
 # How a job share's figures are summed (`SumsBuilder.add_job`): job id, declared run (empty:
 # none), account, class bit.
 _Labels = tuple[str, str, str, int]
+# A job share's fields but its figures: job id, source, run, account, run source, parent run,
+# class, precision.
+_ShareKey = tuple[str, str, str, str, str, str, int, int]
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,7 @@ class _Scope:
     models: list[DeviceModel]  # each GPU's FLOP model, by index
     job_ids: dict[str, str] = field(default_factory=dict)
     # Job shares checked already, by their fields but the figures: precision and labels.
-    checked: dict[tuple[str, str, str, str, str, int, int], tuple[Precision, _Labels]] = field(
-        default_factory=dict
-    )
+    checked: dict[_ShareKey, tuple[Precision, _Labels]] = field(default_factory=dict)
     sums: SumsBuilder = field(default_factory=SumsBuilder)
 
 
@@ -324,15 +325,23 @@ class RecordVerifier:
             )
 
     def _check_labels(self, j: pb.JobShare, cluster: str) -> None:
-        """A job's run, account and run source: the identifier rule where set; a run in a job
-        id's form names the record's cluster; the class is one this code knows."""
+        """A job's run, account, run source and parent run: the identifier rule where set; a
+        run source and a parent only with a run; a run in a job id's form names the record's
+        cluster."""
         lim = self._limits
-        for value, what in ((j.run, "run"), (j.account, "account"), (j.run_source, "run source")):
+        for value, what in (
+            (j.run, "run"),
+            (j.account, "account"),
+            (j.run_source, "run source"),
+            (j.run_parent, "parent run"),
+        ):
             problem = label_problem(value, lim.max_identifier_chars)
             if problem is not None:
                 raise VerificationError("malformed", f"job {j.job_id!r}: {what} {problem}")
         if j.run_source and not j.run:
             raise VerificationError("malformed", f"job {j.job_id!r}: a run source without a run")
+        if j.run_parent and not j.run:
+            raise VerificationError("malformed", f"job {j.job_id!r}: a parent run without a run")
         run_cluster = cluster_of(j.run)
         if run_cluster is not None and run_cluster != cluster:
             raise VerificationError(
@@ -352,6 +361,8 @@ class RecordVerifier:
             scope.job_ids[job_id] = job_id
         _identifier(j.source, "job source", lim, required=False)
         self._check_labels(j, cluster)
+        if j.run_parent:
+            scope.sums.add_parent((j.account, j.run), j.run_parent)
         if j.workload_class not in WORKLOAD_CLASS_FROM_PROTO:
             raise VerificationError(
                 "malformed", f"job {j.job_id!r}: unknown workload class {j.workload_class}"
@@ -396,6 +407,7 @@ class RecordVerifier:
                 j.run,
                 j.account,
                 j.run_source,
+                j.run_parent,
                 j.workload_class,
                 j.declared_precision,
             )

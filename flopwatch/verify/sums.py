@@ -49,6 +49,9 @@ class RecordSums(NamedTuple):
     runs: Mapping[tuple[str, str], Sum]
     run_classes: Mapping[tuple[str, str], int]  # (account, run) -> classes (`runs.CLASS_BIT` set)
     account_days: Mapping[tuple[str, int], Sum]  # (account, `utc_day`) -> contributions
+    # (account, run) -> the parent run the record's workload declared for it (a run name of the
+    # same account; the smallest as text where one record names two); only runs naming one
+    run_parents: Mapping[tuple[str, str], str] = {}
 
 
 def _add(acc: dict[K, list[int]], key: K, s: Sum) -> None:
@@ -81,11 +84,18 @@ class SumsBuilder:
         self._labelled: dict[_Labelled, list[int]] = {}
         self._devices: dict[str, list[int]] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}
+        self._parents: dict[tuple[str, str], str] = {}
 
     def add_job(self, key: _Labelled, figures: Sum) -> None:
         """One job's figures from one interval, keyed (job id, GPU uuid, declared run (empty:
         none), account, class bit, `utc_day` of the interval)."""
         _add(self._labelled, key, figures)
+
+    def add_parent(self, run: tuple[str, str], parent: str) -> None:
+        """A parent run the record declares for (account, run)."""
+        held = self._parents.get(run)
+        if held is None or parent < held:
+            self._parents[run] = parent
 
     def add_interval(self, device: str, figures: Sum) -> None:
         """One interval's whole-device figures."""
@@ -109,6 +119,7 @@ class SumsBuilder:
             runs=merge(by_run),
             run_classes=classes,
             account_days=merge(((k[3], k[5]), s) for k, s in labelled.items()),
+            run_parents=self._parents,
         )
 
 

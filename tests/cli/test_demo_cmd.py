@@ -39,6 +39,7 @@ def test_jobs_gain_the_demo_runs_and_accounts(tmp_path):
     assert by_job["a1"]["account"] == "lab-b"
     assert "run" not in by_job["a1"]
     assert (by_job["g1"]["run"], by_job["g1"]["class"]) == (demo_cmd.DERIVED_RUN, "fine-tuning")
+    assert by_job["g1"]["parent"] == "llm-demo"  # the workload declares its parent
 
 
 def test_demo_shows_one_run_across_two_nodes_and_its_account(capsys: pytest.CaptureFixture[str]):
@@ -59,16 +60,24 @@ def test_demo_shows_one_run_across_two_nodes_and_its_account(capsys: pytest.Capt
     assert any(ln.startswith("acme ") and "all time" in ln for ln in accounts.splitlines())
     assert "last 30 days" in accounts
 
-    # The derived fine-tuning run: declared, its cumulative its own plus llm-demo's.
-    assert "declared: leaf" in out and "derives from 'llm-demo' of account 'acme'" in out
+    # The derived fine-tuning run: declared from its records (nobody ran `runs declare`), its
+    # cumulative its own plus llm-demo's.
+    assert "derives from 'llm-demo' of account 'acme'" in out
+    assert "declared by the workload (its record " in out
     [ft] = [
         ln.split() for ln in runs.splitlines() if ln.startswith("acme ") and "llm-demo-ft" in ln
     ]
     assert ft[:3] == ["acme", "llm-demo-ft", "fine-tuning"] and ft[-3] == "acme/llm-demo"
     assert float(ft[-2]) == pytest.approx(float(ft[3]) + float(row[3]), rel=1e-3)
     assert ft[-1] == "yes"  # above a third of llm-demo's compute
-    # A forecast alert of llm-demo at the lowered run threshold.
+    # A forecast alert of llm-demo at the lowered run threshold, and the derived-run alert of
+    # llm-demo-ft (decided as its records came, its lineage declared from them).
     alerts = out.split("Run alerts")[1].split("Runs (`flopwatch runs`)")[0]
+    assert any(
+        ln.startswith("ALERT: run llm-demo-ft (account acme): its own FLOPs")
+        and "above a third of its parent's cumulative compute" in ln
+        for ln in alerts.splitlines()
+    )
     assert any(
         ln.startswith("ALERT: run llm-demo (account acme): at its current rate") and "1e+17" in ln
         for ln in alerts.splitlines()

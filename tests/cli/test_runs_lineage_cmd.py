@@ -49,6 +49,7 @@ def test_declare_claim_and_show_lineage(tmp_path, capsys, fleet):  # noqa: F811
     )
     assert code == 0, err
     assert "declared: leaf" in out and "derives from 'llama'" in out
+    assert "declared by the operator, leaf" in out
     # Refused, with the reason; nothing is kept.
     code, _, err = flopwatch(
         capsys,
@@ -120,6 +121,7 @@ def test_declare_claim_and_show_lineage(tmp_path, capsys, fleet):  # noqa: F811
     )
     view = json.loads(out)
     assert view["ancestors"] == [{"account": "acme", "run": "llama-ft"}]
+    assert view["declared_by"]["by"] == "operator" and view["declared_by"]["record_key_id"] is None
     assert view["inherited"]["flops"] == tune["cumulative_flops"]
     assert (
         view["foreign_parent_collector"] == Envelope.from_bytes(claim.read_bytes()).signatures[0][0]

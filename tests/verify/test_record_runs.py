@@ -157,3 +157,41 @@ def test_a_malformed_label_refuses_the_record_with_its_reason(
     e = refused(key, resigned(key, build(key), edit))
     assert e.reason == reason
     assert words in e.message and "slurm:c/7" in e.message
+
+
+def test_a_parent_run_verifies_and_is_summed_per_run(key: SigningKey) -> None:
+    window = JobWindow(
+        "slurm:c/7", pid=42, start_ns=0, run="llama-ft", account="acme", run_parent="llama"
+    )
+    env = build(key, window)
+    att = pb.Attestation()
+    att.ParseFromString(env.payload)
+    share = {j.job_id: j for j in att.intervals[0].jobs}["slurm:c/7"]
+    assert share.run_parent == "llama"
+    assert verify(key, env).sums.run_parents == {("acme", "llama-ft"): "llama"}
+    # A record naming no parent sums none (what the collector looks at per record).
+    assert verify(key, build(key)).sums.run_parents == {}
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda j: setattr(j, "run_parent", "ll\x1b[2Jama"), "parent run holds the unprintable"),
+        (lambda j: setattr(j, "run_parent", "p" * 257), "parent run is longer than 256"),
+        (
+            lambda j: (setattr(j, "run", ""), setattr(j, "run_source", "")),
+            "a parent run without a run",
+        ),
+    ],
+    ids=["terminal-escape-in-parent", "overlong-parent", "parent-without-run"],
+)
+def test_a_malformed_parent_run_refuses_the_record(
+    key: SigningKey, edit: Callable[[pb.JobShare], None], words: str
+) -> None:
+    def with_parent(j: pb.JobShare) -> None:
+        j.run_parent = "llama"
+        edit(j)
+
+    e = refused(key, resigned(key, build(key), with_parent))
+    assert e.reason == "malformed"
+    assert words in e.message and "slurm:c/7" in e.message

@@ -66,6 +66,7 @@ def kube_settings(config: AgentConfig) -> KubeSettings:
         run_label=config.k8s_run_label,
         run_annotation=config.k8s_run_annotation,
         class_key=config.k8s_class_key,
+        parent_key=config.k8s_parent_key,
         account_label=config.k8s_account_label,
     )
 
@@ -109,6 +110,7 @@ def build_attributor(
             run_from=config.slurm_run_from,
             run_variable=config.slurm_run_variable,
             class_variable=config.slurm_class_variable,
+            parent_variable=config.slurm_parent_variable,
             scontrol=config.scontrol,
             scontrol_timeout_s=config.scontrol_timeout_s,
         )

@@ -10,8 +10,8 @@ be refused whole by the collector. A window's run or account that fails its rule
 alone (flopwatch/agent/attribution/labels.py): the work stays the job's, in its own run.
 
 Then what was registered for a job by hand or by a scheduler's hook (`Declared`: precision,
-run, account, class) overrides what the sources found for it, and windows still without an
-account get the node's default account.
+run, account, class, parent run) overrides what the sources found for it, and windows still
+without an account get the node's default account.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flopwatch.agent.attribution.labels import Refusals, account_refusal, run_refusal
+from flopwatch.agent.attribution.labels import (
+    Refusals,
+    account_refusal,
+    parent_refusal,
+    run_refusal,
+)
 from flopwatch.agent.backends.base import GpuReading
 from flopwatch.attribution import JobWindow
 from flopwatch.errors import ConfigError, FlopwatchError
@@ -60,6 +65,7 @@ class Declared:
     run: str = ""
     account: str = ""
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
+    run_parent: str = ""
 
     def apply(self, w: JobWindow) -> JobWindow:
         changes: dict[str, Any] = {}
@@ -71,6 +77,8 @@ class Declared:
             changes["account"] = self.account
         if self.workload_class is not WorkloadClass.UNKNOWN:
             changes["workload_class"] = self.workload_class
+        if self.run_parent:
+            changes["run_parent"] = self.run_parent
         return dataclasses.replace(w, **changes) if changes else w
 
 
@@ -129,10 +137,11 @@ class Attributor:
         return out
 
     def _checked(self, w: JobWindow) -> JobWindow:
-        """The window with a run or account that fails its rule taken out (and refused)."""
-        if not (w.run or w.account):
+        """The window with a run, account or parent run that fails its rule taken out (and
+        refused)."""
+        if not (w.run or w.account or w.run_parent):
             return w
-        run, run_source, account = w.run, w.run_source, w.account
+        run, run_source, account, parent = w.run, w.run_source, w.account, w.run_parent
         why = run_refusal(run, run_source) if run else None
         if why is not None:
             self.refusals.refuse("run", run, why, w.job_id, "the job's own run")
@@ -142,9 +151,15 @@ class Attributor:
             then = "the node's default account" if self._default_account else "no account"
             self.refusals.refuse("account", account, why, w.job_id, then)
             account = ""
-        if (run, account) == (w.run, w.account):
+        why = parent_refusal(parent, run) if parent else None
+        if why is not None:
+            self.refusals.refuse("parent", parent, why, w.job_id, "its run, with no parent")
+            parent = ""
+        if (run, account, parent) == (w.run, w.account, w.run_parent):
             return w
-        return dataclasses.replace(w, run=run, run_source=run_source, account=account)
+        return dataclasses.replace(
+            w, run=run, run_source=run_source, account=account, run_parent=parent
+        )
 
     def _failed(self, name: str, error: FlopwatchError) -> None:
         self.errors[name] += 1

@@ -27,6 +27,8 @@ thread:
           answer) leaves the pod unresolved: it is attributed as unknown (the caller's
           fallback) and read again before the next watch, at least every `retry_s`.
   class   the `class_key` label, else annotation
+  parent  the `parent_key` label, else annotation: the run (a name of the pod's account) the
+          pod's run derives from; only with a run (the agent refuses it otherwise)
   precision  the flopwatch.dev/precision label, else annotation
 
 A pod's account is never read from the pod (the workload writes its labels): it is the value of
@@ -73,6 +75,7 @@ log = logging.getLogger(__name__)
 
 RUN_KEY = "flopwatch.dev/run"
 CLASS_KEY = "flopwatch.dev/run-class"
+PARENT_KEY = "flopwatch.dev/run-parent"
 ACCOUNT_KEY = "flopwatch.dev/account"
 PRECISION_KEY = "flopwatch.dev/precision"
 MAX_CACHED_PODS = 10_000  # pods kept (a node runs at most a few hundred)
@@ -96,6 +99,7 @@ class KubeSettings:
     run_label: str = RUN_KEY  # "": not read
     run_annotation: str = RUN_KEY  # "": not read
     class_key: str = CLASS_KEY  # a label or annotation
+    parent_key: str = PARENT_KEY  # a label or annotation naming the run's parent run
     account_label: str = ACCOUNT_KEY  # a namespace label; "": the namespace is the account
     watch_timeout_s: float = DEFAULT_WATCH_TIMEOUT_S
     retry_s: float = DEFAULT_RETRY_S
@@ -111,6 +115,7 @@ class KubeSettings:
             ("--k8s-run-label", self.run_label),
             ("--k8s-run-annotation", self.run_annotation),
             ("--k8s-class-key", self.class_key),
+            ("--k8s-parent-key", self.parent_key),
             ("--k8s-account-label", self.account_label),
         ):
             if len(key) > _KEY_CHARS or not (key.isascii() and key.isprintable()) or " " in key:
@@ -132,6 +137,7 @@ class PodFacts:
     run_source: str = ""
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
     precision: Precision = Precision.UNSPECIFIED
+    run_parent: str = ""  # the `parent_key` label, else annotation; empty: none
     resolved: bool = True  # False: its controllers could not be read yet (read again later)
 
 
@@ -286,9 +292,11 @@ class KubeDirectory:
         self._forbidden: set[tuple[str, str]] = set()
         self._full_warned = False
         s = settings
-        self._pod_labels = tuple(k for k in (s.run_label, s.class_key, PRECISION_KEY) if k)
+        self._pod_labels = tuple(
+            k for k in (s.run_label, s.class_key, s.parent_key, PRECISION_KEY) if k
+        )
         self._pod_annotations = tuple(
-            k for k in (s.run_annotation, s.class_key, PRECISION_KEY) if k
+            k for k in (s.run_annotation, s.class_key, s.parent_key, PRECISION_KEY) if k
         )
         self.pods = Informer(
             KubeApi(api),
@@ -516,6 +524,8 @@ class KubeDirectory:
         except ValueError as e:
             self._refusals.refuse("class", text or "", str(e), job_id, "class unknown")
             workload_class = WorkloadClass.UNKNOWN
+        key = s.parent_key
+        parent = (labels.get(key) or annotations.get(key) or "") if key else ""
         text = labels.get(PRECISION_KEY) or annotations.get(PRECISION_KEY)
         try:
             precision = Precision.parse(text)
@@ -546,6 +556,7 @@ class KubeDirectory:
             run_source=source,
             workload_class=workload_class,
             precision=precision,
+            run_parent=parent,
             resolved=resolved,
         )
 

@@ -138,6 +138,7 @@ class KubernetesSource:
             run_source=facts.run_source if run and facts is not None else "",
             account=self._accounts.of(account_name or ""),
             workload_class=facts.workload_class if facts is not None else WorkloadClass.UNKNOWN,
+            run_parent=facts.run_parent if facts is not None and facts.resolved else "",
         )
 
     def windows(self, pids: Collection[int], now_ns: int) -> list[JobWindow]:

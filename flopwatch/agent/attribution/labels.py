@@ -9,6 +9,10 @@ WARN_PERIOD_S) and to the flopwatch_agent_labels_refused metric, and the work st
 it goes to the job's own run, or to no account (then the node's default account). Nothing
 measured is dropped, and a record is never refused by the collector for a label.
 
+A parent run (the run a run derives from, a run name of the same account) is the workload's
+word too, checked the same way; a parent declared without a run (or with a run refused) is
+refused, counted under the field "parent", and the work keeps its run without a parent.
+
 Accounts are the operator's: `AccountMap` turns a scheduler's account (a Slurm account, a
 Kubernetes namespace or its admin's account label) into the accountable party the operator
 names (`--account-map`), and gives work no source finds an account for to the node's default
@@ -35,7 +39,7 @@ WARN_PERIOD_S = 60.0  # at most one warning per field per this many seconds
 MAX_REMEMBERED_REFUSALS = 1024  # distinct refused values remembered (counted and logged once)
 MAX_ACCOUNT_MAP_ENTRIES = 10_000  # entries of --account-map
 _CHARS = DEFAULT_LIMITS.max_identifier_chars
-FIELDS = ("run", "account", "class")
+FIELDS = ("run", "account", "class", "parent")
 
 
 class Refusals:
@@ -132,6 +136,14 @@ def run_refusal(run: str, run_source: str) -> str | None:
     if run_source in DERIVED_RUN_SOURCES:
         return label_problem(run, _CHARS)
     return declared_run_problem(run, _CHARS)
+
+
+def parent_refusal(parent: str, run: str) -> str | None:
+    """Why a parent run is refused, or None: the identifier rule, and only a declared run has a
+    parent (a job that is its own run, or whose run was refused, declares none)."""
+    if not run:
+        return "is declared without a run (only a declared run has a parent)"
+    return label_problem(parent, _CHARS)
 
 
 def account_refusal(account: str) -> str | None:

@@ -1,11 +1,12 @@
 """Jobs registered by hand or by a scheduler's hooks (`flopwatch job start|end`), persisted.
 
 Each registration is a window [start, end) of a cluster-namespaced job id that claims whole GPUs
-(GPU claims, flopwatch.attribution), or no GPU at all: then it only declares the job's precision,
-run, account and class for work other sources attribute to it (a Slurm job's processes, a
-Kubernetes pod). Registrations come over the operator-only control socket, so the account given
-is the operator's word; run and account are checked like job ids, and a value that fails is
-refused with the reason (nothing is registered).
+(GPU claims, flopwatch.attribution), or no GPU at all: then it only declares the job's
+precision, run, account, class and parent run for work other sources attribute to it (a Slurm
+job's processes, a Kubernetes pod). Registrations come over the operator-only control socket,
+so the account given is the operator's word; run, account and parent run are checked like job
+ids (a parent only with a run), and a value that fails is refused with the reason (nothing is
+registered).
 
 The registry lives in STATE_DIR/jobs.json, replaced atomically (tmp, fsync, rename, fsync dir)
 before a start or end is answered, so an agent restarted in the middle of a job keeps
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flopwatch.agent.attribution.base import Declared
-from flopwatch.agent.attribution.labels import account_refusal, run_refusal
+from flopwatch.agent.attribution.labels import account_refusal, parent_refusal, run_refusal
 from flopwatch.agent.backends.base import GpuInfo
 from flopwatch.attribution import ALL_GPUS, JobWindow
 from flopwatch.errors import ConfigError, JobRegistryError
@@ -57,10 +58,13 @@ class RegisteredJob:
     run: str = ""  # empty: not declared here
     account: str = ""  # empty: not given here (the sources' or the node's default)
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
+    run_parent: str = ""  # empty: not declared here
 
     @property
     def declared(self) -> Declared:
-        return Declared(self.precision, self.run, self.account, self.workload_class)
+        return Declared(
+            self.precision, self.run, self.account, self.workload_class, self.run_parent
+        )
 
     def windows(self) -> list[JobWindow]:
         return [
@@ -76,6 +80,7 @@ class RegisteredJob:
                 account=self.account,
                 workload_class=self.workload_class,
                 run_source=RUN_FROM_MANUAL if self.run else "",
+                run_parent=self.run_parent,
             )
             for gpu in self.gpus
         ]
@@ -95,6 +100,8 @@ class RegisteredJob:
             out["account"] = self.account
         if self.workload_class is not WorkloadClass.UNKNOWN:
             out["class"] = self.workload_class.value
+        if self.run_parent:
+            out["parent"] = self.run_parent
         return out
 
     @classmethod
@@ -110,8 +117,9 @@ class RegisteredJob:
         if not isinstance(start, int) or not (end is None or isinstance(end, int)):
             raise ValueError("start_unix_ns and end_unix_ns must be integers")
         run, account = item.get("run", ""), item.get("account", "")
-        if not isinstance(run, str) or not isinstance(account, str):
-            raise ValueError("run and account must be strings")
+        parent = item.get("parent", "")
+        if not all(isinstance(v, str) for v in (run, account, parent)):
+            raise ValueError("run, account and parent must be strings")
         return cls(
             job_id,
             source,
@@ -122,6 +130,7 @@ class RegisteredJob:
             run,
             account,
             WorkloadClass.parse(item.get("class")),
+            parent,
         )
 
 
@@ -144,11 +153,13 @@ def namespaced_job_id(cluster: str, source: str, job: str) -> str:
     raise JobRegistryError("invalid", f"source {source!r} must be one of {', '.join(SOURCES)}")
 
 
-def check_labels(run: str, account: str) -> None:
-    """Refuse a registration's run or account that fails its rule (flopwatch/runs.py)."""
+def check_labels(run: str, account: str, parent: str = "") -> None:
+    """Refuse a registration's run, account or parent run that fails its rule
+    (flopwatch/runs.py; a parent needs a run)."""
     for what, value, why in (
         ("run", run, run_refusal(run, RUN_FROM_MANUAL) if run else None),
         ("account", account, account_refusal(account) if account else None),
+        ("parent", parent, parent_refusal(parent, run) if parent else None),
     ):
         if why is not None:
             raise JobRegistryError("invalid", f"{what} '{shown(value)[:300]}' {why}")
@@ -251,28 +262,31 @@ class JobRegistry:
         run: str = "",
         account: str = "",
         workload_class: WorkloadClass = WorkloadClass.UNKNOWN,
+        run_parent: str = "",
     ) -> RegisteredJob:
         job_id = namespaced_job_id(self._cluster, source or "manual", job)
         claimed = resolve_gpus(gpus, self._gpus)
-        check_labels(run, account)
+        check_labels(run, account, run_parent)
         with self._lock:
             running = self._running(job_id)
             if running is not None:
-                same = (claimed, precision, run, account, workload_class)
+                same = (claimed, precision, run, account, workload_class, run_parent)
                 if (
                     running.gpus,
                     running.precision,
                     running.run,
                     running.account,
                     running.workload_class,
+                    running.run_parent,
                 ) == same:
                     return running  # a hook retried
                 raise JobRegistryError(
                     "conflict",
                     f"job {job_id} is already running with GPUs {list(running.gpus)}, "
                     f"precision {running.precision.value}, run {running.run or '(its own)'!r}, "
-                    f"account {running.account or '(none)'!r} and class "
-                    f"{running.workload_class.value}; end it first",
+                    f"account {running.account or '(none)'!r}, class "
+                    f"{running.workload_class.value} and parent "
+                    f"{running.run_parent or '(none)'!r}; end it first",
                 )
             now = self._now_ns()
             kept = tuple(
@@ -289,6 +303,7 @@ class JobRegistry:
                 run=run,
                 account=account,
                 workload_class=workload_class,
+                run_parent=run_parent,
             )
             self._save((*kept, new))
             return new

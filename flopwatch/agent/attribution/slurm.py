@@ -22,11 +22,13 @@ Run, account and class (flopwatch/runs.py):
            else the job is a run of its own.
   class    FLOPWATCH_RUN_CLASS in the process environment (configurable): pretraining,
            fine-tuning, reinforcement-learning, synthetic-data, evaluation, inference.
+  parent   FLOPWATCH_RUN_PARENT in the process environment (configurable): the run (a name of
+           the same account) the job's run derives from; only with a run.
   account  the job's Account as slurmctld knows it (`scontrol show job`, flopwatch/agent/
            attribution/scontrol.py), never the process environment, mapped by the operator's
            `--account-map`; unknown where scontrol cannot say.
-A run or class that fails its rule is refused (logged, counted) and the work goes to the job's
-own run (flopwatch/agent/attribution/labels.py).
+A run, class or parent that fails its rule is refused (logged, counted) and the work goes to
+the job's own run, or to its run without a parent (flopwatch/agent/attribution/labels.py).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 PRECISION_VARIABLE = "FLOPWATCH_PRECISION"
 RUN_VARIABLE = "FLOPWATCH_RUN"
 CLASS_VARIABLE = "FLOPWATCH_RUN_CLASS"
+PARENT_VARIABLE = "FLOPWATCH_RUN_PARENT"
 RUN_FROM = (RUN_FROM_ENVIRONMENT, RUN_FROM_COMMENT, RUN_FROM_WCKEY)
 
 
@@ -69,6 +72,7 @@ class SlurmSettings:
     run_from: str = RUN_FROM_ENVIRONMENT  # "environment", "comment" or "wckey"
     run_variable: str = RUN_VARIABLE
     class_variable: str = CLASS_VARIABLE
+    parent_variable: str = PARENT_VARIABLE
     scontrol: str = "scontrol"  # path of scontrol; "" or "off": never ask slurmctld
     scontrol_timeout_s: float = 2.0
 
@@ -78,6 +82,7 @@ class SlurmSettings:
         for flag, name in (
             ("--slurm-run-variable", self.run_variable),
             ("--slurm-class-variable", self.class_variable),
+            ("--slurm-parent-variable", self.parent_variable),
         ):
             if not _VARIABLE.fullmatch(name):
                 raise ConfigError(f"{flag} {name!r} is not an environment variable name")
@@ -93,6 +98,7 @@ class SlurmProcess:
     run: str = ""  # as the process environment declares it (the run variable)
     workload_class: WorkloadClass = WorkloadClass.UNKNOWN
     array_job: str = ""  # SLURM_ARRAY_JOB_ID of an array task, else empty
+    run_parent: str = ""  # as the process environment declares it (the parent variable)
 
 
 def job_from_cgroups(paths: Collection[str]) -> str | None:
@@ -162,6 +168,7 @@ class SlurmSource:
             run=env.get(self._settings.run_variable, ""),
             workload_class=self._class(job, env),
             array_job=array if _JOB_ID.fullmatch(array) and array != job else "",
+            run_parent=env.get(self._settings.parent_variable, ""),
         )
 
     def _class(self, job: str, env: dict[str, str]) -> WorkloadClass:
@@ -220,6 +227,7 @@ class SlurmSource:
                     account=self._accounts.of(info.account) if info is not None else "",
                     workload_class=p.workload_class,
                     run_source=run_source,
+                    run_parent=p.run_parent,
                 )
             )
         return out

@@ -56,6 +56,7 @@ class ControlClient:
         run: str = "",
         account: str = "",
         workload_class: WorkloadClass = WorkloadClass.UNKNOWN,
+        run_parent: str = "",
     ) -> cpb.RegisteredJob:
         request = cpb.StartJobRequest(
             job=job,
@@ -65,6 +66,7 @@ class ControlClient:
             run=run,
             account=account,
             workload_class=WORKLOAD_CLASS_TO_PROTO[workload_class],
+            run_parent=run_parent,
         )
         try:
             response: cpb.StartJobResponse = self._stub.StartJob(request, timeout=self._timeout_s)

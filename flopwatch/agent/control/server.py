@@ -65,6 +65,7 @@ def job_to_proto(job: RegisteredJob) -> cpb.RegisteredJob:
         run=job.run,
         account=job.account,
         workload_class=WORKLOAD_CLASS_TO_PROTO[job.workload_class],
+        run_parent=job.run_parent,
     )
 
 
@@ -94,18 +95,20 @@ class AgentControlServicer(agent_control_pb2_grpc.AgentControlServicer):
                     run=request.run,
                     account=request.account,
                     workload_class=workload_class,
+                    run_parent=request.run_parent,
                 )
             )
         except JobRegistryError as e:
             await context.abort(_STATUS.get(e.reason, grpc.StatusCode.UNKNOWN), e.message)
         log.info(
-            "job %s started: GPUs %s, precision %s, run %s, account %s, class %s",
+            "job %s started: GPUs %s, precision %s, run %s, account %s, class %s, parent %s",
             job.job_id,
             ",".join(job.gpus) or "none (declares only)",
             job.precision.value,
             shown(job.run) or "(not declared)",
             shown_account(job.account),
             job.workload_class.value,
+            shown(job.run_parent) or "(not declared)",
         )
         return cpb.StartJobResponse(job=job_to_proto(job))
 

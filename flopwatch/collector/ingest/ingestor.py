@@ -21,7 +21,9 @@ every envelope of the batch is acked "retry" and nothing of the batch is applied
 alerts (`flopwatch.collector.alerts.scopes`) are decided after the commit, from the totals of the
 batch's runs and accounts read back (a run's cumulative, with its ancestors' through
 `flopwatch.collector.lineage.parent_compute`), and recorded once each
-(`Store.record_scope_alerts`).
+(`Store.record_scope_alerts`). Before them, the parent runs the batch's records name for runs
+without a lineage are declared (`flopwatch.collector.ingest.declared_parents`), so a run
+declared derived has its run alerts (the derived-run rule among them) decided at once.
 
 Collectors sharing one database: another collector may commit a record of this batch (or
 overlapping GPU time) between the judging and the commit. The store then applies nothing and
@@ -74,6 +76,7 @@ from flopwatch.collector.alerts.scopes import ScopedPolicy
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.enrollment import Presented, TokenRedeemer
 from flopwatch.collector.ingest.batch import PendingBatch
+from flopwatch.collector.ingest.declared_parents import WorkloadParents
 from flopwatch.collector.ingest.rejections import Rejections
 from flopwatch.collector.ingest.run_view import AccountView, RunView
 from flopwatch.collector.lineage import parent_compute
@@ -144,6 +147,10 @@ class IngestSnapshot:
     clock_ahead: Mapping[tuple[str, str], float] = field(default_factory=dict)
     # (scope, kind, rule, threshold) -> run and account alerts recorded in the store
     scope_alerts: Mapping[tuple[str, str, str, int], int] = field(default_factory=dict)
+    # Runs declared derived from the parent their records name, and those refused by reason
+    # (`flopwatch.collector.ingest.declared_parents.REASONS`).
+    lineage_declared: int = 0
+    lineage_refused: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,11 @@ class Ingestor:
         max_label_values: int = 1000,
         scoped: ScopedPolicy | None = None,
         account_windows: Sequence[int] = (30, 90, 365),
+        parents: WorkloadParents | None = None,
     ) -> None:
         self._store = store
+        # Declares the parent runs records name (None: such parents are not declared).
+        self.parents = parents
         # Thresholds per run and per account window (flopwatch.collector.alerts.scopes).
         self.scoped = scoped or ScopedPolicy()
         self._account_windows = tuple(account_windows)
@@ -263,6 +273,7 @@ class Ingestor:
         return self.enrollment.redeem(token, presented)
 
     def snapshot(self) -> IngestSnapshot:
+        declared, refused = self.parents.counts() if self.parents is not None else (0, {})
         with self._lock:
             return IngestSnapshot(
                 jobs=tuple(self._jobs.values()),
@@ -279,6 +290,8 @@ class Ingestor:
                 future=self._clocks.counts(),
                 clock_ahead=self._clocks.ahead(),
                 scope_alerts=dict(self._scope_counts),
+                lineage_declared=declared,
+                lineage_refused=refused,
             )
 
     # -- one batch -------------------------------------------------------------------------
@@ -302,23 +315,37 @@ class Ingestor:
         forks = self._forks.settle(now)
         clocks = self._clocks.settle({r.key_id for r in batch.records}, now)
         self._note_clocks()
-        scoped = self._scope_alerts(batch.records)
+        declared = self.parents.after_commit(batch.records) if self.parents is not None else []
+        scoped = self._scope_alerts(batch.records, declared)
         self._emit([*fired, *self._crossed_meanwhile(totals), *scoped, *forks, *clocks])
         return acks
 
-    def _scope_alerts(self, records: Sequence[VerifiedRecord]) -> list[ScopeAlert]:
+    def check_lineage(self) -> None:
+        """Decide now the run alerts of the runs declared derived since the last look by others
+        (the operator's `flopwatch runs declare`, another collector), rather than at their next
+        commit. The collector calls it every `lineage_check_s`."""
+        if self.parents is None:
+            return
+        new = self.parents.refresh()
+        if new:
+            self._emit(self._scope_alerts((), new))
+
+    def _scope_alerts(
+        self, records: Sequence[VerifiedRecord], declared: Sequence[tuple[str, str]] = ()
+    ) -> list[ScopeAlert]:
         """Record and return the run and account alerts the committed totals of the batch's
-        runs and accounts newly call for.
+        runs and accounts (and of the runs just `declared` derived) newly call for.
 
         Decided after the commit, from totals read back, so concurrent collectors both see
         what they added together; the store records each alert once and hands back only the
         new ones. A store failure here delays the alerts to the next commit to the same run
         or account (they are decided from the totals, not from what the batch added)."""
         policy = self.scoped
-        if not records or not policy.active:
+        if not (records or declared) or not policy.active:
             return []
         now = self._now_ns()
         keys = {key for r in records for key in r.sums.runs}
+        keys.update(declared)
         proposed: list[ScopeAlert] = []
         try:
             if policy.run_rules:

@@ -452,3 +452,25 @@ def test_at_start_the_wait_for_the_first_lists_is_bounded(fake: tuple[FakeKubeAp
         assert d.wait_listed(15)
     finally:
         d.close()
+
+
+def test_the_workload_declares_its_parent_run_by_label_or_annotation(
+    fake: tuple[FakeKubeApi, str],
+) -> None:
+    api, url = fake
+    parent = "flopwatch.dev/run-parent"
+    api.add(
+        pod("by-label", labels={RUN: "llama-ft", parent: "llama"}),
+        pod("by-annotation", labels={RUN: "llama-rl"}, annotations={parent: "llama-ft"}),
+        pod("custom", labels={RUN: "distilled", "example.com/parent": "llama"}),
+    )
+    d = directory(url)
+    d.sync()
+    assert (facts(d, "by-label").run, facts(d, "by-label").run_parent) == ("llama-ft", "llama")
+    assert facts(d, "by-annotation").run_parent == "llama-ft"
+    assert facts(d, "custom").run_parent == ""
+    # The key is the operator's to choose.
+    other = directory(url, parent_key="example.com/parent")
+    other.sync()
+    assert facts(other, "custom").run_parent == "llama"
+    assert facts(other, "by-label").run_parent == ""

@@ -487,3 +487,26 @@ def test_a_running_agent_signs_a_pods_run_and_account_and_shows_the_api_in_its_m
     assert families["flopwatch_agent_k8s_pods_cached"].samples[0].value == 3
     assert families["flopwatch_agent_k8s_fallback_windows"].samples[0].value == 0
     assert not any(t.name.startswith("flopwatch-k8s") for t in threading.enumerate())
+
+
+def test_a_pods_parent_run_reaches_its_windows_and_the_record(
+    kubelet: tuple[FakeKubelet, Path], kube_api: tuple[FakeKubeApi, str], tmp_path: Path
+) -> None:
+    fake, path = kubelet
+    api, url = kube_api
+    llama_cluster(api)
+    labels = {"flopwatch.dev/run": "llama-ft", "flopwatch.dev/run-parent": "llama"}
+    api.add(fake_pod("tuner", labels=labels))
+    fake.pods = [pod("ml", "tuner", ("nvidia.com/gpu", ["GPU-0"]))]
+    directory = kube_directory(url)
+    directory.sync()
+    attributor = Attributor([labelled_source(path, tmp_path / "proc", directory)])
+    checked = attributor.windows([reading_on(GPUS[0], 4242)])
+    [a] = attribute(S, 2 * S, [(4242, 1.0)], checked, gpu_ids=["GPU-0"])
+    assert (a.job_id, a.run, a.run_parent, a.account) == (
+        "k8s:cluster-a/ml/tuner",
+        "llama-ft",
+        "llama",
+        "acme",
+    )
+    assert attributor.refusals.snapshot() == {}

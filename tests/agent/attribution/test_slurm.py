@@ -267,3 +267,44 @@ def reading_of(pid: int) -> GpuReading:
         clock_samples=10,
         processes=(ProcessShare(pid, 1.0),),
     )
+
+
+# -- the run's parent ------------------------------------------------------------------------
+
+
+def test_the_parent_run_comes_from_the_environment_and_reaches_the_record(tmp_path: Path) -> None:
+    env = {"FLOPWATCH_RUN": "llama-ft", "FLOPWATCH_RUN_PARENT": "llama"}
+    add_process(tmp_path / "proc", 10, cgroups=[V1], environ=env)
+    attributor = Attributor([source(tmp_path, None)])
+    [a] = attribute(S, 2 * S, [(10, 1.0)], attributor.windows([reading_of(10)]))
+    assert (a.run, a.run_parent) == ("llama-ft", "llama")
+    # The variable is configurable, like the run's.
+    add_process(tmp_path / "proc", 11, cgroups=[V1], environ={**env, "MY_PARENT": "base"})
+    [w] = source(tmp_path, None, parent_variable="MY_PARENT").windows({11}, now_ns=S)
+    assert (w.run, w.run_parent) == ("llama-ft", "base")
+
+
+@pytest.mark.parametrize(
+    ("env", "run", "why"),
+    [
+        ({"FLOPWATCH_RUN_PARENT": "llama"}, "", "declared without a run"),
+        ({"FLOPWATCH_RUN": "ft", "FLOPWATCH_RUN_PARENT": "ll\x1b[2Jama"}, "ft", "unprintable"),
+        ({"FLOPWATCH_RUN": "slurm:c/1", "FLOPWATCH_RUN_PARENT": "llama"}, "", "without a run"),
+    ],
+    ids=["parent-without-run", "terminal-escape-in-parent", "parent-of-a-refused-run"],
+)
+def test_a_parent_without_a_run_or_malformed_is_refused_and_the_work_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, env: dict[str, str], run: str, why: str
+) -> None:
+    add_process(tmp_path / "proc", 10, cgroups=[V1], environ=env)
+    refusals = Refusals()
+    attributor = Attributor([source(tmp_path, None, refusals=refusals)], refusals=refusals)
+    with caplog.at_level(logging.WARNING):
+        windows = attributor.windows([reading_of(10)])
+        attributor.windows([reading_of(10)])  # the next round: counted once
+    [a] = attribute(S, 2 * S, [(10, 1.0)], windows)
+    assert (a.job_id, a.run_parent, a.share_ppm) == ("slurm:c/123", "", PPM)
+    assert a.run == run
+    assert refusals.snapshot()["parent"] == 1
+    assert why in caplog.text and "its run, with no parent" in caplog.text
+    assert "\x1b" not in caplog.text

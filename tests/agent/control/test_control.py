@@ -141,6 +141,35 @@ def test_start_declares_run_class_and_account_over_the_socket(
     serve(tmp_path, body)
 
 
+def test_start_declares_the_runs_parent_over_the_socket_and_it_reaches_the_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def body(sock: Path) -> None:
+        s = ["--socket", str(sock)]
+        labels = ["--run", "llama-ft", "--parent", "llama", "--class", "fine-tuning"]
+        code, out, _ = job(["start", "--job", "j", "--gpus", "0", *labels, "--json", *s], capsys)
+        assert code == 0
+        assert (json.loads(out)["run"], json.loads(out)["parent"]) == ("llama-ft", "llama")
+        code, out, _ = job(["list", *s], capsys)
+        assert "run: llama-ft  account: (none)  class: fine-tuning  parent: llama" in out
+        # A parent needs a run, and follows the identifier rule; nothing is registered then.
+        code, _, err = job(["start", "--job", "m", "--parent", "llama", *s], capsys)
+        assert code == 2 and "parent 'llama' is declared without a run" in err
+        bad = ["--run", "r", "--parent", "l\x1b[2J"]
+        code, _, err = job(["start", "--job", "m", *bad, *s], capsys)
+        assert code == 2 and "parent" in err and "unprintable" in err
+        code, out, _ = job(["list", "--json", *s], capsys)
+        assert [j["job_id"] for j in json.loads(out)["jobs"]] == ["manual:c1/j"]
+
+    serve(tmp_path, body)
+    # The registration persists with its parent, and its windows carry it.
+    registry = JobRegistry(tmp_path / "jobs.json", cluster="c1", gpus=H100)
+    [registered] = registry.jobs()
+    assert registered.run_parent == "llama"
+    assert {w.run_parent for w in registered.windows()} == {"llama"}
+    assert registered.declared.run_parent == "llama"
+
+
 def test_the_agent_setting_for_the_socket_is_the_cli_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
