@@ -41,6 +41,7 @@ import grpc
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
+from flopwatch.collector import key_statements
 from flopwatch.collector.alerts.events import AlertSink, LogSink, ThresholdPolicy
 from flopwatch.collector.alerts.liveness import LivenessMonitor
 from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
@@ -172,6 +173,7 @@ class CollectorService:
         )
         try:
             log_key = open_log_key(key_path, store)
+            key_statements.start(store, log_key)
             ingestor = Ingestor(
                 store,
                 policy,

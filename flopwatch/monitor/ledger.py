@@ -26,6 +26,7 @@ from flopwatch.monitor.events import (
     Problem,
 )
 from flopwatch.monitor.labels import Entities, labels_of
+from flopwatch.monitor.node_keys import LogKey
 from flopwatch.monitor.totals import Figures, Threshold, TotalKey, add_record, crossed
 from flopwatch.verify import VerifiedRecord
 
@@ -59,6 +60,7 @@ class Batch:
     totals: dict[TotalKey, Figures] = field(default_factory=dict)  # new values
     alerts: list[Alert] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    keys: list[tuple[str, LogKey]] = field(default_factory=list)  # log, a node key as now known
     counted: int = 0
     duplicates: int = 0
     gpu_intervals: int = 0
@@ -151,6 +153,10 @@ class Ledger:
 
     def _problem(self, p: Problem) -> None:
         self._batch.problems.append(p)
+
+    def learn(self, log: str, key: LogKey) -> None:
+        """A node key log `log` enrolled or revoked (a key statement), in this batch."""
+        self._batch.keys.append((log, key))
 
     def report(self, p: Problem) -> None:
         """A problem found outside `count` (an entry that fails verification), in this batch."""

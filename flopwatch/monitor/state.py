@@ -22,9 +22,10 @@ from flopwatch.merkle import EMPTY_ROOT, HASH_SIZE
 from flopwatch.monitor.checkpoints import Kept
 from flopwatch.monitor.events import Alert, Problem
 from flopwatch.monitor.ledger import Batch, Held
+from flopwatch.monitor.node_keys import LogKey
 from flopwatch.monitor.totals import Figures, TotalKey
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = (
     """CREATE TABLE logs (name TEXT PRIMARY KEY, origin TEXT NOT NULL,
         kept_size TEXT NOT NULL, kept_root BLOB NOT NULL, kept_note BLOB NOT NULL,
@@ -45,6 +46,16 @@ _SCHEMA = (
         detail TEXT NOT NULL, at_ns INTEGER NOT NULL,
         PRIMARY KEY (log, reason, subject)) WITHOUT ROWID""",
 )
+# Per version, what brings the one before it there (appended; never changed).
+_MIGRATIONS = {
+    # Node keys each log enrolled and revoked (flopwatch.monitor.node_keys), as its key
+    # statements said up to the log's position.
+    2: (
+        """CREATE TABLE log_keys (log TEXT NOT NULL, key_id TEXT NOT NULL,
+            public_key BLOB NOT NULL, node_id TEXT NOT NULL, enrolled_leaf TEXT NOT NULL,
+            revoked_leaf TEXT, revoked_from TEXT, PRIMARY KEY (log, key_id)) WITHOUT ROWID""",
+    ),
+}
 
 
 def _int(text: object, what: str) -> int:
@@ -69,6 +80,15 @@ class MonitorState:
                 with self._transaction():
                     for statement in _SCHEMA:
                         self._db.execute(statement)
+                    for v in sorted(_MIGRATIONS):
+                        for statement in _MIGRATIONS[v]:
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                with self._transaction():
+                    for v in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[v]:
+                            self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise ConfigError(
@@ -131,6 +151,28 @@ class MonitorState:
         return {
             int(s): Held(bytes(d), bytes(p), str(log), _int(leaf, "a leaf"))
             for s, d, p, log, leaf in rows
+        }
+
+    def log_keys(self, log: str) -> dict[str, LogKey]:
+        """The node keys log `log` enrolled (and revoked), as learnt up to its position."""
+        try:
+            rows = self._db.execute(
+                "SELECT key_id, public_key, node_id, enrolled_leaf, revoked_leaf, revoked_from "
+                "FROM log_keys WHERE log = ?",
+                (log,),
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the monitor state: {e}") from e
+        return {
+            str(k): LogKey(
+                str(k),
+                bytes(pk),
+                str(node),
+                _int(enrolled, "a leaf"),
+                None if revoked is None else _int(revoked, "a leaf"),
+                None if since is None else _int(since, "a log size"),
+            )
+            for k, pk, node, enrolled, revoked, since in rows
         }
 
     def coverage(self) -> list[tuple[str, int, int]]:
@@ -238,6 +280,22 @@ class MonitorState:
                             f.last_end_ns,
                         )
                         for (kind, key), f in batch.totals.items()
+                    ],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO log_keys (log, key_id, public_key, node_id, "
+                    "enrolled_leaf, revoked_leaf, revoked_from) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            name,
+                            k.key_id,
+                            k.public_key,
+                            k.node_id,
+                            str(k.enrolled_leaf),
+                            None if k.revoked_leaf is None else str(k.revoked_leaf),
+                            None if k.revoked_from is None else str(k.revoked_from),
+                        )
+                        for name, k in batch.keys
                     ],
                 )
                 for a in batch.alerts:
