@@ -66,10 +66,11 @@ def add_parser(sub: Any) -> None:
     )
     thresholds = p.add_argument(
         "--thresholds",
-        metavar="KIND:FLOPS[:BASIS],...",
+        metavar="KIND[@DAYS]:FLOPS[:BASIS],...",
         help="comma-separated alert thresholds: alert when a total reaches FLOPS; KIND is job, "
-        "run, account or entity, BASIS upper (default: no crossing missed) or estimate (in the "
-        'config file also a list: thresholds = ["run:1e26", "entity:1e26"])',
+        "run, account or entity, or account@DAYS / entity@DAYS for a rolling window of "
+        "--account-windows; BASIS upper (default: no crossing missed) or estimate (in the "
+        'config file also a list: thresholds = ["run:1e26", "account@30:1e25"])',
     )
     toml_accepts(thresholds, list)
     p.add_argument(
@@ -112,6 +113,22 @@ def add_parser(sub: Any) -> None:
         "--http-timeout-s", type=float, default=30.0, help="seconds per request (default 30)"
     )
     p.add_argument(
+        "--account-windows",
+        default="30,90,365",
+        metavar="DAYS,...",
+        help="rolling windows of UTC days summed per account and entity, by each record's own "
+        "time; thresholds account@DAYS:FLOPS and entity@DAYS:FLOPS apply to them "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--account-days-kept",
+        type=int,
+        default=400,
+        metavar="DAYS",
+        help="UTC days of per-account and per-entity sums kept, at least the longest window "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--once", action="store_true", help="catch up every log once, print the totals and exit"
     )
     p.add_argument("--json", action="store_true", help="with --once: print JSON")
@@ -129,6 +146,7 @@ def _config(args: argparse.Namespace) -> Any:
     from flopwatch.monitor.fetch import FetchLimits
     from flopwatch.monitor.labels import Entities
     from flopwatch.monitor.totals import parse_threshold
+    from flopwatch.monitor.windows import Windows, parse_windows
 
     if args.max_tiles_per_poll < 1 or not 1 <= args.max_entry_bytes <= 0xFFFF:
         raise ConfigError("--max-tiles-per-poll >= 1 and --max-entry-bytes 1 to 65535")
@@ -138,10 +156,12 @@ def _config(args: argparse.Namespace) -> Any:
         host_port(args.metrics_listen)
     policy = None if args.witness_policy is None else load_policy(args.witness_policy)
     texts = [t for t in (args.thresholds or "").split(",") if t.strip()]
+    windows = Windows(parse_windows(args.account_windows), args.account_days_kept)
     return MonitorConfig(
         logs=load_logs(args.logs, policy),
         state=args.state,
-        thresholds=tuple(parse_threshold(t) for t in texts),
+        thresholds=tuple(parse_threshold(t, windows.days) for t in texts),
+        windows=windows,
         entities=Entities() if args.entities is None else load_entities(args.entities),
         webhook_url=args.webhook_url,
         webhook_secret_file=args.webhook_secret_file,
@@ -200,6 +220,8 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
     totals = monitor.state.totals()
     problems = monitor.state.problems()
     positions = monitor.state.positions()
+    days = monitor.config.windows.days
+    windows = {k: monitor.ledger.window_totals(*k) for k in sorted(monitor.ledger.days)}
     if as_json:
         out = {
             "logs": {n: {"checkpoint": k, "position": p} for n, (k, p) in positions.items()},
@@ -213,6 +235,18 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
                 }
                 for (kind, key), f in sorted(totals.items())
             ],
+            "windows": [
+                {
+                    "kind": kind,
+                    "key": key,
+                    "days": n,
+                    "flops_estimate": str(f.flops_estimate),
+                    "flops_upper": str(f.flops_upper),
+                    "gpu_intervals": f.gpu_intervals,
+                }
+                for (kind, key), figures in windows.items()
+                for n, f in zip(days, figures, strict=True)
+            ],
             "problems": [
                 {"log": p.log, "reason": p.reason, "subject": p.subject, "detail": p.detail}
                 for p in problems
@@ -224,6 +258,12 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
             print(f"log {name}: checkpoint {kept}, {position} entries judged")
         for (kind, key), f in sorted(totals.items()):
             print(f"{kind:7} {key}: {f.flops_estimate:.4g} FLOPs (upper {f.flops_upper:.4g})")
+        for (kind, key), figures in windows.items():
+            shown = ", ".join(
+                f"{n} d {f.flops_estimate:.4g} (upper {f.flops_upper:.4g})"
+                for n, f in zip(days, figures, strict=True)
+            )
+            print(f"{kind:7} {key} last UTC days: {shown} FLOPs")
         for p in problems:
             print(f"PROBLEM log {p.log}: {p.reason} ({p.subject}): {p.detail}")
     unread = [fl for fl in monitor.followers if fl.stats.last_error]

@@ -32,6 +32,7 @@ from flopwatch.keys import key_id_of, load_public_pem
 from flopwatch.monitor.fetch import FetchLimits
 from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.totals import Threshold
+from flopwatch.monitor.windows import Windows
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 from flopwatch.tlog.note import Ed25519Verifier, parse_vkey
 from flopwatch.tlog.policy import Policy, parse_policy
@@ -94,6 +95,7 @@ class MonitorConfig:
     metrics_listen: str | None = None
     poll_interval_s: float = 60.0
     limits: MonitorLimits = field(default_factory=MonitorLimits)
+    windows: Windows = field(default_factory=Windows)  # rolling windows per account, entity
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from flopwatch.monitor.ledger import Batch, Held
 from flopwatch.monitor.node_keys import LogKey
 from flopwatch.monitor.totals import Figures, TotalKey
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = (
     """CREATE TABLE logs (name TEXT PRIMARY KEY, origin TEXT NOT NULL,
         kept_size TEXT NOT NULL, kept_root BLOB NOT NULL, kept_note BLOB NOT NULL,
@@ -54,6 +54,13 @@ _MIGRATIONS = {
         """CREATE TABLE log_keys (log TEXT NOT NULL, key_id TEXT NOT NULL,
             public_key BLOB NOT NULL, node_id TEXT NOT NULL, enrolled_leaf TEXT NOT NULL,
             revoked_leaf TEXT, revoked_from TEXT, PRIMARY KEY (log, key_id)) WITHOUT ROWID""",
+    ),
+    # Rolling windows (flopwatch.monitor.windows): per account and entity, per UTC day.
+    3: (
+        """CREATE TABLE day_totals (kind TEXT NOT NULL, key TEXT NOT NULL, day INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            gpu_intervals INTEGER NOT NULL, first_start_ns INTEGER NOT NULL,
+            last_end_ns INTEGER NOT NULL, PRIMARY KEY (kind, key, day)) WITHOUT ROWID""",
     ),
 }
 
@@ -192,6 +199,18 @@ class MonitorState:
             )
         return out
 
+    def days(self) -> dict[tuple[str, str], dict[int, Figures]]:
+        """The rolling windows' day buckets: (kind, key) -> UTC day -> figures."""
+        out: dict[tuple[str, str], dict[int, Figures]] = {}
+        for kind, key, day, est, upper, n, first, last in self._db.execute(
+            "SELECT kind, key, day, flops_estimate, flops_upper, gpu_intervals, first_start_ns, "
+            "last_end_ns FROM day_totals"
+        ):
+            out.setdefault((str(kind), str(key)), {})[int(day)] = Figures(
+                _int(est, "a day total"), _int(upper, "a day total"), int(n), int(first), int(last)
+            )
+        return out
+
     def fired(self) -> set[tuple[str, str, str]]:
         return {
             (str(t), str(k), str(key))
@@ -298,6 +317,26 @@ class MonitorState:
                         for name, k in batch.keys
                     ],
                 )
+                db.executemany(
+                    "INSERT OR REPLACE INTO day_totals (kind, key, day, flops_estimate, "
+                    "flops_upper, gpu_intervals, first_start_ns, last_end_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            kind,
+                            key,
+                            day,
+                            str(f.flops_estimate),
+                            str(f.flops_upper),
+                            f.gpu_intervals,
+                            f.first_start_ns,
+                            f.last_end_ns,
+                        )
+                        for (kind, key, day), f in sorted(batch.days.items())
+                    ],
+                )
+                if batch.prune_before is not None:
+                    db.execute("DELETE FROM day_totals WHERE day < ?", (batch.prune_before,))
                 for a in batch.alerts:
                     cur = db.execute(
                         "INSERT OR IGNORE INTO alerts (threshold, kind, key, value, at_ns) "

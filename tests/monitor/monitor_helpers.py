@@ -18,6 +18,7 @@ from flopwatch.monitor.config import LogConfig, MonitorConfig, MonitorLimits
 from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.service import Monitor
 from flopwatch.monitor.totals import Threshold
+from flopwatch.monitor.windows import Windows
 from flopwatch.statements import ENROLLED, NodeKeyStatement
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import Note, parse_note
@@ -122,13 +123,18 @@ def monitor(
     entities: Entities | None = None,
     max_tiles_per_poll: int = 1024,
     state: str = "monitor.db",
+    windows: Windows | None = None,
+    max_metric_totals: int = 1000,
 ) -> Monitor:
     config = MonitorConfig(
         logs=tuple(logs),
         state=tmp / state,
         thresholds=tuple(thresholds),
         entities=entities or Entities(),
-        limits=MonitorLimits(max_tiles_per_poll=max_tiles_per_poll),
+        limits=MonitorLimits(
+            max_tiles_per_poll=max_tiles_per_poll, max_metric_totals=max_metric_totals
+        ),
+        windows=windows or Windows(),
     )
     ticks = itertools.count(NOW * 10**9)  # a clock that moves: problems keep their order
     return Monitor(config, clock_ns=lambda: next(ticks))

@@ -160,12 +160,14 @@ def test_a_version_1_state_gains_the_log_keys_table(tmp_path: Path) -> None:
     MonitorState(path).close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE log_keys")
+    db.execute("DROP TABLE day_totals")  # a later version's
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
     state = MonitorState(path)
     try:
         assert state.log_keys("a") == {}
+        assert state.days() == {}
     finally:
         state.close()
     db = sqlite3.connect(path)
