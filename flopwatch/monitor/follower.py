@@ -38,6 +38,7 @@ from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.monitor.checkpoints import Kept, against_kept, open_witnessed
 from flopwatch.monitor.config import LogConfig, MonitorLimits
 from flopwatch.monitor.events import (
+    REVOKED_NODE_KEY,
     UNKNOWN_NODE_KEY,
     UNREACHABLE,
     Alert,
@@ -74,6 +75,8 @@ class StateStore(Protocol):
     def log_state(self, name: str, origin: str) -> tuple[Kept, int]: ...
 
     def log_keys(self, log: str) -> dict[str, LogKey]: ...
+
+    def leaves_of(self, log: str, key_id: str) -> list[int]: ...
 
     def commit(
         self,
@@ -318,6 +321,26 @@ class LogFollower:
         if key is not None:
             ledger.learn(self.name, key)
             self.stats.key_statements += 1
+            if key.revoked_from is not None and key.revoked_from < leaf:
+                # A revocation logged after the size it names (a collector that logged it late):
+                # records of the key counted between the two are reported (counted already).
+                held = self._state.leaves_of(self.name, key.key_id)
+                late = sorted(
+                    x
+                    for x in {*held, *ledger.pending_leaves(self.name, key.key_id)}
+                    if x >= key.revoked_from
+                )
+                for x in late:
+                    ledger.report(
+                        Problem(
+                            self.name,
+                            REVOKED_NODE_KEY,
+                            f"leaf {x}",
+                            f"a record of key {short_key_id(key.key_id)} at or past log size "
+                            f"{key.revoked_from}, where its revocation (leaf {leaf}) says none "
+                            "may be; counted before the revocation was read",
+                        )
+                    )
         return problem
 
 

@@ -178,6 +178,10 @@ class Ledger:
     def _problem(self, p: Problem) -> None:
         self._batch.problems.append(p)
 
+    def pending_leaves(self, log: str, key_id: str) -> list[int]:
+        """Leaves of log `log` holding records of `key_id` counted in this batch."""
+        return [h.leaf for (k, _), h in self._pending.items() if k == key_id and h.log == log]
+
     def learn(self, log: str, key: LogKey) -> None:
         """A node key log `log` enrolled or revoked (a key statement), in this batch."""
         self._batch.keys.append((log, key))

@@ -182,6 +182,13 @@ class MonitorState:
             for k, pk, node, enrolled, revoked, since in rows
         }
 
+    def leaves_of(self, log: str, key_id: str) -> list[int]:
+        """Leaves of log `log` whose records of `key_id` were counted."""
+        rows = self._db.execute(
+            "SELECT leaf FROM records WHERE key_id = ? AND log = ?", (key_id, log)
+        ).fetchall()
+        return [_int(leaf, "a leaf") for (leaf,) in rows]
+
     def coverage(self) -> list[tuple[str, int, int]]:
         return [
             (str(g), int(s), int(e))

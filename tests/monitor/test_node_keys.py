@@ -105,6 +105,31 @@ def test_records_at_or_past_a_revocation_are_findings_not_counted(
         m.close()
 
 
+@pytest.mark.parametrize("read_apart", [False, True])  # the record committed before, or with
+def test_a_revocation_logged_late_reports_the_records_counted_past_its_size(
+    tmp_path: Path, log_a: ServedLog, read_apart: bool
+) -> None:
+    n1 = Node("n1")
+    ok, late = n1.envelope(), n1.envelope()
+    # The revocation names log size 2 but is logged at leaf 3, after a record at leaf 2.
+    log_a.add([log_a.key_statement(n1), ok, late])
+    m = monitor(tmp_path, [log_a.log_config("a", tmp_path, None)])
+    try:
+        if read_apart:
+            log_a.publish()
+            m.catch_up()
+            assert m.state.problems() == []
+        log_a.add([log_a.key_statement(n1, REVOKED, 2)])
+        log_a.publish()
+        m.catch_up()
+        assert [(p.reason, p.subject) for p in m.state.problems()] == [
+            (events.REVOKED_NODE_KEY, "leaf 2")
+        ]
+        assert m.state.positions()["a"] == (4, 4)
+    finally:
+        m.close()
+
+
 def test_a_statement_not_signed_by_the_log_key_is_a_finding_and_teaches_nothing(
     tmp_path: Path, log_a: ServedLog
 ) -> None:
