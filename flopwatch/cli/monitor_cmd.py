@@ -3,13 +3,16 @@
 It fetches each log's tlog-tiles, checks every checkpoint (the log key, the witness policy's
 cosignatures, consistency with the checkpoint it kept), verifies and recomputes every entry,
 counts no GPU-second twice across all the logs, and keeps totals per job, run, account and legal
-entity in its own SQLite state. The thresholds given here never leave this machine.
+entity (all time, and over rolling windows of UTC days per account and entity) in its own SQLite
+state. Node keys come from each log's key statements (checked with the log key). The thresholds
+given here never leave this machine.
 
-Example (logs.toml holds one [[log]] table per collector: name, url, vkey, node_keys,
-token_file or client_cert/client_key, ca_file; see docs/regulators.md, "Running the monitor"):
+Example (logs.toml holds one [[log]] table per collector: name, url, vkey, optional node_keys
+(pins), token_file or client_cert/client_key, ca_file; see docs/regulators.md, "Running the
+monitor"):
 
     flopwatch monitor --logs logs.toml --state monitor.db --witness-policy policy.txt \\
-        --thresholds run:1e26,entity:1e26 --entities entities.toml \\
+        --thresholds run:1e26,entity:1e26,account@30:1e25 --entities entities.toml \\
         --webhook-url https://alerts.regulator.example/flopwatch \\
         --webhook-secret-file webhook.secret --metrics-listen 127.0.0.1:9467
     flopwatch monitor --logs logs.toml --state monitor.db --once --json   # catch up, print
