@@ -166,9 +166,10 @@ class Ledger:
         b.coverage.extend(claim)
         labels = labels_of(record.attestation, log, self.entities)
         self._touched |= add_record(self.totals, record.sums.jobs, labels)
-        first = self._first_day()
+        now = self._clock_ns()
+        first, last = self.windows.first_kept(now), self.windows.last_kept(now)
         for (kind, key, day), s in day_keys(record.sums.account_days, log, self.entities):
-            if day >= first:
+            if first <= day <= last:
                 self.days.setdefault((kind, key), {}).setdefault(day, Figures()).add(s)
                 self._touched_days.add((kind, key, day))
         b.counted += 1

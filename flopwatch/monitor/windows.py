@@ -6,7 +6,8 @@ A record's compute counts for the UTC day its intervals end in (`flopwatch.verif
 the record's own time, not when the monitor counted it), per account ("<log>:<account>") and per
 entity (the regulator's mapping). A window of N days is the N UTC days through `today` (the
 monitor's clock), today included. Days older than `kept_days` before today are not kept: no
-window reaches them (a record of such a day adds to the all-time totals only). The buckets are
+window reaches them (a record of such a day adds to the all-time totals only); nor are days more
+than `kept_days` ahead of today (`Windows.last_kept`). The buckets are
 committed with each log's position, like every other total, so a restart counts nothing twice.
 """
 
@@ -45,6 +46,11 @@ class Windows:
     def first_kept(self, now_ns: int) -> int:
         """The oldest UTC day kept at `now_ns`."""
         return now_ns // DAY_NS - self.kept_days + 1
+
+    def last_kept(self, now_ns: int) -> int:
+        """The latest UTC day kept at `now_ns`: a record dated further ahead (a node clock far
+        off, or a hostile log) adds no bucket, so each total holds at most 2 * kept_days."""
+        return now_ns // DAY_NS + self.kept_days
 
 
 def day_keys(
