@@ -1,5 +1,5 @@
-"""What the collector signs with its own key: tree heads of its log, job claims, run claims
-and run lineage declarations.
+"""What the collector signs with its own key: tree heads of its log, job claims, run claims,
+run lineage declarations and node key statements (enrollments, revocations).
 
 All are DSSE envelopes (flopwatch.dsse) with payload types of their own, so a collector
 signature can never be mistaken for a node's attestation or for each other. A signed tree head
@@ -10,6 +10,7 @@ raw key, the log id). Pure: no I/O, no clock (timestamps are passed in).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from flopwatch.dsse import Envelope, Signer, pae
 from flopwatch.errors import KeyFileError, VerificationError
 from flopwatch.keys import key_id_of, public_from_raw, short_key_id
+from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.merkle import HASH_SIZE
 from flopwatch.v1 import bundle_pb2
 
@@ -337,3 +339,79 @@ class RunDeclaration:
             record_key_id=record_key_id,
             record_sequence=sequence,
         )
+
+
+# --- Node keys: enrollments and revocations ---------------------------------------------------
+# When the collector enrolls a node key, and when it revokes one, it appends a node key
+# statement to its transparency log, signed by the collector key (canonical JSON in a DSSE
+# envelope of its own payload type). An enrollment is logged in the transaction that enrolls the
+# key, so before any record the key signs; a revocation in the transaction that revokes it, with
+# `log_size`: the log's size at the revocation (no leaf from that index on may hold a record of
+# the key). A monitor learns each log's node keys from them, in log order.
+
+NODE_KEY_TYPE = "application/vnd.flopwatch.node-key.v1+json"
+MAX_NODE_KEY_BYTES = 2048
+BAD_NODE_KEY_STATEMENT = "bad_node_key_statement"
+ENROLLED = "enrolled"
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class NodeKeyStatement:
+    """Node key `public_key` (raw Ed25519) of node `node_id` was `action` (ENROLLED or REVOKED)
+    at `at_ns`; a revocation says the log's size when it took effect (`log_size`)."""
+
+    node_id: str
+    public_key: bytes
+    action: str
+    at_ns: int
+    log_size: int = 0  # revocations: records of the key are only at leaves below this
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(self.public_key).hexdigest()
+
+    def payload(self) -> bytes:
+        value: dict[str, object] = {
+            "node_id": self.node_id,
+            "public_key": base64.b64encode(self.public_key).decode(),
+            "key_id": self.key_id,
+            "action": self.action,
+            "at_ns": self.at_ns,
+        }
+        if self.action == REVOKED:
+            value["log_size"] = self.log_size
+        return canonical_json(value)
+
+    def sign(self, signer: Signer) -> Envelope:
+        return Envelope.sign(self.payload(), signer, NODE_KEY_TYPE)
+
+    @classmethod
+    def verified(cls, envelope: Envelope, key: Ed25519PublicKey) -> NodeKeyStatement:
+        """A node key statement as logged, checked against the collector key `key`;
+        VerificationError(bad_node_key_statement) with the reason otherwise."""
+        r = BAD_NODE_KEY_STATEMENT
+        check_signed(envelope, NODE_KEY_TYPE, key, r)
+        v = _json_payload(envelope, MAX_NODE_KEY_BYTES, r)
+        try:
+            public = base64.b64decode(_field(v, "public_key", str, r), validate=True)
+        except ValueError as e:
+            raise VerificationError(r, "field 'public_key' is not base64") from e
+        if len(public) != 32:
+            raise VerificationError(r, f"public key is {len(public)} bytes, not 32")
+        node_id = _field(v, "node_id", str, r)
+        if not node_id or len(node_id) > DEFAULT_LIMITS.max_identifier_chars:
+            raise VerificationError(r, "field 'node_id' is empty or too long")
+        action = _field(v, "action", str, r)
+        if action not in (ENROLLED, REVOKED):
+            raise VerificationError(r, f"action {action[:40]!r} is not enrolled or revoked")
+        statement = cls(
+            node_id=node_id,
+            public_key=public,
+            action=action,
+            at_ns=_field(v, "at_ns", int, r),
+            log_size=_field(v, "log_size", int, r) if action == REVOKED else 0,
+        )
+        if _field(v, "key_id", str, r) != statement.key_id:
+            raise VerificationError(r, "field 'key_id' is not the SHA-256 of the public key")
+        return statement

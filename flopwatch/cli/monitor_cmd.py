@@ -3,13 +3,16 @@
 It fetches each log's tlog-tiles, checks every checkpoint (the log key, the witness policy's
 cosignatures, consistency with the checkpoint it kept), verifies and recomputes every entry,
 counts no GPU-second twice across all the logs, and keeps totals per job, run, account and legal
-entity in its own SQLite state. The thresholds given here never leave this machine.
+entity (all time, and over rolling windows of UTC days per account and entity) in its own SQLite
+state. Node keys come from each log's key statements (checked with the log key). The thresholds
+given here never leave this machine.
 
-Example (logs.toml holds one [[log]] table per collector: name, url, vkey, node_keys,
-token_file or client_cert/client_key, ca_file; see docs/regulators.md, "Running the monitor"):
+Example (logs.toml holds one [[log]] table per collector: name, url, vkey, optional node_keys
+(pins), token_file or client_cert/client_key, ca_file; see docs/regulators.md, "Running the
+monitor"):
 
     flopwatch monitor --logs logs.toml --state monitor.db --witness-policy policy.txt \\
-        --thresholds run:1e26,entity:1e26 --entities entities.toml \\
+        --thresholds run:1e26,entity:1e26,account@30:1e25 --entities entities.toml \\
         --webhook-url https://alerts.regulator.example/flopwatch \\
         --webhook-secret-file webhook.secret --metrics-listen 127.0.0.1:9467
     flopwatch monitor --logs logs.toml --state monitor.db --once --json   # catch up, print
@@ -66,10 +69,11 @@ def add_parser(sub: Any) -> None:
     )
     thresholds = p.add_argument(
         "--thresholds",
-        metavar="KIND:FLOPS[:BASIS],...",
+        metavar="KIND[@DAYS]:FLOPS[:BASIS],...",
         help="comma-separated alert thresholds: alert when a total reaches FLOPS; KIND is job, "
-        "run, account or entity, BASIS upper (default: no crossing missed) or estimate (in the "
-        'config file also a list: thresholds = ["run:1e26", "entity:1e26"])',
+        "run, account or entity, or account@DAYS / entity@DAYS for a rolling window of "
+        "--account-windows; BASIS upper (default: no crossing missed) or estimate (in the "
+        'config file also a list: thresholds = ["run:1e26", "account@30:1e25"])',
     )
     toml_accepts(thresholds, list)
     p.add_argument(
@@ -112,6 +116,22 @@ def add_parser(sub: Any) -> None:
         "--http-timeout-s", type=float, default=30.0, help="seconds per request (default 30)"
     )
     p.add_argument(
+        "--account-windows",
+        default="30,90,365",
+        metavar="DAYS,...",
+        help="rolling windows of UTC days summed per account and entity, by each record's own "
+        "time; thresholds account@DAYS:FLOPS and entity@DAYS:FLOPS apply to them "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--account-days-kept",
+        type=int,
+        default=400,
+        metavar="DAYS",
+        help="UTC days of per-account and per-entity sums kept, at least the longest window "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--once", action="store_true", help="catch up every log once, print the totals and exit"
     )
     p.add_argument("--json", action="store_true", help="with --once: print JSON")
@@ -129,6 +149,7 @@ def _config(args: argparse.Namespace) -> Any:
     from flopwatch.monitor.fetch import FetchLimits
     from flopwatch.monitor.labels import Entities
     from flopwatch.monitor.totals import parse_threshold
+    from flopwatch.monitor.windows import Windows, parse_windows
 
     if args.max_tiles_per_poll < 1 or not 1 <= args.max_entry_bytes <= 0xFFFF:
         raise ConfigError("--max-tiles-per-poll >= 1 and --max-entry-bytes 1 to 65535")
@@ -138,10 +159,12 @@ def _config(args: argparse.Namespace) -> Any:
         host_port(args.metrics_listen)
     policy = None if args.witness_policy is None else load_policy(args.witness_policy)
     texts = [t for t in (args.thresholds or "").split(",") if t.strip()]
+    windows = Windows(parse_windows(args.account_windows), args.account_days_kept)
     return MonitorConfig(
         logs=load_logs(args.logs, policy),
         state=args.state,
-        thresholds=tuple(parse_threshold(t) for t in texts),
+        thresholds=tuple(parse_threshold(t, windows.days) for t in texts),
+        windows=windows,
         entities=Entities() if args.entities is None else load_entities(args.entities),
         webhook_url=args.webhook_url,
         webhook_secret_file=args.webhook_secret_file,
@@ -200,6 +223,8 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
     totals = monitor.state.totals()
     problems = monitor.state.problems()
     positions = monitor.state.positions()
+    days = monitor.config.windows.days
+    windows = {k: monitor.ledger.window_totals(*k) for k in sorted(monitor.ledger.days)}
     if as_json:
         out = {
             "logs": {n: {"checkpoint": k, "position": p} for n, (k, p) in positions.items()},
@@ -213,6 +238,18 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
                 }
                 for (kind, key), f in sorted(totals.items())
             ],
+            "windows": [
+                {
+                    "kind": kind,
+                    "key": key,
+                    "days": n,
+                    "flops_estimate": str(f.flops_estimate),
+                    "flops_upper": str(f.flops_upper),
+                    "gpu_intervals": f.gpu_intervals,
+                }
+                for (kind, key), figures in windows.items()
+                for n, f in zip(days, figures, strict=True)
+            ],
             "problems": [
                 {"log": p.log, "reason": p.reason, "subject": p.subject, "detail": p.detail}
                 for p in problems
@@ -224,6 +261,12 @@ def _print(monitor: Monitor, *, as_json: bool) -> int:
             print(f"log {name}: checkpoint {kept}, {position} entries judged")
         for (kind, key), f in sorted(totals.items()):
             print(f"{kind:7} {key}: {f.flops_estimate:.4g} FLOPs (upper {f.flops_upper:.4g})")
+        for (kind, key), figures in windows.items():
+            shown = ", ".join(
+                f"{n} d {f.flops_estimate:.4g} (upper {f.flops_upper:.4g})"
+                for n, f in zip(days, figures, strict=True)
+            )
+            print(f"{kind:7} {key} last UTC days: {shown} FLOPs")
         for p in problems:
             print(f"PROBLEM log {p.log}: {p.reason} ({p.subject}): {p.detail}")
     unread = [fl for fl in monitor.followers if fl.stats.last_error]

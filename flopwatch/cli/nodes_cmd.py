@@ -69,6 +69,16 @@ def _add_db(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key",
+        type=Path,
+        metavar="PATH",
+        help="the collector key file, to sign the statement of this change that goes into the "
+        "transparency log (default: next to a SQLite database; with PostgreSQL give it)",
+    )
+
+
 def add_parser(sub: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p: argparse.ArgumentParser = sub.add_parser(
@@ -112,6 +122,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=fmt,
     )
     _add_db(enroll)
+    _add_key(enroll)
     enroll.add_argument("--node", help="node id the key signs for (required with --public-key)")
     which = enroll.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -145,6 +156,7 @@ def add_parser(sub: Any) -> None:
         "next batch on. A revoked key cannot be enrolled again; give the node a new key.",
     )
     _add_db(revoke)
+    _add_key(revoke)
     revoke.add_argument("key_id", metavar="KEY_ID", help="key id, or a unique prefix (8+ chars)")
 
     token = actions.add_parser(
@@ -200,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "node", None) is not None:  # enroll, reject, token: before the database
         check_identifier("--node", args.node)
     with _store(args.db) as store:
+        if action in ("enroll", "revoke"):
+            _log_key_statements(store, args)
         if action == "enroll":
             if args.public_key is not None:
                 if not args.node:
@@ -232,6 +246,15 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK
+
+
+def _log_key_statements(store: Store, args: argparse.Namespace) -> None:
+    """Enrollments and revocations go into the transparency log as statements signed by the
+    collector key (flopwatch.collector.key_statements), in the transaction that makes them."""
+    from flopwatch.collector import key_statements
+    from flopwatch.collector.log.key import default_key_path, open_log_key
+
+    key_statements.start(store, open_log_key(args.key or default_key_path(args.db), store))
 
 
 def _reject(store: Store, args: argparse.Namespace) -> None:

@@ -43,6 +43,7 @@ import grpc
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
+from flopwatch.collector import key_statements
 from flopwatch.collector.alerts.events import AlertSink, LogSink, ThresholdPolicy
 from flopwatch.collector.alerts.liveness import LivenessMonitor
 from flopwatch.collector.alerts.webhook import WebhookSink, load_secret
@@ -177,6 +178,7 @@ class CollectorService:
         try:
             log_key = open_log_key(key_path, store)
             parents = WorkloadParents(store, log_key, now_ns=self._now_ns)
+            key_statements.start(store, log_key)
             ingestor = Ingestor(
                 store,
                 policy,

@@ -5,12 +5,15 @@ trusts for each, the regulator's thresholds and entity mapping, where it reports
     name = "operator-a"                      # the log's name in totals, alerts and metrics
     url = "https://collector.a.example:7443/" # the tiles URL (serves /checkpoint, /tile/...)
     vkey = "collector.a.example/log+1a2b3c4d+AX..."  # the log key: origin = its name
-    node_keys = "operator-a-nodes.pem"       # the node public keys whose records count
+    node_keys = "operator-a-nodes.pem"       # optional: pin the log's node keys (PEM)
     token_file = "operator-a.token"          # or client_cert + client_key (mTLS)
     ca_file = "operator-a-ca.pem"            # the CA of the log's HTTPS certificate
     witness_policy = "policy-a.txt"          # overrides the monitor's --witness-policy
 
-Paths are relative to the logs file's directory.
+Paths are relative to the logs file's directory. The log's node keys come from the log itself
+(its node key statements, signed by the log key: flopwatch.monitor.node_keys); `node_keys`
+pins them: the log may then enroll only those, and they count from the log's start (a log
+older than key statements needs them).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from flopwatch.keys import key_id_of, load_public_pem
 from flopwatch.monitor.fetch import FetchLimits
 from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.totals import Threshold
+from flopwatch.monitor.windows import Windows
 from flopwatch.reads import MAX_SMALL_FILE_BYTES, read_limited
 from flopwatch.tlog.note import Ed25519Verifier, parse_vkey
 from flopwatch.tlog.policy import Policy, parse_policy
@@ -68,7 +72,7 @@ class LogConfig:
     name: str
     url: str
     log_key: Ed25519Verifier
-    node_keys: Mapping[str, Ed25519PublicKey]
+    node_keys: Mapping[str, Ed25519PublicKey] | None = None  # pinned; None: the log's own
     token_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -91,6 +95,7 @@ class MonitorConfig:
     metrics_listen: str | None = None
     poll_interval_s: float = 60.0
     limits: MonitorLimits = field(default_factory=MonitorLimits)
+    windows: Windows = field(default_factory=Windows)  # rolling windows per account, entity
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -144,7 +149,7 @@ def _log(table: object, base: Path, where: str, default_policy: Policy | None) -
     unknown = sorted(set(table) - _LOG_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    for key in ("name", "url", "vkey", "node_keys"):
+    for key in ("name", "url", "vkey"):
         if not isinstance(table.get(key), str):
             raise ConfigError(f'{where}: {key} = "..." is required')
     name = table["name"]
@@ -168,7 +173,9 @@ def _log(table: object, base: Path, where: str, default_policy: Policy | None) -
         name=name,
         url=table["url"],
         log_key=Ed25519Verifier(vkey.name, vkey.public_key),
-        node_keys=load_node_keys(_path(base, table["node_keys"], f"{where}: node_keys")),
+        node_keys=None
+        if "node_keys" not in table
+        else load_node_keys(_path(base, table["node_keys"], f"{where}: node_keys")),
         policy=policy,
         **paths,
     )

@@ -18,7 +18,13 @@ ROLLBACK = "checkpoint_rollback"  # a smaller tree than one kept: history rewrit
 UNREACHABLE = "log_unreachable"  # the log could not be read (network, HTTP status, size)
 # A tile or entry bundle that does not parse: malformed_tile, malformed_entry_bundle
 # (flopwatch.tlog.tiles).
-UNKNOWN_NODE_KEY = "unknown_node_key"  # an entry signed by a key the monitor was not given
+UNKNOWN_NODE_KEY = "unknown_node_key"  # signed by a key neither enrolled earlier nor pinned
+# Node key statements (flopwatch.monitor.node_keys); a statement whose signature or shape fails
+# is bad_node_key_statement (flopwatch.statements).
+REVOKED_NODE_KEY = "revoked_node_key"  # a record of a key revoked at or before its leaf
+NODE_KEY_MISMATCH = "node_key_node_mismatch"  # a record of another node than its key's
+NODE_KEY_NOT_PINNED = "node_key_not_pinned"  # the log enrolls a key the regulator did not pin
+KEY_STATEMENT_CONFLICT = "node_key_statement_conflict"  # enrolled twice, revoked unenrolled...
 CHAIN_FORK = "chain_fork"  # two records for one place in a node key's chain, in one log
 CHAIN_FORK_ACROSS_LOGS = "chain_fork_across_logs"  # ... in two logs
 DOUBLE_COUNTED = "double_counted"  # GPU time another counted record already covers

@@ -55,6 +55,40 @@ def client_tls(
     return context
 
 
+# TLS alerts a log answers a client certificate with (OpenSSL's reasons), and what they mean.
+_NO_CLIENT_CERT = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+_CLIENT_CERT_REFUSED = {
+    "TLSV1_ALERT_UNKNOWN_CA",
+    "TLSV1_ALERT_DECRYPT_ERROR",
+    "SSLV3_ALERT_BAD_CERTIFICATE",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "TLSV1_ALERT_ACCESS_DENIED",
+}
+
+
+def tls_refusal(e: ssl.SSLError) -> str:
+    """What a TLS failure with the log means for this monitor's configuration."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return "the log's certificate does not verify against ca_file (or the system's CAs)"
+    if e.reason in _NO_CLIENT_CERT:
+        return (
+            "the log requires a client certificate: give client_cert and client_key (a reader "
+            "certificate of the log's CA) or a token_file"
+        )
+    if e.reason in _CLIENT_CERT_REFUSED:
+        return (
+            "the log refused this monitor's client certificate (is it issued by the log's CA, "
+            "and current?)"
+        )
+    if isinstance(e, ssl.SSLEOFError):  # TLS 1.3: the refusal may arrive as a closed connection
+        return (
+            "the log closed the TLS connection: did it refuse this monitor's client certificate "
+            "(none, not of its CA, or expired)?"
+        )
+    return "TLS with the log failed"
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     timeout_s: float = 30.0
@@ -131,6 +165,9 @@ class TileFetcher:
                 if attempt == 0:
                     continue
                 raise TransportError(f"GET {path}: {e}") from e
+            except ssl.SSLError as e:
+                self.close()
+                raise TransportError(f"GET {path}: {tls_refusal(e)} ({e})") from e
             except (OSError, http.client.HTTPException) as e:
                 self.close()
                 raise TransportError(f"GET {path}: {e}") from e

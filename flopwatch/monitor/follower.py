@@ -16,8 +16,11 @@ A poll, in order:
    with the new position in one transaction.
 
 An entry that fails verification or judgement is reported (reason, leaf) and not counted; the
-position moves past it. An entry signed by a node key the monitor was not given stops the log
-there (reported once) until the key is added: skipping it could lose evidence.
+position moves past it. Node keys come from the log's own node key statements, checked with the
+log key, in log order, and from the regulator's optional pins (`flopwatch.monitor.node_keys`).
+An entry signed by a node key neither enrolled earlier in the log nor pinned stops the log there
+(reported once) until the key is pinned: skipping it could lose evidence. Run lineage
+declarations and node key statements count no compute.
 """
 
 from __future__ import annotations
@@ -35,14 +38,21 @@ from flopwatch.limits import DEFAULT_LIMITS
 from flopwatch.monitor.checkpoints import Kept, against_kept, open_witnessed
 from flopwatch.monitor.config import LogConfig, MonitorLimits
 from flopwatch.monitor.events import (
+    REVOKED_NODE_KEY,
     UNKNOWN_NODE_KEY,
     UNREACHABLE,
     Alert,
     Problem,
 )
 from flopwatch.monitor.ledger import Batch, Ledger, Outcome
+from flopwatch.monitor.node_keys import LogKey, LogKeys
 from flopwatch.monitor.tree_tiles import TreeTiles, tile_ref
-from flopwatch.statements import RUN_DECLARATION_TYPE, RunDeclaration
+from flopwatch.statements import (
+    NODE_KEY_TYPE,
+    RUN_DECLARATION_TYPE,
+    NodeKeyStatement,
+    RunDeclaration,
+)
 from flopwatch.tlog.checkpoint import parse_checkpoint
 from flopwatch.tlog.tiles import TILE_WIDTH, TileRef, decode_bundle
 from flopwatch.verify import RecordVerifier
@@ -63,6 +73,10 @@ class Fetcher(Protocol):
 
 class StateStore(Protocol):
     def log_state(self, name: str, origin: str) -> tuple[Kept, int]: ...
+
+    def log_keys(self, log: str) -> dict[str, LogKey]: ...
+
+    def leaves_of(self, log: str, key_id: str) -> list[int]: ...
 
     def commit(
         self,
@@ -88,6 +102,7 @@ class LogStats:
     gpu_intervals: int = 0
     requests: int = 0
     declarations: int = 0  # run lineage declarations verified and passed over (no compute)
+    key_statements: int = 0  # node key statements verified and learnt from (no compute)
     problems: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
@@ -116,7 +131,8 @@ class LogFollower:
         self._notify = notify
         self._clock_ns = clock_ns
         self._limits = limits or MonitorLimits()
-        self._verifier = RecordVerifier(trusted_keys=config.node_keys, limits=DEFAULT_LIMITS)
+        self._keys = LogKeys(self.name, {}, config.node_keys)
+        self._verifier = RecordVerifier(trusted_keys=self._keys.trusted, limits=DEFAULT_LIMITS)
         self._tiles: TreeTiles | None = None
         self.stats = LogStats()
 
@@ -153,6 +169,9 @@ class LogFollower:
     def poll(self) -> bool:
         """One round; True if it counted entries and more remain below the kept checkpoint."""
         kept, position = self._state.log_state(self.name, self.config.origin)
+        # The keys as committed with the position (a failed commit learnt nothing).
+        self._keys = LogKeys(self.name, self._state.log_keys(self.name), self.config.node_keys)
+        self._verifier = RecordVerifier(trusted_keys=self._keys.trusted, limits=DEFAULT_LIMITS)
         self.stats.kept_size, self.stats.position = kept.size, position
         start = position
         try:
@@ -254,19 +273,27 @@ class LogFollower:
         try:
             record = self._verifier.verify_bytes(entry)
         except VerificationError as e:
-            if e.reason == "wrong_payload_type" and _payload_type(entry) == RUN_DECLARATION_TYPE:
-                return self._declaration(leaf, entry)
+            if e.reason == "wrong_payload_type":
+                kind = _payload_type(entry)
+                if kind == RUN_DECLARATION_TYPE:
+                    return self._declaration(leaf, entry)
+                if kind == NODE_KEY_TYPE:
+                    return self._key_statement(ledger, leaf, entry)
             if e.reason == "unknown_key":
                 return Problem(
                     self.name,
                     UNKNOWN_NODE_KEY,
                     f"key {_signer(entry)}",
-                    f"leaf {leaf} is signed by a node key this monitor was not given; the log "
-                    f"is followed no further until it is ({e.message})",
+                    f"leaf {leaf} is signed by a node key the log did not enroll before it and "
+                    "the regulator did not pin; the log is followed no further until the key is "
+                    f"pinned (node_keys) ({e.message})",
                 )
             return Problem(self.name, e.reason, subject, e.message)
         if record.sequence > MAX_SEQUENCE:
             return Problem(self.name, BAD_SEQUENCE, subject, f"sequence {record.sequence}")
+        finding = self._keys.judge(leaf, record)
+        if finding is not None:
+            return finding
         outcome = ledger.count(self.name, leaf, record)
         if outcome is Outcome.PROBLEM:
             self.stats.failed += 1
@@ -281,6 +308,40 @@ class LogFollower:
             return Problem(self.name, e.reason, f"leaf {leaf}", e.message)
         self.stats.declarations += 1
         return None
+
+    def _key_statement(self, ledger: Ledger, leaf: int, entry: bytes) -> Problem | None:
+        """A node key statement: signed by the log's own (collector) key; it enrolls or revokes
+        a node key from this leaf on and counts no compute."""
+        try:
+            envelope = Envelope.from_bytes(entry)
+            statement = NodeKeyStatement.verified(envelope, self.config.log_key.public_key)
+        except VerificationError as e:
+            return Problem(self.name, e.reason, f"leaf {leaf}", e.message)
+        key, problem = self._keys.learn(leaf, statement)
+        if key is not None:
+            ledger.learn(self.name, key)
+            self.stats.key_statements += 1
+            if key.revoked_from is not None and key.revoked_from < leaf:
+                # A revocation logged after the size it names (a collector that logged it late):
+                # records of the key counted between the two are reported (counted already).
+                held = self._state.leaves_of(self.name, key.key_id)
+                late = sorted(
+                    x
+                    for x in {*held, *ledger.pending_leaves(self.name, key.key_id)}
+                    if x >= key.revoked_from
+                )
+                for x in late:
+                    ledger.report(
+                        Problem(
+                            self.name,
+                            REVOKED_NODE_KEY,
+                            f"leaf {x}",
+                            f"a record of key {short_key_id(key.key_id)} at or past log size "
+                            f"{key.revoked_from}, where its revocation (leaf {leaf}) says none "
+                            "may be; counted before the revocation was read",
+                        )
+                    )
+        return problem
 
 
 def _subject(checkpoint: bytes) -> str:

@@ -26,8 +26,18 @@ from flopwatch.monitor.events import (
     Problem,
 )
 from flopwatch.monitor.labels import Entities, labels_of
-from flopwatch.monitor.totals import Figures, Threshold, TotalKey, add_record, crossed
+from flopwatch.monitor.node_keys import LogKey
+from flopwatch.monitor.totals import (
+    Figures,
+    Threshold,
+    TotalKey,
+    add_record,
+    crossed,
+    crossed_windows,
+)
+from flopwatch.monitor.windows import DayKey, Windows, day_keys, window
 from flopwatch.verify import VerifiedRecord
+from flopwatch.verify.sums import DAY_NS
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class Batch:
     totals: dict[TotalKey, Figures] = field(default_factory=dict)  # new values
     alerts: list[Alert] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    keys: list[tuple[str, LogKey]] = field(default_factory=list)  # log, a node key as now known
+    days: dict[DayKey, Figures] = field(default_factory=dict)  # day buckets' new values
+    prune_before: int | None = None  # drop day buckets older than this UTC day
     counted: int = 0
     duplicates: int = 0
     gpu_intervals: int = 0
@@ -74,6 +87,9 @@ class Ledger:
         fired: set[tuple[str, str, str]],
         thresholds: Iterable[Threshold] = (),
         entities: Entities | None = None,
+        days: dict[tuple[str, str], dict[int, Figures]] | None = None,
+        windows: Windows | None = None,
+        clock_ns: Callable[[], int] = lambda: 0,
     ) -> None:
         self._lookup = lookup
         self.coverage = coverage
@@ -81,6 +97,11 @@ class Ledger:
         self.fired = fired
         self.thresholds = tuple(thresholds)
         self.entities = entities or Entities()
+        self.days = days if days is not None else {}  # (kind, key) -> UTC day -> bucket
+        self.windows = windows or Windows()
+        self._clock_ns = clock_ns  # today, for the windows (the records' days are their own)
+        self._first_kept: int | None = None  # the oldest day kept as of the last take
+        self._touched_days: set[DayKey] = set()
         self._pending: dict[tuple[str, int], Held] = {}
         self._touched: set[TotalKey] = set()
         self._batch = Batch()
@@ -145,12 +166,26 @@ class Ledger:
         b.coverage.extend(claim)
         labels = labels_of(record.attestation, log, self.entities)
         self._touched |= add_record(self.totals, record.sums.jobs, labels)
+        now = self._clock_ns()
+        first, last = self.windows.first_kept(now), self.windows.last_kept(now)
+        for (kind, key, day), s in day_keys(record.sums.account_days, log, self.entities):
+            if first <= day <= last:
+                self.days.setdefault((kind, key), {}).setdefault(day, Figures()).add(s)
+                self._touched_days.add((kind, key, day))
         b.counted += 1
         b.gpu_intervals += sum(s[4] for s in record.sums.devices.values())
         return Outcome.COUNTED
 
     def _problem(self, p: Problem) -> None:
         self._batch.problems.append(p)
+
+    def pending_leaves(self, log: str, key_id: str) -> list[int]:
+        """Leaves of log `log` holding records of `key_id` counted in this batch."""
+        return [h.leaf for (k, _), h in self._pending.items() if k == key_id and h.log == log]
+
+    def learn(self, log: str, key: LogKey) -> None:
+        """A node key log `log` enrolled or revoked (a key statement), in this batch."""
+        self._batch.keys.append((log, key))
 
     def report(self, p: Problem) -> None:
         """A problem found outside `count` (an entry that fails verification), in this batch."""
@@ -161,8 +196,32 @@ class Ledger:
         (The alerts are in `fired` from now on: commit the batch, or rebuild the ledger.)"""
         b = self._batch
         b.alerts = crossed(self.thresholds, self.totals, self._touched, self.fired)
+        today = self._clock_ns() // DAY_NS
+        b.alerts += crossed_windows(
+            self.thresholds,
+            {(kind, key) for kind, key, _ in self._touched_days},
+            lambda kind, key, n: window(self.days.get((kind, key), {}), today, n),
+            self.fired,
+        )
         b.totals = {k: self.totals[k] for k in self._touched}
+        b.days = {(k, key, d): self.days[(k, key)][d] for k, key, d in self._touched_days}
+        first = self._first_day()
+        if first != self._first_kept:  # a new day: drop the buckets no window reaches
+            b.prune_before = self._first_kept = first
+            for buckets in self.days.values():
+                for day in [d for d in buckets if d < first]:
+                    del buckets[day]
         self._batch = Batch()
         self._touched = set()
+        self._touched_days = set()
         self._pending.clear()
         return b
+
+    def _first_day(self) -> int:
+        return self.windows.first_kept(self._clock_ns())
+
+    def window_totals(self, kind: str, key: str) -> tuple[Figures, ...]:
+        """A total's rolling windows through today, in `windows.days` order."""
+        today = self._clock_ns() // DAY_NS
+        buckets = self.days.get((kind, key), {})
+        return tuple(window(buckets, today, n) for n in self.windows.days)

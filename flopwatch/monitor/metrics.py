@@ -1,6 +1,7 @@
 """Prometheus metrics of the monitor: per log its kept size, position, entries counted and
 problems by reason; totals per run, account and entity (the largest `max_metric_totals` per
-kind, by upper bound; jobs are left out: too many series); alerts fired.
+kind, by upper bound; jobs are left out: too many series); the rolling windows per account and
+entity (the same bound, by the longest window's upper bound); alerts fired.
 
 A custom collector yields fresh families from a snapshot per scrape. FLOP totals are floats here
 (Prometheus's type); the exact figures are in the state.
@@ -24,6 +25,9 @@ class Snapshot:
     totals: Mapping[TotalKey, Figures] = field(default_factory=dict)
     alerts_fired: int = 0
     webhook_failed: int = 0
+    # Rolling windows per account and entity: (kind, key) -> figures per `window_days`.
+    windows: Mapping[TotalKey, tuple[Figures, ...]] = field(default_factory=dict)
+    window_days: tuple[int, ...] = ()
 
 
 class MonitorMetrics(Collector):
@@ -77,6 +81,19 @@ class MonitorMetrics(Collector):
                 flops.add_metric([kind, key, "estimate"], float(f.flops_estimate))
                 flops.add_metric([kind, key, "upper"], float(f.flops_upper))
         yield flops
+        windowed = GaugeMetricFamily(
+            "flopwatch_monitor_window_flops",
+            "FLOPs per account and entity over its last DAYS UTC days (each record's own time)",
+            labels=["kind", "key", "days", "figure"],
+        )
+        for kind in ("account", "entity"):
+            wrows = [(k, w) for (kd, k), w in s.windows.items() if kd == kind and w]
+            wrows.sort(key=lambda r: -r[1][-1].flops_upper)  # by the longest window
+            for key, figures in wrows[: self._max_totals]:
+                for n, f in zip(s.window_days, figures, strict=True):
+                    windowed.add_metric([kind, key, str(n), "estimate"], float(f.flops_estimate))
+                    windowed.add_metric([kind, key, str(n), "upper"], float(f.flops_upper))
+        yield windowed
         yield CounterMetricFamily(
             "flopwatch_monitor_alerts", "Threshold alerts fired since start", value=s.alerts_fired
         )

@@ -27,6 +27,8 @@ from flopwatch.monitor.metrics import Snapshot
 from flopwatch.monitor.state import MonitorState
 from flopwatch.monitor.totals import Figures, TotalKey
 from flopwatch.monitor.webhook import MonitorWebhook
+from flopwatch.monitor.windows import window
+from flopwatch.verify.sums import DAY_NS
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,11 @@ class Monitor:
     ) -> None:
         self.config = config
         self.state = MonitorState(config.state)
+        self._clock_ns = clock_ns
         self._webhook = webhook
         self._lock = threading.Lock()
         self._published: dict[TotalKey, Figures] = {}
+        self._published_days: dict[TotalKey, dict[int, Figures]] = {}  # rolling windows' buckets
         self.alerts_fired = 0
         self.ledger = self._load_ledger()
         self._fetchers: dict[str, Fetcher] = dict(fetchers or {})
@@ -81,8 +85,10 @@ class Monitor:
 
     def _load_ledger(self) -> Ledger:
         totals = self.state.totals()
+        days = self.state.days()
         with self._lock:
             self._published = {k: replace(f) for k, f in totals.items() if k[0] != "job"}
+            self._published_days = {k: dict(d) for k, d in days.items()}
         return Ledger(
             lookup=self.state.lookup,
             coverage=Coverage(self.state.coverage()),
@@ -90,6 +96,9 @@ class Monitor:
             fired=self.state.fired(),
             thresholds=self.config.thresholds,
             entities=self.config.entities,
+            days=days,
+            windows=self.config.windows,
+            clock_ns=self._clock_ns,
         )
 
     def close(self) -> None:
@@ -105,6 +114,9 @@ class Monitor:
             for key, f in batch.totals.items():
                 if key[0] != "job":
                     self._published[key] = replace(f)
+            for total in {(kind, name) for kind, name, _ in batch.days}:
+                buckets = self.ledger.days.get(total, {})
+                self._published_days[total] = {d: replace(f) for d, f in buckets.items()}
             self.alerts_fired += len(alerts)
         for p in problems:
             log.warning("log %s: %s (%s): %s", p.log, p.reason, p.subject, p.detail)
@@ -124,10 +136,18 @@ class Monitor:
                 self._webhook.emit(a.describe())
 
     def snapshot(self) -> Snapshot:
+        today = self._clock_ns() // DAY_NS
+        days = self.config.windows.days
         with self._lock:
             totals = dict(self._published)
             fired = self.alerts_fired
+            windows = {
+                k: tuple(window(buckets, today, n) for n in days)
+                for k, buckets in self._published_days.items()
+            }
         return Snapshot(
+            windows=windows,
+            window_days=days,
             logs={
                 f.name: replace(f.stats, problems=dict(f.stats.problems)) for f in self.followers
             },

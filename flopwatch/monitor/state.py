@@ -22,9 +22,10 @@ from flopwatch.merkle import EMPTY_ROOT, HASH_SIZE
 from flopwatch.monitor.checkpoints import Kept
 from flopwatch.monitor.events import Alert, Problem
 from flopwatch.monitor.ledger import Batch, Held
+from flopwatch.monitor.node_keys import LogKey
 from flopwatch.monitor.totals import Figures, TotalKey
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _SCHEMA = (
     """CREATE TABLE logs (name TEXT PRIMARY KEY, origin TEXT NOT NULL,
         kept_size TEXT NOT NULL, kept_root BLOB NOT NULL, kept_note BLOB NOT NULL,
@@ -45,6 +46,23 @@ _SCHEMA = (
         detail TEXT NOT NULL, at_ns INTEGER NOT NULL,
         PRIMARY KEY (log, reason, subject)) WITHOUT ROWID""",
 )
+# Per version, what brings the one before it there (appended; never changed).
+_MIGRATIONS = {
+    # Node keys each log enrolled and revoked (flopwatch.monitor.node_keys), as its key
+    # statements said up to the log's position.
+    2: (
+        """CREATE TABLE log_keys (log TEXT NOT NULL, key_id TEXT NOT NULL,
+            public_key BLOB NOT NULL, node_id TEXT NOT NULL, enrolled_leaf TEXT NOT NULL,
+            revoked_leaf TEXT, revoked_from TEXT, PRIMARY KEY (log, key_id)) WITHOUT ROWID""",
+    ),
+    # Rolling windows (flopwatch.monitor.windows): per account and entity, per UTC day.
+    3: (
+        """CREATE TABLE day_totals (kind TEXT NOT NULL, key TEXT NOT NULL, day INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            gpu_intervals INTEGER NOT NULL, first_start_ns INTEGER NOT NULL,
+            last_end_ns INTEGER NOT NULL, PRIMARY KEY (kind, key, day)) WITHOUT ROWID""",
+    ),
+}
 
 
 def _int(text: object, what: str) -> int:
@@ -69,6 +87,15 @@ class MonitorState:
                 with self._transaction():
                     for statement in _SCHEMA:
                         self._db.execute(statement)
+                    for v in sorted(_MIGRATIONS):
+                        for statement in _MIGRATIONS[v]:
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                with self._transaction():
+                    for v in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[v]:
+                            self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise ConfigError(
@@ -133,6 +160,35 @@ class MonitorState:
             for s, d, p, log, leaf in rows
         }
 
+    def log_keys(self, log: str) -> dict[str, LogKey]:
+        """The node keys log `log` enrolled (and revoked), as learnt up to its position."""
+        try:
+            rows = self._db.execute(
+                "SELECT key_id, public_key, node_id, enrolled_leaf, revoked_leaf, revoked_from "
+                "FROM log_keys WHERE log = ?",
+                (log,),
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the monitor state: {e}") from e
+        return {
+            str(k): LogKey(
+                str(k),
+                bytes(pk),
+                str(node),
+                _int(enrolled, "a leaf"),
+                None if revoked is None else _int(revoked, "a leaf"),
+                None if since is None else _int(since, "a log size"),
+            )
+            for k, pk, node, enrolled, revoked, since in rows
+        }
+
+    def leaves_of(self, log: str, key_id: str) -> list[int]:
+        """Leaves of log `log` whose records of `key_id` were counted."""
+        rows = self._db.execute(
+            "SELECT leaf FROM records WHERE key_id = ? AND log = ?", (key_id, log)
+        ).fetchall()
+        return [_int(leaf, "a leaf") for (leaf,) in rows]
+
     def coverage(self) -> list[tuple[str, int, int]]:
         return [
             (str(g), int(s), int(e))
@@ -147,6 +203,18 @@ class MonitorState:
         ):
             out[(str(kind), str(key))] = Figures(
                 _int(est, "a total"), _int(upper, "a total"), int(n), int(first), int(last)
+            )
+        return out
+
+    def days(self) -> dict[tuple[str, str], dict[int, Figures]]:
+        """The rolling windows' day buckets: (kind, key) -> UTC day -> figures."""
+        out: dict[tuple[str, str], dict[int, Figures]] = {}
+        for kind, key, day, est, upper, n, first, last in self._db.execute(
+            "SELECT kind, key, day, flops_estimate, flops_upper, gpu_intervals, first_start_ns, "
+            "last_end_ns FROM day_totals"
+        ):
+            out.setdefault((str(kind), str(key)), {})[int(day)] = Figures(
+                _int(est, "a day total"), _int(upper, "a day total"), int(n), int(first), int(last)
             )
         return out
 
@@ -240,6 +308,42 @@ class MonitorState:
                         for (kind, key), f in batch.totals.items()
                     ],
                 )
+                db.executemany(
+                    "INSERT OR REPLACE INTO log_keys (log, key_id, public_key, node_id, "
+                    "enrolled_leaf, revoked_leaf, revoked_from) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            name,
+                            k.key_id,
+                            k.public_key,
+                            k.node_id,
+                            str(k.enrolled_leaf),
+                            None if k.revoked_leaf is None else str(k.revoked_leaf),
+                            None if k.revoked_from is None else str(k.revoked_from),
+                        )
+                        for name, k in batch.keys
+                    ],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO day_totals (kind, key, day, flops_estimate, "
+                    "flops_upper, gpu_intervals, first_start_ns, last_end_ns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            kind,
+                            key,
+                            day,
+                            str(f.flops_estimate),
+                            str(f.flops_upper),
+                            f.gpu_intervals,
+                            f.first_start_ns,
+                            f.last_end_ns,
+                        )
+                        for (kind, key, day), f in sorted(batch.days.items())
+                    ],
+                )
+                if batch.prune_before is not None:
+                    db.execute("DELETE FROM day_totals WHERE day < ?", (batch.prune_before,))
                 for a in batch.alerts:
                     cur = db.execute(
                         "INSERT OR IGNORE INTO alerts (threshold, kind, key, value, at_ns) "

@@ -14,9 +14,12 @@ import pytest
 from flopwatch.cli.main import main
 from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.log.key import default_key_path, load_collector_key
 from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.sqlite.store import SQLiteStore
+from flopwatch.dsse import Envelope
 from flopwatch.keys import public_pem
+from flopwatch.statements import ENROLLED, REVOKED, NodeKeyStatement
 from tests.collector.collector_helpers import run
 from tests.collector.server_helpers import config, past_node
 from tests.nodes import Node, S
@@ -65,6 +68,18 @@ def test_enroll_from_a_public_key_file_then_revoke_by_prefix(db, tmp_path, capsy
     assert "refuses its records from its next batch on" in capsys.readouterr().out
     entry = listing(db, capsys)["gpu-2"]
     assert entry["status"] == "revoked" and entry["revoked_at_unix_ns"] > 0
+    # Both changes are in the transparency log, signed by the collector key beside the database.
+    key = load_collector_key(default_key_path(f"sqlite:{db}"), create=False)
+    with closing(SQLiteStore(db)) as store:
+        said = [
+            NodeKeyStatement.verified(Envelope.from_bytes(e), key.public_key)
+            for e in store.log_entries(0, store.log_size())
+        ]
+    assert [(s.node_id, s.key_id, s.action) for s in said] == [
+        ("gpu-2", node.key_id, ENROLLED),
+        ("gpu-2", node.key_id, REVOKED),
+    ]
+    assert said[1].log_size == 1  # the revocation is the leaf at the size it names
 
 
 @pytest.mark.parametrize(

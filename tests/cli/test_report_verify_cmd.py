@@ -223,6 +223,7 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
         tree_head_interval_s=0.02,
     )
     first, later = node.envelopes(3), node.envelopes(4)
+    # The log: the node key's enrollment (logged when the collector starts), then the records.
     old_th, new_th = tmp_path / "old.th", tmp_path / "new.th"
 
     async def scenario() -> None:
@@ -233,13 +234,13 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
         try:
             async with grpc.aio.insecure_channel(target) as channel:
                 await submit(channel, first)
-                await head_of_size(channel, 3)
+                await head_of_size(channel, 4)
                 assert (
                     await asyncio.to_thread(main, ["log", "tree-head", *cli, "--out", str(old_th)])
                     == 0
                 )
                 await submit(channel, later)
-                head = await head_of_size(channel, 7)
+                head = await head_of_size(channel, 8)
                 assert (
                     await asyncio.to_thread(main, ["log", "tree-head", *cli, "--out", str(new_th)])
                     == 0
@@ -249,20 +250,20 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
                     record=cpb.RecordRef(key_id=node.key_id, sequence=5)
                 )
                 proof = await stub.GetInclusionProof(by_record)
-                assert (proof.leaf_index, proof.tree_size) == (4, 7)
+                assert (proof.leaf_index, proof.tree_size) == (5, 8)
                 verify_inclusion(
-                    leaf_index=4,
-                    tree_size=7,
+                    leaf_index=5,
+                    tree_size=8,
                     leaf_hash=leaf_hash(later[1]),
                     proof=list(proof.hashes),
                     root=head.head.root,
                 )
                 with pytest.raises(grpc.aio.AioRpcError) as e:
-                    await stub.GetInclusionProof(cpb.GetInclusionProofRequest(leaf_index=7))
+                    await stub.GetInclusionProof(cpb.GetInclusionProofRequest(leaf_index=8))
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 with pytest.raises(grpc.aio.AioRpcError) as e:
                     await stub.GetConsistencyProof(
-                        cpb.GetConsistencyProofRequest(old_size=3, new_size=8)
+                        cpb.GetConsistencyProofRequest(old_size=4, new_size=9)
                     )
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             argv = ["log", "consistency", str(old_th), str(new_th), *cli]
@@ -293,10 +294,10 @@ def test_a_running_collector_serves_heads_proofs_and_consistency(tmp_path, capsy
             await service.stop()
 
     asyncio.run(scenario())
-    # The last head, signed at shutdown, covers every record acked.
+    # The last head, signed at shutdown, covers every record acked (and the enrollment).
     store = SQLiteStore(db)
     try:
-        assert SignedTreeHead.from_bytes(store.latest_tree_head()).head.size == 7
+        assert SignedTreeHead.from_bytes(store.latest_tree_head()).head.size == 8
     finally:
         store.close()
 

@@ -19,7 +19,9 @@ from flopwatch.collector.server import CollectorService
 from flopwatch.collector.store.postgres.store import PostgresStore
 from flopwatch.collector.store.records import AlertEvent
 from flopwatch.collector.store.sqlite.store import SQLiteStore
+from flopwatch.dsse import Envelope
 from flopwatch.keys import SigningKey
+from flopwatch.statements import NODE_KEY_TYPE
 from flopwatch.v1 import collector_pb2 as cpb
 from flopwatch.v1 import collector_pb2_grpc, envelope_pb2
 from tests.collector.collector_helpers import RecordingSink, run, statuses
@@ -154,13 +156,20 @@ def test_collectors_sharing_postgres_count_each_record_once(postgres_url, tmp_pa
     assert {(a.job_id, a.threshold) for a in setup.fired_alerts()} == due
     # One transparency log, appended to by all three: dense, each accepted record once, and
     # its stored subtrees give the root the leaves do.
+    # The log also holds each node key's enrollment, logged once by whichever collector did.
     size = setup.log_size()
-    assert size == sum(accepted.values()) == len(signed)
+    entries = setup.log_entries(0, size)
+    keys = [
+        i for i, e in enumerate(entries) if Envelope.from_bytes(e).payload_type == NODE_KEY_TYPE
+    ]
+    assert len(keys) == len(setup.nodes())
+    assert size - len(keys) == sum(accepted.values()) == len(signed)
     leaves = {e.leaf_index: e.envelope for job in expected for e in setup.job_evidence(job).entries}
-    assert sorted(leaves) == list(range(size))
+    assert sorted([*leaves, *keys]) == list(range(size))
     assert set(leaves.values()) == set(accepted)
+    assert all(entries[i] == envelope for i, envelope in leaves.items())
     root = TransparencyLog(setup, SigningKey.generate()).root(size)
-    assert root == merkle.root_hash([merkle.leaf_hash(leaves[i]) for i in range(size)])
+    assert root == merkle.root_hash([merkle.leaf_hash(e) for e in entries])
     setup.close()
 
 

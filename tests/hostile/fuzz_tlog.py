@@ -1,7 +1,8 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of the C2SP log parsers: signed notes and
 checkpoints with cosignatures, add-checkpoint requests judged by a witness, witness policies,
 entry bundles and tiles, tile paths, vkeys, 409 bodies and witness answers; the monitor's
-checks of tiles against a checkpoint and of cosignatures against a policy.
+checks of tiles against a checkpoint and of cosignatures against a policy; node key statements
+(the envelope as logged, and any payload signed) and what the monitor learns from them.
 
     .venv/bin/python tests/hostile/fuzz_tlog.py -atheris_runs=200000 [CORPUS_DIR ...]
     make fuzz                       # the envelope harness, then this one, bounded by FUZZ_RUNS
@@ -21,7 +22,9 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-with atheris.instrument_imports(include=["flopwatch.tlog", "flopwatch.monitor"]):
+with atheris.instrument_imports(
+    include=["flopwatch.tlog", "flopwatch.monitor", "flopwatch.statements"]
+):
     from tests.hostile.tlog_seeds import SEEDS, exercise
 
 from tests.hostile.fuzz_common import fuzz_main

@@ -21,11 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flopwatch.collector.log.checkpoints import TileLog
-from flopwatch.errors import TransportError
+from flopwatch.dsse import Envelope
+from flopwatch.errors import TransportError, VerificationError
 from flopwatch.httpserve import HttpService
 from flopwatch.monitor.config import LogConfig, MonitorConfig
 from flopwatch.monitor.fetch import FetchLimits, TileFetcher
 from flopwatch.monitor.service import Monitor
+from flopwatch.statements import ENROLLED, NODE_KEY_TYPE, REVOKED, NodeKeyStatement
 from flopwatch.tlog.tiles import TileRef, parse_tile_path
 from tests.collector.log.log_fakes import MemoryLog
 from tests.hostile.hostile_helpers import HOSTILE, fixed_key
@@ -39,6 +41,7 @@ STORE = MemoryLog()
 STORE.add(*ENVELOPES)
 TILES = TileLog(STORE, fixed_key("monitor-hostile-log"), "hostile.example/log")  # type: ignore[arg-type]
 CHECKPOINT = TILES.checkpoint()[1].to_bytes()
+NODE_KEY = NodeKeyStatement(NODE.node_id, NODE.public_raw, REVOKED, 1, 1000)
 PATHS = ["checkpoint", "tile/0/000", "tile/0/001.p/44", "tile/1/000.p/1", "tile/entries/000"]
 
 
@@ -97,6 +100,45 @@ def test_a_mutated_answer_is_reported_never_crashes_never_overcounts(tmp_path, d
     assert estimate <= HONEST[0] and upper <= HONEST[1]
     if bad == honest(path):
         assert [estimate, upper] == HONEST
+
+
+class LogOf:
+    """A fetcher of the log holding `entries` (signed by the same log key as TILES)."""
+
+    def __init__(self, entries: list[bytes]) -> None:
+        store = MemoryLog()
+        store.add(*entries)
+        self.size = len(entries)
+        self.tiles = TileLog(store, fixed_key("monitor-hostile-log"), "hostile.example/log")  # type: ignore[arg-type]
+        self.note = self.tiles.checkpoint()[1].to_bytes()
+
+    def checkpoint(self) -> bytes:
+        return self.note
+
+    def fetch(self, ref: TileRef) -> bytes:
+        return self.tiles.read(ref, self.size)
+
+
+@HOSTILE
+@given(payload=st.one_of(mutated(NODE_KEY.payload()), st.binary(max_size=600)))
+def test_a_hostile_node_key_statement_signed_by_the_log_key_never_crashes_the_monitor(
+    tmp_path, payload
+):
+    """Whatever a statement (signed by the log key, so its payload is read) says, the monitor
+    learns from it or reports it; the pinned node's records count whole unless it is a sound
+    statement that rules them out (its key revoked from leaf 0, or enrolled for another node)."""
+    log_key = fixed_key("monitor-hostile-log")
+    envelope = Envelope.sign(payload, log_key, NODE_KEY_TYPE)
+    estimate, upper = follow(tmp_path, LogOf([envelope.to_bytes(), *ENVELOPES]))  # type: ignore[arg-type]
+    try:
+        said = NodeKeyStatement.verified(envelope, log_key.public_key)
+        rules_out = said.key_id == NODE.key_id and (
+            (said.action == REVOKED and said.log_size == 0)
+            or (said.action == ENROLLED and said.node_id != NODE.node_id)
+        )
+    except VerificationError:
+        rules_out = False
+    assert [estimate, upper] == ([0, 0] if rules_out else HONEST)
 
 
 # -- the HTTP client ----------------------------------------------------------------------------

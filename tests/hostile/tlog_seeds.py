@@ -1,15 +1,22 @@
 """Honest inputs of the C2SP log parsers, for the hostile tests and the fuzz harness to mutate: a
 signed checkpoint, a cosigned one, an add-checkpoint request, a policy, a bundle, a tile path;
-and the monitor's checks of a tile against its checkpoint and of a checkpoint against a policy."""
+the monitor's checks of a tile against its checkpoint and of a checkpoint against a policy; and
+a log's node key statement (as logged, and its payload signed as the collector would)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flopwatch import merkle
+from flopwatch.dsse import Envelope
 from flopwatch.errors import VerificationError
+from flopwatch.keys import SigningKey
 from flopwatch.monitor.checkpoints import open_witnessed
+from flopwatch.monitor.node_keys import LogKeys
 from flopwatch.monitor.tree_tiles import TreeTiles
+from flopwatch.statements import ENROLLED, NODE_KEY_TYPE, REVOKED, NodeKeyStatement
 from flopwatch.tlog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import (
@@ -33,6 +40,8 @@ ORIGIN = "collector.example/log"
 LOG = Ed25519NoteSigner(ORIGIN, Ed25519PrivateKey.from_private_bytes(b"\x01" * 32))
 WITNESS = Cosigner("witness.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x02" * 32))
 LEAVES = [merkle.leaf_hash(f"entry {i}".encode()) for i in range(20)]
+COLLECTOR = SigningKey(Ed25519PrivateKey.from_private_bytes(b"\x03" * 32))
+NODE_KEY = NodeKeyStatement("gpu-017", b"\x04" * 32, REVOKED, 1_700_000_000, 12)
 
 
 def checkpoint_bytes(size: int) -> bytes:
@@ -63,6 +72,10 @@ SEEDS: dict[str, bytes] = {
     # judged against a witness policy.
     "tree_tiles": b"".join(LEAVES),
     "witnessed": cosigned_bytes(12),
+    # A node key statement as a log holds it, and its payload (signed by the fuzzer, so the
+    # JSON reader is reached with any bytes).
+    "node_key": NODE_KEY.sign(COLLECTOR).to_bytes(),
+    "node_key_payload": NODE_KEY.payload(),
 }
 POLICY = parse_policy(SEEDS["policy"])
 
@@ -90,6 +103,11 @@ PARSE_REASONS = {
     "tiles_disagree_with_checkpoint",
     "entry_not_in_tree",
     "history_rewritten",
+    "malformed",
+    "unsigned",
+    "oversized",
+    "bad_node_key_statement",
+    "node_key_statement_conflict",
 }
 
 
@@ -128,6 +146,21 @@ def exercise(kind: str, data: bytes) -> str:
             tiles.check_bundle(0, [f"entry {i}".encode() for i in range(len(LEAVES))])
         elif kind == "witnessed":
             open_witnessed(data, LOG.verifier, ORIGIN, POLICY)
+        elif kind in ("node_key", "node_key_payload"):
+            if kind == "node_key":
+                envelope = Envelope.from_bytes(data)
+            else:
+                envelope = Envelope.sign(data, COLLECTOR, NODE_KEY_TYPE)
+            statement = NodeKeyStatement.verified(envelope, COLLECTOR.public_key)
+            assert NodeKeyStatement.verified(statement.sign(COLLECTOR), COLLECTOR.public_key) == (
+                statement
+            )
+            keys = LogKeys("a", {}, None)
+            if statement.action == REVOKED:  # the key's enrollment first
+                keys.learn(11, replace(statement, action=ENROLLED, log_size=0))
+            _, problem = keys.learn(12, statement)
+            if problem is not None:
+                raise VerificationError(problem.reason, problem.detail)
         else:
             raise ValueError(kind)
     except VerificationError as e:

@@ -18,6 +18,8 @@ from flopwatch.monitor.config import LogConfig, MonitorConfig, MonitorLimits
 from flopwatch.monitor.labels import Entities
 from flopwatch.monitor.service import Monitor
 from flopwatch.monitor.totals import Threshold
+from flopwatch.monitor.windows import Windows
+from flopwatch.statements import ENROLLED, NodeKeyStatement
 from flopwatch.tlog.cosignature import Cosigner
 from flopwatch.tlog.note import Note, parse_note
 from flopwatch.tlog.policy import Policy, parse_policy
@@ -77,6 +79,11 @@ class ServedLog:
         self.published = (checkpoint.size, data)
         return data
 
+    def key_statement(self, node: Node, action: str = ENROLLED, log_size: int = 0) -> bytes:
+        """A node key statement signed by this log's collector key."""
+        statement = NodeKeyStatement(node.node_id, node.public_raw, action, NOW, log_size)
+        return statement.sign(self.key).to_bytes()
+
     def rewrite(self, keep: int, envelopes: Iterable[bytes]) -> None:
         """Replace the log by its first `keep` entries and then `envelopes` (a forked history)."""
         old = self.store.leaves[:keep]
@@ -85,8 +92,9 @@ class ServedLog:
         self.tile_log = TileLog(self.store, self.key, self.origin)  # type: ignore[arg-type]
 
     def log_config(
-        self, name: str, tmp: Path, nodes: Sequence[Node], policy: Policy | None = None
+        self, name: str, tmp: Path, nodes: Sequence[Node] | None, policy: Policy | None = None
     ) -> LogConfig:
+        """`nodes`: the node keys pinned (None: the monitor learns them from the log)."""
         token = tmp / f"{name}.token"
         token.write_text(TOKEN + "\n")
         token.chmod(0o600)
@@ -94,7 +102,7 @@ class ServedLog:
             name=name,
             url=self.url,
             log_key=self.tile_log.signer.verifier,
-            node_keys={n.key.key_id: n.key.public_key for n in nodes},
+            node_keys=None if nodes is None else {n.key.key_id: n.key.public_key for n in nodes},
             token_file=token,
             policy=policy,
         )
@@ -115,13 +123,18 @@ def monitor(
     entities: Entities | None = None,
     max_tiles_per_poll: int = 1024,
     state: str = "monitor.db",
+    windows: Windows | None = None,
+    max_metric_totals: int = 1000,
 ) -> Monitor:
     config = MonitorConfig(
         logs=tuple(logs),
         state=tmp / state,
         thresholds=tuple(thresholds),
         entities=entities or Entities(),
-        limits=MonitorLimits(max_tiles_per_poll=max_tiles_per_poll),
+        limits=MonitorLimits(
+            max_tiles_per_poll=max_tiles_per_poll, max_metric_totals=max_metric_totals
+        ),
+        windows=windows or Windows(),
     )
     ticks = itertools.count(NOW * 10**9)  # a clock that moves: problems keep their order
     return Monitor(config, clock_ns=lambda: next(ticks))

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import PendingKeyLimits
 from flopwatch.collector.store.common import ChainRows, Span
+from flopwatch.collector.store.key_rows import SignKeyStatement
 from flopwatch.collector.store.lineage_rows import Check, Declaration
 from flopwatch.collector.store.records import (
     AccountTotal,
@@ -73,6 +74,18 @@ class NodeKeyStore(Protocol):
         (`JobEvidence.revoked_at_log_size`): no leaf from that index on may hold a record of
         this key, and an offline verifier fails one that does.
         """
+        ...
+
+    def log_key_statements(self, sign: SignKeyStatement) -> None:
+        """From now on, log a node key statement signed with `sign` (the collector key) in the
+        transaction of every enrollment (here, by a token) and revocation
+        (flopwatch.collector.store.key_rows)."""
+        ...
+
+    def log_missing_key_statements(self) -> int:
+        """Log the statements of keys enrolled or revoked without one (before statements
+        existed, or with no key given), in one transaction; return how many. Idempotent.
+        StoreError before `log_key_statements`."""
         ...
 
     def nodes(self) -> list[NodeRecord]: ...

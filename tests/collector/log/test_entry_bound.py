@@ -71,7 +71,8 @@ def test_a_record_over_the_entry_bound_is_refused_with_the_limit_named(db_path, 
     assert f"envelope is {len(large)} bytes, limit 65535" in refused.detail
     assert accepted.status == cpb.ACK_STATUS_ACCEPTED
     store = SQLiteStore(db_path)
-    assert store.log_size() == 1  # the log holds the record it can serve, not the other
+    # The log holds the key's enrollment and the record it can serve, not the other.
+    assert store.log_size() == 2
     store.close()
 
 

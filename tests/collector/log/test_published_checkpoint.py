@@ -191,7 +191,8 @@ def test_a_restarted_collector_serves_its_witnessed_checkpoint_before_any_new_on
     finally:
         witnessed.close()
     assert served == cosigned
-    assert open_checkpoint(served, [witnessed.log_verifier], origin=ORIGIN).checkpoint.size == 3
+    # The node key's enrollment (logged at the first start) and the 3 records.
+    assert open_checkpoint(served, [witnessed.log_verifier], origin=ORIGIN).checkpoint.size == 4
     assert [s.name for s in open_note(served, [witnessed.cosigner.verifier])[1]] == ["w.example"]
     assert not published_again  # nothing new; the witness was not needed
-    assert known == 3  # the witness that cosigned size 3 is known to hold it
+    assert known == 4  # the witness that cosigned size 4 is known to hold it

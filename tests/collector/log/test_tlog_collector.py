@@ -28,6 +28,7 @@ def test_records_become_a_witnessed_checkpoint_tiles_and_files(db_path, tmp_path
     node = past_node("node-a", gpus=2)
     enroll(db_path, node)
     envs = node.envelopes(5)
+    # The log: the node key's enrollment (logged when the collector starts), then 5 records.
 
     async def main() -> tuple[bytes, bytes, bytes]:
         service = CollectorService(
@@ -43,13 +44,13 @@ def test_records_become_a_witnessed_checkpoint_tiles_and_files(db_path, tmp_path
             tiles_port = service.tlog.port
             assert tiles_port is not None
             checkpoint = await asyncio.to_thread(fetch, tiles_port, "/checkpoint")
-            bundle = await asyncio.to_thread(fetch, tiles_port, "/tile/entries/000.p/5")
+            bundle = await asyncio.to_thread(fetch, tiles_port, "/tile/entries/000.p/6")
         finally:
             await service.stop()  # signs a last tree head
         store = SQLiteStore(db_path)
         head = TransparencyLog(store, witnessed.key).latest()
         store.close()
-        assert head is not None and head.head.size == 5
+        assert head is not None and head.head.size == 6
         return checkpoint, bundle, head.head.root
 
     try:
@@ -57,11 +58,11 @@ def test_records_become_a_witnessed_checkpoint_tiles_and_files(db_path, tmp_path
     finally:
         witnessed.close()
     opened = open_checkpoint(checkpoint, [witnessed.log_verifier], origin=ORIGIN)
-    assert opened.checkpoint.size == 5
+    assert opened.checkpoint.size == 6
     assert opened.checkpoint.root == head_root  # the same tree as the tree heads
     _, cosigned = open_note(checkpoint, [witnessed.cosigner.verifier])
     assert [s.name for s in cosigned] == ["w.example"]
-    entries = decode_bundle(bundle, 5)
+    entries = decode_bundle(bundle, 6)
     assert merkle.root_hash([merkle.leaf_hash(e) for e in entries]) == opened.checkpoint.root
     assert (tmp_path / "tiles" / "checkpoint").read_bytes() == checkpoint
-    assert (tmp_path / "tiles" / "tile" / "entries" / "000.p" / "5").read_bytes() == bundle
+    assert (tmp_path / "tiles" / "tile" / "entries" / "000.p" / "6").read_bytes() == bundle

@@ -89,16 +89,17 @@ def test_each_service_answers_and_the_deprecated_collector_answers_alike(db_path
                     ("ListJobGpus", cpb.ListJobGpusRequest(job_id=job.job_id)),
                     ("ListNodes", cpb.ListNodesRequest()),
                 ]
+                # The log: both keys' enrollments (logged at start), then the 7 records.
                 log_calls = [
                     ("GetTreeHead", cpb.GetTreeHeadRequest()),
-                    ("GetInclusionProof", cpb.GetInclusionProofRequest(leaf_index=2, tree_size=7)),
+                    ("GetInclusionProof", cpb.GetInclusionProofRequest(leaf_index=2, tree_size=9)),
                     (
                         "GetInclusionProof",
                         cpb.GetInclusionProofRequest(
-                            record=cpb.RecordRef(key_id=b.key_id, sequence=2), tree_size=7
+                            record=cpb.RecordRef(key_id=b.key_id, sequence=2), tree_size=9
                         ),
                     ),
-                    ("GetConsistencyProof", cpb.GetConsistencyProofRequest(old_size=3, new_size=7)),
+                    ("GetConsistencyProof", cpb.GetConsistencyProofRequest(old_size=3, new_size=9)),
                 ]
                 answers = []
                 for stub, calls_ in ((query, calls), (log, log_calls)):

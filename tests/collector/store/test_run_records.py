@@ -133,6 +133,7 @@ def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, ma
     db = sqlite3.connect(path)  # as a collector of the version before log_runs left it
     db.execute("DROP TABLE log_runs")
     db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
+    db.execute("DROP TABLE key_statements")  # a later one (node key statements)
     db.execute("DELETE FROM schema_version WHERE version >= ?", (sqlite_schema.RUN_LEAVES_VERSION,))
     db.commit()
     db.close()
@@ -158,6 +159,7 @@ def test_a_postgres_database_from_before_the_run_index_is_backfilled_at_open(
     with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute("DROP TABLE log_runs")
         db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
+        db.execute("DROP TABLE key_statements")  # a later one (node key statements)
         db.execute(
             "DELETE FROM schema_version WHERE version >= %s",
             (postgres_schema.RUN_LEAVES_VERSION,),

@@ -35,8 +35,17 @@ from flopwatch.chain import Neighbours
 from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
 from flopwatch.collector.store.factory import redacted
+from flopwatch.collector.store.key_rows import SignKeyStatement
 from flopwatch.collector.store.lineage_rows import Check, Declaration
-from flopwatch.collector.store.postgres import lineage, retention, runs, schema, tlog, writes
+from flopwatch.collector.store.postgres import (
+    key_log,
+    lineage,
+    retention,
+    runs,
+    schema,
+    tlog,
+    writes,
+)
 from flopwatch.collector.store.postgres import nodes as trust
 from flopwatch.collector.store.postgres.locks import Cur, lock_keys_and_devices
 from flopwatch.collector.store.records import (
@@ -77,6 +86,7 @@ from flopwatch.collector.store.rows import (
 from flopwatch.errors import StoreConflictError, StoreError
 from flopwatch.keys import short_key_id
 from flopwatch.lineage import Parent, RunKey
+from flopwatch.statements import ENROLLED, NodeKeyStatement
 from flopwatch.verify.record import VerifiedRecord
 
 log = logging.getLogger(__name__)
@@ -106,6 +116,7 @@ class PostgresStore:
         created. An existing schema of an older version is migrated either way."""
         self._url = url
         self._now_ns = now_ns
+        self._sign_keys: SignKeyStatement | None = None  # log_key_statements
         self._days_kept = account_days_kept
         self._pruned_before: int | None = None  # account days deleted before this day
         self._timeout = connect_timeout_s
@@ -202,15 +213,35 @@ class PostgresStore:
             raise StoreError("cannot enroll a key without a node id")
         with self._tx("enroll key") as cur:
             # Insert first, then read what is there: two collectors enrolling at once agree.
+            now = self._now_ns()
             cur.execute(
                 "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
                 "VALUES (%s, %s, %s, 'enrolled', %s) ON CONFLICT (key_id) DO NOTHING",
-                (key_id, node_id, public_raw, self._now_ns()),
+                (key_id, node_id, public_raw, now),
             )
+            inserted = cur.rowcount == 1
             cur.execute("SELECT node_id, status FROM nodes WHERE key_id = %s", (key_id,))
             held = cur.fetchone() or ("", "")
+            if inserted:
+                self._log_enrollment(cur, node_id, public_raw, now)
         common.enrolled_for(key_id, node_id, held, StoreError)
         return key_id
+
+    def _log_enrollment(self, cur: Cur, node_id: str, public_raw: bytes, now: int) -> None:
+        if self._sign_keys is not None:
+            statement = NodeKeyStatement(node_id, public_raw, ENROLLED, now)
+            key_log.log_statement(cur, self.scope, statement, self._sign_keys)
+
+    def log_key_statements(self, sign: SignKeyStatement) -> None:
+        self._sign_keys = sign
+
+    def log_missing_key_statements(self) -> int:
+        if self._sign_keys is None:
+            raise StoreError("no collector key to sign node key statements with")
+        with self._tx("log node key statements") as cur:
+            cur.execute(SELECT_NODES + " ORDER BY key_id")
+            nodes = [node_record(r) for r in cur.fetchall()]
+            return key_log.log_missing(cur, self.scope, nodes, self._sign_keys)
 
     def revoke(self, key_id: str) -> None:
         with self._tx("revoke key") as cur:
@@ -223,6 +254,11 @@ class PostgresStore:
             )
             if cur.rowcount == 1:
                 tlog.note_revocation(cur, self.scope, key_id)
+                cur.execute(SELECT_NODES + " WHERE key_id = %s", (key_id,))
+                r = cur.fetchone()
+                if self._sign_keys is not None and r is not None:
+                    revoked = key_log.revocation(cur, node_record(r))
+                    key_log.log_statement(cur, self.scope, revoked, self._sign_keys)
                 return
             cur.execute("SELECT 1 FROM nodes WHERE key_id = %s", (key_id,))
             if cur.fetchone() is None:
@@ -248,7 +284,13 @@ class PostgresStore:
 
     def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
         with self._tx("redeem enrollment token") as cur:
-            return trust.redeem_token(cur, token_hash, public_raw, self._now_ns())
+            key_id = trust.redeem_token(cur, token_hash, public_raw, self._now_ns())
+            cur.execute(SELECT_NODES + " WHERE key_id = %s", (key_id,))
+            r = cur.fetchone()
+            if r is not None:
+                n = node_record(r)
+                self._log_enrollment(cur, n.node_id, n.public_key, n.enrolled_at_ns)
+            return key_id
 
     def note_pending_key(self, public_raw: bytes, node_id: str, limits: PendingKeyLimits) -> bool:
         with self._tx("note key awaiting approval") as cur:

@@ -179,6 +179,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             parent_energy_nj TEXT NOT NULL, declared_at_ns INTEGER NOT NULL,
             envelope BLOB NOT NULL, leaf_index INTEGER NOT NULL, UNIQUE (account, run))""",
     ),
+    # Node key statements (flopwatch.statements.NodeKeyStatement, store/key_rows.py): one row
+    # per key and action (enrolled, revoked), never changed; its signed envelope is also a leaf
+    # of the log (log_leaves key_id KEY_STATEMENT_KEY_ID, sequence n). Keys enrolled before this
+    # migration are logged when the collector next starts (log_missing_key_statements).
+    (
+        """CREATE TABLE key_statements (
+            n INTEGER PRIMARY KEY, key_id TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('enrolled', 'revoked')),
+            at_ns INTEGER NOT NULL, envelope BLOB NOT NULL, leaf_index INTEGER NOT NULL,
+            UNIQUE (key_id, action))""",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
 RUN_LEAVES_VERSION = 8  # the migration that indexed log leaves by run (backfilled at open)

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flopwatch.chain import Neighbours
 from flopwatch.collector.config import AccountWindows, PendingKeyLimits
 from flopwatch.collector.store import common
+from flopwatch.collector.store.key_rows import SignKeyStatement
 from flopwatch.collector.store.lineage_rows import Check, Declaration
 from flopwatch.collector.store.records import (
     AccountTotal,
@@ -71,13 +72,22 @@ from flopwatch.collector.store.rows import (
     scope_alert,
     scope_alert_row,
 )
-from flopwatch.collector.store.sqlite import lineage, retention, runs, schema, tlog, writes
+from flopwatch.collector.store.sqlite import (
+    key_log,
+    lineage,
+    retention,
+    runs,
+    schema,
+    tlog,
+    writes,
+)
 from flopwatch.collector.store.sqlite import nodes as trust
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.errors import StoreError
 from flopwatch.keys import short_key_id
 from flopwatch.lineage import Parent, RunKey
 from flopwatch.lockfile import HeldLock, hold
+from flopwatch.statements import ENROLLED, NodeKeyStatement
 from flopwatch.verify.record import VerifiedRecord
 
 # Page cache (KiB): the per-GPU sums, runs of measured time and chain heads of a large fleet
@@ -114,6 +124,7 @@ class SQLiteStore:
         account_days_kept: int = AccountWindows().kept_days,
     ) -> None:
         self._now_ns = now_ns
+        self._sign_keys: SignKeyStatement | None = None  # log_key_statements
         self._days_kept = account_days_kept
         self._pruned_before: int | None = None  # account days deleted before this day
         self._lock = hold_collector_lock(path) if exclusive else None
@@ -197,12 +208,19 @@ class SQLiteStore:
             held = self._one("SELECT node_id, status FROM nodes WHERE key_id = ?", key_id)
             if common.enrolled_for(key_id, node_id, held, StoreError):
                 return key_id
+            now = self._now_ns()
             self._db.execute(
                 "INSERT INTO nodes (key_id, node_id, public_key, status, enrolled_at_ns) "
                 "VALUES (?, ?, ?, 'enrolled', ?)",
-                (key_id, node_id, public_raw, self._now_ns()),
+                (key_id, node_id, public_raw, now),
             )
+            self._log_enrollment(node_id, public_raw, now)
         return key_id
+
+    def _log_enrollment(self, node_id: str, public_raw: bytes, now: int) -> None:
+        if self._sign_keys is not None:
+            statement = NodeKeyStatement(node_id, public_raw, ENROLLED, now)
+            key_log.log_statement(self._db, statement, self._sign_keys)
 
     def revoke(self, key_id: str) -> None:
         with self._tx("revoke key"):
@@ -215,6 +233,21 @@ class SQLiteStore:
                     (self._now_ns(), key_id),
                 )
                 tlog.note_revocation(self._db, key_id)
+                r = self._one(SELECT_NODES + " WHERE key_id = ?", key_id)
+                if self._sign_keys is not None and r is not None:
+                    revoked = key_log.revocation(self._db, node_record(r))
+                    key_log.log_statement(self._db, revoked, self._sign_keys)
+
+    def log_key_statements(self, sign: SignKeyStatement) -> None:
+        self._sign_keys = sign
+
+    def log_missing_key_statements(self) -> int:
+        if self._sign_keys is None:
+            raise StoreError("no collector key to sign node key statements with")
+        with self._tx("log node key statements"):
+            rows = self._db.execute(SELECT_NODES + " ORDER BY key_id")
+            nodes = [node_record(r) for r in rows]
+            return key_log.log_missing(self._db, nodes, self._sign_keys)
 
     def nodes(self) -> list[NodeRecord]:
         with self._errors("list nodes"):
@@ -239,7 +272,12 @@ class SQLiteStore:
 
     def redeem_enroll_token(self, token_hash: str, public_raw: bytes) -> str:
         with self._tx("redeem enrollment token"):
-            return trust.redeem_token(self._db, token_hash, public_raw, self._now_ns())
+            key_id = trust.redeem_token(self._db, token_hash, public_raw, self._now_ns())
+            r = self._one(SELECT_NODES + " WHERE key_id = ?", key_id)
+            if r is not None:
+                n = node_record(r)
+                self._log_enrollment(n.node_id, n.public_key, n.enrolled_at_ns)
+            return key_id
 
     def note_pending_key(self, public_raw: bytes, node_id: str, limits: PendingKeyLimits) -> bool:
         with self._tx("note key awaiting approval"):

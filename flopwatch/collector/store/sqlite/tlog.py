@@ -23,6 +23,7 @@ from typing import Any
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log import translog
 from flopwatch.collector.store import common
+from flopwatch.collector.store.key_rows import KEY_STATEMENT_KEY_ID
 from flopwatch.collector.store.lineage_rows import DECLARATION_KEY_ID
 from flopwatch.collector.store.records import (
     JobEvidence,
@@ -200,13 +201,15 @@ def log_nodes(
 
 def log_entries(db: sqlite3.Connection, start: int, end: int) -> list[bytes]:
     rows = db.execute(
-        # A leaf is a record's envelope or a run lineage declaration's (lineage_rows).
-        "SELECT l.leaf_index, coalesce(r.envelope, d.envelope) FROM log_leaves l "
+        # A leaf is a record's envelope, a run lineage declaration's (lineage_rows) or a node
+        # key statement's (key_rows).
+        "SELECT l.leaf_index, coalesce(r.envelope, d.envelope, k.envelope) FROM log_leaves l "
         "LEFT JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
         "LEFT JOIN run_lineage d ON l.key_id = ? AND d.n = l.sequence "
+        "LEFT JOIN key_statements k ON l.key_id = ? AND k.n = l.sequence "
         "WHERE l.leaf_index >= ? AND l.leaf_index < ? "
-        "AND coalesce(r.envelope, d.envelope) IS NOT NULL ORDER BY l.leaf_index",
-        (DECLARATION_KEY_ID, start, end),
+        "AND coalesce(r.envelope, d.envelope, k.envelope) IS NOT NULL ORDER BY l.leaf_index",
+        (DECLARATION_KEY_ID, KEY_STATEMENT_KEY_ID, start, end),
     ).fetchall()
     return common.dense_entries(start, end, [(int(r[0]), bytes(r[1])) for r in rows])
 
