@@ -27,6 +27,15 @@ from flopwatch.verify.sampled_format import (
     SampledLimits,
 )
 
+# Why there is no bundle of a whole run (docs/regulators.md, "Runs"): the bundle format's claim
+# is a job's; a run's evidence is its sampled report, and each job's bundle carries every
+# envelope of that job.
+RUN_NEEDS_SAMPLED = (
+    "--run needs --sampled: a run's evidence is a sampled report, whose sum tree holds every "
+    "record of the run across its jobs, nodes and clusters, and which verifies to the run's "
+    "totals; a bundle of every envelope is made per job (flopwatch report JOB), as no bundle "
+    "of a whole run exists (a frontier run's envelopes are terabytes)"
+)
 FORMAT_BUNDLE = "bundle"
 FORMAT_INTOTO = "in-toto"
 INTOTO_SUFFIX = ".intoto.json"
@@ -292,10 +301,7 @@ def _check_scope(args: argparse.Namespace) -> str:
         if args.account:
             check_identifier("--account", args.account)
         if not args.sampled:
-            raise ConfigError(
-                "--run needs --sampled (a run's evidence is a sampled report; for the full "
-                "bundle, report each of its jobs)"
-            )
+            raise ConfigError(RUN_NEEDS_SAMPLED)
         return "run"
     if args.job is None:
         raise ConfigError("give a JOB, or --run RUN [--account ACCOUNT] --sampled")

@@ -26,9 +26,9 @@ from flopwatch.verify.bundle_format import Consistency, NodeKey
 from flopwatch.verify.sampled_build import build_sampled_streamed
 from flopwatch.verify.sampled_format import SampledReport, Scope
 
-# Leaves read per store query while building (each row holds an envelope, a few KiB); the
-# store caps it at `common.MAX_LEAF_PAGE`.
-REPORT_PAGE_LEAVES = 1000
+# Leaves read per store query while building: each row holds an envelope (up to 60 KiB), so a
+# page is at most 15 MiB. The store caps it at `common.MAX_LEAF_PAGE`.
+REPORT_PAGE_LEAVES = 256
 
 
 class _StoreLog:
