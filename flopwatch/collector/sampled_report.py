@@ -63,8 +63,8 @@ class _Leaves:
 
     def __call__(self) -> Iterator[tuple[int, bytes]]:
         after = -1
-        while True:
-            rows = self._store.scope_leaves(self._scope, after, self._below, self._page)
+        while rows := self._store.scope_leaves(self._scope, after, self._below, self._page):
+            after = rows[-1].leaf_index
             for e in rows:
                 if e.archived:
                     raise ConfigError(
@@ -74,9 +74,7 @@ class _Leaves:
                     )
                 self.key_ids.add(e.key_id)
                 yield e.leaf_index, e.envelope
-            if not rows:
-                return
-            after = rows[-1].leaf_index
+            del rows, e  # one page held at a time: not this one while the next is read
 
 
 def _described(scope: LeafScope) -> str:
