@@ -19,18 +19,38 @@ change: nothing there was run.
 With --run, the records are a run's (account "bench", run "frontier") instead of one job's:
 each record of it is of one of two jobs of that run in turn (a restart), and the report is the
 run report `flopwatch report --run --sampled` makes (leaves: the run's figures in each record).
+
+With --store, it measures what MAKING a run report costs the collector instead: the run's records
+(the first `--rounds` rounds of `--gpus` GPUs each, the run's two jobs in turn; 30 is what
+the agent signs for a run's records) are ingested for real into a SQLite
+store in a temporary directory (the collector's Ingestor: verified, committed, logged, indexed
+by run), for each count of `--store-records`; then `build_sampled_run_report` (what `flopwatch
+report --run --sampled` calls: two streamed passes over pages of the store) makes the report,
+timed, and once more under tracemalloc for its peak Python memory; the report is verified. The
+in-memory maker of before (the whole run read in one snapshot, `run_evidence`) is measured
+alongside for comparison. Per-record cost and peak memory are printed, and the build time is
+EXTRAPOLATED to a frontier run's record count (nothing that large was run).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 
 from flopwatch.agent.backends.sim import SIM_PID_BASE, SimBackend
 from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
+from flopwatch.collector.alerts.events import ThresholdPolicy
+from flopwatch.collector.ingest.ingestor import Ingestor
+from flopwatch.collector.job_report import model_version, node_key
+from flopwatch.collector.log.translog import TransparencyLog
+from flopwatch.collector.sampled_report import REPORT_PAGE_LEAVES, build_sampled_run_report
+from flopwatch.collector.store.factory import open_store
 from flopwatch.keys import SigningKey, key_id_of_raw, public_raw
 from flopwatch.merkle import MerkleLog
 from flopwatch.statements import TreeHead
@@ -173,6 +193,117 @@ def extrapolate(m: dict[str, float], samples: int, probes: int) -> dict[str, flo
     }
 
 
+def _store_build(
+    records: int, rounds: int, gpus: int, samples: int, probes: int, page: int
+) -> dict[str, float]:
+    """Ingest a run of `records` records into a SQLite store, then make and verify its sampled
+    run report from the store (`build_sampled_run_report`), timing and tracing the build."""
+    envelopes, mine, node = _records(records, rounds, gpus, run=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        end = START + (len(envelopes) * rounds + 60) * 10**9
+        store = open_store(f"sqlite:{tmp}/bench.db", create=True, now_ns=lambda: end)
+        store.enroll(node.public_key, node.node_id)
+        ingestor = Ingestor(store, ThresholdPolicy((10**30,), "upper"), [], now_ns=lambda: end)
+        t = time.perf_counter()
+        for i in range(0, len(envelopes), 500):
+            acks = ingestor.ingest(envelopes[i : i + 500])
+            assert all(a.status == "accepted" for a in acks), acks[0]
+        ingest_s = time.perf_counter() - t
+        db_bytes = os.path.getsize(f"{tmp}/bench.db")
+        del envelopes
+        collector = SigningKey.generate()
+        log = TransparencyLog(store, collector, now_ns=lambda: end)
+
+        def build() -> bytes:
+            return build_sampled_run_report(
+                store,
+                log,
+                ACCOUNT,
+                RUN,
+                samples=samples,
+                probes=probes,
+                now_ns=lambda: end,
+                page=page,
+            ).to_bytes()
+
+        def before() -> bytes:
+            ev = store.run_evidence(ACCOUNT, RUN)
+            assert ev is not None
+            head = log.sign()
+
+            class View:
+                def entries(self, leaves: Sequence[int]) -> dict[int, bytes]:
+                    return {i: store.log_entries(i, i + 1)[0] for i in leaves}
+
+                def inclusion_proofs(self, leaves: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
+                    return log.inclusion_proofs(list(leaves), head.head.size)
+
+            return build_sampled(
+                run=RUN,
+                account=ACCOUNT,
+                flop_model_version=model_version(ev),
+                records=[(e.leaf_index, e.envelope) for e in ev.entries],
+                log=View(),
+                tree_head=head,
+                nodes=tuple(node_key(n, ev.revoked_at_log_size) for n in ev.nodes),
+                signer=log.signer,
+                created_ns=end,
+                samples=samples,
+                probes=probes,
+            ).to_bytes()
+
+        out: dict[str, float] = {"records": sum(mine), "ingest_s": ingest_s, "db_bytes": db_bytes}
+        for name, make in (("stream", build), ("before", before)):
+            t = time.perf_counter()
+            data = make()
+            out[f"{name}_s"] = time.perf_counter() - t
+            tracemalloc.start()
+            again = make()
+            out[f"{name}_peak"] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert again == data
+            out[f"{name}_bytes"] = len(data)
+        assert out["stream_bytes"] == out["before_bytes"]
+        verifier = SampledVerifier(collector_key_id=collector.key_id, min_samples=1, min_probes=0)
+        t = time.perf_counter()
+        result = verifier.verify(data)
+        out["verify_s"] = time.perf_counter() - t
+        out["gpu_intervals"] = result.gpu_intervals
+        store.close()
+    return out
+
+
+def store_main(
+    counts: Sequence[int], rounds: int, gpus: int, samples: int, probes: int, page: int
+) -> None:
+    rows = []
+    for n in counts:
+        m = _store_build(n, rounds, gpus, samples, probes, page)
+        rows.append(m)
+        per_us = m["stream_s"] / m["records"] * 1e6
+        print(
+            f"\nMEASURED: run of {m['records']:.0f} records of "
+            f"{m['gpu_intervals'] / m['records']:.0f} GPU-intervals "
+            f"({m['gpu_intervals']:.0f} GPU-intervals) ingested in {m['ingest_s']:.1f} s, "
+            f"database {m['db_bytes'] / 2**20:.0f} MiB\n"
+            f"  streamed build (page {page}): {m['stream_s']:.2f} s = {per_us:.0f} us per "
+            f"record, peak {m['stream_peak'] / 2**20:.1f} MiB (tracemalloc)\n"
+            f"  in-memory build of before: {m['before_s']:.2f} s, peak "
+            f"{m['before_peak'] / 2**20:.1f} MiB; reports identical, "
+            f"{m['stream_bytes'] / 2**20:.1f} MiB, verified in {m['verify_s']:.2f} s"
+        )
+    last = rows[-1]
+    per_record_s = last["stream_s"] / last["records"]
+    intervals = last["gpu_intervals"] / last["records"]
+    records = FRONTIER_GPU_INTERVALS / intervals
+    print(
+        f"EXTRAPOLATED to 1.7e11 GPU-intervals at {intervals:.0f} GPU-intervals per record "
+        f"({records:.3g} records), at the measured {per_record_s * 1e6:.0f} us per record: "
+        f"{records * per_record_s / 3600:.1f} hours on one core; peak memory as measured "
+        "(it does not grow with the run)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=20_000)
@@ -181,7 +312,14 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--probes", type=int, default=3000)
     p.add_argument("--run", action="store_true", help="a run of two jobs instead of one job")
+    p.add_argument("--store", action="store_true", help="measure the collector's streamed build")
+    p.add_argument("--store-records", type=int, nargs="+", default=[1_000, 4_000])
+    p.add_argument("--page", type=int, default=REPORT_PAGE_LEAVES)
     args = p.parse_args()
+    if args.store:
+        rounds = args.rounds[0]
+        store_main(args.store_records, rounds, args.gpus, args.samples, args.probes, args.page)
+        return
     print(
         f"{args.samples} samples: a fraction of {detectable_fraction(args.samples):.4%} "
         f"misstated records is found with 95 % probability; {args.probes} probes likewise "

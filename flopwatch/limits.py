@@ -12,6 +12,9 @@ each one named below exists):
     flopwatch.verify.sampled_format.SampledLimits     a sampled report: bytes, samples, probes,
                                                       sum-tree path nodes
     flopwatch.verify.sampled_format.MAX_CHALLENGE_BYTES  a regulator's challenge
+    flopwatch.collector.sampled_report.REPORT_PAGE_LEAVES  leaves read per query while making
+                                                      a sampled report
+    flopwatch.collector.store.common.MAX_LEAF_PAGE    leaves one page of a scope returns
     flopwatch.collector.config.QueryLimits            query pages, message sizes
     flopwatch.collector.config.ServerLimits           connections, streams per address and
                                                       certificate, bytes in flight, idle and

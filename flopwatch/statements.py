@@ -234,14 +234,33 @@ class RunClaim:
     def verified(cls, data: bytes, key: Ed25519PublicKey) -> RunClaim:
         """A run claim file (a serialized envelope), checked against the pinned collector key
         `key`; VerificationError(bad_run_claim) with the reason otherwise."""
+        envelope = cls._envelope(data)
+        check_signed(envelope, RUN_CLAIM_TYPE, key, BAD_RUN_CLAIM)
+        return cls._read(envelope, key_id_of(key))
+
+    @classmethod
+    def unsigned_figures(cls, data: bytes) -> RunClaim:
+        """What a run claim file states, its signature NOT checked (`collector_key_id` empty):
+        for a reader without the other collector's key, who checks the claim's digest and
+        figures against what a signed statement quotes of it. VerificationError as `verified`."""
+        envelope = cls._envelope(data)
+        if envelope.payload_type != RUN_CLAIM_TYPE:
+            raise VerificationError(BAD_RUN_CLAIM, "not a run claim")
+        return cls._read(envelope, "")
+
+    @staticmethod
+    def _envelope(data: bytes) -> Envelope:
         r = BAD_RUN_CLAIM
         if len(data) > MAX_RUN_CLAIM_BYTES:
             raise VerificationError(r, f"{len(data)} bytes is too large")
         try:
-            envelope = Envelope.from_bytes(data)
+            return Envelope.from_bytes(data)
         except VerificationError as e:
             raise VerificationError(r, e.message) from e
-        check_signed(envelope, RUN_CLAIM_TYPE, key, r)
+
+    @classmethod
+    def _read(cls, envelope: Envelope, key_id: str) -> RunClaim:
+        r = BAD_RUN_CLAIM
         v = _json_payload(envelope, MAX_RUN_CLAIM_BYTES, r)
 
         def count(name: str) -> int:
@@ -263,7 +282,7 @@ class RunClaim:
             tree_size=_field(v, "tree_size", int, r),
             root_hex=root,
             claimed_at_ns=_field(v, "claimed_at_ns", int, r),
-            collector_key_id=key_id_of(key),
+            collector_key_id=key_id,
         )
 
 

@@ -214,3 +214,87 @@ def check_path(
             BAD_SUM_PATH,
             f"the sum-tree path of position {position} does not lead to the claimed root",
         )
+
+
+class StreamedTree:
+    """The sum tree of leaves pushed one at a time in log order, in O(log n) memory (a stack of
+    complete subtrees), keeping the path of each leaf pushed with `keep=True`: O(k log n) for k
+    kept. Root and paths are exactly `SumTree`'s for the same leaves.
+
+    A kept leaf's left siblings are the complete subtrees on the stack when it is pushed; its
+    right siblings are complete subtrees formed later, or at `finish` the promoted node of the
+    leaves after the last complete subtree of that size (RFC 6962's shape).
+    """
+
+    _LEVELS = 64  # positions are below 2^64
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, int, SumNode]] = []  # (level, first position, node)
+        self._size = 0
+        self._paths: dict[int, dict[int, SumNode]] = {}  # kept position -> level -> sibling
+        self._wanted: dict[tuple[int, int], list[int]] = {}  # (level, first) -> kept positions
+        self._root: SumNode | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def push(self, leaf: SumNode, *, keep: bool = False) -> int:
+        """Add the next leaf; returns its position. VerificationError if it is not to the
+        right of the previous one."""
+        if self._root is not None:
+            raise ValueError("the tree is finished")
+        position = self._size
+        if keep:
+            self._paths[position] = {level: node for level, _, node in self._stack}
+            for level in range(self._LEVELS):
+                if not (position >> level) & 1:
+                    first = ((position >> level) + 1) << level
+                    self._wanted.setdefault((level, first), []).append(position)
+        self._formed(0, position, leaf)
+        self._stack.append((0, position, leaf))
+        self._size += 1
+        while len(self._stack) > 1 and self._stack[-1][0] == self._stack[-2][0]:
+            level, first, right = self._stack.pop()
+            _, first, left = self._stack.pop()
+            up = parent(left, right)
+            self._formed(level + 1, first, up)
+            self._stack.append((level + 1, first, up))
+        return position
+
+    def _formed(self, level: int, first: int, node: SumNode) -> None:
+        for position in self._wanted.pop((level, first), ()):
+            self._paths[position][level] = node
+
+    def finish(self) -> SumNode:
+        """The root; after it, `path` of each kept position. ValueError if no leaf was pushed."""
+        if self._root is not None:
+            return self._root
+        if not self._stack:
+            raise ValueError("a sum tree needs at least one leaf")
+        # suffix[i]: the node of every leaf from stack entry i on (a fold from the right).
+        suffix = [self._stack[-1][2]]
+        for _, _, node in reversed(self._stack[:-1]):
+            suffix.append(parent(node, suffix[-1]))
+        suffix.reverse()
+        firsts = {first: i for i, (_, first, _) in enumerate(self._stack)}
+        for (level, first), positions in self._wanted.items():
+            # A right sibling of fewer than 2^level leaves: the promoted node of the leaves
+            # from `first` on, which starts at a stack entry.
+            if first < self._size < first + (1 << level):
+                for position in positions:
+                    self._paths[position][level] = suffix[firsts[first]]
+        self._wanted.clear()
+        self._root = suffix[0]
+        return self._root
+
+    def path(self, position: int) -> tuple[SumNode, ...]:
+        """The siblings of kept leaf `position` from the leaf up to the root (as `SumTree`)."""
+        if self._root is None:
+            raise ValueError("the tree is not finished")
+        siblings = self._paths[position]
+        out = []
+        for level in range(self._LEVELS):
+            if (((position >> level) ^ 1) << level) < self._size:
+                out.append(siblings[level])
+        return tuple(out)

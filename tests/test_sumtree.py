@@ -13,6 +13,7 @@ from flopwatch.errors import VerificationError
 from flopwatch.sumtree import (
     MAX_FLOPS,
     NODE_BYTES,
+    StreamedTree,
     SumNode,
     Sums,
     SumTree,
@@ -144,3 +145,36 @@ def test_wire_forms_are_fixed_and_bounded():
         SumNode.from_bytes(empty)
     with pytest.raises(VerificationError):
         parent(SumNode(bytes(32), Sums(MAX_FLOPS), 0, 0), SumNode(bytes(32), Sums(1), 1, 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(leaves, st.data())
+def test_a_streamed_tree_has_the_same_root_and_paths(nodes, data):
+    tree = SumTree(nodes)
+    kept = data.draw(st.sets(st.integers(0, len(nodes) - 1)))
+    streamed = StreamedTree()
+    for p, leaf in enumerate(nodes):
+        assert streamed.push(leaf, keep=p in kept) == p
+    assert streamed.finish() == tree.root and streamed.size == tree.size
+    for p in kept:
+        assert streamed.path(p) == tree.path(p)
+
+
+def test_a_streamed_tree_matches_for_every_size_and_position():
+    for n in range(1, 70):
+        nodes = _ascending([(1, Sums(i, i, 1, 1)) for i in range(n)])
+        tree, streamed = SumTree(nodes), StreamedTree()
+        for leaf in nodes:
+            streamed.push(leaf, keep=True)
+        assert streamed.finish() == tree.root
+        assert all(streamed.path(p) == tree.path(p) for p in range(n))
+
+
+def test_a_streamed_tree_refuses_leaves_out_of_order_and_needs_one():
+    with pytest.raises(ValueError):
+        StreamedTree().finish()
+    a, b = _ascending([(1, Sums()), (1, Sums())])
+    t = StreamedTree()
+    t.push(b)
+    with pytest.raises(VerificationError):
+        t.push(a)

@@ -27,11 +27,21 @@ from flopwatch.verify.sampled_format import (
     SampledLimits,
 )
 
+# Why there is no bundle of a whole run (docs/regulators.md, "Runs"): the bundle format's claim
+# is a job's; a run's evidence is its sampled report, and each job's bundle carries every
+# envelope of that job.
+RUN_NEEDS_SAMPLED = (
+    "--run needs --sampled: a run's evidence is a sampled report, whose sum tree holds every "
+    "record of the run across its jobs, nodes and clusters, and which verifies to the run's "
+    "totals; a bundle of every envelope is made per job (flopwatch report JOB), as no bundle "
+    "of a whole run exists (a frontier run's envelopes are terabytes)"
+)
 FORMAT_BUNDLE = "bundle"
 FORMAT_INTOTO = "in-toto"
 INTOTO_SUFFIX = ".intoto.json"
 
 if TYPE_CHECKING:
+    from flopwatch.intoto.predicate import LineageLink
     from flopwatch.verify.bundle_format import Bundle
 
 HELP = (
@@ -49,9 +59,10 @@ A regulator checks it offline with `flopwatch verify FILE --collector-key KEY_ID
 --format in-toto also writes an in-toto Statement v1 (a DSSE envelope in JSON, payload type
 application/vnd.in-toto+json, signed with the collector key) whose predicate, of type
 https://flopwatch.dev/compute-usage/v1 (docs/compute-usage-predicate.md), states the job's
-operations (estimate and sound upper bound), methods, FLOP model version, window, run, account
-and class, a C2SP checkpoint of the collector's log at the bundle's tree size, and the bundle's
-SHA-256 (the bundle holds every record's inclusion proof). Its subject is the bundle, or each
+operations (estimate and sound upper bound), methods, FLOP model version, window, run, account,
+class and lineage (the run's ancestors, each declaration with its log inclusion proof), a C2SP
+checkpoint of the collector's log at the bundle's tree size, and the bundle's SHA-256 (the
+bundle holds every record's inclusion proof). Its subject is the bundle, or each
 --subject given (e.g. a model-weights manifest). Check it with
 `flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`.
 
@@ -290,10 +301,7 @@ def _check_scope(args: argparse.Namespace) -> str:
         if args.account:
             check_identifier("--account", args.account)
         if not args.sampled:
-            raise ConfigError(
-                "--run needs --sampled (a run's evidence is a sampled report; for the full "
-                "bundle, report each of its jobs)"
-            )
+            raise ConfigError(RUN_NEEDS_SAMPLED)
         return "run"
     if args.job is None:
         raise ConfigError("give a JOB, or --run RUN [--account ACCOUNT] --sampled")
@@ -305,7 +313,8 @@ def _check_scope(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from flopwatch.collector.archive_file import envelopes_from
     from flopwatch.collector.job_report import build_report
-    from flopwatch.collector.job_statement import build_statement
+    from flopwatch.collector.job_statement import build_statement, statement_facts
+    from flopwatch.collector.lineage_evidence import lineage_links
     from flopwatch.collector.log.checkpoints import default_origin
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
@@ -330,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
     origin = args.log_origin or default_origin(key)
     _check_origin(origin)
     store = open_store(args.db)
+    lineage: tuple[LineageLink, ...] = ()
     try:
         archived = None
         if args.archive is not None:
@@ -338,13 +348,20 @@ def run(args: argparse.Namespace) -> int:
             def archived(leaves: list[int]) -> dict[int, bytes]:
                 return envelopes_from(path, leaves, collector_key_id=key.key_id)
 
-        bundle = build_report(
-            store,
-            TransparencyLog(store, key),
-            args.job,
-            consistency_from=kept,
-            archived=archived,
-        )
+        # Declarations held before the bundle's tree head is signed: their leaves are in it.
+        parents = store.lineage_parents() if statement_out is not None else {}
+        log = TransparencyLog(store, key)
+        bundle = build_report(store, log, args.job, consistency_from=kept, archived=archived)
+        if statement_out is not None:
+            labels = statement_facts(bundle).labels[0]
+            lineage = lineage_links(
+                store,
+                log,
+                (labels.account, labels.run),
+                parents,
+                key=key,
+                tree_size=bundle.tree_head.head.size,
+            )
     finally:
         store.close()
     data = bundle.to_bytes()
@@ -352,7 +369,13 @@ def run(args: argparse.Namespace) -> int:
     if statement_out is not None:
         name = "bundle" if is_stdout(args.out) else Path(args.out).name
         statement = build_statement(
-            bundle, data, key, origin=origin, bundle_name=name, subjects=subjects
+            bundle,
+            data,
+            key,
+            origin=origin,
+            bundle_name=name,
+            subjects=subjects,
+            lineage=lineage,
         )
     write_output(args.out, data, force=args.force, protect=protect)
     if statement_out is not None and statement is not None:

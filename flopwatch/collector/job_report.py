@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from flopwatch.attestation import parse_payload
 from flopwatch.collector.log.translog import TransparencyLog
@@ -24,10 +24,11 @@ from flopwatch.statements import SignedTreeHead
 from flopwatch.verify.bundle_format import Bundle, Consistency, Entry, JobClaim, NodeKey
 
 
-def node_key(n: NodeRecord, evidence: JobEvidence | RunEvidence) -> NodeKey:
+def node_key(n: NodeRecord, revoked_at: Mapping[str, int]) -> NodeKey:
+    """The bundle's entry for key `n`; `revoked_at`: the log size at each revocation."""
     if n.status != "revoked":
         return NodeKey(n.key_id, n.node_id, n.public_key, n.status, n.enrolled_at_ns)
-    at = evidence.revoked_at_log_size.get(n.key_id)
+    at = revoked_at.get(n.key_id)
     if at is None:
         raise StoreError(
             f"key {short_key_id(n.key_id)} is revoked but its log position is not recorded"
@@ -112,7 +113,7 @@ def build_report(
         first_start_ns=total.first_start_ns,
         last_end_ns=total.last_end_ns,
         leaf_indices=tuple(e.leaf_index for e in entries),
-        nodes=tuple(node_key(n, evidence) for n in evidence.nodes),
+        nodes=tuple(node_key(n, evidence.revoked_at_log_size) for n in evidence.nodes),
         tree_size=size,
         root=signed.head.root,
         created_ns=now_ns(),

@@ -17,8 +17,8 @@ from flopwatch.attestation import parse_payload
 from flopwatch.dsse import Envelope
 from flopwatch.errors import ConfigError, StoreError, VerificationError
 from flopwatch.identifiers import identifier_problem, shown
-from flopwatch.intoto.facts import job_facts
-from flopwatch.intoto.predicate import BundleRef, ComputeUsage
+from flopwatch.intoto.facts import JobFacts, job_facts
+from flopwatch.intoto.predicate import BundleRef, ComputeUsage, LineageLink
 from flopwatch.intoto.statement import DEFAULT_STATEMENT_LIMITS, Subject, sign_statement
 from flopwatch.keys import SigningKey
 from flopwatch.tlog.checkpoint import Checkpoint, sign_checkpoint
@@ -26,27 +26,11 @@ from flopwatch.tlog.note import Ed25519NoteSigner
 from flopwatch.verify.bundle_format import Bundle
 
 
-def build_statement(
-    bundle: Bundle,
-    data: bytes,
-    key: SigningKey,
-    *,
-    origin: str,
-    bundle_name: str,
-    subjects: Sequence[Subject] = (),
-) -> bytes:
-    """The signed statement (a JSON DSSE envelope) about `bundle`, serialized as `data`.
-
-    Its subjects are `subjects`, or the bundle itself when none is given. ConfigError when the
-    job's records name more than one run, account or class (the predicate states one)."""
-    if (
-        problem := identifier_problem(bundle_name, DEFAULT_STATEMENT_LIMITS.max_string_chars)
-    ) is not None:
-        raise ConfigError(f"the bundle's name {shown(bundle_name)!r} {problem}")
+def statement_facts(bundle: Bundle) -> JobFacts:
+    """The methods and the one labelling (run, account, class) of the bundle's job, as its
+    statement states them. ConfigError when the job's records name more than one run, account
+    or class (the predicate states one)."""
     claim = bundle.unverified_claim()  # made and signed a moment ago, by this key
-    head = bundle.tree_head.head
-    if head.log_id != key.key_id:
-        raise ConfigError("the bundle's tree head is not signed by this collector key")
     try:
         facts = job_facts(
             (parse_payload(Envelope.from_bytes(e.envelope).payload) for e in bundle.entries),
@@ -63,6 +47,33 @@ def build_statement(
             f"the records of job {claim.job_id!r} name {len(facts.labels)} runs, accounts or "
             f"classes ({names}); an in-toto statement states one"
         )
+    return facts
+
+
+def build_statement(
+    bundle: Bundle,
+    data: bytes,
+    key: SigningKey,
+    *,
+    origin: str,
+    bundle_name: str,
+    subjects: Sequence[Subject] = (),
+    lineage: Sequence[LineageLink] = (),
+) -> bytes:
+    """The signed statement (a JSON DSSE envelope) about `bundle`, serialized as `data`.
+
+    Its subjects are `subjects`, or the bundle itself when none is given; `lineage` the job's
+    run's ancestors (`flopwatch.collector.lineage_evidence`, proved at the bundle's tree size).
+    ConfigError as `statement_facts`."""
+    if (
+        problem := identifier_problem(bundle_name, DEFAULT_STATEMENT_LIMITS.max_string_chars)
+    ) is not None:
+        raise ConfigError(f"the bundle's name {shown(bundle_name)!r} {problem}")
+    claim = bundle.unverified_claim()
+    head = bundle.tree_head.head
+    if head.log_id != key.key_id:
+        raise ConfigError("the bundle's tree head is not signed by this collector key")
+    facts = statement_facts(bundle)
     labels = facts.labels[0]
     note = sign_checkpoint(
         Checkpoint(origin, head.size, head.root), Ed25519NoteSigner(origin, key.private_key)
@@ -73,7 +84,7 @@ def build_statement(
         run=labels.run,
         account=labels.account,
         workload_class=labels.workload_class,
-        lineage=(),
+        lineage=tuple(lineage),
         operations_estimate=claim.flops_estimate,
         operations_upper=claim.flops_upper,
         methods=facts.methods,

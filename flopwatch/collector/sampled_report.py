@@ -1,27 +1,34 @@
 """Build a sampled job or run report from the store: what `flopwatch report JOB --sampled` and
 `flopwatch report --run RUN --account ACCOUNT --sampled` write.
 
-Reads the job's records in one snapshot (`LogStore.job_evidence`), signs a tree head covering
-them (or reuses the latest), and hands them to the pure maker
-(`flopwatch.verify.sampled_build.build_sampled`) with a view of the log for the inclusion proofs
-and for the envelopes at the probed positions. The sum tree is built here from every record of
-the job; only the opened records and probes go into the report.
+Signs a tree head (or reuses the latest) and streams the scope's records below its size from the
+store, a page of `REPORT_PAGE_LEAVES` at a time (`LogStore.scope_leaves`), into the pure maker
+(`flopwatch.verify.sampled_build.build_sampled_streamed`) twice: once for the sum tree's root,
+once more for the paths of the drawn records. Only a page, the tree's stack and the opened
+records are held at once, so memory does not grow with the run; reading time grows linearly.
+The scope's leaves below the tree head's size never change (new records get later leaves), so
+the two passes read the same ones; a leaf pruned in between is refused, as before.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from flopwatch.collector.job_report import model_version, node_key
+from flopwatch.collector.job_report import node_key
 from flopwatch.collector.log.translog import TransparencyLog
-from flopwatch.collector.store.base import LogStore
-from flopwatch.collector.store.records import JobEvidence, RunEvidence
+from flopwatch.collector.store.base import LogStore, Store
+from flopwatch.collector.store.records import LeafScope
 from flopwatch.errors import ConfigError, StoreError
+from flopwatch.keys import short_key_id
 from flopwatch.statements import SignedTreeHead
-from flopwatch.verify.bundle_format import Consistency
-from flopwatch.verify.sampled_build import build_sampled
+from flopwatch.verify.bundle_format import Consistency, NodeKey
+from flopwatch.verify.sampled_build import build_sampled_streamed
 from flopwatch.verify.sampled_format import SampledReport, Scope
+
+# Leaves read per store query while building: each row holds an envelope (up to 60 KiB), so a
+# page is at most 15 MiB. The store caps it at `common.MAX_LEAF_PAGE`.
+REPORT_PAGE_LEAVES = 256
 
 
 class _StoreLog:
@@ -46,8 +53,36 @@ class _StoreLog:
         return self._log.inclusion_proofs(list(leaf_indices), self._size)
 
 
+class _Leaves:
+    """The scope's records below the tree head's size, streamed a page at a time; notes the
+    keys that signed them."""
+
+    def __init__(self, store: LogStore, scope: LeafScope, below: int, page: int) -> None:
+        self._store, self._scope, self._below, self._page = store, scope, below, page
+        self.key_ids: set[str] = set()
+
+    def __call__(self) -> Iterator[tuple[int, bytes]]:
+        after = -1
+        while rows := self._store.scope_leaves(self._scope, after, self._below, self._page):
+            after = rows[-1].leaf_index
+            for e in rows:
+                if e.archived:
+                    raise ConfigError(
+                        f"log leaf {e.leaf_index} of {_described(self._scope)} was archived "
+                        "and pruned: a sampled report needs every envelope of it to build its "
+                        "sum tree (make the full bundle with --archive)"
+                    )
+                self.key_ids.add(e.key_id)
+                yield e.leaf_index, e.envelope
+            del rows, e  # one page held at a time: not this one while the next is read
+
+
+def _described(scope: LeafScope) -> str:
+    return str(Scope(scope.job_id, scope.run, scope.account))
+
+
 def build_sampled_report(
-    store: LogStore,
+    store: Store,
     log: TransparencyLog,
     job_id: str,
     *,
@@ -56,27 +91,27 @@ def build_sampled_report(
     challenge: bytes = b"",
     consistency_from: Sequence[SignedTreeHead] = (),
     now_ns: Callable[[], int] = time.time_ns,
+    page: int = REPORT_PAGE_LEAVES,
 ) -> SampledReport:
     """The sampled report of `job_id`; ConfigError if the store holds no record of it or the
     job's envelopes were pruned."""
-    evidence = store.job_evidence(job_id)
-    if evidence is None:
+    if job_id not in store.totals_for([job_id]):
         raise ConfigError(f"the collector holds no record of job {job_id!r}")
     return _build(
         store,
         log,
-        evidence,
-        Scope(job_id=job_id),
+        LeafScope(job_id=job_id),
         samples=samples,
         probes=probes,
         challenge=challenge,
         consistency_from=consistency_from,
         now_ns=now_ns,
+        page=page,
     )
 
 
 def build_sampled_run_report(
-    store: LogStore,
+    store: Store,
     log: TransparencyLog,
     account: str,
     run: str,
@@ -86,53 +121,47 @@ def build_sampled_run_report(
     challenge: bytes = b"",
     consistency_from: Sequence[SignedTreeHead] = (),
     now_ns: Callable[[], int] = time.time_ns,
+    page: int = REPORT_PAGE_LEAVES,
 ) -> SampledReport:
     """The sampled report of the run (`account`, `run`): its sum tree holds every logged
-    record with a share of the run (`LogStore.run_evidence`), each leaf the run's figures in
+    record with a share of the run (`LogStore.scope_leaves`), each leaf the run's figures in
     it. ConfigError if the store holds no total of the run or its envelopes were pruned."""
-    scope = Scope(run=run, account=account)
-    evidence = store.run_evidence(account, run)
-    if evidence is None:
-        raise ConfigError(f"the collector holds no total of {scope}")
-    if not evidence.entries:
+    scope = LeafScope(account=account, run=run)
+    if (account, run) not in store.runs_for([(account, run)]):
+        raise ConfigError(f"the collector holds no total of {_described(scope)}")
+    if not store.scope_leaves(scope, -1, store.log_size(), 1):
         raise ConfigError(
-            f"the collector holds totals of {scope} but no log leaf of it is indexed (records "
-            "pruned before the run index existed?): make full job bundles from the archive"
+            f"the collector holds totals of {_described(scope)} but no log leaf of it is "
+            "indexed (records pruned before the run index existed?): make full job bundles "
+            "from the archive"
         )
     return _build(
         store,
         log,
-        evidence,
         scope,
         samples=samples,
         probes=probes,
         challenge=challenge,
         consistency_from=consistency_from,
         now_ns=now_ns,
+        page=page,
     )
 
 
 def _build(
-    store: LogStore,
+    store: Store,
     log: TransparencyLog,
-    evidence: JobEvidence | RunEvidence,
-    scope: Scope,
+    scope: LeafScope,
     *,
     samples: int,
     probes: int,
     challenge: bytes,
     consistency_from: Sequence[SignedTreeHead],
     now_ns: Callable[[], int],
+    page: int,
 ) -> SampledReport:
-    if gone := sum(e.archived for e in evidence.entries):
-        raise ConfigError(
-            f"{gone} of the {len(evidence.entries)} envelopes of {scope} were archived "
-            "and pruned: a sampled report needs them all to build its sum tree"
-        )
     signed = log.sign()
     size = signed.head.size
-    if size < evidence.log_size:
-        raise StoreError(f"the log shrank from {evidence.log_size} to {size} leaves")
     consistency = []
     for kept in consistency_from:
         if kept.head.size > size:
@@ -142,16 +171,29 @@ def _build(
         consistency.append(
             Consistency(kept.head.size, size, log.consistency_proof(kept.head.size, size))
         )
+    leaves = _Leaves(store, scope, size, page)
+
+    def nodes() -> tuple[NodeKey, ...]:
+        found = []
+        for key_id in sorted(leaves.key_ids):
+            n = store.node(key_id)
+            if n is None:
+                raise StoreError(
+                    f"records of key {short_key_id(key_id)} are held but the key is not"
+                )
+            found.append(n)
+        revoked = store.revoked_at([n.key_id for n in found if n.status == "revoked"])
+        return tuple(node_key(n, revoked) for n in found)
+
     try:
-        return build_sampled(
+        return build_sampled_streamed(
             job_id=scope.job_id,
             run=scope.run,
             account=scope.account,
-            flop_model_version=model_version(evidence),
-            records=[(e.leaf_index, e.envelope) for e in evidence.entries],
+            records=leaves,
             log=_StoreLog(store, log, size),
             tree_head=signed,
-            nodes=tuple(node_key(n, evidence) for n in evidence.nodes),
+            nodes=nodes,
             signer=log.signer,
             created_ns=now_ns(),
             samples=samples,
@@ -160,4 +202,4 @@ def _build(
             consistency=tuple(consistency),
         )
     except ValueError as e:
-        raise StoreError(f"{scope}: {e}") from e
+        raise StoreError(f"{_described(scope)}: {e}") from e

@@ -9,6 +9,7 @@ typed and bounded, unknown fields ignored (in-toto's parsing rules), nothing tru
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,10 @@ MALFORMED_PREDICATE = "malformed_predicate"
 METHODS = tuple(m.value for m in Method)
 NO_CLASS = "unknown"  # the workload class of a run that declared none
 MAX_JSON_INT = (1 << 53) - 1  # the largest integer every JSON reader holds exactly
+MAX_PROOF_HASHES = 64  # an RFC 6962 inclusion proof in a log of up to 2^64 leaves
+# A lineage declaration's envelope, base64: a declaration is at most MAX_RUN_DECLARATION_BYTES
+# of payload (flopwatch.statements), signed: 4/3 of that and the envelope's few hundred bytes.
+MAX_DECLARATION_BASE64 = 24 * 1024
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,59}")  # FLOPs, exact; 60 digits is far past 1e26
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -71,6 +76,106 @@ class BundleRef:
 
 
 @dataclass(frozen=True)
+class ForeignClaim:
+    """A parent run held by another collector, as the run claim this collector verified when
+    the lineage was declared states it: that collector's key, the claim's SHA-256 (the exact
+    envelope bytes the declaration carries) and the cumulative operations it claims."""
+
+    collector_key_id: str  # hex
+    sha256: str  # hex, of the serialized run claim envelope
+    operations_estimate: int
+    operations_upper: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collectorKeyId": self.collector_key_id,
+            "digest": {"sha256": self.sha256},
+            "cumulativeOperations": {
+                "estimate": str(self.operations_estimate),
+                "upperBound": str(self.operations_upper),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class LineageLink:
+    """One ancestor of the statement's run, nearest first: the run (`account`, `run`), its class
+    as the collector holds it, and the lineage declaration by which the run before it in the
+    chain (the statement's run, for the first) derives from it. The declaration is a leaf of
+    the collector's log: its index, RFC 6962 leaf hash and inclusion proof at the checkpoint's
+    tree, and the leaf's data (the signed declaration envelope), so each link is checked
+    offline. `parent_claim` only for a parent on another collector (it ends the chain)."""
+
+    run: str
+    account: str  # empty: none known
+    workload_class: str
+    leaf_index: int
+    leaf_hash: str  # hex
+    inclusion_proof: tuple[str, ...]  # hex hashes, leaf to root
+    declaration: bytes  # the serialized, signed declaration envelope (the leaf's data)
+    parent_claim: ForeignClaim | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run": self.run,
+            "account": self.account,
+            "workloadClass": self.workload_class,
+            "declaration": {
+                "leafIndex": self.leaf_index,
+                "leafHash": self.leaf_hash,
+                "inclusionProof": list(self.inclusion_proof),
+                "envelope": base64.b64encode(self.declaration).decode("ascii"),
+            },
+        }
+        if self.parent_claim is not None:
+            out["parentClaim"] = self.parent_claim.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object, max_chars: int) -> LineageLink:
+        r = _Reader(obj, "a lineage entry", max_chars)
+        d = _Reader(r.field("declaration", dict), "a lineage declaration", max_chars)
+        proof = d.field("inclusionProof", list)
+        if len(proof) > MAX_PROOF_HASHES or not all(
+            isinstance(h, str) and _HEX64.fullmatch(h) for h in proof
+        ):
+            raise _fail(
+                f"a lineage declaration's inclusionProof is not at most {MAX_PROOF_HASHES} "
+                "hex SHA-256 hashes"
+            )
+        text = d.text("envelope", MAX_DECLARATION_BASE64)
+        try:
+            envelope = base64.b64decode(text, validate=True)
+        except ValueError as e:
+            raise _fail("a lineage declaration's envelope is not base64") from e
+        if not envelope:
+            raise _fail("a lineage declaration's envelope is empty")
+        claim = None
+        if r.has("parentClaim"):
+            c = _Reader(r.field("parentClaim", dict), "a lineage parentClaim", max_chars)
+            digest = _Reader(c.field("digest", dict), "parentClaim.digest", max_chars)
+            ops = _Reader(
+                c.field("cumulativeOperations", dict), "parentClaim.cumulativeOperations", max_chars
+            )
+            claim = ForeignClaim(
+                c.hex64("collectorKeyId"),
+                digest.hex64("sha256"),
+                ops.decimal("estimate"),
+                ops.decimal("upperBound"),
+            )
+        return cls(
+            run=r.identifier("run"),
+            account=r.identifier("account", empty=True),
+            workload_class=r.identifier("workloadClass"),
+            leaf_index=d.integer("leafIndex"),
+            leaf_hash=d.hex64("leafHash"),
+            inclusion_proof=tuple(proof),
+            declaration=envelope,
+            parent_claim=claim,
+        )
+
+
+@dataclass(frozen=True)
 class ComputeUsage:
     """One job's compute, as the collector states it. FLOPs are exact ints; times in ns."""
 
@@ -78,7 +183,7 @@ class ComputeUsage:
     run: str  # the job's run: the job itself where its records declare none
     account: str  # empty: no account known
     workload_class: str
-    lineage: tuple[str, ...]  # runs this one derives from (none recorded yet: empty)
+    lineage: tuple[LineageLink, ...]  # the run's ancestors, nearest first
     operations_estimate: int
     operations_upper: int  # sound upper bound
     methods: tuple[str, ...]  # sorted, distinct
@@ -98,7 +203,7 @@ class ComputeUsage:
             "run": self.run,
             "account": self.account,
             "workloadClass": self.workload_class,
-            "lineage": [{"run": r} for r in self.lineage],
+            "lineage": [link.to_json() for link in self.lineage],
             "operations": {
                 "estimate": str(self.operations_estimate),
                 "upperBound": str(self.operations_upper),
@@ -136,9 +241,7 @@ class ComputeUsage:
             run=p.identifier("run"),
             account=p.identifier("account", empty=True),
             workload_class=p.identifier("workloadClass"),
-            lineage=tuple(
-                _Reader(r, "a lineage entry", max_chars).identifier("run") for r in lineage
-            ),
+            lineage=tuple(LineageLink.from_json(r, max_chars) for r in lineage),
             operations_estimate=operations.decimal("estimate"),
             operations_upper=operations.decimal("upperBound"),
             methods=tuple(methods),
@@ -167,6 +270,9 @@ class _Reader:
         self._obj: dict[str, Any] = obj
         self._what = what
         self._max = max_chars
+
+    def has(self, name: str) -> bool:
+        return name in self._obj
 
     def field(self, name: str, kind: type[Any]) -> Any:
         value = self._obj.get(name)

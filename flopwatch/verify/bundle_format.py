@@ -47,20 +47,24 @@ def _fail(reason: str, message: str) -> VerificationError:
     return VerificationError(reason, message)
 
 
-def _hashes(values: list[bytes] | tuple[bytes, ...], limit: int, what: str) -> tuple[bytes, ...]:
+def proof_hashes(
+    values: list[bytes] | tuple[bytes, ...], limit: int, what: str, reason: str
+) -> tuple[bytes, ...]:
+    """A proof's hashes read from a bundle or a sampled report: at most `limit`, each 32 bytes;
+    else VerificationError(`reason`: the format's own malformed kind), `what` naming the proof."""
     if len(values) > limit:
-        raise _fail(MALFORMED_BUNDLE, f"{what} has {len(values)} hashes, limit {limit}")
+        raise _fail(reason, f"{what} has {len(values)} hashes, limit {limit}")
     if any(len(h) != HASH_SIZE for h in values):
-        raise _fail(MALFORMED_BUNDLE, f"{what} holds a hash that is not {HASH_SIZE} bytes")
+        raise _fail(reason, f"{what} holds a hash that is not {HASH_SIZE} bytes")
     return tuple(values)
 
 
-def _text(value: str, what: str, limits: BundleLimits) -> str:
-    """An identifier the bundle names (`flopwatch.identifiers`); empty passes, to be judged
-    by the step that needs it."""
+def identifier_text(value: str, what: str, limits: BundleLimits, reason: str) -> str:
+    """An identifier a bundle's or a sampled report's claim names (`flopwatch.identifiers`);
+    empty passes, to be judged by the step that needs it. VerificationError(`reason`) else."""
     problem = identifier_problem(value, limits.max_string_chars) if value else None
     if problem is not None:
-        raise _fail(MALFORMED_CLAIM, f"{what} {problem}")
+        raise _fail(reason, f"{what} {problem}")
     return value
 
 
@@ -103,7 +107,7 @@ class NodeKey:
             )
         return cls(
             key_id=m.key_id,
-            node_id=_text(m.node_id, "node id", limits),
+            node_id=identifier_text(m.node_id, "node id", limits, MALFORMED_CLAIM),
             public_key=m.public_key,
             status=m.status,
             enrolled_at_ns=m.enrolled_at_unix_ns,
@@ -163,8 +167,10 @@ class JobClaim:
         if len({n.key_id for n in m.nodes}) != len(m.nodes):
             raise _fail(MALFORMED_CLAIM, "the claim names a node key twice")
         return cls(
-            job_id=_text(m.job_id, "job id", limits),
-            flop_model_version=_text(m.flop_model_version, "model version", limits),
+            job_id=identifier_text(m.job_id, "job id", limits, MALFORMED_CLAIM),
+            flop_model_version=identifier_text(
+                m.flop_model_version, "model version", limits, MALFORMED_CLAIM
+            ),
             flops_estimate=int(m.flops_estimate),
             flops_upper=int(m.flops_upper),
             gpu_intervals=m.gpu_intervals,
@@ -205,12 +211,12 @@ def consistency_messages(proofs: Iterable[Consistency]) -> list[bundle_pb2.Consi
 
 
 def consistency_of(
-    messages: Iterable[bundle_pb2.ConsistencyProof], max_hashes: int, what: str
+    messages: Iterable[bundle_pb2.ConsistencyProof], max_hashes: int, what: str, reason: str
 ) -> tuple[Consistency, ...]:
     """Consistency proofs read from a bundle or a sampled report, each of at most `max_hashes`
-    hashes of the right size (`what` names one in a refusal)."""
+    hashes of the right size (`what` names one in a refusal, `reason` is its kind)."""
     return tuple(
-        Consistency(c.old_size, c.new_size, _hashes(list(c.hashes), max_hashes, what))
+        Consistency(c.old_size, c.new_size, proof_hashes(list(c.hashes), max_hashes, what, reason))
         for c in messages
     )
 
@@ -268,9 +274,16 @@ class Bundle:
             Entry(
                 e.leaf_index,
                 e.envelope,
-                _hashes(list(e.inclusion_proof), limits.max_proof_hashes, f"leaf {e.leaf_index}"),
+                proof_hashes(
+                    list(e.inclusion_proof),
+                    limits.max_proof_hashes,
+                    f"leaf {e.leaf_index}",
+                    MALFORMED_BUNDLE,
+                ),
             )
             for e in m.entries
         )
-        consistency = consistency_of(m.consistency, limits.max_proof_hashes, "a consistency proof")
+        consistency = consistency_of(
+            m.consistency, limits.max_proof_hashes, "a consistency proof", MALFORMED_BUNDLE
+        )
         return cls(tree_head, claim, entries, consistency)

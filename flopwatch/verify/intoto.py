@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from flopwatch.attestation import parse_payload
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StatementVerificationError, VerificationError
+from flopwatch.identifiers import shown
 from flopwatch.intoto.dsse_json import envelope_from_json
 from flopwatch.intoto.facts import JobFacts, job_facts
-from flopwatch.intoto.predicate import ComputeUsage, rfc3339
+from flopwatch.intoto.predicate import ComputeUsage, ForeignClaim, rfc3339
 from flopwatch.intoto.statement import (
     DEFAULT_STATEMENT_LIMITS,
     INTOTO_PAYLOAD_TYPE,
@@ -36,7 +37,8 @@ from flopwatch.intoto.statement import (
 )
 from flopwatch.keys import public_from_raw
 from flopwatch.limits import DEFAULT_LIMITS, Limits
-from flopwatch.statements import check_signed
+from flopwatch.merkle import leaf_hash, verify_inclusion
+from flopwatch.statements import RunClaim, RunDeclaration, check_signed
 from flopwatch.tlog.checkpoint import open_checkpoint, parse_checkpoint
 from flopwatch.tlog.note import Ed25519Verifier
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, Bundle, BundleLimits
@@ -50,6 +52,7 @@ INTOTO_STEPS: tuple[str, ...] = (
     "predicate names this bundle (sha256) and its collector key",
     "checkpoint is signed by the collector key and is the bundle's tree head",
     "figures, window, run and account equal the verified bundle's",
+    "lineage: each declaration is the collector's, links the chain and is in the checkpoint's tree",
 )
 
 _SHOWN = 160  # characters of a value shown in a message
@@ -147,6 +150,17 @@ class StatementVerifier:
                 f"job {usage.job!r}: {usage.operations_estimate} FLOPs (estimate), "
                 f"{usage.operations_upper} (sound upper bound)"
             )
+        # 7. Each ancestor of the run is linked by a lineage declaration signed by the collector
+        #    key, whose log leaf (its envelope's RFC 6962 hash) the inclusion proof leads to the
+        #    checkpoint's root; a parent on another collector ends the chain, with the digest and
+        #    figures of the run claim the declaration carries.
+        with _step(7, progress, note):
+            _check_lineage(usage, report)
+            note.append(
+                f"{len(usage.lineage)} ancestor(s), each declaration in the log"
+                if usage.lineage
+                else "the run derives from no other run"
+            )
         return VerifiedStatement(subjects, usage, origin, any(s.sha256 == digest for s in subjects))
 
     def _check_checkpoint(self, text: str, report: VerifiedReport) -> str:
@@ -189,8 +203,75 @@ class StatementVerifier:
                 [(usage.run, usage.account, usage.workload_class)],
                 [(x.run, x.account, x.workload_class) for x in facts.labels],
             ),
-            ("lineage", list(usage.lineage), []),  # bundles record none yet
         ]
         for what, stated, verified in expected:
             if stated != verified:
                 raise _mismatch(what, stated, verified)
+
+
+def _lineage_fail(message: str) -> VerificationError:
+    return VerificationError("bad_lineage", message)
+
+
+def _check_lineage(usage: ComputeUsage, report: VerifiedReport) -> None:
+    """Every link of `usage.lineage`, offline: see step 7. What it cannot check: a foreign
+    parent's claim is signed by another collector, whose key the regulator pins separately
+    (its digest and figures are checked here, its signature is not); and that the collector
+    holds no declaration it left out (a run's declaration is a leaf of the log: a monitor
+    following the log sees every one)."""
+    head = report.tree_head
+    key = public_from_raw(head.public_key)
+    child = (usage.account, usage.run)
+    for i, link in enumerate(usage.lineage):
+        where = f"lineage entry {i + 1} ({shown(link.run)!r})"
+        if i and usage.lineage[i - 1].parent_claim is not None:
+            raise _lineage_fail(f"{where} follows a parent on another collector")
+        try:
+            decl = RunDeclaration.verified(Envelope.from_bytes(link.declaration), key)
+        except VerificationError as e:
+            raise _lineage_fail(f"{where}: the declaration: {e.message}") from e
+        if (decl.account, decl.run) != child:
+            raise _lineage_fail(
+                f"{where}: the declaration is of run {shown(decl.run)!r} (account "
+                f"{shown(decl.account)!r}), not of {shown(child[1])!r} "
+                f"(account {shown(child[0])!r})"
+            )
+        if (decl.parent_account, decl.parent_run) != (link.account, link.run):
+            raise _lineage_fail(f"{where}: the declaration names another parent")
+        digest = leaf_hash(link.declaration)
+        if digest.hex() != link.leaf_hash:
+            raise _lineage_fail(f"{where}: the leaf hash is not the declaration's")
+        try:
+            verify_inclusion(
+                leaf_index=link.leaf_index,
+                tree_size=head.size,
+                leaf_hash=digest,
+                proof=[bytes.fromhex(h) for h in link.inclusion_proof],
+                root=head.root,
+            )
+        except VerificationError as e:
+            raise _lineage_fail(f"{where}: {e.message}") from e
+        _check_foreign(where, decl, link.parent_claim)
+        child = (link.account, link.run)
+
+
+def _check_foreign(where: str, decl: RunDeclaration, claim: ForeignClaim | None) -> None:
+    if not decl.parent_collector:
+        if claim is not None:
+            raise _lineage_fail(f"{where}: a parent of this collector with a foreign claim")
+        return
+    if claim is None:
+        raise _lineage_fail(f"{where}: a parent on another collector without its claim")
+    if claim.collector_key_id != decl.parent_collector:
+        raise _lineage_fail(f"{where}: the claim's collector is not the declaration's")
+    if hashlib.sha256(decl.parent_claim).hexdigest() != claim.sha256:
+        raise _lineage_fail(f"{where}: the claim's digest is not the declared claim's")
+    try:
+        stated = RunClaim.unsigned_figures(decl.parent_claim)
+    except VerificationError as e:
+        raise _lineage_fail(f"{where}: the declared claim: {e.message}") from e
+    if (stated.flops_estimate, stated.flops_upper) != (
+        claim.operations_estimate,
+        claim.operations_upper,
+    ):
+        raise _lineage_fail(f"{where}: the cumulative operations are not the claim's")

@@ -3,13 +3,18 @@ through the `LogView` its caller passes (the collector's store, or a log in memo
 
 Follows the rules of `flopwatch.verify.sampled_format` exactly as the verifier does: the same
 leaf figures (`job_sums`, `run_sums`), the same seed, the same positions.
+
+`build_sampled` holds every record in memory; `build_sampled_streamed` makes the same report,
+byte for byte, from two passes over the records in log order, holding only the sum tree's stack
+(O(log n) nodes), the opened records and their paths (O(k log n)): what the collector runs, so
+a run of billions of records fits in memory.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from flopwatch.attestation import parse_payload
@@ -17,7 +22,7 @@ from flopwatch.dsse import Envelope, Signer
 from flopwatch.errors import VerificationError
 from flopwatch.merkle import leaf_hash
 from flopwatch.statements import SignedTreeHead
-from flopwatch.sumtree import SumTree, leaf_node
+from flopwatch.sumtree import StreamedTree, SumNode, Sums, SumTree, leaf_node
 from flopwatch.verify.bundle_format import Consistency, NodeKey
 from flopwatch.verify.sampled_format import (
     Opening,
@@ -125,3 +130,115 @@ def build_sampled(
     )
     probed = tuple(Probe(x, others[x], proofs[x]) for x in sorted(outside))
     return SampledReport(tree_head, signed, openings, probed, consistency)
+
+
+def _leaf(scope: Scope, index: int, data: bytes) -> tuple[SumNode, Sums, str]:
+    """The record's sum-tree leaf, its figures for the scope and its FLOP model version."""
+    try:
+        att = parse_payload(Envelope.from_bytes(data).payload)
+    except VerificationError as e:
+        raise ValueError(f"leaf {index} cannot be read: {e.message}") from e
+    sums = run_sums(att, scope.account, scope.run) if scope.is_run else job_sums(att, scope.job_id)
+    return leaf_node(index, leaf_hash(data), sums), sums, att.flop_model_version
+
+
+def _in_order(records: Iterable[tuple[int, bytes]]) -> Iterable[tuple[int, bytes]]:
+    last = -1
+    for index, data in records:
+        if index <= last:
+            raise ValueError("records must be in strictly ascending log leaf index")
+        last = index
+        yield index, data
+
+
+def build_sampled_streamed(
+    *,
+    job_id: str = "",
+    run: str = "",
+    account: str = "",
+    records: Callable[[], Iterable[tuple[int, bytes]]],
+    log: LogView,
+    tree_head: SignedTreeHead,
+    nodes: Callable[[], tuple[NodeKey, ...]],
+    signer: Signer,
+    created_ns: int,
+    samples: int,
+    probes: int,
+    challenge: bytes = b"",
+    consistency: tuple[Consistency, ...] = (),
+) -> SampledReport:
+    """`build_sampled`'s report, from `records()` called twice, each time iterating the same
+    (leaf index, envelope bytes) in ascending leaf index. `nodes` is called once the first pass
+    is over (the keys that signed them). The records' FLOP model version is theirs (ValueError
+    unless they all have one). ValueError also if there are none, they are out of order or the
+    second pass differs from the first."""
+    scope = Scope(job_id, run, account)
+    if scope.is_run and not run:
+        raise ValueError("a sampled report names a job or a run")
+    if not scope.is_run and (run or account):
+        raise ValueError("a sampled report names a job or a run, not both")
+    # Pass 1: the root.
+    scan = StreamedTree()
+    versions = set()
+    for index, data in _in_order(records()):
+        leaf, _, version = _leaf(scope, index, data)
+        scan.push(leaf)
+        versions.add(version)
+    if not scan.size:
+        raise ValueError(f"{scope} has no record")
+    if len(versions) != 1:
+        raise ValueError(f"the records use FLOP model versions {sorted(versions)}")
+    root = scan.finish()
+    claim = SampledClaim(
+        job_id=job_id,
+        flop_model_version=versions.pop(),
+        root=root,
+        records=scan.size,
+        nodes=nodes(),
+        tree_size=tree_head.head.size,
+        root_hash=tree_head.head.root,
+        created_ns=created_ns,
+        samples=samples,
+        probes=probes,
+        challenge=challenge,
+        run=run,
+        account=account,
+    )
+    signed = claim.sign(signer)
+    seed = seed_of(tree_head, signed.payload)
+    positions = set(sample_positions(seed, samples, scan.size))
+    probed = set(probe_leaves(seed, probes, root.lowest, root.highest))
+    # Pass 2: the same leaves again, keeping the drawn positions and the probed leaves held.
+    tree = StreamedTree()
+    kept: dict[int, tuple[int, bytes, Sums]] = {}
+    for index, data in _in_order(records()):
+        leaf, sums, _ = _leaf(scope, index, data)
+        keep = tree.size in positions or index in probed
+        position = tree.push(leaf, keep=keep)
+        if keep:
+            kept[position] = (index, data, sums)
+            probed.discard(index)
+    if tree.finish() != root or tree.size != scan.size:
+        raise ValueError("the records changed between the two passes")
+    outside = sorted(probed)
+    opened = sorted(kept)
+    proofs = log.inclusion_proofs(sorted({kept[p][0] for p in opened} | probed))
+    others = log.entries(outside)
+    openings = tuple(
+        Opening(
+            position=p,
+            leaf_index=kept[p][0],
+            envelope=kept[p][1],
+            proof=proofs[kept[p][0]],
+            sums=kept[p][2],
+            path=tree.path(p),
+        )
+        for p in opened
+    )
+    return SampledReport(
+        tree_head,
+        signed,
+        openings,
+        tuple(Probe(x, others[x], proofs[x]) for x in outside),
+        consistency,
+    )

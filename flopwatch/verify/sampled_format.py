@@ -26,10 +26,10 @@ from flopwatch.verify.bundle_format import (
     BundleLimits,
     Consistency,
     NodeKey,
-    _hashes,
-    _text,
     consistency_messages,
     consistency_of,
+    identifier_text,
+    proof_hashes,
 )
 
 SAMPLED_MEDIA_TYPE = "application/vnd.flopwatch.sampled-report.v1+protobuf"
@@ -260,10 +260,12 @@ class SampledClaim:
             )
         bl = limits.bundle
         return cls(
-            job_id=_text(m.job_id, "job id", bl),
-            run=_text(m.run, "run", bl),
-            account=_text(m.account, "account", bl),
-            flop_model_version=_text(m.flop_model_version, "model version", bl),
+            job_id=identifier_text(m.job_id, "job id", bl, MALFORMED_CLAIM),
+            run=identifier_text(m.run, "run", bl, MALFORMED_CLAIM),
+            account=identifier_text(m.account, "account", bl, MALFORMED_CLAIM),
+            flop_model_version=identifier_text(
+                m.flop_model_version, "model version", bl, MALFORMED_CLAIM
+            ),
             root=root,
             records=m.records,
             nodes=tuple(NodeKey.from_message(n, bl) for n in m.nodes),
@@ -387,7 +389,12 @@ class SampledReport:
                 r.position,
                 r.leaf_index,
                 r.envelope,
-                _hashes(list(r.inclusion_proof), bl.max_proof_hashes, f"leaf {r.leaf_index}"),
+                proof_hashes(
+                    list(r.inclusion_proof),
+                    bl.max_proof_hashes,
+                    f"leaf {r.leaf_index}",
+                    MALFORMED_REPORT,
+                ),
                 _sums(r.leaf_sums, r.position),
                 _path(r.sum_path, r.position, limits),
             )
@@ -397,11 +404,18 @@ class SampledReport:
             Probe(
                 p.leaf_index,
                 p.envelope,
-                _hashes(list(p.inclusion_proof), bl.max_proof_hashes, f"leaf {p.leaf_index}"),
+                proof_hashes(
+                    list(p.inclusion_proof),
+                    bl.max_proof_hashes,
+                    f"leaf {p.leaf_index}",
+                    MALFORMED_REPORT,
+                ),
             )
             for p in m.probes
         )
-        consistency = consistency_of(m.consistency, bl.max_proof_hashes, "a proof")
+        consistency = consistency_of(
+            m.consistency, bl.max_proof_hashes, "a proof", MALFORMED_REPORT
+        )
         return cls(tree_head, claim, openings, probes, consistency)
 
 

@@ -38,7 +38,7 @@ def test_report_writes_a_statement_beside_the_bundle_and_verify_checks_it(made, 
         main(["verify", str(out), "--collector-key", key_id(db), "--in-toto", str(statement)]) == 0
     )
     printed = capsys.readouterr().out
-    assert printed.count("[ok]   in-toto") == 6 and "[FAIL]" not in printed
+    assert printed.count("[ok]   in-toto") == 7 and "[FAIL]" not in printed
     assert "states the same figures" in printed and "a.bundle (sha256:" in printed
     args = ["verify", str(out), "--collector-key", key_id(db), "--in-toto", str(statement)]
     assert main([*args, "--json"]) == 0

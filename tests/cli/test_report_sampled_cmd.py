@@ -90,7 +90,11 @@ def test_sampled_run_report_refuses_bad_options(tmp_path, capsys):
     db, _ = filled_db(tmp_path, [a], each=2)
     out = str(tmp_path / "x")
     base = ["report", "--run", "llama", "--account", "acme", "--db", db, "--out", out]
-    assert main(base) == 2  # a run report is sampled
+    capsys.readouterr()
+    assert main(base) == 2  # a run report is sampled: the reason, and what to do instead
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--run needs --sampled" in err and "flopwatch report JOB" in err
+    assert not (tmp_path / "x").exists()
     assert main([*base, "--sampled", a.job]) == 2  # a job or a run
     assert main(["report", "--db", db, "--out", out, "--sampled"]) == 2  # neither
     assert main(["report", a.job, "--account", "acme", "--db", db, "--out", out]) == 2

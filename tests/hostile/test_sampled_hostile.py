@@ -129,3 +129,22 @@ def test_a_job_claim_re_signed_as_another_runs_is_refused():
     # probes are not the new draw, or the openings are not of the run.
     draw = {"missing_sample", "unrequested_record", "unrequested_probe", "missing_probe"}
     assert (e.step == 5 and e.reason in draw) or (e.step, e.reason) == (6, "unrelated_envelope")
+
+
+def test_a_malformed_proof_inside_a_sampled_report_is_a_malformed_report():
+    """Proofs are read by the helpers bundles use (bundle_format.proof_hashes), with the
+    sampled report's own kind: a regulator is told the report, not some bundle, is malformed."""
+    m = bundle_pb2.SampledReport.FromString(DATA)
+    m.records[0].inclusion_proof.append(b"\x00" * 3)
+    assert check(m.SerializeToString()).reason == "malformed_report"
+    m = bundle_pb2.SampledReport.FromString(DATA)
+    m.records[0].inclusion_proof.extend([b"\x00" * 32] * 65)
+    e = check(m.SerializeToString())
+    assert (e.step, e.reason) == (1, "malformed_report") and "limit 64" in e.message
+    m = bundle_pb2.SampledReport.FromString(DATA)
+    m.probes.add(leaf_index=0, envelope=b"x", inclusion_proof=[b"\x01" * 31])
+    assert check(m.SerializeToString()).reason == "malformed_report"
+    m = bundle_pb2.SampledReport.FromString(DATA)
+    m.consistency.add(old_size=1, new_size=2, hashes=[b"\x02" * 33])
+    e = check(m.SerializeToString())
+    assert (e.step, e.reason) == (1, "malformed_report") and "a proof" in e.message

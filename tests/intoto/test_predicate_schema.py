@@ -56,6 +56,18 @@ def _set(obj: dict[str, Any], path: str, value: Any) -> None:
 
 
 DELETE = object()
+# A well-formed lineage entry (its declaration is not checked by the schema or the reader).
+LINK: dict[str, Any] = {
+    "run": "base",
+    "account": "acme",
+    "workloadClass": "pretraining",
+    "declaration": {
+        "leafIndex": 3,
+        "leafHash": "cd" * 32,
+        "inclusionProof": ["ef" * 32],
+        "envelope": "AAAA",
+    },
+}
 BAD = [
     ("operations.estimate", 1468938240000000),  # a number: inexact past 2^53
     ("operations.estimate", "1.5e15"),
@@ -84,6 +96,16 @@ BAD = [
     ("lineage", {}),
     ("lineage", [{"parent": "r"}]),
     ("lineage", [{"run": "r"}] * 65),
+    ("lineage", [{"run": "r"}]),  # no declaration
+    ("lineage", [LINK | {"declaration": LINK["declaration"] | {"leafHash": "ab"}}]),
+    (
+        "lineage",
+        [LINK | {"declaration": LINK["declaration"] | {"inclusionProof": ["ab" * 32] * 65}}],
+    ),
+    ("lineage", [LINK | {"declaration": LINK["declaration"] | {"envelope": ""}}]),
+    ("lineage", [LINK | {"declaration": LINK["declaration"] | {"envelope": "no base64!"}}]),
+    ("lineage", [LINK | {"declaration": LINK["declaration"] | {"leafIndex": -1}}]),
+    ("lineage", [LINK | {"parentClaim": {"collectorKeyId": "ab" * 32}}]),
     ("checkpoint", 3),
     ("flopModelVersion", DELETE),
 ]
@@ -107,3 +129,11 @@ def test_unknown_fields_are_ignored_by_both():
     assert schema_errors(payload["predicate"]) == []
     _, usage = parse_statement(json.dumps(payload).encode())
     assert "exampleOrgExtension" not in usage.to_json()
+
+
+def test_a_lineage_entry_passes_both_and_reads_back():
+    payload = payload_of(honest_case().statement)
+    payload["predicate"]["lineage"] = [LINK]
+    assert schema_errors(payload["predicate"]) == []
+    _, usage = parse_statement(json.dumps(payload).encode())
+    assert usage.to_json()["lineage"] == [LINK]

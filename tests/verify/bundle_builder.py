@@ -36,7 +36,7 @@ from flopwatch.verify import (
     RecordVerifier,
     VerifiedRecord,
 )
-from flopwatch.verify.sampled_build import build_sampled
+from flopwatch.verify.sampled_build import build_sampled, build_sampled_streamed
 from flopwatch.verify.sampled_format import SampledReport
 
 
@@ -153,9 +153,11 @@ class BundleBuilder:
         probes: int,
         challenge: bytes = b"",
         consistency_from: Sequence[SignedTreeHead] = (),
+        streamed: bool = False,
     ) -> SampledReport:
         """The sampled report for `job_id`, against a tree head of the whole log: made by the
-        same pure maker `flopwatch report --sampled` calls."""
+        pure in-memory maker, or with `streamed` by the two-pass maker `flopwatch report
+        --sampled` calls."""
         records = [(i, r) for i, r in enumerate(self._leaves) if job_id in r.sums.jobs]
         signed = self.tree_head()
         size = signed.head.size
@@ -169,20 +171,37 @@ class BundleBuilder:
             def inclusion_proofs(self, leaf_indices: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
                 return {i: log.inclusion_proof(i, size) for i in leaf_indices}
 
+        nodes = tuple(self._keys[k] for k in sorted({r.key_id for _, r in records}))
+        consistency = tuple(
+            Consistency(kept.head.size, size, self.log.consistency_proof(kept.head.size, size))
+            for kept in consistency_from
+        )
+        data = [(i, r.envelope.to_bytes()) for i, r in records]
+        if streamed:
+            return build_sampled_streamed(
+                job_id=job_id,
+                records=lambda: iter(data),
+                log=View(),
+                tree_head=signed,
+                nodes=lambda: nodes,
+                signer=self.collector,
+                created_ns=self.now_ns,
+                samples=samples,
+                probes=probes,
+                challenge=challenge,
+                consistency=consistency,
+            )
         return build_sampled(
             job_id=job_id,
             flop_model_version=version,
-            records=[(i, r.envelope.to_bytes()) for i, r in records],
+            records=data,
             log=View(),
             tree_head=signed,
-            nodes=tuple(self._keys[k] for k in sorted({r.key_id for _, r in records})),
+            nodes=nodes,
             signer=self.collector,
             created_ns=self.now_ns,
             samples=samples,
             probes=probes,
             challenge=challenge,
-            consistency=tuple(
-                Consistency(kept.head.size, size, self.log.consistency_proof(kept.head.size, size))
-                for kept in consistency_from
-            ),
+            consistency=consistency,
         )

@@ -167,7 +167,7 @@ HEAD = HONEST.report.tree_head
         ("predicate.workloadClass", "inference", 6, "statement_mismatch"),
         ("predicate.methods", ["gpm", "unknown-rate"], 6, "statement_mismatch"),
         ("predicate.flopModelVersion", "2", 6, "statement_mismatch"),
-        ("predicate.lineage", [{"run": "parent"}], 6, "statement_mismatch"),
+        ("predicate.lineage", [{"run": "parent"}], 3, "malformed_predicate"),  # no declaration
         ("predicate.collectorKeyId", "0" * 64, 4, "statement_mismatch"),
         ("predicate.inclusionProofs.digest.sha256", "0" * 64, 4, "wrong_bundle"),
         # checkpoints: another tree, another key, another origin's key name, not a note

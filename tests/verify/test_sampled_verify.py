@@ -64,6 +64,60 @@ def fails(data: bytes, step: int, reason: str, **trust: object) -> BundleVerific
     return e.value
 
 
+@pytest.mark.parametrize(("samples", "probes"), [(1, 0), (7, 3), (200, 200), (40, 1000)])
+def test_the_streamed_maker_makes_the_in_memory_makers_report_byte_for_byte(site, samples, probes):
+    s, _, _ = site
+    made = s.sampled(JOB, samples=samples, probes=probes, challenge=b"c")
+    streamed = s.sampled(JOB, samples=samples, probes=probes, challenge=b"c", streamed=True)
+    assert streamed.to_bytes() == made.to_bytes()
+    assert made.probes or probes < 100  # the window holds the other job's leaves: probed
+    verify(streamed.to_bytes())
+
+
+@pytest.mark.parametrize("records", [1, 2, 3, 5, 8, 13, 16, 17, 31, 33])
+def test_the_streamed_maker_matches_for_every_tree_shape(records):
+    a, b = Node("node-a", gpus=1), Node("node-b", gpus=1, job="slurm:c/2")
+    site = BundleBuilder(COLLECTOR, now_ns=NOW)
+    for n in (a, b):
+        site.enroll(n.node_id, n.public_raw)
+    for i in range(records):
+        site.append([a.envelope()] + ([b.envelope()] if i % 3 == 1 else []))
+    made = site.sampled(JOB, samples=12, probes=12)
+    assert site.sampled(JOB, samples=12, probes=12, streamed=True).to_bytes() == made.to_bytes()
+
+
+def test_the_streamed_maker_refuses_what_the_in_memory_one_does(site):
+    s, _, _ = site
+    head = s.tree_head()
+    calls = []
+
+    def twice(first: list[tuple[int, bytes]], second: list[tuple[int, bytes]]):
+        def records():
+            calls.append(1)
+            return iter(first if len(calls) == 1 else second)
+
+        return maker.build_sampled_streamed(
+            job_id=JOB,
+            records=records,
+            log=None,  # type: ignore[arg-type]
+            tree_head=head,
+            nodes=lambda: (),
+            signer=COLLECTOR,
+            created_ns=NOW,
+            samples=3,
+            probes=0,
+        )
+
+    leaves = [(i, s._leaves[i].envelope.to_bytes()) for i in (0, 2, 4)]
+    with pytest.raises(ValueError, match="no record"):
+        twice([], [])
+    with pytest.raises(ValueError, match="strictly ascending"):
+        twice(leaves[::-1], leaves[::-1])
+    calls.clear()
+    with pytest.raises(ValueError, match="changed between the two passes"):
+        twice(leaves, leaves[:2])
+
+
 def test_an_honest_report_verifies_with_the_jobs_exact_totals(site):
     s, nodes, mine = site
     report = s.sampled(JOB, samples=200, probes=200)

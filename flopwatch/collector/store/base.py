@@ -42,6 +42,7 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LeafScope,
     LogEntry,
     NodeRecord,
     NodeStatus,
@@ -324,6 +325,20 @@ class LogStore(Protocol):
         """Everything a run report needs, read in ONE consistent snapshot: the run's totals
         and every logged record with a share that counts for the run (account, run), by leaf
         index. None if the store holds no total of the run."""
+        ...
+
+    def scope_leaves(
+        self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        """One page of the logged records of a job or run (`LeafScope`): leaf index strictly
+        between `after_leaf` and `below_leaf`, ascending, at most `limit` of them (and at most
+        `common.MAX_LEAF_PAGE`). Pass the last index of a page as the next `after_leaf`. Each
+        page is its own read; a scope's leaves below a log size never change, except that
+        pruning empties their envelopes (`LogEntry.archived`)."""
+        ...
+
+    def revoked_at(self, key_ids: Collection[str]) -> dict[str, int]:
+        """The log size at the revocation of each of `key_ids` that was revoked."""
         ...
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:

@@ -189,6 +189,16 @@ def run_evidence(
     return RunEvidence(total, logged, nodes, revoked, log_size())
 
 
+# The most leaves one page of `LogStore.scope_leaves` returns, whatever the caller asks: a page
+# holds their envelopes (a few KiB each), so its memory stays bounded.
+MAX_LEAF_PAGE = 10_000
+
+
+def leaf_page(limit: int) -> int:
+    """`limit` as a page size: 1..MAX_LEAF_PAGE."""
+    return max(1, min(limit, MAX_LEAF_PAGE))
+
+
 def _evidence(
     entries: Iterable[Sequence[Any]],
     node: Callable[[str], NodeRecord | None],

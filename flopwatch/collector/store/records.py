@@ -496,3 +496,17 @@ class RunEvidence:
     nodes: tuple[NodeRecord, ...]
     revoked_at_log_size: Mapping[str, int]
     log_size: int
+
+
+@dataclass(frozen=True)
+class LeafScope:
+    """Whose logged records `LogStore.scope_leaves` pages through: a job (`job_id`), or with
+    `job_id` empty, a run (`account`, `run`)."""
+
+    job_id: str = ""
+    account: str = ""
+    run: str = ""
+
+    @property
+    def is_run(self) -> bool:
+        return not self.job_id

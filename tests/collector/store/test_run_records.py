@@ -11,16 +11,19 @@ import sqlite3
 import psycopg
 import pytest
 
+from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import build_sampled_run_report
 from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.postgres import schema as postgres_schema
+from flopwatch.collector.store.records import LeafScope
 from flopwatch.collector.store.sqlite import schema as sqlite_schema
 from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import BundleVerificationError, ConfigError
 from flopwatch.keys import SigningKey
 from flopwatch.verify.sampled import SampledVerifier
+from flopwatch.verify.sampled_build import build_sampled
 from flopwatch.verify.sampled_format import SampledReport
 from tests.collector.collector_helpers import ALL, statuses
 from tests.collector.store.test_run_totals import enrolled, restarted_run
@@ -83,17 +86,76 @@ def test_a_sampled_run_report_verifies_to_the_runs_totals(store, make_ingestor):
     assert (plain.flops_upper, plain.records) == (total.flops_upper, 1)
 
 
+def test_a_scopes_leaves_page_in_log_order_on_every_backend(store, make_ingestor):
+    _filled(store, make_ingestor)
+    size = store.log_size()
+    for scope, want in [
+        (LeafScope(account="acme", run="llama"), [0, 1, 2, 3, 4]),
+        (LeafScope(account="acme", run="llama-ft"), [5, 6]),
+        (LeafScope(job_id="slurm:c/2"), [2, 3, 4]),
+        (LeafScope(account="", run="llama"), []),
+    ]:
+        for page in (1, 2, 1000):
+            got, after = [], -1
+            while rows := store.scope_leaves(scope, after, size, page):
+                assert len(rows) <= page
+                got += rows
+                after = rows[-1].leaf_index
+            assert [e.leaf_index for e in got] == want
+    # below_leaf bounds the page; a limit past the store's cap is capped, not refused
+    assert [e.leaf_index for e in store.scope_leaves(LeafScope("", "acme", "llama"), 0, 3, 9)] == [
+        1,
+        2,
+    ]
+    assert len(store.scope_leaves(LeafScope("", "acme", "llama"), -1, size, 10**9)) == 5
+
+
+def test_the_streamed_run_report_is_todays_report_byte_for_byte(store, make_ingestor):
+    """The collector's streamed builder, at any page size, makes exactly the report that
+    reading the whole run in one snapshot (`run_evidence`) and the in-memory maker made."""
+    _filled(store, make_ingestor)
+    log = TransparencyLog(store, KEY, now_ns=lambda: NOW)
+    ev = store.run_evidence("acme", "llama")
+    assert ev is not None
+    head = log.sign()
+    size = head.head.size
+
+    class View:
+        def entries(self, leaves):
+            return {i: store.log_entries(i, i + 1)[0] for i in leaves}
+
+        def inclusion_proofs(self, leaves):
+            return log.inclusion_proofs(list(leaves), size)
+
+    before = build_sampled(
+        run="llama",
+        account="acme",
+        flop_model_version=model_version(ev),
+        records=[(e.leaf_index, e.envelope) for e in ev.entries],
+        log=View(),
+        tree_head=head,
+        nodes=tuple(node_key(n, ev.revoked_at_log_size) for n in ev.nodes),
+        signer=log.signer,
+        created_ns=NOW,
+        samples=6,
+        probes=6,
+    ).to_bytes()
+    for page in (1, 2, 1000):
+        now = build_sampled_run_report(
+            store, log, "acme", "llama", samples=6, probes=6, now_ns=lambda: NOW, page=page
+        )
+        assert now.to_bytes() == before
+
+
 def test_a_store_that_leaves_a_record_of_the_run_out_is_refused(store, make_ingestor):
     _filled(store, make_ingestor)
-    honest = store.run_evidence
+    honest = store.scope_leaves
 
-    def lying(account: str, run: str):
-        ev = honest(account, run)
-        assert ev is not None
-        entries = ev.entries[:2] + ev.entries[3:]  # leaf 2 (node-b's first) left out
-        return type(ev)(ev.total, entries, ev.nodes, ev.revoked_at_log_size, ev.log_size)
+    def lying(scope, after_leaf: int, below_leaf: int, limit: int):
+        # leaf 2 (node-b's first) left out
+        return [e for e in honest(scope, after_leaf, below_leaf, limit) if e.leaf_index != 2]
 
-    store.run_evidence = lying  # type: ignore[method-assign]
+    store.scope_leaves = lying  # type: ignore[method-assign]
     # 200 probes in a window of 5 leaves: leaf 2 is drawn (the chance it is not: 0.8^200).
     with pytest.raises(BundleVerificationError) as e:
         _verify(_report(store, probes=200), probes=200)

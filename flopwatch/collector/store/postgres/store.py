@@ -57,6 +57,7 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LeafScope,
     LogEntry,
     NodeRecord,
     NodeStatus,
@@ -531,6 +532,16 @@ class PostgresStore:
         with self._snapshot("read run evidence") as cur:
             total = runs.run_total_of(cur, account, run)
             return None if total is None else tlog.run_evidence(cur, total, self.node)
+
+    def scope_leaves(
+        self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        with self._tx("read a page of leaves") as cur:
+            return tlog.scope_leaves(cur, scope, after_leaf, below_leaf, limit)
+
+    def revoked_at(self, key_ids: Collection[str]) -> dict[str, int]:
+        with self._tx("read revocations") as cur:
+            return tlog.revoked_at(cur, key_ids)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head") as cur:

@@ -23,6 +23,8 @@ from flopwatch.collector.store.postgres.locks import Cur, lock_log
 from flopwatch.collector.store.records import (
     JobEvidence,
     JobTotal,
+    LeafScope,
+    LogEntry,
     NodeRecord,
     RunEvidence,
     RunTotal,
@@ -193,6 +195,41 @@ def job_evidence(
         return cur.fetchall()
 
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(cur))
+
+
+def scope_leaves(
+    cur: Cur, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
+) -> list[LogEntry]:
+    """A page of the scope's logged records: leaf index in (after_leaf, below_leaf), ascending,
+    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key)."""
+    page = common.leaf_page(limit)
+    if scope.is_run:
+        cur.execute(
+            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_runs j "
+            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+            "WHERE j.account = %s AND j.run = %s AND j.leaf_index > %s AND j.leaf_index < %s "
+            "ORDER BY j.leaf_index LIMIT %s",
+            (scope.account, scope.run, after_leaf, below_leaf, page),
+        )
+    else:
+        cur.execute(
+            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
+            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+            "WHERE j.job_id = %s AND j.leaf_index > %s AND j.leaf_index < %s "
+            "ORDER BY j.leaf_index LIMIT %s",
+            (scope.job_id, after_leaf, below_leaf, page),
+        )
+    return [LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in cur.fetchall()]
+
+
+def revoked_at(cur: Cur, key_ids: Collection[str]) -> dict[str, int]:
+    """The log size at the revocation of each of `key_ids` that was revoked."""
+    cur.execute(
+        "SELECT key_id, log_size FROM log_revocations WHERE key_id = ANY(%s)", (sorted(key_ids),)
+    )
+    return {r[0]: int(r[1]) for r in cur.fetchall()}
 
 
 def run_evidence(

@@ -46,6 +46,7 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobGpu,
     JobTotal,
+    LeafScope,
     LogEntry,
     NodeRecord,
     NodeStatus,
@@ -525,6 +526,16 @@ class SQLiteStore:
         with self._errors("read run evidence"), tlog.snapshot(self._db):
             total = runs.run_total_of(self._db, account, run)
             return None if total is None else tlog.run_evidence(self._db, total, self.node)
+
+    def scope_leaves(
+        self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
+    ) -> list[LogEntry]:
+        with self._errors("read a page of leaves"):
+            return tlog.scope_leaves(self._db, scope, after_leaf, below_leaf, limit)
+
+    def revoked_at(self, key_ids: Collection[str]) -> dict[str, int]:
+        with self._errors("read revocations"):
+            return tlog.revoked_at(self._db, key_ids)
 
     def add_tree_head(self, tree_size: int, timestamp_ns: int, envelope: bytes) -> None:
         with self._tx("store tree head"):

@@ -28,6 +28,8 @@ from flopwatch.collector.store.lineage_rows import DECLARATION_KEY_ID
 from flopwatch.collector.store.records import (
     JobEvidence,
     JobTotal,
+    LeafScope,
+    LogEntry,
     NodeRecord,
     RunEvidence,
     RunTotal,
@@ -265,6 +267,44 @@ def job_evidence(
         )
 
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))
+
+
+def scope_leaves(
+    db: sqlite3.Connection, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
+) -> list[LogEntry]:
+    """A page of the scope's logged records: leaf index in (after_leaf, below_leaf), ascending,
+    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key)."""
+    page = common.leaf_page(limit)
+    if scope.is_run:
+        query = (
+            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_runs j "
+            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+            "WHERE j.account = ? AND j.run = ? AND j.leaf_index > ? AND j.leaf_index < ? "
+            "ORDER BY j.leaf_index LIMIT ?"
+        )
+        params: tuple[object, ...] = (scope.account, scope.run, after_leaf, below_leaf, page)
+    else:
+        query = (
+            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
+            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
+            "WHERE j.job_id = ? AND j.leaf_index > ? AND j.leaf_index < ? "
+            "ORDER BY j.leaf_index LIMIT ?"
+        )
+        params = (scope.job_id, after_leaf, below_leaf, page)
+    rows = db.execute(query, params).fetchall()
+    return [LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in rows]
+
+
+def revoked_at(db: sqlite3.Connection, key_ids: Collection[str]) -> dict[str, int]:
+    """The log size at the revocation of each of `key_ids` that was revoked."""
+    rows = select_matching(
+        db,
+        "SELECT key_id, log_size FROM log_revocations WHERE key_id IN ({rows})",
+        keyed(sorted(key_ids)),
+    )
+    return {r[0]: int(r[1]) for r in rows}
 
 
 def run_evidence(
