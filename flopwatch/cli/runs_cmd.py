@@ -47,8 +47,9 @@ and its own, inherited and cumulative compute. See `flopwatch runs declare --hel
 
 NEXT is the next of --thresholds above the run's cumulative figure (--basis; own plus its
 ancestors', as the collector's run thresholds count) and the time to it at the run's own
-average rate over its measured span (shown once that span is an hour; the collector's
-forecast alerts use the same rate), or "-" when every threshold is reached. Give the same
+current rate: its compute over its last 7 UTC days of measurement, over the time those days'
+records span (shown once that span is an hour; the collector's forecast alerts use the same
+rate), or "-" when every threshold is reached. Give the same
 thresholds as the collector's --run-thresholds.
 """
 
@@ -134,7 +135,8 @@ def classes(names: Any) -> str:
 
 
 class Next:
-    """The next threshold of each run and the time to it at the run's average rate."""
+    """The next threshold of each run and the time to it at the run's current rate (its last
+    days of measurement, as the collector's forecasts)."""
 
     def __init__(self, rules: Sequence[Rule], basis: str) -> None:
         self._rules = tuple(rules)
@@ -146,7 +148,13 @@ class Next:
         upper = self._policy.basis == "upper"
         own = int(r.flops_upper if upper else r.flops_estimate)
         cumulative = int((r.cumulative_flops_upper if upper else r.cumulative_flops_estimate) or 0)
-        rate = self._policy.rate(own, r.first_start_unix_ns, r.last_end_unix_ns)
+        if r.recent_last_end_unix_ns:  # its current rate: its last days of measurement
+            recent = int(r.recent_flops_upper if upper else r.recent_flops_estimate)
+            rate = self._policy.rate(
+                recent, r.recent_first_start_unix_ns, r.recent_last_end_unix_ns
+            )
+        else:  # no recent day held, or a collector that does not say: its average
+            rate = self._policy.rate(own, r.first_start_unix_ns, r.last_end_unix_ns)
         return time_to_next(self._rules, max(own, cumulative), rate)
 
     def shown(self, r: collector_pb2.RunTotal) -> str:

@@ -19,6 +19,7 @@ from flopwatch.collector.store.base import Store
 from flopwatch.collector.store.records import (
     AccountTotal,
     GpuTotal,
+    JobDelta,
     JobGpu,
     JobTotal,
     NodeRecord,
@@ -133,6 +134,10 @@ class Query:
         self, account: str | None, prefix: str, after: tuple[str, str], limit: int
     ) -> list[RunTotal]:
         return self._store.run_page(account, prefix, after, limit)
+
+    def run_recent(self, runs: Sequence[RunTotal]) -> dict[RunKey, JobDelta]:
+        """Each run's sums over its last days of measurement (its current rate)."""
+        return self._store.run_recent([(t.account, t.run) for t in runs])
 
     def lineages(self, runs: Sequence[RunTotal]) -> dict[RunKey, Lineage]:
         """The lineage of each run of a page: one read of the declared parents, and the own

@@ -202,7 +202,7 @@ class ListRunsRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., run_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RunTotal(_message.Message):
-    __slots__ = ("account", "run", "classes", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh", "parent_account", "parent_run", "parent_collector", "inherited_flops_estimate", "inherited_flops_upper", "cumulative_flops_estimate", "cumulative_flops_upper", "derived_over_third")
+    __slots__ = ("account", "run", "classes", "flops_estimate", "flops_upper", "first_start_unix_ns", "last_end_unix_ns", "gpu_intervals", "gpu_seconds", "energy_kwh", "parent_account", "parent_run", "parent_collector", "inherited_flops_estimate", "inherited_flops_upper", "cumulative_flops_estimate", "cumulative_flops_upper", "derived_over_third", "recent_flops_estimate", "recent_flops_upper", "recent_first_start_unix_ns", "recent_last_end_unix_ns")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,10 @@ class RunTotal(_message.Message):
     CUMULATIVE_FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     CUMULATIVE_FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
     DERIVED_OVER_THIRD_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FLOPS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FLOPS_UPPER_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIRST_START_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_LAST_END_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     account: str
     run: str
     classes: _containers.RepeatedScalarFieldContainer[str]
@@ -239,7 +243,11 @@ class RunTotal(_message.Message):
     cumulative_flops_estimate: str
     cumulative_flops_upper: str
     derived_over_third: bool
-    def __init__(self, account: _Optional[str] = ..., run: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., parent_account: _Optional[str] = ..., parent_run: _Optional[str] = ..., parent_collector: _Optional[str] = ..., inherited_flops_estimate: _Optional[str] = ..., inherited_flops_upper: _Optional[str] = ..., cumulative_flops_estimate: _Optional[str] = ..., cumulative_flops_upper: _Optional[str] = ..., derived_over_third: _Optional[bool] = ...) -> None: ...
+    recent_flops_estimate: str
+    recent_flops_upper: str
+    recent_first_start_unix_ns: int
+    recent_last_end_unix_ns: int
+    def __init__(self, account: _Optional[str] = ..., run: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., flops_estimate: _Optional[str] = ..., flops_upper: _Optional[str] = ..., first_start_unix_ns: _Optional[int] = ..., last_end_unix_ns: _Optional[int] = ..., gpu_intervals: _Optional[int] = ..., gpu_seconds: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., parent_account: _Optional[str] = ..., parent_run: _Optional[str] = ..., parent_collector: _Optional[str] = ..., inherited_flops_estimate: _Optional[str] = ..., inherited_flops_upper: _Optional[str] = ..., cumulative_flops_estimate: _Optional[str] = ..., cumulative_flops_upper: _Optional[str] = ..., derived_over_third: _Optional[bool] = ..., recent_flops_estimate: _Optional[str] = ..., recent_flops_upper: _Optional[str] = ..., recent_first_start_unix_ns: _Optional[int] = ..., recent_last_end_unix_ns: _Optional[int] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token", "flop_model_version")

@@ -1,5 +1,5 @@
-"""What a verified record adds up to: per job, per (job, GPU), per measured device, per run and
-per account and UTC day. Pure.
+"""What a verified record adds up to: per job, per (job, GPU), per measured device, per run, per
+run and UTC day, and per account and UTC day. Pure.
 
 The verifier sums a record's figures as it checks them, so that whoever totals many records
 (the collector, per batch) adds a few sums per record instead of every GPU interval again.
@@ -49,6 +49,8 @@ class RecordSums(NamedTuple):
     runs: Mapping[tuple[str, str], Sum]
     run_classes: Mapping[tuple[str, str], int]  # (account, run) -> classes (`runs.CLASS_BIT` set)
     account_days: Mapping[tuple[str, int], Sum]  # (account, `utc_day`) -> contributions
+    # (account, run, `utc_day`) -> contributions: a run's recent rate (forecasts)
+    run_days: Mapping[tuple[str, str, int], Sum]
     # (account, run) -> the parent run the record's workload declared for it (a run name of the
     # same account; the smallest as text where one record names two); only runs naming one
     run_parents: Mapping[tuple[str, str], str] = {}
@@ -106,19 +108,21 @@ class SumsBuilder:
         labelled = _frozen(self._labelled)
         job_gpus = merge(((job, uuid), s) for (job, uuid, *_), s in labelled.items())
         classes: dict[tuple[str, str], int] = {}
-        by_run: list[tuple[tuple[str, str], Sum]] = []
-        for (job, _, run, account, bit, _), s in labelled.items():
+        by_run_day: list[tuple[tuple[str, str, int], Sum]] = []
+        for (job, _, run, account, bit, day), s in labelled.items():
             key = (account, run_of(job, run))
-            by_run.append((key, s))
+            by_run_day.append(((*key, day), s))
             classes[key] = classes.get(key, 0) | bit
+        run_days = merge(by_run_day)
         return RecordSums(
             jobs=merge((job, s) for (job, _), s in job_gpus.items()),
             job_gpus=job_gpus,
             devices=_frozen(self._devices),
             spans={d: tuple(s) for d, s in self._spans.items()},
-            runs=merge(by_run),
+            runs=merge(((account, run), s) for (account, run, _), s in run_days.items()),
             run_classes=classes,
             account_days=merge(((k[3], k[5]), s) for k, s in labelled.items()),
+            run_days=run_days,
             run_parents=self._parents,
         )
 

@@ -18,19 +18,22 @@ here proposes every alert whose condition holds, and the store records each key 
 back only the new ones (`Store.record_scope_alerts`), so restarts and several collectors on one
 database never fire one twice.
 
-Forecast (kind "forecast", run scope): the run's current rate is its average over its measured
-span, (figure) / (last end - first start), once that span is at least `forecast_min_span_s` (a
-run's first minutes say little). At that rate, a threshold not yet reached and reached within
-`forecast_days` of now fires a forecast alert, once per (run, threshold). (Per-run time series
-are not kept; an average over the whole span is cheap, exact from the totals held, and errs
-late for a run that speeds up: that is said in the operator guide.)
+Forecast (kind "forecast", run scope): the run's current rate is its compute over its last
+`RUN_RATE_DAYS` (7) UTC days of measurement, divided by the time those days' records span
+(first start to last end within them: idle hours inside count, so a run that paused runs
+slower), once that span is at least `forecast_min_span_s` (a run's first minutes say little).
+The store keeps per-run sums per UTC day for those days only (`Store.run_recent`). At that
+rate, a threshold not yet reached and reached within `forecast_days` of now fires a forecast
+alert, once per (run, threshold). A run that speeds up is forecast from its recent days, not
+from its whole life; one that stopped keeps the rate of its last days until they age out of
+the store (a run with nothing in its last `RUN_RATE_DAYS` days kept has no rate).
 
 Cumulative (run scope): the rules count a model's training compute cumulatively, so a run's
 thresholds compare its own compute plus its ancestors' (flopwatch.lineage: a derived run
 inherits its parent's cumulative compute). `ParentCompute` answers, per run, its parent's
 cumulative compute (None: a run with no parent; flopwatch.collector.lineage.parent_compute).
-A forecast adds the run's own rate (its own figure over its own span) to that cumulative
-figure: ancestors add compute, not speed.
+A forecast adds the run's own current rate to that cumulative figure: ancestors add compute,
+not speed.
 
 Derived runs (kind "derived", `DERIVED_RULE`, a member of the `eu-ai-act` preset): a run
 declared derived from a parent whose own compute is above a third of the parent's cumulative
@@ -47,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from flopwatch.collector.store.records import AlertBasis, Rule, RunTotal, ScopeAlert
+from flopwatch.collector.store.records import AlertBasis, JobDelta, Rule, RunTotal, ScopeAlert
 from flopwatch.errors import ConfigError
 from flopwatch.lineage import Compute
 
@@ -165,15 +168,21 @@ class ScopedPolicy:
     def active(self) -> bool:
         return bool(self.run_rules or flop_rules(self.account_rules))
 
-    def figure(self, c: RunTotal | Compute) -> int:
+    def figure(self, c: RunTotal | Compute | JobDelta) -> int:
         return c.flops_upper if self.basis == "upper" else c.flops_estimate
 
     def run_alerts(
-        self, total: RunTotal, at_ns: int, parent_of: ParentCompute = _no_parent
+        self,
+        total: RunTotal,
+        at_ns: int,
+        parent_of: ParentCompute = _no_parent,
+        recent: JobDelta | None = None,
     ) -> list[ScopeAlert]:
         """Every alert of a run whose condition holds now (the store keeps only the new ones):
         its cumulative figure (own plus `parent_of`'s) crossed or forecast to cross each FLOP
-        threshold, and the derived-run rule."""
+        threshold, and the derived-run rule. Forecasts take the run's current rate from
+        `recent`, its sums over its last days (`Store.run_recent`); None: from its whole
+        measured span (a caller without the days)."""
         account, run = total.account, total.run
         own = self.figure(total)
         parent = parent_of(account, run)
@@ -190,7 +199,8 @@ class ScopedPolicy:
                 "run", account, run, 0, "derived", DERIVED_RULE, self.basis, own, at_ns
             )
             out.append(dataclasses.replace(derived, parent_value=inherited))
-        rate = self.rate(own, total.first_start_ns, total.last_end_ns)
+        window = total if recent is None else recent
+        rate = self.rate(self.figure(window), window.first_start_ns, window.last_end_ns)
         if rate is None or self.forecast_days <= 0:
             return out
         horizon_s = self.forecast_days * 86400

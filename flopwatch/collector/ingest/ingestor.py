@@ -350,8 +350,10 @@ class Ingestor:
         try:
             if policy.run_rules:
                 parent_of = parent_compute(self._store)  # cumulative: own plus ancestors'
-                for t in self._store.runs_for(keys).values():
-                    proposed += policy.run_alerts(t, now, parent_of)
+                # Forecasts: each run's current rate, from its last days of measurement.
+                recent = self._store.run_recent(keys) if policy.forecast_days > 0 else {}
+                for key, t in self._store.runs_for(keys).items():
+                    proposed += policy.run_alerts(t, now, parent_of, recent.get(key))
             if policy.account_rules:
                 accounts = {account for account, _ in keys}
                 held = self._store.account_windows(accounts, utc_day(now), self._account_windows)

@@ -21,6 +21,7 @@ from flopwatch.collector.query import AccountSummary, NodeSummary, Query, Summar
 from flopwatch.collector.rpc.paging import decode_token, fill, page_size
 from flopwatch.collector.rpc.store_thread import Codes, on_store_thread
 from flopwatch.collector.store.records import (
+    JobDelta,
     JobGpu,
     JobTotal,
     RunTotal,
@@ -67,8 +68,15 @@ def _class_names(bits: int) -> list[str]:
     return [c.value for c in classes_in(bits)]
 
 
-def run_message(t: RunTotal, view: Lineage | None = None) -> pb.RunTotal:
+def run_message(
+    t: RunTotal, view: Lineage | None = None, recent: JobDelta | None = None
+) -> pb.RunTotal:
     msg = run_total_message(t)
+    if recent is not None:
+        msg.recent_flops_estimate = str(recent.flops_estimate)
+        msg.recent_flops_upper = str(recent.flops_upper)
+        msg.recent_first_start_unix_ns = recent.first_start_ns
+        msg.recent_last_end_unix_ns = recent.last_end_ns
     if view is None:
         return msg
     if view.parent is not None:
@@ -250,9 +258,10 @@ def list_runs(
         account, request.run_prefix, (after[0], after[1]) if after else ("", ""), size + 1
     )
     views = query.lineages(rows)
+    recent = query.run_recent(rows)
     runs, token = fill(
         rows,
-        lambda t: run_message(t, views.get((t.account, t.run))),
+        lambda t: run_message(t, views.get((t.account, t.run)), recent.get((t.account, t.run))),
         lambda t: (t.account, t.run),
         size=size,
         max_bytes=limits.max_page_bytes,

@@ -39,6 +39,7 @@ from flopwatch.collector.store.records import (
     ChainState,
     ClockNote,
     GpuTotal,
+    JobDelta,
     JobEvidence,
     JobGpu,
     JobTotal,
@@ -250,6 +251,12 @@ class TotalsStore(Protocol):
 
     def runs_for(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], RunTotal]:
         """The totals of the runs held among `keys` ((account, run) pairs)."""
+        ...
+
+    def run_recent(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], JobDelta]:
+        """Of the runs held among `keys`, each one's sums over its last `RUN_RATE_DAYS` UTC
+        days of measurement (`records.RUN_RATE_DAYS`; zeros where none are held): what its
+        current rate is measured from."""
         ...
 
     def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:

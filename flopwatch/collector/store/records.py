@@ -387,6 +387,13 @@ def account_sums(
     return out
 
 
+# A run's current rate (forecasts): its compute over its last RUN_RATE_DAYS UTC days of
+# measurement, divided by the time those days' records span. Per-run days are kept that long,
+# counted back from each run's own last day (not the collector's clock: a backlog sent late
+# still measures its run's rate).
+RUN_RATE_DAYS = 7
+
+
 class DaysKept(NamedTuple):
     """Which UTC days of per-account sums a commit keeps: `first_day` on (no window reaches
     further back); with `prune`, it deletes the older ones held (once per day is enough)."""
@@ -400,6 +407,37 @@ def days_kept(now_ns: int, kept: int, pruned_before: int | None) -> DaysKept:
     unless this store pruned before that first day already (`pruned_before`)."""
     first = now_ns // DAY_NS - kept + 1
     return DaysKept(first, pruned_before != first)
+
+
+def run_day_sums(records: Iterable[VerifiedRecord]) -> dict[tuple[str, str, int], JobDelta]:
+    """Per (account, run, UTC day): what a run's current rate is measured from (days before a
+    run's last `RUN_RATE_DAYS` are deleted once added: `first_rate_day`)."""
+    sums = merge((key, s) for r in records for key, s in r.sums.run_days.items())
+    return {key: JobDelta(*s) for key, s in sums.items()}
+
+
+def first_rate_day(last_end_ns: int) -> int:
+    """The first UTC day of the rate window of a run whose measurement ends at `last_end_ns`."""
+    return (last_end_ns - 1) // DAY_NS - RUN_RATE_DAYS + 1
+
+
+RunKey = tuple[str, str]  # (account, run)
+ZERO_DELTA = JobDelta(0, 0, 0, 0, 0)  # no compute (a run with no day in its rate window)
+
+
+def recent_of(
+    rows: Iterable[tuple[RunKey, int, JobDelta]], last_ends: Mapping[RunKey, int]
+) -> dict[RunKey, JobDelta]:
+    """Each run's sums over its last `RUN_RATE_DAYS` UTC days of measurement, from its
+    (key, day, sums) rows and its last end (`last_ends`, ns); zeros (first start and last end
+    0) for a run with no rows in that window."""
+    first = {key: first_rate_day(end) for key, end in last_ends.items()}
+    out = {key: ZERO_DELTA for key in last_ends}
+    for key, day, d in rows:
+        if key in first and day >= first[key]:
+            held = out[key]
+            out[key] = d if held is ZERO_DELTA else held.plus(d)
+    return out
 
 
 def account_day_sums(

@@ -6,7 +6,9 @@ at open."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Sequence
 
 import psycopg
 import pytest
@@ -185,6 +187,17 @@ def test_no_report_of_a_run_the_store_does_not_hold(store, make_ingestor):
 
 
 @pytest.mark.sqlite_only
+def tables_from(migrations: Sequence[Sequence[str]], version: int) -> list[str]:
+    """The tables migration `version` (1-based) and every later one create: what a database
+    of the version before holds none of."""
+    return [
+        m.group(1)
+        for statements in migrations[version - 1 :]
+        for sql in statements
+        if (m := re.match(r"\s*CREATE TABLE (\w+)", sql))
+    ]
+
+
 def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, make_ingestor):
     path = tmp_path / "old.db"
     store = SQLiteStore(path, now_ns=lambda: NOW)
@@ -193,9 +206,8 @@ def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, ma
     finally:
         store.close()
     db = sqlite3.connect(path)  # as a collector of the version before log_runs left it
-    db.execute("DROP TABLE log_runs")
-    db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
-    db.execute("DROP TABLE key_statements")  # a later one (node key statements)
+    for table in tables_from(sqlite_schema.MIGRATIONS, sqlite_schema.RUN_LEAVES_VERSION):
+        db.execute(f"DROP TABLE {table}")
     db.execute("DELETE FROM schema_version WHERE version >= ?", (sqlite_schema.RUN_LEAVES_VERSION,))
     db.commit()
     db.close()
@@ -219,9 +231,8 @@ def test_a_postgres_database_from_before_the_run_index_is_backfilled_at_open(
     finally:
         store.close()
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute("DROP TABLE log_runs")
-        db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
-        db.execute("DROP TABLE key_statements")  # a later one (node key statements)
+        for table in tables_from(postgres_schema.MIGRATIONS, postgres_schema.RUN_LEAVES_VERSION):
+            db.execute(f"DROP TABLE {table}")
         db.execute(
             "DELETE FROM schema_version WHERE version >= %s",
             (postgres_schema.RUN_LEAVES_VERSION,),

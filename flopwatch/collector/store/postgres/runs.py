@@ -16,10 +16,15 @@ from flopwatch.collector.store.postgres.locks import Cur
 from flopwatch.collector.store.postgres.sums import add_sums
 from flopwatch.collector.store.records import (
     AccountTotal,
+    DaysKept,
     JobDelta,
+    RunKey,
     RunTotal,
     account_day_sums,
     account_sums,
+    first_rate_day,
+    recent_of,
+    run_day_sums,
     run_sums,
 )
 from flopwatch.collector.store.rows import (
@@ -32,9 +37,10 @@ from flopwatch.collector.store.rows import (
 from flopwatch.verify.record import VerifiedRecord
 
 
-def add_runs(cur: Cur, records: Sequence[VerifiedRecord], first_day: int, prune: bool) -> None:
-    """The batch's sums per run, per account and per account and UTC day from `first_day` on;
-    with `prune`, days before `first_day` are deleted first (the kept bound)."""
+def add_runs(cur: Cur, records: Sequence[VerifiedRecord], days: DaysKept) -> None:
+    """The batch's sums per run, per account, per account and UTC day from `days.first_day` on
+    and per run and UTC day from `days.first_run_day` on; with `days.prune`, older days are
+    deleted first (the kept bounds)."""
     runs = run_sums(records)
     add_sums(
         cur,
@@ -52,15 +58,61 @@ def add_runs(cur: Cur, records: Sequence[VerifiedRecord], first_day: int, prune:
         ored=["classes"],
         energy=True,
     )
-    if prune:
-        cur.execute("DELETE FROM account_days WHERE day < %s", (first_day,))
+    if days.prune:
+        cur.execute("DELETE FROM account_days WHERE day < %s", (days.first_day,))
     add_sums(
         cur,
         "account_days",
         ["account", "day"],
-        list(account_day_sums(records, first_day).items()),
+        list(account_day_sums(records, days.first_day).items()),
         energy=True,
     )
+    add_sums(
+        cur,
+        "run_days",
+        ["account", "run", "day"],
+        list(run_day_sums(records).items()),
+        energy=True,
+    )
+    # Each run's days before its last RUN_RATE_DAYS, its total's last end now added.
+    accounts, names = [k[0] for k in sorted(runs)], [k[1] for k in sorted(runs)]
+    cur.execute(
+        "SELECT t.account, t.run, t.last_end_ns FROM run_totals t "
+        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
+        "ON t.account = w.account AND t.run = w.run",
+        (accounts, names),
+    )
+    firsts = [(a, r, first_rate_day(int(end))) for a, r, end in cur.fetchall()]
+    cur.execute(
+        "DELETE FROM run_days d USING unnest(%s::text[], %s::text[], %s::integer[]) "
+        "AS w (account, run, first) "
+        "WHERE d.account = w.account AND d.run = w.run AND d.day < w.first",
+        ([f[0] for f in firsts], [f[1] for f in firsts], [f[2] for f in firsts]),
+    )
+
+
+def run_recent(cur: Cur, keys: Collection[RunKey]) -> dict[RunKey, JobDelta]:
+    """Each run's sums over its last `RUN_RATE_DAYS` UTC days of measurement (zeros where none
+    are held; runs not held are left out). Per-run days older than that are not kept, so this
+    reads a few rows per run."""
+    wanted = sorted(set(keys))
+    accounts, names = [k[0] for k in wanted], [k[1] for k in wanted]
+    cur.execute(
+        "SELECT t.account, t.run, t.last_end_ns FROM run_totals t "
+        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
+        "ON t.account = w.account AND t.run = w.run",
+        (accounts, names),
+    )
+    last = {(r[0], r[1]): int(r[2]) for r in cur.fetchall()}
+    cur.execute(
+        "SELECT d.account, d.run, d.day, d.flops_estimate, d.flops_upper, d.first_start_ns, "
+        "d.last_end_ns, d.gpu_intervals, d.gpu_time_fs, d.energy_nj FROM run_days d "
+        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
+        "ON d.account = w.account AND d.run = w.run",
+        (accounts, names),
+    )
+    rows = [((r[0], r[1]), int(r[2]), sums(r[3:])) for r in cur.fetchall()]
+    return recent_of(rows, last)
 
 
 def run_page(

@@ -200,6 +200,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at_ns BIGINT NOT NULL, envelope BYTEA NOT NULL, leaf_index BIGINT NOT NULL,
             UNIQUE (key_id, action))""",
     ),
+    # A run's current rate (forecasts, flopwatch.collector.alerts.scopes): per run and UTC day,
+    # the last `RUN_RATE_DAYS` days only (older ones are deleted as account days are). Runs
+    # held before this migration have no days: their rate is measured from their next records.
+    (
+        """CREATE TABLE run_days (
+            account TEXT COLLATE "C" NOT NULL, run TEXT COLLATE "C" NOT NULL,
+            day INTEGER NOT NULL,
+            flops_estimate NUMERIC(40, 0) NOT NULL, flops_upper NUMERIC(40, 0) NOT NULL,
+            first_start_ns BIGINT NOT NULL, last_end_ns BIGINT NOT NULL,
+            gpu_intervals BIGINT NOT NULL, gpu_time_fs NUMERIC(40, 0) NOT NULL,
+            energy_nj NUMERIC(40, 0) NOT NULL, PRIMARY KEY (account, run, day))""",
+        "CREATE INDEX run_days_by_day ON run_days (day)",
+    ),
 )
 RUN_LEAVES_VERSION = 6  # the migration that indexed log leaves by run (backfilled at open)
 SCHEMA_VERSION = len(MIGRATIONS)

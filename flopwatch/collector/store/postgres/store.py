@@ -54,6 +54,7 @@ from flopwatch.collector.store.records import (
     ChainState,
     ClockNote,
     GpuTotal,
+    JobDelta,
     JobEvidence,
     JobGpu,
     JobTotal,
@@ -486,6 +487,12 @@ class PostgresStore:
         where = " WHERE (account, run) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
         rows = self._rows("read run totals", SELECT_RUNS + where, (list(accounts), list(names)))
         return {(t.account, t.run): t for t in map(run_total, rows)}
+
+    def run_recent(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], JobDelta]:
+        if not keys:
+            return {}
+        with self._errors("read run days"), self._db.cursor() as cur:
+            return runs.run_recent(cur, keys)
 
     def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:
         new = set()

@@ -71,7 +71,7 @@ def write_batch(
     add_job_gpus(cur, records)
     nodes.record_activity(cur, records, received_at_ns)
     add_job_totals(cur, records)
-    runs.add_runs(cur, records, days.first_day, days.prune)
+    runs.add_runs(cur, records, days)
     new = insert_alerts(cur, alerts)
     tlog.append_records(cur, scope, records)  # last: its lock is global
     return new

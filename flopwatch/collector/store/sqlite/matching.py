@@ -51,3 +51,12 @@ def select_matching(
 def keyed(keys: Collection[str]) -> list[tuple[str]]:
     """One-column rows of `keys`, sorted: for `... WHERE key IN ({rows})`."""
     return [(k,) for k in sorted(keys)]
+
+
+def execute_matching(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    """`select_matching` for a statement that returns nothing (an UPDATE or DELETE)."""
+    if ROWS not in sql:
+        raise ValueError("the statement has no {rows} to match")
+    for part in _chunks(rows) if rows else ():
+        text, params = values(part)
+        db.execute(sql.replace(ROWS, text), params)

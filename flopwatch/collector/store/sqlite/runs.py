@@ -14,10 +14,15 @@ from typing import Any, NamedTuple
 
 from flopwatch.collector.store.records import (
     AccountTotal,
+    DaysKept,
     JobDelta,
+    RunKey,
     RunTotal,
     account_day_sums,
     account_sums,
+    first_rate_day,
+    recent_of,
+    run_day_sums,
     run_sums,
 )
 from flopwatch.collector.store.rows import (
@@ -27,7 +32,7 @@ from flopwatch.collector.store.rows import (
     run_total,
     sums,
 )
-from flopwatch.collector.store.sqlite.matching import keyed, select_matching
+from flopwatch.collector.store.sqlite.matching import execute_matching, keyed, select_matching
 from flopwatch.runs import CLASS_BIT, WorkloadClass
 from flopwatch.verify.record import VerifiedRecord
 
@@ -84,6 +89,16 @@ _TABLES = {
         "first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ),
+    "run_days": _Table(
+        3,
+        False,
+        "SELECT account, run, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+        "gpu_intervals, gpu_time_fs, energy_nj FROM run_days "
+        "WHERE (account, run, day) IN ({rows})",
+        "INSERT OR REPLACE INTO run_days (account, run, day, flops_estimate, flops_upper, "
+        "first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    ),
     "account_days": _Table(
         2,
         False,
@@ -123,11 +138,10 @@ def add_sums(
     db.executemany(t.insert, rows)
 
 
-def add_runs(
-    db: sqlite3.Connection, records: Sequence[VerifiedRecord], first_day: int, prune: bool
-) -> None:
-    """The batch's sums per run, per account and per account and UTC day from `first_day` on;
-    with `prune`, days before `first_day` are deleted first (the kept bound)."""
+def add_runs(db: sqlite3.Connection, records: Sequence[VerifiedRecord], days: DaysKept) -> None:
+    """The batch's sums per run, per account, per account and UTC day from `days.first_day` on
+    (with `days.prune`, older days are deleted first: the kept bound) and per run and UTC day
+    (each run's days before its last `RUN_RATE_DAYS` deleted, after its total is added)."""
     runs = run_sums(records)
     add_sums(
         db,
@@ -142,9 +156,42 @@ def add_runs(
         {(a,): d for a, (_, d) in accounts.items()},
         {(a,): c for a, (c, _) in accounts.items()},
     )
-    if prune:
-        db.execute("DELETE FROM account_days WHERE day < ?", (first_day,))
-    add_sums(db, "account_days", account_day_sums(records, first_day))
+    if days.prune:
+        db.execute("DELETE FROM account_days WHERE day < ?", (days.first_day,))
+    add_sums(db, "account_days", account_day_sums(records, days.first_day))
+    add_sums(db, "run_days", run_day_sums(records))
+    ends = select_matching(
+        db,
+        "SELECT account, run, last_end_ns FROM run_totals WHERE (account, run) IN ({rows})",
+        sorted(runs),
+    )
+    execute_matching(
+        db,
+        "WITH w (account, run, first) AS ({rows}) DELETE FROM run_days WHERE EXISTS (SELECT 1 "
+        "FROM w WHERE w.account = run_days.account AND w.run = run_days.run "
+        "AND run_days.day < w.first)",
+        [(account, run, first_rate_day(int(end))) for account, run, end in ends],
+    )
+
+
+def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey, JobDelta]:
+    """Each run's sums over its last `RUN_RATE_DAYS` UTC days of measurement (zeros where none
+    are held; runs not held are left out). Per-run days older than that are not kept, so this
+    reads a few rows per run."""
+    wanted = sorted(set(keys))
+    held = select_matching(
+        db,
+        "SELECT account, run, last_end_ns FROM run_totals WHERE (account, run) IN ({rows})",
+        wanted,
+    )
+    rows = select_matching(
+        db,
+        "SELECT account, run, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
+        "gpu_intervals, gpu_time_fs, energy_nj FROM run_days WHERE (account, run) IN ({rows})",
+        wanted,
+    )
+    last = {(r[0], r[1]): int(r[2]) for r in held}
+    return recent_of([((r[0], r[1]), int(r[2]), sums(r[3:])) for r in rows], last)
 
 
 def run_page(

@@ -190,6 +190,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at_ns INTEGER NOT NULL, envelope BLOB NOT NULL, leaf_index INTEGER NOT NULL,
             UNIQUE (key_id, action))""",
     ),
+    # A run's current rate (forecasts, flopwatch.collector.alerts.scopes): per run and UTC day,
+    # the last `RUN_RATE_DAYS` days only (older ones are deleted as account days are). Runs
+    # held before this migration have no days: their rate is measured from their next records.
+    (
+        """CREATE TABLE run_days (
+            account TEXT NOT NULL, run TEXT NOT NULL, day INTEGER NOT NULL,
+            flops_estimate TEXT NOT NULL, flops_upper TEXT NOT NULL,
+            first_start_ns INTEGER NOT NULL, last_end_ns INTEGER NOT NULL,
+            gpu_intervals INTEGER NOT NULL, gpu_time_fs TEXT NOT NULL, energy_nj TEXT NOT NULL,
+            PRIMARY KEY (account, run, day)) WITHOUT ROWID""",
+        "CREATE INDEX run_days_by_day ON run_days (day)",
+    ),
 )
 RUNS_VERSION = 6  # the migration that added run and account totals (backfilled from jobs)
 RUN_LEAVES_VERSION = 8  # the migration that indexed log leaves by run (backfilled at open)

@@ -43,6 +43,7 @@ from flopwatch.collector.store.records import (
     ChainState,
     ClockNote,
     GpuTotal,
+    JobDelta,
     JobEvidence,
     JobGpu,
     JobTotal,
@@ -478,6 +479,10 @@ class SQLiteStore:
                 self._db, SELECT_RUNS + " WHERE (account, run) IN ({rows})", sorted(keys)
             )
         return {(t.account, t.run): t for t in map(run_total, rows)}
+
+    def run_recent(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], JobDelta]:
+        with self._errors("read run days"):
+            return runs.run_recent(self._db, keys)
 
     def record_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> list[ScopeAlert]:
         if not alerts:

@@ -39,7 +39,7 @@ def write_batch(
     insert_records(db, records, received_at_ns, first_leaf)
     add_job_totals(db, records)
     add_job_gpus(db, records)
-    runs.add_runs(db, records, days.first_day, days.prune)
+    runs.add_runs(db, records, days)
     add_coverage(db, records)
     nodes.record_activity(db, records, received_at_ns)
     return insert_alerts(db, alerts)
