@@ -65,7 +65,11 @@ class and lineage (the run's ancestors, each declaration with its log inclusion 
 checkpoint of the collector's log at the bundle's tree size, and the bundle's SHA-256 (the
 bundle holds every record's inclusion proof). Its subject is the bundle, or each
 --subject given (e.g. a model-weights manifest). Check it with
-`flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`.
+`flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`. With --sampled, the
+statement is about the sampled report instead, under the sibling predicate type
+https://flopwatch.dev/compute-usage-sampled/v1 (docs/compute-usage-sampled-predicate.md): the
+report's signed totals, the window, methods and classes of every record, the lineage, the
+checkpoint, and the report's digest with the guarantee its samples and probes give.
 
 --sampled writes a compact report instead, for jobs too large to carry every envelope: the
 collector signs the root of a Merkle sum tree over all the job's records (their figures added
@@ -183,7 +187,8 @@ def add_parser(sub: Any) -> None:
         "--format",
         choices=(FORMAT_BUNDLE, FORMAT_INTOTO),
         default=FORMAT_BUNDLE,
-        help="bundle: the bundle only (default); in-toto: also a signed in-toto statement",
+        help="bundle: the bundle (or sampled report) only (default); in-toto: also a signed "
+        "in-toto statement about it",
     )
     g.add_argument(
         "--in-toto-out",
@@ -196,9 +201,10 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=sha256:HEX",
-        help="an artifact the statement is about instead of the bundle, e.g. a model-weights "
-        "manifest and its SHA-256. Repeatable. The collector signs that the job's compute is "
-        "attributed to it; it cannot check what was trained on what",
+        help="an artifact the statement is about instead of the bundle (or sampled report), "
+        "e.g. a model-weights manifest and its SHA-256. Repeatable. The collector signs that "
+        "the job's (or run's) compute is attributed to it; it cannot check what was trained "
+        "on what",
     )
     g.add_argument(
         "--log-origin",

@@ -65,7 +65,10 @@ probes), the positions drawn from it, each opened envelope and its sum-tree path
 totals, inclusion proofs, revocations, and the probes of the job's log window. It prints the
 fraction of misstated or withheld records it would have found with 95 % probability. A run's
 sampled report (`flopwatch report --run RUN --account ACCOUNT --sampled`) is checked the same
-way, each record's figures recomputed for the run, and its totals are the run's.
+way, each record's figures recomputed for the run, and its totals are the run's. With
+--in-toto, then the statement beside it (`flopwatch report --sampled --format in-toto`): its
+signature, the report's digest, samples, probes and guarantee, the checkpoint, every figure
+against the signed claim, and the window, methods and classes against each opened record.
 Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
 proves and what it does not: docs/regulators.md.
 """
@@ -95,8 +98,8 @@ def add_parser(sub: Any) -> None:
         "--in-toto",
         type=Path,
         metavar="STATEMENT",
-        help="also check this in-toto statement about the bundle (a JSON DSSE envelope from "
-        "`flopwatch report --format in-toto`)",
+        help="also check this in-toto statement about the bundle or sampled report (a JSON "
+        "DSSE envelope from `flopwatch report --format in-toto`)",
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON summary instead of the steps"
