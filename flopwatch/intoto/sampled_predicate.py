@@ -188,11 +188,15 @@ class SampledUsage:
         methods = p.field("methods", list)
         if len(methods) > len(METHODS) or any(m not in METHODS for m in methods):
             raise _fail(f"methods must be some of {', '.join(METHODS)}")
+        if methods != sorted(set(methods)):
+            raise _fail("methods are not sorted and distinct")
         classes = p.field("workloadClasses", list)
         if len(classes) > MAX_CLASSES:
             raise _fail(f"workloadClasses has {len(classes)} entries, limit {MAX_CLASSES}")
         for i, c in enumerate(classes):
             _Reader({"c": c}, f"workloadClasses[{i}]", max_chars).identifier("c")
+        if classes != sorted(set(classes)):
+            raise _fail("workloadClasses are not sorted and distinct")
         return cls(
             scope=scope,
             job=p.identifier("job") if scope == SCOPE_JOB else "",

@@ -82,6 +82,8 @@ BAD = [
     ("workloadClasses", "pretraining"),
     ("workloadClasses", ["Pretraining"] * 17),
     ("methods", ["guess"]),
+    ("methods", ["gpm", "gpm"]),
+    ("workloadClasses", ["pretraining", "pretraining"]),
     ("records", "8"),
     ("evidence.report.mediaType", "application/vnd.flopwatch.bundle.v1+protobuf"),
     ("evidence.report.digest.sha256", "AB" * 32),
@@ -106,6 +108,15 @@ def test_what_the_schema_refuses_the_reader_refuses(path, value):
     with pytest.raises(VerificationError) as e:
         parse_sampled_statement(json.dumps(bad).encode())
     assert e.value.reason == "malformed_predicate"
+
+
+def test_lists_out_of_order_are_refused_by_the_reader():
+    # (a JSON Schema cannot say "sorted"; the reader, which a verifier runs, does)
+    for field, value in (("methods", ["unknown-rate", "gpm"]), ("workloadClasses", ["b", "a"])):
+        bad = copy.deepcopy(EXAMPLE)
+        bad["predicate"][field] = value
+        with pytest.raises(VerificationError, match="sorted and distinct"):
+            parse_sampled_statement(json.dumps(bad).encode())
 
 
 def test_a_job_scope_needs_its_job_in_both():
