@@ -265,3 +265,31 @@ def test_bad_options_are_refused_before_any_work(run_report, capsys, tmp_path):
     assert main([*base, "--sampled", "--format", "in-toto", "--log-origin", "bad origin"]) == 2
     assert main([*base, "--sampled", "--format", "in-toto", "--archive", "x"]) == 2
     assert not out.exists() and not Path(f"{out}.intoto.json").exists()
+
+
+def test_a_run_whose_parent_is_on_another_collector_states_its_claim(chain, capsys):  # noqa: F811
+    _, _, b_db, _, tmp = chain
+    out = tmp / "d.sampled"
+    args = ["report", "--run", "distilled", "--account", "beta", "--db", b_db, "--out", str(out)]
+    _cli(capsys, *args, "--sampled", *K, "--format", "in-toto")
+    statement = Path(f"{out}.intoto.json")
+    [link] = payload_of(statement.read_bytes())["predicate"]["lineage"]
+    assert (link["account"], link["run"]) == ("acme", "ft")
+    assert int(link["parentClaim"]["cumulativeOperations"]["upperBound"]) > 0
+    code, printed = _verify(capsys, b_db, out, statement)
+    assert code == 0, printed
+    # A collector that re-signs the statement with a larger parent claim is caught (step 8).
+    key = load_collector_key(default_key_path(b_db), create=False)
+    more = _lie(
+        "lineage",
+        [
+            link
+            | {
+                "parentClaim": link["parentClaim"]
+                | {"cumulativeOperations": {"estimate": "1", "upperBound": "1"}}
+            }
+        ],
+    )
+    statement.write_bytes(resigned(statement.read_bytes(), more, key))
+    code, printed = _verify(capsys, b_db, out, statement)
+    assert code == 1 and "FAILED at step 8 (bad_lineage)" in printed
