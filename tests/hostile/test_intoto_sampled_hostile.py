@@ -22,7 +22,7 @@ from flopwatch.verify.intoto_sampled import SampledStatementVerifier
 from flopwatch.verify.sampled import SampledVerifier
 from flopwatch.verify.sampled_format import Scope
 from tests.hostile.hostile_helpers import HOSTILE, MAX_DETAIL_CHARS
-from tests.hostile.test_intoto_hostile import REASONS, mutated
+from tests.hostile.test_intoto_hostile import JSON, REASONS, mutated
 from tests.intoto.statements import COLLECTOR, ORIGIN, envelope_json, payload_of, sign_payload
 from tests.nodes import NOW, Node
 from tests.verify.bundle_builder import BundleBuilder
@@ -101,17 +101,6 @@ def _checked(payload: bytes) -> dict[str, Any]:
     return out
 
 
-JSON = st.recursive(  # what JSON holds: no Infinity (the reader refuses the statement for it)
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 FIELDS = [
     "scope", "job", "run", "account", "workloadClasses", "lineage", "operations", "methods",
     "flopModelVersion", "gpuIntervals", "gpuNanoseconds", "window", "logWindow", "reportedAt",
