@@ -50,6 +50,7 @@ from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import REPORT_PAGE_LEAVES, build_sampled_run_report
+from flopwatch.collector.sampled_statement import RecordFacts, build_sampled_statement
 from flopwatch.collector.store.factory import open_store
 from flopwatch.keys import SigningKey, key_id_of_raw, public_raw
 from flopwatch.merkle import MerkleLog
@@ -58,7 +59,7 @@ from flopwatch.sumtree import NODE_BYTES, Sums, SumTree, check_path, leaf_node
 from flopwatch.verify.bundle_format import NodeKey
 from flopwatch.verify.sampled import SampledVerifier
 from flopwatch.verify.sampled_build import build_sampled
-from flopwatch.verify.sampled_format import detectable_fraction
+from flopwatch.verify.sampled_format import Scope, detectable_fraction
 
 START = 1_700_000_000 * 10**9
 JOB = "manual:bench/frontier"
@@ -252,7 +253,30 @@ def _store_build(
                 probes=probes,
             ).to_bytes()
 
+        def with_statement() -> bytes:
+            # `report --run --sampled --format in-toto`: the facts observed on the first pass
+            facts = RecordFacts(Scope(run=RUN, account=ACCOUNT))
+            report = build_sampled_run_report(
+                store,
+                log,
+                ACCOUNT,
+                RUN,
+                samples=samples,
+                probes=probes,
+                now_ns=lambda: end,
+                page=page,
+                observe=facts.observe,
+            )
+            data = report.to_bytes()
+            build_sampled_statement(
+                report, data, collector, facts, origin="bench.invalid/log", report_name="r"
+            )
+            return data
+
         out: dict[str, float] = {"records": sum(mine), "ingest_s": ingest_s, "db_bytes": db_bytes}
+        t = time.perf_counter()
+        with_statement()
+        out["intoto_s"] = time.perf_counter() - t
         for name, make in (("stream", build), ("before", before)):
             t = time.perf_counter()
             data = make()
@@ -290,7 +314,9 @@ def store_main(
             f"record, peak {m['stream_peak'] / 2**20:.1f} MiB (tracemalloc)\n"
             f"  in-memory build of before: {m['before_s']:.2f} s, peak "
             f"{m['before_peak'] / 2**20:.1f} MiB; reports identical, "
-            f"{m['stream_bytes'] / 2**20:.1f} MiB, verified in {m['verify_s']:.2f} s"
+            f"{m['stream_bytes'] / 2**20:.1f} MiB, verified in {m['verify_s']:.2f} s\n"
+            f"  streamed build with its in-toto statement (--format in-toto): "
+            f"{m['intoto_s']:.2f} s"
         )
     last = rows[-1]
     per_record_s = last["stream_s"] / last["records"]

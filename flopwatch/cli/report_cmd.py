@@ -43,6 +43,7 @@ INTOTO_SUFFIX = ".intoto.json"
 if TYPE_CHECKING:
     from flopwatch.intoto.predicate import LineageLink
     from flopwatch.verify.bundle_format import Bundle
+    from flopwatch.verify.sampled_format import SampledReport
 
 HELP = (
     "write a job's evidence bundle (envelopes, node keys, log proofs, signed claim), or a "
@@ -64,7 +65,11 @@ class and lineage (the run's ancestors, each declaration with its log inclusion 
 checkpoint of the collector's log at the bundle's tree size, and the bundle's SHA-256 (the
 bundle holds every record's inclusion proof). Its subject is the bundle, or each
 --subject given (e.g. a model-weights manifest). Check it with
-`flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`.
+`flopwatch verify FILE --collector-key KEY_ID --in-toto STATEMENT`. With --sampled, the
+statement is about the sampled report instead, under the sibling predicate type
+https://flopwatch.dev/compute-usage-sampled/v1 (docs/compute-usage-sampled-predicate.md): the
+report's signed totals, the window, methods and classes of every record, the lineage, the
+checkpoint, and the report's digest with the guarantee its samples and probes give.
 
 --sampled writes a compact report instead, for jobs too large to carry every envelope: the
 collector signs the root of a Merkle sum tree over all the job's records (their figures added
@@ -182,7 +187,8 @@ def add_parser(sub: Any) -> None:
         "--format",
         choices=(FORMAT_BUNDLE, FORMAT_INTOTO),
         default=FORMAT_BUNDLE,
-        help="bundle: the bundle only (default); in-toto: also a signed in-toto statement",
+        help="bundle: the bundle (or sampled report) only (default); in-toto: also a signed "
+        "in-toto statement about it",
     )
     g.add_argument(
         "--in-toto-out",
@@ -195,9 +201,10 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=sha256:HEX",
-        help="an artifact the statement is about instead of the bundle, e.g. a model-weights "
-        "manifest and its SHA-256. Repeatable. The collector signs that the job's compute is "
-        "attributed to it; it cannot check what was trained on what",
+        help="an artifact the statement is about instead of the bundle (or sampled report), "
+        "e.g. a model-weights manifest and its SHA-256. Repeatable. The collector signs that "
+        "the job's (or run's) compute is attributed to it; it cannot check what was trained "
+        "on what",
     )
     g.add_argument(
         "--log-origin",
@@ -386,24 +393,47 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_sampled(args: argparse.Namespace) -> int:
+    from flopwatch.collector.lineage_evidence import lineage_links
+    from flopwatch.collector.log.checkpoints import default_origin
     from flopwatch.collector.log.key import default_key_path, load_collector_key
     from flopwatch.collector.log.translog import TransparencyLog
     from flopwatch.collector.sampled_report import build_sampled_report, build_sampled_run_report
+    from flopwatch.collector.sampled_statement import (
+        RecordFacts,
+        build_sampled_statement,
+        labels_of_scope,
+    )
     from flopwatch.collector.store.factory import open_store
-    from flopwatch.verify.sampled_format import detectable_fraction
+    from flopwatch.verify.sampled_format import Scope
 
-    if args.format != FORMAT_BUNDLE or args.archive is not None:
-        raise ConfigError("--sampled takes neither --format in-toto nor --archive")
+    if args.archive is not None:
+        raise ConfigError("--sampled takes no --archive")
     if args.samples < 1:
         raise ConfigError("--sampled needs at least one sample")
     challenge = _challenge(args.challenge)
     kept = [read_tree_head(p) for p in args.kept_tree_head]
     key_path = args.key or default_key_path(args.db)
     protect = read_paths(args.db, key_path, *args.kept_tree_head)
-    check_output(args.out, force=args.force, protect=protect)
+    statement_out = _statement_target(args)
+    subjects = [parse_subject(text) for text in args.subject]
+    check_output(args.out, force=args.force, protect=protect)  # before any work
+    if statement_out is not None:
+        check_output(statement_out, force=args.force, protect=protect)
     key = load_collector_key(key_path, create=False)
+    origin = args.log_origin or default_origin(key)
+    _check_origin(origin)
+    scope = (
+        Scope(run=args.run_name, account=args.account)
+        if args.run_name is not None
+        else Scope(job_id=args.job)
+    )
+    facts = RecordFacts(scope) if statement_out is not None else None
+    observe = None if facts is None else facts.observe
+    lineage: tuple[LineageLink, ...] = ()
     store = open_store(args.db)
     try:
+        # Declarations held before the report's tree head is signed: their leaves are in it.
+        parents = store.lineage_parents() if statement_out is not None else {}
         log = TransparencyLog(store, key)
         if args.run_name is not None:
             report = build_sampled_run_report(
@@ -415,6 +445,7 @@ def _run_sampled(args: argparse.Namespace) -> int:
                 probes=args.probes,
                 challenge=challenge,
                 consistency_from=kept,
+                observe=observe,
             )
         else:
             report = build_sampled_report(
@@ -425,16 +456,60 @@ def _run_sampled(args: argparse.Namespace) -> int:
                 probes=args.probes,
                 challenge=challenge,
                 consistency_from=kept,
+                observe=observe,
+            )
+        if facts is not None:
+            lineage = lineage_links(
+                store,
+                log,
+                labels_of_scope(facts.facts, scope),
+                parents,
+                key=key,
+                tree_size=report.tree_head.head.size,
             )
     finally:
         store.close()
     data = report.to_bytes()
+    statement = None
+    if facts is not None:
+        statement = build_sampled_statement(
+            report,
+            data,
+            key,
+            facts,
+            origin=origin,
+            report_name="report" if is_stdout(args.out) else Path(args.out).name,
+            subjects=subjects,
+            lineage=lineage,
+        )
     write_output(args.out, data, force=args.force, protect=protect)
+    if statement_out is not None and statement is not None:
+        report_file = [] if is_stdout(args.out) else [Path(args.out)]
+        write_output(statement_out, statement, force=args.force, protect=[*protect, *report_file])
+    _print_sampled_summary(args, report, len(data), statement_out, origin)
+    return EXIT_OK
+
+
+def _print_sampled_summary(
+    args: argparse.Namespace,
+    report: SampledReport,
+    size: int,
+    statement_out: str | None,
+    origin: str,
+) -> None:
+    from flopwatch.verify.sampled_format import detectable_fraction
+
     claim = report.unverified_claim()
     head = report.tree_head.head
     file = "FILE" if is_stdout(args.out) else args.out
+    name = ("the report" if is_stdout(args.out) else args.out) + f" ({size} bytes)"
+    with_statement = ""
+    if statement_out is not None:
+        shown_out = "the statement" if is_stdout(statement_out) else statement_out
+        name += f" and {shown_out} (in-toto, log {origin})"
+        with_statement = f" --in-toto {'STATEMENT' if is_stdout(statement_out) else statement_out}"
     print(
-        f"wrote {'the report' if is_stdout(args.out) else args.out} ({len(data)} bytes): "
+        f"wrote {name}: "
         f"sampled report of {claim.scope}, {claim.records} records in log leaves "
         f"{claim.root.lowest}..{claim.root.highest}; {len(report.openings)} opened "
         f"({claim.samples} samples), {claim.probes} probes, against tree size {head.size}\n"
@@ -442,7 +517,8 @@ def _run_sampled(args: argparse.Namespace) -> int:
         f"(sound upper bound), FLOP model v{claim.flop_model_version}; a fraction of "
         f"{detectable_fraction(claim.samples):.3%} misstated records would be found with 95 %\n"
         f"verify with: flopwatch verify {file} --collector-key {head.log_id}"
-        + (f" --challenge {challenge.hex()}" if challenge else ""),
-        file=sys.stderr if is_stdout(args.out) else sys.stdout,
+        + (f" --challenge {claim.challenge.hex()}" if claim.challenge else "")
+        + with_statement,
+        # standard output may carry the report or the statement
+        file=sys.stderr if is_stdout(args.out) or is_stdout(statement_out or "") else sys.stdout,
     )
-    return EXIT_OK

@@ -39,6 +39,8 @@ from flopwatch.verify.sampled_format import (
 if TYPE_CHECKING:
     from flopwatch.verify.bundle_report import VerifiedReport
     from flopwatch.verify.intoto import VerifiedStatement
+    from flopwatch.verify.intoto_sampled import VerifiedSampledStatement
+    from flopwatch.verify.sampled import SampledResult
 
 # What `verify` reads of a bundle and a statement and checks them against (a test narrows it).
 BUNDLE_LIMITS: BundleLimits = DEFAULT_BUNDLE_LIMITS
@@ -63,7 +65,10 @@ probes), the positions drawn from it, each opened envelope and its sum-tree path
 totals, inclusion proofs, revocations, and the probes of the job's log window. It prints the
 fraction of misstated or withheld records it would have found with 95 % probability. A run's
 sampled report (`flopwatch report --run RUN --account ACCOUNT --sampled`) is checked the same
-way, each record's figures recomputed for the run, and its totals are the run's.
+way, each record's figures recomputed for the run, and its totals are the run's. With
+--in-toto, then the statement beside it (`flopwatch report --sampled --format in-toto`): its
+signature, the report's digest, samples, probes and guarantee, the checkpoint, every figure
+against the signed claim, and the window, methods and classes against each opened record.
 Exit status 0 only when every step passes, 1 when one fails, 2 for bad usage. What a pass
 proves and what it does not: docs/regulators.md.
 """
@@ -93,8 +98,8 @@ def add_parser(sub: Any) -> None:
         "--in-toto",
         type=Path,
         metavar="STATEMENT",
-        help="also check this in-toto statement about the bundle (a JSON DSSE envelope from "
-        "`flopwatch report --format in-toto`)",
+        help="also check this in-toto statement about the bundle or sampled report (a JSON "
+        "DSSE envelope from `flopwatch report --format in-toto`)",
     )
     p.add_argument(
         "--json", action="store_true", help="print one JSON summary instead of the steps"
@@ -144,6 +149,7 @@ def _no_anchor(data: bytes) -> ConfigError:
 
 def run(args: argparse.Namespace) -> int:
     from flopwatch.verify.bundle import STEPS, BundleVerifier
+    from flopwatch.verify.intoto import INTOTO_STEPS
 
     try:  # read no more than the verifier's step 1 would refuse: /dev/zero ends there
         data = read_at_most(args.bundle, BUNDLE_LIMITS.max_bundle_bytes)
@@ -193,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             statement = _verify_statement(args, data, report)
         except StatementVerificationError as e:
-            return _statement_failed(args, e)
+            return _statement_failed(args, e, INTOTO_STEPS, "bundle")
     if args.json:
         summary = report.to_json()
         if statement is not None:
@@ -246,9 +252,9 @@ def _verify_statement(
     return verifier.verify(statement, bundle_data=data, report=report, progress=progress)
 
 
-def _statement_failed(args: argparse.Namespace, e: StatementVerificationError) -> int:
-    from flopwatch.verify.intoto import INTOTO_STEPS
-
+def _statement_failed(
+    args: argparse.Namespace, e: StatementVerificationError, steps: tuple[str, ...], what: str
+) -> int:
     if args.json:
         failed = {
             "verified": False,
@@ -260,31 +266,37 @@ def _statement_failed(args: argparse.Namespace, e: StatementVerificationError) -
         sys.stdout.write("\n")
         return EXIT_FAILED
     print(
-        f"[FAIL] in-toto {e.step}. {INTOTO_STEPS[e.step - 1]}\n"
+        f"[FAIL] in-toto {e.step}. {steps[e.step - 1]}\n"
         f"              {shown(f'{e.reason}: {e.message}')}"
     )
     print(
-        f"\nThe bundle verified; the in-toto statement FAILED at step {e.step} "
+        f"\nThe {what} verified; the in-toto statement FAILED at step {e.step} "
         f"({shown(e.reason)}): do not rely on the statement."
     )
     return EXIT_FAILED
 
 
-def _statement_json(statement: VerifiedStatement) -> dict[str, object]:
+def _statement_json(statement: VerifiedStatement | VerifiedSampledStatement) -> dict[str, object]:
+    from flopwatch.verify.intoto_sampled import VerifiedSampledStatement
+
+    about = (
+        {"report_is_subject": statement.report_is_subject}
+        if isinstance(statement, VerifiedSampledStatement)
+        else {"bundle_is_subject": statement.bundle_is_subject}
+    )
     return {
         "verified": True,
         "subjects": [{"name": s.name, "sha256": s.sha256} for s in statement.subjects],
-        "bundle_is_subject": statement.bundle_is_subject,
+        **about,
         "log_origin": statement.origin,
         "predicate": statement.usage.to_json(),
     }
 
 
 def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
+    from flopwatch.verify.intoto_sampled import SAMPLED_INTOTO_STEPS
     from flopwatch.verify.sampled import SAMPLED_STEPS, SampledVerifier
 
-    if args.in_toto is not None:
-        raise ConfigError("--in-toto is for bundles; this is a sampled report")
     try:
         challenge = None if args.challenge is None else bytes.fromhex(args.challenge)
     except ValueError:
@@ -327,8 +339,17 @@ def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
             print(f"[--]   {n:2d}. {SAMPLED_STEPS[n - 1]} (not checked)")
         print(f"\nFAILED at step {e.step} ({shown(e.reason)}): do not rely on this report.")
         return EXIT_FAILED
+    statement = None
+    if args.in_toto is not None:
+        try:
+            statement = _verify_sampled_statement(args, data, r)
+        except StatementVerificationError as e:
+            return _statement_failed(args, e, SAMPLED_INTOTO_STEPS, "report")
     if args.json:
-        json.dump(r.to_json(), out, indent=2)
+        summary = r.to_json()
+        if statement is not None:
+            summary["in_toto"] = _statement_json(statement)
+        json.dump(summary, out, indent=2)
         out.write("\n")
         return EXIT_OK
     what, word = (
@@ -354,4 +375,33 @@ def _run_sampled(args: argparse.Namespace, data: bytes) -> int:
         "across records it did not open: the monitor's full recomputation does "
         "(docs/regulators.md)."
     )
+    if statement is not None:
+        about = ", ".join(f"{shown(s.name)} (sha256:{s.sha256})" for s in statement.subjects)
+        print(
+            "The in-toto statement states the same figures and guarantee, signed by the same "
+            f"collector key, against a checkpoint of log {shown(statement.origin)!r}; "
+            f"it is about: {about}"
+            + ("" if statement.report_is_subject else " (named by the operator: not checked)")
+        )
     return EXIT_OK
+
+
+def _verify_sampled_statement(
+    args: argparse.Namespace, data: bytes, result: SampledResult
+) -> VerifiedSampledStatement:
+    from flopwatch.verify.intoto_sampled import SAMPLED_INTOTO_STEPS, SampledStatementVerifier
+
+    try:
+        statement = read_at_most(args.in_toto, STATEMENT_LIMITS.max_envelope_bytes)
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.in_toto}: {e.strerror}") from e
+
+    def progress(step: int, detail: str) -> None:
+        if not args.json:
+            print(
+                f"[ok]   in-toto {step}. {SAMPLED_INTOTO_STEPS[step - 1]}\n"
+                f"              {shown(detail)}"
+            )
+
+    verifier = SampledStatementVerifier(limits=STATEMENT_LIMITS, report_limits=SAMPLED_LIMITS)
+    return verifier.verify(statement, report_data=data, result=result, progress=progress)

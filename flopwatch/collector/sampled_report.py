@@ -30,6 +30,11 @@ from flopwatch.verify.sampled_format import SampledReport, Scope
 # page is at most 15 MiB. The store caps it at `common.MAX_LEAF_PAGE`.
 REPORT_PAGE_LEAVES = 256
 
+# Shown each record of the scope (log leaf index, envelope) once, on the maker's first pass:
+# how `flopwatch report --format in-toto` reads the records' window, methods and classes
+# without a third pass over the store.
+Observer = Callable[[int, bytes], None]
+
 
 class _StoreLog:
     """The log as the maker reads it, at tree size `size`."""
@@ -55,13 +60,22 @@ class _StoreLog:
 
 class _Leaves:
     """The scope's records below the tree head's size, streamed a page at a time; notes the
-    keys that signed them."""
+    keys that signed them, and shows each envelope of the first pass to `observe`."""
 
-    def __init__(self, store: LogStore, scope: LeafScope, below: int, page: int) -> None:
+    def __init__(
+        self,
+        store: LogStore,
+        scope: LeafScope,
+        below: int,
+        page: int,
+        observe: Observer | None = None,
+    ) -> None:
         self._store, self._scope, self._below, self._page = store, scope, below, page
+        self._observe = observe
         self.key_ids: set[str] = set()
 
     def __call__(self) -> Iterator[tuple[int, bytes]]:
+        observe, self._observe = self._observe, None  # the first pass only
         after = -1
         while rows := self._store.scope_leaves(self._scope, after, self._below, self._page):
             after = rows[-1].leaf_index
@@ -73,6 +87,8 @@ class _Leaves:
                         "sum tree (make the full bundle with --archive)"
                     )
                 self.key_ids.add(e.key_id)
+                if observe is not None:
+                    observe(e.leaf_index, e.envelope)
                 yield e.leaf_index, e.envelope
             del rows, e  # one page held at a time: not this one while the next is read
 
@@ -92,9 +108,10 @@ def build_sampled_report(
     consistency_from: Sequence[SignedTreeHead] = (),
     now_ns: Callable[[], int] = time.time_ns,
     page: int = REPORT_PAGE_LEAVES,
+    observe: Observer | None = None,
 ) -> SampledReport:
     """The sampled report of `job_id`; ConfigError if the store holds no record of it or the
-    job's envelopes were pruned."""
+    job's envelopes were pruned. `observe` is shown each record of the job once."""
     if job_id not in store.totals_for([job_id]):
         raise ConfigError(f"the collector holds no record of job {job_id!r}")
     return _build(
@@ -107,6 +124,7 @@ def build_sampled_report(
         consistency_from=consistency_from,
         now_ns=now_ns,
         page=page,
+        observe=observe,
     )
 
 
@@ -122,6 +140,7 @@ def build_sampled_run_report(
     consistency_from: Sequence[SignedTreeHead] = (),
     now_ns: Callable[[], int] = time.time_ns,
     page: int = REPORT_PAGE_LEAVES,
+    observe: Observer | None = None,
 ) -> SampledReport:
     """The sampled report of the run (`account`, `run`): its sum tree holds every logged
     record with a share of the run (`LogStore.scope_leaves`), each leaf the run's figures in
@@ -145,6 +164,7 @@ def build_sampled_run_report(
         consistency_from=consistency_from,
         now_ns=now_ns,
         page=page,
+        observe=observe,
     )
 
 
@@ -159,6 +179,7 @@ def _build(
     consistency_from: Sequence[SignedTreeHead],
     now_ns: Callable[[], int],
     page: int,
+    observe: Observer | None,
 ) -> SampledReport:
     signed = log.sign()
     size = signed.head.size
@@ -171,7 +192,7 @@ def _build(
         consistency.append(
             Consistency(kept.head.size, size, log.consistency_proof(kept.head.size, size))
         )
-    leaves = _Leaves(store, scope, size, page)
+    leaves = _Leaves(store, scope, size, page, observe)
 
     def nodes() -> tuple[NodeKey, ...]:
         found = []

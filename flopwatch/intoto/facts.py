@@ -9,7 +9,7 @@ its own, no account is known, the class is unknown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from flopwatch.attestation import METHOD_FROM_PROTO, WORKLOAD_CLASS_FROM_PROTO
@@ -54,3 +54,36 @@ def job_facts(attestations: Iterable[pb.Attestation], job_id: str) -> JobFacts:
         tuple(sorted(methods)),
         tuple(sorted(labels, key=lambda x: (x.run, x.account, x.workload_class))),
     )
+
+
+class ScopeFacts:
+    """What the records of a job or a run say beside its totals, gathered one record at a time:
+    the methods, the labels and the time window of the GPU intervals with work of the scope
+    (the shares `counts` picks). What a statement about a sampled report states, and what its
+    verifier checks each opened record against."""
+
+    def __init__(self, counts: Callable[[pb.JobShare], bool]) -> None:
+        self._counts = counts
+        self.methods: set[str] = set()
+        self.labels: set[Labels] = set()
+        self.first_start_ns: int | None = None
+        self.last_end_ns: int | None = None
+
+    def add(self, att: pb.Attestation) -> None:
+        for iv in att.intervals:
+            shares = [s for s in iv.jobs if self._counts(s)]
+            if not shares:
+                continue
+            method = METHOD_FROM_PROTO.get(iv.method)
+            self.methods.add(method.value if method is not None else "unspecified")
+            self.labels.update(labels_of(s) for s in shares)
+            start, end = iv.start_unix_ns, iv.end_unix_ns
+            if self.first_start_ns is None or start < self.first_start_ns:
+                self.first_start_ns = start
+            if self.last_end_ns is None or end > self.last_end_ns:
+                self.last_end_ns = end
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The workload classes the records declared, sorted, distinct."""
+        return tuple(sorted({x.workload_class for x in self.labels}))

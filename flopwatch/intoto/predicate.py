@@ -306,6 +306,13 @@ class _Reader:
             raise _fail(f"{self._what}: {name} is out of range")
         return value
 
+    def fraction(self, name: str) -> float:
+        """A JSON number from 0 to 1 (a probability, or a fraction of records)."""
+        value = self._obj.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise _fail(f"{self._what}: {name} is missing or not a number from 0 to 1")
+        return float(value)
+
     def hex64(self, name: str) -> str:
         value: str = self.field(name, str)
         if not _HEX64.fullmatch(value):

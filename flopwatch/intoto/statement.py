@@ -25,6 +25,7 @@ from flopwatch.errors import ConfigError, VerificationError
 from flopwatch.identifiers import identifier_problem
 from flopwatch.intoto.dsse_json import envelope_to_json, load_json
 from flopwatch.intoto.predicate import COMPUTE_USAGE_V1, ComputeUsage
+from flopwatch.intoto.sampled_predicate import COMPUTE_USAGE_SAMPLED_V1, SampledUsage
 
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -76,20 +77,24 @@ def parse_subject(text: str) -> Subject:
         raise ConfigError(f"--subject {text[:80]!r}: {e}") from e
 
 
-def statement_bytes(subjects: Sequence[Subject], usage: ComputeUsage) -> bytes:
-    """The Statement, serialized once: compact JSON, keys sorted, ASCII."""
+def statement_bytes(subjects: Sequence[Subject], usage: ComputeUsage | SampledUsage) -> bytes:
+    """The Statement, serialized once: compact JSON, keys sorted, ASCII. Its predicate type is
+    `usage`'s: compute-usage (a bundle's) or compute-usage-sampled (a sampled report's)."""
     if not subjects:
         raise ValueError("a statement needs at least one subject")
+    kind = COMPUTE_USAGE_SAMPLED_V1 if isinstance(usage, SampledUsage) else COMPUTE_USAGE_V1
     statement = {
         "_type": STATEMENT_V1,
         "subject": [s.to_json() for s in subjects],
-        "predicateType": COMPUTE_USAGE_V1,
+        "predicateType": kind,
         "predicate": usage.to_json(),
     }
     return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
-def sign_statement(subjects: Sequence[Subject], usage: ComputeUsage, signer: Signer) -> bytes:
+def sign_statement(
+    subjects: Sequence[Subject], usage: ComputeUsage | SampledUsage, signer: Signer
+) -> bytes:
     """The signed statement as a JSON DSSE envelope (one line), what the report writes."""
     envelope = Envelope.sign(statement_bytes(subjects, usage), signer, INTOTO_PAYLOAD_TYPE)
     return envelope_to_json(envelope)
@@ -111,23 +116,42 @@ def _subject(obj: object, i: int) -> Subject:
         raise _fail(f"subject {i}: {e}") from e
 
 
-def parse_statement(
-    payload: bytes, limits: StatementLimits = DEFAULT_STATEMENT_LIMITS
-) -> tuple[tuple[Subject, ...], ComputeUsage]:
-    """Read a statement's payload (after its signature was checked): its subjects and its
-    compute-usage predicate. VerificationError(malformed_statement or malformed_predicate)."""
+def _statement(
+    payload: bytes, limits: StatementLimits, predicate_type: str
+) -> tuple[tuple[Subject, ...], object]:
+    """A Statement v1 of `predicate_type`: its subjects and its predicate, still unread."""
     obj = load_json(payload, limits.max_envelope_bytes, MALFORMED_STATEMENT, "the statement")
     if not isinstance(obj, dict) or obj.get("_type") != STATEMENT_V1:
         raise _fail(f"not an in-toto Statement v1 (_type {STATEMENT_V1})")
-    if obj.get("predicateType") != COMPUTE_USAGE_V1:
+    if obj.get("predicateType") != predicate_type:
         kind = obj.get("predicateType")
-        raise _fail(f"predicateType {str(kind)[:80]!r} is not {COMPUTE_USAGE_V1}")
+        raise _fail(f"predicateType {str(kind)[:80]!r} is not {predicate_type}")
     subjects = obj.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise _fail("the statement names no subject")
     if len(subjects) > limits.max_subjects:
         raise _fail(f"{len(subjects)} subjects, limit {limits.max_subjects}")
+    return tuple(_subject(s, i) for i, s in enumerate(subjects)), obj.get("predicate")
+
+
+def parse_statement(
+    payload: bytes, limits: StatementLimits = DEFAULT_STATEMENT_LIMITS
+) -> tuple[tuple[Subject, ...], ComputeUsage]:
+    """Read a statement's payload (after its signature was checked): its subjects and its
+    compute-usage predicate. VerificationError(malformed_statement or malformed_predicate)."""
+    subjects, predicate = _statement(payload, limits, COMPUTE_USAGE_V1)
     usage = ComputeUsage.from_json(
-        obj.get("predicate"), max_chars=limits.max_string_chars, max_lineage=limits.max_lineage
+        predicate, max_chars=limits.max_string_chars, max_lineage=limits.max_lineage
     )
-    return tuple(_subject(s, i) for i, s in enumerate(subjects)), usage
+    return subjects, usage
+
+
+def parse_sampled_statement(
+    payload: bytes, limits: StatementLimits = DEFAULT_STATEMENT_LIMITS
+) -> tuple[tuple[Subject, ...], SampledUsage]:
+    """`parse_statement` for the compute-usage-sampled predicate (a sampled report's)."""
+    subjects, predicate = _statement(payload, limits, COMPUTE_USAGE_SAMPLED_V1)
+    usage = SampledUsage.from_json(
+        predicate, max_chars=limits.max_string_chars, max_lineage=limits.max_lineage
+    )
+    return subjects, usage

@@ -82,7 +82,11 @@ raises `BundleVerificationError`. A run's sampled report (`flopwatch report --ru
 ACCOUNT --sampled`) is the same, its claim naming the run and its leaves the run's figures in
 each record (`sampled_format.run_sums`); `SampledResult.run` and `.account` then say which.
 docs/regulators.md, "Compact reports for large jobs and runs", says what it proves and what it
-cannot.
+cannot. An in-toto statement about a sampled report (`flopwatch report --run RUN --sampled
+--format in-toto`) is checked after the report: `SampledStatementVerifier().verify(statement,
+report_data=data, result=result)` runs the steps of `SAMPLED_INTOTO_STEPS` (the
+compute-usage-sampled predicate, docs/compute-usage-sampled-predicate.md) and returns a
+`VerifiedSampledStatement`.
 """
 
 from flopwatch.errors import (
@@ -105,6 +109,11 @@ from flopwatch.verify.bundle_format import (
 )
 from flopwatch.verify.bundle_report import NodeChain, VerifiedReport
 from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier, VerifiedStatement
+from flopwatch.verify.intoto_sampled import (
+    SAMPLED_INTOTO_STEPS,
+    SampledStatementVerifier,
+    VerifiedSampledStatement,
+)
 from flopwatch.verify.record import RecordVerifier, VerifiedRecord
 from flopwatch.verify.sampled import SAMPLED_STEPS, SampledResult, SampledVerifier
 from flopwatch.verify.steps import Progress, Skipped
@@ -114,6 +123,7 @@ __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "DEFAULT_BUNDLE_LIMITS",
     "INTOTO_STEPS",
+    "SAMPLED_INTOTO_STEPS",
     "SAMPLED_STEPS",
     "STEPS",
     "Bundle",
@@ -129,6 +139,7 @@ __all__ = [
     "Progress",
     "RecordVerifier",
     "SampledResult",
+    "SampledStatementVerifier",
     "SampledVerifier",
     "SignedTreeHead",
     "Skipped",
@@ -138,6 +149,7 @@ __all__ = [
     "VerificationError",
     "VerifiedRecord",
     "VerifiedReport",
+    "VerifiedSampledStatement",
     "VerifiedStatement",
     "is_key_id",
     "parse_collector_key",

@@ -17,7 +17,7 @@ trained on what.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,7 +27,7 @@ from flopwatch.errors import StatementVerificationError, VerificationError
 from flopwatch.identifiers import shown
 from flopwatch.intoto.dsse_json import envelope_from_json
 from flopwatch.intoto.facts import JobFacts, job_facts
-from flopwatch.intoto.predicate import ComputeUsage, ForeignClaim, rfc3339
+from flopwatch.intoto.predicate import ComputeUsage, ForeignClaim, LineageLink, rfc3339
 from flopwatch.intoto.statement import (
     DEFAULT_STATEMENT_LIMITS,
     INTOTO_PAYLOAD_TYPE,
@@ -37,8 +37,9 @@ from flopwatch.intoto.statement import (
 )
 from flopwatch.keys import public_from_raw
 from flopwatch.limits import DEFAULT_LIMITS, Limits
+from flopwatch.lineage import RunKey
 from flopwatch.merkle import leaf_hash, verify_inclusion
-from flopwatch.statements import RunClaim, RunDeclaration, check_signed
+from flopwatch.statements import RunClaim, RunDeclaration, TreeHead, check_signed
 from flopwatch.tlog.checkpoint import open_checkpoint, parse_checkpoint
 from flopwatch.tlog.note import Ed25519Verifier
 from flopwatch.verify.bundle_format import DEFAULT_BUNDLE_LIMITS, Bundle, BundleLimits
@@ -140,7 +141,7 @@ class StatementVerifier:
         # 5. The checkpoint is the collector's: a note signed by its key under the origin it
         #    names, of the very tree the bundle's inclusion proofs lead to.
         with _step(5, progress, note):
-            origin = self._check_checkpoint(usage.checkpoint, report)
+            origin = check_checkpoint(usage.checkpoint, report.tree_head, "bundle")
             note.append(f"log {origin!r}, tree size {report.tree_head.size}")
         # 6. Every figure is the one the bundle's verification recomputed.
         with _step(6, progress, note):
@@ -155,27 +156,13 @@ class StatementVerifier:
         #    checkpoint's root; a parent on another collector ends the chain, with the digest and
         #    figures of the run claim the declaration carries.
         with _step(7, progress, note):
-            _check_lineage(usage, report)
+            check_lineage(usage.lineage, (usage.account, usage.run), report.tree_head)
             note.append(
                 f"{len(usage.lineage)} ancestor(s), each declaration in the log"
                 if usage.lineage
                 else "the run derives from no other run"
             )
         return VerifiedStatement(subjects, usage, origin, any(s.sha256 == digest for s in subjects))
-
-    def _check_checkpoint(self, text: str, report: VerifiedReport) -> str:
-        data = text.encode("utf-8")
-        checkpoint, _ = parse_checkpoint(data)
-        key = Ed25519Verifier(checkpoint.origin, public_from_raw(report.tree_head.public_key))
-        signed = open_checkpoint(data, [key], origin=checkpoint.origin).checkpoint
-        head = report.tree_head
-        if (signed.size, signed.root) != (head.size, head.root):
-            raise VerificationError(
-                "checkpoint_mismatch",
-                f"the checkpoint is of tree size {signed.size}, root {signed.root.hex()[:16]}; "
-                f"the bundle's tree head of size {head.size}, root {head.root.hex()[:16]}",
-            )
-        return checkpoint.origin
 
     def _facts(self, bundle: Bundle, job_id: str) -> JobFacts:
         attestations = (
@@ -209,22 +196,38 @@ class StatementVerifier:
                 raise _mismatch(what, stated, verified)
 
 
+def check_checkpoint(text: str, head: TreeHead, what: str) -> str:
+    """The checkpoint `text` is signed by the key of the verified tree head `head` under the
+    origin it names, and is of that tree (the `what`'s); its origin."""
+    data = text.encode("utf-8")
+    checkpoint, _ = parse_checkpoint(data)
+    key = Ed25519Verifier(checkpoint.origin, public_from_raw(head.public_key))
+    signed = open_checkpoint(data, [key], origin=checkpoint.origin).checkpoint
+    if (signed.size, signed.root) != (head.size, head.root):
+        raise VerificationError(
+            "checkpoint_mismatch",
+            f"the checkpoint is of tree size {signed.size}, root {signed.root.hex()[:16]}; "
+            f"the {what}'s tree head of size {head.size}, root {head.root.hex()[:16]}",
+        )
+    return checkpoint.origin
+
+
 def _lineage_fail(message: str) -> VerificationError:
     return VerificationError("bad_lineage", message)
 
 
-def _check_lineage(usage: ComputeUsage, report: VerifiedReport) -> None:
-    """Every link of `usage.lineage`, offline: see step 7. What it cannot check: a foreign
+def check_lineage(lineage: Sequence[LineageLink], run: RunKey, head: TreeHead) -> None:
+    """Every link of `lineage`, the ancestors of `run` (account, run), offline against the
+    verified tree head `head`: see step 7. What it cannot check: a foreign
     parent's claim is signed by another collector, whose key the regulator pins separately
     (its digest and figures are checked here, its signature is not); and that the collector
     holds no declaration it left out (a run's declaration is a leaf of the log: a monitor
     following the log sees every one)."""
-    head = report.tree_head
     key = public_from_raw(head.public_key)
-    child = (usage.account, usage.run)
-    for i, link in enumerate(usage.lineage):
+    child = run
+    for i, link in enumerate(lineage):
         where = f"lineage entry {i + 1} ({shown(link.run)!r})"
-        if i and usage.lineage[i - 1].parent_claim is not None:
+        if i and lineage[i - 1].parent_claim is not None:
             raise _lineage_fail(f"{where} follows a parent on another collector")
         try:
             decl = RunDeclaration.verified(Envelope.from_bytes(link.declaration), key)

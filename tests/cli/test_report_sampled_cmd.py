@@ -48,7 +48,7 @@ def test_sampled_report_refuses_bad_options(tmp_path, capsys):
     out = str(tmp_path / "x")
     base = ["report", a.job, "--db", db, "--out", out]
     assert main([*base, "--sampled", "--challenge", "zz"]) == 2
-    assert main([*base, "--sampled", "--format", "in-toto"]) == 2
+    assert main([*base, "--sampled", "--archive", out]) == 2
     assert main([*base, "--challenge", "00"]) == 2
     assert main([*base, "--sampled", "--samples", "0"]) == 2
     with pytest.raises(SystemExit):
