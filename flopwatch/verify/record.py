@@ -499,26 +499,31 @@ def _add_jobs(
     figures: Sequence[JobFigures],
 ) -> None:
     """Each job's claimed figures equal the recomputed ones; add them up, with its GPU time
-    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm)."""
+    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm).
+
+    Written for speed (it runs for every job of every interval a collector verifies): the
+    interval's fields are read once, and `SumsBuilder.add_job`'s addition is inline."""
     start_ns, end_ns, energy = iv.start_unix_ns, iv.end_unix_ns, iv.energy_mj
-    day = utc_day(end_ns)
+    day, duration = utc_day(end_ns), end_ns - start_ns
+    acc = sums.labelled
     for j, (job_id, run, account, bit), f in zip(iv.jobs, labelled, figures, strict=True):
-        if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
+        estimate, upper = f.flops_estimate, f.flops_upper
+        if j.flops_estimate != estimate or j.flops_upper != upper:
             raise VerificationError(
                 "flops_mismatch",
                 f"job {j.job_id!r}: claims {j.flops_estimate}/{j.flops_upper} FLOPs, "
-                f"counters give {f.flops_estimate}/{f.flops_upper}",
+                f"counters give {estimate}/{upper}",
             )
         share = j.share_ppm
-        sums.add_job(
-            (job_id, uuid, run, account, bit, day),
-            (
-                f.flops_estimate,
-                f.flops_upper,
-                start_ns,
-                end_ns,
-                1,
-                (end_ns - start_ns) * share,
-                energy * share,
-            ),
-        )
+        key = (job_id, uuid, run, account, bit, day)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [estimate, upper, start_ns, end_ns, 1, duration * share, energy * share]
+            continue
+        a[0] += estimate
+        a[1] += upper
+        a[2] = min(a[2], start_ns)
+        a[3] = max(a[3], end_ns)
+        a[4] += 1
+        a[5] += duration * share
+        a[6] += energy * share

@@ -83,15 +83,13 @@ class SumsBuilder:
     """Adds up a record's intervals as the verifier checks them."""
 
     def __init__(self) -> None:
-        self._labelled: dict[_Labelled, list[int]] = {}
+        # Each job's figures per interval added up, keyed (job id, GPU uuid, declared run
+        # (empty: none), account, class bit, `utc_day` of the interval); the record verifier
+        # adds to it directly (`flopwatch.verify.record._add_jobs`: once per job per interval)
+        self.labelled: dict[_Labelled, list[int]] = {}
         self._devices: dict[str, list[int]] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}
         self._parents: dict[tuple[str, str], str] = {}
-
-    def add_job(self, key: _Labelled, figures: Sum) -> None:
-        """One job's figures from one interval, keyed (job id, GPU uuid, declared run (empty:
-        none), account, class bit, `utc_day` of the interval)."""
-        _add(self._labelled, key, figures)
 
     def add_parent(self, run: tuple[str, str], parent: str) -> None:
         """A parent run the record declares for (account, run)."""
@@ -105,7 +103,7 @@ class SumsBuilder:
         self._spans.setdefault(device, []).append((figures[2], figures[3]))
 
     def build(self) -> RecordSums:
-        labelled = _frozen(self._labelled)
+        labelled = _frozen(self.labelled)
         job_gpus = merge(((job, uuid), s) for (job, uuid, *_), s in labelled.items())
         classes: dict[tuple[str, str], int] = {}
         by_run_day: list[tuple[tuple[str, str, int], Sum]] = []
