@@ -70,7 +70,9 @@ class VerifiedStatement:
 
 
 @contextmanager
-def _step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
+def step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
+    """Statement verification step `n` (of this module or `intoto_sampled`): a refusal inside
+    says its step; `progress` hears of the step passed, with the note it left."""
     note.clear()
     try:
         yield
@@ -80,11 +82,15 @@ def _step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
         progress(n, note[0] if note else "")
 
 
-def _mismatch(what: str, stated: object, verified: object) -> VerificationError:
+def mismatch(
+    what: str, stated: object, verified: object, evidence: str = "bundle"
+) -> VerificationError:
+    """A statement figure that is not the `evidence`'s (the bundle, or the sampled report)."""
     # Values from the statement are outside input: bounded and escaped (repr) in the message.
     return VerificationError(
         "statement_mismatch",
-        f"the statement says {what} {repr(stated)[:_SHOWN]}, the bundle {repr(verified)[:_SHOWN]}",
+        f"the statement says {what} {repr(stated)[:_SHOWN]}, the {evidence} "
+        f"{repr(verified)[:_SHOWN]}",
     )
 
 
@@ -115,36 +121,36 @@ class StatementVerifier:
         failed step."""
         note: list[str] = []
         # 1. The envelope parses, within the size and count limits.
-        with _step(1, progress, note):
+        with step(1, progress, note):
             envelope = envelope_from_json(data, self._limits.max_envelope_bytes)
             note.append(f"{len(data)} bytes, payload type {envelope.payload_type[:80]!r}")
         # 2. The key that signed the bundle's tree head (the key the regulator trusts) signed
         #    PAE(application/vnd.in-toto+json, payload) over the exact payload bytes.
-        with _step(2, progress, note):
+        with step(2, progress, note):
             key = public_from_raw(report.tree_head.public_key)
             check_signed(envelope, INTOTO_PAYLOAD_TYPE, key, "bad_statement_signature")
             note.append(f"collector key {report.collector_key_id}")
         # 3. The payload is a Statement v1 whose predicate is a well-formed compute-usage one.
-        with _step(3, progress, note):
+        with step(3, progress, note):
             subjects, usage = parse_statement(envelope.payload, self._limits)
             note.append(f"{len(subjects)} subject(s)")
         # 4. The predicate points at this bundle by its digest, and names the same key.
         digest = hashlib.sha256(bundle_data).hexdigest()
-        with _step(4, progress, note):
+        with step(4, progress, note):
             if usage.bundle.sha256 != digest:
                 raise VerificationError(
                     "wrong_bundle", f"the statement is about bundle sha256:{usage.bundle.sha256}"
                 )
             if usage.collector_key_id != report.collector_key_id:
-                raise _mismatch("collector key", usage.collector_key_id, report.collector_key_id)
+                raise mismatch("collector key", usage.collector_key_id, report.collector_key_id)
             note.append(f"bundle sha256:{digest}")
         # 5. The checkpoint is the collector's: a note signed by its key under the origin it
         #    names, of the very tree the bundle's inclusion proofs lead to.
-        with _step(5, progress, note):
+        with step(5, progress, note):
             origin = check_checkpoint(usage.checkpoint, report.tree_head, "bundle")
             note.append(f"log {origin!r}, tree size {report.tree_head.size}")
         # 6. Every figure is the one the bundle's verification recomputed.
-        with _step(6, progress, note):
+        with step(6, progress, note):
             bundle = Bundle.from_bytes(bundle_data, self._bundle_limits)
             self._check_figures(usage, report, bundle)
             note.append(
@@ -155,7 +161,7 @@ class StatementVerifier:
         #    key, whose log leaf (its envelope's RFC 6962 hash) the inclusion proof leads to the
         #    checkpoint's root; a parent on another collector ends the chain, with the digest and
         #    figures of the run claim the declaration carries.
-        with _step(7, progress, note):
+        with step(7, progress, note):
             check_lineage(usage.lineage, (usage.account, usage.run), report.tree_head)
             note.append(
                 f"{len(usage.lineage)} ancestor(s), each declaration in the log"
@@ -193,7 +199,7 @@ class StatementVerifier:
         ]
         for what, stated, verified in expected:
             if stated != verified:
-                raise _mismatch(what, stated, verified)
+                raise mismatch(what, stated, verified)
 
 
 def check_checkpoint(text: str, head: TreeHead, what: str) -> str:

@@ -17,13 +17,11 @@ or a method or class no record has, cannot be found by sampling (docs/regulators
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flopwatch.attestation import parse_payload
 from flopwatch.dsse import Envelope
-from flopwatch.errors import StatementVerificationError, VerificationError
+from flopwatch.errors import VerificationError
 from flopwatch.identifiers import shown
 from flopwatch.intoto.dsse_json import envelope_from_json
 from flopwatch.intoto.facts import ScopeFacts
@@ -46,7 +44,7 @@ from flopwatch.keys import public_from_raw
 from flopwatch.limits import DEFAULT_LIMITS, Limits
 from flopwatch.statements import check_signed
 from flopwatch.v1 import attestation_pb2 as pb
-from flopwatch.verify.intoto import check_checkpoint, check_lineage
+from flopwatch.verify.intoto import check_checkpoint, check_lineage, mismatch, step
 from flopwatch.verify.sampled import SampledResult
 from flopwatch.verify.sampled_format import (
     DEFAULT_SAMPLED_LIMITS,
@@ -68,8 +66,6 @@ SAMPLED_INTOTO_STEPS: tuple[str, ...] = (
     "every opened record lies in the stated window, with a stated method and class",
     "lineage: each declaration is the collector's, links the chain and is in the checkpoint's tree",
 )
-
-_SHOWN = 160  # characters of a value shown in a message
 
 
 def guarantee_of(samples: int, probes: int) -> Guarantee:
@@ -103,23 +99,8 @@ class VerifiedSampledStatement:
     report_is_subject: bool  # whether one subject is the report itself
 
 
-@contextmanager
-def _step(n: int, progress: Progress | None, note: list[str]) -> Iterator[None]:
-    note.clear()
-    try:
-        yield
-    except VerificationError as e:
-        raise StatementVerificationError(e.reason, e.message, n) from e
-    if progress is not None:
-        progress(n, note[0] if note else "")
-
-
-def _mismatch(what: str, stated: object, verified: object) -> VerificationError:
-    # Values from the statement are outside input: bounded and escaped (repr) in the message.
-    return VerificationError(
-        "statement_mismatch",
-        f"the statement says {what} {repr(stated)[:_SHOWN]}, the report {repr(verified)[:_SHOWN]}",
-    )
+def _report_mismatch(what: str, stated: object, verified: object) -> VerificationError:
+    return mismatch(what, stated, verified, "report")
 
 
 class SampledStatementVerifier:
@@ -148,21 +129,21 @@ class SampledStatementVerifier:
         sampled report whose verification returned `result`. Raise StatementVerificationError
         at the first failed step."""
         note: list[str] = []
-        with _step(1, progress, note):
+        with step(1, progress, note):
             envelope = envelope_from_json(data, self._limits.max_envelope_bytes)
             note.append(f"{len(data)} bytes, payload type {envelope.payload_type[:80]!r}")
         # 2. The key the report was verified under signed PAE(in-toto type, payload).
-        with _step(2, progress, note):
+        with step(2, progress, note):
             key = public_from_raw(result.tree_head.public_key)
             check_signed(envelope, INTOTO_PAYLOAD_TYPE, key, "bad_statement_signature")
             note.append(f"collector key {result.collector_key_id}")
-        with _step(3, progress, note):
+        with step(3, progress, note):
             subjects, usage = parse_sampled_statement(envelope.payload, self._limits)
             note.append(f"{len(subjects)} subject(s), scope {usage.scope}")
         # 4. The evidence is this report, with the samples, probes and challenge its claim
         #    signed, and the guarantee those give.
         digest = hashlib.sha256(report_data).hexdigest()
-        with _step(4, progress, note):
+        with step(4, progress, note):
             self._check_evidence(usage, result, digest)
             g = usage.evidence.guarantee
             note.append(
@@ -170,25 +151,25 @@ class SampledStatementVerifier:
                 f"misstated records, {result.probes} probes {g.withheld:.3%} withheld, "
                 f"each with {g.confidence:.0%}"
             )
-        with _step(5, progress, note):
+        with step(5, progress, note):
             origin = check_checkpoint(usage.checkpoint, result.tree_head, "report")
             note.append(f"log {origin!r}, tree size {result.tree_head.size}")
         report = SampledReport.from_bytes(report_data, self._report_limits)
         claim = report.unverified_claim(self._report_limits)  # its signature verified
-        with _step(6, progress, note):
+        with step(6, progress, note):
             self._check_figures(usage, result, claim.created_ns)
             note.append(
                 f"{claim.scope}: {usage.operations_estimate} FLOPs (estimate), "
                 f"{usage.operations_upper} (sound upper bound), {usage.records} records"
             )
-        with _step(7, progress, note):
+        with step(7, progress, note):
             opened = self._check_opened(usage, report, claim.scope)
             note.append(
                 f"{opened} opened records from {rfc3339(usage.window_start_ns)} to "
                 f"{rfc3339(usage.window_end_ns)}, methods {', '.join(usage.methods)}, "
                 f"classes {', '.join(usage.workload_classes)}"
             )
-        with _step(8, progress, note):
+        with step(8, progress, note):
             check_lineage(usage.lineage, (usage.account, usage.run), result.tree_head)
             note.append(
                 f"{len(usage.lineage)} ancestor(s), each declaration in the log"
@@ -206,17 +187,17 @@ class SampledStatementVerifier:
                 "wrong_report", f"the statement is about sampled report sha256:{e.sha256}"
             )
         if usage.collector_key_id != result.collector_key_id:
-            raise _mismatch("collector key", usage.collector_key_id, result.collector_key_id)
+            raise _report_mismatch("collector key", usage.collector_key_id, result.collector_key_id)
         for what, stated, verified in (
             ("samples", e.samples, result.samples),
             ("probes", e.probes, result.probes),
             ("challenge", e.challenge, result.challenge.hex()),
         ):
             if stated != verified:
-                raise _mismatch(what, stated, verified)
+                raise _report_mismatch(what, stated, verified)
         expected = guarantee_of(result.samples, result.probes)
         if not e.guarantee.close_to(expected):
-            raise _mismatch("guarantee", e.guarantee, expected)
+            raise _report_mismatch("guarantee", e.guarantee, expected)
 
     def _check_figures(self, usage: SampledUsage, result: SampledResult, created: int) -> None:
         scope = SCOPE_RUN if not result.job_id else SCOPE_JOB
@@ -237,14 +218,14 @@ class SampledStatementVerifier:
                 ("run and account", (usage.run, usage.account), (result.run, result.account))
             )
         if usage.window_start_ns > usage.window_end_ns:
-            raise _mismatch(
+            raise _report_mismatch(
                 "a window ending before it starts",
                 rfc3339(usage.window_start_ns),
                 rfc3339(usage.window_end_ns),
             )
         for what, stated, verified in expected:
             if stated != verified:
-                raise _mismatch(what, stated, verified)
+                raise _report_mismatch(what, stated, verified)
 
     def _check_opened(self, usage: SampledUsage, report: SampledReport, scope: Scope) -> int:
         """Each opened record (its node signature verified by the report's step 6): its
