@@ -4,13 +4,11 @@ Nothing here commits."""
 
 from __future__ import annotations
 
-from flopwatch.collector.log import translog
 from flopwatch.collector.store import key_rows
 from flopwatch.collector.store.key_rows import KEY_STATEMENT_KEY_ID, SignKeyStatement
 from flopwatch.collector.store.postgres import tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_log
 from flopwatch.collector.store.records import NodeRecord
-from flopwatch.merkle import leaf_hash
 from flopwatch.statements import REVOKED, NodeKeyStatement
 
 
@@ -30,16 +28,7 @@ def log_statement(
     cur.execute("SELECT coalesce(max(n) + 1, 0) FROM key_statements")
     row = cur.fetchone()
     n = 0 if row is None else int(row[0])
-    size = tlog.log_size(cur)
-    new = translog.append(size, tlog.log_nodes(cur, translog.edge(size)), [leaf_hash(envelope)])
-    cur.executemany(
-        "INSERT INTO log_nodes (level, idx, hash) VALUES (%s, %s, %s)",
-        [(lv, i, h) for (lv, i), h in new.items()],
-    )
-    cur.execute(
-        "INSERT INTO log_leaves (leaf_index, key_id, sequence) VALUES (%s, %s, %s)",
-        (size, KEY_STATEMENT_KEY_ID, n),
-    )
+    size = tlog.append_statement(cur, KEY_STATEMENT_KEY_ID, n, envelope)
     cur.execute(
         key_rows.INSERT_POSTGRES,
         (n, statement.key_id, statement.action, statement.at_ns, envelope, size),

@@ -5,13 +5,11 @@ check). Nothing here commits."""
 
 from __future__ import annotations
 
-from flopwatch.collector.log import translog
 from flopwatch.collector.store import lineage_rows
 from flopwatch.collector.store.lineage_rows import DECLARATION_KEY_ID, Check, Declaration
 from flopwatch.collector.store.postgres import tlog
 from flopwatch.collector.store.postgres.locks import Cur, lock_log
 from flopwatch.lineage import Parent, RunKey
-from flopwatch.merkle import leaf_hash
 
 
 def parents(cur: Cur) -> dict[RunKey, Parent]:
@@ -32,16 +30,7 @@ def add_declaration(cur: Cur, scope: str, decl: Declaration, envelope: bytes, ch
     cur.execute("SELECT coalesce(max(n) + 1, 0) FROM run_lineage")
     row = cur.fetchone()
     n = 0 if row is None else int(row[0])
-    size = tlog.log_size(cur)
-    new = translog.append(size, tlog.log_nodes(cur, translog.edge(size)), [leaf_hash(envelope)])
-    cur.executemany(
-        "INSERT INTO log_nodes (level, idx, hash) VALUES (%s, %s, %s)",
-        [(lv, i, h) for (lv, i), h in new.items()],
-    )
-    cur.execute(
-        "INSERT INTO log_leaves (leaf_index, key_id, sequence) VALUES (%s, %s, %s)",
-        (size, DECLARATION_KEY_ID, n),
-    )
+    size = tlog.append_statement(cur, DECLARATION_KEY_ID, n, envelope)
     cur.execute(lineage_rows.INSERT_POSTGRES, decl.values(n, envelope, size))
     return size
 

@@ -57,6 +57,23 @@ def append_records(cur: Cur, scope: str, records: Sequence[VerifiedRecord]) -> N
                 copy.write_row((account, run, size + n))
 
 
+def append_statement(cur: Cur, key_id: str, sequence: int, envelope: bytes) -> int:
+    """Log one collector-signed statement (a lineage declaration, a node key statement) as
+    the next leaf, named (key_id, sequence) in log_leaves; return its leaf index. The caller
+    holds the log's lock (`lock_log`)."""
+    size = log_size(cur)
+    new = translog.append(size, log_nodes(cur, translog.edge(size)), [leaf_hash(envelope)])
+    cur.executemany(
+        "INSERT INTO log_nodes (level, idx, hash) VALUES (%s, %s, %s)",
+        [(lv, i, h) for (lv, i), h in new.items()],
+    )
+    cur.execute(
+        "INSERT INTO log_leaves (leaf_index, key_id, sequence) VALUES (%s, %s, %s)",
+        (size, key_id, sequence),
+    )
+    return size
+
+
 _BACKFILL_CHUNK = 1024
 
 
