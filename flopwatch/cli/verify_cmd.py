@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,11 +235,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _verify_statement(
-    args: argparse.Namespace, data: bytes, report: VerifiedReport
-) -> VerifiedStatement:
-    from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier
-
+def _statement_input(
+    args: argparse.Namespace, steps: Sequence[str]
+) -> tuple[bytes, Callable[[int, str], None]]:
+    """The statement file `--in-toto` names (bounded), and what prints each of `steps` passed
+    (nothing with --json)."""
     try:
         statement = read_at_most(args.in_toto, STATEMENT_LIMITS.max_envelope_bytes)
     except OSError as e:
@@ -246,8 +247,17 @@ def _verify_statement(
 
     def progress(step: int, detail: str) -> None:
         if not args.json:
-            print(f"[ok]   in-toto {step}. {INTOTO_STEPS[step - 1]}\n              {shown(detail)}")
+            print(f"[ok]   in-toto {step}. {steps[step - 1]}\n              {shown(detail)}")
 
+    return statement, progress
+
+
+def _verify_statement(
+    args: argparse.Namespace, data: bytes, report: VerifiedReport
+) -> VerifiedStatement:
+    from flopwatch.verify.intoto import INTOTO_STEPS, StatementVerifier
+
+    statement, progress = _statement_input(args, INTOTO_STEPS)
     verifier = StatementVerifier(limits=STATEMENT_LIMITS, bundle_limits=BUNDLE_LIMITS)
     return verifier.verify(statement, bundle_data=data, report=report, progress=progress)
 
@@ -391,17 +401,6 @@ def _verify_sampled_statement(
 ) -> VerifiedSampledStatement:
     from flopwatch.verify.intoto_sampled import SAMPLED_INTOTO_STEPS, SampledStatementVerifier
 
-    try:
-        statement = read_at_most(args.in_toto, STATEMENT_LIMITS.max_envelope_bytes)
-    except OSError as e:
-        raise ConfigError(f"cannot read {args.in_toto}: {e.strerror}") from e
-
-    def progress(step: int, detail: str) -> None:
-        if not args.json:
-            print(
-                f"[ok]   in-toto {step}. {SAMPLED_INTOTO_STEPS[step - 1]}\n"
-                f"              {shown(detail)}"
-            )
-
+    statement, progress = _statement_input(args, SAMPLED_INTOTO_STEPS)
     verifier = SampledStatementVerifier(limits=STATEMENT_LIMITS, report_limits=SAMPLED_LIMITS)
     return verifier.verify(statement, report_data=data, result=result, progress=progress)
