@@ -271,7 +271,7 @@ class RecordVerifier:
             previous_digest=att.previous_digest,
             envelope=envelope,
             gaps=gaps,
-            sums=sums.build(),
+            sums=sums.build(att.flop_model_version),
             limits=lim,
         )
         record.__dict__["attestation"] = att  # parsed already: the cached_property's value
@@ -499,9 +499,12 @@ def _add_jobs(
     figures: Sequence[JobFigures],
 ) -> None:
     """Each job's claimed figures equal the recomputed ones; add them up, with its GPU time
-    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm)."""
+    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm). An
+    interval several jobs share is noted once for their runs (a sum-tree leaf's GPU-ns)."""
     start_ns, end_ns, energy = iv.start_unix_ns, iv.end_unix_ns, iv.energy_mj
     day = utc_day(end_ns)
+    if len(labelled) > 1:
+        sums.add_shared_interval(labelled, end_ns - start_ns)
     for j, (job_id, run, account, bit), f in zip(iv.jobs, labelled, figures, strict=True):
         if j.flops_estimate != f.flops_estimate or j.flops_upper != f.flops_upper:
             raise VerificationError(
