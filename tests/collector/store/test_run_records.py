@@ -196,6 +196,8 @@ def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, ma
     db.execute("DROP TABLE log_runs")
     db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
     db.execute("DROP TABLE key_statements")  # a later one (node key statements)
+    db.execute("ALTER TABLE log_jobs DROP COLUMN leaf_sums")  # a later one (leaf figures)
+    db.execute("ALTER TABLE log_jobs DROP COLUMN flop_model_version")
     db.execute("DELETE FROM schema_version WHERE version >= ?", (sqlite_schema.RUN_LEAVES_VERSION,))
     db.commit()
     db.close()
@@ -222,6 +224,9 @@ def test_a_postgres_database_from_before_the_run_index_is_backfilled_at_open(
         db.execute("DROP TABLE log_runs")
         db.execute("DROP TABLE run_lineage")  # a later migration (run lineage)
         db.execute("DROP TABLE key_statements")  # a later one (node key statements)
+        db.execute(  # a later one (leaf figures)
+            "ALTER TABLE log_jobs DROP COLUMN leaf_sums, DROP COLUMN flop_model_version"
+        )
         db.execute(
             "DELETE FROM schema_version WHERE version >= %s",
             (postgres_schema.RUN_LEAVES_VERSION,),
