@@ -8,6 +8,12 @@ once more for the paths of the drawn records. Only a page, the tree's stack and 
 records are held at once, so memory does not grow with the run; reading time grows linearly.
 The scope's leaves below the tree head's size never change (new records get later leaves), so
 the two passes read the same ones; a leaf pruned in between is refused, as before.
+
+Each leaf is read as the figures the commit stored for it (log_jobs, log_runs: a few dozen
+bytes, no envelope parsed); a leaf indexed before they were stored is read from its envelope,
+as before, and refused if that was archived and pruned. The drawn records' envelopes are read
+at the end (the report opens them), and each must give exactly its stored figures; a drawn
+record whose envelope was pruned is refused (make the full bundle with --archive).
 """
 
 from __future__ import annotations
@@ -18,16 +24,18 @@ from collections.abc import Callable, Iterator, Sequence
 from flopwatch.collector.job_report import node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.store.base import LogStore, Store
-from flopwatch.collector.store.records import LeafScope
-from flopwatch.errors import ConfigError, StoreError
+from flopwatch.collector.store.records import LeafScope, ScopeLeaf
+from flopwatch.errors import ConfigError, StoreError, VerificationError
 from flopwatch.keys import short_key_id
 from flopwatch.statements import SignedTreeHead
+from flopwatch.sumtree import Sums
 from flopwatch.verify.bundle_format import Consistency, NodeKey
-from flopwatch.verify.sampled_build import build_sampled_streamed
+from flopwatch.verify.sampled_build import LeafFigures, StreamedRecord, build_sampled_streamed
 from flopwatch.verify.sampled_format import SampledReport, Scope
 
-# Leaves read per store query while building: each row holds an envelope (up to 60 KiB), so a
-# page is at most 15 MiB. The store caps it at `common.MAX_LEAF_PAGE`.
+# Leaves read per store query while building: a row holds the leaf's figures (about 120 bytes),
+# or, for a leaf indexed before figures were stored, its envelope (up to 60 KiB): a page is at
+# most 15 MiB. The store caps it at `common.MAX_LEAF_PAGE`.
 REPORT_PAGE_LEAVES = 256
 
 # Shown each record of the scope (log leaf index, envelope) once, on the maker's first pass:
@@ -57,6 +65,19 @@ class _StoreLog:
     def inclusion_proofs(self, leaf_indices: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
         return self._log.inclusion_proofs(list(leaf_indices), self._size)
 
+    def drawn(self, scope: LeafScope, leaf_indices: Sequence[int]) -> dict[int, bytes]:
+        """The envelopes of the drawn records the report opens."""
+        out = {}
+        for i in leaf_indices:
+            [data] = self._store.log_entries(i, i + 1)
+            if not data:
+                raise ConfigError(
+                    f"log leaf {i} of {_described(scope)}, drawn by the report, was archived "
+                    "and pruned: the report opens it (make the full bundle with --archive)"
+                )
+            out[i] = data
+        return out
+
 
 class _Leaves:
     """The scope's records below the tree head's size, streamed a page at a time; notes the
@@ -74,23 +95,53 @@ class _Leaves:
         self._observe = observe
         self.key_ids: set[str] = set()
 
-    def __call__(self) -> Iterator[tuple[int, bytes]]:
+    def __call__(self) -> Iterator[StreamedRecord]:
         observe, self._observe = self._observe, None  # the first pass only
         after = -1
         while rows := self._store.scope_leaves(self._scope, after, self._below, self._page):
             after = rows[-1].leaf_index
             for e in rows:
-                if e.archived:
-                    raise ConfigError(
-                        f"log leaf {e.leaf_index} of {_described(self._scope)} was archived "
-                        "and pruned: a sampled report needs every envelope of it to build its "
-                        "sum tree (make the full bundle with --archive)"
-                    )
                 self.key_ids.add(e.key_id)
                 if observe is not None:
-                    observe(e.leaf_index, e.envelope)
-                yield e.leaf_index, e.envelope
+                    observe(e.leaf_index, self._envelope(e))
+                if e.leaf_sums is not None and e.leaf_hash is not None:
+                    yield LeafFigures(
+                        e.leaf_index,
+                        e.leaf_hash,
+                        _sums(e.leaf_index, e.leaf_sums),
+                        e.flop_model_version or "",
+                    )
+                elif e.archived:
+                    raise ConfigError(
+                        f"log leaf {e.leaf_index} of {_described(self._scope)} was archived "
+                        "and pruned before its figures were stored: a sampled report needs "
+                        "its envelope to build its sum tree (make the full bundle with --archive)"
+                    )
+                else:
+                    yield e.leaf_index, e.envelope
             del rows, e  # one page held at a time: not this one while the next is read
+
+    def _envelope(self, leaf: ScopeLeaf) -> bytes:
+        """A leaf's envelope, for `observe`: what the store gave, or (a leaf stored with its
+        figures, so read without it) read from the log. An in-toto statement's facts (window,
+        methods, classes) are in the envelopes, not the figures: a statement reads each once."""
+        if leaf.envelope:
+            return leaf.envelope
+        [data] = self._store.log_entries(leaf.leaf_index, leaf.leaf_index + 1)
+        if not data:
+            raise ConfigError(
+                f"log leaf {leaf.leaf_index} of {_described(self._scope)} was archived and "
+                "pruned: an in-toto statement states facts of every record (make the full "
+                "bundle with --archive)"
+            )
+        return data
+
+
+def _sums(leaf_index: int, data: bytes) -> Sums:
+    try:
+        return Sums.from_bytes(data)
+    except VerificationError as e:
+        raise StoreError(f"log leaf {leaf_index}: stored leaf figures unreadable: {e}") from e
 
 
 def _described(scope: LeafScope) -> str:
@@ -193,6 +244,7 @@ def _build(
             Consistency(kept.head.size, size, log.consistency_proof(kept.head.size, size))
         )
     leaves = _Leaves(store, scope, size, page, observe)
+    store_log = _StoreLog(store, log, size)
 
     def nodes() -> tuple[NodeKey, ...]:
         found = []
@@ -212,7 +264,7 @@ def _build(
             run=scope.run,
             account=scope.account,
             records=leaves,
-            log=_StoreLog(store, log, size),
+            log=store_log,
             tree_head=signed,
             nodes=nodes,
             signer=log.signer,
@@ -221,6 +273,7 @@ def _build(
             probes=probes,
             challenge=challenge,
             consistency=tuple(consistency),
+            envelopes=lambda leaves: store_log.drawn(scope, leaves),
         )
     except ValueError as e:
         raise StoreError(f"{_described(scope)}: {e}") from e

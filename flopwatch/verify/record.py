@@ -271,7 +271,7 @@ class RecordVerifier:
             previous_digest=att.previous_digest,
             envelope=envelope,
             gaps=gaps,
-            sums=sums.build(),
+            sums=sums.build(att.flop_model_version),
             limits=lim,
         )
         record.__dict__["attestation"] = att  # parsed already: the cached_property's value
@@ -499,12 +499,16 @@ def _add_jobs(
     figures: Sequence[JobFigures],
 ) -> None:
     """Each job's claimed figures equal the recomputed ones; add them up, with its GPU time
-    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm).
+    and energy by its share, exact: femtoseconds (ns x ppm) and nanojoules (mJ x ppm); slot 7
+    adds up the intervals' whole GPU-ns (a sum-tree leaf's). An interval several jobs share is
+    noted once for their runs.
 
     Written for speed (it runs for every job of every interval a collector verifies): the
-    interval's fields are read once, and `SumsBuilder.add_job`'s addition is inline."""
+    interval's fields are read once, and the addition to `SumsBuilder.labelled` is inline."""
     start_ns, end_ns, energy = iv.start_unix_ns, iv.end_unix_ns, iv.energy_mj
     day, duration = utc_day(end_ns), end_ns - start_ns
+    if len(labelled) > 1:
+        sums.add_shared_interval(labelled, duration)
     acc = sums.labelled
     for j, (job_id, run, account, bit), f in zip(iv.jobs, labelled, figures, strict=True):
         estimate, upper = f.flops_estimate, f.flops_upper
@@ -518,7 +522,16 @@ def _add_jobs(
         key = (job_id, uuid, run, account, bit, day)
         a = acc.get(key)
         if a is None:
-            acc[key] = [estimate, upper, start_ns, end_ns, 1, duration * share, energy * share]
+            acc[key] = [
+                estimate,
+                upper,
+                start_ns,
+                end_ns,
+                1,
+                duration * share,
+                energy * share,
+                duration,
+            ]
             continue
         a[0] += estimate
         a[1] += upper
@@ -527,3 +540,4 @@ def _add_jobs(
         a[4] += 1
         a[5] += duration * share
         a[6] += energy * share
+        a[7] += duration

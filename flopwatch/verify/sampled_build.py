@@ -7,7 +7,10 @@ leaf figures (`job_sums`, `run_sums`), the same seed, the same positions.
 `build_sampled` holds every record in memory; `build_sampled_streamed` makes the same report,
 byte for byte, from two passes over the records in log order, holding only the sum tree's stack
 (O(log n) nodes), the opened records and their paths (O(k log n)): what the collector runs, so
-a run of billions of records fits in memory.
+a run of billions of records fits in memory. Its records may come as figures (`LeafFigures`:
+what the collector stored for the leaf at commit) instead of envelopes: then only the drawn
+records' envelopes are read (`envelopes`), and each must give exactly the figures its leaf
+states.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from flopwatch.attestation import parse_payload
 from flopwatch.dsse import Envelope, Signer
@@ -132,6 +135,20 @@ def build_sampled(
     return SampledReport(tree_head, signed, openings, probed, consistency)
 
 
+class LeafFigures(NamedTuple):
+    """A record as its sum-tree leaf states it, without its envelope: its log leaf index, its
+    RFC 6962 leaf hash, the scope's figures in it and its FLOP model version."""
+
+    leaf_index: int
+    log_leaf_hash: bytes
+    sums: Sums
+    flop_model_version: str
+
+
+# A record as `build_sampled_streamed` reads it: (leaf index, envelope bytes), or its figures.
+StreamedRecord = tuple[int, bytes] | LeafFigures
+
+
 def _leaf(scope: Scope, index: int, data: bytes) -> tuple[SumNode, Sums, str]:
     """The record's sum-tree leaf, its figures for the scope and its FLOP model version."""
     try:
@@ -142,13 +159,25 @@ def _leaf(scope: Scope, index: int, data: bytes) -> tuple[SumNode, Sums, str]:
     return leaf_node(index, leaf_hash(data), sums), sums, att.flop_model_version
 
 
-def _in_order(records: Iterable[tuple[int, bytes]]) -> Iterable[tuple[int, bytes]]:
+def _read(
+    scope: Scope, records: Iterable[StreamedRecord]
+) -> Iterable[tuple[int, bytes | None, SumNode, Sums, str]]:
+    """Each record's leaf index, envelope (None: given as figures), leaf, figures and FLOP
+    model version, checking that leaf indices strictly increase."""
     last = -1
-    for index, data in records:
+    out: tuple[int, bytes | None, SumNode, Sums, str]
+    for record in records:
+        if isinstance(record, LeafFigures):
+            index = record.leaf_index
+            leaf = leaf_node(index, record.log_leaf_hash, record.sums)
+            out = (index, None, leaf, record.sums, record.flop_model_version)
+        else:
+            index, data = record
+            out = (index, data, *_leaf(scope, index, data))
         if index <= last:
             raise ValueError("records must be in strictly ascending log leaf index")
         last = index
-        yield index, data
+        yield out
 
 
 def build_sampled_streamed(
@@ -156,7 +185,7 @@ def build_sampled_streamed(
     job_id: str = "",
     run: str = "",
     account: str = "",
-    records: Callable[[], Iterable[tuple[int, bytes]]],
+    records: Callable[[], Iterable[StreamedRecord]],
     log: LogView,
     tree_head: SignedTreeHead,
     nodes: Callable[[], tuple[NodeKey, ...]],
@@ -166,12 +195,16 @@ def build_sampled_streamed(
     probes: int,
     challenge: bytes = b"",
     consistency: tuple[Consistency, ...] = (),
+    envelopes: Callable[[Sequence[int]], dict[int, bytes]] | None = None,
 ) -> SampledReport:
     """`build_sampled`'s report, from `records()` called twice, each time iterating the same
-    (leaf index, envelope bytes) in ascending leaf index. `nodes` is called once the first pass
-    is over (the keys that signed them). The records' FLOP model version is theirs (ValueError
-    unless they all have one). ValueError also if there are none, they are out of order or the
-    second pass differs from the first."""
+    records in ascending leaf index: (leaf index, envelope bytes), or `LeafFigures`. The
+    envelopes of drawn records given as figures are read with `envelopes` (default
+    `log.entries`), after the second pass. `nodes` is called once the first pass is over (the
+    keys that signed them). The records' FLOP model version is theirs (ValueError unless they
+    all have one). ValueError also if there are none, they are out of order, the second pass
+    differs from the first, or a drawn record's envelope does not give the figures its leaf
+    was made from."""
     scope = Scope(job_id, run, account)
     if scope.is_run and not run:
         raise ValueError("a sampled report names a job or a run")
@@ -180,8 +213,7 @@ def build_sampled_streamed(
     # Pass 1: the root.
     scan = StreamedTree()
     versions = set()
-    for index, data in _in_order(records()):
-        leaf, _, version = _leaf(scope, index, data)
+    for _, _, leaf, _, version in _read(scope, records()):
         scan.push(leaf)
         versions.add(version)
     if not scan.size:
@@ -210,16 +242,17 @@ def build_sampled_streamed(
     probed = set(probe_leaves(seed, probes, root.lowest, root.highest))
     # Pass 2: the same leaves again, keeping the drawn positions and the probed leaves held.
     tree = StreamedTree()
-    kept: dict[int, tuple[int, bytes, Sums]] = {}
-    for index, data in _in_order(records()):
-        leaf, sums, _ = _leaf(scope, index, data)
+    held: dict[int, tuple[int, bytes | None, SumNode, Sums, str]] = {}
+    for record in _read(scope, records()):
+        index, leaf = record[0], record[2]
         keep = tree.size in positions or index in probed
         position = tree.push(leaf, keep=keep)
         if keep:
-            kept[position] = (index, data, sums)
+            held[position] = record
             probed.discard(index)
     if tree.finish() != root or tree.size != scan.size:
         raise ValueError("the records changed between the two passes")
+    kept = _with_envelopes(scope, held, envelopes or log.entries)
     outside = sorted(probed)
     opened = sorted(kept)
     proofs = log.inclusion_proofs(sorted({kept[p][0] for p in opened} | probed))
@@ -242,3 +275,21 @@ def build_sampled_streamed(
         tuple(Probe(x, others[x], proofs[x]) for x in outside),
         consistency,
     )
+
+
+def _with_envelopes(
+    scope: Scope,
+    held: dict[int, tuple[int, bytes | None, SumNode, Sums, str]],
+    envelopes: Callable[[Sequence[int]], dict[int, bytes]],
+) -> dict[int, tuple[int, bytes, Sums]]:
+    """The drawn records, each with its envelope: read for those given as figures, and each
+    checked to give exactly the leaf and FLOP model version its figures did."""
+    wanted = sorted(r[0] for r in held.values() if r[1] is None)
+    read = envelopes(wanted) if wanted else {}
+    out = {}
+    for position, (index, given, leaf, sums, version) in held.items():
+        data = read[index] if given is None else given
+        if given is None and _leaf(scope, index, data) != (leaf, sums, version):
+            raise ValueError(f"leaf {index}: its envelope does not give the figures stored for it")
+        out[position] = (index, data, sums)
+    return out

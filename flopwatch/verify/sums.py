@@ -54,6 +54,15 @@ class RecordSums(NamedTuple):
     # (account, run) -> the parent run the record's workload declared for it (a run name of the
     # same account; the smallest as text where one record names two); only runs naming one
     run_parents: Mapping[tuple[str, str], str] = {}
+    # The figures a sampled report's sum-tree leaf states that the sums above do not hold
+    # (`flopwatch.verify.sampled_format.job_sums`, `run_sums`): per job, the GPU-nanoseconds
+    # of each interval it has a share of (whole intervals, not by share); per (account, run),
+    # of each interval any of its shares is in, each interval once. And the record's FLOP model
+    # version. Empty where a record's sums were made without them: its leaf figures are then
+    # read from its envelope.
+    job_ns: Mapping[str, int] = {}
+    run_ns: Mapping[tuple[str, str], int] = {}
+    flop_model_version: str = ""
 
 
 def _add(acc: dict[K, list[int]], key: K, s: Sum) -> None:
@@ -83,13 +92,27 @@ class SumsBuilder:
     """Adds up a record's intervals as the verifier checks them."""
 
     def __init__(self) -> None:
-        # Each job's figures per interval added up, keyed (job id, GPU uuid, declared run
-        # (empty: none), account, class bit, `utc_day` of the interval); the record verifier
-        # adds to it directly (`flopwatch.verify.record._add_jobs`: once per job per interval)
+        # Each job's figures per interval added up (a `Sum`, then in slot 7 the intervals'
+        # whole GPU-ns: a sum-tree leaf's), keyed (job id, GPU uuid, declared run (empty:
+        # none), account, class bit, `utc_day` of the interval); the record verifier adds to
+        # it directly (`flopwatch.verify.record._add_jobs`: once per job per interval)
         self.labelled: dict[_Labelled, list[int]] = {}
         self._devices: dict[str, list[int]] = {}
         self._spans: dict[str, list[tuple[int, int]]] = {}
         self._parents: dict[tuple[str, str], str] = {}
+        # (account, run) -> GPU-ns its shares' whole intervals count more than once (several
+        # shares of the run in one interval), to take off the sum of its jobs' intervals
+        self._run_excess: dict[tuple[str, str], int] = {}
+
+    def add_shared_interval(self, labels: Iterable[tuple[str, str, str, int]], ns: int) -> None:
+        """An interval of `ns` GPU-ns that several shares are in, each labelled (job id,
+        declared run, account, class bit): a run with k of them counts it once, not k times."""
+        seen = set()
+        for job, run, account, _ in labels:
+            key = (account, run_of(job, run))
+            if key in seen:
+                self._run_excess[key] = self._run_excess.get(key, 0) + ns
+            seen.add(key)
 
     def add_parent(self, run: tuple[str, str], parent: str) -> None:
         """A parent run the record declares for (account, run)."""
@@ -102,8 +125,17 @@ class SumsBuilder:
         _add(self._devices, device, figures)
         self._spans.setdefault(device, []).append((figures[2], figures[3]))
 
-    def build(self) -> RecordSums:
+    def build(self, flop_model_version: str = "") -> RecordSums:
+        """The record's sums; `flop_model_version`: its payload's (empty: not known)."""
         labelled = _frozen(self.labelled)
+        job_ns: dict[str, int] = {}
+        run_ns: dict[tuple[str, str], int] = {}
+        for (job, _, declared, account, _, _), a in self.labelled.items():
+            job_ns[job] = job_ns.get(job, 0) + a[7]
+            scope = (account, run_of(job, declared))
+            run_ns[scope] = run_ns.get(scope, 0) + a[7]
+        for scope, excess in self._run_excess.items():
+            run_ns[scope] -= excess
         job_gpus = merge(((job, uuid), s) for (job, uuid, *_), s in labelled.items())
         classes: dict[tuple[str, str], int] = {}
         by_run_day: list[tuple[tuple[str, str, int], Sum]] = []
@@ -122,6 +154,9 @@ class SumsBuilder:
             account_days=merge(((k[3], k[5]), s) for k, s in labelled.items()),
             run_days=run_days,
             run_parents=self._parents,
+            job_ns=job_ns,
+            run_ns=run_ns,
+            flop_model_version=flop_model_version,
         )
 
 

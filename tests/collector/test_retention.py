@@ -58,8 +58,8 @@ def test_archive_prune_then_reports_totals_and_log_still_hold(store: Store) -> N
     with pytest.raises(ConfigError, match=r"3 of the 3 envelopes .* archived and pruned") as e:
         build_report(store, log, "slurm:c/1")
     assert "sound upper bound" in str(e.value) and "--archive" in str(e.value)
-    # A sampled report needs every envelope for its sum tree: refused at the first pruned one.
-    with pytest.raises(ConfigError, match=r"log leaf \d+ of job 'slurm:c/1' was archived") as e:
+    # A sampled report reads stored figures, but opens the records it draws: all are pruned.
+    with pytest.raises(ConfigError, match=r"log leaf \d+ of job 'slurm:c/1', drawn by the") as e:
         build_sampled_report(store, log, "slurm:c/1", samples=1, probes=0)
     assert "--archive" in str(e.value)
     # With it, the bundle is whole and verifies offline, with the same totals.

@@ -52,6 +52,7 @@ from flopwatch.collector.store.records import (
     RunEvidence,
     RunTotal,
     ScopeAlert,
+    ScopeLeaf,
     WindowTotal,
 )
 from flopwatch.lineage import Parent, RunKey
@@ -336,12 +337,14 @@ class LogStore(Protocol):
 
     def scope_leaves(
         self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
-    ) -> list[LogEntry]:
+    ) -> list[ScopeLeaf]:
         """One page of the logged records of a job or run (`LeafScope`): leaf index strictly
         between `after_leaf` and `below_leaf`, ascending, at most `limit` of them (and at most
         `common.MAX_LEAF_PAGE`). Pass the last index of a page as the next `after_leaf`. Each
         page is its own read; a scope's leaves below a log size never change, except that
-        pruning empties their envelopes (`LogEntry.archived`)."""
+        pruning empties their envelopes (`ScopeLeaf.archived`, for a leaf indexed without its
+        figures). Each leaf holds the figures stored at commit for the scope's sum-tree leaf,
+        or (indexed before they were stored) its envelope to read them from."""
         ...
 
     def revoked_at(self, key_ids: Collection[str]) -> dict[str, int]:

@@ -7,6 +7,7 @@ a job's evidence, the transparency log's nodes and the schema migration loop.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,11 +24,14 @@ from flopwatch.collector.store.records import (
     PruneCandidate,
     RunEvidence,
     RunTotal,
+    ScopeLeaf,
 )
 from flopwatch.dsse import Envelope
 from flopwatch.errors import EnrollmentError, StoreError, VerificationError
 from flopwatch.keys import key_id_of_raw, public_from_raw, short_key_id
 from flopwatch.runs import run_of
+from flopwatch.sumtree import FLOPS_BYTES
+from flopwatch.verify.sums import RecordSums, Sum
 
 
 # -- node keys ---------------------------------------------------------------------------------
@@ -197,6 +201,64 @@ MAX_LEAF_PAGE = 10_000
 def leaf_page(limit: int) -> int:
     """`limit` as a page size: 1..MAX_LEAF_PAGE."""
     return max(1, min(limit, MAX_LEAF_PAGE))
+
+
+# -- sum-tree leaf figures (log_jobs, log_runs) ------------------------------------------------
+# What a log index row holds for a sampled report's sum-tree leaf: the scope's figures in the
+# record (`flopwatch.sumtree.Sums.to_bytes`: estimate, upper bound, intervals, GPU-ns) and the
+# record's FLOP model version; both NULL where they are not known (rows written before they
+# were stored, records whose sums were made without them): the leaf is then read from the
+# envelope.
+LeafFigures = tuple[bytes | None, str | None]
+NO_FIGURES: LeafFigures = (None, None)
+_INTERVALS_NS = struct.Struct(">QQ")
+
+
+def _figures(s: Sum, ns: int, version: str) -> LeafFigures:
+    """`Sums(estimate, upper, intervals, ns).to_bytes()` without building a Sums (the commit
+    path); NO_FIGURES where a figure is outside its field (the envelope's leaf says so)."""
+    try:
+        return (
+            s[0].to_bytes(FLOPS_BYTES, "big")
+            + s[1].to_bytes(FLOPS_BYTES, "big")
+            + _INTERVALS_NS.pack(s[4], ns),
+            version,
+        )
+    except (OverflowError, struct.error):
+        return NO_FIGURES
+
+
+def job_figures(sums: RecordSums | None, job_id: str) -> LeafFigures:
+    """The log_jobs row's leaf figures of `job_id` in a record being committed."""
+    if sums is None or not sums.flop_model_version:
+        return NO_FIGURES
+    ns = sums.job_ns.get(job_id)
+    s = sums.jobs.get(job_id)
+    if ns is None or s is None:
+        return NO_FIGURES
+    return _figures(s, ns, sums.flop_model_version)
+
+
+def run_figures(sums: RecordSums | None, run: tuple[str, str]) -> LeafFigures:
+    """The log_runs row's leaf figures of (account, run) in a record being committed."""
+    if sums is None or not sums.flop_model_version:
+        return NO_FIGURES
+    ns = sums.run_ns.get(run)
+    s = sums.runs.get(run)
+    if ns is None or s is None:
+        return NO_FIGURES
+    return _figures(s, ns, sums.flop_model_version)
+
+
+def scope_leaf(row: Sequence[Any]) -> ScopeLeaf:
+    """A `scope_leaves` row: leaf index, key id, sequence, leaf sums, FLOP model version, log
+    leaf hash, envelope (read only where the figures are NULL; NULL: no record row)."""
+    index, key_id, sequence, sums, version, hash_, envelope = row
+    if sums is not None and version is not None:
+        return ScopeLeaf(int(index), key_id, int(sequence), b"", bytes(hash_), bytes(sums), version)
+    return ScopeLeaf(
+        int(index), key_id, int(sequence), b"" if envelope is None else bytes(envelope)
+    )
 
 
 def _evidence(

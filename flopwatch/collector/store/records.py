@@ -503,6 +503,35 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class ScopeLeaf:
+    """One logged record of a job or run (`LeafScope`), as a sampled report's sum tree reads
+    it: the figures its leaf states for the scope, stored when the record was committed, or
+    (a record indexed before they were stored) its envelope to read them from.
+
+    With figures: `leaf_hash` (its RFC 6962 log leaf hash), `leaf_sums` (the scope's figures
+    in it, `flopwatch.sumtree.Sums.to_bytes`) and `flop_model_version` are set and `envelope`
+    is b"" (not read). Without: those are None and `envelope` holds the stored bytes, b"" once
+    archived and pruned."""
+
+    leaf_index: int
+    key_id: str
+    sequence: int
+    envelope: bytes
+    leaf_hash: bytes | None = None
+    leaf_sums: bytes | None = None
+    flop_model_version: str | None = None
+
+    @property
+    def has_figures(self) -> bool:
+        return self.leaf_sums is not None
+
+    @property
+    def archived(self) -> bool:
+        """No figures and no envelope: nothing to make its leaf from."""
+        return not self.has_figures and not self.envelope
+
+
+@dataclass(frozen=True)
 class PruneCandidate:
     """A logged record whose envelope an archive holds: its leaf, the leaf hash of the archived
     bytes, and the jobs the record counts for (from its payload)."""

@@ -187,14 +187,19 @@ def test_no_report_of_a_run_the_store_does_not_hold(store, make_ingestor):
 
 
 @pytest.mark.sqlite_only
-def tables_from(migrations: Sequence[Sequence[str]], version: int) -> list[str]:
-    """The tables migration `version` (1-based) and every later one create: what a database
-    of the version before holds none of."""
-    return [
-        m.group(1)
-        for statements in migrations[version - 1 :]
-        for sql in statements
-        if (m := re.match(r"\s*CREATE TABLE (\w+)", sql))
+def undo_from(migrations: Sequence[Sequence[str]], version: int) -> list[str]:
+    """What takes a database back to the version before `version` (1-based): drop every table
+    that migration and every later one create, and every column they add to older tables."""
+    later = [sql for statements in migrations[version - 1 :] for sql in statements]
+    created = [m.group(1) for sql in later if (m := re.match(r"\s*CREATE TABLE (\w+)", sql))]
+    added = [
+        (m.group(1), m.group(2))
+        for sql in later
+        if (m := re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", sql))
+        and m.group(1) not in created
+    ]
+    return [f"DROP TABLE {t}" for t in created] + [
+        f"ALTER TABLE {t} DROP COLUMN {c}" for t, c in added
     ]
 
 
@@ -206,8 +211,8 @@ def test_a_database_from_before_the_run_index_is_backfilled_at_open(tmp_path, ma
     finally:
         store.close()
     db = sqlite3.connect(path)  # as a collector of the version before log_runs left it
-    for table in tables_from(sqlite_schema.MIGRATIONS, sqlite_schema.RUN_LEAVES_VERSION):
-        db.execute(f"DROP TABLE {table}")
+    for statement in undo_from(sqlite_schema.MIGRATIONS, sqlite_schema.RUN_LEAVES_VERSION):
+        db.execute(statement)
     db.execute("DELETE FROM schema_version WHERE version >= ?", (sqlite_schema.RUN_LEAVES_VERSION,))
     db.commit()
     db.close()
@@ -231,8 +236,8 @@ def test_a_postgres_database_from_before_the_run_index_is_backfilled_at_open(
     finally:
         store.close()
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        for table in tables_from(postgres_schema.MIGRATIONS, postgres_schema.RUN_LEAVES_VERSION):
-            db.execute(f"DROP TABLE {table}")
+        for statement in undo_from(postgres_schema.MIGRATIONS, postgres_schema.RUN_LEAVES_VERSION):
+            db.execute(statement)
         db.execute(
             "DELETE FROM schema_version WHERE version >= %s",
             (postgres_schema.RUN_LEAVES_VERSION,),

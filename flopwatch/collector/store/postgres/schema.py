@@ -213,8 +213,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             energy_nj NUMERIC(40, 0) NOT NULL, PRIMARY KEY (account, run, day))""",
         "CREATE INDEX run_days_by_day ON run_days (day)",
     ),
+    # Sampled reports read figures, not envelopes (flopwatch.collector.sampled_report): each
+    # log_jobs and log_runs row also holds the scope's figures in the record for its sum-tree
+    # leaf (`flopwatch.sumtree.Sums.to_bytes`, 48 bytes) and the record's FLOP model version,
+    # written in the same insert as the row at commit. Rows written before this migration keep
+    # NULLs: a report reads those leaves' envelopes, as before (no backfill: it would read
+    # every old envelope once at open, the work a report does for them anyway).
+    (
+        "ALTER TABLE log_jobs ADD COLUMN leaf_sums BYTEA",
+        "ALTER TABLE log_jobs ADD COLUMN flop_model_version TEXT",
+        "ALTER TABLE log_runs ADD COLUMN leaf_sums BYTEA",
+        "ALTER TABLE log_runs ADD COLUMN flop_model_version TEXT",
+    ),
 )
 RUN_LEAVES_VERSION = 6  # the migration that indexed log leaves by run (backfilled at open)
+LEAF_FIGURES_VERSION = 10  # the migration that stored sum-tree leaf figures (no backfill)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Advisory lock (transaction scoped) held while migrating; class 0x666c6f70 spells "flop".

@@ -67,6 +67,7 @@ from flopwatch.collector.store.records import (
     RunEvidence,
     RunTotal,
     ScopeAlert,
+    ScopeLeaf,
     WindowTotal,
     days_kept,
     windows_of,
@@ -542,7 +543,7 @@ class PostgresStore:
 
     def scope_leaves(
         self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
-    ) -> list[LogEntry]:
+    ) -> list[ScopeLeaf]:
         with self._tx("read a page of leaves") as cur:
             return tlog.scope_leaves(cur, scope, after_leaf, below_leaf, limit)
 

@@ -24,10 +24,10 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobTotal,
     LeafScope,
-    LogEntry,
     NodeRecord,
     RunEvidence,
     RunTotal,
+    ScopeLeaf,
 )
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
@@ -47,14 +47,18 @@ def append_records(cur: Cur, scope: str, records: Sequence[VerifiedRecord]) -> N
     with cur.copy("COPY log_leaves (leaf_index, key_id, sequence) FROM STDIN") as copy:
         for n, r in enumerate(records):
             copy.write_row((size + n, r.key_id, r.sequence))
-    with cur.copy("COPY log_jobs (job_id, leaf_index) FROM STDIN") as copy:
+    with cur.copy(
+        "COPY log_jobs (job_id, leaf_index, leaf_sums, flop_model_version) FROM STDIN"
+    ) as copy:
         for n, r in enumerate(records):
             for job in sorted(r.sums.jobs):
-                copy.write_row((job, size + n))
-    with cur.copy("COPY log_runs (account, run, leaf_index) FROM STDIN") as copy:
+                copy.write_row((job, size + n, *common.job_figures(r.sums, job)))
+    with cur.copy(
+        "COPY log_runs (account, run, leaf_index, leaf_sums, flop_model_version) FROM STDIN"
+    ) as copy:
         for n, r in enumerate(records):
-            for account, run in sorted(r.sums.runs):
-                copy.write_row((account, run, size + n))
+            for run in sorted(r.sums.runs):
+                copy.write_row((*run, size + n, *common.run_figures(r.sums, run)))
 
 
 def append_statement(cur: Cur, key_id: str, sequence: int, envelope: bytes) -> int:
@@ -214,31 +218,46 @@ def job_evidence(
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(cur))
 
 
+# A scope's leaves with their stored figures: the envelope is read only where there are none
+# (rows indexed before they were stored), by a subquery run for those rows alone.
+_SCOPE_LEAF_COLUMNS = (
+    "SELECT j.leaf_index, l.key_id, l.sequence, j.leaf_sums, j.flop_model_version, n.hash, "
+    "CASE WHEN j.leaf_sums IS NULL OR j.flop_model_version IS NULL THEN "
+    "(SELECT r.envelope FROM records r WHERE r.key_id = l.key_id AND r.sequence = l.sequence) "
+    "END "
+)
+_SCOPE_LEAF_JOINS = (
+    "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+    "JOIN log_nodes n ON n.level = 0 AND n.idx = j.leaf_index "
+)
+
+
 def scope_leaves(
     cur: Cur, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
-) -> list[LogEntry]:
+) -> list[ScopeLeaf]:
     """A page of the scope's logged records: leaf index in (after_leaf, below_leaf), ascending,
-    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key)."""
+    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key), each with its
+    stored leaf figures, or its envelope where it has none."""
     page = common.leaf_page(limit)
     if scope.is_run:
         cur.execute(
-            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_runs j "
-            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
-            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
-            "WHERE j.account = %s AND j.run = %s AND j.leaf_index > %s AND j.leaf_index < %s "
+            _SCOPE_LEAF_COLUMNS
+            + "FROM log_runs j "
+            + _SCOPE_LEAF_JOINS
+            + "WHERE j.account = %s AND j.run = %s AND j.leaf_index > %s AND j.leaf_index < %s "
             "ORDER BY j.leaf_index LIMIT %s",
             (scope.account, scope.run, after_leaf, below_leaf, page),
         )
     else:
         cur.execute(
-            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
-            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
-            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
-            "WHERE j.job_id = %s AND j.leaf_index > %s AND j.leaf_index < %s "
+            _SCOPE_LEAF_COLUMNS
+            + "FROM log_jobs j "
+            + _SCOPE_LEAF_JOINS
+            + "WHERE j.job_id = %s AND j.leaf_index > %s AND j.leaf_index < %s "
             "ORDER BY j.leaf_index LIMIT %s",
             (scope.job_id, after_leaf, below_leaf, page),
         )
-    return [LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in cur.fetchall()]
+    return [common.scope_leaf(r) for r in cur.fetchall()]
 
 
 def revoked_at(cur: Cur, key_ids: Collection[str]) -> dict[str, int]:

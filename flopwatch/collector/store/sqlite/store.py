@@ -56,6 +56,7 @@ from flopwatch.collector.store.records import (
     RunEvidence,
     RunTotal,
     ScopeAlert,
+    ScopeLeaf,
     WindowTotal,
     days_kept,
     windows_of,
@@ -534,7 +535,7 @@ class SQLiteStore:
 
     def scope_leaves(
         self, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
-    ) -> list[LogEntry]:
+    ) -> list[ScopeLeaf]:
         with self._errors("read a page of leaves"):
             return tlog.scope_leaves(self._db, scope, after_leaf, below_leaf, limit)
 

@@ -29,16 +29,17 @@ from flopwatch.collector.store.records import (
     JobEvidence,
     JobTotal,
     LeafScope,
-    LogEntry,
     NodeRecord,
     RunEvidence,
     RunTotal,
+    ScopeLeaf,
 )
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.record import VerifiedRecord
+from flopwatch.verify.sums import RecordSums
 
 # Records logged per read of the backfill queue.
 _BACKFILL_CHUNK = 1024
@@ -53,6 +54,9 @@ class Leaf:
     data: bytes  # the stored envelope bytes
     jobs: frozenset[str]
     runs: frozenset[tuple[str, str]] = frozenset()  # (account, run) of its shares
+    # What it adds up (a record being committed): its sum-tree leaf figures per job and run
+    # (log_jobs, log_runs); None (a record logged by `backfill`): NULL, read from the envelope.
+    sums: RecordSums | None = None
 
 
 # -- writes ----------------------------------------------------------------------------------
@@ -71,6 +75,7 @@ def append_records(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) ->
                 r.envelope.to_bytes(),  # the same bytes sqlite_writes stores in `records`
                 frozenset(r.sums.jobs),
                 frozenset(r.sums.runs),
+                r.sums,
             )
             for r in records
         ],
@@ -93,12 +98,22 @@ def append_leaves(db: sqlite3.Connection, leaves: Sequence[Leaf]) -> int:
         [(size + n, leaf.key_id, leaf.sequence) for n, leaf in enumerate(leaves)],
     )
     db.executemany(
-        "INSERT INTO log_jobs VALUES (?, ?)",
-        [(job, size + n) for n, leaf in enumerate(leaves) for job in sorted(leaf.jobs)],
+        "INSERT INTO log_jobs (job_id, leaf_index, leaf_sums, flop_model_version) "
+        "VALUES (?, ?, ?, ?)",
+        [
+            (job, size + n, *common.job_figures(leaf.sums, job))
+            for n, leaf in enumerate(leaves)
+            for job in sorted(leaf.jobs)
+        ],
     )
     db.executemany(
-        "INSERT INTO log_runs VALUES (?, ?, ?)",
-        [(*run, size + n) for n, leaf in enumerate(leaves) for run in sorted(leaf.runs)],
+        "INSERT INTO log_runs (account, run, leaf_index, leaf_sums, flop_model_version) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            (*run, size + n, *common.run_figures(leaf.sums, run))
+            for n, leaf in enumerate(leaves)
+            for run in sorted(leaf.runs)
+        ],
     )
     return size
 
@@ -153,7 +168,7 @@ def backfill_runs(db: sqlite3.Connection) -> int:
         (after, _BACKFILL_CHUNK),
     ).fetchall():
         db.executemany(
-            "INSERT OR IGNORE INTO log_runs VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO log_runs (account, run, leaf_index) VALUES (?, ?, ?)",
             [
                 (*run, int(i))
                 for i, envelope in rows
@@ -269,32 +284,46 @@ def job_evidence(
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))
 
 
+# A scope's leaves with their stored figures: the envelope is read only where there are none
+# (rows indexed before they were stored), by a subquery run for those rows alone.
+_SCOPE_LEAF_COLUMNS = (
+    "SELECT j.leaf_index, l.key_id, l.sequence, j.leaf_sums, j.flop_model_version, n.hash, "
+    "CASE WHEN j.leaf_sums IS NULL OR j.flop_model_version IS NULL THEN "
+    "(SELECT r.envelope FROM records r WHERE r.key_id = l.key_id AND r.sequence = l.sequence) "
+    "END "
+)
+_SCOPE_LEAF_JOINS = (
+    "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+    "JOIN log_nodes n ON n.level = 0 AND n.idx = j.leaf_index "
+)
+
+
 def scope_leaves(
     db: sqlite3.Connection, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
-) -> list[LogEntry]:
+) -> list[ScopeLeaf]:
     """A page of the scope's logged records: leaf index in (after_leaf, below_leaf), ascending,
-    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key)."""
+    at most `limit` (keyset pagination on log_jobs' or log_runs' primary key), each with its
+    stored leaf figures, or its envelope where it has none."""
     page = common.leaf_page(limit)
     if scope.is_run:
         query = (
-            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_runs j "
-            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
-            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
-            "WHERE j.account = ? AND j.run = ? AND j.leaf_index > ? AND j.leaf_index < ? "
+            _SCOPE_LEAF_COLUMNS
+            + "FROM log_runs j "
+            + _SCOPE_LEAF_JOINS
+            + "WHERE j.account = ? AND j.run = ? AND j.leaf_index > ? AND j.leaf_index < ? "
             "ORDER BY j.leaf_index LIMIT ?"
         )
         params: tuple[object, ...] = (scope.account, scope.run, after_leaf, below_leaf, page)
     else:
         query = (
-            "SELECT j.leaf_index, r.envelope, r.key_id, r.sequence FROM log_jobs j "
-            "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
-            "JOIN records r ON r.key_id = l.key_id AND r.sequence = l.sequence "
-            "WHERE j.job_id = ? AND j.leaf_index > ? AND j.leaf_index < ? "
+            _SCOPE_LEAF_COLUMNS
+            + "FROM log_jobs j "
+            + _SCOPE_LEAF_JOINS
+            + "WHERE j.job_id = ? AND j.leaf_index > ? AND j.leaf_index < ? "
             "ORDER BY j.leaf_index LIMIT ?"
         )
         params = (scope.job_id, after_leaf, below_leaf, page)
-    rows = db.execute(query, params).fetchall()
-    return [LogEntry(int(r[0]), bytes(r[1]), r[2], int(r[3])) for r in rows]
+    return [common.scope_leaf(r) for r in db.execute(query, params).fetchall()]
 
 
 def revoked_at(db: sqlite3.Connection, key_ids: Collection[str]) -> dict[str, int]:
