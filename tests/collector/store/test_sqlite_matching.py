@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flopwatch.collector.store.sqlite.matching import MAX_PARAMETERS, keyed, select_matching
+from flopwatch.collector.store.sqlite.matching import MAX_PARAMETERS, keyed, select_matching, values
 
 SOURCES = Path(__file__).parents[3] / "flopwatch" / "collector" / "store"
 
@@ -52,3 +52,28 @@ def test_no_store_passes_identifiers_through_sql_json_functions() -> None:
         for fn in ("json_each", "json_extract", "->>", "json_array_elements", "jsonb_"):
             if fn in text:
                 assert path.name == "matching.py" and fn == "json_each", f"{fn} in {path}"
+
+
+def test_no_store_matches_several_columns_against_a_values_list() -> None:
+    """`(a, b) IN (VALUES ...)` makes SQLite (3.40) scan the whole table, once per statement:
+    with a commit's reads of job_gpus, gpu_totals and the log's nodes that made each commit
+    slower the more the database held. Several columns are matched by a join with the VALUES
+    (`WITH w (...) AS ({rows}) ... JOIN`), which searches the table's key."""
+    for path in (SOURCES / "sqlite").rglob("*.py"):
+        text = " ".join(path.read_text().split())
+        assert ") IN ({rows})" not in text.replace('" "', ""), path
+
+
+def test_a_join_with_the_values_searches_the_key_where_a_row_value_list_scans() -> None:
+    db = _table([(f"k{i}", i) for i in range(100)])
+
+    def plan(sql: str) -> str:
+        text, params = values([("k1", 1), ("k2", 2)])
+        rows = db.execute("EXPLAIN QUERY PLAN " + sql.replace("{rows}", text), params)
+        return " ".join(r[3] for r in rows)
+
+    assert "SCAN t" in plan("SELECT k, n FROM t WHERE (k, n) IN ({rows})")
+    joined = plan(
+        "WITH w (k, n) AS ({rows}) SELECT t.k, t.n FROM w JOIN t ON t.k = w.k AND t.n = w.n"
+    )
+    assert "SEARCH t" in joined and "SCAN t" not in joined

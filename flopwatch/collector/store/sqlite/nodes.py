@@ -42,8 +42,9 @@ def _add_gpu_totals(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -
         (row[0], row[1]): JobDelta(int(row[2]), int(row[3]), row[4], row[5], row[6])
         for row in select_matching(
             db,
-            "SELECT key_id, gpu, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-            "gpu_intervals FROM gpu_totals WHERE (key_id, gpu) IN ({rows})",
+            "WITH w (key_id, gpu) AS ({rows}) SELECT t.key_id, t.gpu, t.flops_estimate, "
+            "t.flops_upper, t.first_start_ns, t.last_end_ns, t.gpu_intervals FROM w "
+            "JOIN gpu_totals t ON t.key_id = w.key_id AND t.gpu = w.gpu",
             sorted(sums),
         )
     }

@@ -32,7 +32,7 @@ from flopwatch.collector.store.rows import (
     run_total,
     sums,
 )
-from flopwatch.collector.store.sqlite.matching import execute_matching, keyed, select_matching
+from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.runs import CLASS_BIT, WorkloadClass
 from flopwatch.verify.record import VerifiedRecord
 
@@ -73,9 +73,10 @@ _TABLES = {
     "run_totals": _Table(
         2,
         True,
-        "SELECT account, run, classes, flops_estimate, flops_upper, first_start_ns, "
-        "last_end_ns, gpu_intervals, gpu_time_fs, energy_nj FROM run_totals "
-        "WHERE (account, run) IN ({rows})",
+        "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.classes, "
+        "t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, t.gpu_intervals, "
+        "t.gpu_time_fs, t.energy_nj FROM w JOIN run_totals t "
+        "ON t.account = w.account AND t.run = w.run",
         "INSERT OR REPLACE INTO run_totals (account, run, classes, flops_estimate, flops_upper, "
         "first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -92,9 +93,10 @@ _TABLES = {
     "run_days": _Table(
         3,
         False,
-        "SELECT account, run, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-        "gpu_intervals, gpu_time_fs, energy_nj FROM run_days "
-        "WHERE (account, run, day) IN ({rows})",
+        "WITH w (account, run, day) AS ({rows}) SELECT t.account, t.run, t.day, "
+        "t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, t.gpu_intervals, "
+        "t.gpu_time_fs, t.energy_nj FROM w JOIN run_days t "
+        "ON t.account = w.account AND t.run = w.run AND t.day = w.day",
         "INSERT OR REPLACE INTO run_days (account, run, day, flops_estimate, flops_upper, "
         "first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -102,9 +104,9 @@ _TABLES = {
     "account_days": _Table(
         2,
         False,
-        "SELECT account, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-        "gpu_intervals, gpu_time_fs, energy_nj FROM account_days "
-        "WHERE (account, day) IN ({rows})",
+        "WITH w (account, day) AS ({rows}) SELECT t.account, t.day, t.flops_estimate, "
+        "t.flops_upper, t.first_start_ns, t.last_end_ns, t.gpu_intervals, t.gpu_time_fs, "
+        "t.energy_nj FROM w JOIN account_days t ON t.account = w.account AND t.day = w.day",
         "INSERT OR REPLACE INTO account_days (account, day, flops_estimate, flops_upper, "
         "first_start_ns, last_end_ns, gpu_intervals, gpu_time_fs, energy_nj) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,16 +164,20 @@ def add_runs(db: sqlite3.Connection, records: Sequence[VerifiedRecord], days: Da
     add_sums(db, "run_days", run_day_sums(records))
     ends = select_matching(
         db,
-        "SELECT account, run, last_end_ns FROM run_totals WHERE (account, run) IN ({rows})",
+        _LAST_ENDS,
         sorted(runs),
     )
-    execute_matching(
-        db,
-        "WITH w (account, run, first) AS ({rows}) DELETE FROM run_days WHERE EXISTS (SELECT 1 "
-        "FROM w WHERE w.account = run_days.account AND w.run = run_days.run "
-        "AND run_days.day < w.first)",
+    db.executemany(
+        "DELETE FROM run_days WHERE account = ? AND run = ? AND day < ?",
         [(account, run, first_rate_day(int(end))) for account, run, end in ends],
     )
+
+
+# Each run's last end, for the runs among {rows} (account, run) held.
+_LAST_ENDS = (
+    "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.last_end_ns FROM w "
+    "JOIN run_totals t ON t.account = w.account AND t.run = w.run"
+)
 
 
 def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey, JobDelta]:
@@ -181,13 +187,14 @@ def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey,
     wanted = sorted(set(keys))
     held = select_matching(
         db,
-        "SELECT account, run, last_end_ns FROM run_totals WHERE (account, run) IN ({rows})",
+        _LAST_ENDS,
         wanted,
     )
     rows = select_matching(
         db,
-        "SELECT account, run, day, flops_estimate, flops_upper, first_start_ns, last_end_ns, "
-        "gpu_intervals, gpu_time_fs, energy_nj FROM run_days WHERE (account, run) IN ({rows})",
+        "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.day, t.flops_estimate, "
+        "t.flops_upper, t.first_start_ns, t.last_end_ns, t.gpu_intervals, t.gpu_time_fs, "
+        "t.energy_nj FROM w JOIN run_days t ON t.account = w.account AND t.run = w.run",
         wanted,
     )
     last = {(r[0], r[1]): int(r[2]) for r in held}
@@ -204,6 +211,11 @@ def run_page(
         args += [account, prefix]
     rows = db.execute(SELECT_RUNS + where + " ORDER BY account, run LIMIT ?", (*args, limit))
     return [run_total(r) for r in rows]
+
+
+def runs_among(db: sqlite3.Connection, keys: Collection[RunKey]) -> list[RunTotal]:
+    """The totals of the runs held among `keys` (the same columns as `SELECT_RUNS`)."""
+    return [run_total(r) for r in select_matching(db, _TABLES["run_totals"].select, sorted(keys))]
 
 
 def run_total_of(db: sqlite3.Connection, account: str, run: str) -> RunTotal | None:

@@ -65,13 +65,11 @@ from flopwatch.collector.store.rows import (
     SELECT_ALERTS,
     SELECT_JOB_GPUS,
     SELECT_NODES,
-    SELECT_RUNS,
     SELECT_SCOPE_ALERTS,
     alerts_in_order,
     job_gpu,
     job_total,
     node_record,
-    run_total,
     scope_alert,
     scope_alert_row,
 )
@@ -476,10 +474,7 @@ class SQLiteStore:
 
     def runs_for(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], RunTotal]:
         with self._errors("read run totals"):
-            rows = select_matching(
-                self._db, SELECT_RUNS + " WHERE (account, run) IN ({rows})", sorted(keys)
-            )
-        return {(t.account, t.run): t for t in map(run_total, rows)}
+            return {(t.account, t.run): t for t in runs.runs_among(self._db, keys)}
 
     def run_recent(self, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], JobDelta]:
         with self._errors("read run days"):

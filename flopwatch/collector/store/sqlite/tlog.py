@@ -211,7 +211,10 @@ def log_nodes(
     if not nodes:
         return {}
     rows = select_matching(
-        db, "SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN ({rows})", sorted(nodes)
+        db,
+        "WITH w (level, idx) AS ({rows}) SELECT t.level, t.idx, t.hash FROM w "
+        "JOIN log_nodes t ON t.level = w.level AND t.idx = w.idx",
+        sorted(nodes),
     )
     return common.all_log_nodes(nodes, {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
 

@@ -92,9 +92,10 @@ def add_job_gpus(db: sqlite3.Connection, records: Sequence[VerifiedRecord]) -> N
         (row[0], row[1], row[2]): _delta(row[3:])
         for row in select_matching(
             db,
-            "SELECT job_id, key_id, gpu_uuid, flops_estimate, flops_upper, first_start_ns, "
-            "last_end_ns, gpu_intervals FROM job_gpus WHERE (job_id, key_id, gpu_uuid) IN "
-            "({rows})",
+            "WITH w (job_id, key_id, gpu_uuid) AS ({rows}) SELECT t.job_id, t.key_id, "
+            "t.gpu_uuid, t.flops_estimate, t.flops_upper, t.first_start_ns, t.last_end_ns, "
+            "t.gpu_intervals FROM w JOIN job_gpus t ON t.job_id = w.job_id "
+            "AND t.key_id = w.key_id AND t.gpu_uuid = w.gpu_uuid",
             sorted(sums),
         )
     }
