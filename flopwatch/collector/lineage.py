@@ -12,7 +12,7 @@ inside the declaration, so the log carries the evidence of the compute inherited
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -88,11 +88,16 @@ def lineage(store: Store, key: RunKey) -> Lineage:
     return lineage_of(key, store.lineage_parents(), lambda k: own_compute(store, k))
 
 
-def parent_compute(store: Store) -> Callable[[str, str], Compute | None]:
+def parent_compute(
+    store: Store, parents: Mapping[RunKey, Parent] | None = None
+) -> Callable[[str, str], Compute | None]:
     """The `flopwatch.collector.alerts.scopes.ParentCompute` of the store's lineage: a run's
     parent's cumulative compute (what the run inherits), or None for a run with no parent.
-    The declarations are read once, here; each answer reads the ancestors' totals."""
-    parents = store.lineage_parents()
+    The declarations are `parents` where the caller keeps them (the ingestor's
+    `WorkloadParents.lineage`), else read once, here; each answer reads the ancestors'
+    totals."""
+    if parents is None:
+        parents = store.lineage_parents()
 
     def parent_of(account: str, run: str) -> Compute | None:
         key = (account, run)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flopwatch.collector.lineage import declare
@@ -100,6 +100,12 @@ class WorkloadParents:
         self._lock = threading.Lock()
         self._declared = 0
         self._refusals = dict.fromkeys(REASONS, 0)
+
+    @property
+    def lineage(self) -> Mapping[RunKey, Parent]:
+        """The declared lineage as last read or declared here (`refresh` reads it again): what
+        the ingest thread's run alerts take a run's parent from, without a read per commit."""
+        return self._parents
 
     def counts(self) -> tuple[int, dict[str, int]]:
         """(runs declared from records, refusals by reason) since start."""

@@ -61,7 +61,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -89,6 +89,7 @@ from flopwatch.collector.store.records import (
     NodeRecord,
     RunTotal,
     ScopeAlert,
+    WindowTotal,
     aggregate,
 )
 from flopwatch.dsse import Envelope
@@ -151,6 +152,15 @@ class IngestSnapshot:
     # (`flopwatch.collector.ingest.declared_parents.REASONS`).
     lineage_declared: int = 0
     lineage_refused: Mapping[str, int] = field(default_factory=dict)
+
+
+class _View(NamedTuple):
+    """The totals read back after a commit for the metrics view (`Ingestor._refresh_view`),
+    which the commit's alerts are decided from too."""
+
+    jobs: dict[str, JobTotal]
+    runs: dict[tuple[str, str], RunTotal]
+    accounts: dict[str, AccountView]
 
 
 @dataclass(frozen=True)
@@ -310,13 +320,14 @@ class Ingestor:
         self._note_rejections(claims, acks, batch)
         with self._lock:
             self._verified_ahead += self._ahead_in_batch
-        totals = self._refresh_view(batch.records)
+        view = self._refresh_view(batch.records)
         now = self._now_ns()
         forks = self._forks.settle(now)
         clocks = self._clocks.settle({r.key_id for r in batch.records}, now)
         self._note_clocks()
         declared = self.parents.after_commit(batch.records) if self.parents is not None else []
-        scoped = self._scope_alerts(batch.records, declared)
+        scoped = self._scope_alerts(batch.records, declared, view)
+        totals = {} if view is None else view.jobs
         self._emit([*fired, *self._crossed_meanwhile(totals), *scoped, *forks, *clocks])
         return acks
 
@@ -331,7 +342,10 @@ class Ingestor:
             self._emit(self._scope_alerts((), new))
 
     def _scope_alerts(
-        self, records: Sequence[VerifiedRecord], declared: Sequence[tuple[str, str]] = ()
+        self,
+        records: Sequence[VerifiedRecord],
+        declared: Sequence[tuple[str, str]] = (),
+        view: _View | None = None,
     ) -> list[ScopeAlert]:
         """Record and return the run and account alerts the committed totals of the batch's
         runs and accounts (and of the runs just `declared` derived) newly call for.
@@ -339,7 +353,9 @@ class Ingestor:
         Decided after the commit, from totals read back, so concurrent collectors both see
         what they added together; the store records each alert once and hands back only the
         new ones. A store failure here delays the alerts to the next commit to the same run
-        or account (they are decided from the totals, not from what the batch added)."""
+        or account (they are decided from the totals, not from what the batch added). The
+        totals and windows the metrics `view` read after this commit are used, not read
+        twice; the lineage is the one `parents` keeps, refreshed every `lineage_check_s`."""
         policy = self.scoped
         if not (records or declared) or not policy.active:
             return []
@@ -349,15 +365,17 @@ class Ingestor:
         proposed: list[ScopeAlert] = []
         try:
             if policy.run_rules:
-                parent_of = parent_compute(self._store)  # cumulative: own plus ancestors'
+                lineage = None if self.parents is None else self.parents.lineage
+                parent_of = parent_compute(self._store, lineage)  # own plus ancestors'
                 # Forecasts: each run's current rate, from its last days of measurement.
                 recent = self._store.run_recent(keys) if policy.forecast_days > 0 else {}
-                for key, t in self._store.runs_for(keys).items():
-                    proposed += policy.run_alerts(t, now, parent_of, recent.get(key))
+                held_runs = {} if view is None else view.runs
+                missing = keys - held_runs.keys()
+                runs = {**held_runs, **(self._store.runs_for(missing) if missing else {})}
+                for key in sorted(keys & runs.keys()):
+                    proposed += policy.run_alerts(runs[key], now, parent_of, recent.get(key))
             if policy.account_rules:
-                accounts = {account for account, _ in keys}
-                held = self._store.account_windows(accounts, utc_day(now), self._account_windows)
-                for account, windows in held.items():
+                for account, windows in self._windows_of({a for a, _ in keys}, view, now):
                     sums = [(w.days, w.flops_estimate, w.flops_upper) for w in windows]
                     proposed += policy.account_alerts(account, sums, now)
             proposed = [a for a in proposed if a.key not in self._fired_scope]
@@ -369,6 +387,16 @@ class Ingestor:
         self._fired_scope.update(a.key for a in proposed)
         self._count_scope_alerts(new)
         return new
+
+    def _windows_of(
+        self, accounts: set[str], view: _View | None, now: int
+    ) -> Iterable[tuple[str, Sequence[WindowTotal]]]:
+        """Each account's trailing windows: as the metrics view read them after this commit,
+        else read now."""
+        held = {} if view is None else view.accounts
+        if view is not None and accounts <= held.keys():
+            return [(a, held[a].windows) for a in sorted(accounts)]
+        return self._store.account_windows(accounts, utc_day(now), self._account_windows).items()
 
     def _count_scope_alerts(self, alerts: Sequence[ScopeAlert]) -> None:
         with self._lock:
@@ -606,11 +634,11 @@ class Ingestor:
                 else:
                     self._rejected[a.reason] = self._rejected.get(a.reason, 0) + 1
 
-    def _refresh_view(self, records: Sequence[VerifiedRecord]) -> dict[str, JobTotal]:
-        """Update the metrics view with the committed totals of the jobs and keys touched;
-        return those totals ({} if they cannot be read)."""
+    def _refresh_view(self, records: Sequence[VerifiedRecord]) -> _View | None:
+        """Update the metrics view with the committed totals of the jobs, keys, runs and
+        accounts touched; return what was read (None if it cannot be read)."""
         if not records:
-            return {}
+            return None
         try:
             totals = self._store.totals_for({job for r in records for job in r.sums.jobs})
             chains = self._store.chain_states({r.key_id for r in records})
@@ -620,13 +648,13 @@ class Ingestor:
             )
         except StoreError as e:  # committed already; only the metrics view lags
             log.error("cannot refresh the metrics view after a commit: %s", e)
-            return {}
+            return None
         with self._lock:
             self._runs.apply(runs, accounts)
             self._jobs.update(totals)
             self._chains.update((c.key_id, c) for c in chains)
             self._gpus.update(((g.key_id, g.gpu), g) for g in gpus)
-        return totals
+        return _View(totals, runs, accounts)
 
     def _crossed_meanwhile(self, totals: Mapping[str, JobTotal]) -> list[AlertEvent]:
         """Record and return alerts the committed totals call for that no commit recorded.

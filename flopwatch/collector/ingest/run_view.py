@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from flopwatch.collector.store.base import PageStore
+from flopwatch.collector.store.base import PageStore, TotalsStore
 from flopwatch.collector.store.records import AccountTotal, RunTotal, WindowTotal
 from flopwatch.verify.sums import DAY_NS
 
 _PAGE = 1000
+
+
+class _Store(PageStore, TotalsStore, Protocol):
+    """What the view reads: pages of runs and accounts, and the totals of given runs."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class AccountView:
 class RunView:
     """Run and account totals by key; see the module docstring."""
 
-    def __init__(self, store: PageStore, windows: Sequence[int] = ()) -> None:
+    def __init__(self, store: _Store, windows: Sequence[int] = ()) -> None:
         self._store = store
         self._windows = tuple(windows)
         self.runs: dict[tuple[str, str], RunTotal] = {}
@@ -59,11 +64,7 @@ class RunView:
     ) -> tuple[dict[tuple[str, str], RunTotal], dict[str, AccountView]]:
         """Read the totals of `runs` ((account, run) pairs) and of their accounts, for
         `apply` (which the caller may do under its lock)."""
-        fresh: dict[tuple[str, str], RunTotal] = {}
-        for account, run in runs:
-            page = self._store.run_page(account, run, (account, ""), 1)
-            if page and page[0].run == run:
-                fresh[(account, run)] = page[0]
+        fresh = self._store.runs_for(runs) if runs else {}
         touched = {account for account, _ in runs}
         windows: dict[str, tuple[WindowTotal, ...]] = {}
         if self._windows and touched:
