@@ -51,29 +51,26 @@ class _StoreLog:
         self._store, self._log, self._size = store, log, size
 
     def entries(self, leaf_indices: Sequence[int]) -> dict[int, bytes]:
-        out = {}
-        for i in leaf_indices:
-            [data] = self._store.log_entries(i, i + 1)
-            if not data:
-                raise ConfigError(
-                    f"log leaf {i}, probed by the report, was archived and pruned from the "
-                    "database (flopwatch records prune): make the full bundle with --archive"
-                )
-            out[i] = data
-        return out
+        return self._read(leaf_indices, lambda i: f"log leaf {i}, probed by the report,")
 
     def inclusion_proofs(self, leaf_indices: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
         return self._log.inclusion_proofs(list(leaf_indices), self._size)
 
     def drawn(self, scope: LeafScope, leaf_indices: Sequence[int]) -> dict[int, bytes]:
         """The envelopes of the drawn records the report opens."""
+        return self._read(
+            leaf_indices, lambda i: f"log leaf {i} of {_described(scope)}, drawn by the report,"
+        )
+
+    def _read(self, leaf_indices: Sequence[int], what: Callable[[int], str]) -> dict[int, bytes]:
+        """The leaves' data; ConfigError, saying `what` the leaf was, if one was pruned."""
         out = {}
         for i in leaf_indices:
             [data] = self._store.log_entries(i, i + 1)
             if not data:
                 raise ConfigError(
-                    f"log leaf {i} of {_described(scope)}, drawn by the report, was archived "
-                    "and pruned: the report opens it (make the full bundle with --archive)"
+                    f"{what(i)} was archived and pruned from the database (flopwatch records "
+                    "prune): make the full bundle with --archive"
                 )
             out[i] = data
         return out

@@ -184,3 +184,18 @@ def scope_alert(row: Sequence[Any]) -> ScopeAlert:
         rate=None if row[12] is None else float(row[12]),
         eta_s=None if row[13] is None else float(row[13]),
     )
+
+
+# A scope's leaves with their stored figures (`scope_leaves` of both stores, with
+# `common.scope_leaf`): the envelope is read only where there are none (rows indexed before
+# they were stored), by a subquery run for those rows alone.
+SCOPE_LEAF_COLUMNS = (
+    "SELECT j.leaf_index, l.key_id, l.sequence, j.leaf_sums, j.flop_model_version, n.hash, "
+    "CASE WHEN j.leaf_sums IS NULL OR j.flop_model_version IS NULL THEN "
+    "(SELECT r.envelope FROM records r WHERE r.key_id = l.key_id AND r.sequence = l.sequence) "
+    "END "
+)
+SCOPE_LEAF_JOINS = (
+    "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
+    "JOIN log_nodes n ON n.level = 0 AND n.idx = j.leaf_index "
+)

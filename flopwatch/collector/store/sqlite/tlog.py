@@ -34,6 +34,7 @@ from flopwatch.collector.store.records import (
     RunTotal,
     ScopeLeaf,
 )
+from flopwatch.collector.store.rows import SCOPE_LEAF_COLUMNS, SCOPE_LEAF_JOINS
 from flopwatch.collector.store.sqlite.matching import keyed, select_matching
 from flopwatch.dsse import Envelope
 from flopwatch.errors import StoreError, VerificationError
@@ -287,20 +288,6 @@ def job_evidence(
     return common.job_evidence(total, entries, node, revocations, lambda: log_size(db))
 
 
-# A scope's leaves with their stored figures: the envelope is read only where there are none
-# (rows indexed before they were stored), by a subquery run for those rows alone.
-_SCOPE_LEAF_COLUMNS = (
-    "SELECT j.leaf_index, l.key_id, l.sequence, j.leaf_sums, j.flop_model_version, n.hash, "
-    "CASE WHEN j.leaf_sums IS NULL OR j.flop_model_version IS NULL THEN "
-    "(SELECT r.envelope FROM records r WHERE r.key_id = l.key_id AND r.sequence = l.sequence) "
-    "END "
-)
-_SCOPE_LEAF_JOINS = (
-    "JOIN log_leaves l ON l.leaf_index = j.leaf_index "
-    "JOIN log_nodes n ON n.level = 0 AND n.idx = j.leaf_index "
-)
-
-
 def scope_leaves(
     db: sqlite3.Connection, scope: LeafScope, after_leaf: int, below_leaf: int, limit: int
 ) -> list[ScopeLeaf]:
@@ -310,18 +297,18 @@ def scope_leaves(
     page = common.leaf_page(limit)
     if scope.is_run:
         query = (
-            _SCOPE_LEAF_COLUMNS
+            SCOPE_LEAF_COLUMNS
             + "FROM log_runs j "
-            + _SCOPE_LEAF_JOINS
+            + SCOPE_LEAF_JOINS
             + "WHERE j.account = ? AND j.run = ? AND j.leaf_index > ? AND j.leaf_index < ? "
             "ORDER BY j.leaf_index LIMIT ?"
         )
         params: tuple[object, ...] = (scope.account, scope.run, after_leaf, below_leaf, page)
     else:
         query = (
-            _SCOPE_LEAF_COLUMNS
+            SCOPE_LEAF_COLUMNS
             + "FROM log_jobs j "
-            + _SCOPE_LEAF_JOINS
+            + SCOPE_LEAF_JOINS
             + "WHERE j.job_id = ? AND j.leaf_index > ? AND j.leaf_index < ? "
             "ORDER BY j.leaf_index LIMIT ?"
         )
