@@ -37,21 +37,25 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.collector.store
 
 from flopwatch.agent.backends.sim import SIM_PID_BASE, SimBackend
 from flopwatch.agent.records import ChainHead, RecordBuilder
 from flopwatch.attribution import JobWindow
 from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.ingest.ingestor import Ingestor
-from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import REPORT_PAGE_LEAVES, build_sampled_run_report
 from flopwatch.collector.sampled_statement import RecordFacts, build_sampled_statement
 from flopwatch.collector.store.factory import open_store
+from flopwatch.collector.store.records import LeafScope
 from flopwatch.keys import SigningKey, key_id_of_raw, public_raw
 from flopwatch.merkle import MerkleLog
 from flopwatch.statements import TreeHead
@@ -60,6 +64,7 @@ from flopwatch.verify.bundle_format import NodeKey
 from flopwatch.verify.sampled import SampledVerifier
 from flopwatch.verify.sampled_build import build_sampled
 from flopwatch.verify.sampled_format import Scope, detectable_fraction
+from tests.collector.store.reference_report import reference_report
 
 START = 1_700_000_000 * 10**9
 JOB = "manual:bench/frontier"
@@ -228,30 +233,10 @@ def _store_build(
             ).to_bytes()
 
         def before() -> bytes:
-            ev = store.run_evidence(ACCOUNT, RUN)
-            assert ev is not None
-            head = log.sign()
-
-            class View:
-                def entries(self, leaves: Sequence[int]) -> dict[int, bytes]:
-                    return {i: store.log_entries(i, i + 1)[0] for i in leaves}
-
-                def inclusion_proofs(self, leaves: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
-                    return log.inclusion_proofs(list(leaves), head.head.size)
-
-            return build_sampled(
-                run=RUN,
-                account=ACCOUNT,
-                flop_model_version=model_version(ev),
-                records=[(e.leaf_index, e.envelope) for e in ev.entries],
-                log=View(),
-                tree_head=head,
-                nodes=tuple(node_key(n, ev.revoked_at_log_size) for n in ev.nodes),
-                signer=log.signer,
-                created_ns=end,
-                samples=samples,
-                probes=probes,
-            ).to_bytes()
+            scope = LeafScope(account=ACCOUNT, run=RUN)
+            return reference_report(
+                store, log, scope, created_ns=end, samples=samples, probes=probes
+            )
 
         def with_statement() -> bytes:
             # `report --run --sampled --format in-toto`: the facts observed on the first pass

@@ -14,7 +14,6 @@ from collections.abc import Collection
 import psycopg
 import pytest
 
-from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import build_sampled_report, build_sampled_run_report
 from flopwatch.collector.store.base import Store
@@ -23,9 +22,9 @@ from flopwatch.errors import ConfigError, StoreError
 from flopwatch.keys import SigningKey
 from flopwatch.merkle import leaf_hash
 from flopwatch.verify.sampled import SampledVerifier
-from flopwatch.verify.sampled_build import build_sampled
 from flopwatch.verify.sampled_format import SampledReport
 from tests.collector.collector_helpers import statuses
+from tests.collector.store.reference_report import reference_report
 from tests.collector.store.test_run_totals import enrolled, restarted_run
 from tests.nodes import NOW, Node
 
@@ -87,35 +86,7 @@ def _streamed(store: Store, scope: LeafScope, **kw: int) -> bytes:
 def _todays(store: Store, scope: LeafScope) -> bytes:
     """The report the in-memory maker makes from every envelope of the scope."""
     log = TransparencyLog(store, KEY, now_ns=lambda: NOW)
-    if scope.is_run:
-        ev = store.run_evidence(scope.account, scope.run)
-    else:
-        ev = store.job_evidence(scope.job_id)  # type: ignore[assignment]
-    assert ev is not None
-    head = log.sign()
-    size = head.head.size
-
-    class View:
-        def entries(self, leaves):
-            return {i: store.log_entries(i, i + 1)[0] for i in leaves}
-
-        def inclusion_proofs(self, leaves):
-            return log.inclusion_proofs(list(leaves), size)
-
-    return build_sampled(
-        job_id=scope.job_id,
-        run=scope.run,
-        account=scope.account,
-        flop_model_version=model_version(ev),
-        records=[(e.leaf_index, e.envelope) for e in ev.entries],
-        log=View(),
-        tree_head=head,
-        nodes=tuple(node_key(n, ev.revoked_at_log_size) for n in ev.nodes),
-        signer=log.signer,
-        created_ns=NOW,
-        samples=6,
-        probes=6,
-    ).to_bytes()
+    return reference_report(store, log, scope, created_ns=NOW, samples=6, probes=6)
 
 
 @pytest.mark.parametrize("forget", ["none", "odd", "all"])

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import psycopg
 import pytest
 
-from flopwatch.collector.job_report import model_version, node_key
 from flopwatch.collector.log.translog import TransparencyLog
 from flopwatch.collector.sampled_report import build_sampled_run_report
 from flopwatch.collector.store.base import Store
@@ -25,9 +24,9 @@ from flopwatch.collector.store.sqlite.store import SQLiteStore
 from flopwatch.errors import BundleVerificationError, ConfigError
 from flopwatch.keys import SigningKey
 from flopwatch.verify.sampled import SampledVerifier
-from flopwatch.verify.sampled_build import build_sampled
 from flopwatch.verify.sampled_format import SampledReport
 from tests.collector.collector_helpers import ALL, statuses
+from tests.collector.store.reference_report import reference_report
 from tests.collector.store.test_run_totals import enrolled, restarted_run
 from tests.nodes import NOW
 
@@ -117,31 +116,9 @@ def test_the_streamed_run_report_is_todays_report_byte_for_byte(store, make_inge
     reading the whole run in one snapshot (`run_evidence`) and the in-memory maker made."""
     _filled(store, make_ingestor)
     log = TransparencyLog(store, KEY, now_ns=lambda: NOW)
-    ev = store.run_evidence("acme", "llama")
-    assert ev is not None
-    head = log.sign()
-    size = head.head.size
-
-    class View:
-        def entries(self, leaves):
-            return {i: store.log_entries(i, i + 1)[0] for i in leaves}
-
-        def inclusion_proofs(self, leaves):
-            return log.inclusion_proofs(list(leaves), size)
-
-    before = build_sampled(
-        run="llama",
-        account="acme",
-        flop_model_version=model_version(ev),
-        records=[(e.leaf_index, e.envelope) for e in ev.entries],
-        log=View(),
-        tree_head=head,
-        nodes=tuple(node_key(n, ev.revoked_at_log_size) for n in ev.nodes),
-        signer=log.signer,
-        created_ns=NOW,
-        samples=6,
-        probes=6,
-    ).to_bytes()
+    before = reference_report(
+        store, log, LeafScope(account="acme", run="llama"), created_ns=NOW, samples=6, probes=6
+    )
     for page in (1, 2, 1000):
         now = build_sampled_run_report(
             store, log, "acme", "llama", samples=6, probes=6, now_ns=lambda: NOW, page=page
