@@ -75,14 +75,7 @@ def add_runs(cur: Cur, records: Sequence[VerifiedRecord], days: DaysKept) -> Non
         energy=True,
     )
     # Each run's days before its last RUN_RATE_DAYS, its total's last end now added.
-    accounts, names = [k[0] for k in sorted(runs)], [k[1] for k in sorted(runs)]
-    cur.execute(
-        "SELECT t.account, t.run, t.last_end_ns FROM run_totals t "
-        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
-        "ON t.account = w.account AND t.run = w.run",
-        (accounts, names),
-    )
-    firsts = [(a, r, first_rate_day(int(end))) for a, r, end in cur.fetchall()]
+    firsts = [(a, r, first_rate_day(end)) for (a, r), end in _last_ends(cur, runs).items()]
     cur.execute(
         "DELETE FROM run_days d USING unnest(%s::text[], %s::text[], %s::integer[]) "
         "AS w (account, run, first) "
@@ -91,19 +84,25 @@ def add_runs(cur: Cur, records: Sequence[VerifiedRecord], days: DaysKept) -> Non
     )
 
 
+def _last_ends(cur: Cur, keys: Collection[RunKey]) -> dict[RunKey, int]:
+    """The last end (ns) of each run held among `keys`."""
+    wanted = sorted(keys)
+    cur.execute(
+        "SELECT t.account, t.run, t.last_end_ns FROM run_totals t "
+        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
+        "ON t.account = w.account AND t.run = w.run",
+        ([k[0] for k in wanted], [k[1] for k in wanted]),
+    )
+    return {(r[0], r[1]): int(r[2]) for r in cur.fetchall()}
+
+
 def run_recent(cur: Cur, keys: Collection[RunKey]) -> dict[RunKey, JobDelta]:
     """Each run's sums over its last `RUN_RATE_DAYS` UTC days of measurement (zeros where none
     are held; runs not held are left out). Per-run days older than that are not kept, so this
     reads a few rows per run."""
     wanted = sorted(set(keys))
     accounts, names = [k[0] for k in wanted], [k[1] for k in wanted]
-    cur.execute(
-        "SELECT t.account, t.run, t.last_end_ns FROM run_totals t "
-        "JOIN unnest(%s::text[], %s::text[]) AS w (account, run) "
-        "ON t.account = w.account AND t.run = w.run",
-        (accounts, names),
-    )
-    last = {(r[0], r[1]): int(r[2]) for r in cur.fetchall()}
+    last = _last_ends(cur, wanted)
     cur.execute(
         "SELECT d.account, d.run, d.day, d.flops_estimate, d.flops_upper, d.first_start_ns, "
         "d.last_end_ns, d.gpu_intervals, d.gpu_time_fs, d.energy_nj FROM run_days d "

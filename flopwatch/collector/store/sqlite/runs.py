@@ -162,22 +162,21 @@ def add_runs(db: sqlite3.Connection, records: Sequence[VerifiedRecord], days: Da
         db.execute("DELETE FROM account_days WHERE day < ?", (days.first_day,))
     add_sums(db, "account_days", account_day_sums(records, days.first_day))
     add_sums(db, "run_days", run_day_sums(records))
-    ends = select_matching(
-        db,
-        _LAST_ENDS,
-        sorted(runs),
-    )
     db.executemany(
         "DELETE FROM run_days WHERE account = ? AND run = ? AND day < ?",
-        [(account, run, first_rate_day(int(end))) for account, run, end in ends],
+        [(a, r, first_rate_day(end)) for (a, r), end in _last_ends(db, runs).items()],
     )
 
 
-# Each run's last end, for the runs among {rows} (account, run) held.
-_LAST_ENDS = (
-    "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.last_end_ns FROM w "
-    "JOIN run_totals t ON t.account = w.account AND t.run = w.run"
-)
+def _last_ends(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey, int]:
+    """The last end (ns) of each run held among `keys`."""
+    rows = select_matching(
+        db,
+        "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.last_end_ns FROM w "
+        "JOIN run_totals t ON t.account = w.account AND t.run = w.run",
+        sorted(keys),
+    )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
 
 
 def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey, JobDelta]:
@@ -185,11 +184,6 @@ def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey,
     are held; runs not held are left out). Per-run days older than that are not kept, so this
     reads a few rows per run."""
     wanted = sorted(set(keys))
-    held = select_matching(
-        db,
-        _LAST_ENDS,
-        wanted,
-    )
     rows = select_matching(
         db,
         "WITH w (account, run) AS ({rows}) SELECT t.account, t.run, t.day, t.flops_estimate, "
@@ -197,8 +191,7 @@ def run_recent(db: sqlite3.Connection, keys: Collection[RunKey]) -> dict[RunKey,
         "t.energy_nj FROM w JOIN run_days t ON t.account = w.account AND t.run = w.run",
         wanted,
     )
-    last = {(r[0], r[1]): int(r[2]) for r in held}
-    return recent_of([((r[0], r[1]), int(r[2]), sums(r[3:])) for r in rows], last)
+    return recent_of([((r[0], r[1]), int(r[2]), sums(r[3:])) for r in rows], _last_ends(db, wanted))
 
 
 def run_page(
