@@ -52,7 +52,11 @@ from flopwatch.attribution import JobWindow
 from flopwatch.collector.alerts.events import ThresholdPolicy
 from flopwatch.collector.ingest.ingestor import Ingestor
 from flopwatch.collector.log.translog import TransparencyLog
-from flopwatch.collector.sampled_report import REPORT_PAGE_LEAVES, build_sampled_run_report
+from flopwatch.collector.sampled_report import (
+    REPORT_PAGE_LEAVES,
+    Observer,
+    build_sampled_run_report,
+)
 from flopwatch.collector.sampled_statement import RecordFacts, build_sampled_statement
 from flopwatch.collector.store.factory import open_store
 from flopwatch.collector.store.records import LeafScope
@@ -63,7 +67,7 @@ from flopwatch.sumtree import NODE_BYTES, Sums, SumTree, check_path, leaf_node
 from flopwatch.verify.bundle_format import NodeKey
 from flopwatch.verify.sampled import SampledVerifier
 from flopwatch.verify.sampled_build import build_sampled
-from flopwatch.verify.sampled_format import Scope, detectable_fraction
+from flopwatch.verify.sampled_format import SampledReport, Scope, detectable_fraction
 from tests.collector.store.reference_report import reference_report
 
 START = 1_700_000_000 * 10**9
@@ -220,7 +224,7 @@ def _store_build(
         collector = SigningKey.generate()
         log = TransparencyLog(store, collector, now_ns=lambda: end)
 
-        def build() -> bytes:
+        def report(observe: Observer | None = None) -> SampledReport:
             return build_sampled_run_report(
                 store,
                 log,
@@ -230,7 +234,11 @@ def _store_build(
                 probes=probes,
                 now_ns=lambda: end,
                 page=page,
-            ).to_bytes()
+                observe=observe,
+            )
+
+        def build() -> bytes:
+            return report().to_bytes()
 
         def before() -> bytes:
             scope = LeafScope(account=ACCOUNT, run=RUN)
@@ -241,20 +249,10 @@ def _store_build(
         def with_statement() -> bytes:
             # `report --run --sampled --format in-toto`: the facts observed on the first pass
             facts = RecordFacts(Scope(run=RUN, account=ACCOUNT))
-            report = build_sampled_run_report(
-                store,
-                log,
-                ACCOUNT,
-                RUN,
-                samples=samples,
-                probes=probes,
-                now_ns=lambda: end,
-                page=page,
-                observe=facts.observe,
-            )
-            data = report.to_bytes()
+            made = report(facts.observe)
+            data = made.to_bytes()
             build_sampled_statement(
-                report, data, collector, facts, origin="bench.invalid/log", report_name="r"
+                made, data, collector, facts, origin="bench.invalid/log", report_name="r"
             )
             return data
 
